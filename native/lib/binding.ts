@@ -1,0 +1,44 @@
+import * as path from 'path';
+
+/** The raw addon. Arguments are validated by the TypeScript layer before they get here. */
+export interface NativeOpenResult {
+  errno: number;
+  fd: number;
+  sizeBytes: number;
+  logicalBlockSize: number;
+  physicalBlockSize: number;
+  isBlockDevice: boolean;
+  dev: string;
+  ino: string;
+  rdev: string;
+}
+
+type DoneCallback = (errno: number, bytesDone: number) => void;
+type ErrnoCallback = (errno: number) => void;
+
+export interface NativeBinding {
+  open(path: string, write: boolean, direct: boolean, exclusive: boolean): NativeOpenResult;
+  close(fd: number): number;
+  allocAligned(bytes: number): Buffer;
+  read(fd: number, buf: Buffer, bufOffset: number, bytes: number, byteOffset: number, cb: DoneCallback): void;
+  write(fd: number, buf: Buffer, bufOffset: number, bytes: number, byteOffset: number, cb: DoneCallback): void;
+  datasync(fd: number, cb: ErrnoCallback): void;
+  zeroRange(fd: number, isBlockDevice: boolean, byteOffset: number, bytes: number, cb: ErrnoCallback): void;
+  discard(fd: number, isBlockDevice: boolean, byteOffset: number, bytes: number, cb: ErrnoCallback): void;
+  copyOut(
+    srcFd: number,
+    srcByteOffset: number,
+    bytes: number,
+    buf: Buffer,
+    destFds: number[],
+    destByteOffsets: number[],
+    writeOnReadError: boolean,
+    cb: (readErrno: number, readBytes: number, writeErrnos: number[]) => void,
+  ): void;
+}
+
+// Works from lib/ (tests run the sources) and from dist/ (the built package).
+const addonPath = path.join(__dirname, '..', 'build', 'Release', 'dmtool_native.node');
+
+// eslint-disable-next-line @typescript-eslint/no-var-requires
+export const binding: NativeBinding = require(addonPath) as NativeBinding;

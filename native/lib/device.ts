@@ -1,0 +1,209 @@
+import { binding } from './binding';
+import { DeviceError, DeviceOp, errnoName, errnoOf } from './errors';
+import { faults, FaultOp } from './faults';
+
+export interface OpenOptions {
+  /** Open read-write (default: read-only). */
+  write?: boolean;
+  /** O_DIRECT: bypass the page cache; offsets, lengths and buffers must be block aligned. */
+  direct?: boolean;
+  /** O_EXCL on block devices, so a mounted or busy device is refused (default: true). */
+  exclusive?: boolean;
+}
+
+export const SECTOR_BYTES = 512;
+const DIRECT_BUFFER_ALIGN = 4096;
+const ZERO_FALLBACK_BYTES = 1 << 20;
+
+/**
+ * An open regular file or block device. The only holder of a file
+ * descriptor; everything above speaks in devices, byte ranges and buffers.
+ */
+export class Device {
+  readonly path: string;
+  readonly sizeBytes: number;
+  readonly logicalBlockSize: number;
+  readonly physicalBlockSize: number;
+  readonly isBlockDevice: boolean;
+  readonly writable: boolean;
+  readonly direct: boolean;
+  /** Same value for two opens of the same file or block device. */
+  readonly identity: string;
+  private fd: number;
+
+  private constructor(path: string, fd: number, info: ReturnType<typeof binding.open>, opts: OpenOptions) {
+    this.path = path;
+    this.fd = fd;
+    this.sizeBytes = info.sizeBytes;
+    this.logicalBlockSize = info.logicalBlockSize;
+    this.physicalBlockSize = info.physicalBlockSize;
+    this.isBlockDevice = info.isBlockDevice;
+    this.writable = opts.write === true;
+    this.direct = opts.direct === true;
+    this.identity = info.isBlockDevice ? `block:${info.rdev}` : `file:${info.dev}:${info.ino}`;
+  }
+
+  static open(path: string, opts: OpenOptions = {}): Device {
+    if (typeof path !== 'string' || path.length === 0) throw new TypeError('device path must be a non-empty string');
+    const info = binding.open(path, opts.write === true, opts.direct === true, opts.exclusive !== false);
+    if (info.errno !== 0) {
+      throw new DeviceError(info.errno, 'open', path, 0, 0, openHint(info.errno, opts));
+    }
+    return new Device(path, info.fd, info, opts);
+  }
+
+  get sizeSectors(): number {
+    return Math.floor(this.sizeBytes / SECTOR_BYTES);
+  }
+
+  get isOpen(): boolean {
+    return this.fd >= 0;
+  }
+
+  /** Alignment every offset and length must have on this device. */
+  get ioAlignmentBytes(): number {
+    return this.direct ? Math.max(this.logicalBlockSize, SECTOR_BYTES) : 1;
+  }
+
+  async read(buf: Buffer, bufOffset: number, bytes: number, byteOffset: number): Promise<void> {
+    this.checkIo('read', buf, bufOffset, bytes, byteOffset);
+    const fault = this.fault('read', byteOffset, bytes);
+    if (fault) throw new DeviceError(fault.errno, 'read', this.path, byteOffset, bytes, 'injected fault');
+    const done = await new Promise<[number, number]>((resolve) =>
+      binding.read(this.fd, buf, bufOffset, bytes, byteOffset, (e, n) => resolve([e, n])),
+    );
+    if (done[0] !== 0) throw new DeviceError(done[0], 'read', this.path, byteOffset, bytes);
+    if (done[1] < bytes) {
+      throw new DeviceError(errnoOf('EIO'), 'read', this.path, byteOffset, bytes, 'device ended before the range did');
+    }
+  }
+
+  async write(buf: Buffer, bufOffset: number, bytes: number, byteOffset: number): Promise<void> {
+    this.checkIo('write', buf, bufOffset, bytes, byteOffset);
+    const fault = this.fault('write', byteOffset, bytes);
+    if (fault) {
+      if (fault.shortBytes > 0) await this.rawWrite(buf, bufOffset, fault.shortBytes, byteOffset);
+      throw new DeviceError(fault.errno, 'write', this.path, byteOffset, bytes, 'injected fault');
+    }
+    await this.rawWrite(buf, bufOffset, bytes, byteOffset);
+    if (faults.active) faults.writeCompleted();
+  }
+
+  /** fdatasync: everything written before is durable when this resolves. */
+  async flush(): Promise<void> {
+    this.checkOpen('flush');
+    const fault = this.fault('flush', 0, 0);
+    if (fault) throw new DeviceError(fault.errno, 'flush', this.path, 0, 0, 'injected fault');
+    const errno = await new Promise<number>((resolve) => binding.datasync(this.fd, resolve));
+    if (errno !== 0) throw new DeviceError(errno, 'flush', this.path);
+  }
+
+  /** Zero a byte range: BLKZEROOUT / FALLOC_FL_ZERO_RANGE, else plain writes of zeros. */
+  async zeroRange(byteOffset: number, bytes: number): Promise<void> {
+    this.checkRange('zero', byteOffset, bytes);
+    const fault = this.fault('zero', byteOffset, bytes);
+    if (fault) throw new DeviceError(fault.errno, 'zero', this.path, byteOffset, bytes, 'injected fault');
+    const errno = await new Promise<number>((resolve) =>
+      binding.zeroRange(this.fd, this.isBlockDevice, byteOffset, bytes, resolve),
+    );
+    if (errno === 0) return;
+    if (!isUnsupported(errno)) throw new DeviceError(errno, 'zero', this.path, byteOffset, bytes);
+    const zeros = allocBuffer(Math.min(bytes, ZERO_FALLBACK_BYTES));
+    for (let done = 0; done < bytes; done += zeros.length) {
+      const n = Math.min(zeros.length, bytes - done);
+      await this.rawWrite(zeros, 0, n, byteOffset + done);
+    }
+  }
+
+  /** Discard (BLKDISCARD / punch hole). Content afterwards is unspecified on block devices. */
+  async discard(byteOffset: number, bytes: number): Promise<void> {
+    this.checkRange('discard', byteOffset, bytes);
+    const errno = await new Promise<number>((resolve) =>
+      binding.discard(this.fd, this.isBlockDevice, byteOffset, bytes, resolve),
+    );
+    if (errno !== 0) throw new DeviceError(errno, 'discard', this.path, byteOffset, bytes);
+  }
+
+  close(): void {
+    if (this.fd < 0) return;
+    const errno = binding.close(this.fd);
+    this.fd = -1;
+    if (errno !== 0) throw new DeviceError(errno, 'close', this.path);
+  }
+
+  /** @internal for copyOut */
+  get nativeFd(): number {
+    this.checkOpen('read');
+    return this.fd;
+  }
+
+  /** @internal */
+  fault(op: FaultOp, byteOffset: number, bytes: number) {
+    return faults.active ? faults.check(op, this.path, byteOffset, bytes) : undefined;
+  }
+
+  /** @internal validation shared with copyOut */
+  checkIo(op: DeviceOp, buf: Buffer, bufOffset: number, bytes: number, byteOffset: number): void {
+    this.checkRange(op, byteOffset, bytes);
+    if (!Buffer.isBuffer(buf)) throw new TypeError('buffer must be a Buffer');
+    if (!Number.isSafeInteger(bufOffset) || bufOffset < 0 || bufOffset + bytes > buf.length) {
+      throw new RangeError(`buffer range [${bufOffset}, +${bytes}) is outside a ${buf.length}-byte buffer`);
+    }
+    if (this.direct && (buf.byteOffset + bufOffset) % 512 !== 0) {
+      throw new DeviceError(errnoOf('EINVAL'), op, this.path, byteOffset, bytes, 'O_DIRECT needs an aligned buffer');
+    }
+  }
+
+  private checkRange(op: DeviceOp, byteOffset: number, bytes: number): void {
+    this.checkOpen(op);
+    if (!Number.isSafeInteger(byteOffset) || byteOffset < 0 || !Number.isSafeInteger(bytes) || bytes <= 0) {
+      throw new RangeError(`invalid byte range [${byteOffset}, +${bytes}) for ${op} on ${this.path}`);
+    }
+    if (op !== 'read' && !this.writable) {
+      throw new DeviceError(errnoOf('EBADF'), op, this.path, byteOffset, bytes, 'device was opened read-only');
+    }
+    if (byteOffset + bytes > this.sizeBytes) {
+      throw new DeviceError(errnoOf('ENOSPC'), op, this.path, byteOffset, bytes, `range ends beyond the device end (${this.sizeBytes} bytes)`);
+    }
+    const align = this.ioAlignmentBytes;
+    if (align > 1 && (byteOffset % align !== 0 || bytes % align !== 0)) {
+      throw new DeviceError(errnoOf('EINVAL'), op, this.path, byteOffset, bytes, `O_DIRECT needs ${align}-byte aligned offsets and lengths`);
+    }
+  }
+
+  private checkOpen(op: DeviceOp): void {
+    if (this.fd < 0) throw new DeviceError(errnoOf('EBADF'), op, this.path, 0, 0, 'device is closed');
+  }
+
+  private async rawWrite(buf: Buffer, bufOffset: number, bytes: number, byteOffset: number): Promise<void> {
+    const done = await new Promise<[number, number]>((resolve) =>
+      binding.write(this.fd, buf, bufOffset, bytes, byteOffset, (e, n) => resolve([e, n])),
+    );
+    if (done[0] !== 0) throw new DeviceError(done[0], 'write', this.path, byteOffset, bytes);
+  }
+}
+
+function isUnsupported(errno: number): boolean {
+  return ['EOPNOTSUPP', 'ENOTSUP', 'EINVAL', 'ENOTTY', 'ENOSYS'].some((c) => {
+    try {
+      return errnoOf(c) === errno;
+    } catch {
+      return false;
+    }
+  });
+}
+
+function openHint(errno: number, opts: OpenOptions): string | undefined {
+  const code = errnoName(errno);
+  if (code === 'EBUSY') return 'device is mounted or in use (refused: opened with O_EXCL)';
+  if ((code === 'EROFS' || code === 'EACCES' || code === 'EPERM') && opts.write) return 'cannot open for writing: device or file is read-only';
+  if (code === 'EINVAL' && opts.direct) return 'O_DIRECT is not supported here';
+  return undefined;
+}
+
+/** A zero-filled buffer aligned for O_DIRECT, freed when garbage-collected. */
+export function allocBuffer(bytes: number): Buffer {
+  if (!Number.isSafeInteger(bytes) || bytes < 0) throw new RangeError(`invalid buffer size ${bytes}`);
+  const rounded = Math.ceil(Math.max(bytes, 1) / DIRECT_BUFFER_ALIGN) * DIRECT_BUFFER_ALIGN;
+  return binding.allocAligned(rounded).subarray(0, bytes);
+}

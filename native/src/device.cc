@@ -1,0 +1,113 @@
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "io.h"
+
+namespace dmtool {
+
+int OpenDevice(const char* path, bool write, bool direct, bool exclusive, DeviceInfo* out) {
+  struct stat st;
+  if (stat(path, &st) != 0) return errno;
+  bool isBlock = S_ISBLK(st.st_mode);
+  if (!isBlock && !S_ISREG(st.st_mode)) return ENODEV;
+
+  int flags = (write ? O_RDWR : O_RDONLY) | O_CLOEXEC;
+  if (direct) flags |= O_DIRECT;
+  // On a block device O_EXCL claims it exclusively: the kernel answers EBUSY
+  // when it is mounted or held by another exclusive opener (LVM, dm, md).
+  if (isBlock && exclusive) flags |= O_EXCL;
+  int fd = open(path, flags);
+  if (fd < 0) return errno;
+
+  if (fstat(fd, &st) != 0) {
+    int e = errno;
+    close(fd);
+    return e;
+  }
+  out->fd = fd;
+  out->isBlockDevice = S_ISBLK(st.st_mode);
+  out->dev = st.st_dev;
+  out->ino = st.st_ino;
+  out->rdev = st.st_rdev;
+  if (out->isBlockDevice) {
+    uint64_t size = 0;
+    int lbs = 512;
+    unsigned int pbs = 512;
+    if (ioctl(fd, BLKGETSIZE64, &size) != 0 || ioctl(fd, BLKSSZGET, &lbs) != 0 ||
+        ioctl(fd, BLKPBSZGET, &pbs) != 0) {
+      int e = errno;
+      close(fd);
+      return e;
+    }
+    out->sizeBytes = size;
+    out->logicalBlockSize = static_cast<uint32_t>(lbs);
+    out->physicalBlockSize = pbs;
+  } else {
+    out->sizeBytes = static_cast<uint64_t>(st.st_size);
+    out->logicalBlockSize = 512;
+    out->physicalBlockSize = st.st_blksize > 0 ? static_cast<uint32_t>(st.st_blksize) : 4096;
+  }
+  return 0;
+}
+
+int ReadFully(int fd, uint8_t* buf, size_t length, uint64_t position, size_t* done) {
+  size_t got = 0;
+  while (got < length) {
+    ssize_t n = pread(fd, buf + got, length - got, static_cast<off_t>(position + got));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      *done = got;
+      return errno;
+    }
+    if (n == 0) break;  // end of device: the caller decides whether that is an error
+    got += static_cast<size_t>(n);
+  }
+  *done = got;
+  return 0;
+}
+
+int WriteFully(int fd, const uint8_t* buf, size_t length, uint64_t position, size_t* done) {
+  size_t put = 0;
+  while (put < length) {
+    ssize_t n = pwrite(fd, buf + put, length - put, static_cast<off_t>(position + put));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      *done = put;
+      return errno;
+    }
+    if (n == 0) {
+      *done = put;
+      return ENOSPC;
+    }
+    put += static_cast<size_t>(n);
+  }
+  *done = put;
+  return 0;
+}
+
+int DataSync(int fd) { return fdatasync(fd) == 0 ? 0 : errno; }
+
+int ZeroRange(int fd, bool isBlockDevice, uint64_t position, uint64_t length) {
+  if (isBlockDevice) {
+    uint64_t range[2] = {position, length};
+    return ioctl(fd, BLKZEROOUT, range) == 0 ? 0 : errno;
+  }
+  int mode = FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE;
+  return fallocate(fd, mode, static_cast<off_t>(position), static_cast<off_t>(length)) == 0 ? 0 : errno;
+}
+
+int DiscardRange(int fd, bool isBlockDevice, uint64_t position, uint64_t length) {
+  if (isBlockDevice) {
+    uint64_t range[2] = {position, length};
+    return ioctl(fd, BLKDISCARD, range) == 0 ? 0 : errno;
+  }
+  int mode = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;
+  return fallocate(fd, mode, static_cast<off_t>(position), static_cast<off_t>(length)) == 0 ? 0 : errno;
+}
+
+}  // namespace dmtool

@@ -1,0 +1,31 @@
+// Plain POSIX I/O helpers shared by the sync and async entry points.
+// Each returns 0 or a positive errno; none of them throws or touches JS.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <napi.h>
+
+namespace dmtool {
+
+struct DeviceInfo {
+  int fd = -1;
+  uint64_t sizeBytes = 0;
+  uint32_t logicalBlockSize = 512;
+  uint32_t physicalBlockSize = 512;
+  bool isBlockDevice = false;
+  uint64_t dev = 0;
+  uint64_t ino = 0;
+  uint64_t rdev = 0;
+};
+
+int OpenDevice(const char* path, bool write, bool direct, bool exclusive, DeviceInfo* out);
+int ReadFully(int fd, uint8_t* buf, size_t length, uint64_t position, size_t* done);
+int WriteFully(int fd, const uint8_t* buf, size_t length, uint64_t position, size_t* done);
+int DataSync(int fd);
+int ZeroRange(int fd, bool isBlockDevice, uint64_t position, uint64_t length);
+int DiscardRange(int fd, bool isBlockDevice, uint64_t position, uint64_t length);
+
+// Registers the async entry points on `exports`.
+void InitIoWorkers(Napi::Env env, Napi::Object exports);
+
+}  // namespace dmtool
