@@ -1,0 +1,167 @@
+import { SECTOR_BYTES } from '@dmtool/native';
+import { BufferPool } from './buffer-pool';
+import { KcopydError } from './errors';
+import { CopyJob, CopyProgress, CopyResult } from './job';
+import { DestinationRegion, Region, validateJob } from './region';
+import { RateLimiter, Throttle } from './throttle';
+
+export interface ClientOptions {
+  /** Sub-job size in sectors (default 1024 = 512 KiB, the kernel's default). */
+  subJobSectors?: number;
+  /** Sub-jobs in flight per job (default 8, the kernel's SPLIT_COUNT). */
+  subJobsPerJob?: number;
+  /** Buffers reserved at creation, each subJobSectors long (default subJobsPerJob). */
+  reservedBuffers?: number;
+  /** Percent of wall time copy I/O may be outstanding (1..100, default 100 = off). */
+  throttlePercent?: number;
+  /** A throttle shared with other clients (instead of throttlePercent). */
+  throttle?: Throttle;
+  /** Average copy rate cap in bytes per second (default: none). */
+  rateBytesPerSecond?: number;
+}
+
+export interface CopyOptions {
+  /** KcopydFlags bits. */
+  flags?: number;
+  signal?: AbortSignal;
+  onProgress?: (p: CopyProgress) => void;
+}
+
+/** Kernel-style completion: (readErr, writeErr bit-mask, context). */
+export type NotifyFn<C> = (readErr: boolean, writeErr: number, context: C) => void;
+
+const MAX_SUB_JOB_SECTORS = 1 << 16;
+
+function positiveInt(name: string, v: number, max: number): number {
+  if (!Number.isSafeInteger(v) || v < 1 || v > max) throw new KcopydError(`${name} must be an integer in 1..${max} (got ${v})`);
+  return v;
+}
+
+/**
+ * A kcopyd client: owns a buffer pool reserved at creation, runs copy and
+ * zero jobs concurrently, and reports each job once with the kernel's
+ * (readErr, writeErr bit-mask). No flush is issued: callers that need
+ * durability flush the destinations themselves.
+ */
+export class KcopydClient {
+  readonly subJobSectors: number;
+  readonly subJobsPerJob: number;
+  private readonly pool: BufferPool;
+  private readonly throttle: Throttle;
+  private readonly rate?: RateLimiter;
+  private jobs = new Set<Promise<unknown>>();
+  private destroyed = false;
+
+  constructor(opts: ClientOptions = {}) {
+    this.subJobSectors = positiveInt('subJobSectors', opts.subJobSectors ?? 1024, MAX_SUB_JOB_SECTORS);
+    if (this.subJobSectors % 8 !== 0) throw new KcopydError(`subJobSectors must be a multiple of 8 (4 KiB) (got ${this.subJobSectors})`);
+    this.subJobsPerJob = positiveInt('subJobsPerJob', opts.subJobsPerJob ?? 8, 64);
+    const reserved = positiveInt('reservedBuffers', opts.reservedBuffers ?? this.subJobsPerJob, 1024);
+    this.throttle = opts.throttle ?? new Throttle(opts.throttlePercent ?? 100);
+    if (opts.rateBytesPerSecond !== undefined) this.rate = new RateLimiter(opts.rateBytesPerSecond);
+    this.pool = new BufferPool(reserved, this.subJobSectors * SECTOR_BYTES);
+  }
+
+  /** Bytes reserved for buffers by this client. */
+  get reservedBytes(): number {
+    return this.pool.count * this.pool.bufferBytes;
+  }
+
+  get activeJobs(): number {
+    return this.jobs.size;
+  }
+
+  /** Copy `from` to every destination (1..8). Resolves once, with the error summary. */
+  copy(from: Region, to: readonly DestinationRegion[], opts: CopyOptions = {}): Promise<CopyResult> {
+    return this.start(from, to, from?.count, opts);
+  }
+
+  /** Zero every destination region. */
+  zero(to: readonly Region[], opts: CopyOptions = {}): Promise<CopyResult> {
+    const count = to[0]?.count;
+    return this.start(undefined, to, count, opts);
+  }
+
+  /** The kernel's callback form of copy (or zero, with `from` undefined). */
+  copyNotify<C>(
+    from: Region | undefined,
+    to: readonly DestinationRegion[],
+    flags: number,
+    notify: NotifyFn<C>,
+    context: C,
+  ): void {
+    const count = from ? from.count : to[0]?.count ?? 0;
+    this.start(from, to, count, { flags }).then(
+      (r) => notify(r.readErr, r.writeErr, context),
+      () => notify(true, ~0, context),
+    );
+  }
+
+  /**
+   * A callback-only job (dm_kcopyd_prepare_callback): reserve it now, hand it
+   * the (readErr, writeErr) pair later; the notify runs asynchronously.
+   */
+  prepareCallback<C>(notify: NotifyFn<C>, context: C): (readErr: boolean, writeErr: number) => void {
+    this.checkUsable();
+    let finish!: () => void;
+    const done = new Promise<void>((resolve) => (finish = resolve));
+    this.track(done);
+    return (readErr, writeErr) => {
+      queueMicrotask(() => {
+        try {
+          notify(readErr, writeErr, context);
+        } finally {
+          finish();
+        }
+      });
+    };
+  }
+
+  /** Refuse new jobs, wait for the running ones. */
+  async destroy(): Promise<void> {
+    this.destroyed = true;
+    while (this.jobs.size > 0) await Promise.allSettled([...this.jobs]);
+  }
+
+  private start(
+    from: Region | undefined,
+    to: readonly DestinationRegion[],
+    count: number | undefined,
+    opts: CopyOptions,
+  ): Promise<CopyResult> {
+    try {
+      this.checkUsable();
+      if (!Array.isArray(to)) throw new KcopydError('destinations must be an array of regions');
+      validateJob(from, to, count ?? 0);
+      if (!from) {
+        to.forEach((d, i) => {
+          if (d.count !== count) throw new KcopydError(`zero: region ${i} count ${d.count} differs from region 0 count ${count}`);
+        });
+      }
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    const job = new CopyJob(
+      { from, to, count: count as number, flags: opts.flags ?? 0, signal: opts.signal, onProgress: opts.onProgress },
+      {
+        pool: this.pool,
+        subJobSectors: this.subJobSectors,
+        subJobsPerJob: this.subJobsPerJob,
+        throttle: this.throttle,
+        rate: this.rate,
+      },
+    );
+    return this.track(job.run());
+  }
+
+  private track<T>(p: Promise<T>): Promise<T> {
+    this.jobs.add(p);
+    const forget = () => this.jobs.delete(p);
+    p.then(forget, forget);
+    return p;
+  }
+
+  private checkUsable(): void {
+    if (this.destroyed) throw new KcopydError('kcopyd client has been destroyed', 'ESHUTDOWN');
+  }
+}

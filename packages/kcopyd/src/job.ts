@@ -1,0 +1,235 @@
+import { copyOut, Device, DeviceError, SECTOR_BYTES } from '@dmtool/native';
+import { BufferPool } from './buffer-pool';
+import { AbortError } from './errors';
+import { KcopydFlags } from './flags';
+import { DestinationRegion, Region } from './region';
+import { RateLimiter, Throttle } from './throttle';
+
+export interface CopyProgress {
+  /** Sectors whose writes to every destination have completed. */
+  doneSectors: number;
+  totalSectors: number;
+}
+
+export interface CopyResult {
+  /** The source could not be read (somewhere in the range). */
+  readErr: boolean;
+  /** Bit i set: destination i failed. */
+  writeErr: number;
+  /** The errors behind those bits, in the order they happened. */
+  errors: DeviceError[];
+  /** Sectors written to every destination without error. */
+  sectorsDone: number;
+}
+
+export interface JobResources {
+  pool: BufferPool;
+  subJobSectors: number;
+  subJobsPerJob: number;
+  throttle: Throttle;
+  rate?: RateLimiter;
+}
+
+export interface JobSpec {
+  from?: Region;
+  to: readonly DestinationRegion[];
+  count: number;
+  flags: number;
+  signal?: AbortSignal;
+  onProgress?: (p: CopyProgress) => void;
+}
+
+interface Piece {
+  offsetSectors: number;
+  count: number;
+}
+
+/**
+ * One kcopyd job: the range is cut into pieces of at most subJobSectors,
+ * claimed in ascending order by up to subJobsPerJob sub-jobs that run
+ * concurrently and may complete out of order. Without IGNORE_ERROR the first
+ * error stops further claims; pieces in flight finish, and the destination
+ * range is left partly written, as in the kernel.
+ */
+export class CopyJob {
+  private cursor = 0;
+  private nextWriteSector = 0;
+  private seqWaiters = new Map<number, () => void>();
+  private readonly ignoreErrors: boolean;
+  private readonly writeSeq: boolean;
+  private aborted = false;
+  private result: CopyResult = { readErr: false, writeErr: 0, errors: [], sectorsDone: 0 };
+
+  constructor(
+    private readonly spec: JobSpec,
+    private readonly res: JobResources,
+  ) {
+    this.writeSeq = (spec.flags & KcopydFlags.WRITE_SEQ) !== 0;
+    this.ignoreErrors = !this.writeSeq && (spec.flags & KcopydFlags.IGNORE_ERROR) !== 0;
+  }
+
+  async run(): Promise<CopyResult> {
+    const { signal } = this.spec;
+    if (signal?.aborted) throw new AbortError(0);
+    const onAbort = () => {
+      this.aborted = true;
+      this.wakeSequencedWriters();
+    };
+    signal?.addEventListener('abort', onAbort, { once: true });
+    try {
+      const pieces = Math.ceil(this.spec.count / this.res.subJobSectors);
+      const workers = Math.min(this.res.subJobsPerJob, pieces);
+      await Promise.all(Array.from({ length: workers }, () => this.subJob()));
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
+    }
+    if (this.aborted && this.result.sectorsDone < this.spec.count) throw new AbortError(this.result.sectorsDone);
+    return this.result;
+  }
+
+  private get stopped(): boolean {
+    const failed = this.result.readErr || this.result.writeErr !== 0;
+    return this.aborted || (failed && !this.ignoreErrors);
+  }
+
+  private claim(): Piece | undefined {
+    if (this.stopped || this.cursor >= this.spec.count) return undefined;
+    const count = Math.min(this.res.subJobSectors, this.spec.count - this.cursor);
+    const piece = { offsetSectors: this.cursor, count };
+    this.cursor += count;
+    return piece;
+  }
+
+  private async subJob(): Promise<void> {
+    for (let piece = this.claim(); piece; piece = this.claim()) {
+      if (!this.spec.from) {
+        await this.zeroPiece(piece);
+        continue;
+      }
+      const buf = await this.res.pool.acquire();
+      try {
+        if (this.writeSeq) await this.copyPieceInOrder(piece, buf);
+        else await this.copyPiece(piece, buf);
+      } finally {
+        this.res.pool.release(buf);
+      }
+    }
+  }
+
+  private async admit(bytes: number): Promise<void> {
+    await this.res.throttle.beforeIo();
+    if (this.res.rate) await this.res.rate.admit(bytes);
+  }
+
+  private destinations(piece: Piece) {
+    return this.spec.to.map((d) => ({
+      device: d.device,
+      byteOffset: (d.sector + piece.offsetSectors) * SECTOR_BYTES,
+    }));
+  }
+
+  private async copyPiece(piece: Piece, buf: Buffer): Promise<void> {
+    const from = this.spec.from as Region;
+    const bytes = piece.count * SECTOR_BYTES;
+    await this.admit(bytes);
+    this.res.throttle.ioStarted();
+    try {
+      const r = await copyOut(
+        from.device,
+        (from.sector + piece.offsetSectors) * SECTOR_BYTES,
+        bytes,
+        buf.subarray(0, bytes),
+        this.destinations(piece),
+        this.ignoreErrors,
+      );
+      this.record(piece, r.readError, r.writeErrors);
+    } finally {
+      this.res.throttle.ioFinished();
+    }
+  }
+
+  // WRITE_SEQ: reads run ahead freely; a piece's writes wait until every
+  // piece before it has been written.
+  private async copyPieceInOrder(piece: Piece, buf: Buffer): Promise<void> {
+    const from = this.spec.from as Region;
+    const bytes = piece.count * SECTOR_BYTES;
+    const data = buf.subarray(0, bytes);
+    await this.admit(bytes);
+    let readError: DeviceError | undefined;
+    this.res.throttle.ioStarted();
+    try {
+      await from.device.read(data, 0, bytes, (from.sector + piece.offsetSectors) * SECTOR_BYTES);
+    } catch (e) {
+      readError = asDeviceError(e);
+    } finally {
+      this.res.throttle.ioFinished();
+    }
+    if (readError) {
+      this.record(piece, readError, []);
+      this.wakeSequencedWriters();
+      return;
+    }
+    await this.waitForTurn(piece.offsetSectors);
+    if (this.stopped) return;
+    const writeErrors = await this.writeAll(piece, (dest) => dest.device.write(data, 0, bytes, dest.byteOffset));
+    this.record(piece, undefined, writeErrors);
+    this.nextWriteSector = piece.offsetSectors + piece.count;
+    const next = this.seqWaiters.get(this.nextWriteSector);
+    this.seqWaiters.delete(this.nextWriteSector);
+    if (next) next();
+    if (this.stopped) this.wakeSequencedWriters();
+  }
+
+  private waitForTurn(offsetSectors: number): Promise<void> {
+    if (this.nextWriteSector === offsetSectors || this.stopped) return Promise.resolve();
+    return new Promise((resolve) => this.seqWaiters.set(offsetSectors, resolve));
+  }
+
+  private wakeSequencedWriters(): void {
+    const waiting = [...this.seqWaiters.values()];
+    this.seqWaiters.clear();
+    waiting.forEach((w) => w());
+  }
+
+  private async zeroPiece(piece: Piece): Promise<void> {
+    const bytes = piece.count * SECTOR_BYTES;
+    await this.admit(bytes);
+    const writeErrors = await this.writeAll(piece, (dest) => dest.device.zeroRange(dest.byteOffset, bytes));
+    this.record(piece, undefined, writeErrors);
+  }
+
+  private async writeAll(
+    piece: Piece,
+    op: (dest: { device: Device; byteOffset: number }) => Promise<void>,
+  ): Promise<(DeviceError | undefined)[]> {
+    this.res.throttle.ioStarted();
+    try {
+      return await Promise.all(
+        this.destinations(piece).map((dest) => op(dest).then(() => undefined, asDeviceError)),
+      );
+    } finally {
+      this.res.throttle.ioFinished();
+    }
+  }
+
+  private record(piece: Piece, readError: DeviceError | undefined, writeErrors: (DeviceError | undefined)[]): void {
+    if (readError) {
+      this.result.readErr = true;
+      this.result.errors.push(readError);
+    }
+    writeErrors.forEach((e, i) => {
+      if (!e) return;
+      this.result.writeErr |= 1 << i;
+      this.result.errors.push(e);
+    });
+    if (!readError && writeErrors.every((e) => !e)) {
+      this.result.sectorsDone += piece.count;
+      this.spec.onProgress?.({ doneSectors: this.result.sectorsDone, totalSectors: this.spec.count });
+    }
+  }
+}
+
+function asDeviceError(e: unknown): DeviceError {
+  if (e instanceof DeviceError) return e;
+  throw e;
+}
