@@ -1,0 +1,128 @@
+import { Device, KcopydClient, KcopydFlags, MAX_DESTINATIONS, SECTOR_BYTES } from '@dmtool/kcopyd';
+import type { Argv, CommandModule } from 'yargs';
+import { z } from 'zod';
+import { closeAll, interruptSignal, openAll } from '../util/devices';
+import { CliError } from '../util/errors';
+import { ExitCode, EXIT_CODES_HELP } from '../util/exit-codes';
+import { parseOptions } from '../util/options';
+import { Output } from '../util/output';
+import { Progress } from '../util/progress';
+import { run } from '../util/run-copy';
+import { rateSchema, sectorsSchema } from '../util/units';
+import { runCommand } from '../util/run';
+
+const schema = z.object({
+  source: z.string().min(1),
+  destinations: z.array(z.string().min(1)).min(1).max(MAX_DESTINATIONS, `at most ${MAX_DESTINATIONS} destinations`),
+  offset: sectorsSchema.default(0),
+  destOffset: sectorsSchema.default(0),
+  length: sectorsSchema.optional(),
+  direct: z.boolean().default(false),
+  rate: rateSchema.optional(),
+  throttle: z.number().int().min(1).max(100).default(100),
+  subJobSize: sectorsSchema.default(1024),
+  ignoreErrors: z.boolean().default(false),
+  dryRun: z.boolean().default(false),
+  json: z.boolean().default(false),
+});
+
+export const copyCommand: CommandModule<object, any> = {
+  command: 'copy <source> <destinations..>',
+  describe: 'Copy a sector range from one device to up to 8 destinations (kcopyd)',
+  builder: (y: Argv) =>
+    y
+      .positional('source', { type: 'string', describe: 'source file or block device (opened read-only)' })
+      .positional('destinations', { type: 'string', array: true, describe: 'destination files or block devices' })
+      .option('offset', { type: 'string', describe: 'source start: sectors, or bytes with k/M/G suffix', default: '0' })
+      .option('dest-offset', { type: 'string', describe: 'destination start (same units)', default: '0' })
+      .option('length', { type: 'string', describe: 'how much to copy (default: to the end of the source)' })
+      .option('direct', { type: 'boolean', describe: 'O_DIRECT: bypass the page cache', default: false })
+      .option('rate', { type: 'string', describe: 'limit to this many bytes per second, e.g. 100M' })
+      .option('throttle', { type: 'number', describe: 'percent of time copy I/O may be in flight (kcopyd throttle)', default: 100 })
+      .option('sub-job-size', { type: 'string', describe: 'sub-job size in sectors', default: '1024' })
+      .option('ignore-errors', { type: 'boolean', describe: 'keep copying after I/O errors (kcopyd IGNORE_ERROR)', default: false })
+      .option('dry-run', { type: 'boolean', describe: 'check everything and print the plan; write nothing', default: false })
+      .option('json', { type: 'boolean', describe: 'print the result as JSON', default: false })
+      .example('$0 copy disk.img /dev/loop1 /dev/loop2', 'copy a whole image to two loop devices')
+      .example('$0 copy /dev/sdb backup.img --offset 2048 --length 1G --rate 200M', 'copy 1 GiB from sector 2048 at 200 MB/s')
+      .epilog(`Sectors are 512 bytes. Destinations are flushed (fdatasync) before the command reports success.\n${EXIT_CODES_HELP}`),
+  handler: runCommand(async (argv) => {
+    const o = parseOptions(schema, argv);
+    const out = new Output(o.json);
+    const devices = openAll(
+      [
+        { path: o.source, role: 'source', write: false },
+        ...o.destinations.map((p, i) => ({ path: p, role: `destination ${i}`, write: !o.dryRun })),
+      ],
+      { direct: o.direct },
+    );
+    const [src, ...dests] = devices;
+    try {
+      const length = o.length ?? src.sizeSectors - o.offset;
+      checkRanges(src, dests, o.offset, o.destOffset, length);
+      if (o.dryRun) {
+        out.line(`would copy ${length} sectors from ${src.path} sector ${o.offset} to ${dests.map((d) => `${d.path} sector ${o.destOffset}`).join(', ')}`);
+        out.result({ dryRun: true, source: src.path, destinations: dests.map((d) => d.path), offset: o.offset, destOffset: o.destOffset, sectors: length });
+        return ExitCode.OK;
+      }
+      const client = new KcopydClient({ subJobSectors: o.subJobSize, throttlePercent: o.throttle, rateBytesPerSecond: o.rate });
+      const progress = new Progress('copy', length * SECTOR_BYTES, !o.json && process.stderr.isTTY === true);
+      const interrupt = interruptSignal();
+      try {
+        const r = await run(client, {
+          from: { device: src, sector: o.offset, count: length },
+          to: dests.map((d) => ({ device: d, sector: o.destOffset })),
+          flags: o.ignoreErrors ? KcopydFlags.IGNORE_ERROR : 0,
+          signal: interrupt.signal,
+          onProgress: (sectors) => progress.update(sectors * SECTOR_BYTES),
+        });
+        progress.stop();
+        const summary = {
+          source: src.path,
+          destinations: dests.map((d) => d.path),
+          sectors: length,
+          bytes: length * SECTOR_BYTES,
+          sectorsDone: r.sectorsDone,
+          seconds: r.seconds,
+          bytesPerSecond: r.seconds > 0 ? Math.round((r.sectorsDone * SECTOR_BYTES) / r.seconds) : 0,
+          readErr: r.readErr,
+          writeErr: r.writeErr,
+          interrupted: r.interrupted,
+          errors: r.errors.map((e) => e.message),
+        };
+        out.result(summary);
+        for (const e of r.errors) process.stderr.write(`dmtool: ${e.message}\n`);
+        if (r.interrupted) {
+          process.stderr.write(`dmtool: interrupted after ${r.sectorsDone} of ${length} sectors (flushed)\n`);
+          return ExitCode.INTERRUPTED;
+        }
+        if (r.readErr || r.writeErr) {
+          process.stderr.write(`dmtool: copy finished with errors: readErr=${r.readErr ? 1 : 0} writeErr=0x${r.writeErr.toString(16)}\n`);
+          return ExitCode.IO_ERROR;
+        }
+        out.line(r.report(`copied ${length} sectors from ${src.path} to ${dests.length} destination${dests.length > 1 ? 's' : ''}`));
+        return ExitCode.OK;
+      } finally {
+        progress.stop();
+        interrupt.dispose();
+        await client.destroy();
+      }
+    } finally {
+      closeAll(devices);
+    }
+  }),
+};
+
+function checkRanges(src: Device, dests: Device[], offset: number, destOffset: number, length: number): void {
+  if (length <= 0) throw new CliError(`nothing to copy: source ${src.path} has ${src.sizeSectors} sectors, offset is ${offset}`);
+  if (offset + length > src.sizeSectors) {
+    throw new CliError(`source ${src.path} sectors ${offset}..${offset + length - 1} end beyond the device end (${src.sizeSectors} sectors)`);
+  }
+  for (const d of dests) {
+    if (destOffset + length > d.sizeSectors) {
+      throw new CliError(
+        `destination ${d.path} is too small: needs sectors ${destOffset}..${destOffset + length - 1}, has ${d.sizeSectors} sectors`,
+      );
+    }
+  }
+}

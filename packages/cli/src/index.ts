@@ -1,0 +1,2 @@
+export { main } from './main';
+export { ExitCode } from './util/exit-codes';

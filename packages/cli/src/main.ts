@@ -1,0 +1,38 @@
+import yargs from 'yargs';
+import { copyCommand } from './commands/copy';
+import { demoCommand } from './commands/demo';
+import { mirrorCommands } from './commands/mirror';
+import { snapshotCommands } from './commands/snapshot';
+import { zeroCommand } from './commands/zero';
+import { ExitCode, EXIT_CODES_HELP } from './util/exit-codes';
+import { takeExitCode } from './util/run';
+
+/** Run the CLI with these arguments; resolves to the process exit code. */
+export async function main(args: string[]): Promise<number> {
+  let usageError = false;
+  const parser = yargs(args)
+    .scriptName('dmtool')
+    .usage('$0 <command> [options]\n\nLinux device-mapper copy engine (kcopyd), snapshot COW merge and mirror resync, in user space, on the kernel\'s on-disk formats.')
+    .command(demoCommand)
+    .command(copyCommand)
+    .command(zeroCommand)
+    .command(snapshotCommands)
+    .command(mirrorCommands)
+    .demandCommand(1, 'name a command (dmtool --help lists them)')
+    .strict()
+    .recommendCommands()
+    .parserConfiguration({ 'camel-case-expansion': true })
+    .epilog(`Sectors are 512 bytes everywhere. Block devices are opened with O_EXCL: a mounted or busy device is refused.\n${EXIT_CODES_HELP}`)
+    .help()
+    .alias('help', 'h')
+    .version()
+    .wrap(Math.min(110, process.stdout.columns || 100))
+    .fail((msg, err) => {
+      if (err) throw err;
+      usageError = true;
+      process.stderr.write(`dmtool: ${msg}\n`);
+    });
+  await parser.parseAsync();
+  if (usageError) return ExitCode.USAGE;
+  return takeExitCode();
+}

@@ -1,0 +1,18 @@
+/** Exit codes of every dmtool command (documented in the README and in --help). */
+export const ExitCode = {
+  OK: 0,
+  /** An I/O error during the operation; what was done is reported. */
+  IO_ERROR: 1,
+  /** Bad options or invalid on-disk input; refused before anything was written. */
+  USAGE: 2,
+  /** A device could not be opened as asked: missing, busy/mounted, read-only, no permission. */
+  DEVICE: 3,
+  /** Interrupted (SIGINT/SIGTERM) after in-flight writes completed and were flushed. */
+  INTERRUPTED: 130,
+} as const;
+
+export type ExitCodeValue = (typeof ExitCode)[keyof typeof ExitCode];
+
+export const EXIT_CODES_HELP =
+  'Exit codes: 0 ok, 1 I/O error during the operation, 2 bad input (nothing written), ' +
+  '3 device refused (missing, busy/mounted, read-only), 130 interrupted.';

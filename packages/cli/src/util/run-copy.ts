@@ -1,0 +1,74 @@
+import { AbortError, DestinationRegion, DeviceError, KcopydClient, Region } from '@dmtool/kcopyd';
+import { formatBytes, formatRate } from './units';
+
+export interface CopyRun {
+  from?: Region;
+  to: (DestinationRegion & { count?: number })[];
+  count?: number;
+  flags: number;
+  signal: AbortSignal;
+  onProgress: (doneSectors: number) => void;
+}
+
+export interface CopyRunResult {
+  readErr: boolean;
+  writeErr: number;
+  errors: DeviceError[];
+  sectorsDone: number;
+  seconds: number;
+  interrupted: boolean;
+  report(what: string): string;
+}
+
+/**
+ * Run one kcopyd copy (or zero, without `from`) and then flush every
+ * destination that took no error, so "done" means durable. An interrupt
+ * stops new sub-jobs; what was written is still flushed.
+ */
+export async function run(client: KcopydClient, job: CopyRun): Promise<CopyRunResult> {
+  const started = process.hrtime.bigint();
+  let readErr = false;
+  let writeErr = 0;
+  let errors: DeviceError[] = [];
+  let sectorsDone = 0;
+  let interrupted = false;
+  const onProgress = (p: { doneSectors: number }) => job.onProgress(p.doneSectors);
+  try {
+    const r = job.from
+      ? await client.copy(job.from, job.to, { flags: job.flags, signal: job.signal, onProgress })
+      : await client.zero(
+          job.to.map((d) => ({ device: d.device, sector: d.sector, count: job.count as number })),
+          { flags: job.flags, signal: job.signal, onProgress },
+        );
+    ({ readErr, writeErr, errors, sectorsDone } = r);
+  } catch (e) {
+    if (!(e instanceof AbortError)) throw e;
+    interrupted = true;
+    sectorsDone = e.sectorsDone;
+  }
+  await Promise.all(
+    job.to.map(async (d, i) => {
+      if (writeErr & (1 << i)) return;
+      try {
+        await d.device.flush();
+      } catch (e) {
+        if (!(e instanceof DeviceError)) throw e;
+        writeErr |= 1 << i;
+        errors.push(e);
+      }
+    }),
+  );
+  const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+  return {
+    readErr,
+    writeErr,
+    errors,
+    sectorsDone,
+    seconds,
+    interrupted,
+    report(what: string) {
+      const bytes = sectorsDone * 512;
+      return `${what}: ${formatBytes(bytes)} in ${seconds.toFixed(2)} s (${formatRate(bytes, seconds)})`;
+    },
+  };
+}

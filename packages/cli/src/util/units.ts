@@ -1,0 +1,58 @@
+import { z } from 'zod';
+
+const SUFFIX: Record<string, number> = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4 };
+
+/** "4096", "64k", "1M", "2G", "1.5G" → bytes. */
+export function parseBytes(text: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b)?$/i.exec(text.trim());
+  if (!m) throw new Error(`"${text}" is not a size (examples: 4096, 64k, 1M, 2G)`);
+  const bytes = Number(m[1]) * SUFFIX[m[2].toLowerCase()];
+  if (!Number.isSafeInteger(bytes)) throw new Error(`"${text}" is not a whole number of bytes`);
+  return bytes;
+}
+
+/**
+ * A sector count or position: a plain number is in 512-byte sectors (the
+ * kernel's unit); a number with a k/M/G suffix is bytes and must be a whole
+ * number of sectors.
+ */
+export const sectorsSchema = z.union([z.number(), z.string()]).transform((v, ctx) => {
+  const text = String(v).trim();
+  if (/^\d+$/.test(text)) return Number(text);
+  try {
+    const bytes = parseBytes(text);
+    if (bytes % 512 !== 0) throw new Error(`${text} is not a whole number of 512-byte sectors`);
+    return bytes / 512;
+  } catch (e) {
+    ctx.addIssue({ code: z.ZodIssueCode.custom, message: (e as Error).message });
+    return z.NEVER;
+  }
+});
+
+/** A rate such as "50M" (bytes per second). */
+export const rateSchema = z.union([z.number(), z.string()]).transform((v, ctx) => {
+  try {
+    const bytes = parseBytes(String(v));
+    if (bytes <= 0) throw new Error('rate must be above zero');
+    return bytes;
+  } catch (e) {
+    ctx.addIssue({ code: z.ZodIssueCode.custom, message: (e as Error).message });
+    return z.NEVER;
+  }
+});
+
+export function formatBytes(bytes: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let v = bytes;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return `${i === 0 ? v : v.toFixed(1)} ${units[i]}`;
+}
+
+export function formatRate(bytes: number, seconds: number): string {
+  if (seconds <= 0) return 'n/a';
+  return `${(bytes / seconds / 1e6).toFixed(1)} MB/s`;
+}
