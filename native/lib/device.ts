@@ -1,3 +1,4 @@
+import * as fs from 'fs';
 import { binding } from './binding';
 import { DeviceError, DeviceOp, errnoName, errnoOf } from './errors';
 import { faults, FaultOp } from './faults';
@@ -50,6 +51,23 @@ export class Device {
       throw new DeviceError(info.errno, 'open', path, 0, 0, openHint(info.errno, opts));
     }
     return new Device(path, info.fd, info, opts);
+  }
+
+  /**
+   * The identity `open` would report, from stat alone: lets callers refuse
+   * the same device given twice before opening (and O_EXCL-claiming) any.
+   */
+  static identityOf(path: string): string {
+    let st: fs.Stats;
+    try {
+      st = fs.statSync(path);
+    } catch (e) {
+      const errno = (e as NodeJS.ErrnoException).errno ?? -errnoOf('ENOENT');
+      throw new DeviceError(-errno, 'open', path);
+    }
+    if (st.isBlockDevice()) return `block:${st.rdev}`;
+    if (st.isFile()) return `file:${st.dev}:${st.ino}`;
+    throw new DeviceError(errnoOf('ENODEV'), 'open', path);
   }
 
   get sizeSectors(): number {

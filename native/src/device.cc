@@ -44,6 +44,11 @@ int OpenDevice(const char* path, bool write, bool direct, bool exclusive, Device
       close(fd);
       return e;
     }
+    int readOnly = 0;
+    if (write && ioctl(fd, BLKROGET, &readOnly) == 0 && readOnly) {
+      close(fd);
+      return EROFS;  // the kernel would accept the open and fail every write
+    }
     out->sizeBytes = size;
     out->logicalBlockSize = static_cast<uint32_t>(lbs);
     out->physicalBlockSize = pbs;

@@ -72,3 +72,11 @@ export function readRange(file: string, byteOffset: number, bytes: number): Buff
     fs.closeSync(fd);
   }
 }
+
+/** sha256 of `bytes` zero bytes. */
+export function sha256Zeros(bytes: number): string {
+  const h = createHash('sha256');
+  const chunk = Buffer.alloc(Math.min(bytes, 1 << 20));
+  for (let done = 0; done < bytes; done += chunk.length) h.update(chunk.subarray(0, Math.min(chunk.length, bytes - done)));
+  return h.digest('hex');
+}

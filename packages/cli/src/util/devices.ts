@@ -13,17 +13,14 @@ export interface DeviceSpec {
  * Block devices are opened with O_EXCL, so a mounted or busy one is refused.
  */
 export function openAll(specs: DeviceSpec[], opts: Omit<OpenOptions, 'write'> = {}): Device[] {
+  const identities = specs.map((s) => Device.identityOf(s.path));
+  identities.forEach((id, i) => {
+    const twin = identities.indexOf(id);
+    if (twin < i) throw new CliError(`${specs[i].role} ${specs[i].path} is the same device as ${specs[twin].role} ${specs[twin].path}`);
+  });
   const opened: Device[] = [];
   try {
-    for (const spec of specs) {
-      const dev = Device.open(spec.path, { ...opts, write: spec.write });
-      const twin = opened.findIndex((d) => d.identity === dev.identity);
-      if (twin >= 0) {
-        dev.close();
-        throw new CliError(`${spec.role} ${spec.path} is the same device as ${specs[twin].role} ${specs[twin].path}`);
-      }
-      opened.push(dev);
-    }
+    for (const spec of specs) opened.push(Device.open(spec.path, { ...opts, write: spec.write }));
     return opened;
   } catch (e) {
     closeAll(opened);

@@ -1,0 +1,157 @@
+import { execFileSync, spawnSync } from 'child_process';
+import * as path from 'path';
+import { Device, KcopydClient, KcopydFlags } from '@dmtool/kcopyd';
+import { makeImage, sha256File, sha256Range, sha256Zeros } from '../helpers/images';
+import { describeLoop, detachAll, LoopDevice, makeLoop, removeDir, tempDir } from '../helpers/loop';
+
+const MiB = 1 << 20;
+const cli = path.join(__dirname, '..', '..', 'packages', 'cli', 'bin', 'dmtool.js');
+
+function dmtool(...args: string[]) {
+  return spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8' });
+}
+
+describeLoop('kcopyd and the CLI on loop devices', () => {
+  let dir: string;
+  let srcFile: string;
+  const loops: LoopDevice[] = [];
+
+  beforeAll(() => {
+    dir = tempDir();
+    srcFile = path.join(dir, 'src.img');
+    makeImage(srcFile, 16 * MiB, 'LOOPSRC');
+    for (let i = 0; i < 3; i++) loops.push(makeLoop(dir, `leg${i}.img`, 16 * MiB));
+  });
+
+  afterAll(() => {
+    detachAll();
+    removeDir(dir);
+  });
+
+  it('reports a loop device geometry', () => {
+    const d = Device.open(loops[0].path);
+    try {
+      expect(d.isBlockDevice).toBe(true);
+      expect(d.sizeBytes).toBe(16 * MiB);
+      expect(d.logicalBlockSize).toBe(512);
+      expect(d.identity).toMatch(/^block:\d+$/);
+    } finally {
+      d.close();
+    }
+    const big = makeLoop(dir, 'sector4k.img', 4 * MiB, { sectorSize: 4096 });
+    const d4 = Device.open(big.path);
+    try {
+      expect(d4.logicalBlockSize).toBe(4096);
+      expect(d4.sizeSectors).toBe(8192);
+    } finally {
+      d4.close();
+      big.detach();
+    }
+  });
+
+  it('refuses a busy device with EBUSY (O_EXCL), in the library and the CLI', () => {
+    const holder = Device.open(loops[0].path, { write: true });
+    try {
+      expect(() => Device.open(loops[0].path, { write: true })).toThrow(/EBUSY: open failed on \/dev\/loop\d+: device is mounted or in use/);
+      const r = dmtool('copy', srcFile, loops[0].path);
+      expect(r.status).toBe(3);
+      expect(r.stderr.trim().split('\n')).toHaveLength(1);
+      expect(r.stderr).toMatch(/^dmtool: EBUSY: open failed on \/dev\/loop\d+/);
+    } finally {
+      holder.close();
+    }
+  });
+
+  it('copies one source to three loop devices with O_DIRECT, byte for byte', async () => {
+    const src = Device.open(srcFile, { direct: true });
+    const dests = loops.map((l) => Device.open(l.path, { write: true, direct: true }));
+    const client = new KcopydClient();
+    try {
+      const r = await client.copy({ device: src, sector: 0, count: src.sizeSectors }, dests.map((d) => ({ device: d, sector: 0 })));
+      expect(r).toMatchObject({ readErr: false, writeErr: 0, sectorsDone: 32768 });
+      await Promise.all(dests.map((d) => d.flush()));
+    } finally {
+      await client.destroy();
+      [src, ...dests].forEach((d) => d.close());
+    }
+    const want = sha256File(srcFile);
+    for (const l of loops) expect(sha256Range(l.path, 0, 16 * MiB)).toBe(want);
+  });
+
+  it('a destination that turns read-only sets exactly its writeErr bit', async () => {
+    for (const l of loops) execFileSync('blockdev', ['--setrw', l.path]);
+    const src = Device.open(srcFile);
+    const dests = loops.map((l) => Device.open(l.path, { write: true }));
+    const client = new KcopydClient();
+    // Zero the legs first, so content after the copy shows who was written.
+    await client.zero(dests.map((d) => ({ device: d, sector: 0, count: d.sizeSectors })));
+    await Promise.all(dests.map((d) => d.flush()));
+    execFileSync('blockdev', ['--setro', loops[2].path]);
+    try {
+      const r = await client.copy({ device: src, sector: 0, count: src.sizeSectors }, dests.map((d) => ({ device: d, sector: 0 })), {
+        flags: KcopydFlags.IGNORE_ERROR,
+      });
+      expect(r.readErr).toBe(false);
+      expect(r.writeErr).toBe(0b100);
+      expect(new Set(r.errors.map((e) => `${e.code} ${e.op} ${e.path}`))).toEqual(new Set([`EPERM write ${loops[2].path}`]));
+      await dests[0].flush();
+      await dests[1].flush();
+    } finally {
+      execFileSync('blockdev', ['--setrw', loops[2].path]);
+      await client.destroy();
+      [src, ...dests].forEach((d) => d.close());
+    }
+    const want = sha256File(srcFile);
+    expect(sha256Range(loops[0].path, 0, 16 * MiB)).toBe(want);
+    expect(sha256Range(loops[1].path, 0, 16 * MiB)).toBe(want);
+    expect(sha256Range(loops[2].path, 0, 16 * MiB)).toBe(sha256Zeros(16 * MiB));
+  });
+
+  it('the CLI refuses a read-only loop device before writing anything', () => {
+    const ro = makeLoop(dir, 'ro.img', 16 * MiB, { readOnly: true });
+    try {
+      const before = sha256File(loops[0].backingFile);
+      const r = dmtool('copy', srcFile, loops[0].path, ro.path);
+      expect(r.status).toBe(3);
+      expect(r.stderr).toMatch(new RegExp(`^dmtool: (EROFS|EACCES): open failed on ${ro.path}: cannot open for writing: device or file is read-only\\n$`));
+      expect(sha256File(loops[0].backingFile)).toBe(before);
+    } finally {
+      ro.detach();
+    }
+  });
+
+  it('the CLI copies, then zeroes, with --json results', () => {
+    const c = dmtool('copy', srcFile, loops[0].path, loops[1].path, '--json');
+    expect(c.status).toBe(0);
+    const result = JSON.parse(c.stdout);
+    expect(result).toMatchObject({ sectors: 32768, sectorsDone: 32768, readErr: false, writeErr: 0, errors: [] });
+    expect(sha256Range(loops[1].path, 0, 16 * MiB)).toBe(sha256File(srcFile));
+    const z = dmtool('zero', loops[0].path, '--offset', '1M', '--length', '2048');
+    expect(z.status).toBe(0);
+    expect(z.stdout).toMatch(/^zeroed 2048 sectors on 1 device: 1\.0 MiB in [\d.]+ s \([\d.]+ MB\/s\)\n$/);
+    expect(sha256Range(loops[0].path, MiB, MiB)).toBe(sha256Zeros(MiB));
+    expect(sha256Range(loops[0].path, 0, MiB)).toBe(sha256Range(srcFile, 0, MiB));
+    expect(sha256Range(loops[0].path, 2 * MiB, 14 * MiB)).toBe(sha256Range(srcFile, 2 * MiB, 14 * MiB));
+  });
+
+  it('the CLI refuses the same device twice, a too-small destination and a range past the end', () => {
+    const before = loops.map((l) => sha256File(l.backingFile));
+    const small = path.join(dir, 'small.img');
+    makeImage(small, 8 * MiB);
+    const cases: [string[], RegExp][] = [
+      [['copy', srcFile, loops[0].path, loops[0].path], /is the same device as destination 0/],
+      [['copy', srcFile, small], /destination .*small\.img is too small: needs sectors 0\.\.32767, has 16384 sectors/],
+      [['copy', srcFile, loops[1].path, '--offset', '32000', '--length', '1000'], /source .* sectors 32000\.\.32999 end beyond the device end \(32768 sectors\)/],
+      [['zero', loops[1].path, '--offset', '40000'], /nothing to zero/],
+      [['copy', srcFile, loops[1].path, '--length', '1000x'], /--length: "1000x" is not a size/],
+    ];
+    for (const [args, msg] of cases) {
+      const r = dmtool(...args);
+      expect(r.status).toBe(2);
+      expect(r.stderr).toMatch(msg);
+      expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    }
+    expect(loops.map((l) => sha256File(l.backingFile))).toEqual(before);
+    expect(sha256File(small)).toBe(sha256Zeros(8 * MiB));
+  });
+});
