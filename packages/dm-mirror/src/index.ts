@@ -1,1 +1,31 @@
-export {};
+export { Bitmap } from './bitmap';
+export { MirrorError } from './errors';
+export {
+  LOG_MAGIC,
+  LOG_VERSION,
+  LOG_BITMAP_BYTE,
+  LOG_HEADER_BYTES,
+  DiskLogImage,
+  DecodeOptions,
+  decodeDiskLog,
+  encodeDiskLog,
+  logBufferBytes,
+  readHeader,
+} from './log-format';
+export { DirtyLog, MemoryLog, CoreLog, SyncMode, LogHealth, FlushCallback, checkRegionGeometry } from './dirty-log';
+export { DiskLog, DiskLogOptions } from './disk-log';
+export { RegionHash, RegionState } from './region-hash';
+export { MirrorSet, MirrorSetOptions, MirrorStatus, Leg, LegSpec, LegStatus, LegHealth, LegErrorKind, MAX_LEGS } from './mirror-set';
+export { resync, ResyncOptions, ResyncProgress, ResyncResult } from './resync';
+export { parseMirrorTable, formatMirrorTable, MirrorTable } from './table';
+export { checkLegs, CheckOptions, CheckResult } from './check';
+export {
+  openMirror,
+  MirrorConfig,
+  OpenMirrorOptions,
+  configFromTable,
+  checkDistinct,
+  deriveRegionSize,
+  readLogRegionCount,
+  DEFAULT_REGION_SIZE,
+} from './open';

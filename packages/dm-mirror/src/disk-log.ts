@@ -1,0 +1,186 @@
+import { allocBuffer, Device, DeviceError } from '@dmtool/native';
+import { MemoryLog, SyncMode, LogHealth } from './dirty-log';
+import { MirrorError } from './errors';
+import { decodeDiskLog, encodeDiskLog, logBufferBytes, readHeader, LOG_MAGIC } from './log-format';
+
+export interface DiskLogOptions {
+  regionSize: number;
+  regionCount: number;
+  syncMode?: SyncMode;
+  /** Name shown in status lines (default: the device path). */
+  name?: string;
+  /** Ignore what is on the device and start a new log (as a sync argument does). */
+  create?: boolean;
+  /**
+   * Refuse a log whose magic, version, nr_regions or length is wrong instead
+   * of treating it as new or resizing it (default true). With false the
+   * kernel's disk_resume rules apply: bad magic → new log; grown or shrunk
+   * region count → new regions dirty (clean with `nosync`), surplus dropped.
+   */
+  strict?: boolean;
+  /** Write the resumed buffer back (default true; false for read-only inspection). */
+  persist?: boolean;
+}
+
+/**
+ * The kernel's disk dirty log on a regular file or block device: the clean
+ * bitmap is persisted in dm-log's on-disk format, the whole buffer written
+ * on every flush, ordered as disk_flush orders it (§5.5).
+ */
+export class DiskLog extends MemoryLog {
+  readonly type = 'disk' as const;
+  readonly device: Device;
+  readonly name: string;
+  readonly bufferBytes: number;
+  private readonly buffer: Buffer;
+  private unused?: Buffer;
+  private readonly opts: DiskLogOptions;
+  private deviceFailed = false;
+  private deviceFlushFailed = false;
+  /** Number of buffer writes and log flushes issued (for tests and stats). */
+  writes = 0;
+  flushes = 0;
+
+  constructor(device: Device, opts: DiskLogOptions) {
+    super(opts.regionSize, opts.regionCount, opts.syncMode ?? 'default');
+    this.device = device;
+    this.opts = opts;
+    this.name = opts.name ?? device.path;
+    this.bufferBytes = logBufferBytes(opts.regionCount, device.logicalBlockSize);
+    if (device.sizeBytes < this.bufferBytes) {
+      throw new MirrorError(
+        'ENOSPC',
+        `dirty log ${device.path} is too small: ${device.sizeBytes} bytes, ${opts.regionCount} regions need sectors 0..${this.bufferBytes / 512 - 1} (${this.bufferBytes} bytes)`,
+        { path: device.path, sector: 0, sectors: this.bufferBytes / 512 },
+      );
+    }
+    this.buffer = allocBuffer(this.bufferBytes);
+  }
+
+  /** Open a disk log and resume it (read, validate, write back unless persist is false). */
+  static async open(device: Device, opts: DiskLogOptions): Promise<DiskLog> {
+    const log = new DiskLog(device, opts);
+    await log.resume();
+    return log;
+  }
+
+  override get health(): LogHealth {
+    return this.deviceFlushFailed ? 'F' : this.deviceFailed ? 'D' : 'A';
+  }
+
+  async resume(): Promise<void> {
+    const strict = this.opts.strict !== false;
+    const asNew = this.opts.create === true || this.syncMode !== 'default';
+    let onDiskRegions = 0;
+    if (!asNew) {
+      const head = allocBuffer(512);
+      await this.ioOrFail(() => this.device.read(head, 0, 512, 0));
+      const h = readHeader(head);
+      if (strict || (h.magic === LOG_MAGIC && (h.version === 1 || h.version === 2) && h.nrRegions > 0n && h.nrRegions <= 0xffffffffn)) {
+        const diskRegions = Number(h.nrRegions);
+        const readBytes = Math.min(
+          this.device.sizeBytes,
+          Math.max(this.bufferBytes, h.magic === LOG_MAGIC && diskRegions > 0 && diskRegions <= 0xffffffff ? logBufferBytes(diskRegions, this.device.logicalBlockSize) : 0),
+        );
+        const whole = allocBuffer(readBytes);
+        if (readBytes > 0) await this.ioOrFail(() => this.device.read(whole, 0, readBytes, 0));
+        const image = decodeDiskLog(whole, {
+          path: this.device.path,
+          expectRegions: strict ? this.regionCount : undefined,
+          deviceBytes: this.device.sizeBytes,
+          logicalBlockSize: this.device.logicalBlockSize,
+        });
+        onDiskRegions = image.nrRegions;
+        this.unused = image.unused;
+        this.clean.fill(false);
+        for (let r = 0; r < Math.min(onDiskRegions, this.regionCount); r++) if (image.clean.get(r)) this.clean.set(r);
+      }
+    }
+    if (asNew) this.clean.fill(false);
+    // Regions the disk log did not cover (a new or grown log).
+    this.clean.fillRange(onDiskRegions, this.regionCount, this.syncMode === 'nosync');
+    this.clean.clearSurplus();
+    this.startFromClean();
+    this.touchedCleaned = false;
+    this.touchedDirtied = false;
+    if (this.opts.persist === false) return;
+    await this.writeBuffer();
+    await this.flushDevice();
+  }
+
+  async flush(): Promise<void> {
+    if (!this.touchedCleaned && !this.touchedDirtied) return;
+    if (this.touchedCleaned && this.flushCallback) {
+      try {
+        await this.flushCallback();
+      } catch {
+        // Which regions are durable is unknown now: treat every region as dirty.
+        this.flushFailed = true;
+        this.clean.fill(false);
+      }
+    }
+    await this.writeBuffer();
+    if (this.touchedDirtied) {
+      await this.flushDevice();
+      this.touchedDirtied = false;
+    }
+    this.touchedCleaned = false;
+  }
+
+  override async sync(): Promise<void> {
+    await this.flushDevice();
+  }
+
+  /** True once a leg flush failed: clean bits are no longer set. */
+  get legFlushFailed(): boolean {
+    return this.flushFailed;
+  }
+
+  statusInfo(): string {
+    return `3 disk ${this.name} ${this.health}`;
+  }
+
+  statusTable(): string {
+    return `disk ${this.argCount(2)} ${this.name} ${this.regionSize} ${this.syncArg()}`;
+  }
+
+  /** The buffer as it is (or would be) on disk. */
+  encode(): Buffer {
+    return Buffer.from(encodeDiskLog(this.regionCount, this.clean, this.device.logicalBlockSize, this.unused, this.buffer));
+  }
+
+  override close(): void {
+    this.device.close();
+  }
+
+  private async writeBuffer(): Promise<void> {
+    encodeDiskLog(this.regionCount, this.clean, this.device.logicalBlockSize, this.unused, this.buffer);
+    try {
+      await this.device.write(this.buffer, 0, this.bufferBytes, 0);
+      this.writes++;
+    } catch (e) {
+      this.deviceFailed = true;
+      throw e;
+    }
+  }
+
+  private async flushDevice(): Promise<void> {
+    try {
+      await this.device.flush();
+      this.flushes++;
+    } catch (e) {
+      this.deviceFailed = true;
+      this.deviceFlushFailed = true;
+      throw e;
+    }
+  }
+
+  private async ioOrFail(io: () => Promise<void>): Promise<void> {
+    try {
+      await io();
+    } catch (e) {
+      if (e instanceof DeviceError) this.deviceFailed = true;
+      throw e;
+    }
+  }
+}

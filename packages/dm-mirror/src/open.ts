@@ -1,0 +1,181 @@
+import * as fs from 'fs';
+import { allocBuffer, Device } from '@dmtool/native';
+import { CoreLog, DirtyLog, SyncMode } from './dirty-log';
+import { DiskLog } from './disk-log';
+import { MirrorError } from './errors';
+import { decodeDiskLog, LOG_HEADER_BYTES } from './log-format';
+import { MAX_LEGS, MirrorSet } from './mirror-set';
+import { MirrorTable } from './table';
+
+export interface MirrorConfig {
+  /** Mirror length in sectors (default: the legs' common size). */
+  lengthSectors?: number;
+  /** Region size in sectors (default for an existing disk log: derived from its nr_regions). */
+  regionSize?: number;
+  log: { type: 'core' } | { type: 'disk'; path: string };
+  syncMode?: SyncMode;
+  legs: { path: string; offsetSectors?: number }[];
+  handleErrors?: boolean;
+  keepLog?: boolean;
+}
+
+export interface OpenMirrorOptions {
+  /** Open the legs read-write (resync, writes). */
+  writeLegs?: boolean;
+  /** Start a new disk log (mirror-create). */
+  createLog?: boolean;
+  /** Write the resumed log back, as activation does (default: writeLegs || createLog). */
+  persistLog?: boolean;
+  /** O_DIRECT for legs. */
+  direct?: boolean;
+}
+
+export const DEFAULT_REGION_SIZE = 1024;
+
+export function configFromTable(t: MirrorTable): MirrorConfig {
+  return {
+    lengthSectors: t.lengthSectors,
+    regionSize: t.regionSize,
+    log: t.log,
+    syncMode: t.syncMode,
+    legs: t.legs,
+    handleErrors: t.handleErrors,
+    keepLog: t.keepLog,
+  };
+}
+
+function identityOf(path: string, role: string): string {
+  let st: fs.Stats;
+  try {
+    st = fs.statSync(path);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code ?? 'ENOENT';
+    throw new MirrorError(code, `${role} ${path}: ${code === 'ENOENT' ? 'no such file or device' : (e as Error).message}`, { path });
+  }
+  if (st.isBlockDevice()) return `block:${st.rdev}`;
+  if (st.isFile()) return `file:${st.dev}:${st.ino}`;
+  throw new MirrorError('ENODEV', `${role} ${path} is not a regular file or block device`, { path });
+}
+
+/** Refuse a device named twice (as two legs, or as a leg and the log). */
+export function checkDistinct(paths: { path: string; role: string }[]): void {
+  const seen = new Map<string, string>();
+  for (const p of paths) {
+    const id = identityOf(p.path, p.role);
+    const before = seen.get(id);
+    if (before) throw new MirrorError('EINVAL', `${p.path} is given twice (as ${before} and as ${p.role})`, { path: p.path });
+    seen.set(id, p.role);
+  }
+}
+
+/** The power-of-two region size for which `lengthSectors` makes `regions` regions. */
+export function deriveRegionSize(lengthSectors: number, regions: number): number | undefined {
+  for (let rs = 2; rs <= lengthSectors; rs *= 2) if (Math.ceil(lengthSectors / rs) === regions) return rs;
+  return undefined;
+}
+
+/** Read just the header of a disk log and validate magic and version. */
+export async function readLogRegionCount(device: Device): Promise<number> {
+  const head = allocBuffer(Math.min(device.sizeBytes, 1024));
+  if (head.length < LOG_HEADER_BYTES) {
+    decodeDiskLog(head, { path: device.path, deviceBytes: device.sizeBytes });
+  }
+  await device.read(head, 0, head.length, 0);
+  const padded = Buffer.alloc(1024);
+  head.copy(padded);
+  try {
+    decodeDiskLog(padded, { path: device.path, deviceBytes: device.sizeBytes });
+  } catch (e) {
+    // Only header defects matter here; truncation is judged once the region count is known.
+    if (!(e instanceof MirrorError) || e.code !== 'ENOSPC' || device.sizeBytes < 1024) throw e;
+  }
+  return Number(padded.readBigUInt64LE(8));
+}
+
+/**
+ * Open a mirror: check every device before any write (distinct devices,
+ * leg sizes, log size and contents), then resume the log.
+ */
+export async function openMirror(cfg: MirrorConfig, opts: OpenMirrorOptions = {}): Promise<MirrorSet> {
+  if (cfg.legs.length < 2 || cfg.legs.length > MAX_LEGS) {
+    throw new MirrorError('EINVAL', `a mirror needs 2..${MAX_LEGS} legs (got ${cfg.legs.length})`);
+  }
+  checkDistinct([
+    ...cfg.legs.map((l, i) => ({ path: l.path, role: `leg ${i}` })),
+    ...(cfg.log.type === 'disk' ? [{ path: cfg.log.path, role: 'the log' }] : []),
+  ]);
+  const opened: Device[] = [];
+  try {
+    const legs = cfg.legs.map((l) => {
+      const d = Device.open(l.path, { write: opts.writeLegs === true, direct: opts.direct === true });
+      opened.push(d);
+      return { device: d, offsetSectors: l.offsetSectors ?? 0 };
+    });
+    let length = cfg.lengthSectors;
+    if (length === undefined) {
+      const sizes = legs.map((l) => l.device.sizeSectors - l.offsetSectors);
+      const differ = sizes.findIndex((s) => s !== sizes[0]);
+      if (differ >= 0) {
+        throw new MirrorError(
+          'EINVAL',
+          `legs differ in size: ${legs[0].device.path} has ${sizes[0]} sectors, ${legs[differ].device.path} has ${sizes[differ]} (give the mirror length with a table line)`,
+          { path: legs[differ].device.path },
+        );
+      }
+      length = sizes[0];
+    }
+    if (!(length > 0)) throw new MirrorError('EINVAL', `mirror length must be positive (legs have ${length} sectors)`, { path: legs[0].device.path });
+    for (const l of legs) {
+      if (l.device.sizeSectors < l.offsetSectors + length) {
+        throw new MirrorError(
+          'ENOSPC',
+          `leg ${l.device.path} is smaller than the mirror: it has ${l.device.sizeSectors} sectors, the mirror needs sectors ${l.offsetSectors}..${l.offsetSectors + length - 1}`,
+          { path: l.device.path, sector: l.offsetSectors, sectors: length },
+        );
+      }
+    }
+    const syncMode = cfg.syncMode ?? 'default';
+    let log: DirtyLog;
+    if (cfg.log.type === 'core') {
+      const rs = cfg.regionSize ?? DEFAULT_REGION_SIZE;
+      log = new CoreLog(rs, regionsFor(length, rs), syncMode);
+    } else {
+      const create = opts.createLog === true;
+      const persist = opts.persistLog ?? (opts.writeLegs === true || create);
+      const logDev = Device.open(cfg.log.path, { write: persist });
+      opened.push(logDev);
+      let rs = cfg.regionSize;
+      if (rs === undefined) {
+        if (create) rs = DEFAULT_REGION_SIZE;
+        else {
+          const onDisk = await readLogRegionCount(logDev);
+          rs = deriveRegionSize(length, onDisk);
+          if (rs === undefined) {
+            throw new MirrorError(
+              'EINVAL',
+              `dirty log ${logDev.path} records ${onDisk} regions at sector 0, which no power-of-two region size gives for a mirror of ${length} sectors: wrong region count for the leg size`,
+              { path: logDev.path, sector: 0, sectors: 1 },
+            );
+          }
+        }
+      }
+      const regionCount = regionsFor(length, rs);
+      log = new DiskLog(logDev, { regionSize: rs, regionCount, syncMode, create, strict: true, persist });
+      await log.resume();
+    }
+    return new MirrorSet({ legs, log, lengthSectors: length, handleErrors: cfg.handleErrors, keepLog: cfg.keepLog });
+  } catch (e) {
+    for (const d of opened) if (d.isOpen) d.close();
+    throw e;
+  }
+}
+
+function regionsFor(lengthSectors: number, regionSize: number): number {
+  if (!Number.isSafeInteger(regionSize) || regionSize < 2 || (regionSize & (regionSize - 1)) !== 0) {
+    throw new MirrorError('EINVAL', `region size must be a power of two of at least 2 sectors (got ${regionSize})`);
+  }
+  if (regionSize > lengthSectors) {
+    throw new MirrorError('EINVAL', `region size ${regionSize} is larger than the mirror (${lengthSectors} sectors)`);
+  }
+  return Math.ceil(lengthSectors / regionSize);
+}

@@ -1,0 +1,192 @@
+import { AbortError, crashPoint, KcopydClient, DeviceError } from '@dmtool/kcopyd';
+import { MirrorSet } from './mirror-set';
+
+export interface ResyncProgress {
+  /** Regions finished (copied or given up) in this run. */
+  regionsDone: number;
+  /** Regions out of sync when the run started. */
+  regionsTotal: number;
+  sectorsDone: number;
+  sectorsTotal: number;
+  inFlight: number;
+  /** In-sync regions / all regions, as the status line counts them. */
+  syncCount: number;
+  regions: number;
+}
+
+export interface ResyncOptions {
+  /** Regions copied at once (the kernel recovers one; default 4). */
+  parallel?: number;
+  /** Percent of wall time copy I/O may be outstanding (the kernel's raid1_resync_throttle). */
+  throttlePercent?: number;
+  /** Average copy rate cap in bytes per second. */
+  rateBytesPerSecond?: number;
+  /** kcopyd sub-job size in sectors (default 1024). */
+  subJobSectors?: number;
+  /** Use this kcopyd client instead of making one. */
+  client?: KcopydClient;
+  signal?: AbortSignal;
+  onProgress?: (p: ResyncProgress) => void;
+}
+
+export interface ResyncResult {
+  regions: number;
+  /** Regions out of sync at the start. */
+  regionsTotal: number;
+  /** Regions copied to every healthy leg and recorded in sync. */
+  regionsSynced: number;
+  /** Regions left out of sync (a leg failed, or the source could not be read). */
+  regionsFailed: number[];
+  sectorsCopied: number;
+  /** Legs that failed during this run, with their status character. */
+  failedLegs: { index: number; path: string; health: string; error?: string }[];
+  syncCount: number;
+  inSync: boolean;
+  aborted: boolean;
+  elapsedMs: number;
+}
+
+/**
+ * Resync: every out-of-sync region is copied from the default leg to all
+ * other healthy legs with one kcopyd job (N destinations), several regions
+ * at once. A region is recorded clean only after the legs were flushed (the
+ * log's flush callback); a crash at any point leaves it dirty, to be copied
+ * again by the next run. A leg that fails is marked `S` and left out of
+ * later copies; the regions it missed stay out of sync.
+ */
+export async function resync(mirror: MirrorSet, opts: ResyncOptions = {}): Promise<ResyncResult> {
+  const started = Date.now();
+  const parallel = opts.parallel ?? 4;
+  if (!Number.isSafeInteger(parallel) || parallel < 1 || parallel > 64) throw new RangeError(`parallel must be 1..64 (got ${parallel})`);
+  const rh = mirror.rh;
+  const regions = mirror.regionCount;
+  const subJobSectors = opts.subJobSectors ?? 1024;
+  const piecesPerRegion = Math.min(8, Math.ceil(mirror.regionSize / subJobSectors));
+  const client =
+    opts.client ??
+    new KcopydClient({
+      subJobSectors,
+      subJobsPerJob: piecesPerRegion,
+      reservedBuffers: Math.min(1024, parallel * piecesPerRegion),
+      throttlePercent: opts.throttlePercent,
+      rateBytesPerSecond: opts.rateBytesPerSecond,
+    });
+  const ownClient = opts.client === undefined;
+  const outOfSync = regions - mirror.log.getSyncCount();
+  let sectorsTotal = 0;
+  for (let r = 0; r < regions; r++) if (!mirror.log.inSync(r)) sectorsTotal += rh.regionSectors(r);
+  const failedBefore = new Set(mirror.legs.map((l, i) => (l.failed ? i : -1)).filter((i) => i >= 0));
+  const regionsFailed: number[] = [];
+  let regionsDone = 0;
+  let regionsSynced = 0;
+  let sectorsCopied = 0;
+  let inFlight = 0;
+  let stop = false;
+  let aborted = false;
+
+  const report = () =>
+    opts.onProgress?.({
+      regionsDone,
+      regionsTotal: outOfSync,
+      sectorsDone: sectorsCopied,
+      sectorsTotal,
+      inFlight,
+      syncCount: mirror.log.getSyncCount(),
+      regions,
+    });
+
+  const recoverOne = async (region: number): Promise<void> => {
+    const source = mirror.legs[mirror.defaultLeg];
+    const sector = rh.regionStart(region);
+    const count = rh.regionSectors(region);
+    let copied = false;
+    crashPoint('mirror-resync:region-start');
+    for (;;) {
+      const dests = mirror.legs.map((l, i) => ({ leg: l, i })).filter(({ leg, i }) => i !== mirror.defaultLeg && !leg.failed);
+      if (dests.length === 0 || source.failed) break;
+      const result = await client.copy(
+        { device: source.device, sector: source.offsetSectors + sector, count },
+        dests.map(({ leg }) => ({ device: leg.device, sector: leg.offsetSectors + sector })),
+        { signal: opts.signal },
+      );
+      if (result.readErr) {
+        mirror.failLeg(mirror.defaultLeg, 'S', result.errors.find((e) => e.path === source.device.path));
+        stop = true;
+        break;
+      }
+      if (result.writeErr === 0) {
+        copied = true;
+        break;
+      }
+      // Fail the legs that missed writes, then copy the region again to the others.
+      dests.forEach(({ leg, i }, bit) => {
+        if (result.writeErr & (1 << bit)) mirror.failLeg(i, 'S', result.errors.find((e: DeviceError) => e.path === leg.device.path));
+      });
+    }
+    crashPoint('mirror-resync:region-copied');
+    if (copied) sectorsCopied += count;
+    const allLegsHave = copied && mirror.legs.every((l) => !l.failed);
+    rh.recoveryEnd(region, allLegsHave);
+    await rh.update();
+    crashPoint('mirror-resync:region-recorded');
+    regionsDone++;
+    if (allLegsHave) regionsSynced++;
+    else regionsFailed.push(region);
+  };
+
+  const worker = async (): Promise<void> => {
+    while (!stop) {
+      if (opts.signal?.aborted) {
+        aborted = true;
+        return;
+      }
+      const region = await rh.recoveryPrepare();
+      if (region === undefined) return;
+      inFlight++;
+      try {
+        await recoverOne(region);
+      } catch (e) {
+        if (e instanceof AbortError) {
+          aborted = true;
+          stop = true;
+          rh.recoveryEnd(region, false);
+          await rh.update();
+          return;
+        }
+        stop = true;
+        throw e;
+      } finally {
+        inFlight--;
+      }
+      report();
+    }
+  };
+
+  report();
+  try {
+    const outcomes = await Promise.allSettled(Array.from({ length: parallel }, worker));
+    const failure = outcomes.find((o): o is PromiseRejectedResult => o.status === 'rejected');
+    if (failure) throw failure.reason;
+    await rh.update();
+    await mirror.log.sync();
+    crashPoint('mirror-resync:done');
+  } finally {
+    if (ownClient) await client.destroy();
+  }
+  const failedLegs = mirror.legs
+    .map((l, index) => ({ l, index }))
+    .filter(({ l, index }) => l.failed && !failedBefore.has(index))
+    .map(({ l, index }) => ({ index, path: l.device.path, health: l.health, error: l.errors[0]?.message }));
+  return {
+    regions,
+    regionsTotal: outOfSync,
+    regionsSynced,
+    regionsFailed: regionsFailed.sort((a, b) => a - b),
+    sectorsCopied,
+    failedLegs,
+    syncCount: mirror.log.getSyncCount(),
+    inSync: mirror.inSync,
+    aborted,
+    elapsedMs: Date.now() - started,
+  };
+}
