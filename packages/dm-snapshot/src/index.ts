@@ -1,1 +1,16 @@
-export {};
+export { SnapshotError } from './errors';
+export type { SnapshotErrorReason, SnapshotErrorDetail } from './errors';
+export { CowGeometry, checkChunkSectors, cowSectorsForOrigin, ENTRY_BYTES, MAX_CHUNK_SECTORS } from './geometry';
+export { decodeHeader, encodeHeader, SNAP_MAGIC, DISK_VERSION } from './header';
+export type { CowHeader, HeaderState } from './header';
+export { decodeArea, encodeEntry, clearEntry } from './area';
+export type { DecodedArea } from './area';
+export { ExceptionTable } from './table';
+export type { ExceptionStore, StoreUsage } from './store';
+export { PersistentStore, probeHeader } from './persistent-store';
+export type { OpenStoreOptions, FormatOptions } from './persistent-store';
+export { TransientStore } from './transient-store';
+export { Origin, Snapshot, snapshotBuffer } from './snapshot';
+export type { OriginOptions, CreateSnapshotOptions, OpenSnapshotOptions } from './snapshot';
+export { mergeSnapshot, planMerge } from './merge';
+export type { MergeOptions, MergeProgress, MergeResult } from './merge';

@@ -1,0 +1,226 @@
+import { KcopydClient } from '@dmtool/kcopyd';
+import { crashPoint, Device, SECTOR_BYTES } from '@dmtool/native';
+import { SnapshotError } from './errors';
+import { PersistentStore } from './persistent-store';
+
+export interface MergeOptions {
+  /** kcopyd client for the copies (default: one made for this merge, with `rateBytesPerSecond`). */
+  kcopyd?: KcopydClient;
+  /** Upper bound on the data copied per batch before one origin flush and one table update (default 64 MiB). */
+  batchBytes?: number;
+  /** Copy jobs in flight within a batch (default 32). */
+  copyConcurrency?: number;
+  /** Do exactly what the kernel does: one run of consecutive chunks per batch. */
+  kernelBatches?: boolean;
+  /** Average copy rate cap, bytes per second. */
+  rateBytesPerSecond?: number;
+  onProgress?: (p: MergeProgress) => void;
+  signal?: AbortSignal;
+  /** Validate and plan only; nothing is written. */
+  dryRun?: boolean;
+}
+
+export interface MergeProgress {
+  mergedChunks: number;
+  totalChunks: number;
+  mergedBytes: number;
+  totalBytes: number;
+  batches: number;
+}
+
+export interface MergeResult {
+  chunkSectors: number;
+  /** Exceptions found in the table when the merge started. */
+  exceptions: number;
+  mergedChunks: number;
+  /** Bytes copied into the origin. */
+  mergedBytes: number;
+  /** Batches (origin flush + table update each). */
+  batches: number;
+  /** Copy jobs (runs of consecutive chunks). */
+  runs: number;
+  seconds: number;
+  dryRun: boolean;
+  /** Status after the merge, in the kernel's snapshot-merge form (e.g. `16/32768 16`). */
+  status: string;
+}
+
+interface Run {
+  oldChunk: number;
+  newChunk: number;
+  chunks: number;
+}
+
+interface Batch {
+  runs: Run[];
+  chunks: number;
+}
+
+/**
+ * Pick the next batch from the tail of the table. Runs are maximal stretches
+ * where both old_chunk and new_chunk step by one (the kernel's rule), never
+ * across a metadata area. Kernel mode: one run. Otherwise runs are taken
+ * until `maxChunks`, so one origin flush and one table write cover many.
+ */
+function nextBatch(store: PersistentStore, kernelBatches: boolean, maxChunks: number): Batch {
+  const t = store.table;
+  const E = store.exceptionsPerArea;
+  const runs: Run[] = [];
+  let j = t.size - 1;
+  let taken = 0;
+  while (j >= 0 && taken < maxChunks) {
+    const areaStart = Math.floor(j / E) * E;
+    let lo = j;
+    while (
+      lo > areaStart &&
+      taken + (j - lo + 1) < maxChunks &&
+      t.oldAt(lo - 1) === t.oldAt(lo) - 1 &&
+      t.newAt(lo - 1) === t.newAt(lo) - 1
+    ) {
+      lo--;
+    }
+    const chunks = j - lo + 1;
+    runs.push({ oldChunk: t.oldAt(lo), newChunk: t.newAt(lo), chunks });
+    taken += chunks;
+    j = lo - 1;
+    if (kernelBatches) break;
+  }
+  return { runs, chunks: taken };
+}
+
+async function runLimited<T>(items: readonly T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  let failure: unknown;
+  const worker = async () => {
+    while (next < items.length && failure === undefined) {
+      try {
+        await fn(items[next++]);
+      } catch (e) {
+        failure ??= e;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  if (failure !== undefined) throw failure;
+}
+
+/**
+ * Merge a persistent COW back into its origin, offline (§4). Tail first, as
+ * the kernel: each batch copies its runs COW → origin, flushes the origin,
+ * and only then clears those entries from the tail of the on-disk table
+ * (area writes + COW flush). An entry is never cleared before its data is
+ * durable in the origin, so a crash at any instant leaves a valid table of
+ * the entries not yet merged; running the merge again (here or in the
+ * kernel) finishes it. At the end the COW holds its header and zeroed
+ * areas, byte for byte what the kernel leaves.
+ */
+export async function mergeSnapshot(origin: Device, cow: Device, opts: MergeOptions = {}): Promise<MergeResult> {
+  const started = Date.now();
+  if (origin.identity === cow.identity) {
+    throw new SnapshotError('EINVAL', 'same-device', 'the COW device and the origin are the same device', { path: cow.path });
+  }
+  const store = await PersistentStore.open(cow, { originSectors: origin.sizeSectors, origin });
+  if (!store.valid) {
+    throw new SnapshotError('EINVAL', 'invalid', "snapshot is invalid: can't merge", { path: cow.path, sector: 0, sectors: 1 });
+  }
+  const cs = store.chunkSectors;
+  const chunkBytes = cs * SECTOR_BYTES;
+  const total = store.table.size;
+  const originSectors = origin.sizeSectors;
+  const batchBytes = opts.batchBytes ?? 64 << 20;
+  if (!(batchBytes >= chunkBytes)) throw new RangeError(`batchBytes must be at least one chunk (${chunkBytes} bytes)`);
+  const maxChunks = Math.floor(batchBytes / chunkBytes);
+  const kernelBatches = opts.kernelBatches === true;
+  const concurrency = opts.copyConcurrency ?? 32;
+  const runBytes = (r: Run) => Math.min(r.chunks * cs, originSectors - r.oldChunk * cs) * SECTOR_BYTES;
+
+  const progress: MergeProgress = { mergedChunks: 0, totalChunks: total, mergedBytes: 0, totalBytes: 0, batches: 0 };
+  for (let i = 0; i < total; i++) progress.totalBytes += Math.min(cs, originSectors - store.table.oldAt(i) * cs) * SECTOR_BYTES;
+  let runCount = 0;
+
+  const result = (dryRun: boolean): MergeResult => {
+    const u = store.usage();
+    return {
+      chunkSectors: cs,
+      exceptions: total,
+      mergedChunks: progress.mergedChunks,
+      mergedBytes: progress.mergedBytes,
+      batches: progress.batches,
+      runs: runCount,
+      seconds: (Date.now() - started) / 1000,
+      dryRun,
+      status: dryRun ? `${2 * cs}/${u.totalSectors} ${2 * cs}` : `${u.allocatedSectors}/${u.totalSectors} ${u.metadataSectors}`,
+    };
+  };
+
+  if (opts.dryRun) {
+    // Plan only: walk the batches on a copy of the tail position.
+    let remaining = total;
+    const t = store.table;
+    const E = store.exceptionsPerArea;
+    let j = remaining - 1;
+    while (j >= 0) {
+      let taken = 0;
+      while (j >= 0 && taken < maxChunks) {
+        const areaStart = Math.floor(j / E) * E;
+        let lo = j;
+        while (lo > areaStart && taken + (j - lo + 1) < maxChunks && t.oldAt(lo - 1) === t.oldAt(lo) - 1 && t.newAt(lo - 1) === t.newAt(lo) - 1) lo--;
+        runCount++;
+        taken += j - lo + 1;
+        progress.mergedBytes += runBytes({ oldChunk: t.oldAt(lo), newChunk: t.newAt(lo), chunks: j - lo + 1 });
+        j = lo - 1;
+        if (kernelBatches) break;
+      }
+      progress.batches++;
+      progress.mergedChunks += taken;
+      remaining -= taken;
+    }
+    return result(true);
+  }
+
+  const kcopyd = opts.kcopyd ?? new KcopydClient({ rateBytesPerSecond: opts.rateBytesPerSecond });
+  try {
+    while (store.table.size > 0) {
+      if (opts.signal?.aborted) {
+        throw new SnapshotError('ECANCELED', 'aborted', `merge stopped with ${store.table.size} exceptions left; run it again to finish`, {
+          path: cow.path,
+        });
+      }
+      crashPoint('snapshot-merge:batch-start');
+      const batch = nextBatch(store, kernelBatches, maxChunks);
+      await runLimited(batch.runs, concurrency, async (run) => {
+        const sector = run.oldChunk * cs;
+        const count = runBytes(run) / SECTOR_BYTES;
+        const r = await kcopyd.copy({ device: cow, sector: run.newChunk * cs, count }, [{ device: origin, sector }], {
+          signal: opts.signal,
+        });
+        if (r.readErr || r.writeErr !== 0) {
+          const detail = r.errors[0]?.message ?? 'copy failed';
+          throw new SnapshotError('EIO', 'copy-failed', `merge copy of origin chunks ${run.oldChunk}..${run.oldChunk + run.chunks - 1} failed (nothing retired): ${detail}`, {
+            path: origin.path,
+            sector,
+            sectors: count,
+          });
+        }
+      });
+      crashPoint('snapshot-merge:copied');
+      await origin.flush();
+      crashPoint('snapshot-merge:origin-flushed');
+      await store.retireTail(batch.chunks);
+      crashPoint('snapshot-merge:retired');
+      runCount += batch.runs.length;
+      progress.batches++;
+      progress.mergedChunks += batch.chunks;
+      for (const r of batch.runs) progress.mergedBytes += runBytes(r);
+      opts.onProgress?.({ ...progress });
+    }
+  } finally {
+    if (!opts.kcopyd) await kcopyd.destroy();
+  }
+  return result(false);
+}
+
+/** What a merge would do, without writing anything. */
+export function planMerge(origin: Device, cow: Device, opts: Omit<MergeOptions, 'dryRun'> = {}): Promise<MergeResult> {
+  return mergeSnapshot(origin, cow, { ...opts, dryRun: true });
+}

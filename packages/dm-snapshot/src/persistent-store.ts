@@ -1,0 +1,368 @@
+import { allocBuffer, crashPoint, Device, DeviceError, SECTOR_BYTES } from '@dmtool/native';
+import { decodeArea, encodeEntry } from './area';
+import { SnapshotError } from './errors';
+import { checkChunkSectors, CowGeometry } from './geometry';
+import { decodeHeader, encodeHeader, HeaderState } from './header';
+import { ExceptionStore, StoreUsage } from './store';
+import { ExceptionTable } from './table';
+
+export interface OpenStoreOptions {
+  /** Expected chunk size; an on-disk header with another one is refused. */
+  chunkSectors?: number;
+  /** Origin size: entries whose old_chunk lies beyond it are refused. */
+  originSectors?: number;
+  /** The origin device, for the chunk size / logical block size rule. */
+  origin?: Device;
+  /** "PO": a snapshot write that finds the COW full sets Overflow instead of invalidating. */
+  overflow?: boolean;
+}
+
+export interface FormatOptions {
+  origin?: Device;
+  overflow?: boolean;
+  /** Format even if the COW's first bytes are not zero (they are overwritten). */
+  force?: boolean;
+}
+
+/** Read the first bytes of a COW: fresh (magic 0) or a snapshot header. */
+export async function probeHeader(cow: Device): Promise<HeaderState> {
+  if (cow.sizeBytes < SECTOR_BYTES) {
+    throw new SnapshotError('ENOSPC', 'cow-too-small', `COW device is ${cow.sizeBytes} bytes, smaller than one sector`, { path: cow.path });
+  }
+  const n = Math.max(SECTOR_BYTES, cow.ioAlignmentBytes);
+  const buf = allocBuffer(n);
+  await cow.read(buf, 0, n, 0);
+  return decodeHeader(buf, cow.path);
+}
+
+/**
+ * The persistent exception store in the kernel's on-disk format
+ * (dm-snap-persistent.c): header chunk, metadata areas of E entries
+ * interleaved with data chunks, first new_chunk 0 ends the table.
+ */
+export class PersistentStore implements ExceptionStore {
+  readonly table: ExceptionTable;
+  readonly geometry: CowGeometry;
+  readonly chunkSectors: number;
+  /** Next chunk to allocate (kernel next_free). */
+  nextFree: number;
+  /** Metadata area being filled, and how many of its entries are committed. */
+  currentArea: number;
+  currentCommitted: number;
+  private isValid: boolean;
+  private readonly overflowMode: boolean;
+  private readonly area: Buffer;
+  private readonly scratch: Buffer;
+
+  private constructor(
+    readonly cow: Device,
+    geometry: CowGeometry,
+    valid: boolean,
+    overflow: boolean,
+    table: ExceptionTable,
+  ) {
+    this.geometry = geometry;
+    this.chunkSectors = geometry.chunkSectors;
+    this.isValid = valid;
+    this.overflowMode = overflow;
+    this.table = table;
+    this.area = allocBuffer(geometry.chunkBytes);
+    this.scratch = allocBuffer(geometry.chunkBytes);
+    this.nextFree = 2;
+    this.currentArea = 0;
+    this.currentCommitted = 0;
+  }
+
+  get type(): 'P' | 'PO' {
+    return this.overflowMode ? 'PO' : 'P';
+  }
+
+  get valid(): boolean {
+    return this.isValid;
+  }
+
+  get exceptionsPerArea(): number {
+    return this.geometry.exceptionsPerArea;
+  }
+
+  /**
+   * Format a COW (§2.8): zero area 0, write the header, flush. Refuses a COW
+   * that already carries a header (or any non-zero magic) unless `force`.
+   */
+  static async format(cow: Device, chunkSectors: number, opts: FormatOptions = {}): Promise<PersistentStore> {
+    checkChunkSectors(chunkSectors, opts.origin ? [cow, opts.origin] : [cow]);
+    const geometry = new CowGeometry(chunkSectors, cow.sizeSectors);
+    if (geometry.cowChunks < 3) {
+      throw new SnapshotError(
+        'ENOSPC',
+        'cow-too-small',
+        `COW of ${cow.sizeSectors} sectors cannot hold a header, a metadata area and one ${chunkSectors}-sector chunk (needs ${3 * chunkSectors})`,
+        { path: cow.path },
+      );
+    }
+    if (!opts.force) {
+      const state = await probeHeader(cow);
+      if (state.kind !== 'fresh') {
+        throw new SnapshotError('EEXIST', 'cow-not-empty', 'COW already holds a snapshot header (refusing to format over it)', {
+          path: cow.path,
+          sector: 0,
+          sectors: chunkSectors,
+        });
+      }
+    }
+    const store = new PersistentStore(cow, geometry, true, opts.overflow === true, new ExceptionTable());
+    await store.ioMetadata(async () => {
+      store.scratch.fill(0);
+      await cow.write(store.scratch, 0, geometry.chunkBytes, geometry.chunkToByte(geometry.areaChunk(0)));
+      encodeHeader(store.scratch, { valid: true, chunkSectors });
+      await cow.write(store.scratch, 0, geometry.chunkBytes, 0);
+      await cow.flush();
+    }, 0);
+    return store;
+  }
+
+  /**
+   * Read and validate an existing COW (§2.6, §2.15). Every broken rule is one
+   * SnapshotError naming the device and sectors; nothing is written.
+   */
+  static async open(cow: Device, opts: OpenStoreOptions = {}): Promise<PersistentStore> {
+    const state = await probeHeader(cow);
+    if (state.kind === 'fresh') {
+      throw new SnapshotError('EINVAL', 'not-formatted', 'COW has no snapshot header (magic is 0); create the snapshot first', {
+        path: cow.path,
+        sector: 0,
+        sectors: 1,
+      });
+    }
+    const h = state.header;
+    if (opts.chunkSectors !== undefined && opts.chunkSectors !== h.chunkSectors) {
+      throw new SnapshotError(
+        'EINVAL',
+        'chunk-size-mismatch',
+        `chunk size ${opts.chunkSectors} does not match the COW header's ${h.chunkSectors} sectors`,
+        { path: cow.path, sector: 0, sectors: 1 },
+      );
+    }
+    checkChunkSectors(h.chunkSectors, opts.origin ? [cow, opts.origin] : [cow]);
+    const geometry = new CowGeometry(h.chunkSectors, cow.sizeSectors);
+    if (geometry.cowChunks < 2) {
+      throw new SnapshotError('ENOSPC', 'cow-too-small', `COW of ${cow.sizeSectors} sectors is smaller than its header and first area`, {
+        path: cow.path,
+      });
+    }
+    const store = new PersistentStore(cow, geometry, h.valid, opts.overflow === true, new ExceptionTable());
+    if (h.valid) await store.readTable(opts.originSectors);
+    return store;
+  }
+
+  private async readTable(originSectors?: number): Promise<void> {
+    const g = this.geometry;
+    const path = this.cow.path;
+    const E = g.exceptionsPerArea;
+    let monotonic = true;
+    let lastNew = 0;
+    let nextFree = 2;
+    for (let area = 0; ; area++) {
+      const chunk = g.areaChunk(area);
+      if (chunk + 1 > g.cowChunks) {
+        throw new SnapshotError(
+          'EINVAL',
+          'area-past-cow-end',
+          `metadata area ${area} at chunk ${chunk} lies beyond the COW end (${g.cowChunks} chunks): the table has no terminator`,
+          { path, sector: g.chunkToSector(chunk), sectors: g.chunkSectors },
+        );
+      }
+      await this.cow.read(this.area, 0, g.chunkBytes, g.chunkToByte(chunk));
+      const decoded = decodeArea(this.area, E, area, path);
+      for (let i = 0; i < decoded.olds.length; i++) {
+        const oldChunk = decoded.olds[i];
+        const newChunk = decoded.news[i];
+        const where = { path, sector: g.chunkToSector(chunk) + Math.floor((i * 16) / SECTOR_BYTES), sectors: 1 };
+        const entry = `area ${area} entry ${i} (old ${oldChunk} → new ${newChunk})`;
+        if (g.isMetadataChunk(newChunk)) {
+          throw new SnapshotError('EINVAL', 'entry-in-metadata', `${entry} points into a metadata chunk`, where);
+        }
+        if (newChunk + 1 > g.cowChunks) {
+          throw new SnapshotError('EINVAL', 'entry-past-cow-end', `${entry} points past the COW end (${g.cowChunks} chunks)`, where);
+        }
+        if (originSectors !== undefined && oldChunk * g.chunkSectors >= originSectors) {
+          throw new SnapshotError(
+            'EINVAL',
+            'entry-past-origin-end',
+            `${entry} names an origin chunk beyond the origin end (${originSectors} sectors)`,
+            where,
+          );
+        }
+        if (!this.table.append(oldChunk, newChunk)) {
+          throw new SnapshotError('EINVAL', 'duplicate-old-chunk', `${entry} repeats origin chunk ${oldChunk}`, where);
+        }
+        if (newChunk <= lastNew) monotonic = false;
+        lastNew = newChunk;
+        if (nextFree <= newChunk) nextFree = newChunk + 1;
+      }
+      if (!decoded.full) {
+        this.currentArea = area;
+        this.currentCommitted = decoded.olds.length;
+        break;
+      }
+    }
+    if (!monotonic) this.checkDistinctNewChunks();
+    this.nextFree = g.skipMetadata(nextFree);
+    // Keep the in-memory area exactly as the table says (bytes after the terminator zero).
+    this.rebuildArea();
+  }
+
+  private checkDistinctNewChunks(): void {
+    const n = this.table.size;
+    const news = new Float64Array(n);
+    for (let i = 0; i < n; i++) news[i] = this.table.newAt(i);
+    news.sort();
+    for (let i = 1; i < n; i++) {
+      if (news[i] === news[i - 1]) {
+        throw new SnapshotError('EINVAL', 'duplicate-new-chunk', `two exceptions share COW chunk ${news[i]}`, {
+          path: this.cow.path,
+          sector: this.geometry.chunkToSector(news[i]),
+          sectors: this.chunkSectors,
+        });
+      }
+    }
+  }
+
+  prepare(): number | undefined {
+    if (!this.isValid) return undefined;
+    if (this.cow.sizeSectors < (this.nextFree + 1) * this.chunkSectors) return undefined;
+    const chunk = this.nextFree;
+    this.nextFree = this.geometry.skipMetadata(this.nextFree + 1);
+    return chunk;
+  }
+
+  /**
+   * Commit exceptions in order (§2.9): each goes into the in-memory area;
+   * the area is written when it becomes full (after zeroing the next area)
+   * and once at the end. Every area write is preceded by a flush of the COW
+   * (data copies and next-area zeroing durable first) and followed by one
+   * (the entries durable), the user-space form of PREFLUSH + FUA.
+   */
+  async commit(entries: readonly { oldChunk: number; newChunk: number }[]): Promise<void> {
+    if (!this.isValid) throw this.invalidError();
+    const E = this.exceptionsPerArea;
+    let dirty = false;
+    for (const e of entries) {
+      if (!this.table.append(e.oldChunk, e.newChunk)) {
+        throw new SnapshotError('EINVAL', 'duplicate-old-chunk', `origin chunk ${e.oldChunk} already has an exception`, {
+          path: this.cow.path,
+        });
+      }
+      encodeEntry(this.area, this.currentCommitted++, e.oldChunk, e.newChunk);
+      dirty = true;
+      if (this.currentCommitted === E) {
+        await this.writeArea(true);
+        dirty = false;
+      }
+    }
+    if (dirty) await this.writeArea(false);
+  }
+
+  private async writeArea(full: boolean): Promise<void> {
+    const g = this.geometry;
+    const areaByte = g.chunkToByte(g.areaChunk(this.currentArea));
+    await this.ioMetadata(async () => {
+      if (full) {
+        const next = g.areaChunk(this.currentArea + 1);
+        this.scratch.fill(0);
+        await this.cow.write(this.scratch, 0, g.chunkBytes, g.chunkToByte(next));
+        crashPoint('snapshot-commit:next-area-zeroed');
+      }
+      await this.cow.flush();
+      crashPoint('snapshot-commit:before-area-write');
+      await this.cow.write(this.area, 0, g.chunkBytes, areaByte);
+      await this.cow.flush();
+      crashPoint('snapshot-commit:area-written');
+    }, g.chunkToSector(g.areaChunk(this.currentArea)));
+    if (full) {
+      this.currentArea++;
+      this.currentCommitted = 0;
+      this.area.fill(0);
+    }
+  }
+
+  /** Run metadata I/O; an I/O error invalidates the store (as the kernel does) and is rethrown as one error. */
+  private async ioMetadata(work: () => Promise<void>, sector: number): Promise<void> {
+    try {
+      await work();
+    } catch (e) {
+      if (!(e instanceof DeviceError)) throw e;
+      if (this.isValid) await this.invalidate().catch(() => undefined);
+      throw new SnapshotError(e.code, 'metadata-io', `metadata write failed, snapshot invalidated: ${e.message}`, {
+        path: this.cow.path,
+        sector,
+        sectors: this.chunkSectors,
+      });
+    }
+  }
+
+  /** Invalidate (§2.10): valid = 0 in memory, header rewritten; the table is left as it is. */
+  async invalidate(): Promise<void> {
+    this.isValid = false;
+    const g = this.geometry;
+    encodeHeader(this.scratch, { valid: false, chunkSectors: this.chunkSectors });
+    await this.cow.write(this.scratch, 0, g.chunkBytes, 0);
+    await this.cow.flush();
+  }
+
+  usage(): StoreUsage {
+    return {
+      allocatedSectors: this.nextFree * this.chunkSectors,
+      totalSectors: this.cow.sizeSectors,
+      metadataSectors: (this.currentArea + 2) * this.chunkSectors,
+    };
+  }
+
+  /**
+   * Merge support: retire the last `count` exceptions from the on-disk table
+   * (the caller has made their data durable in the origin). Every touched
+   * area is rewritten, the last first (emptied areas as zeros), then one COW
+   * flush. A crash in between leaves a valid table: any mix of old and new
+   * area contents is a prefix of the table as it was, holding every entry
+   * not yet durable in the origin.
+   */
+  async retireTail(count: number): Promise<void> {
+    if (count <= 0) return;
+    const n = this.table.size;
+    if (count > n) throw new RangeError(`cannot retire ${count} of ${n} exceptions`);
+    const g = this.geometry;
+    const E = this.exceptionsPerArea;
+    const keep = n - count;
+    const lastArea = Math.floor((n - 1) / E);
+    const firstArea = Math.floor(keep / E);
+    await this.ioMetadata(async () => {
+      for (let area = lastArea; area >= firstArea; area--) {
+        this.fillArea(this.scratch, area, keep);
+        await this.cow.write(this.scratch, 0, g.chunkBytes, g.chunkToByte(g.areaChunk(area)));
+        crashPoint('snapshot-merge:area-written');
+      }
+      await this.cow.flush();
+    }, g.chunkToSector(g.areaChunk(firstArea)));
+    for (let i = 0; i < count; i++) this.table.pop();
+    this.currentArea = Math.floor(keep / E);
+    this.currentCommitted = keep % E;
+    this.nextFree = g.areaChunk(this.currentArea) + this.currentCommitted + 1;
+    this.rebuildArea();
+  }
+
+  /** Encode area `area` holding table entries [area·E, min(limit, (area+1)·E)). */
+  private fillArea(buf: Buffer, area: number, limit: number): void {
+    const E = this.exceptionsPerArea;
+    buf.fill(0);
+    const end = Math.min(limit, (area + 1) * E);
+    for (let j = area * E; j < end; j++) encodeEntry(buf, j - area * E, this.table.oldAt(j), this.table.newAt(j));
+  }
+
+  private rebuildArea(): void {
+    this.fillArea(this.area, this.currentArea, this.table.size);
+  }
+
+  private invalidError(): SnapshotError {
+    return new SnapshotError('EIO', 'invalid', 'snapshot is invalid', { path: this.cow.path });
+  }
+}

@@ -1,0 +1,31 @@
+import { Device } from '@dmtool/native';
+import { ExceptionTable } from './table';
+
+export interface StoreUsage {
+  /** Sectors allocated (persistent: next_free·cs, a high-water mark including metadata). */
+  allocatedSectors: number;
+  /** COW device size in sectors. */
+  totalSectors: number;
+  /** Header and metadata sectors (0 for a transient store). */
+  metadataSectors: number;
+}
+
+/** What a snapshot needs from its exception store (persistent or transient). */
+export interface ExceptionStore {
+  /** 'P', 'PO' (persistent, overflow-aware) or 'N' (transient), as in the table line. */
+  readonly type: 'P' | 'PO' | 'N';
+  readonly cow: Device;
+  readonly chunkSectors: number;
+  readonly table: ExceptionTable;
+  readonly valid: boolean;
+  /** Allocate a COW chunk for a new exception; undefined when the COW is full. */
+  prepare(): number | undefined;
+  /**
+   * Commit exceptions whose data is in place, in allocation order. Resolves
+   * once they are durable; rejects (store then invalid) on a metadata error.
+   */
+  commit(entries: readonly { oldChunk: number; newChunk: number }[]): Promise<void>;
+  /** Mark the store invalid (persistent: header rewritten with valid = 0). */
+  invalidate(): Promise<void>;
+  usage(): StoreUsage;
+}

@@ -1,0 +1,46 @@
+import { Device } from '@dmtool/native';
+import { checkChunkSectors } from './geometry';
+import { ExceptionStore, StoreUsage } from './store';
+import { ExceptionTable } from './table';
+
+/**
+ * The transient store ("N", dm-snap-transient.c): chunks are handed out from
+ * COW chunk 0 upward, commits succeed at once, nothing is written but data.
+ */
+export class TransientStore implements ExceptionStore {
+  readonly type = 'N' as const;
+  readonly table = new ExceptionTable();
+  readonly chunkSectors: number;
+  private nextFreeSectors = 0;
+  private isValid = true;
+
+  constructor(
+    readonly cow: Device,
+    chunkSectors: number,
+  ) {
+    this.chunkSectors = checkChunkSectors(chunkSectors, [cow]);
+  }
+
+  get valid(): boolean {
+    return this.isValid;
+  }
+
+  prepare(): number | undefined {
+    if (this.cow.sizeSectors < this.nextFreeSectors + this.chunkSectors) return undefined;
+    const chunk = this.nextFreeSectors / this.chunkSectors;
+    this.nextFreeSectors += this.chunkSectors;
+    return chunk;
+  }
+
+  async commit(entries: readonly { oldChunk: number; newChunk: number }[]): Promise<void> {
+    for (const e of entries) this.table.append(e.oldChunk, e.newChunk);
+  }
+
+  async invalidate(): Promise<void> {
+    this.isValid = false;
+  }
+
+  usage(): StoreUsage {
+    return { allocatedSectors: this.nextFreeSectors, totalSectors: this.cow.sizeSectors, metadataSectors: 0 };
+  }
+}

@@ -1,0 +1,122 @@
+import * as fs from 'fs';
+import * as path from 'path';
+import { Device } from '@dmtool/native';
+import { mergeSnapshot, Origin, PersistentStore, Snapshot } from '@dmtool/dm-snapshot';
+import { sha256File } from '../helpers/images';
+import { removeDir, tempDir } from '../helpers/loop';
+import { makeBaseOrigin, makeZeroFile, PlannedWrite, snapshotViewSha, unpackFixture, writeData } from './fixtures';
+
+const CHUNKS = [8, 16];
+
+describe.each(CHUNKS)('kernel fixture snapshot-cow-chunk%i', (cs) => {
+  let dir: string;
+  beforeAll(() => {
+    dir = tempDir('dmtool-snapfx-');
+  });
+  afterAll(() => removeDir(dir));
+
+  test('replaying the write plan reproduces the kernel origin, COW and status lines byte for byte', async () => {
+    const { dir: fx, manifest } = unpackFixture(`snapshot-cow-chunk${cs}`, dir);
+    const progress = fs
+      .readFileSync(path.join(fx, 'guest/status-progress.txt'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => l.split(' '));
+    const originFile = path.join(dir, `origin-${cs}.img`);
+    const cowFile = path.join(dir, `cow-${cs}.img`);
+    makeBaseOrigin(originFile, manifest.images['origin.img'].size);
+    makeZeroFile(cowFile, manifest.images['cow.img'].size);
+    expect(sha256File(originFile)).toBe(manifest.images['origin.img'].sha256_before);
+    expect(sha256File(cowFile)).toBe(manifest.images['cow.img'].sha256_before);
+
+    const originDev = Device.open(originFile, { write: true });
+    const cowDev = Device.open(cowFile, { write: true });
+    const origin = new Origin(originDev);
+    try {
+      const snap = await Snapshot.create(origin, cowDev, { chunkSectors: cs });
+      expect(`snap: ${snap.statusLine()}`).toBe(manifest.kernel_reported.status_fresh[1]);
+      const writes = manifest.writes as PlannedWrite[];
+      writes.forEach((w, i) => expect(progress[i][0]).toBe(w.name));
+      for (const [i, w] of writes.entries()) {
+        const perPiece = w.bs_bytes / 512;
+        for (let s = w.start_sector; s < w.start_sector + w.sectors; s += perPiece) {
+          const n = Math.min(perPiece, w.start_sector + w.sectors - s);
+          const data = writeData(w.tag, s, n);
+          if (w.target === 'origin') await origin.write(data, s);
+          else await snap.write(data, s);
+        }
+        expect(`${w.name} ${snap.statusLine()}`).toBe(progress[i].join(' '));
+      }
+      expect(`snap: ${snap.statusLine()}`).toBe(manifest.kernel_reported.status[1]);
+      expect(await snapshotViewSha(snap)).toBe(manifest.expected.snapshot_view_sha256);
+    } finally {
+      await origin.close();
+      originDev.close();
+      cowDev.close();
+    }
+    expect(sha256File(originFile)).toBe(manifest.images['origin.img'].sha256_after);
+    expect(sha256File(cowFile)).toBe(manifest.images['cow.img'].sha256_after);
+  });
+
+  test('the kernel-made COW parses to the manifest table, status and snapshot view', async () => {
+    const { dir: fx, manifest } = unpackFixture(`snapshot-cow-chunk${cs}`, dir);
+    const originDev = Device.open(path.join(fx, 'origin.img'));
+    const cowDev = Device.open(path.join(fx, 'cow.img'));
+    const origin = new Origin(originDev);
+    try {
+      const snap = await Snapshot.open(origin, cowDev);
+      expect(snap.chunkSectors).toBe(cs);
+      expect([...snap.exceptions()].map((e) => [e.oldChunk, e.newChunk])).toEqual(manifest.exceptions_in_table_order);
+      const store = snap.store as PersistentStore;
+      expect(store.currentArea).toBe(manifest.cow_decoded.areas.length - 1);
+      expect(store.currentCommitted).toBe(manifest.cow_decoded.areas.at(-1).entries);
+      expect(`snap: ${snap.statusLine()}`).toBe(manifest.kernel_reported.status[1]);
+      expect(await snapshotViewSha(snap)).toBe(manifest.kernel_reported.sha256_of_mapped_devices_after_writes['/dev/mapper/snap']);
+    } finally {
+      await origin.close();
+      originDev.close();
+      cowDev.close();
+    }
+  });
+});
+
+describe.each(CHUNKS)('kernel fixture snapshot-merge-chunk%i', (cs) => {
+  let dir: string;
+  beforeAll(() => {
+    dir = tempDir('dmtool-snapmerge-');
+  });
+  afterAll(() => removeDir(dir));
+
+  test.each([
+    ['dmtool batches', false],
+    ['kernel batches', true],
+  ])('offline merge (%s) gives the kernel merged origin and COW', async (_label, kernelBatches) => {
+    const sub = fs.mkdtempSync(path.join(dir, 'm-'));
+    const input = unpackFixture(`snapshot-cow-chunk${cs}`, sub);
+    const expected = unpackFixture(`snapshot-merge-chunk${cs}`, sub).manifest;
+    const originFile = path.join(input.dir, 'origin.img');
+    const cowFile = path.join(input.dir, 'cow.img');
+    expect(sha256File(originFile)).toBe(expected.inputs.origin_sha256);
+    expect(sha256File(cowFile)).toBe(expected.inputs.cow_sha256);
+
+    const originDev = Device.open(originFile, { write: true });
+    const cowDev = Device.open(cowFile, { write: true });
+    const seen: number[] = [];
+    try {
+      const r = await mergeSnapshot(originDev, cowDev, { kernelBatches, onProgress: (p) => seen.push(p.mergedChunks) });
+      expect(r.exceptions).toBe(expected.input_exception_count);
+      expect(r.mergedChunks).toBe(expected.input_exception_count);
+      expect(`0 131072 snapshot-merge ${r.status}`).toBe(expected.kernel_reported.status_merge_final[0]);
+      expect(seen.at(-1)).toBe(expected.input_exception_count);
+      if (kernelBatches) expect(r.batches).toBe(r.runs);
+      else expect(r.batches).toBeLessThan(r.runs);
+    } finally {
+      originDev.close();
+      cowDev.close();
+    }
+    expect(sha256File(originFile)).toBe(expected.outputs['origin.img_sha256']);
+    expect(sha256File(cowFile)).toBe(expected.outputs['cow.img_sha256']);
+    // The kernel's merged origin equals the snapshot view it showed before the merge.
+    expect(expected.outputs['origin.img_sha256']).toBe(expected.kernel_reported.sha256['/dev/mapper/snapview']);
+  });
+});
