@@ -49,7 +49,7 @@ export class DiskLog extends MemoryLog {
     this.bufferBytes = logBufferBytes(opts.regionCount, device.logicalBlockSize);
     if (device.sizeBytes < this.bufferBytes) {
       throw new MirrorError(
-        'ENOSPC',
+        'EINVAL',
         `dirty log ${device.path} is too small: ${device.sizeBytes} bytes, ${opts.regionCount} regions need sectors 0..${this.bufferBytes / 512 - 1} (${this.bufferBytes} bytes)`,
         { path: device.path, sector: 0, sectors: this.bufferBytes / 512 },
       );

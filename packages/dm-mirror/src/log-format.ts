@@ -66,7 +66,7 @@ export function decodeDiskLog(buf: Buffer, opts: DecodeOptions = {}): DiskLogIma
   const where = opts.path ?? 'log';
   const deviceBytes = opts.deviceBytes ?? buf.length;
   if (deviceBytes < LOG_BITMAP_BYTE || buf.length < LOG_HEADER_BYTES) {
-    throw new MirrorError('ENOSPC', `dirty log ${where} is truncated: ${deviceBytes} bytes, a disk log needs at least ${LOG_BITMAP_BYTE + 4} (sectors 0..2)`, {
+    throw new MirrorError('EBADMSG', `dirty log ${where} is truncated: ${deviceBytes} bytes, a disk log needs at least ${LOG_BITMAP_BYTE + 4} (sectors 0..2)`, {
       path: opts.path,
       sector: 0,
       sectors: 3,
@@ -106,7 +106,7 @@ export function decodeDiskLog(buf: Buffer, opts: DecodeOptions = {}): DiskLogIma
   if (deviceBytes < need || buf.length < LOG_BITMAP_BYTE + Bitmap.byteLength(nrRegions)) {
     const have = Math.min(deviceBytes, buf.length);
     throw new MirrorError(
-      'ENOSPC',
+      'EBADMSG',
       `dirty log ${where} is truncated: ${nrRegions} regions need sectors 0..${need / 512 - 1} (${need} bytes), only ${have} bytes are there`,
       { path: opts.path, sector: 0, sectors: need / 512 },
     );

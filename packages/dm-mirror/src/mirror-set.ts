@@ -113,7 +113,7 @@ export class MirrorSet {
     for (const leg of this.legs) {
       if (leg.device.sizeSectors < leg.offsetSectors + opts.lengthSectors) {
         throw new MirrorError(
-          'ENOSPC',
+          'EINVAL',
           `leg ${leg.device.path} is too small: the mirror needs ${sectorRange(leg.offsetSectors, opts.lengthSectors)}, the device has ${leg.device.sizeSectors} sectors`,
           { path: leg.device.path, sector: leg.offsetSectors, sectors: opts.lengthSectors },
         );

@@ -1,5 +1,6 @@
 import * as fs from 'fs';
-import { allocBuffer, Device } from '@dmtool/native';
+import { constants as osConstants } from 'os';
+import { allocBuffer, Device, DeviceError } from '@dmtool/native';
 import { CoreLog, DirtyLog, SyncMode } from './dirty-log';
 import { DiskLog } from './disk-log';
 import { MirrorError } from './errors';
@@ -50,7 +51,8 @@ function identityOf(path: string, role: string): string {
     st = fs.statSync(path);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code ?? 'ENOENT';
-    throw new MirrorError(code, `${role} ${path}: ${code === 'ENOENT' ? 'no such file or device' : (e as Error).message}`, { path });
+    const errno = (osConstants.errno as Record<string, number>)[code] ?? osConstants.errno.ENOENT;
+    throw new DeviceError(errno, 'open', path, 0, 0, `${role}: ${code === 'ENOENT' ? 'no such file or device' : (e as Error).message}`);
   }
   if (st.isBlockDevice()) return `block:${st.rdev}`;
   if (st.isFile()) return `file:${st.dev}:${st.ino}`;
@@ -87,7 +89,7 @@ export async function readLogRegionCount(device: Device): Promise<number> {
     decodeDiskLog(padded, { path: device.path, deviceBytes: device.sizeBytes });
   } catch (e) {
     // Only header defects matter here; truncation is judged once the region count is known.
-    if (!(e instanceof MirrorError) || e.code !== 'ENOSPC' || device.sizeBytes < 1024) throw e;
+    if (!(e instanceof MirrorError) || !/truncated/.test(e.message) || device.sizeBytes < 1024) throw e;
   }
   return Number(padded.readBigUInt64LE(8));
 }
@@ -128,7 +130,7 @@ export async function openMirror(cfg: MirrorConfig, opts: OpenMirrorOptions = {}
     for (const l of legs) {
       if (l.device.sizeSectors < l.offsetSectors + length) {
         throw new MirrorError(
-          'ENOSPC',
+          'EINVAL',
           `leg ${l.device.path} is smaller than the mirror: it has ${l.device.sizeSectors} sectors, the mirror needs sectors ${l.offsetSectors}..${l.offsetSectors + length - 1}`,
           { path: l.device.path, sector: l.offsetSectors, sectors: length },
         );
