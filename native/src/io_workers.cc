@@ -3,6 +3,7 @@
 // turns those into typed errors. No policy lives here.
 #include <errno.h>
 
+#include <thread>
 #include <vector>
 
 #include "io.h"
@@ -96,9 +97,16 @@ class CopyOutWorker : public Napi::AsyncWorker {
     readErr_ = ReadFully(srcFd_, buffer_.data, length_, srcPosition_, &readDone_);
     if (readErr_ == 0 && readDone_ < length_) readErr_ = EIO;  // source ended early
     if (readErr_ != 0 && !writeOnReadError_) return;
-    for (size_t i = 0; i < destFds_.size(); i++) {
-      writeErr_[i] = WriteFully(destFds_[i], buffer_.data, length_, destPositions_[i], &writeDone_[i]);
+    // Destinations are written in parallel: the first on this thread, the
+    // others on short-lived threads, so N legs cost about one write's time.
+    std::vector<std::thread> helpers;
+    for (size_t i = 1; i < destFds_.size(); i++) {
+      helpers.emplace_back([this, i] {
+        writeErr_[i] = WriteFully(destFds_[i], buffer_.data, length_, destPositions_[i], &writeDone_[i]);
+      });
     }
+    writeErr_[0] = WriteFully(destFds_[0], buffer_.data, length_, destPositions_[0], &writeDone_[0]);
+    for (auto& t : helpers) t.join();
   }
   void OnOK() override {
     Napi::Env env = Env();
