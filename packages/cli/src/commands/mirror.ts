@@ -1,3 +1,349 @@
-import type { CommandModule } from 'yargs';
+import {
+  checkDistinct,
+  checkLegs,
+  configFromTable,
+  DEFAULT_REGION_SIZE,
+  DiskLog,
+  MirrorConfig,
+  MirrorSet,
+  openMirror,
+  parseMirrorTable,
+  resync,
+  ResyncResult,
+} from '@dmtool/dm-mirror';
+import { Device, SECTOR_BYTES } from '@dmtool/kcopyd';
+import type { Argv, CommandModule } from 'yargs';
+import { z } from 'zod';
+import { closeAll, interruptSignal } from '../util/devices';
+import { CliError } from '../util/errors';
+import { ExitCode, EXIT_CODES_HELP } from '../util/exit-codes';
+import { parseOptions } from '../util/options';
+import { Output } from '../util/output';
+import { Progress } from '../util/progress';
+import { runCommand } from '../util/run';
+import { formatBytes, formatRate, rateSchema, sectorsSchema } from '../util/units';
 
-export const mirrorCommands: CommandModule<object, any>[] = [];
+const TABLE_HELP =
+  'Instead of --log and legs, a kernel table line may be given: --table "0 <len> mirror disk 2 <log> <region> 2 <leg0> 0 <leg1> 0".';
+
+const mirrorSchema = z.object({
+  legs: z.array(z.string().min(1)).default([]),
+  log: z.string().min(1).optional(),
+  regionSize: sectorsSchema.optional(),
+  table: z.string().min(1).optional(),
+  json: z.boolean().default(false),
+});
+
+type MirrorArgs = z.infer<typeof mirrorSchema>;
+
+/** The mirror described by the options: --table, or --log and legs. */
+function mirrorConfig(o: MirrorArgs, extra: { nosync?: boolean } = {}): MirrorConfig {
+  if (o.table !== undefined) {
+    if (o.legs.length > 0 || o.log !== undefined) throw new CliError('give either --table or --log with legs, not both');
+    const t = parseMirrorTable(o.table);
+    if (t.startSector !== 0) throw new CliError(`mirror table: start sector must be 0 (got ${t.startSector})`);
+    if (o.regionSize !== undefined && o.regionSize !== t.regionSize) {
+      throw new CliError(`--region-size ${o.regionSize} differs from the table's region size ${t.regionSize}`);
+    }
+    const cfg = configFromTable(t);
+    if (extra.nosync) cfg.syncMode = 'nosync';
+    return cfg;
+  }
+  if (o.log === undefined) throw new CliError('--log LOG is required (or a kernel table line with --table)');
+  if (o.legs.length < 2) throw new CliError(`a mirror needs at least 2 legs (got ${o.legs.length})`);
+  return {
+    regionSize: o.regionSize,
+    log: o.log === 'core' ? { type: 'core' } : { type: 'disk', path: o.log },
+    syncMode: extra.nosync ? 'nosync' : 'default',
+    legs: o.legs.map((path) => ({ path })),
+  };
+}
+
+function mirrorOptions(y: Argv): Argv {
+  return y
+    .positional('legs', { type: 'string', array: true, describe: 'leg devices or files, default (primary) leg first' })
+    .option('log', { type: 'string', describe: 'dirty log device or file (kernel dm-log disk format)' })
+    .option('region-size', { type: 'string', describe: 'region size in sectors (power of two; k/M suffix = bytes)' })
+    .option('table', { type: 'string', describe: 'a kernel table line for the mirror target, instead of --log and legs' })
+    .option('json', { type: 'boolean', describe: 'print the result as JSON', default: false });
+}
+
+function statusJson(m: MirrorSet) {
+  const s = m.status();
+  return { ...s, dirtyRegionList: m.log.dirtyRegions(), outOfSyncRegions: m.regionCount - m.log.getSyncCount() };
+}
+
+function printStatus(out: Output, m: MirrorSet): void {
+  const s = m.status();
+  out.line(s.info);
+  out.line(s.table);
+  const dirty = m.log.dirtyRegions();
+  out.line(
+    `${s.inSyncRegions}/${s.regions} regions in sync (region ${s.regionSize} sectors = ${formatBytes(s.regionSize * SECTOR_BYTES)})` +
+      (dirty.length > 0 ? `; dirty: ${compactList(dirty)}` : ''),
+  );
+}
+
+/** "0-3,7,9-12", shortened after 20 runs. */
+function compactList(values: number[]): string {
+  const runs: string[] = [];
+  for (let i = 0; i < values.length; ) {
+    let j = i;
+    while (j + 1 < values.length && values[j + 1] === values[j] + 1) j++;
+    runs.push(i === j ? `${values[i]}` : `${values[i]}-${values[j]}`);
+    i = j + 1;
+  }
+  return runs.length > 20 ? `${runs.slice(0, 20).join(',')},... (${values.length} regions)` : runs.join(',');
+}
+
+// ---------------------------------------------------------------- mirror-create
+
+const createSchema = mirrorSchema.extend({
+  nosync: z.boolean().default(false),
+  force: z.boolean().default(false),
+  dryRun: z.boolean().default(false),
+});
+
+/** An existing dm-mirror log on the device, if it holds one. */
+async function existingLog(path: string): Promise<{ regions: number } | undefined> {
+  const d = Device.open(path);
+  try {
+    if (d.sizeBytes < 16) return undefined;
+    const b = Buffer.alloc(16);
+    await d.read(b, 0, 16, 0);
+    return b.readUInt32LE(0) === 0x4d695272 ? { regions: Number(b.readBigUInt64LE(8)) } : undefined;
+  } finally {
+    d.close();
+  }
+}
+
+const createCommand: CommandModule<object, any> = {
+  command: 'mirror-create [legs..]',
+  describe: 'Write a new disk dirty log for a mirror (all regions out of sync, or in sync with --nosync)',
+  builder: (y: Argv) =>
+    mirrorOptions(y)
+      .option('nosync', { type: 'boolean', describe: 'record every region in sync (the legs are known identical)', default: false })
+      .option('force', { type: 'boolean', describe: 'replace a dm-mirror log already on the log device', default: false })
+      .option('dry-run', { type: 'boolean', describe: 'check everything and print the plan; write nothing', default: false })
+      .example('$0 mirror-create --log log.img --region-size 1024 leg0.img leg1.img', 'new log: everything to resync from leg0')
+      .example('$0 mirror-create --table "0 2097152 mirror disk 2 /dev/loop9 1024 2 /dev/loop1 0 /dev/loop2 0"', 'the same from a table line')
+      .epilog(`The log is written in the kernel's dm-log format (magic MiRr, version 2). Legs are only read (sizes).\n${TABLE_HELP}\n${EXIT_CODES_HELP}`),
+  handler: runCommand(async (argv) => {
+    const o = parseOptions(createSchema, argv);
+    const out = new Output(o.json);
+    const cfg = mirrorConfig(o, { nosync: o.nosync });
+    if (cfg.log.type !== 'disk') throw new CliError('a core log keeps nothing on disk: there is nothing to create');
+    cfg.regionSize = cfg.regionSize ?? DEFAULT_REGION_SIZE;
+    checkDistinct([...cfg.legs.map((l, i) => ({ path: l.path, role: `leg ${i}` })), { path: cfg.log.path, role: 'the log' }]);
+    const old = await existingLog(cfg.log.path);
+    if (old && !o.force && !o.dryRun) {
+      throw new CliError(`${cfg.log.path} already holds a dm-mirror log (${old.regions} regions, sector 0); give --force to replace it`);
+    }
+    const m = await openMirror(cfg, { createLog: true, persistLog: !o.dryRun });
+    try {
+      const s = statusJson(m);
+      const log = m.log as DiskLog;
+      if (o.dryRun) {
+        out.line(`would write a ${log.bufferBytes}-byte dirty log (sectors 0..${log.bufferBytes / SECTOR_BYTES - 1}) to ${cfg.log.path}: ${m.regionCount} regions of ${m.regionSize} sectors, ${o.nosync ? 'all in sync' : 'all out of sync'}`);
+        out.result({ dryRun: true, logBytes: log.bufferBytes, replaces: old ?? null, ...s });
+        return ExitCode.OK;
+      }
+      await log.sync();
+      out.line(`wrote a dirty log to ${cfg.log.path}: ${m.regionCount} regions of ${m.regionSize} sectors, ${o.nosync ? 'all in sync' : 'all out of sync (run mirror-resync)'}`);
+      printStatus(out, m);
+      out.result({ logBytes: log.bufferBytes, replaced: old ?? null, ...s });
+      return ExitCode.OK;
+    } finally {
+      m.close();
+    }
+  }),
+};
+
+// ---------------------------------------------------------------- mirror-status
+
+const statusCommand: CommandModule<object, any> = {
+  command: 'mirror-status [legs..]',
+  describe: 'Show a mirror\'s status as `dmsetup status` and `dmsetup table` print it (read-only)',
+  builder: (y: Argv) =>
+    mirrorOptions(y)
+      .example('$0 mirror-status --log log.img leg0.img leg1.img', 'in-sync count, leg and log health, dirty regions')
+      .example('$0 mirror-status --log /dev/loop9 /dev/loop1 /dev/loop2 --json', 'the same as JSON')
+      .epilog(`Nothing is written. Without --region-size it is derived from the log's region count and the leg size.\n${TABLE_HELP}\n${EXIT_CODES_HELP}`),
+  handler: runCommand(async (argv) => {
+    const o = parseOptions(mirrorSchema, argv);
+    const out = new Output(o.json);
+    const m = await openMirror(mirrorConfig(o), { persistLog: false });
+    try {
+      printStatus(out, m);
+      out.result(statusJson(m));
+      return ExitCode.OK;
+    } finally {
+      m.close();
+    }
+  }),
+};
+
+// ---------------------------------------------------------------- mirror-resync
+
+const resyncSchema = mirrorSchema.extend({
+  rate: rateSchema.optional(),
+  throttle: z.number().int().min(1).max(100).default(100),
+  parallel: z.number().int().min(1).max(64).default(4),
+  direct: z.boolean().default(false),
+  dryRun: z.boolean().default(false),
+});
+
+function resyncSummary(r: ResyncResult, m: MirrorSet) {
+  return {
+    ...r,
+    bytesCopied: r.sectorsCopied * SECTOR_BYTES,
+    bytesPerSecond: r.elapsedMs > 0 ? Math.round((r.sectorsCopied * SECTOR_BYTES * 1000) / r.elapsedMs) : 0,
+    status: statusJson(m),
+  };
+}
+
+const resyncCommand: CommandModule<object, any> = {
+  command: 'mirror-resync [legs..]',
+  describe: 'Copy every out-of-sync region from the default leg to the other legs, then record it clean',
+  builder: (y: Argv) =>
+    mirrorOptions(y)
+      .option('rate', { type: 'string', describe: 'limit to this many bytes per second, e.g. 100M' })
+      .option('throttle', { type: 'number', describe: 'percent of time copy I/O may be in flight (raid1_resync_throttle)', default: 100 })
+      .option('parallel', { type: 'number', describe: 'regions copied at once (the kernel copies 1)', default: 4 })
+      .option('direct', { type: 'boolean', describe: 'O_DIRECT on the legs', default: false })
+      .option('dry-run', { type: 'boolean', describe: 'show what would be copied; write nothing', default: false })
+      .example('$0 mirror-resync --log log.img leg0.img leg1.img leg2.img', 'resync three legs from leg0')
+      .example('$0 mirror-resync --table "0 2097152 mirror disk 2 /dev/loop9 1024 2 /dev/loop1 0 /dev/loop2 0" --rate 200M', 'from a table line, at 200 MB/s')
+      .epilog(
+        `Resumable: a region is recorded clean only after the legs were flushed, so an interrupted or killed resync\n` +
+          `simply continues on the next run. A leg that fails is reported (status S) and the other legs are finished.\n` +
+          `${TABLE_HELP}\n${EXIT_CODES_HELP}`,
+      ),
+  handler: runCommand(async (argv) => {
+    const o = parseOptions(resyncSchema, argv);
+    const out = new Output(o.json);
+    const m = await openMirror(mirrorConfig(o), { writeLegs: !o.dryRun, persistLog: !o.dryRun, direct: o.direct });
+    try {
+      const outOfSync = m.regionCount - m.log.getSyncCount();
+      let todoSectors = 0;
+      for (let r = 0; r < m.regionCount; r++) if (!m.log.inSync(r)) todoSectors += m.rh.regionSectors(r);
+      if (o.dryRun) {
+        out.line(`would copy ${outOfSync} of ${m.regionCount} regions (${formatBytes(todoSectors * SECTOR_BYTES)}) from ${m.legs[0].device.path} to ${m.legs.length - 1} legs`);
+        out.result({ dryRun: true, regionsToCopy: outOfSync, bytesToCopy: todoSectors * SECTOR_BYTES, status: statusJson(m) });
+        return ExitCode.OK;
+      }
+      const progress = new Progress('resync', todoSectors * SECTOR_BYTES, !o.json && process.stderr.isTTY === true);
+      const interrupt = interruptSignal();
+      let r: ResyncResult;
+      try {
+        r = await resync(m, {
+          parallel: o.parallel,
+          throttlePercent: o.throttle,
+          rateBytesPerSecond: o.rate,
+          signal: interrupt.signal,
+          onProgress: (p) => progress.update(p.sectorsDone * SECTOR_BYTES),
+        });
+      } finally {
+        progress.stop();
+        interrupt.dispose();
+      }
+      const seconds = r.elapsedMs / 1000;
+      out.result(resyncSummary(r, m));
+      for (const f of r.failedLegs) process.stderr.write(`dmtool: leg ${f.index} ${f.path} failed (${f.health}): ${f.error ?? 'error'}\n`);
+      out.line(
+        `resynced ${r.regionsSynced} of ${r.regionsTotal} out-of-sync regions (${formatBytes(r.sectorsCopied * SECTOR_BYTES)} in ${seconds.toFixed(2)} s, ${formatRate(r.sectorsCopied * SECTOR_BYTES, seconds)})`,
+      );
+      out.line(m.status().info);
+      if (r.aborted) {
+        process.stderr.write(`dmtool: interrupted: ${r.regionsTotal - r.regionsSynced} regions still out of sync; run mirror-resync again to continue\n`);
+        return ExitCode.INTERRUPTED;
+      }
+      if (r.failedLegs.length > 0 || r.regionsFailed.length > 0) {
+        process.stderr.write(`dmtool: ${r.regionsFailed.length} regions left out of sync: ${compactList(r.regionsFailed)}\n`);
+        return ExitCode.IO_ERROR;
+      }
+      return ExitCode.OK;
+    } finally {
+      m.close();
+    }
+  }),
+};
+
+// ---------------------------------------------------------------- mirror-check
+
+const checkSchema = z.object({
+  legs: z.array(z.string().min(1)).min(2, 'give at least 2 legs').max(9, 'at most 9 legs'),
+  regionSize: sectorsSchema.default(DEFAULT_REGION_SIZE),
+  length: sectorsSchema.optional(),
+  json: z.boolean().default(false),
+});
+
+const checkCommand: CommandModule<object, any> = {
+  command: 'mirror-check <legs..>',
+  describe: 'Compare legs region by region against the first; report the regions that differ (read-only)',
+  builder: (y: Argv) =>
+    y
+      .positional('legs', { type: 'string', array: true, describe: 'leg devices or files' })
+      .option('region-size', { type: 'string', describe: 'region size in sectors', default: String(DEFAULT_REGION_SIZE) })
+      .option('length', { type: 'string', describe: 'sectors to compare (default: the legs\' common size)' })
+      .option('json', { type: 'boolean', describe: 'print the result as JSON', default: false })
+      .example('$0 mirror-check leg0.img leg1.img --region-size 1024', 'which 512 KiB regions differ')
+      .epilog(`Exit code 0: legs identical; 1: some region differs (or an I/O error).\n${EXIT_CODES_HELP}`),
+  handler: runCommand(async (argv) => {
+    const o = parseOptions(checkSchema, argv);
+    const out = new Output(o.json);
+    if (o.regionSize < 1) throw new CliError('--region-size must be at least 1 sector');
+    checkDistinct(o.legs.map((path, i) => ({ path, role: `leg ${i}` })));
+    const devices: Device[] = [];
+    try {
+      for (const path of o.legs) devices.push(Device.open(path));
+      let length = o.length;
+      if (length === undefined) {
+        const differ = devices.findIndex((d) => d.sizeSectors !== devices[0].sizeSectors);
+        if (differ >= 0) {
+          throw new CliError(
+            `legs differ in size: ${devices[0].path} has ${devices[0].sizeSectors} sectors, ${devices[differ].path} has ${devices[differ].sizeSectors} (give --length)`,
+          );
+        }
+        length = devices[0].sizeSectors;
+      }
+      for (const d of devices) {
+        if (d.sizeSectors < length) throw new CliError(`leg ${d.path} has ${d.sizeSectors} sectors, fewer than --length ${length} (sectors 0..${length - 1})`);
+      }
+      if (length <= 0) throw new CliError('nothing to compare: the legs are empty');
+      const progress = new Progress('check', length * SECTOR_BYTES, !o.json && process.stderr.isTTY === true);
+      const interrupt = interruptSignal();
+      let r;
+      const started = Date.now();
+      try {
+        r = await checkLegs(devices, {
+          regionSize: o.regionSize,
+          lengthSectors: length,
+          signal: interrupt.signal,
+          onProgress: (p) => progress.update(p.sectorsDone * SECTOR_BYTES),
+        });
+      } finally {
+        progress.stop();
+        interrupt.dispose();
+      }
+      const seconds = (Date.now() - started) / 1000;
+      out.result({ legs: o.legs, ...r, identical: r.differingRegions.length === 0, seconds });
+      if (r.differingRegions.length === 0) {
+        out.line(`legs identical: ${r.regions} regions of ${o.regionSize} sectors compared (${formatBytes(length * SECTOR_BYTES)}, ${formatRate(length * SECTOR_BYTES, seconds)})`);
+        return ExitCode.OK;
+      }
+      out.line(`${r.differingRegions.length} of ${r.regions} regions differ: ${compactList(r.differingRegions)}`);
+      for (const region of r.differingRegions.slice(0, 50)) {
+        const start = region * o.regionSize;
+        const end = Math.min(length, start + o.regionSize) - 1;
+        const legs = r.differingLegs[region].map((i) => o.legs[i]);
+        out.line(`region ${region} (sectors ${start}..${end}): ${legs.join(', ')} ${legs.length === 1 ? 'differs' : 'differ'} from ${o.legs[0]}`);
+      }
+      return ExitCode.IO_ERROR;
+    } finally {
+      closeAll(devices);
+    }
+  }),
+};
+
+export const mirrorCommands: CommandModule<object, any>[] = [createCommand, statusCommand, resyncCommand, checkCommand];
