@@ -10,13 +10,19 @@ export class Throttle {
   private active = 0;
   private ioPeriodMs = 0;
   private totalPeriodMs = 0;
-  private lastMs = Date.now();
+  private lastMs: number;
   static readonly BACKOFF_MS = 100;
   static readonly MAX_BACKOFFS = 10;
   private static readonly WINDOW_MS = 1000;
 
-  constructor(percent = 100) {
+  /** `clock` and `wait` are replaceable so the algorithm can be tested without real time. */
+  constructor(
+    percent = 100,
+    private readonly clock: () => number = Date.now,
+    private readonly wait: (ms: number) => Promise<void> = sleep,
+  ) {
     this.percent = checkPercent(percent);
+    this.lastMs = clock();
   }
 
   get throttlePercent(): number {
@@ -28,7 +34,7 @@ export class Throttle {
   }
 
   private account(): void {
-    const now = Date.now();
+    const now = this.clock();
     const elapsed = now - this.lastMs;
     this.lastMs = now;
     this.totalPeriodMs += elapsed;
@@ -46,7 +52,7 @@ export class Throttle {
     for (let i = 0; i < Throttle.MAX_BACKOFFS; i++) {
       this.account();
       if (this.ioPeriodMs <= (this.percent / 100) * this.totalPeriodMs) break;
-      await sleep(Throttle.BACKOFF_MS);
+      await this.wait(Throttle.BACKOFF_MS);
     }
   }
 
