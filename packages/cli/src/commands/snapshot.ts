@@ -1,3 +1,449 @@
-import type { CommandModule } from 'yargs';
+import {
+  mergeSnapshot,
+  MergeResult,
+  Origin,
+  PersistentStore,
+  Snapshot,
+  SnapshotError,
+} from '@dmtool/dm-snapshot';
+import { SECTOR_BYTES } from '@dmtool/kcopyd';
+import * as fs from 'fs';
+import type { Argv, CommandModule } from 'yargs';
+import { z } from 'zod';
+import { closeAll, interruptSignal, openAll } from '../util/devices';
+import { CliError } from '../util/errors';
+import { ExitCode, ExitCodeValue, EXIT_CODES_HELP } from '../util/exit-codes';
+import { parseOptions } from '../util/options';
+import { Output } from '../util/output';
+import { Progress } from '../util/progress';
+import { runCommand } from '../util/run';
+import { formatBytes, formatRate, rateSchema, sectorsSchema } from '../util/units';
 
-export const snapshotCommands: CommandModule<object, any>[] = [];
+const SNAPSHOT_HELP = `Sectors are 512 bytes. The COW uses the kernel's persistent format (dm-snapshot "P"), so LVM/kernel snapshots can be read and merged offline, and what dmtool writes the kernel accepts.\n${EXIT_CODES_HELP}`;
+
+/** On-disk or request problems found before anything was written: exit 2. */
+const INPUT_REASONS = new Set<SnapshotError['reason']>([
+  'bad-magic',
+  'bad-version',
+  'bad-chunk-size',
+  'chunk-size-mismatch',
+  'entry-in-metadata',
+  'entry-past-cow-end',
+  'entry-past-origin-end',
+  'duplicate-old-chunk',
+  'duplicate-new-chunk',
+  'area-past-cow-end',
+  'cow-too-small',
+  'cow-not-empty',
+  'not-formatted',
+  'same-device',
+  'out-of-range',
+  'misaligned',
+  'transient-merge',
+]);
+
+function snapshotCommand<A>(handler: (argv: A) => Promise<ExitCodeValue | void>) {
+  return runCommand<A>(async (argv) => {
+    try {
+      return await handler(argv);
+    } catch (e) {
+      if (e instanceof SnapshotError) {
+        if (INPUT_REASONS.has(e.reason)) throw new CliError(e.message, ExitCode.USAGE);
+        if (e.reason === 'aborted') throw new CliError(e.message, ExitCode.INTERRUPTED);
+        if (e.reason === 'invalid' && e.message.includes("can't merge")) throw new CliError(e.message, ExitCode.USAGE);
+      }
+      throw e;
+    }
+  });
+}
+
+const json = z.boolean().default(false);
+const jsonOption = { type: 'boolean', describe: 'print the result as JSON', default: false } as const;
+
+function pairPositionals(y: Argv): Argv {
+  return y
+    .positional('origin', { type: 'string', describe: 'origin device or image (the data the snapshot was taken of)' })
+    .positional('cow', { type: 'string', describe: 'COW device or image (kernel persistent exception store)' });
+}
+
+function statusJson(snapStatus: string, store: PersistentStore) {
+  const u = store.usage();
+  return {
+    status: snapStatus,
+    valid: store.valid,
+    chunkSectors: store.chunkSectors,
+    exceptions: store.table.size,
+    allocatedSectors: u.allocatedSectors,
+    totalSectors: u.totalSectors,
+    metadataSectors: u.metadataSectors,
+    currentArea: store.currentArea,
+    exceptionsPerArea: store.exceptionsPerArea,
+  };
+}
+
+function storeStatus(store: PersistentStore): string {
+  if (!store.valid) return 'Invalid';
+  const u = store.usage();
+  return `${u.allocatedSectors}/${u.totalSectors} ${u.metadataSectors}`;
+}
+
+// ---------------------------------------------------------------- create
+
+const createSchema = z.object({
+  origin: z.string().min(1),
+  cow: z.string().min(1),
+  chunkSize: sectorsSchema,
+  force: z.boolean().default(false),
+  dryRun: z.boolean().default(false),
+  json,
+});
+
+const createCommand: CommandModule<object, any> = {
+  command: 'snapshot-create <origin> <cow>',
+  describe: 'Format a COW device for a snapshot of ORIGIN (kernel persistent format)',
+  builder: (y: Argv) =>
+    pairPositionals(y)
+      .option('chunk-size', { type: 'string', demandOption: true, describe: 'chunk size in sectors (power of two, e.g. 8 = 4 KiB)' })
+      .option('force', { type: 'boolean', describe: 'format even if the COW already holds a snapshot header', default: false })
+      .option('dry-run', { type: 'boolean', describe: 'check everything, write nothing', default: false })
+      .option('json', jsonOption)
+      .example('$0 snapshot-create /dev/vg/data /dev/vg/data-cow --chunk-size 8', 'take a snapshot with 4 KiB chunks')
+      .epilog(SNAPSHOT_HELP),
+  handler: snapshotCommand(async (argv) => {
+    const o = parseOptions(createSchema, argv);
+    const out = new Output(o.json);
+    const devices = openAll([
+      { path: o.origin, role: 'origin', write: false },
+      { path: o.cow, role: 'COW', write: !o.dryRun },
+    ]);
+    const [originDev, cowDev] = devices;
+    const origin = new Origin(originDev);
+    try {
+      if (o.dryRun) {
+        const { checkChunkSectors, CowGeometry, probeHeader } = await import('@dmtool/dm-snapshot');
+        checkChunkSectors(o.chunkSize, [cowDev, originDev]);
+        const g = new CowGeometry(o.chunkSize, cowDev.sizeSectors);
+        if (g.cowChunks < 3) {
+          throw new CliError(`COW ${cowDev.path} (${cowDev.sizeSectors} sectors) is too small for chunk size ${o.chunkSize}: needs ${3 * o.chunkSize} sectors`);
+        }
+        const state = await probeHeader(cowDev);
+        if (state.kind !== 'fresh' && !o.force) {
+          throw new CliError(`COW ${cowDev.path} sectors 0..${o.chunkSize - 1} already hold a snapshot header (use --force to overwrite)`);
+        }
+        const status = `${2 * o.chunkSize}/${cowDev.sizeSectors} ${2 * o.chunkSize}`;
+        out.line(`would format ${cowDev.path} with chunk size ${o.chunkSize}; status would be ${status}`);
+        out.result({ dryRun: true, origin: originDev.path, cow: cowDev.path, chunkSectors: o.chunkSize, status });
+        return ExitCode.OK;
+      }
+      const snap = await Snapshot.create(origin, cowDev, { chunkSectors: o.chunkSize, force: o.force });
+      out.line(snap.tableLine());
+      out.line(snap.statusLine());
+      out.result({ origin: originDev.path, cow: cowDev.path, chunkSectors: snap.chunkSectors, status: snap.status(), table: snap.tableLine() });
+      return ExitCode.OK;
+    } finally {
+      await origin.close();
+      closeAll(devices);
+    }
+  }),
+};
+
+// ---------------------------------------------------------------- status / list
+
+const cowOnlySchema = z.object({ cow: z.string().min(1), origin: z.string().min(1).optional(), json });
+
+async function openStoreReadOnly(o: { cow: string; origin?: string }, fn: (store: PersistentStore) => Promise<ExitCodeValue | void>) {
+  const devices = openAll([
+    { path: o.cow, role: 'COW', write: false },
+    ...(o.origin ? [{ path: o.origin, role: 'origin', write: false }] : []),
+  ]);
+  try {
+    const store = await PersistentStore.open(devices[0], {
+      originSectors: devices[1]?.sizeSectors,
+      origin: devices[1],
+    });
+    return await fn(store);
+  } finally {
+    closeAll(devices);
+  }
+}
+
+const statusCommand: CommandModule<object, any> = {
+  command: 'snapshot-status <cow>',
+  describe: "Print a COW's usage as the kernel's status: <allocated>/<total> <metadata> sectors (or Invalid)",
+  builder: (y: Argv) =>
+    y
+      .positional('cow', { type: 'string', describe: 'COW device or image' })
+      .option('origin', { type: 'string', describe: 'origin, to check every exception against its size' })
+      .option('json', jsonOption)
+      .example('$0 snapshot-status /dev/vg/data-cow', 'prints e.g. 2504/32768 24')
+      .epilog(SNAPSHOT_HELP),
+  handler: snapshotCommand(async (argv) => {
+    const o = parseOptions(cowOnlySchema, argv);
+    const out = new Output(o.json);
+    return openStoreReadOnly(o, async (store) => {
+      const status = storeStatus(store);
+      out.line(status);
+      out.result({ cow: store.cow.path, ...statusJson(status, store) });
+    });
+  }),
+};
+
+const listCommand: CommandModule<object, any> = {
+  command: 'snapshot-list <cow>',
+  describe: 'List the exceptions of a COW in table order (origin chunk → COW chunk)',
+  builder: (y: Argv) =>
+    y
+      .positional('cow', { type: 'string', describe: 'COW device or image' })
+      .option('origin', { type: 'string', describe: 'origin, to check every exception against its size' })
+      .option('json', jsonOption)
+      .example('$0 snapshot-list cow.img --json', 'every exception as JSON')
+      .epilog(SNAPSHOT_HELP),
+  handler: snapshotCommand(async (argv) => {
+    const o = parseOptions(cowOnlySchema, argv);
+    const out = new Output(o.json);
+    return openStoreReadOnly(o, async (store) => {
+      const cs = store.chunkSectors;
+      const t = store.table;
+      const status = storeStatus(store);
+      if (o.json) {
+        const exceptions = [];
+        for (let i = 0; i < t.size; i++) exceptions.push({ oldChunk: t.oldAt(i), newChunk: t.newAt(i) });
+        out.result({ cow: store.cow.path, ...statusJson(status, store), exceptions });
+        return;
+      }
+      out.line(`# ${store.cow.path}: chunk ${cs} sectors, ${t.size} exceptions, status ${status}`);
+      out.line('# index old_chunk new_chunk origin_sector cow_sector');
+      const lines: string[] = [];
+      for (let i = 0; i < t.size; i++) {
+        lines.push(`${i} ${t.oldAt(i)} ${t.newAt(i)} ${t.oldAt(i) * cs} ${t.newAt(i) * cs}`);
+        if (lines.length === 4096) {
+          process.stdout.write(`${lines.join('\n')}\n`);
+          lines.length = 0;
+        }
+      }
+      if (lines.length) process.stdout.write(`${lines.join('\n')}\n`);
+    });
+  }),
+};
+
+// ---------------------------------------------------------------- read / write
+
+async function withSnapshot(
+  o: { origin: string; cow: string; chunkSize?: number },
+  write: { origin: boolean; cow: boolean },
+  fn: (origin: Origin, snap: Snapshot) => Promise<ExitCodeValue | void>,
+) {
+  const devices = openAll([
+    { path: o.origin, role: 'origin', write: write.origin },
+    { path: o.cow, role: 'COW', write: write.cow },
+  ]);
+  const origin = new Origin(devices[0]);
+  try {
+    const snap = await Snapshot.open(origin, devices[1], { chunkSectors: o.chunkSize });
+    return await fn(origin, snap);
+  } finally {
+    await origin.close();
+    closeAll(devices);
+  }
+}
+
+const readSchema = z.object({
+  origin: z.string().min(1),
+  cow: z.string().min(1),
+  offset: sectorsSchema.default(0),
+  length: sectorsSchema.optional(),
+  output: z.string().min(1).optional(),
+  json,
+});
+
+const readCommand: CommandModule<object, any> = {
+  command: 'snapshot-read <origin> <cow>',
+  describe: 'Read the snapshot view (exceptions from the COW, the rest from the origin)',
+  builder: (y: Argv) =>
+    pairPositionals(y)
+      .option('offset', { type: 'string', describe: 'first sector (or bytes with k/M/G suffix)', default: '0' })
+      .option('length', { type: 'string', describe: 'how much (default: to the end)' })
+      .option('output', { alias: 'o', type: 'string', describe: 'write to this file (default: stdout)' })
+      .option('json', jsonOption)
+      .example('$0 snapshot-read origin.img cow.img -o view.img', 'rebuild the whole snapshot image')
+      .example('$0 snapshot-read /dev/loop0 /dev/loop1 --offset 2048 --length 8 | xxd', 'look at 4 KiB of the snapshot')
+      .epilog(SNAPSHOT_HELP),
+  handler: snapshotCommand(async (argv) => {
+    const o = parseOptions(readSchema, argv);
+    if (!o.output && o.json) throw new CliError('--json needs --output FILE (the data goes to stdout otherwise)');
+    const out = new Output(o.json);
+    return withSnapshot(o, { origin: false, cow: false }, async (_origin, snap) => {
+      const length = o.length ?? snap.sizeSectors - o.offset;
+      if (length <= 0 || o.offset + length > snap.sizeSectors) {
+        throw new CliError(`snapshot of ${snap.origin.device.path}: sectors ${o.offset}..${o.offset + length - 1} lie outside the ${snap.sizeSectors}-sector snapshot`);
+      }
+      const fd = o.output ? fs.openSync(o.output, 'w') : 1;
+      const started = Date.now();
+      try {
+        const step = 2048;
+        const buf = Buffer.alloc(step * SECTOR_BYTES);
+        for (let s = o.offset; s < o.offset + length; s += step) {
+          const n = Math.min(step, o.offset + length - s);
+          const part = buf.subarray(0, n * SECTOR_BYTES);
+          await snap.read(part, s);
+          for (let done = 0; done < part.length; ) done += fs.writeSync(fd, part, done, part.length - done);
+        }
+      } finally {
+        if (o.output) fs.closeSync(fd);
+      }
+      if (o.output) {
+        const seconds = (Date.now() - started) / 1000;
+        out.line(`read ${length} sectors of the snapshot into ${o.output} (${formatBytes(length * SECTOR_BYTES)}, ${formatRate(length * SECTOR_BYTES, seconds)})`);
+        out.result({ origin: o.origin, cow: o.cow, offset: o.offset, sectors: length, output: o.output, seconds });
+      }
+    });
+  }),
+};
+
+const writeSchema = z.object({
+  origin: z.string().min(1),
+  cow: z.string().min(1),
+  target: z.enum(['origin', 'snapshot']),
+  offset: sectorsSchema,
+  input: z.string().min(1).default('-'),
+  dryRun: z.boolean().default(false),
+  json,
+});
+
+const writeCommand: CommandModule<object, any> = {
+  command: 'snapshot-write <origin> <cow>',
+  describe: 'Write data to the origin (copying old chunks into the COW first) or to the snapshot',
+  builder: (y: Argv) =>
+    pairPositionals(y)
+      .option('target', { choices: ['origin', 'snapshot'] as const, demandOption: true, describe: 'where the write goes' })
+      .option('offset', { type: 'string', demandOption: true, describe: 'first sector (or bytes with k/M/G suffix)' })
+      .option('input', { alias: 'i', type: 'string', describe: 'data file, a whole number of sectors (default: stdin)', default: '-' })
+      .option('dry-run', { type: 'boolean', describe: 'check everything, write nothing', default: false })
+      .option('json', jsonOption)
+      .example('$0 snapshot-write origin.img cow.img --target origin --offset 2048 -i block.bin', 'origin write with copy-on-write')
+      .epilog(SNAPSHOT_HELP),
+  handler: snapshotCommand(async (argv) => {
+    const o = parseOptions(writeSchema, argv);
+    const out = new Output(o.json);
+    const data = fs.readFileSync(o.input === '-' ? 0 : o.input);
+    return withSnapshot(o, { origin: !o.dryRun && o.target === 'origin', cow: !o.dryRun }, async (origin, snap) => {
+      const sectors = data.length / SECTOR_BYTES;
+      const dev = o.target === 'origin' ? origin.device : snap.cow;
+      if (data.length === 0 || data.length % SECTOR_BYTES !== 0) {
+        throw new CliError(`${o.target} write to ${dev.path} at sector ${o.offset}: input is ${data.length} bytes, not a positive whole number of 512-byte sectors`);
+      }
+      if (o.offset + sectors > snap.sizeSectors) {
+        throw new CliError(`${o.target} write to ${dev.path} sectors ${o.offset}..${o.offset + sectors - 1} ends beyond the ${snap.sizeSectors}-sector ${o.target}`);
+      }
+      if (!snap.valid) throw new CliError(`snapshot in ${snap.cow.path} is invalid; refusing to write`, ExitCode.USAGE);
+      if (o.dryRun) {
+        out.line(`would write ${sectors} sectors to the ${o.target} at sector ${o.offset}; status now ${snap.status()}`);
+        out.result({ dryRun: true, target: o.target, offset: o.offset, sectors, status: snap.status() });
+        return ExitCode.OK;
+      }
+      if (o.target === 'origin') await origin.write(data, o.offset);
+      else await snap.write(data, o.offset);
+      await snap.flush();
+      await origin.flush().catch(() => undefined);
+      out.line(`wrote ${sectors} sectors to the ${o.target} at sector ${o.offset}; status ${snap.status()}`);
+      out.result({ target: o.target, offset: o.offset, sectors, status: snap.status(), exceptions: snap.exceptionCount });
+      if (!snap.valid) {
+        process.stderr.write(`dmtool: snapshot in ${snap.cow.path} was invalidated (COW full or I/O error)\n`);
+        return ExitCode.IO_ERROR;
+      }
+    });
+  }),
+};
+
+// ---------------------------------------------------------------- merge
+
+const mergeSchema = z.object({
+  origin: z.string().min(1),
+  cow: z.string().min(1),
+  rate: rateSchema.optional(),
+  batchSize: rateSchema.optional(),
+  kernelBatches: z.boolean().default(false),
+  dryRun: z.boolean().default(false),
+  json,
+});
+
+function mergeSummary(r: MergeResult, origin: string, cow: string) {
+  return {
+    origin,
+    cow,
+    chunkSectors: r.chunkSectors,
+    exceptions: r.exceptions,
+    mergedChunks: r.mergedChunks,
+    mergedBytes: r.mergedBytes,
+    batches: r.batches,
+    runs: r.runs,
+    seconds: r.seconds,
+    bytesPerSecond: r.seconds > 0 ? Math.round(r.mergedBytes / r.seconds) : 0,
+    dryRun: r.dryRun,
+    status: r.status,
+  };
+}
+
+const mergeCommand: CommandModule<object, any> = {
+  command: 'snapshot-merge <origin> <cow>',
+  describe: 'Merge a snapshot back into its origin, offline; crash-safe and resumable (rerun to finish)',
+  builder: (y: Argv) =>
+    pairPositionals(y)
+      .option('rate', { type: 'string', describe: 'limit copying to this many bytes per second, e.g. 100M' })
+      .option('batch-size', { type: 'string', describe: 'data copied per origin flush + table update (default 64M)' })
+      .option('kernel-batches', { type: 'boolean', describe: "one run of consecutive chunks per batch, exactly as the kernel's snapshot-merge", default: false })
+      .option('dry-run', { type: 'boolean', describe: 'validate the COW and print the plan, write nothing', default: false })
+      .option('json', jsonOption)
+      .example('$0 snapshot-merge /dev/vg/data /dev/vg/data-cow', 'roll the origin back to the snapshot')
+      .example('$0 snapshot-merge origin.img cow.img --rate 50M --json', 'merge at most 50 MB/s, print JSON')
+      .epilog(
+        `Merging proceeds from the end of the exception table; each batch's data is flushed to the origin before its entries are cleared, so after a crash or kill the same command (or the kernel's snapshot-merge) finishes the job.\n${SNAPSHOT_HELP}`,
+      ),
+  handler: snapshotCommand(async (argv) => {
+    const o = parseOptions(mergeSchema, argv);
+    const out = new Output(o.json);
+    const devices = openAll([
+      { path: o.origin, role: 'origin', write: !o.dryRun },
+      { path: o.cow, role: 'COW', write: !o.dryRun },
+    ]);
+    const [originDev, cowDev] = devices;
+    const interrupt = interruptSignal();
+    let progress: Progress | undefined;
+    try {
+      const r = await mergeSnapshot(originDev, cowDev, {
+        rateBytesPerSecond: o.rate,
+        batchBytes: o.batchSize,
+        kernelBatches: o.kernelBatches,
+        dryRun: o.dryRun,
+        signal: interrupt.signal,
+        onProgress: (p) => {
+          progress ??= new Progress('merge', p.totalBytes, !o.json && process.stderr.isTTY === true);
+          progress.update(p.mergedBytes);
+        },
+      });
+      progress?.stop();
+      const summary = mergeSummary(r, originDev.path, cowDev.path);
+      if (r.dryRun) {
+        out.line(`would merge ${r.exceptions} exceptions (${formatBytes(r.mergedBytes)}) in ${r.batches} batches of ${r.runs} runs; status after: ${r.status}`);
+      } else {
+        out.line(`merged ${r.mergedChunks} exceptions (${formatBytes(r.mergedBytes)}) in ${r.batches} batches, ${r.seconds.toFixed(2)} s (${formatRate(r.mergedBytes, r.seconds)}); status ${r.status}`);
+      }
+      out.result(summary);
+      return ExitCode.OK;
+    } finally {
+      progress?.stop();
+      interrupt.dispose();
+      closeAll(devices);
+    }
+  }),
+};
+
+export const snapshotCommands: CommandModule<object, any>[] = [
+  createCommand,
+  statusCommand,
+  listCommand,
+  readCommand,
+  writeCommand,
+  mergeCommand,
+];
+
