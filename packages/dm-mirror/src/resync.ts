@@ -100,6 +100,7 @@ export async function resync(mirror: MirrorSet, opts: ResyncOptions = {}): Promi
     const sector = rh.regionStart(region);
     const count = rh.regionSectors(region);
     let copied = false;
+    let reachedAllLegs = false;
     crashPoint('mirror-resync:region-start');
     for (;;) {
       const dests = mirror.legs.map((l, i) => ({ leg: l, i })).filter(({ leg, i }) => i !== mirror.defaultLeg && !leg.failed);
@@ -116,6 +117,7 @@ export async function resync(mirror: MirrorSet, opts: ResyncOptions = {}): Promi
       }
       if (result.writeErr === 0) {
         copied = true;
+        reachedAllLegs = dests.length === mirror.legs.length - 1;
         break;
       }
       // Fail the legs that missed writes, then copy the region again to the others.
@@ -125,7 +127,9 @@ export async function resync(mirror: MirrorSet, opts: ResyncOptions = {}): Promi
     }
     crashPoint('mirror-resync:region-copied');
     if (copied) sectorsCopied += count;
-    const allLegsHave = copied && mirror.legs.every((l) => !l.failed);
+    // In sync only if this copy wrote every other leg (a leg that failed
+    // during another region's copy still received this one).
+    const allLegsHave = copied && reachedAllLegs;
     rh.recoveryEnd(region, allLegsHave);
     await rh.update();
     crashPoint('mirror-resync:region-recorded');

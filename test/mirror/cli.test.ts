@@ -1,0 +1,175 @@
+import { execFileSync, spawnSync } from 'child_process';
+import * as fs from 'fs';
+import * as path from 'path';
+import { Bitmap, decodeDiskLog, encodeDiskLog } from '@dmtool/dm-mirror';
+import { attachLoop, describeLoop, detachAll, LoopDevice, makeLoop, removeDir, tempDir } from '../helpers/loop';
+import { makeImage, readRange, sha256File, sha256Range } from '../helpers/images';
+
+const DMTOOL = path.join(__dirname, '../../packages/cli/bin/dmtool.js');
+const MiB = 1 << 20;
+const LEG_BYTES = 16 * MiB;
+const REGION = 256; // sectors, 128 KiB
+const REGIONS = LEG_BYTES / 512 / REGION; // 128
+
+function dmtool(args: string[], faults?: object) {
+  const env = { ...process.env };
+  delete env.DMTOOL_FAULTS;
+  if (faults) env.DMTOOL_FAULTS = JSON.stringify(faults);
+  const r = spawnSync(process.execPath, [DMTOOL, ...args], { encoding: 'utf8', env, timeout: 60000 });
+  return { code: r.status, signal: r.signal, stdout: r.stdout, stderr: r.stderr };
+}
+
+describeLoop('dmtool mirror-* on loop devices', () => {
+  let dir: string;
+  let legs: LoopDevice[];
+  let log: LoopDevice;
+
+  beforeAll(() => {
+    execFileSync('npx', ['tsc', '-b'], { cwd: path.join(__dirname, '../..'), stdio: 'ignore' });
+    dir = tempDir('dmtool-mirror-cli-');
+  });
+
+  beforeEach(() => {
+    legs = ['a', 'b', 'c'].map((seed, i) => {
+      const file = path.join(dir, `leg${i}.img`);
+      makeImage(file, LEG_BYTES, seed);
+      return attachLoop(file);
+    });
+    log = makeLoop(dir, 'log.img', 64 * 1024);
+  });
+
+  afterEach(() => detachAll());
+
+  afterAll(() => {
+    detachAll();
+    removeDir(dir);
+    // other suites may attach devices meanwhile: check that none of ours is left
+    const now = execFileSync('losetup', ['-a'], { encoding: 'utf8' });
+    expect(now.split('\n').filter((l) => l.includes(dir))).toEqual([]);
+  });
+
+  const legPaths = () => legs.map((l) => l.path);
+  const logClean = () => decodeDiskLog(readRange(log.path, 0, 1536), { expectRegions: REGIONS }).clean;
+
+  test('create, status, resync, check: exact lines and JSON', () => {
+    const c = dmtool(['mirror-create', '--log', log.path, '--region-size', String(REGION), ...legPaths()]);
+    expect(c.stderr).toBe('');
+    expect(c.code).toBe(0);
+    const info = `0 ${LEG_BYTES / 512} mirror 3 ${legPaths().join(' ')} 0/${REGIONS} 1 AAA 3 disk ${log.path} A`;
+    expect(c.stdout.split('\n')).toContain(info);
+    const st = dmtool(['mirror-status', '--log', log.path, ...legPaths(), '--json']);
+    expect(st.code).toBe(0);
+    const sj = JSON.parse(st.stdout);
+    expect(sj.info).toBe(info);
+    expect(sj.table).toBe(`0 ${LEG_BYTES / 512} mirror disk 2 ${log.path} ${REGION} 3 ${legPaths().map((p) => `${p} 0`).join(' ')}`);
+    expect(sj.regionSize).toBe(REGION);
+    expect(sj.outOfSyncRegions).toBe(REGIONS);
+
+    const chk = dmtool(['mirror-check', ...legPaths(), '--region-size', String(REGION), '--json']);
+    expect(chk.code).toBe(1);
+    expect(JSON.parse(chk.stdout).differingRegions).toHaveLength(REGIONS);
+
+    const r = dmtool(['mirror-resync', '--log', log.path, ...legPaths(), '--json']);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    const rj = JSON.parse(r.stdout);
+    expect(rj.regionsSynced).toBe(REGIONS);
+    expect(rj.status.info).toBe(`0 ${LEG_BYTES / 512} mirror 3 ${legPaths().join(' ')} ${REGIONS}/${REGIONS} 1 AAA 3 disk ${log.path} A`);
+    expect(logClean().count()).toBe(REGIONS);
+    const ok = dmtool(['mirror-check', ...legPaths(), '--region-size', String(REGION)]);
+    expect(ok.code).toBe(0);
+    expect(ok.stdout).toMatch(/^legs identical: 128 regions of 256 sectors compared/);
+  });
+
+  test('--table line, dirty regions only, --dry-run writes nothing', () => {
+    const clean = new Bitmap(REGIONS);
+    clean.fill(true);
+    [5, 6, 100].forEach((r) => clean.clear(r));
+    fs.writeFileSync(log.path, encodeDiskLog(REGIONS, clean));
+    const table = `0 ${LEG_BYTES / 512} mirror disk 2 ${log.path} ${REGION} 2 ${legs[0].path} 0 ${legs[1].path} 0`;
+    const shas = [legs[0], legs[1], log].map((d) => sha256File(d.path));
+    const dry = dmtool(['mirror-resync', '--table', table, '--dry-run']);
+    expect(dry.code).toBe(0);
+    expect(dry.stdout).toBe(`would copy 3 of 128 regions (384.0 KiB) from ${legs[0].path} to 1 legs\n`);
+    expect([legs[0], legs[1], log].map((d) => sha256File(d.path))).toEqual(shas);
+    const r = dmtool(['mirror-resync', '--table', table]);
+    expect(r.code).toBe(0);
+    const chk = dmtool(['mirror-check', legs[0].path, legs[1].path, '--region-size', String(REGION), '--json']);
+    // only the three dirty regions were copied; every other region still differs
+    expect(JSON.parse(chk.stdout).differingRegions).toEqual(Array.from({ length: REGIONS }, (_, i) => i).filter((i) => ![5, 6, 100].includes(i)));
+  });
+
+  test('a leg failing with EIO is reported; the others complete', () => {
+    expect(dmtool(['mirror-create', '--log', log.path, '--region-size', String(REGION), ...legPaths()]).code).toBe(0);
+    const r = dmtool(['mirror-resync', '--log', log.path, ...legPaths(), '--json'], {
+      rules: [{ op: 'write', code: 'EIO', path: legs[1].path, fromByte: 10 * REGION * 512 }],
+    });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(new RegExp(`^dmtool: leg 1 ${legs[1].path} failed \\(S\\): EIO: write failed on ${legs[1].path} at sector 2560`));
+    const j = JSON.parse(r.stdout);
+    expect(j.failedLegs.map((f: { index: number }) => f.index)).toEqual([1]);
+    expect(j.status.info).toMatch(/ 1 ASA 3 disk /);
+    expect(sha256File(legs[2].path)).toBe(sha256File(legs[0].path));
+    expect(sha256Range(legs[1].path, 0, 10 * REGION * 512)).toBe(sha256Range(legs[0].path, 0, 10 * REGION * 512));
+    expect(logClean().zeros()).toEqual(j.regionsFailed);
+    expect(j.regionsFailed[0]).toBe(10);
+  });
+
+  test.each([
+    ['region-start', 'mirror-resync:region-start', 7],
+    ['region-copied', 'mirror-resync:region-copied', 30],
+    ['region-recorded', 'mirror-resync:region-recorded', 64],
+    ['after 50 writes', undefined, 50],
+  ])('kill -9 at %s, rerun: identical legs, all-clean log', (_name, point, hit) => {
+    expect(dmtool(['mirror-create', '--log', log.path, '--region-size', String(REGION), ...legPaths()]).code).toBe(0);
+    const faults = point ? { crashAt: { point, hit } } : { crashAfterWrites: hit };
+    const crashed = dmtool(['mirror-resync', '--log', log.path, ...legPaths(), '--parallel', '4'], faults);
+    expect(crashed.signal).toBe('SIGKILL');
+    const dirtyAfterCrash = logClean().zeros().length;
+    expect(dirtyAfterCrash).toBeGreaterThan(0);
+    expect(dirtyAfterCrash).toBeLessThan(REGIONS);
+    const again = dmtool(['mirror-resync', '--log', log.path, ...legPaths(), '--json']);
+    expect(again.code).toBe(0);
+    expect(JSON.parse(again.stdout).regionsTotal).toBe(dirtyAfterCrash);
+    const s0 = sha256File(legs[0].path);
+    expect(sha256File(legs[1].path)).toBe(s0);
+    expect(sha256File(legs[2].path)).toBe(s0);
+    expect(logClean().count()).toBe(REGIONS);
+  });
+
+  test.each([
+    ['bad magic', () => fs.writeFileSync(log.path, Buffer.from('garbage!')), `bad magic 0x62726167 at sector 0`],
+    [
+      'wrong nr_regions',
+      () => fs.writeFileSync(log.path, encodeDiskLog(REGIONS + 1, new Bitmap(REGIONS + 1))),
+      `records 129 regions at sector 0, but the mirror has 128`,
+    ],
+  ])('malformed log (%s): one line, exit 2, nothing written', (_name, spoil, message) => {
+    spoil();
+    const shas = [...legs, log].map((d) => sha256File(d.path));
+    const r = dmtool(['mirror-resync', '--log', log.path, '--region-size', String(REGION), ...legPaths()]);
+    expect(r.code).toBe(2);
+    expect(r.stdout).toBe('');
+    expect(r.stderr.split('\n')).toEqual([expect.stringContaining(message), '']);
+    expect(r.stderr).toMatch(new RegExp(`^dmtool: dirty log ${log.path} `));
+    expect([...legs, log].map((d) => sha256File(d.path))).toEqual(shas);
+  });
+
+  test('refusals: same device twice, different leg sizes, log too small, existing log', () => {
+    const twice = dmtool(['mirror-resync', '--log', log.path, legs[0].path, legs[0].path]);
+    expect(twice.code).toBe(2);
+    expect(twice.stderr).toBe(`dmtool: ${legs[0].path} is given twice (as leg 0 and as leg 1)\n`);
+    const small = makeLoop(dir, 'small.img', LEG_BYTES / 2);
+    const diff = dmtool(['mirror-create', '--log', log.path, '--region-size', String(REGION), legs[0].path, small.path]);
+    expect(diff.code).toBe(2);
+    expect(diff.stderr).toBe(`dmtool: legs differ in size: ${legs[0].path} has 32768 sectors, ${small.path} has 16384 (give the mirror length with a table line)\n`);
+    const tiny = makeLoop(dir, 'tiny.img', 1024);
+    const t = dmtool(['mirror-create', '--log', tiny.path, '--region-size', '2', legs[0].path, legs[1].path]);
+    expect(t.code).toBe(2);
+    expect(t.stderr).toBe(`dmtool: dirty log ${tiny.path} is too small: 1024 bytes, 16384 regions need sectors 0..5 (3072 bytes)\n`);
+    expect(dmtool(['mirror-create', '--log', log.path, ...legPaths()]).code).toBe(0);
+    const again = dmtool(['mirror-create', '--log', log.path, ...legPaths()]);
+    expect(again.code).toBe(2);
+    expect(again.stderr).toMatch(/already holds a dm-mirror log \(32 regions, sector 0\); give --force/);
+  });
+});
