@@ -8,8 +8,9 @@ import { ExitCode, EXIT_CODES_HELP } from './util/exit-codes';
 import { takeExitCode } from './util/run';
 
 /** Run the CLI with these arguments; resolves to the process exit code. */
+class UsageError extends Error {}
+
 export async function main(args: string[]): Promise<number> {
-  let usageError = false;
   const parser = yargs(args)
     .scriptName('dmtool')
     .usage('$0 <command> [options]\n\nLinux device-mapper copy engine (kcopyd), snapshot COW merge and mirror resync, in user space, on the kernel\'s on-disk formats.')
@@ -28,11 +29,14 @@ export async function main(args: string[]): Promise<number> {
     .version()
     .wrap(Math.min(110, process.stdout.columns || 100))
     .fail((msg, err) => {
-      if (err) throw err;
-      usageError = true;
-      process.stderr.write(`dmtool: ${msg}\n`);
+      // Throwing stops yargs before any command handler runs.
+      throw err ?? new UsageError(msg);
     });
-  await parser.parseAsync();
-  if (usageError) return ExitCode.USAGE;
+  try {
+    await parser.parseAsync();
+  } catch (e) {
+    process.stderr.write(`dmtool: ${e instanceof Error ? e.message.split('\n')[0] : String(e)}\n`);
+    return e instanceof UsageError ? ExitCode.USAGE : ExitCode.IO_ERROR;
+  }
   return takeExitCode();
 }

@@ -1,0 +1,149 @@
+import { execFileSync, spawnSync } from 'child_process';
+import * as fs from 'fs';
+import * as path from 'path';
+import { makeImage, sha256File } from '../helpers/images';
+import { removeDir, tempDir } from '../helpers/loop';
+import { FIXTURE_DIR } from '../snapshot/fixtures';
+
+/**
+ * Bad input, each refused with one clear line on stderr, a non-zero exit,
+ * and every image in the folder unchanged (sha256 before == after).
+ */
+const cli = path.join(__dirname, '..', '..', 'packages', 'cli', 'bin', 'dmtool.js');
+const MiB = 1 << 20;
+
+interface Case {
+  name: string;
+  /** Make the inputs for this case in `dir`; return the command line. */
+  args: (dir: string) => string[];
+  status: number;
+  message: RegExp;
+}
+
+function patch(file: string, byteOffset: number, bytes: Buffer): void {
+  const fd = fs.openSync(file, 'r+');
+  try {
+    fs.writeSync(fd, bytes, 0, bytes.length, byteOffset);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+function u32(v: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(v);
+  return b;
+}
+
+function u64(v: number): Buffer {
+  const b = Buffer.alloc(8);
+  b.writeBigUInt64LE(BigInt(v));
+  return b;
+}
+
+function run(args: string[]) {
+  return spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8' });
+}
+
+function mustRun(args: string[]): void {
+  const r = run(args);
+  if (r.status !== 0) throw new Error(`setup failed: dmtool ${args.join(' ')}: ${r.stderr}`);
+}
+
+/** Kernel-made COW (chunk 8, 310 exceptions) and its 64 MiB origin. */
+function kernelCow(dir: string): { origin: string; cow: string } {
+  execFileSync('tar', ['xzf', path.join(FIXTURE_DIR, 'snapshot-cow-chunk8.tar.gz'), '-C', dir]);
+  const src = path.join(dir, 'snapshot-cow-chunk8');
+  const origin = path.join(dir, 'origin.img');
+  const cow = path.join(dir, 'cow.img');
+  fs.renameSync(path.join(src, 'origin.img'), origin);
+  fs.renameSync(path.join(src, 'cow.img'), cow);
+  fs.rmSync(src, { recursive: true });
+  return { origin, cow };
+}
+
+/** Two 8 MiB legs and a valid disk log (region 1024 sectors → 16 regions). */
+function mirror(dir: string, legs = 2): { log: string; legs: string[] } {
+  const legPaths = Array.from({ length: legs }, (_, i) => path.join(dir, `leg${i}.img`));
+  legPaths.forEach((p, i) => makeImage(p, 8 * MiB, `LEG${i}`));
+  const log = path.join(dir, 'log.img');
+  makeImage(log, 64 * 1024);
+  mustRun(['mirror-create', '--log', log, '--region-size', '1024', ...legPaths]);
+  return { log, legs: legPaths };
+}
+
+function source(dir: string): string {
+  const p = path.join(dir, 'src.img');
+  makeImage(p, 4 * MiB, 'SRC');
+  return p;
+}
+
+function dest(dir: string, name = 'dst.img', bytes = 4 * MiB): string {
+  const p = path.join(dir, name);
+  makeImage(p, bytes, 'DST');
+  return p;
+}
+
+const copyCases: Case[] = [
+  { name: 'unknown command', args: () => ['frobnicate'], status: 2, message: /^dmtool: Unknown argument: frobnicate/ },
+  { name: 'no command', args: () => [], status: 2, message: /^dmtool: name a command/ },
+  { name: 'unknown option', args: (d) => ['copy', source(d), dest(d), '--bogus'], status: 2, message: /^dmtool: Unknown arguments?: bogus/ },
+  { name: 'copy: nine destinations', args: (d) => ['copy', source(d), ...Array.from({ length: 9 }, (_, i) => dest(d, `d${i}.img`))], status: 2, message: /^dmtool: --destinations: at most 8 destinations$/ },
+  { name: 'copy: offset not a number', args: (d) => ['copy', source(d), dest(d), '--offset', 'abc'], status: 2, message: /^dmtool: --offset: "abc" is not a size/ },
+  { name: 'copy: length not whole sectors', args: (d) => ['copy', source(d), dest(d), '--length', '1000b'], status: 2, message: /^dmtool: --length: "1000b" is not a size|^dmtool: --length: 1000b is not a whole number of 512-byte sectors$/ },
+  { name: 'copy: zero rate', args: (d) => ['copy', source(d), dest(d), '--rate', '0'], status: 2, message: /^dmtool: --rate: rate must be above zero$/ },
+  { name: 'copy: throttle 0 percent', args: (d) => ['copy', source(d), dest(d), '--throttle', '0'], status: 2, message: /^dmtool: --throttle: Number must be greater than or equal to 1$/ },
+  { name: 'copy: destination too small', args: (d) => ['copy', source(d), dest(d, 'small.img', 2 * MiB)], status: 2, message: /^dmtool: destination .*small\.img is too small: needs sectors 0\.\.8191, has 4096 sectors$/ },
+  { name: 'copy: same file twice', args: (d) => { const x = dest(d); return ['copy', source(d), x, x]; }, status: 2, message: /^dmtool: destination 1 .* is the same device as destination 0/ },
+  { name: 'copy: source as destination', args: (d) => { const s = source(d); return ['copy', s, s]; }, status: 2, message: /^dmtool: destination 0 .* is the same device as source/ },
+  { name: 'copy: range past the source end', args: (d) => ['copy', source(d), dest(d), '--offset', '8000', '--length', '1000'], status: 2, message: /^dmtool: source .* sectors 8000\.\.8999 end beyond the device end \(8192 sectors\)$/ },
+  { name: 'copy: missing source', args: (d) => ['copy', path.join(d, 'nope.img'), dest(d)], status: 3, message: /^dmtool: ENOENT: open failed on .*nope\.img: no such file or device$/ },
+  { name: 'copy: a directory as destination', args: (d) => ['copy', source(d), d], status: 3, message: /^dmtool: ENODEV: open failed on .*: not a regular file or block device$/ },
+  { name: 'zero: zero length', args: (d) => ['zero', dest(d), '--length', '0'], status: 2, message: /^dmtool: nothing to zero/ },
+  { name: 'zero: past the end', args: (d) => ['zero', dest(d), '--offset', '8000', '--length', '500'], status: 2, message: /^dmtool: .*dst\.img sectors 8000\.\.8499 end beyond the device end \(8192 sectors\)$/ },
+];
+
+const mirrorCases: Case[] = [
+  { name: 'mirror log: bad magic', args: (d) => { const m = mirror(d); patch(m.log, 0, Buffer.from('MiRx')); return ['mirror-resync', '--log', m.log, ...m.legs]; }, status: 2, message: /magic/i },
+  { name: 'mirror log: version 3', args: (d) => { const m = mirror(d); patch(m.log, 4, u32(3)); return ['mirror-resync', '--log', m.log, ...m.legs]; }, status: 2, message: /version/i },
+  { name: 'mirror log: nr_regions wrong for the legs', args: (d) => { const m = mirror(d); patch(m.log, 8, u64(17)); return ['mirror-resync', '--log', m.log, ...m.legs]; }, status: 2, message: /17/ },
+  { name: 'mirror log: truncated', args: (d) => { const m = mirror(d); fs.truncateSync(m.log, 512); return ['mirror-resync', '--log', m.log, ...m.legs]; }, status: 2, message: /log/i },
+  { name: 'mirror log: status of a truncated log', args: (d) => { const m = mirror(d); fs.truncateSync(m.log, 1024); return ['mirror-status', '--log', m.log, ...m.legs]; }, status: 2, message: /log/i },
+  { name: 'mirror: region size not a power of two', args: (d) => { const m = mirror(d); return ['mirror-resync', '--log', m.log, '--region-size', '1000', ...m.legs]; }, status: 2, message: /power of two/ },
+  { name: 'mirror: region size 1', args: (d) => { const m = mirror(d); return ['mirror-create', '--log', m.log, '--force', '--region-size', '1', ...m.legs]; }, status: 2, message: /region/i },
+  { name: 'mirror: legs of different sizes', args: (d) => { const m = mirror(d); fs.truncateSync(m.legs[1], 4 * MiB); return ['mirror-resync', '--log', m.log, ...m.legs]; }, status: 2, message: /leg/i },
+  { name: 'mirror: same leg twice', args: (d) => { const m = mirror(d); return ['mirror-resync', '--log', m.log, m.legs[0], m.legs[0]]; }, status: 2, message: /leg0\.img is given twice \(as leg 0 and as leg 1\)$/ },
+  { name: 'mirror: log is a leg', args: (d) => { const m = mirror(d); return ['mirror-resync', '--log', m.legs[1], ...m.legs]; }, status: 2, message: /leg1\.img is given twice \(as leg 1 and as the log\)$/ },
+  { name: 'mirror: a single leg', args: (d) => { const m = mirror(d); return ['mirror-resync', '--log', m.log, m.legs[0]]; }, status: 2, message: /leg/i },
+  { name: 'mirror: ten legs', args: (d) => { const m = mirror(d); const more = Array.from({ length: 8 }, (_, i) => dest(d, `x${i}.img`, 8 * MiB)); return ['mirror-create', '--log', m.log, '--force', ...m.legs, ...more]; }, status: 2, message: /9|leg/i },
+  { name: 'mirror: table line of another target', args: (d) => { const m = mirror(d); return ['mirror-resync', '--table', `0 16384 linear ${m.legs[0]} 0`]; }, status: 2, message: /mirror/ },
+  { name: 'mirror: table line with a wrong log argument count', args: (d) => { const m = mirror(d); return ['mirror-resync', '--table', `0 16384 mirror disk 5 ${m.log} 1024 2 ${m.legs[0]} 0 ${m.legs[1]} 0`]; }, status: 2, message: /.+/ },
+  { name: 'mirror: missing leg', args: (d) => { const m = mirror(d); return ['mirror-resync', '--log', m.log, m.legs[0], path.join(d, 'gone.img')]; }, status: 3, message: /ENOENT/ },
+  { name: 'mirror-check: a single leg', args: (d) => { const m = mirror(d); return ['mirror-check', m.legs[0]]; }, status: 2, message: /leg/i },
+];
+
+function runCorpus(cases: Case[]): void {
+  it.each(cases.map((c) => [c.name, c] as const))('%s', (_name, c) => {
+    const dir = tempDir('dmtool-bad-');
+    try {
+      const args = c.args(dir);
+      const files = fs.readdirSync(dir).filter((f) => fs.statSync(path.join(dir, f)).isFile());
+      const before = files.map((f) => sha256File(path.join(dir, f)));
+      const r = run(args);
+      expect({ status: r.status, stderr: r.stderr }).toMatchObject({ status: c.status });
+      const lines = r.stderr.split('\n').filter((l) => l.length > 0);
+      expect(lines).toHaveLength(1);
+      expect(lines[0]).toMatch(/^dmtool: /);
+      expect(lines[0]).toMatch(c.message);
+      expect(r.stderr).not.toMatch(/\n\s+at /);
+      expect(files.map((f) => sha256File(path.join(dir, f)))).toEqual(before);
+    } finally {
+      removeDir(dir);
+    }
+  });
+}
+
+describe('bad input is refused with one line, a non-zero exit and nothing written', () => {
+  describe('copy, zero and options', () => runCorpus(copyCases));
+  describe('mirror', () => runCorpus(mirrorCases));
+});
