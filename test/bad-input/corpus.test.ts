@@ -104,22 +104,22 @@ const copyCases: Case[] = [
 ];
 
 const mirrorCases: Case[] = [
-  { name: 'mirror log: bad magic', args: (d) => { const m = mirror(d); patch(m.log, 0, Buffer.from('MiRx')); return ['mirror-resync', '--log', m.log, ...m.legs]; }, status: 2, message: /magic/i },
-  { name: 'mirror log: version 3', args: (d) => { const m = mirror(d); patch(m.log, 4, u32(3)); return ['mirror-resync', '--log', m.log, ...m.legs]; }, status: 2, message: /version/i },
-  { name: 'mirror log: nr_regions wrong for the legs', args: (d) => { const m = mirror(d); patch(m.log, 8, u64(17)); return ['mirror-resync', '--log', m.log, ...m.legs]; }, status: 2, message: /17/ },
-  { name: 'mirror log: truncated', args: (d) => { const m = mirror(d); fs.truncateSync(m.log, 512); return ['mirror-resync', '--log', m.log, ...m.legs]; }, status: 2, message: /log/i },
-  { name: 'mirror log: status of a truncated log', args: (d) => { const m = mirror(d); fs.truncateSync(m.log, 1024); return ['mirror-status', '--log', m.log, ...m.legs]; }, status: 2, message: /log/i },
+  { name: 'mirror log: bad magic', args: (d) => { const m = mirror(d); patch(m.log, 0, Buffer.from('MiRx')); return ['mirror-resync', '--log', m.log, ...m.legs]; }, status: 2, message: /^dmtool: dirty log .*log\.img has bad magic 0x7852694d at sector 0 \(expected 0x4d695272, "MiRr"\): not a dm-mirror disk log$/ },
+  { name: 'mirror log: version 3', args: (d) => { const m = mirror(d); patch(m.log, 4, u32(3)); return ['mirror-resync', '--log', m.log, ...m.legs]; }, status: 2, message: /^dmtool: dirty log .*log\.img has unsupported version 3 at sector 0 \(expected 2\)$/ },
+  { name: 'mirror log: nr_regions wrong for the legs', args: (d) => { const m = mirror(d); patch(m.log, 8, u64(17)); return ['mirror-resync', '--log', m.log, ...m.legs]; }, status: 2, message: /^dmtool: dirty log .*log\.img records 17 regions at sector 0, which no power-of-two region size gives for a mirror of 16384 sectors/ },
+  { name: 'mirror log: truncated', args: (d) => { const m = mirror(d); fs.truncateSync(m.log, 512); return ['mirror-resync', '--log', m.log, ...m.legs]; }, status: 2, message: /^dmtool: dirty log .*log\.img is truncated: 512 bytes, a disk log needs at least 1028 \(sectors 0\.\.2\)$/ },
+  { name: 'mirror log: status of a truncated log', args: (d) => { const m = mirror(d); fs.truncateSync(m.log, 1024); return ['mirror-status', '--log', m.log, ...m.legs]; }, status: 2, message: /^dmtool: dirty log .*log\.img is too small: 1024 bytes, 16 regions need sectors 0\.\.2 \(1536 bytes\)$/ },
   { name: 'mirror: region size not a power of two', args: (d) => { const m = mirror(d); return ['mirror-resync', '--log', m.log, '--region-size', '1000', ...m.legs]; }, status: 2, message: /power of two/ },
-  { name: 'mirror: region size 1', args: (d) => { const m = mirror(d); return ['mirror-create', '--log', m.log, '--force', '--region-size', '1', ...m.legs]; }, status: 2, message: /region/i },
-  { name: 'mirror: legs of different sizes', args: (d) => { const m = mirror(d); fs.truncateSync(m.legs[1], 4 * MiB); return ['mirror-resync', '--log', m.log, ...m.legs]; }, status: 2, message: /leg/i },
+  { name: 'mirror: region size 1', args: (d) => { const m = mirror(d); return ['mirror-create', '--log', m.log, '--force', '--region-size', '1', ...m.legs]; }, status: 2, message: /^dmtool: region size must be a power of two of at least 2 sectors \(got 1\)$/ },
+  { name: 'mirror: legs of different sizes', args: (d) => { const m = mirror(d); fs.truncateSync(m.legs[1], 4 * MiB); return ['mirror-resync', '--log', m.log, ...m.legs]; }, status: 2, message: /^dmtool: legs differ in size: .*leg0\.img has 16384 sectors, .*leg1\.img has 8192/ },
   { name: 'mirror: same leg twice', args: (d) => { const m = mirror(d); return ['mirror-resync', '--log', m.log, m.legs[0], m.legs[0]]; }, status: 2, message: /leg0\.img is given twice \(as leg 0 and as leg 1\)$/ },
   { name: 'mirror: log is a leg', args: (d) => { const m = mirror(d); return ['mirror-resync', '--log', m.legs[1], ...m.legs]; }, status: 2, message: /leg1\.img is given twice \(as leg 1 and as the log\)$/ },
-  { name: 'mirror: a single leg', args: (d) => { const m = mirror(d); return ['mirror-resync', '--log', m.log, m.legs[0]]; }, status: 2, message: /leg/i },
-  { name: 'mirror: ten legs', args: (d) => { const m = mirror(d); const more = Array.from({ length: 8 }, (_, i) => dest(d, `x${i}.img`, 8 * MiB)); return ['mirror-create', '--log', m.log, '--force', ...m.legs, ...more]; }, status: 2, message: /9|leg/i },
-  { name: 'mirror: table line of another target', args: (d) => { const m = mirror(d); return ['mirror-resync', '--table', `0 16384 linear ${m.legs[0]} 0`]; }, status: 2, message: /mirror/ },
-  { name: 'mirror: table line with a wrong log argument count', args: (d) => { const m = mirror(d); return ['mirror-resync', '--table', `0 16384 mirror disk 5 ${m.log} 1024 2 ${m.legs[0]} 0 ${m.legs[1]} 0`]; }, status: 2, message: /.+/ },
-  { name: 'mirror: missing leg', args: (d) => { const m = mirror(d); return ['mirror-resync', '--log', m.log, m.legs[0], path.join(d, 'gone.img')]; }, status: 3, message: /ENOENT/ },
-  { name: 'mirror-check: a single leg', args: (d) => { const m = mirror(d); return ['mirror-check', m.legs[0]]; }, status: 2, message: /leg/i },
+  { name: 'mirror: a single leg', args: (d) => { const m = mirror(d); return ['mirror-resync', '--log', m.log, m.legs[0]]; }, status: 2, message: /^dmtool: a mirror needs at least 2 legs \(got 1\)$/ },
+  { name: 'mirror: ten legs', args: (d) => { const m = mirror(d); const more = Array.from({ length: 8 }, (_, i) => dest(d, `x${i}.img`, 8 * MiB)); return ['mirror-create', '--log', m.log, '--force', ...m.legs, ...more]; }, status: 2, message: /^dmtool: a mirror needs 2\.\.9 legs \(got 10\)$/ },
+  { name: 'mirror: table line of another target', args: (d) => { const m = mirror(d); return ['mirror-resync', '--table', `0 16384 linear ${m.legs[0]} 0`]; }, status: 2, message: /^dmtool: mirror table: target must be "mirror" \(got "linear"\)$/ },
+  { name: 'mirror: table line with a wrong log argument count', args: (d) => { const m = mirror(d); return ['mirror-resync', '--table', `0 16384 mirror disk 5 ${m.log} 1024 2 ${m.legs[0]} 0 ${m.legs[1]} 0`]; }, status: 2, message: /^dmtool: mirror table: a disk log takes 2\.\.3 arguments \(got 5\)$/ },
+  { name: 'mirror: missing leg', args: (d) => { const m = mirror(d); return ['mirror-resync', '--log', m.log, m.legs[0], path.join(d, 'gone.img')]; }, status: 3, message: /^dmtool: ENOENT: open failed on .*gone\.img: no such file or device$/ },
+  { name: 'mirror-check: a single leg', args: (d) => { const m = mirror(d); return ['mirror-check', m.legs[0]]; }, status: 2, message: /^dmtool: --legs: give at least 2 legs$/ },
 ];
 
 function runCorpus(cases: Case[]): void {
