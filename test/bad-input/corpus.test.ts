@@ -118,7 +118,7 @@ const mirrorCases: Case[] = [
   { name: 'mirror: ten legs', args: (d) => { const m = mirror(d); const more = Array.from({ length: 8 }, (_, i) => dest(d, `x${i}.img`, 8 * MiB)); return ['mirror-create', '--log', m.log, '--force', ...m.legs, ...more]; }, status: 2, message: /^dmtool: a mirror needs 2\.\.9 legs \(got 10\)$/ },
   { name: 'mirror: table line of another target', args: (d) => { const m = mirror(d); return ['mirror-resync', '--table', `0 16384 linear ${m.legs[0]} 0`]; }, status: 2, message: /^dmtool: mirror table: target must be "mirror" \(got "linear"\)$/ },
   { name: 'mirror: table line with a wrong log argument count', args: (d) => { const m = mirror(d); return ['mirror-resync', '--table', `0 16384 mirror disk 5 ${m.log} 1024 2 ${m.legs[0]} 0 ${m.legs[1]} 0`]; }, status: 2, message: /^dmtool: mirror table: a disk log takes 2\.\.3 arguments \(got 5\)$/ },
-  { name: 'mirror: missing leg', args: (d) => { const m = mirror(d); return ['mirror-resync', '--log', m.log, m.legs[0], path.join(d, 'gone.img')]; }, status: 3, message: /^dmtool: ENOENT: open failed on .*gone\.img: no such file or device$/ },
+  { name: 'mirror: missing leg', args: (d) => { const m = mirror(d); return ['mirror-resync', '--log', m.log, m.legs[0], path.join(d, 'gone.img')]; }, status: 3, message: /^dmtool: ENOENT: open failed on .*gone\.img: leg 1: no such file or device$/ },
   { name: 'mirror-check: a single leg', args: (d) => { const m = mirror(d); return ['mirror-check', m.legs[0]]; }, status: 2, message: /^dmtool: --legs: give at least 2 legs$/ },
 ];
 
