@@ -315,7 +315,7 @@ const writeCommand: CommandModule<object, any> = {
   describe: 'Write data to the origin (copying old chunks into the COW first) or to the snapshot',
   builder: (y: Argv) =>
     pairPositionals(y)
-      .option('target', { choices: ['origin', 'snapshot'] as const, demandOption: true, describe: 'where the write goes' })
+      .option('target', { type: 'string', demandOption: true, describe: 'where the write goes: origin or snapshot' })
       .option('offset', { type: 'string', demandOption: true, describe: 'first sector (or bytes with k/M/G suffix)' })
       .option('input', { alias: 'i', type: 'string', describe: 'data file, a whole number of sectors (default: stdin)', default: '-' })
       .option('dry-run', { type: 'boolean', describe: 'check everything, write nothing', default: false })
