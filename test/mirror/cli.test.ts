@@ -116,10 +116,10 @@ describeLoop('dmtool mirror-* on loop devices', () => {
   });
 
   test.each([
-    ['region-start', 'mirror-resync:region-start', 7],
-    ['region-copied', 'mirror-resync:region-copied', 30],
-    ['region-recorded', 'mirror-resync:region-recorded', 64],
-    ['after 50 writes', undefined, 50],
+    ['region-start', 'mirror-resync:region-start', 70],
+    ['region-copied', 'mirror-resync:region-copied', 100],
+    ['recorded', 'mirror-resync:recorded', 2],
+    ['after 150 writes', undefined, 150],
   ])('kill -9 at %s, rerun: identical legs, all-clean log', (_name, point, hit) => {
     expect(dmtool(['mirror-create', '--log', log.path, '--region-size', String(REGION), ...legPaths()]).code).toBe(0);
     const faults = point ? { crashAt: { point, hit } } : { crashAfterWrites: hit };

@@ -25,6 +25,14 @@ export interface ResyncOptions {
   subJobSectors?: number;
   /** Use this kcopyd client instead of making one. */
   client?: KcopydClient;
+  /**
+   * Record recovered regions in the log (leg flush, then log write) once this
+   * many are waiting (default 32), or after commitIntervalMs. Larger batches
+   * mean fewer flushes; a crash only recopies the regions not yet recorded.
+   */
+  commitRegions?: number;
+  /** Longest wait before recovered regions are recorded (default 1000 ms). */
+  commitIntervalMs?: number;
   signal?: AbortSignal;
   onProgress?: (p: ResyncProgress) => void;
 }
@@ -83,6 +91,16 @@ export async function resync(mirror: MirrorSet, opts: ResyncOptions = {}): Promi
   let inFlight = 0;
   let stop = false;
   let aborted = false;
+  const commitRegions = Math.max(1, opts.commitRegions ?? 32);
+  const commitIntervalMs = opts.commitIntervalMs ?? 1000;
+  let uncommitted = 0;
+  let lastCommit = Date.now();
+  const commit = async (): Promise<void> => {
+    uncommitted = 0;
+    lastCommit = Date.now();
+    await rh.update();
+    crashPoint('mirror-resync:recorded');
+  };
 
   const report = () =>
     opts.onProgress?.({
@@ -131,8 +149,7 @@ export async function resync(mirror: MirrorSet, opts: ResyncOptions = {}): Promi
     // during another region's copy still received this one).
     const allLegsHave = copied && reachedAllLegs;
     rh.recoveryEnd(region, allLegsHave);
-    await rh.update();
-    crashPoint('mirror-resync:region-recorded');
+    if (++uncommitted >= commitRegions || Date.now() - lastCommit >= commitIntervalMs) await commit();
     regionsDone++;
     if (allLegsHave) regionsSynced++;
     else regionsFailed.push(region);
@@ -171,7 +188,7 @@ export async function resync(mirror: MirrorSet, opts: ResyncOptions = {}): Promi
     const outcomes = await Promise.allSettled(Array.from({ length: parallel }, worker));
     const failure = outcomes.find((o): o is PromiseRejectedResult => o.status === 'rejected');
     if (failure) throw failure.reason;
-    await rh.update();
+    await commit();
     await mirror.log.sync();
     crashPoint('mirror-resync:done');
   } finally {
