@@ -38,6 +38,8 @@ export interface DirtyLog {
   /** Make everything written so far durable (fdatasync the log device; core: nothing). */
   sync(): Promise<void>;
   setFlushCallback(fn: FlushCallback | undefined): void;
+  /** A leg flush failed once: clean bits are no longer set (sticky). */
+  readonly legFlushFailed: boolean;
   /** Regions whose clean bit is 0. */
   dirtyRegions(): number[];
   /** The log's part of the INFO status line, e.g. `1 core` or `3 disk /dev/x A`. */
@@ -84,6 +86,10 @@ export abstract class MemoryLog implements DirtyLog {
 
   get health(): LogHealth {
     return 'A';
+  }
+
+  get legFlushFailed(): boolean {
+    return this.flushFailed;
   }
 
   abstract resume(): Promise<void>;

@@ -131,11 +131,6 @@ export class DiskLog extends MemoryLog {
     await this.flushDevice();
   }
 
-  /** True once a leg flush failed: clean bits are no longer set. */
-  get legFlushFailed(): boolean {
-    return this.flushFailed;
-  }
-
   statusInfo(): string {
     return `3 disk ${this.name} ${this.health}`;
   }

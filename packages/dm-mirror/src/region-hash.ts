@@ -181,6 +181,7 @@ export class RegionHash {
       await this.log.flush();
       ok = true;
     } finally {
+      if (this.log.legFlushFailed) this.flushFailure = true;
       for (const r of recovered) this.finishRecovery(r, ok);
       for (const r of failed) this.finishRecovery(r, false);
     }
