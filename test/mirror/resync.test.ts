@@ -197,6 +197,28 @@ describeLoop('dm-mirror resync on loop devices', () => {
     }
   });
 
+  test('reads: default leg; a failed default falls back to the next leg counting down (in-sync regions only)', async () => {
+    const m: MirrorSet = await openMirror(cfg(), { writeLegs: true, createLog: true });
+    try {
+      await resync(m);
+      // make leg 2 distinguishable, then fail reads on leg 0
+      fs.writeFileSync(legs[2].path, Buffer.alloc(512, 0x77), { flag: 'r+' });
+      const buf = Buffer.alloc(512);
+      await m.read(buf, 0, 1);
+      expect(buf.equals(readRange(legs[0].path, 0, 512))).toBe(true);
+      setFaultPlan({ rules: [{ op: 'read', code: 'EIO', path: legs[0].path }] });
+      await m.read(buf, 0, 1);
+      expect(buf.every((b) => b === 0x77)).toBe(true);
+      expect(m.legs.map((l) => l.health).join('')).toBe('RAA');
+      // an out-of-sync region is served by the default leg only
+      m.log.setRegionSync(1, false);
+      await expect(m.read(buf, REGION, 1)).rejects.toThrow(/^EIO: read failed on /);
+    } finally {
+      setFaultPlan(undefined);
+      m.close();
+    }
+  });
+
   describe('malformed logs are refused before anything is written', () => {
     const cases: [string, () => void, RegExp][] = [
       ['bad magic', () => fs.writeFileSync(log.backingFile, Buffer.from('not a log at all'), { flag: 'r+' }), /bad magic 0x20746f6e at sector 0/],

@@ -1,4 +1,5 @@
 import { AbortError, crashPoint, KcopydClient, DeviceError } from '@dmtool/kcopyd';
+import { setMaxListeners } from 'events';
 import { MirrorSet } from './mirror-set';
 
 export interface ResyncProgress {
@@ -67,6 +68,8 @@ export async function resync(mirror: MirrorSet, opts: ResyncOptions = {}): Promi
   const parallel = opts.parallel ?? 4;
   if (!Number.isSafeInteger(parallel) || parallel < 1 || parallel > 64) throw new RangeError(`parallel must be 1..64 (got ${parallel})`);
   const rh = mirror.rh;
+  // each region in flight listens on the signal (one kcopyd job each)
+  if (opts.signal) setMaxListeners(parallel + 10, opts.signal);
   const regions = mirror.regionCount;
   const subJobSectors = opts.subJobSectors ?? 1024;
   const piecesPerRegion = Math.min(8, Math.ceil(mirror.regionSize / subJobSectors));
