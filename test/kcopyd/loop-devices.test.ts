@@ -142,7 +142,9 @@ describeLoop('kcopyd and the CLI on loop devices', () => {
     let stderr = '';
     child.stdout.on('data', (d) => (stdout += d));
     child.stderr.on('data', (d) => (stderr += d));
-    await new Promise((r) => setTimeout(r, 700));
+    // Interrupt once copying has visibly started (the first MiB has arrived).
+    const firstMiB = sha256Range(srcFile, 0, MiB);
+    for (let i = 0; i < 100 && sha256Range(loops[2].path, 0, MiB) !== firstMiB; i++) await new Promise((r) => setTimeout(r, 50));
     child.kill('SIGINT');
     const status = await new Promise<number | null>((resolve) => child.on('close', resolve));
     expect(status).toBe(130);

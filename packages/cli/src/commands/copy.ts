@@ -1,13 +1,12 @@
-import { Device, KcopydClient, KcopydFlags, MAX_DESTINATIONS, SECTOR_BYTES } from '@dmtool/kcopyd';
+import { Device, KcopydFlags, MAX_DESTINATIONS, SECTOR_BYTES } from '@dmtool/kcopyd';
 import type { Argv, CommandModule } from 'yargs';
 import { z } from 'zod';
-import { closeAll, interruptSignal, openAll } from '../util/devices';
+import { closeAll, openAll } from '../util/devices';
 import { CliError } from '../util/errors';
 import { ExitCode, EXIT_CODES_HELP } from '../util/exit-codes';
 import { parseOptions } from '../util/options';
 import { Output } from '../util/output';
-import { Progress } from '../util/progress';
-import { run } from '../util/run-copy';
+import { outcome, runWithProgress } from '../util/run-copy';
 import { rateSchema, sectorsSchema } from '../util/units';
 import { runCommand } from '../util/run';
 
@@ -65,48 +64,26 @@ export const copyCommand: CommandModule<object, any> = {
         out.result({ dryRun: true, source: src.path, destinations: dests.map((d) => d.path), offset: o.offset, destOffset: o.destOffset, sectors: length });
         return ExitCode.OK;
       }
-      const client = new KcopydClient({ subJobSectors: o.subJobSize, throttlePercent: o.throttle, rateBytesPerSecond: o.rate });
-      const progress = new Progress('copy', length * SECTOR_BYTES, !o.json && process.stderr.isTTY === true);
-      const interrupt = interruptSignal();
-      try {
-        const r = await run(client, {
-          from: { device: src, sector: o.offset, count: length },
-          to: dests.map((d) => ({ device: d, sector: o.destOffset })),
-          flags: o.ignoreErrors ? KcopydFlags.IGNORE_ERROR : 0,
-          signal: interrupt.signal,
-          onProgress: (sectors) => progress.update(sectors * SECTOR_BYTES),
-        });
-        progress.stop();
-        const summary = {
-          source: src.path,
-          destinations: dests.map((d) => d.path),
-          sectors: length,
-          bytes: length * SECTOR_BYTES,
-          sectorsDone: r.sectorsDone,
-          seconds: r.seconds,
-          bytesPerSecond: r.seconds > 0 ? Math.round((r.sectorsDone * SECTOR_BYTES) / r.seconds) : 0,
-          readErr: r.readErr,
-          writeErr: r.writeErr,
-          interrupted: r.interrupted,
-          errors: r.errors.map((e) => e.message),
-        };
-        out.result(summary);
-        for (const e of r.errors) process.stderr.write(`dmtool: ${e.message}\n`);
-        if (r.interrupted) {
-          process.stderr.write(`dmtool: interrupted after ${r.sectorsDone} of ${length} sectors (flushed)\n`);
-          return ExitCode.INTERRUPTED;
-        }
-        if (r.readErr || r.writeErr) {
-          process.stderr.write(`dmtool: copy finished with errors: readErr=${r.readErr ? 1 : 0} writeErr=0x${r.writeErr.toString(16)}\n`);
-          return ExitCode.IO_ERROR;
-        }
-        out.line(r.report(`copied ${length} sectors from ${src.path} to ${dests.length} destination${dests.length > 1 ? 's' : ''}`));
-        return ExitCode.OK;
-      } finally {
-        progress.stop();
-        interrupt.dispose();
-        await client.destroy();
-      }
+      const r = await runWithProgress('copy', { subJobSectors: o.subJobSize, throttlePercent: o.throttle, rateBytesPerSecond: o.rate }, o.json, {
+        from: { device: src, sector: o.offset, count: length },
+        to: dests.map((d) => ({ device: d, sector: o.destOffset })),
+        count: length,
+        flags: o.ignoreErrors ? KcopydFlags.IGNORE_ERROR : 0,
+      });
+      out.result({
+        source: src.path,
+        destinations: dests.map((d) => d.path),
+        sectors: length,
+        bytes: length * SECTOR_BYTES,
+        sectorsDone: r.sectorsDone,
+        seconds: r.seconds,
+        bytesPerSecond: r.seconds > 0 ? Math.round((r.sectorsDone * SECTOR_BYTES) / r.seconds) : 0,
+        readErr: r.readErr,
+        writeErr: r.writeErr,
+        interrupted: r.interrupted,
+        errors: r.errors.map((e) => e.message),
+      });
+      return outcome(out, r, length, `copied ${length} sectors from ${src.path} to ${dests.length} destination${dests.length > 1 ? 's' : ''}`);
     } finally {
       closeAll(devices);
     }

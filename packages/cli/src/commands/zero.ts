@@ -1,13 +1,12 @@
-import { MAX_DESTINATIONS, KcopydClient, SECTOR_BYTES } from '@dmtool/kcopyd';
+import { MAX_DESTINATIONS } from '@dmtool/kcopyd';
 import type { Argv, CommandModule } from 'yargs';
 import { z } from 'zod';
-import { closeAll, interruptSignal, openAll } from '../util/devices';
+import { closeAll, openAll } from '../util/devices';
 import { CliError } from '../util/errors';
 import { ExitCode, EXIT_CODES_HELP } from '../util/exit-codes';
 import { parseOptions } from '../util/options';
 import { Output } from '../util/output';
-import { Progress } from '../util/progress';
-import { run } from '../util/run-copy';
+import { outcome, runWithProgress } from '../util/run-copy';
 import { runCommand } from '../util/run';
 import { sectorsSchema } from '../util/units';
 
@@ -49,29 +48,13 @@ export const zeroCommand: CommandModule<object, any> = {
         out.result({ dryRun: true, devices: devices.map((d) => d.path), offset: o.offset, sectors: length });
         return ExitCode.OK;
       }
-      const client = new KcopydClient();
-      const progress = new Progress('zero', length * SECTOR_BYTES, !o.json && process.stderr.isTTY === true);
-      const interrupt = interruptSignal();
-      try {
-        const r = await run(client, {
-          to: devices.map((d) => ({ device: d, sector: o.offset })),
-          count: length,
-          flags: 0,
-          signal: interrupt.signal,
-          onProgress: (s) => progress.update(s * SECTOR_BYTES),
-        });
-        progress.stop();
-        out.result({ devices: devices.map((d) => d.path), offset: o.offset, sectors: length, sectorsDone: r.sectorsDone, seconds: r.seconds, writeErr: r.writeErr, interrupted: r.interrupted, errors: r.errors.map((e) => e.message) });
-        for (const e of r.errors) process.stderr.write(`dmtool: ${e.message}\n`);
-        if (r.interrupted) return ExitCode.INTERRUPTED;
-        if (r.writeErr) return ExitCode.IO_ERROR;
-        out.line(r.report(`zeroed ${length} sectors on ${devices.length} device${devices.length > 1 ? 's' : ''}`));
-        return ExitCode.OK;
-      } finally {
-        progress.stop();
-        interrupt.dispose();
-        await client.destroy();
-      }
+      const r = await runWithProgress('zero', {}, o.json, {
+        to: devices.map((d) => ({ device: d, sector: o.offset })),
+        count: length,
+        flags: 0,
+      });
+      out.result({ devices: devices.map((d) => d.path), offset: o.offset, sectors: length, sectorsDone: r.sectorsDone, seconds: r.seconds, writeErr: r.writeErr, interrupted: r.interrupted, errors: r.errors.map((e) => e.message) });
+      return outcome(out, r, length, `zeroed ${length} sectors on ${devices.length} device${devices.length > 1 ? 's' : ''}`);
     } finally {
       closeAll(devices);
     }

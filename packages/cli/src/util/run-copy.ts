@@ -1,4 +1,8 @@
-import { AbortError, DestinationRegion, DeviceError, KcopydClient, Region } from '@dmtool/kcopyd';
+import { AbortError, ClientOptions, DestinationRegion, DeviceError, KcopydClient, Region, SECTOR_BYTES } from '@dmtool/kcopyd';
+import { interruptSignal } from './devices';
+import { ExitCode, ExitCodeValue } from './exit-codes';
+import { Output } from './output';
+import { Progress } from './progress';
 import { formatBytes, formatRate } from './units';
 
 export interface CopyRun {
@@ -8,6 +12,43 @@ export interface CopyRun {
   flags: number;
   signal: AbortSignal;
   onProgress: (doneSectors: number) => void;
+}
+
+/**
+ * A copy or zero job as a command runs it: its own kcopyd client, a
+ * progress bar on a TTY, SIGINT/SIGTERM turned into an abort.
+ */
+export async function runWithProgress(
+  label: string,
+  clientOpts: ClientOptions,
+  json: boolean,
+  job: Omit<CopyRun, 'signal' | 'onProgress'> & { count: number },
+): Promise<CopyRunResult> {
+  const client = new KcopydClient(clientOpts);
+  const progress = new Progress(label, job.count * SECTOR_BYTES, !json && process.stderr.isTTY === true);
+  const interrupt = interruptSignal();
+  try {
+    return await run(client, { ...job, signal: interrupt.signal, onProgress: (s) => progress.update(s * SECTOR_BYTES) });
+  } finally {
+    progress.stop();
+    interrupt.dispose();
+    await client.destroy();
+  }
+}
+
+/** Errors and interruption on stderr, one line each; the exit code for the outcome. */
+export function outcome(out: Output, r: CopyRunResult, totalSectors: number, successLine: string): ExitCodeValue {
+  for (const e of r.errors) process.stderr.write(`dmtool: ${e.message}\n`);
+  if (r.interrupted) {
+    process.stderr.write(`dmtool: interrupted after ${r.sectorsDone} of ${totalSectors} sectors (flushed)\n`);
+    return ExitCode.INTERRUPTED;
+  }
+  if (r.readErr || r.writeErr) {
+    process.stderr.write(`dmtool: finished with errors: readErr=${r.readErr ? 1 : 0} writeErr=0x${r.writeErr.toString(16)}\n`);
+    return ExitCode.IO_ERROR;
+  }
+  out.line(r.report(successLine));
+  return ExitCode.OK;
 }
 
 export interface CopyRunResult {
