@@ -1,6 +1,6 @@
 import { spawnSync } from 'child_process';
 import * as path from 'path';
-import { makeImage, sha256File } from './helpers/images';
+import { makeImage, readRange, sha256, sha256File } from './helpers/images';
 import { removeDir, tempDir } from './helpers/loop';
 
 const examples = path.join(__dirname, '..', 'examples');
@@ -25,5 +25,27 @@ describe('examples', () => {
     // 6 pieces of 1024 sectors: 16, 33, 50, 66, 83, 100 percent; the example prints quarters.
     expect(r.stdout).toBe('progress 50%\nprogress 100%\ncopied 6144 sectors to 3 destinations: readErr=false writeErr=0\n');
     for (const d of dests) expect(sha256File(d)).toBe(sha256File(src));
+  });
+
+  it('snapshot-and-merge.js keeps the old chunk in the COW and merges it back', () => {
+    const origin = path.join(dir, 'origin.img');
+    const cow = path.join(dir, 'cow.img');
+    makeImage(origin, 4 << 20, 'ORIGIN');
+    makeImage(cow, 1 << 20);
+    const originalSha = sha256File(origin);
+    const first = sha256(readRange(origin, 0, 4096)).slice(0, 16);
+    const written = sha256(Buffer.alloc(4096, 0xee)).slice(0, 16);
+    const r = runExample('snapshot-and-merge.js', [origin, cow]);
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(0);
+    expect(r.stdout).toBe(
+      [
+        `snapshot taken: status 16/2048 16, first chunk ${first}`,
+        `origin written: status 24/2048 16, origin ${written}, snapshot view ${first}`,
+        `merged 1 chunk(s) back: status 16/2048 16, origin ${first}`,
+        '',
+      ].join('\n'),
+    );
+    expect(sha256File(origin)).toBe(originalSha);
   });
 });
