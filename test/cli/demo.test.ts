@@ -1,0 +1,51 @@
+import { spawnSync } from 'child_process';
+import * as fs from 'fs';
+import * as path from 'path';
+import { removeDir, tempDir } from '../helpers/loop';
+
+const cli = path.join(__dirname, '..', '..', 'packages', 'cli', 'bin', 'dmtool.js');
+
+describe('dmtool demo', () => {
+  let dir: string;
+  beforeEach(() => (dir = tempDir()));
+  afterEach(() => removeDir(dir));
+
+  it('runs every step on generated images and removes them', () => {
+    const r = spawnSync(process.execPath, [cli, 'demo', '--size', '16M', '--json'], { encoding: 'utf8', env: { ...process.env, TMPDIR: dir } });
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(0);
+    const out = JSON.parse(r.stdout);
+    expect(out.ok).toBe(true);
+    expect(out.steps.map((s: { step: string }) => s.step)).toEqual([
+      'kcopyd copy',
+      'kcopyd zero',
+      'snapshot-create',
+      'origin writes',
+      'snapshot view',
+      'snapshot-merge',
+      'mirror-create',
+      'mirror-resync (full)',
+      'mirror-resync (dirty regions)',
+      'mirror-check',
+    ]);
+    expect(out.steps.every((s: { ok: boolean }) => s.ok)).toBe(true);
+    const merge = out.steps.find((s: { step: string }) => s.step === 'snapshot-merge');
+    expect(merge.detail).toMatch(/^512 chunks merged .*; status 16\/16384 16; origin restored \(sha256 equal\)$/);
+    const dirty = out.steps.find((s: { step: string }) => s.step === 'mirror-resync (dirty regions)');
+    expect(dirty.detail).toBe('log had 29/32 in sync; copied regions 3, 16, 31 only (3 regions); status 3 leg0.img leg1.img leg2.img 32/32 1 AAA 3 disk mirror-log.img A');
+    expect(fs.readdirSync(dir)).toEqual([]);
+  });
+
+  it('--keep keeps the images in an empty folder, and refuses a folder that is not empty', () => {
+    const keep = path.join(dir, 'kept');
+    const r = spawnSync(process.execPath, [cli, 'demo', '--size', '8M', '--keep', keep], { encoding: 'utf8' });
+    expect(r.status).toBe(0);
+    expect(r.stdout).toMatch(/all 10 steps passed; images kept in /);
+    expect(fs.readdirSync(keep).sort()).toEqual(
+      ['copy-1.img', 'copy-2.img', 'copy-3.img', 'cow.img', 'leg0.img', 'leg1.img', 'leg2.img', 'mirror-log.img', 'origin.img', 'source.img'].sort(),
+    );
+    const again = spawnSync(process.execPath, [cli, 'demo', '--keep', keep], { encoding: 'utf8' });
+    expect(again.status).toBe(2);
+    expect(again.stderr).toBe(`dmtool: --keep folder ${keep} is not empty; name a new or empty folder\n`);
+  });
+});
