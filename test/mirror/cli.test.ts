@@ -116,14 +116,14 @@ describeLoop('dmtool mirror-* on loop devices', () => {
   });
 
   test.each([
-    ['region-start', 'mirror-resync:region-start', 70],
-    ['region-copied', 'mirror-resync:region-copied', 100],
-    ['recorded', 'mirror-resync:recorded', 2],
-    ['after 150 writes', undefined, 150],
-  ])('kill -9 at %s, rerun: identical legs, all-clean log', (_name, point, hit) => {
+    ['region-start', 'mirror-resync:region-start', 70, 1],
+    ['region-copied', 'mirror-resync:region-copied', 100, 1],
+    ['recorded', 'mirror-resync:recorded', 2, 4],
+    ['after 150 writes', undefined, 150, 1],
+  ])('kill -9 at %s, rerun: identical legs, all-clean log', (_name, point, hit, parallel) => {
     expect(dmtool(['mirror-create', '--log', log.path, '--region-size', String(REGION), ...legPaths()]).code).toBe(0);
     const faults = point ? { crashAt: { point, hit } } : { crashAfterWrites: hit };
-    const crashed = dmtool(['mirror-resync', '--log', log.path, ...legPaths(), '--parallel', '4'], faults);
+    const crashed = dmtool(['mirror-resync', '--log', log.path, ...legPaths(), '--parallel', String(parallel)], faults);
     expect(crashed.signal).toBe('SIGKILL');
     const dirtyAfterCrash = logClean().zeros().length;
     expect(dirtyAfterCrash).toBeGreaterThan(0);
@@ -153,6 +153,13 @@ describeLoop('dmtool mirror-* on loop devices', () => {
     expect(r.stderr.split('\n')).toEqual([expect.stringContaining(message), '']);
     expect(r.stderr).toMatch(new RegExp(`^dmtool: dirty log ${log.path} `));
     expect([...legs, log].map((d) => sha256File(d.path))).toEqual(shas);
+  });
+
+  test.each(['mirror-create', 'mirror-status', 'mirror-resync', 'mirror-check'])('%s --help shows an example', (cmd) => {
+    const r = dmtool([cmd, '--help']);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(new RegExp(`Examples:\\n  dmtool ${cmd} `));
+    expect(r.stdout).toMatch(/--json/);
   });
 
   test('refusals: same device twice, different leg sizes, log too small, existing log', () => {

@@ -197,6 +197,46 @@ describeLoop('dm-mirror resync on loop devices', () => {
     }
   });
 
+  test('rate limit paces the copy; an AbortSignal stops it resumably', async () => {
+    const m = await openMirror(cfg(2), { writeLegs: true, createLog: true });
+    try {
+      const r = await resync(m, { rateBytesPerSecond: 16 * MiB, parallel: 2 });
+      // 8 MiB at 16 MiB/s: the last piece is admitted at (8 MiB - 64 KiB) / 16 MiB/s
+      expect(r.elapsedMs).toBeGreaterThanOrEqual(450);
+      expect(r.inSync).toBe(true);
+    } finally {
+      m.close();
+    }
+    const m2 = await openMirror(cfg(2), { writeLegs: true, createLog: true });
+    const ctl = new AbortController();
+    let r2;
+    try {
+      r2 = await resync(m2, {
+        rateBytesPerSecond: 16 * MiB,
+        onProgress: (p) => {
+          if (p.regionsDone >= 20) ctl.abort();
+        },
+        signal: ctl.signal,
+        commitRegions: 8,
+      });
+    } finally {
+      m2.close();
+    }
+    expect(r2.aborted).toBe(true);
+    const left = readLog(log.path).clean.zeros().length;
+    expect(left).toBeGreaterThan(0);
+    expect(left).toBeLessThanOrEqual(REGIONS - 16);
+    const m3 = await openMirror(cfg(2), { writeLegs: true });
+    try {
+      const r3 = await resync(m3);
+      expect(r3.regionsTotal).toBe(left);
+      expect(r3.inSync).toBe(true);
+    } finally {
+      m3.close();
+    }
+    expect(sha256File(legs[1].backingFile)).toBe(sha256File(legs[0].backingFile));
+  });
+
   test('reads: default leg; a failed default falls back to the next leg counting down (in-sync regions only)', async () => {
     const m: MirrorSet = await openMirror(cfg(), { writeLegs: true, createLog: true });
     try {
