@@ -1,5 +1,5 @@
-import { KcopydClient } from '@dmtool/kcopyd';
-import { crashPoint, Device, SECTOR_BYTES } from '@dmtool/native';
+import { KcopydClient, RateLimiter } from '@dmtool/kcopyd';
+import { allocBuffer, crashPoint, Device, DeviceError, SECTOR_BYTES } from '@dmtool/native';
 import { SnapshotError } from './errors';
 import { PersistentStore } from './persistent-store';
 
@@ -10,6 +10,12 @@ export interface MergeOptions {
   batchBytes?: number;
   /** Copy jobs in flight within a batch (default 32). */
   copyConcurrency?: number;
+  /**
+   * Runs shorter than this many bytes are not given one kcopyd job each:
+   * neighbouring COW chunks are read in one go and written to their origin
+   * places (default 64 KiB; 0 = always kcopyd).
+   */
+  gatherBelowBytes?: number;
   /** Do exactly what the kernel does: one run of consecutive chunks per batch. */
   kernelBatches?: boolean;
   /** Average copy rate cap, bytes per second. */
@@ -178,7 +184,56 @@ export async function mergeSnapshot(origin: Device, cow: Device, opts: MergeOpti
     return result(true);
   }
 
-  const kcopyd = opts.kcopyd ?? new KcopydClient({ rateBytesPerSecond: opts.rateBytesPerSecond });
+  const rate = opts.rateBytesPerSecond !== undefined ? new RateLimiter(opts.rateBytesPerSecond) : undefined;
+  const copyFailed = (run: Run, e?: Error) =>
+    new SnapshotError(
+      'EIO',
+      'copy-failed',
+      `merge copy of origin chunks ${run.oldChunk}..${run.oldChunk + run.chunks - 1} failed (nothing retired): ${e?.message ?? 'copy failed'}`,
+      { path: origin.path, sector: run.oldChunk * cs, sectors: runBytes(run) / SECTOR_BYTES },
+    );
+  const SPAN_BYTES = 1 << 20;
+  const spanBuffers: Buffer[] = [];
+  // Short runs: read COW chunks that lie next to each other with one read
+  // (in a healthy COW the table's new chunks ascend, so the runs of a batch
+  // are mostly neighbours), then write each run to its place in the origin.
+  const gatherCopy = async (runs: Run[]) => {
+    const sorted = [...runs].sort((a, b) => a.newChunk - b.newChunk);
+    const spans: Run[][] = [];
+    for (const r of sorted) {
+      const span = spans[spans.length - 1];
+      const last = span?.[span.length - 1];
+      const spanChunks = span ? last!.newChunk + last!.chunks - span[0].newChunk : 0;
+      if (span && last!.newChunk + last!.chunks === r.newChunk && (spanChunks + r.chunks) * chunkBytes <= SPAN_BYTES) span.push(r);
+      else spans.push([r]);
+    }
+    await runLimited(spans, 8, async (span) => {
+      const first = span[0];
+      const last = span[span.length - 1];
+      const bytes = (last.newChunk + last.chunks - first.newChunk) * chunkBytes;
+      const buf = spanBuffers.pop() ?? allocBuffer(SPAN_BYTES);
+      try {
+        await rate?.admit(bytes);
+        try {
+          await cow.read(buf, 0, bytes, first.newChunk * chunkBytes);
+        } catch (e) {
+          if (e instanceof DeviceError) throw copyFailed(first, e);
+          throw e;
+        }
+        await runLimited(span, 16, async (run) => {
+          try {
+            await origin.write(buf, (run.newChunk - first.newChunk) * chunkBytes, runBytes(run), run.oldChunk * chunkBytes);
+          } catch (e) {
+            if (e instanceof DeviceError) throw copyFailed(run, e);
+            throw e;
+          }
+        });
+      } finally {
+        spanBuffers.push(buf);
+      }
+    });
+  };
+  const kcopyd = opts.kcopyd ?? new KcopydClient();
   try {
     while (store.table.size > 0) {
       if (opts.signal?.aborted) {
@@ -188,21 +243,21 @@ export async function mergeSnapshot(origin: Device, cow: Device, opts: MergeOpti
       }
       crashPoint('snapshot-merge:batch-start');
       const batch = nextBatch(store, kernelBatches, maxChunks);
-      await runLimited(batch.runs, concurrency, async (run) => {
-        const sector = run.oldChunk * cs;
-        const count = runBytes(run) / SECTOR_BYTES;
-        const r = await kcopyd.copy({ device: cow, sector: run.newChunk * cs, count }, [{ device: origin, sector }], {
-          signal: opts.signal,
-        });
-        if (r.readErr || r.writeErr !== 0) {
-          const detail = r.errors[0]?.message ?? 'copy failed';
-          throw new SnapshotError('EIO', 'copy-failed', `merge copy of origin chunks ${run.oldChunk}..${run.oldChunk + run.chunks - 1} failed (nothing retired): ${detail}`, {
-            path: origin.path,
-            sector,
-            sectors: count,
+      const gatherLimit = opts.gatherBelowBytes ?? 64 << 10;
+      const small = batch.runs.filter((r) => runBytes(r) < gatherLimit);
+      const large = batch.runs.filter((r) => runBytes(r) >= gatherLimit);
+      await Promise.all([
+        runLimited(large, concurrency, async (run) => {
+          const sector = run.oldChunk * cs;
+          const count = runBytes(run) / SECTOR_BYTES;
+          await rate?.admit(count * SECTOR_BYTES);
+          const r = await kcopyd.copy({ device: cow, sector: run.newChunk * cs, count }, [{ device: origin, sector }], {
+            signal: opts.signal,
           });
-        }
-      });
+          if (r.readErr || r.writeErr !== 0) throw copyFailed(run, r.errors[0]);
+        }),
+        gatherCopy(small),
+      ]);
       crashPoint('snapshot-merge:copied');
       await origin.flush();
       crashPoint('snapshot-merge:origin-flushed');
