@@ -122,6 +122,36 @@ const mirrorCases: Case[] = [
   { name: 'mirror-check: a single leg', args: (d) => { const m = mirror(d); return ['mirror-check', m.legs[0]]; }, status: 2, message: /^dmtool: --legs: give at least 2 legs$/ },
 ];
 
+/** The kernel COW with `hex` written at byte `at` (entries start at 4096: 16 bytes each, old then new). */
+function patchedCow(d: string, at: number, hex: string): { origin: string; cow: string } {
+  const k = kernelCow(d);
+  patch(k.cow, at, Buffer.from(hex, 'hex'));
+  return k;
+}
+
+const ENTRY = (i: number) => 4096 + 16 * i;
+
+const snapshotCases: Case[] = [
+  { name: 'COW: wrong magic', args: (d) => { const k = patchedCow(d, 0, '536e4171'); return ['snapshot-merge', k.origin, k.cow]; }, status: 2, message: /^dmtool: ENXIO: invalid or corrupt snapshot: bad magic 0x71416e53 \(expected 0x70416e53 "SnAp"\) \(.*cow\.img sectors 0\.\.0\)$/ },
+  { name: 'COW: version 2', args: (d) => { const k = patchedCow(d, 8, '02000000'); return ['snapshot-merge', k.origin, k.cow]; }, status: 2, message: /^dmtool: EINVAL: unsupported COW version 2 \(only 1 exists\)/ },
+  { name: 'COW: chunk size not a power of two', args: (d) => { const k = patchedCow(d, 12, '0c000000'); return ['snapshot-status', k.cow]; }, status: 2, message: /^dmtool: EINVAL: COW header chunk size 12 is not a power of two/ },
+  { name: 'COW: chunk size 0 in the header', args: (d) => { const k = patchedCow(d, 12, '00000000'); return ['snapshot-list', k.cow]; }, status: 2, message: /^dmtool: EINVAL: COW header chunk size 0 is not a power of two/ },
+  { name: 'COW: invalidated snapshot cannot merge', args: (d) => { const k = patchedCow(d, 4, '00000000'); return ['snapshot-merge', k.origin, k.cow]; }, status: 2, message: /^dmtool: EINVAL: snapshot is invalid: can't merge/ },
+  { name: 'COW: truncated device', args: (d) => { const k = kernelCow(d); fs.truncateSync(k.cow, MiB); return ['snapshot-merge', k.origin, k.cow]; }, status: 2, message: /^dmtool: EINVAL: area 0 entry 254 \(old 344 → new 256\) points past the COW end \(256 chunks\)/ },
+  { name: 'COW: entry points into a metadata chunk', args: (d) => { const k = patchedCow(d, ENTRY(0) + 8, '0100000000000000'); return ['snapshot-merge', k.origin, k.cow]; }, status: 2, message: /^dmtool: EINVAL: area 0 entry 0 \(old 3 → new 1\) points into a metadata chunk/ },
+  { name: 'COW: entry points past the COW end', args: (d) => { const k = patchedCow(d, ENTRY(0) + 8, '0000100000000000'); return ['snapshot-merge', k.origin, k.cow]; }, status: 2, message: /^dmtool: EINVAL: area 0 entry 0 \(old 3 → new 1048576\) points past the COW end \(4096 chunks\)/ },
+  { name: 'COW: duplicate origin chunk', args: (d) => { const k = patchedCow(d, ENTRY(1), '03'); return ['snapshot-merge', k.origin, k.cow]; }, status: 2, message: /^dmtool: EINVAL: area 0 entry 1 \(old 3 → new 3\) repeats origin chunk 3/ },
+  { name: 'merge: origin smaller than the table needs', args: (d) => { const k = kernelCow(d); fs.truncateSync(k.origin, MiB); return ['snapshot-merge', k.origin, k.cow]; }, status: 2, message: /names an origin chunk beyond the origin end \(2048 sectors\)/ },
+  { name: 'merge: origin and COW the same file', args: (d) => { const k = kernelCow(d); return ['snapshot-merge', k.origin, k.origin]; }, status: 2, message: /^dmtool: COW .*origin\.img is the same device as origin .*origin\.img$/ },
+  { name: 'create: chunk size not a power of two', args: (d) => { const k = kernelCow(d); const z = dest(d, 'z.img'); return ['snapshot-create', k.origin, z, '--chunk-size', '12']; }, status: 2, message: /^dmtool: EINVAL: chunk size 12 sectors is not a power of two$/ },
+  { name: 'create: chunk size 0', args: (d) => { const k = kernelCow(d); const z = path.join(d, 'z.img'); makeImage(z, MiB); return ['snapshot-create', k.origin, z, '--chunk-size', '0']; }, status: 2, message: /^dmtool: EINVAL: chunk size 0 sectors is out of range/ },
+  { name: 'create: COW too small', args: (d) => { const k = kernelCow(d); const z = path.join(d, 'tiny.img'); makeImage(z, 4096); return ['snapshot-create', k.origin, z, '--chunk-size', '8']; }, status: 2, message: /^dmtool: ENOSPC: COW of 8 sectors cannot hold a header, a metadata area and one 8-sector chunk \(needs 24\)/ },
+  { name: 'create: over an existing snapshot', args: (d) => { const k = kernelCow(d); return ['snapshot-create', k.origin, k.cow, '--chunk-size', '8']; }, status: 2, message: /^dmtool: EEXIST: COW already holds a snapshot header \(refusing to format over it\)/ },
+  { name: 'status: a COW never formatted', args: (d) => { const z = path.join(d, 'z.img'); makeImage(z, MiB); return ['snapshot-status', z]; }, status: 2, message: /^dmtool: EINVAL: COW has no snapshot header \(magic is 0\); create the snapshot first/ },
+  { name: 'read: range past the snapshot end', args: (d) => { const k = kernelCow(d); return ['snapshot-read', k.origin, k.cow, '--offset', '131072', '--length', '8', '-o', path.join(d, 'out.bin')]; }, status: 2, message: /sectors 131072\.\.131079 lie outside the 131072-sector snapshot$/ },
+  { name: 'write: unknown target', args: (d) => { const k = kernelCow(d); const z = dest(d, 'data.bin', 4096); return ['snapshot-write', k.origin, k.cow, '--target', 'bogus', '--offset', '0', '-i', z]; }, status: 2, message: /^dmtool: --target: Invalid enum value\. Expected 'origin' \| 'snapshot', received 'bogus'$/ },
+];
+
 function runCorpus(cases: Case[]): void {
   it.each(cases.map((c) => [c.name, c] as const))('%s', (_name, c) => {
     const dir = tempDir('dmtool-bad-');
@@ -137,6 +167,7 @@ function runCorpus(cases: Case[]): void {
       expect(lines[0]).toMatch(c.message);
       expect(r.stderr).not.toMatch(/\n\s+at /);
       expect(files.map((f) => sha256File(path.join(dir, f)))).toEqual(before);
+      expect(fs.readdirSync(dir).filter((f) => fs.statSync(path.join(dir, f)).isFile())).toEqual(files);
     } finally {
       removeDir(dir);
     }
@@ -146,4 +177,9 @@ function runCorpus(cases: Case[]): void {
 describe('bad input is refused with one line, a non-zero exit and nothing written', () => {
   describe('copy, zero and options', () => runCorpus(copyCases));
   describe('mirror', () => runCorpus(mirrorCases));
+  describe('snapshot', () => runCorpus(snapshotCases));
+
+  it('holds at least 40 cases', () => {
+    expect(copyCases.length + mirrorCases.length + snapshotCases.length).toBeGreaterThanOrEqual(40);
+  });
 });
