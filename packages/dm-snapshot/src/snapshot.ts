@@ -95,6 +95,7 @@ export class Origin {
   private readonly ownsKcopyd: boolean;
   private readonly copyConcurrency: number;
   private snaps: Snapshot[] = [];
+  private queue: Promise<unknown> = Promise.resolve();
 
   constructor(device: Device, opts: OriginOptions = {}) {
     this.device = device;
@@ -110,6 +111,16 @@ export class Origin {
   /** Snapshots, largest chunk size first (the kernel's order). */
   get snapshots(): readonly Snapshot[] {
     return this.snaps;
+  }
+
+  /**
+   * @internal Writes (origin and snapshot) run one at a time, so two writes
+   * to one chunk never both create its exception.
+   */
+  serialize<T>(work: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(work, work);
+    this.queue = run.catch(() => undefined);
+    return run;
   }
 
   /** @internal */
@@ -142,6 +153,10 @@ export class Origin {
    */
   async write(data: Buffer, sector: number): Promise<void> {
     const sectors = checkRequest('origin write', this.device, data, sector, this.sizeSectors);
+    return this.serialize(() => this.writeNow(data, sector, sectors));
+  }
+
+  private async writeNow(data: Buffer, sector: number, sectors: number): Promise<void> {
     const perSnap = new Map<Snapshot, { oldChunk: number; newChunk: number }[]>();
     for (const snap of this.snaps) {
       if (!snap.valid || snap.merging) continue;
@@ -384,6 +399,10 @@ export class Snapshot {
    */
   async write(data: Buffer, sector: number): Promise<void> {
     const sectors = checkRequest('snapshot write', this.cow, data, sector, this.sizeSectors);
+    return this.origin.serialize(() => this.writeNow(data, sector, sectors));
+  }
+
+  private async writeNow(data: Buffer, sector: number, sectors: number): Promise<void> {
     this.checkUsable('snapshot write', sector, sectors);
     if (this.overflowFlag) {
       throw new SnapshotError('EIO', 'overflow', 'snapshot write: snapshot has overflowed', { path: this.cow.path, sector, sectors });

@@ -298,3 +298,28 @@ describe('corrupt or unsuitable COW: one clear error, nothing written', () => {
     }
   });
 });
+
+describe('concurrent writes', () => {
+  test('writes racing on one chunk create one exception and keep the old data in the snapshot', async () => {
+    await withSnapshot(1 << 20, 1 << 20, 8, async (origin, snap, files) => {
+      const before = readRange(files.origin, 0, 1 << 20);
+      await Promise.all([
+        origin.write(Buffer.alloc(512, 1), 40),
+        origin.write(Buffer.alloc(512, 2), 41),
+        snap.write(Buffer.alloc(512, 3), 42),
+        origin.write(Buffer.alloc(4096, 4), 80),
+        snap.write(Buffer.alloc(512, 5), 83),
+      ]);
+      expect([...snap.exceptions()].map((e) => [e.oldChunk, e.newChunk])).toEqual([
+        [5, 2],
+        [10, 3],
+      ]);
+      const expected = Buffer.from(before);
+      expected.fill(3, 42 * 512, 43 * 512);
+      expected.fill(5, 83 * 512, 84 * 512);
+      const v = Buffer.alloc(1 << 20);
+      await snap.read(v, 0);
+      expect(v.equals(expected)).toBe(true);
+    });
+  });
+});
