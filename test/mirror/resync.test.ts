@@ -144,6 +144,22 @@ describeLoop('dm-mirror resync on loop devices', () => {
     expect(img.clean.zeros()).toEqual(r.regionsFailed);
   });
 
+  test('a read error on the default leg fails it (S) and stops the resync; nothing is recorded clean wrongly', async () => {
+    const m = await openMirror(cfg(), { writeLegs: true, createLog: true });
+    setFaultPlan({ rules: [{ op: 'read', code: 'EIO', path: legs[0].path, fromByte: 10 * REGION_BYTES, toByte: 11 * REGION_BYTES }] });
+    let r;
+    try {
+      r = await resync(m, { parallel: 1 });
+    } finally {
+      setFaultPlan(undefined);
+      m.close();
+    }
+    expect(r.failedLegs.map((f) => [f.index, f.health])).toEqual([[0, 'S']]);
+    expect(r.regionsSynced).toBe(10);
+    expect(r.regionsFailed).toEqual([10]);
+    expect(readLog(log.path).clean.zeros()).toEqual(Array.from({ length: REGIONS - 10 }, (_, i) => 10 + i));
+  });
+
   test('a second run after the failed leg is gone finishes the set', async () => {
     const m = await openMirror(cfg(), { writeLegs: true, createLog: true });
     setFaultPlan({ rules: [{ op: 'write', code: 'EIO', path: legs[1].path, fromByte: 0 }] });
