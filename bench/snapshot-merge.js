@@ -86,6 +86,25 @@ function measureTable(n) {
   return { extra, typed: t.memoryBytes, size: t.size };
 }
 
+/** A sparse COW holding n exceptions at chunk 8 (only the metadata areas are written). */
+function statusOfLargeTable(dir, n) {
+  const cs = 8;
+  const cow = path.join(dir, 'cow-1m.img');
+  const origin = path.join(dir, 'origin-1m.img');
+  const g = new CowGeometry(cs, 0);
+  const cowBytes = (g.dataChunkOfIndex(n) + 2) * 4096;
+  fs.writeFileSync(cow, '');
+  fs.truncateSync(cow, cowBytes);
+  fs.writeFileSync(origin, '');
+  fs.truncateSync(origin, n * 4096);
+  writeTable(cow, cs, Float64Array.from({ length: n }, (_, i) => (i * 7919) % n));
+  dropCaches();
+  const r = dmtool(['snapshot-status', cow, '--origin', origin, '--json']);
+  const out = JSON.parse(r.stdout);
+  if (out.exceptions !== n) throw new Error(`read ${out.exceptions} exceptions, wrote ${n}`);
+  return { seconds: r.seconds, maxRssKiB: r.maxRssKiB, status: out.status };
+}
+
 function main() {
   const dir = benchDir('snapmerge');
   const rows = [];
@@ -125,6 +144,8 @@ function main() {
         for (const f of fs.readdirSync(dir)) fs.rmSync(path.join(dir, f));
       }
     }
+    var large = statusOfLargeTable(dir, 1_000_000);
+    var baseline = dmtool(['--version']);
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
@@ -136,6 +157,13 @@ function main() {
     table(
       ['exceptions', 'typed arrays MiB', 'extra heap + array buffers MiB', 'bytes per exception'],
       [[String(m.size), (m.typed / 2 ** 20).toFixed(1), (m.extra / 2 ** 20).toFixed(1), (m.extra / m.size).toFixed(1)]],
+    ),
+  );
+  console.log('');
+  console.log(
+    table(
+      ['command', 'seconds', 'peak RSS MiB', 'dmtool --version peak RSS MiB'],
+      [[`snapshot-status --origin (1M exceptions, chunk 8, validated): ${large.status}`, large.seconds.toFixed(2), (large.maxRssKiB / 1024).toFixed(0), (baseline.maxRssKiB / 1024).toFixed(0)]],
     ),
   );
   if (process.env.DMTOOL_BENCH_JSON) fs.writeFileSync(process.env.DMTOOL_BENCH_JSON, JSON.stringify({ merges: json, table: m }, null, 2));

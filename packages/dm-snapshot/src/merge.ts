@@ -13,7 +13,7 @@ export interface MergeOptions {
   /**
    * Runs shorter than this many bytes are not given one kcopyd job each:
    * neighbouring COW chunks are read in one go and written to their origin
-   * places (default 64 KiB; 0 = always kcopyd).
+   * places (default 256 KiB; 0 = always kcopyd).
    */
   gatherBelowBytes?: number;
   /** Do exactly what the kernel does: one run of consecutive chunks per batch. */
@@ -243,7 +243,7 @@ export async function mergeSnapshot(origin: Device, cow: Device, opts: MergeOpti
       }
       crashPoint('snapshot-merge:batch-start');
       const batch = nextBatch(store, kernelBatches, maxChunks);
-      const gatherLimit = opts.gatherBelowBytes ?? 64 << 10;
+      const gatherLimit = opts.gatherBelowBytes ?? 256 << 10;
       const small = batch.runs.filter((r) => runBytes(r) < gatherLimit);
       const large = batch.runs.filter((r) => runBytes(r) >= gatherLimit);
       await Promise.all([
