@@ -1,0 +1,319 @@
+/**
+ * dm-snapshot interoperability with the real kernel (qemu, TCG): COWs dmtool
+ * writes are loaded by the kernel's snapshot / snapshot-merge targets, COWs
+ * the kernel writes are read and merged by dmtool, and a merge begun by
+ * either side is finished by the other.
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+import { makeImage, readRange, sha256File, sha256 } from '../helpers/images';
+import { removeDir, tempDir } from '../helpers/loop';
+import { chunkData, describeKernelVm, dmtool, fillCow, ok, snapList, snapStatus, vmDir, vmTools, zeroFile } from './helpers';
+import { runVm, valueOf, VmResult } from './vm';
+
+const MiB = 1 << 20;
+const CS = 8; // 4 KiB chunks: 256 exceptions per metadata area
+const ORIGIN_BYTES = 32 * MiB;
+const ORIGIN_SECTORS = ORIGIN_BYTES / 512;
+
+function expectGuestOk(r: VmResult): void {
+  if (r.rc !== 0) throw new Error(`guest scenario failed (rc ${r.rc}, timed out ${r.timedOut}):\n${r.console.slice(-4000)}`);
+}
+
+/** Write `data` over a copy of a file's bytes at `sector` (in memory) and return the copy. */
+function patched(file: string, patches: { sector: number; data: Buffer }[]): Buffer {
+  const buf = fs.readFileSync(file);
+  for (const p of patches) p.data.copy(buf, p.sector * 512);
+  return buf;
+}
+
+/** Shell: wait until a snapshot-merge device reports allocated == metadata (merge finished). */
+const WAIT_MERGED = `
+wait_merged() {
+  dev=$1 i=0
+  while :; do
+    set -- $(dmsetup status "$dev")
+    [ "\${4%/*}" = "$5" ] && return 0
+    i=$((i + 1))
+    [ $i -gt 1200 ] && return 1
+    sleep 0.1
+  done
+}
+`;
+
+jest.setTimeout(300_000);
+
+describeKernelVm('kernel dm-snapshot against dmtool', () => {
+  let dir: string;
+  beforeAll(() => {
+    dir = tempDir('dmtool-kvm-snap-');
+  });
+  afterAll(() => {
+    if (!process.env.KEEP_VM_DIRS) removeDir(dir);
+  });
+
+  test('the kernel loads a COW dmtool wrote: same status line, same snapshot view; dmtool then reads what the kernel added', async () => {
+    const tools = vmTools();
+    const w = vmDir(dir, 'cow-interop');
+    const origin = path.join(w, 'origin.img');
+    const cow = path.join(w, 'cow.img');
+    const dataImg = path.join(w, 'data.img');
+    makeImage(origin, ORIGIN_BYTES, 'ORIGIN-A');
+    zeroFile(cow, 4 * MiB);
+    ok(['snapshot-create', origin, cow, '--chunk-size', String(CS)]);
+
+    // dmtool's writes: whole and partial chunks, a run, and snapshot writes
+    // to a chunk with and without an exception.
+    const dmWrites: { target: 'origin' | 'snapshot'; sector: number; data: Buffer }[] = [
+      { target: 'origin', sector: 800, data: chunkData('DM-O1', 100, CS) },
+      { target: 'origin', sector: 41, data: chunkData('DM-O2', 5, CS).subarray(0, 512) },
+      { target: 'origin', sector: 4096, data: Buffer.concat(Array.from({ length: 16 }, (_, i) => chunkData('DM-O3', 512 + i, CS))) },
+      { target: 'snapshot', sector: 16, data: chunkData('DM-S1', 2, CS) },
+      { target: 'snapshot', sector: 803, data: chunkData('DM-S2', 100, CS).subarray(0, 512) },
+      { target: 'snapshot', sector: 2001, data: chunkData('DM-S3', 250, CS).subarray(0, 1024) },
+    ];
+    for (const [i, wr] of dmWrites.entries()) {
+      const f = path.join(w, `w${i}.bin`);
+      fs.writeFileSync(f, wr.data);
+      ok(['snapshot-write', origin, cow, '--target', wr.target, '--offset', String(wr.sector), '-i', f]);
+    }
+    const dmStatus = snapStatus(cow);
+    const view = path.join(w, 'view.img');
+    ok(['snapshot-read', origin, cow, '-o', view]);
+    const viewSha = sha256File(view);
+    const originBefore = fs.readFileSync(origin);
+    const listBefore = snapList(cow);
+    expect(listBefore.length).toBe(1 + 1 + 16 + 1 + 1); // chunk 100 is shared by DM-O1 and DM-S2
+
+    // The kernel's writes, taken from a data disk: a new origin chunk, an
+    // origin chunk that already has an exception, a whole-chunk and a
+    // one-sector snapshot write.
+    const k = {
+      o1: { sector: 1600, data: chunkData('K-O1', 200, CS) },
+      o2: { sector: 800, data: chunkData('K-O2', 100, CS).subarray(0, 512) },
+      s1: { sector: 3200, data: chunkData('K-S1', 400, CS) },
+      s2: { sector: 4100, data: chunkData('K-S2', 512, CS).subarray(0, 512) },
+    };
+    const data = Buffer.alloc(32 * 512);
+    k.o1.data.copy(data, 0);
+    k.o2.data.copy(data, 8 * 512);
+    k.s1.data.copy(data, 16 * 512);
+    k.s2.data.copy(data, 24 * 512);
+    fs.writeFileSync(dataImg, data);
+
+    const dd = (dev: string, skip: number, seek: number, count: number) =>
+      `dd if=/dev/disk/data of=${dev} bs=512 skip=${skip} seek=${seek} count=${count} oflag=direct 2>/dev/null`;
+    const r = await runVm(tools, {
+      workDir: w,
+      disks: [
+        { file: origin, name: 'origin' },
+        { file: cow, name: 'cow' },
+        { file: dataImg, name: 'data' },
+      ],
+      scenario: `
+O=/dev/disk/origin C=/dev/disk/cow
+dmsetup create snap --table "0 ${ORIGIN_SECTORS} snapshot $O $C P ${CS}"
+echo "status-loaded: $(dmsetup status snap)"
+echo "view-loaded: $(sha256sum /dev/mapper/snap | cut -d' ' -f1)"
+dmsetup create orig --table "0 ${ORIGIN_SECTORS} snapshot-origin $O"
+${dd('/dev/mapper/orig', 0, k.o1.sector, 8)}
+${dd('/dev/mapper/orig', 8, k.o2.sector, 1)}
+${dd('/dev/mapper/snap', 16, k.s1.sector, 8)}
+${dd('/dev/mapper/snap', 24, k.s2.sector, 1)}
+echo "status-written: $(dmsetup status snap)"
+echo "view-written: $(sha256sum /dev/mapper/snap | cut -d' ' -f1)"
+echo "origin-written: $(sha256sum /dev/mapper/orig | cut -d' ' -f1)"
+dmsetup remove orig
+dmsetup remove snap
+`,
+    });
+    expectGuestOk(r);
+
+    // What dmtool wrote, the kernel reads the same way.
+    expect(valueOf(r, 'status-loaded')).toBe(`0 ${ORIGIN_SECTORS} snapshot ${dmStatus}`);
+    expect(valueOf(r, 'view-loaded')).toBe(viewSha);
+
+    // What the kernel wrote, dmtool reads the same way.
+    const kernelStatus = valueOf(r, 'status-written');
+    expect(kernelStatus).toBe(`0 ${ORIGIN_SECTORS} snapshot ${snapStatus(cow)}`);
+    const [alloc, total, meta] = dmStatus.split(/[/ ]/).map(Number);
+    expect(kernelStatus).toBe(`0 ${ORIGIN_SECTORS} snapshot ${alloc + 2 * CS}/${total} ${meta}`); // chunks 200 and 400 are new
+    const listAfter = snapList(cow);
+    const nextNew = Math.max(...listBefore.map((e) => e.newChunk)) + 1;
+    expect(listAfter).toEqual([...listBefore, { oldChunk: 200, newChunk: nextNew }, { oldChunk: 400, newChunk: nextNew + 1 }]);
+
+    const expectedView = sha256(patched(view, [k.s1, k.s2]));
+    expect(valueOf(r, 'view-written')).toBe(expectedView);
+    const viewAfter = path.join(w, 'view-after.img');
+    ok(['snapshot-read', origin, cow, '-o', viewAfter]);
+    expect(sha256File(viewAfter)).toBe(expectedView);
+
+    const expectedOrigin = Buffer.from(originBefore);
+    k.o1.data.copy(expectedOrigin, k.o1.sector * 512);
+    k.o2.data.copy(expectedOrigin, k.o2.sector * 512);
+    expect(valueOf(r, 'origin-written')).toBe(sha256(expectedOrigin));
+    expect(sha256File(origin)).toBe(sha256(expectedOrigin));
+  });
+
+  test('a merge dmtool began and was killed in is finished by the kernel snapshot-merge target', async () => {
+    const tools = vmTools();
+    const w = vmDir(dir, 'dmtool-began');
+    // A run of 100 consecutive chunks, 400 chunks three apart and 50 in
+    // descending order: three metadata areas, batches of 1..100 chunks.
+    const chunks = [
+      ...Array.from({ length: 100 }, (_, i) => 1000 + i),
+      ...Array.from({ length: 400 }, (_, i) => 3000 + 3 * i),
+      ...Array.from({ length: 50 }, (_, i) => 6049 - i),
+    ];
+    const cases = [
+      { name: 'b1', faults: { crashAt: { point: 'snapshot-merge:retired', hit: 40 } }, args: ['--kernel-batches'] },
+      { name: 'b2', faults: { crashAt: { point: 'snapshot-merge:copied', hit: 6 } }, args: ['--batch-size', '64k'] },
+    ];
+    const prepared: { name: string; origin: string; cow: string; expectedSha: string; cowSectors: number }[] = [];
+    for (const c of cases) {
+      const origin = path.join(w, `${c.name}-origin.img`);
+      const cow = path.join(w, `${c.name}-cow.img`);
+      makeImage(origin, ORIGIN_BYTES, `ORIGIN-${c.name}`);
+      zeroFile(cow, 4 * MiB);
+      await fillCow(origin, cow, CS, chunks, [
+        { sector: 3000 * CS + 3, data: chunkData('SNAPW', 3000, CS).subarray(0, 512) },
+        { sector: 7777 * CS, data: chunkData('SNAPW', 7777, CS) },
+      ]);
+      const total = chunks.length + 1;
+      expect(snapList(cow)).toHaveLength(total);
+      const expected = path.join(w, `${c.name}-expected.img`);
+      ok(['snapshot-read', origin, cow, '-o', expected]);
+      const expectedSha = sha256File(expected);
+      fs.unlinkSync(expected);
+
+      const killed = dmtool(['snapshot-merge', origin, cow, ...c.args], { env: { DMTOOL_FAULTS: JSON.stringify(c.faults) } });
+      expect(killed.signal).toBe('SIGKILL');
+      const left = snapList(cow).length;
+      expect(left).toBeGreaterThan(0);
+      expect(left).toBeLessThan(total);
+      prepared.push({ name: c.name, origin, cow, expectedSha, cowSectors: (4 * MiB) / 512 });
+    }
+
+    const r = await runVm(tools, {
+      workDir: w,
+      disks: prepared.flatMap((p) => [
+        { file: p.origin, name: `${p.name}-origin` },
+        { file: p.cow, name: `${p.name}-cow` },
+      ]),
+      scenario:
+        WAIT_MERGED +
+        prepared
+          .map(
+            (p) => `
+dmsetup create ${p.name} --table "0 ${ORIGIN_SECTORS} snapshot-merge /dev/disk/${p.name}-origin /dev/disk/${p.name}-cow P ${CS}"
+echo "${p.name}-start: $(dmsetup status ${p.name})"
+wait_merged ${p.name}
+echo "${p.name}-final: $(dmsetup status ${p.name})"
+dmsetup remove ${p.name}
+echo "${p.name}-origin: $(sha256sum /dev/disk/${p.name}-origin | cut -d' ' -f1)"
+`,
+          )
+          .join(''),
+    });
+    expectGuestOk(r);
+    for (const p of prepared) {
+      expect(valueOf(r, `${p.name}-final`)).toBe(`0 ${ORIGIN_SECTORS} snapshot-merge ${2 * CS}/${p.cowSectors} ${2 * CS}`);
+      expect(valueOf(r, `${p.name}-origin`)).toBe(p.expectedSha);
+      expect(sha256File(p.origin)).toBe(p.expectedSha);
+      expect(snapStatus(p.cow)).toBe(`${2 * CS}/${p.cowSectors} ${2 * CS}`);
+      expect(snapList(p.cow)).toEqual([]);
+    }
+  });
+
+  test('a merge the kernel began and was stopped in (suspend, power cut) is finished by dmtool snapshot-merge', async () => {
+    const tools = vmTools();
+    const w = vmDir(dir, 'kernel-began');
+    // 3000 chunks two apart: no two entries form a run, so the kernel merges
+    // one chunk per batch (copy + origin flush + FUA table write each).
+    const chunks = Array.from({ length: 3000 }, (_, i) => 2 * i + 1);
+    const cowBytes = 16 * MiB;
+    const names = ['c1', 'c2'];
+    const prepared: { name: string; origin: string; cow: string; expectedSha: string; list: { oldChunk: number; newChunk: number }[] }[] = [];
+    for (const name of names) {
+      const origin = path.join(w, `${name}-origin.img`);
+      const cow = path.join(w, `${name}-cow.img`);
+      makeImage(origin, ORIGIN_BYTES, `ORIGIN-${name}`);
+      zeroFile(cow, cowBytes);
+      await fillCow(origin, cow, CS, chunks);
+      const expected = path.join(w, `${name}-expected.img`);
+      ok(['snapshot-read', origin, cow, '-o', expected]);
+      const expectedSha = sha256File(expected);
+      fs.unlinkSync(expected);
+      expect(snapStatus(cow)).toBe(snapStatusFromList(chunks.length, cowBytes / 512));
+      prepared.push({ name, origin, cow, expectedSha, list: snapList(cow) });
+    }
+    const startAlloc = Number(snapStatus(prepared[0].cow).split('/')[0]);
+    // Stop once the kernel has merged a few hundred chunks (allocated shrinks as the table does).
+    const stopBelow = startAlloc - 300 * CS;
+
+    const r = await runVm(tools, {
+      workDir: w,
+      disks: prepared.flatMap((p) => [
+        { file: p.origin, name: `${p.name}-origin` },
+        { file: p.cow, name: `${p.name}-cow` },
+      ]),
+      scenario: `
+wait_progress() {
+  dev=$1 i=0
+  while :; do
+    set -- $(dmsetup status "$dev")
+    [ "\${4%/*}" -lt ${stopBelow} ] && return 0
+    i=$((i + 1))
+    [ $i -gt 100000 ] && return 1
+  done
+}
+dmsetup create c1 --table "0 ${ORIGIN_SECTORS} snapshot-merge /dev/disk/c1-origin /dev/disk/c1-cow P ${CS}"
+echo "c1-start: $(dmsetup status c1)"
+wait_progress c1
+dmsetup suspend c1
+echo "c1-stopped: $(dmsetup status c1)"
+dmsetup remove c1
+dmsetup create c2 --table "0 ${ORIGIN_SECTORS} snapshot-merge /dev/disk/c2-origin /dev/disk/c2-cow P ${CS}"
+echo "c2-start: $(dmsetup status c2)"
+wait_progress c2
+echo "c2-cut: $(dmsetup status c2)"
+power-cut
+`,
+    });
+    expect(r.rc).toBe(0);
+    const cowSectors = cowBytes / 512;
+    for (const p of prepared) {
+      // The merge starts on resume, so the first status may already show progress.
+      expect(valueOf(r, `${p.name}-start`)).toMatch(new RegExp(`^0 ${ORIGIN_SECTORS} snapshot-merge \\d+/${cowSectors} \\d+$`));
+      // The kernel merged from the tail: what is left is a prefix of the table.
+      const left = snapList(p.cow);
+      expect(left.length).toBeGreaterThan(0);
+      expect(left.length).toBeLessThan(p.list.length - 100);
+      expect(left).toEqual(p.list.slice(0, left.length));
+      if (p.name === 'c1') {
+        // After a suspend, the table on disk is exactly what the kernel reported.
+        expect(valueOf(r, 'c1-stopped')).toBe(`0 ${ORIGIN_SECTORS} snapshot-merge ${snapStatus(p.cow)}`);
+      }
+      ok(['snapshot-merge', p.origin, p.cow]);
+      expect(sha256File(p.origin)).toBe(p.expectedSha);
+      expect(snapStatus(p.cow)).toBe(`${2 * CS}/${cowSectors} ${2 * CS}`);
+      expect(snapList(p.cow)).toEqual([]);
+      // Every metadata area the table used is zero again.
+      const areas = Math.ceil(p.list.length / 256);
+      for (let a = 0; a < areas; a++) {
+        const areaChunk = 1 + a * 257;
+        expect(readRange(p.cow, areaChunk * CS * 512, CS * 512).equals(Buffer.alloc(CS * 512))).toBe(true);
+      }
+    }
+  });
+});
+
+/** The kernel's status for a healthy COW holding n exceptions allocated in order (cs = 8). */
+function snapStatusFromList(n: number, cowSectors: number): string {
+  const E = 256;
+  const nextFree = n === 0 ? 2 : 2 + Math.floor((n - 1) / E) * (E + 1) + ((n - 1) % E) + 1;
+  // allocation skips a metadata chunk right after a full area
+  const nf = nextFree % (E + 1) === 1 ? nextFree + 1 : nextFree;
+  const currentArea = Math.floor(n / E);
+  return `${nf * CS}/${cowSectors} ${(currentArea + 2) * CS}`;
+}
