@@ -1,0 +1,209 @@
+/**
+ * dm-mirror interoperability with the real kernel (qemu, TCG): disk logs
+ * dmtool writes are loaded and resynced by the kernel's mirror target, and
+ * logs the kernel leaves out of sync are read and resynced by dmtool.
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+import { makeImage, patternBytes, readRange, sha256, sha256File } from '../helpers/images';
+import { removeDir, tempDir } from '../helpers/loop';
+import { describeKernelVm, dmtool, ok, vmDir, vmTools, zeroFile } from './helpers';
+import { runVm, valueOf, VmResult } from './vm';
+
+jest.setTimeout(300_000);
+
+const MiB = 1 << 20;
+const LEG_BYTES = 16 * MiB;
+const LEG_SECTORS = LEG_BYTES / 512;
+const REGION = 256; // sectors (128 KiB): 128 regions, four bitmap words
+const REGIONS = LEG_SECTORS / REGION;
+
+function expectGuestOk(r: VmResult): void {
+  if (r.rc !== 0) throw new Error(`guest scenario failed (rc ${r.rc}, timed out ${r.timedOut}):\n${r.console.slice(-4000)}`);
+}
+
+/** Shell: print `dev-<name>: <major:minor>` for each disk, as the kernel's status lines name devices. */
+function printDevNumbers(names: string[]): string {
+  return names.map((n) => `echo "dev-${n}: $(cat /sys/block/$(basename $(readlink /dev/disk/${n}))/dev)"\n`).join('');
+}
+
+/** Shell: wait until a mirror reports every region in sync. */
+const WAIT_SYNCED = `
+wait_synced() {
+  dev=$1 i=0
+  while :; do
+    set -- $(dmsetup status "$dev")
+    [ "\${7%/*}" = "\${7#*/}" ] && return 0
+    i=$((i + 1))
+    [ $i -gt 1200 ] && return 1
+    sleep 0.1
+  done
+}
+`;
+
+/** dmtool's status line with image paths replaced by the guest's major:minor numbers. */
+function dmtoolStatusAsKernel(r: VmResult, args: string[], files: Record<string, string>): string {
+  let line = ok(['mirror-status', ...args]).split('\n')[0].trim();
+  for (const [name, file] of Object.entries(files)) line = line.split(file).join(valueOf(r, `dev-${name}`));
+  return line;
+}
+
+/** Decode the kernel dm-log disk header and clean bitmap of a log image. */
+function readLog(file: string): { magic: number; version: number; regions: number; clean: boolean[]; tailZero: boolean } {
+  const hdr = readRange(file, 0, 16);
+  const words = Math.ceil(REGIONS / 32);
+  const bits = readRange(file, 1024, words * 4);
+  const clean = Array.from({ length: REGIONS }, (_, r) => (bits[r >> 3] & (1 << (r & 7))) !== 0);
+  let tailZero = true;
+  for (let r = REGIONS; r < words * 32; r++) if (bits[r >> 3] & (1 << (r & 7))) tailZero = false;
+  return { magic: hdr.readUInt32LE(0), version: hdr.readUInt32LE(4), regions: Number(hdr.readBigUInt64LE(8)), clean, tailZero };
+}
+
+describeKernelVm('kernel dm-mirror against dmtool', () => {
+  let dir: string;
+  beforeAll(() => {
+    dir = tempDir('dmtool-kvm-mirror-');
+  });
+  afterAll(() => {
+    if (!process.env.KEEP_VM_DIRS) removeDir(dir);
+  });
+
+  test('the kernel loads disk logs dmtool wrote: a nosync log is in sync at once, an out-of-sync one is resynced; dmtool reads the log the kernel left', async () => {
+    const tools = vmTools();
+    const w = vmDir(dir, 'dmtool-log');
+    const f = (n: string) => path.join(w, `${n}.img`);
+    // m0: log created with --nosync over legs that differ (the kernel must not copy).
+    makeImage(f('a0'), LEG_BYTES, 'LEG-A0');
+    makeImage(f('a1'), LEG_BYTES, 'LEG-A1');
+    zeroFile(f('alog'), MiB);
+    ok(['mirror-create', '--log', f('alog'), '--region-size', String(REGION), '--nosync', f('a0'), f('a1')]);
+    // m1: log with every region out of sync.
+    makeImage(f('b0'), LEG_BYTES, 'LEG-B0');
+    makeImage(f('b1'), LEG_BYTES, 'LEG-B1');
+    zeroFile(f('blog'), MiB);
+    ok(['mirror-create', '--log', f('blog'), '--region-size', String(REGION), f('b0'), f('b1')]);
+    expect(readLog(f('blog')).clean.every((c) => !c)).toBe(true);
+    const sha = Object.fromEntries(['a0', 'a1', 'b0', 'b1'].map((n) => [n, sha256File(f(n))]));
+    const alogBefore = fs.readFileSync(f('alog'));
+
+    const names = ['alog', 'a0', 'a1', 'blog', 'b0', 'b1'];
+    const table = (log: string, l0: string, l1: string) =>
+      `0 ${LEG_SECTORS} mirror disk 2 /dev/disk/${log} ${REGION} 2 /dev/disk/${l0} 0 /dev/disk/${l1} 0`;
+    const r = await runVm(tools, {
+      workDir: w,
+      disks: names.map((n) => ({ file: f(n), name: n })),
+      scenario:
+        printDevNumbers(names) +
+        WAIT_SYNCED +
+        `
+dmsetup create m0 --table "${table('alog', 'a0', 'a1')}"
+echo "m0-loaded: $(dmsetup status m0)"
+echo "m0-table: $(dmsetup table m0)"
+dmsetup remove m0
+dmsetup create m1 --table "${table('blog', 'b0', 'b1')}"
+echo "m1-loaded: $(dmsetup status m1)"
+wait_synced m1
+echo "m1-synced: $(dmsetup status m1)"
+dmsetup remove m1
+for n in a0 a1 b0 b1; do echo "sha-$n: $(sha256sum /dev/disk/$n | cut -d' ' -f1)"; done
+`,
+    });
+    expectGuestOk(r);
+    const dev = (n: string) => valueOf(r, `dev-${n}`);
+
+    // m0: every region in sync straight away, nothing copied, log unchanged.
+    expect(valueOf(r, 'm0-loaded')).toBe(`0 ${LEG_SECTORS} mirror 2 ${dev('a0')} ${dev('a1')} ${REGIONS}/${REGIONS} 1 AA 3 disk ${dev('alog')} A`);
+    expect(valueOf(r, 'm0-table')).toBe(`0 ${LEG_SECTORS} mirror disk 2 ${dev('alog')} ${REGION} 2 ${dev('a0')} 0 ${dev('a1')} 0`);
+    expect(valueOf(r, 'sha-a0')).toBe(sha.a0);
+    expect(valueOf(r, 'sha-a1')).toBe(sha.a1);
+    expect(fs.readFileSync(f('alog')).equals(alogBefore)).toBe(true);
+
+    // m1: the kernel starts from dmtool's all-dirty log and copies leg 0 over leg 1.
+    expect(valueOf(r, 'm1-loaded')).toMatch(new RegExp(`^0 ${LEG_SECTORS} mirror 2 ${dev('b0')} ${dev('b1')} \\d+/${REGIONS} 1 AA 3 disk ${dev('blog')} A$`));
+    const synced = `0 ${LEG_SECTORS} mirror 2 ${dev('b0')} ${dev('b1')} ${REGIONS}/${REGIONS} 1 AA 3 disk ${dev('blog')} A`;
+    expect(valueOf(r, 'm1-synced')).toBe(synced);
+    expect(valueOf(r, 'sha-b0')).toBe(sha.b0);
+    expect(valueOf(r, 'sha-b1')).toBe(sha.b0);
+    expect(sha256File(f('b1'))).toBe(sha.b0);
+
+    // The log the kernel wrote, byte level and through dmtool.
+    const log = readLog(f('blog'));
+    expect(log).toEqual({ magic: 0x4d695272, version: 2, regions: REGIONS, clean: Array(REGIONS).fill(true), tailZero: true });
+    expect(dmtoolStatusAsKernel(r, ['--log', f('blog'), f('b0'), f('b1')], { blog: f('blog'), b0: f('b0'), b1: f('b1') })).toBe(synced);
+    expect(dmtool(['mirror-check', f('b0'), f('b1'), '--region-size', String(REGION)]).status).toBe(0);
+  });
+
+  test('a log the kernel left out of sync (resync throttled, writes through the mirror, then suspended) is read and finished by dmtool mirror-resync', async () => {
+    const tools = vmTools();
+    const w = vmDir(dir, 'kernel-log');
+    const f = (n: string) => path.join(w, `${n}.img`);
+    makeImage(f('c0'), LEG_BYTES, 'LEG-C0');
+    makeImage(f('c1'), LEG_BYTES, 'LEG-C1');
+    zeroFile(f('clog'), MiB); // no magic: the kernel formats it with every region out of sync
+    // Data the kernel writes through the mirror, from a data disk: into regions
+    // 100, 101 (one write across their boundary) and 127 (the last sector).
+    const writes = [
+      { sector: 100 * REGION + 200, sectors: 100, skip: 0 },
+      { sector: LEG_SECTORS - 1, sectors: 1, skip: 100 },
+    ];
+    const data = patternBytes('MIRROR-WRITE', 0, 101);
+    fs.writeFileSync(f('data'), data);
+    const expectedLeg0 = fs.readFileSync(f('c0'));
+    for (const wr of writes) data.copy(expectedLeg0, wr.sector * 512, wr.skip * 512, (wr.skip + wr.sectors) * 512);
+
+    const names = ['clog', 'c0', 'c1', 'data'];
+    const r = await runVm(tools, {
+      workDir: w,
+      disks: names.map((n) => ({ file: f(n), name: n })),
+      scenario:
+        printDevNumbers(names) +
+        `
+echo 1 > /sys/module/dm_mirror/parameters/raid1_resync_throttle
+dmsetup create m2 --table "0 ${LEG_SECTORS} mirror disk 2 /dev/disk/clog ${REGION} 2 /dev/disk/c0 0 /dev/disk/c1 0"
+${writes.map((wr) => `dd if=/dev/disk/data of=/dev/mapper/m2 bs=512 skip=${wr.skip} seek=${wr.sector} count=${wr.sectors} oflag=direct 2>/dev/null`).join('\n')}
+sleep 1
+dmsetup suspend m2
+echo "m2-stopped: $(dmsetup status m2)"
+dmsetup remove m2
+echo "sha-c0: $(sha256sum /dev/disk/c0 | cut -d' ' -f1)"
+`,
+    });
+    expectGuestOk(r);
+    const dev = (n: string) => valueOf(r, `dev-${n}`);
+    const stopped = valueOf(r, 'm2-stopped');
+    const m = new RegExp(`^0 ${LEG_SECTORS} mirror 2 ${dev('c0')} ${dev('c1')} (\\d+)/${REGIONS} 1 AA 3 disk ${dev('clog')} A$`).exec(stopped);
+    expect(m).not.toBeNull();
+    const inSync = Number(m![1]);
+    expect(inSync).toBeLessThan(REGIONS - 2);
+
+    // Writes to out-of-sync regions went to the default leg only.
+    expect(valueOf(r, 'sha-c0')).toBe(sha256(expectedLeg0));
+    expect(sha256File(f('c0'))).toBe(sha256(expectedLeg0));
+
+    // The kernel's log: clean bits are exactly the regions it had synced, and dmtool reads the same.
+    const log = readLog(f('clog'));
+    expect([log.magic, log.version, log.regions, log.tailZero]).toEqual([0x4d695272, 2, REGIONS, true]);
+    expect(log.clean.filter(Boolean)).toHaveLength(inSync);
+    const files = { clog: f('clog'), c0: f('c0'), c1: f('c1') };
+    const args = ['--log', f('clog'), f('c0'), f('c1')];
+    expect(dmtoolStatusAsKernel(r, args, files)).toBe(stopped);
+    // Regions the kernel recorded clean hold identical data on both legs.
+    const c0 = fs.readFileSync(f('c0'));
+    const c1 = fs.readFileSync(f('c1'));
+    const regionBytes = REGION * 512;
+    log.clean.forEach((clean, region) => {
+      if (clean) expect(c0.subarray(region * regionBytes, (region + 1) * regionBytes).equals(c1.subarray(region * regionBytes, (region + 1) * regionBytes))).toBe(true);
+    });
+    expect(log.clean[100] || log.clean[101] || log.clean[127]).toBe(false);
+    expect(dmtool(['mirror-check', f('c0'), f('c1'), '--region-size', String(REGION)]).status).toBe(1);
+
+    ok(['mirror-resync', ...args]);
+    expect(dmtool(['mirror-check', f('c0'), f('c1'), '--region-size', String(REGION)]).status).toBe(0);
+    expect(sha256File(f('c1'))).toBe(sha256(expectedLeg0));
+    expect(sha256File(f('c0'))).toBe(sha256(expectedLeg0));
+    const after = readLog(f('clog'));
+    expect(after.clean.every(Boolean)).toBe(true);
+    expect(after.tailZero).toBe(true);
+    expect(dmtoolStatusAsKernel(r, args, files)).toBe(`0 ${LEG_SECTORS} mirror 2 ${dev('c0')} ${dev('c1')} ${REGIONS}/${REGIONS} 1 AA 3 disk ${dev('clog')} A`);
+  });
+});
