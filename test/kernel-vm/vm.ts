@@ -36,7 +36,7 @@ function firstExisting(paths: string[]): string | undefined {
 export function findVmTools(): { tools?: VmTools; missing: string[] } {
   const missing: string[] = [];
   const qemu = process.env.DMTOOL_VM_QEMU ?? which('qemu-system-x86_64');
-  if (!qemu) missing.push('qemu-system-x86_64 (Debian package qemu-system-x86)');
+  if (!qemu || !fs.existsSync(qemu)) missing.push('qemu-system-x86_64 (Debian package qemu-system-x86)');
 
   let kernel = process.env.DMTOOL_VM_KERNEL;
   let kernelRelease = '';
