@@ -206,4 +206,75 @@ echo "sha-c0: $(sha256sum /dev/disk/c0 | cut -d' ' -f1)"
     expect(after.tailZero).toBe(true);
     expect(dmtoolStatusAsKernel(r, args, files)).toBe(`0 ${LEG_SECTORS} mirror 2 ${dev('c0')} ${dev('c1')} ${REGIONS}/${REGIONS} 1 AA 3 disk ${dev('clog')} A`);
   });
+
+  test('a resync dmtool began and was killed in (three legs, short last region) is finished by the kernel, which copies exactly the regions the log marks dirty', async () => {
+    const tools = vmTools();
+    const w = vmDir(dir, 'dmtool-began');
+    const f = (n: string) => path.join(w, `${n}.img`);
+    const legBytes = LEG_BYTES + 64 * 1024; // 129 regions, the last one 128 sectors
+    const legSectors = legBytes / 512;
+    const regions = Math.ceil(legSectors / REGION);
+    makeImage(f('d0'), legBytes, 'LEG-D0');
+    makeImage(f('d1'), legBytes, 'LEG-D1');
+    makeImage(f('d2'), legBytes, 'LEG-D2');
+    zeroFile(f('dlog'), MiB);
+    const args = ['--log', f('dlog'), '--region-size', String(REGION), f('d0'), f('d1'), f('d2')];
+    ok(['mirror-create', ...args]);
+    const killed = dmtool(['mirror-resync', ...args, '--parallel', '1'], {
+      env: { DMTOOL_FAULTS: JSON.stringify({ crashAt: { point: 'mirror-resync:recorded', hit: 2 } }) },
+    });
+    expect(killed.signal).toBe('SIGKILL');
+    const words = Math.ceil(regions / 32);
+    const bits = readRange(f('dlog'), 1024, words * 4);
+    const clean = Array.from({ length: regions }, (_, r) => (bits[r >> 3] & (1 << (r & 7))) !== 0);
+    const cleanCount = clean.filter(Boolean).length;
+    expect(cleanCount).toBeGreaterThan(0);
+    expect(cleanCount).toBeLessThan(regions - 1);
+    expect(readRange(f('dlog'), 0, 16).readBigUInt64LE(8)).toBe(BigInt(regions));
+    expect(clean[regions - 1]).toBe(false);
+
+    // Change one region dmtool recorded clean on leg 2: the kernel trusts the
+    // log and must leave it alone; every dirty region it must copy.
+    const tampered = clean.indexOf(true);
+    const regionBytes = REGION * 512;
+    const fd = fs.openSync(f('d2'), 'r+');
+    fs.writeSync(fd, Buffer.alloc(regionBytes, 0x5a), 0, regionBytes, tampered * regionBytes);
+    fs.closeSync(fd);
+    const expectedD2 = fs.readFileSync(f('d0'));
+    Buffer.alloc(regionBytes, 0x5a).copy(expectedD2, tampered * regionBytes);
+    const d0Sha = sha256File(f('d0'));
+
+    const names = ['dlog', 'd0', 'd1', 'd2'];
+    const r = await runVm(tools, {
+      workDir: w,
+      disks: names.map((n) => ({ file: f(n), name: n })),
+      scenario:
+        printDevNumbers(names) +
+        WAIT_SYNCED +
+        `
+dmsetup create m3 --table "0 ${legSectors} mirror disk 2 /dev/disk/dlog ${REGION} 3 /dev/disk/d0 0 /dev/disk/d1 0 /dev/disk/d2 0"
+echo "m3-loaded: $(dmsetup status m3)"
+wait_synced m3
+echo "m3-synced: $(dmsetup status m3)"
+dmsetup remove m3
+`,
+    });
+    expectGuestOk(r);
+    const dev = (n: string) => valueOf(r, `dev-${n}`);
+    const loaded = new RegExp(`^0 ${legSectors} mirror 3 ${dev('d0')} ${dev('d1')} ${dev('d2')} (\\d+)/${regions} 1 AAA 3 disk ${dev('dlog')} A$`).exec(valueOf(r, 'm3-loaded'));
+    expect(loaded).not.toBeNull();
+    expect(Number(loaded![1])).toBeGreaterThanOrEqual(cleanCount);
+    const synced = `0 ${legSectors} mirror 3 ${dev('d0')} ${dev('d1')} ${dev('d2')} ${regions}/${regions} 1 AAA 3 disk ${dev('dlog')} A`;
+    expect(valueOf(r, 'm3-synced')).toBe(synced);
+    expect(sha256File(f('d0'))).toBe(d0Sha);
+    expect(sha256File(f('d1'))).toBe(d0Sha);
+    expect(sha256File(f('d2'))).toBe(sha256(expectedD2));
+    const files = { dlog: f('dlog'), d0: f('d0'), d1: f('d1'), d2: f('d2') };
+    expect(dmtoolStatusAsKernel(r, ['--log', f('dlog'), f('d0'), f('d1'), f('d2')], files)).toBe(synced);
+    const check = dmtool(['mirror-check', f('d0'), f('d1'), f('d2'), '--region-size', String(REGION), '--json']);
+    expect(check.status).toBe(1);
+    const report = JSON.parse(check.stdout);
+    expect(report.differingRegions).toEqual([tampered]);
+    expect(report.differingLegs).toEqual({ [tampered]: [2] });
+  });
 });

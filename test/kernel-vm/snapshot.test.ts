@@ -306,6 +306,102 @@ power-cut
       }
     }
   });
+  test('chunk size 32 with a partial last origin chunk: the kernel adds exceptions across an area boundary to a dmtool COW, dmtool reads them, the kernel merges it all', async () => {
+    const tools = vmTools();
+    const w = vmDir(dir, 'cs32');
+    const cs = 32; // 16 KiB chunks, 1024 exceptions per area
+    const E = 1024;
+    const originBytes = 32 * MiB + 1536; // 2049 chunks, the last one 3 sectors long
+    const originSectors = originBytes / 512;
+    const lastChunk = Math.floor((originSectors - 1) / cs);
+    const cowBytes = 20 * MiB;
+    const origin = path.join(w, 'origin.img');
+    const cow = path.join(w, 'cow.img');
+    const dataImg = path.join(w, 'data.img');
+    makeImage(origin, originBytes, 'ORIGIN-CS32');
+    zeroFile(cow, cowBytes);
+    await fillCow(origin, cow, cs, Array.from({ length: 1020 }, (_, i) => 2 * i));
+    // The partial last chunk: an origin write (copy truncated at the origin
+    // end) and a snapshot write into the exception it made.
+    const tail = [
+      { target: 'origin', sector: originSectors - 1, data: chunkData('TAIL-O', lastChunk, 1) },
+      { target: 'snapshot', sector: originSectors - 2, data: chunkData('TAIL-S', lastChunk, 1) },
+    ];
+    for (const [i, wr] of tail.entries()) {
+      fs.writeFileSync(path.join(w, `tail${i}.bin`), wr.data);
+      ok(['snapshot-write', origin, cow, '--target', wr.target, '--offset', String(wr.sector), '-i', path.join(w, `tail${i}.bin`)]);
+    }
+    const listBefore = snapList(cow);
+    expect(listBefore).toHaveLength(1021);
+    expect(listBefore[1020]).toEqual({ oldChunk: lastChunk, newChunk: 1022 });
+    const dmStatus = snapStatus(cow);
+    const view = path.join(w, 'view.img');
+    ok(['snapshot-read', origin, cow, '-o', view]);
+    const viewSha = sha256File(view);
+
+    // The kernel: eight new origin chunks (exceptions 1021..1028, across the
+    // end of area 0) and a one-sector snapshot write to a chunk without one.
+    const kOrigin = Array.from({ length: 8 }, (_, i) => 2 * i + 1);
+    const kSnap = { sector: 2001 * cs + 7, data: chunkData('K-S', 2001, 1) };
+    const data = Buffer.concat([...kOrigin.map((c) => chunkData('K-O', c, cs)), kSnap.data]);
+    fs.writeFileSync(dataImg, data);
+    const disks = [
+      { file: origin, name: 'origin' },
+      { file: cow, name: 'cow' },
+      { file: dataImg, name: 'data' },
+    ];
+    const r1 = await runVm(tools, {
+      workDir: w,
+      disks,
+      scenario: `
+O=/dev/disk/origin C=/dev/disk/cow
+dmsetup create snap --table "0 ${originSectors} snapshot $O $C P ${cs}"
+echo "status-loaded: $(dmsetup status snap)"
+echo "view-loaded: $(sha256sum /dev/mapper/snap | cut -d' ' -f1)"
+dmsetup create orig --table "0 ${originSectors} snapshot-origin $O"
+${kOrigin.map((c, i) => `dd if=/dev/disk/data of=/dev/mapper/orig bs=512 skip=${i * cs} seek=${c * cs} count=${cs} oflag=direct 2>/dev/null`).join('\n')}
+dd if=/dev/disk/data of=/dev/mapper/snap bs=512 skip=${kOrigin.length * cs} seek=${kSnap.sector} count=1 oflag=direct 2>/dev/null
+echo "status-written: $(dmsetup status snap)"
+echo "view-written: $(sha256sum /dev/mapper/snap | cut -d' ' -f1)"
+dmsetup remove orig
+dmsetup remove snap
+`,
+    });
+    expectGuestOk(r1);
+    expect(valueOf(r1, 'status-loaded')).toBe(`0 ${originSectors} snapshot ${dmStatus}`);
+    expect(valueOf(r1, 'view-loaded')).toBe(viewSha);
+    const expectedView = sha256(patched(view, [kSnap]));
+    expect(valueOf(r1, 'view-written')).toBe(expectedView);
+    expect(valueOf(r1, 'status-written')).toBe(`0 ${originSectors} snapshot ${snapStatus(cow)}`);
+    const newChunkOf = (j: number) => 2 + Math.floor(j / E) * (E + 1) + (j % E);
+    const added = [...kOrigin, 2001].map((c, i) => ({ oldChunk: c, newChunk: newChunkOf(1021 + i) }));
+    expect(snapList(cow)).toEqual([...listBefore, ...added]);
+    // 1030 exceptions: area 1 is current; next free chunk follows the last one.
+    expect(snapStatus(cow)).toBe(`${(newChunkOf(1029) + 1) * cs}/${cowBytes / 512} ${3 * cs}`);
+    const viewAfter = path.join(w, 'view-after.img');
+    ok(['snapshot-read', origin, cow, '-o', viewAfter]);
+    expect(sha256File(viewAfter)).toBe(expectedView);
+    fs.unlinkSync(viewAfter);
+
+    // The kernel merges the whole table back (runs of one chunk, two areas).
+    const r2 = await runVm(tools, {
+      workDir: w,
+      disks: disks.slice(0, 2),
+      scenario:
+        WAIT_MERGED +
+        `
+dmsetup create merge --table "0 ${originSectors} snapshot-merge /dev/disk/origin /dev/disk/cow P ${cs}"
+wait_merged merge
+echo "final: $(dmsetup status merge)"
+dmsetup remove merge
+`,
+    });
+    expectGuestOk(r2);
+    expect(valueOf(r2, 'final')).toBe(`0 ${originSectors} snapshot-merge ${2 * cs}/${cowBytes / 512} ${2 * cs}`);
+    expect(sha256File(origin)).toBe(expectedView);
+    expect(snapStatus(cow)).toBe(`${2 * cs}/${cowBytes / 512} ${2 * cs}`);
+    expect(snapList(cow)).toEqual([]);
+  });
 });
 
 /** The kernel's status for a healthy COW holding n exceptions allocated in order (cs = 8). */
