@@ -402,6 +402,66 @@ dmsetup remove merge
     expect(snapStatus(cow)).toBe(`${2 * cs}/${cowBytes / 512} ${2 * cs}`);
     expect(snapList(cow)).toEqual([]);
   });
+  test('overflow: a COW dmtool invalidated is Invalid to the kernel (snapshot and snapshot-merge), one the kernel invalidated is Invalid to dmtool, with the same header bytes', async () => {
+    const tools = vmTools();
+    const w = vmDir(dir, 'overflow');
+    const f = (n: string) => path.join(w, `${n}.img`);
+    const originSectors = (4 * MiB) / 512;
+    // A 24 KiB COW: header, area 0 and room for four data chunks.
+    for (const n of ['d', 'k']) {
+      makeImage(f(`${n}-origin`), 4 * MiB, `ORIGIN-OVF-${n}`);
+      zeroFile(f(`${n}-cow`), 24 * 1024);
+      ok(['snapshot-create', f(`${n}-origin`), f(`${n}-cow`), '--chunk-size', String(CS)]);
+    }
+    // dmtool: five chunks written to the origin: the fifth cannot be saved.
+    const five = Buffer.concat(Array.from({ length: 5 }, (_, c) => chunkData('OVF', c, CS)));
+    fs.writeFileSync(path.join(w, 'five.bin'), five);
+    const r0 = dmtool(['snapshot-write', f('d-origin'), f('d-cow'), '--target', 'origin', '--offset', '0', '-i', path.join(w, 'five.bin')]);
+    expect(r0.status).toBe(1);
+    expect(snapStatus(f('d-cow'))).toBe('Invalid');
+    const dOriginSha = sha256File(f('d-origin'));
+    const kOriginBefore = fs.readFileSync(f('k-origin'));
+    fs.writeFileSync(f('data'), five);
+
+    const disks = ['d-origin', 'd-cow', 'k-origin', 'k-cow', 'data'].map((n) => ({ file: f(n), name: n }));
+    const r = await runVm(tools, {
+      workDir: w,
+      disks,
+      scenario: `
+dmsetup create ds --table "0 ${originSectors} snapshot /dev/disk/d-origin /dev/disk/d-cow P ${CS}"
+echo "d-snapshot: $(dmsetup status ds)"
+dmsetup remove ds
+dmsetup create dm --table "0 ${originSectors} snapshot-merge /dev/disk/d-origin /dev/disk/d-cow P ${CS}"
+echo "d-merge: $(dmsetup status dm)"
+dmsetup remove dm
+dmsetup create ks --table "0 ${originSectors} snapshot /dev/disk/k-origin /dev/disk/k-cow P ${CS}"
+dmsetup create ko --table "0 ${originSectors} snapshot-origin /dev/disk/k-origin"
+dd if=/dev/disk/data of=/dev/mapper/ko bs=4096 count=5 oflag=direct 2>/dev/null
+echo "k-snapshot: $(dmsetup status ks)"
+dmsetup remove ko
+dmsetup remove ks
+`,
+    });
+    expectGuestOk(r);
+    expect(valueOf(r, 'd-snapshot')).toBe(`0 ${originSectors} snapshot Invalid`);
+    expect(valueOf(r, 'd-merge')).toBe(`0 ${originSectors} snapshot-merge Invalid`);
+    expect(sha256File(f('d-origin'))).toBe(dOriginSha); // an invalid snapshot is never merged
+    expect(valueOf(r, 'k-snapshot')).toBe(`0 ${originSectors} snapshot Invalid`);
+    expect(snapStatus(f('k-cow'))).toBe('Invalid');
+    five.copy(kOriginBefore, 0);
+    expect(sha256File(f('k-origin'))).toBe(sha256(kOriginBefore));
+    // Both invalidated headers: magic, valid = 0, version 1, chunk size, zeros.
+    const header = Buffer.alloc(CS * 512);
+    header.writeUInt32LE(0x70416e53, 0);
+    header.writeUInt32LE(1, 8);
+    header.writeUInt32LE(CS, 12);
+    expect(readRange(f('k-cow'), 0, CS * 512).equals(header)).toBe(true);
+    expect(readRange(f('d-cow'), 0, CS * 512).equals(header)).toBe(true);
+    // dmtool refuses to merge it, as the kernel does, and leaves the origin alone.
+    expect(dmtool(['snapshot-merge', f('k-origin'), f('k-cow')]).status).toBe(2);
+    expect(sha256File(f('k-origin'))).toBe(sha256(kOriginBefore));
+  });
+
 });
 
 /** The kernel's status for a healthy COW holding n exceptions allocated in order (cs = 8). */
