@@ -86,7 +86,8 @@ describeKernelVm('kernel dm-mirror against dmtool', () => {
     const sha = Object.fromEntries(['a0', 'a1', 'b0', 'b1'].map((n) => [n, sha256File(f(n))]));
     const alogBefore = fs.readFileSync(f('alog'));
 
-    const names = ['alog', 'a0', 'a1', 'blog', 'b0', 'b1'];
+    zeroFile(f('zlog'), MiB); // formatted by the kernel (nosync)
+    const names = ['alog', 'a0', 'a1', 'blog', 'b0', 'b1', 'zlog'];
     const table = (log: string, l0: string, l1: string) =>
       `0 ${LEG_SECTORS} mirror disk 2 /dev/disk/${log} ${REGION} 2 /dev/disk/${l0} 0 /dev/disk/${l1} 0`;
     const r = await runVm(tools, {
@@ -100,6 +101,9 @@ dmsetup create m0 --table "${table('alog', 'a0', 'a1')}"
 echo "m0-loaded: $(dmsetup status m0)"
 echo "m0-table: $(dmsetup table m0)"
 dmsetup remove m0
+dmsetup create z0 --table "0 ${LEG_SECTORS} mirror disk 3 /dev/disk/zlog ${REGION} nosync 2 /dev/disk/a0 0 /dev/disk/a1 0"
+echo "z0-loaded: $(dmsetup status z0)"
+dmsetup remove z0
 dmsetup create m1 --table "${table('blog', 'b0', 'b1')}"
 echo "m1-loaded: $(dmsetup status m1)"
 wait_synced m1
@@ -117,6 +121,9 @@ for n in a0 a1 b0 b1; do echo "sha-$n: $(sha256sum /dev/disk/$n | cut -d' ' -f1)
     expect(valueOf(r, 'sha-a0')).toBe(sha.a0);
     expect(valueOf(r, 'sha-a1')).toBe(sha.a1);
     expect(fs.readFileSync(f('alog')).equals(alogBefore)).toBe(true);
+    // The log the kernel formats for nosync is byte for byte the one dmtool made.
+    expect(valueOf(r, 'z0-loaded')).toBe(`0 ${LEG_SECTORS} mirror 2 ${dev('a0')} ${dev('a1')} ${REGIONS}/${REGIONS} 1 AA 3 disk ${dev('zlog')} A`);
+    expect(sha256File(f('zlog'))).toBe(sha256(alogBefore));
 
     // m1: the kernel starts from dmtool's all-dirty log and copies leg 0 over leg 1.
     expect(valueOf(r, 'm1-loaded')).toMatch(new RegExp(`^0 ${LEG_SECTORS} mirror 2 ${dev('b0')} ${dev('b1')} \\d+/${REGIONS} 1 AA 3 disk ${dev('blog')} A$`));
@@ -131,6 +138,13 @@ for n in a0 a1 b0 b1; do echo "sha-$n: $(sha256sum /dev/disk/$n | cut -d' ' -f1)
     expect(log).toEqual({ magic: 0x4d695272, version: 2, regions: REGIONS, clean: Array(REGIONS).fill(true), tailZero: true });
     expect(dmtoolStatusAsKernel(r, ['--log', f('blog'), f('b0'), f('b1')], { blog: f('blog'), b0: f('b0'), b1: f('b1') })).toBe(synced);
     expect(dmtool(['mirror-check', f('b0'), f('b1'), '--region-size', String(REGION)]).status).toBe(0);
+    // ... and byte for byte the log dmtool leaves after its own full resync.
+    makeImage(f('e0'), LEG_BYTES, 'LEG-B0');
+    makeImage(f('e1'), LEG_BYTES, 'LEG-B1');
+    zeroFile(f('elog'), MiB);
+    ok(['mirror-create', '--log', f('elog'), '--region-size', String(REGION), f('e0'), f('e1')]);
+    ok(['mirror-resync', '--log', f('elog'), f('e0'), f('e1')]);
+    expect(sha256File(f('elog'))).toBe(sha256File(f('blog')));
   });
 
   test('a log the kernel left out of sync (resync throttled, writes through the mirror, then suspended) is read and finished by dmtool mirror-resync', async () => {
