@@ -35,6 +35,15 @@ export interface NativeBinding {
     writeOnReadError: boolean,
     cb: (readErrno: number, readBytes: number, writeErrnos: number[]) => void,
   ): void;
+  scatter(
+    srcFd: number,
+    srcByteOffset: number,
+    spanBytes: number,
+    buf: Buffer,
+    destFd: number,
+    pieces: Float64Array,
+    cb: (readErrno: number, writeErrno: number, failedIndex: number) => void,
+  ): void;
 }
 
 // Works from lib/ (tests run the sources) and from dist/ (the built package).

@@ -129,6 +129,66 @@ class CopyOutWorker : public Napi::AsyncWorker {
   std::vector<size_t> writeDone_;
 };
 
+// Many small copies between two devices in one call: read a source span
+// once, then write pieces of it to scattered destination offsets. Stops at
+// the first failing write and reports its index.
+class ScatterWorker : public Napi::AsyncWorker {
+ public:
+  ScatterWorker(Napi::Function cb, int srcFd, uint64_t srcPosition, size_t spanLength, const Napi::Value& buf,
+                int destFd, std::vector<double> pieces)
+      : Napi::AsyncWorker(cb),
+        srcFd_(srcFd),
+        srcPosition_(srcPosition),
+        spanLength_(spanLength),
+        destFd_(destFd),
+        pieces_(std::move(pieces)) {
+    buffer_.Pin(buf);
+  }
+  void Execute() override {
+    size_t got = 0;
+    readErr_ = ReadFully(srcFd_, buffer_.data, spanLength_, srcPosition_, &got);
+    if (readErr_ == 0 && got < spanLength_) readErr_ = EIO;
+    if (readErr_ != 0) return;
+    for (size_t i = 0; i + 2 < pieces_.size(); i += 3) {
+      size_t done = 0;
+      size_t bufOffset = static_cast<size_t>(pieces_[i]);
+      int err = WriteFully(destFd_, buffer_.data + bufOffset, static_cast<size_t>(pieces_[i + 2]),
+                           static_cast<uint64_t>(pieces_[i + 1]), &done);
+      if (err != 0) {
+        writeErr_ = err;
+        failedIndex_ = static_cast<int>(i / 3);
+        return;
+      }
+    }
+  }
+  void OnOK() override {
+    Napi::Env env = Env();
+    Callback().Call({Napi::Number::New(env, readErr_), Napi::Number::New(env, writeErr_), Napi::Number::New(env, failedIndex_)});
+  }
+
+ private:
+  int srcFd_;
+  uint64_t srcPosition_;
+  size_t spanLength_;
+  PinnedBuffer buffer_;
+  int destFd_;
+  std::vector<double> pieces_;
+  int readErr_ = 0;
+  int writeErr_ = 0;
+  int failedIndex_ = -1;
+};
+
+Napi::Value Scatter(const Napi::CallbackInfo& info) {
+  // (srcFd, srcPosition, spanLength, buffer, destFd, pieces: Float64Array [bufOffset, destPosition, length]*, cb)
+  Napi::Float64Array arr = info[5].As<Napi::Float64Array>();
+  std::vector<double> pieces(arr.Data(), arr.Data() + arr.ElementLength());
+  auto* w = new ScatterWorker(info[6].As<Napi::Function>(), info[0].As<Napi::Number>().Int32Value(), ToU64(info[1]),
+                              static_cast<size_t>(ToU64(info[2])), info[3], info[4].As<Napi::Number>().Int32Value(),
+                              std::move(pieces));
+  w->Queue();
+  return info.Env().Undefined();
+}
+
 Napi::Value Rw(const Napi::CallbackInfo& info, bool write) {
   // (fd, buffer, bufOffset, length, position, cb)
   auto* w = new RwWorker(info[5].As<Napi::Function>(), write, info[0].As<Napi::Number>().Int32Value(), info[1],
@@ -183,6 +243,7 @@ void InitIoWorkers(Napi::Env env, Napi::Object exports) {
   exports.Set("zeroRange", Napi::Function::New(env, Zero, "zeroRange"));
   exports.Set("discard", Napi::Function::New(env, Discard, "discard"));
   exports.Set("copyOut", Napi::Function::New(env, CopyOut, "copyOut"));
+  exports.Set("scatter", Napi::Function::New(env, Scatter, "scatter"));
 }
 
 }  // namespace dmtool

@@ -1,7 +1,8 @@
-import { SECTOR_BYTES } from '@dmtool/native';
+import { Device, SECTOR_BYTES } from '@dmtool/native';
 import { BufferPool } from './buffer-pool';
 import { KcopydError } from './errors';
-import { CopyJob, CopyProgress, CopyResult } from './job';
+import { Extent, ExtentJob } from './extents';
+import { CopyJob, CopyProgress, CopyResult, JobResources } from './job';
 import { DestinationRegion, Region, validateJob } from './region';
 import { RateLimiter, Throttle } from './throttle';
 
@@ -76,6 +77,25 @@ export class KcopydClient {
     return this.start(from, to, from?.count, opts);
   }
 
+  /**
+   * Many copies from one device to another as one job (e.g. a snapshot
+   * merge's chunks): extents near each other on the source are read once
+   * and written to their places in one native call per sub-job.
+   */
+  copyExtents(src: Device, dest: Device, extents: readonly Extent[], opts: CopyOptions = {}): Promise<CopyResult> {
+    let job: ExtentJob;
+    try {
+      this.checkUsable();
+      job = new ExtentJob(
+        { src, dest, extents, flags: opts.flags ?? 0, signal: opts.signal, onProgress: opts.onProgress },
+        this.resources(),
+      );
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return this.track(job.run());
+  }
+
   /** Zero every destination region. */
   zero(to: readonly Region[], opts: CopyOptions = {}): Promise<CopyResult> {
     const count = to[0]?.count;
@@ -143,15 +163,19 @@ export class KcopydClient {
     }
     const job = new CopyJob(
       { from, to, count: count as number, flags: opts.flags ?? 0, signal: opts.signal, onProgress: opts.onProgress },
-      {
-        pool: this.pool,
-        subJobSectors: this.subJobSectors,
-        subJobsPerJob: this.subJobsPerJob,
-        throttle: this.throttle,
-        rate: this.rate,
-      },
+      this.resources(),
     );
     return this.track(job.run());
+  }
+
+  private resources(): JobResources {
+    return {
+      pool: this.pool,
+      subJobSectors: this.subJobSectors,
+      subJobsPerJob: this.subJobsPerJob,
+      throttle: this.throttle,
+      rate: this.rate,
+    };
   }
 
   private track<T>(p: Promise<T>): Promise<T> {

@@ -1,5 +1,6 @@
 export { KcopydClient, ClientOptions, CopyOptions, NotifyFn } from './client';
 export { CopyProgress, CopyResult } from './job';
+export { Extent } from './extents';
 export { KcopydFlags, MAX_DESTINATIONS } from './flags';
 export { Region, DestinationRegion } from './region';
 export { Throttle, RateLimiter } from './throttle';
@@ -12,6 +13,7 @@ export {
   SECTOR_BYTES,
   allocBuffer,
   copyOut,
+  scatterCopy,
   crashPoint,
   setFaultPlan,
   FaultPlan,
