@@ -32,8 +32,10 @@ const WAIT_SYNCED = `
 wait_synced() {
   dev=$1 i=0
   while :; do
+    # <start> <len> mirror <#legs> <leg>... <in-sync>/<regions> ...
     set -- $(dmsetup status "$dev")
-    [ "\${7%/*}" = "\${7#*/}" ] && return 0
+    shift $((4 + $4))
+    [ "\${1%/*}" = "\${1#*/}" ] && return 0
     i=$((i + 1))
     [ $i -gt 1200 ] && return 1
     sleep 0.1

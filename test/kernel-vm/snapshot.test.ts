@@ -33,6 +33,7 @@ wait_merged() {
   dev=$1 i=0
   while :; do
     set -- $(dmsetup status "$dev")
+    case "$4" in */*) ;; *) return 1 ;; esac # Invalid, Merge failed
     [ "\${4%/*}" = "$5" ] && return 0
     i=$((i + 1))
     [ $i -gt 1200 ] && return 1
@@ -262,6 +263,7 @@ wait_progress() {
   dev=$1 i=0
   while :; do
     set -- $(dmsetup status "$dev")
+    case "$4" in */*) ;; *) return 1 ;; esac
     [ "\${4%/*}" -lt ${stopBelow} ] && return 0
     i=$((i + 1))
     [ $i -gt 100000 ] && return 1
