@@ -484,6 +484,57 @@ dmsetup remove ks
     expect(sha256File(f('k-origin'))).toBe(sha256(kOriginBefore));
   });
 
+  test('exactly one full metadata area (256 exceptions): the kernel reads it as dmtool does, its 257th exception lands where dmtool puts it, byte for byte', async () => {
+    const tools = vmTools();
+    const w = vmDir(dir, 'full-area');
+    const origin = path.join(w, 'origin.img');
+    const cow = path.join(w, 'cow.img');
+    const cowSectors = (4 * MiB) / 512;
+    makeImage(origin, ORIGIN_BYTES, 'ORIGIN-FULL');
+    zeroFile(cow, 4 * MiB);
+    await fillCow(origin, cow, CS, Array.from({ length: 256 }, (_, i) => 4 * i));
+    expect(snapStatus(cow)).toBe(`2072/${cowSectors} 24`); // area 0 full, area 1 (chunk 258) zeroed
+    const view = path.join(w, 'view.img');
+    ok(['snapshot-read', origin, cow, '-o', view]);
+    const viewSha = sha256File(view);
+    fs.unlinkSync(view);
+    const replayOrigin = path.join(w, 'replay-origin.img');
+    const replayCow = path.join(w, 'replay-cow.img');
+    fs.copyFileSync(origin, replayOrigin);
+    fs.copyFileSync(cow, replayCow);
+    const k = chunkData('K-257', 1001, CS);
+    fs.writeFileSync(path.join(w, 'data.img'), k);
+
+    const r = await runVm(tools, {
+      workDir: w,
+      disks: [
+        { file: origin, name: 'origin' },
+        { file: cow, name: 'cow' },
+        { file: path.join(w, 'data.img'), name: 'data' },
+      ],
+      scenario: `
+dmsetup create snap --table "0 ${ORIGIN_SECTORS} snapshot /dev/disk/origin /dev/disk/cow P ${CS}"
+dmsetup create orig --table "0 ${ORIGIN_SECTORS} snapshot-origin /dev/disk/origin"
+echo "loaded: $(dmsetup status snap)"
+echo "view: $(sha256sum /dev/mapper/snap | cut -d' ' -f1)"
+dd if=/dev/disk/data of=/dev/mapper/orig bs=512 seek=${1001 * CS} count=${CS} oflag=direct 2>/dev/null
+echo "written: $(dmsetup status snap)"
+dmsetup remove orig
+dmsetup remove snap
+`,
+    });
+    expectGuestOk(r);
+    expect(valueOf(r, 'loaded')).toBe(`0 ${ORIGIN_SECTORS} snapshot 2072/${cowSectors} 24`);
+    expect(valueOf(r, 'view')).toBe(viewSha);
+    expect(valueOf(r, 'written')).toBe(`0 ${ORIGIN_SECTORS} snapshot 2080/${cowSectors} 24`);
+    expect(snapStatus(cow)).toBe(`2080/${cowSectors} 24`);
+    expect(snapList(cow)[256]).toEqual({ oldChunk: 1001, newChunk: 259 });
+    fs.writeFileSync(path.join(w, 'k.bin'), k);
+    ok(['snapshot-write', replayOrigin, replayCow, '--target', 'origin', '--offset', String(1001 * CS), '-i', path.join(w, 'k.bin')]);
+    expect(sha256File(replayCow)).toBe(sha256File(cow));
+    expect(sha256File(replayOrigin)).toBe(sha256File(origin));
+  });
+
 });
 
 /** The kernel's status for a healthy COW holding n exceptions allocated in order (cs = 8). */
