@@ -89,9 +89,9 @@ describe.each(CHUNKS)('kernel fixture snapshot-merge-chunk%i', (cs) => {
 
   test.each([
     ['dmtool batches', false, undefined],
-    ['dmtool batches, every run through kcopyd', false, 0],
+    ['dmtool batches of 64 KiB', false, 64 << 10],
     ['kernel batches', true, undefined],
-  ])('offline merge (%s) gives the kernel merged origin and COW', async (_label, kernelBatches, gatherBelowBytes) => {
+  ])('offline merge (%s) gives the kernel merged origin and COW', async (_label, kernelBatches, batchBytes) => {
     const sub = fs.mkdtempSync(path.join(dir, 'm-'));
     const input = unpackFixture(`snapshot-cow-chunk${cs}`, sub);
     const expected = unpackFixture(`snapshot-merge-chunk${cs}`, sub).manifest;
@@ -104,7 +104,7 @@ describe.each(CHUNKS)('kernel fixture snapshot-merge-chunk%i', (cs) => {
     const cowDev = Device.open(cowFile, { write: true });
     const seen: number[] = [];
     try {
-      const r = await mergeSnapshot(originDev, cowDev, { kernelBatches, gatherBelowBytes, onProgress: (p) => seen.push(p.mergedChunks) });
+      const r = await mergeSnapshot(originDev, cowDev, { kernelBatches, batchBytes, onProgress: (p) => seen.push(p.mergedChunks) });
       expect(r.exceptions).toBe(expected.input_exception_count);
       expect(r.mergedChunks).toBe(expected.input_exception_count);
       expect(`0 131072 snapshot-merge ${r.status}`).toBe(expected.kernel_reported.status_merge_final[0]);

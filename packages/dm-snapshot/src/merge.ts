@@ -1,5 +1,5 @@
-import { KcopydClient, RateLimiter } from '@dmtool/kcopyd';
-import { allocBuffer, crashPoint, Device, DeviceError, SECTOR_BYTES } from '@dmtool/native';
+import { KcopydClient } from '@dmtool/kcopyd';
+import { crashPoint, Device, DeviceError, SECTOR_BYTES } from '@dmtool/native';
 import { SnapshotError } from './errors';
 import { PersistentStore } from './persistent-store';
 
@@ -8,17 +8,9 @@ export interface MergeOptions {
   kcopyd?: KcopydClient;
   /** Upper bound on the data copied per batch before one origin flush and one table update (default 64 MiB). */
   batchBytes?: number;
-  /** Copy jobs in flight within a batch (default 32). */
-  copyConcurrency?: number;
-  /**
-   * Runs shorter than this many bytes are not given one kcopyd job each:
-   * neighbouring COW chunks are read in one go and written to their origin
-   * places (default 256 KiB; 0 = always kcopyd).
-   */
-  gatherBelowBytes?: number;
   /** Do exactly what the kernel does: one run of consecutive chunks per batch. */
   kernelBatches?: boolean;
-  /** Average copy rate cap, bytes per second. */
+  /** Average copy rate cap, bytes per second (for the client made here; ignored with `kcopyd`). */
   rateBytesPerSecond?: number;
   onProgress?: (p: MergeProgress) => void;
   signal?: AbortSignal;
@@ -94,22 +86,6 @@ function nextBatch(store: PersistentStore, kernelBatches: boolean, maxChunks: nu
   return { runs, chunks: taken };
 }
 
-async function runLimited<T>(items: readonly T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  let failure: unknown;
-  const worker = async () => {
-    while (next < items.length && failure === undefined) {
-      try {
-        await fn(items[next++]);
-      } catch (e) {
-        failure ??= e;
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-  if (failure !== undefined) throw failure;
-}
-
 /**
  * Merge a persistent COW back into its origin, offline (§4). Tail first, as
  * the kernel: each batch copies its runs COW → origin, flushes the origin,
@@ -137,7 +113,6 @@ export async function mergeSnapshot(origin: Device, cow: Device, opts: MergeOpti
   if (!(batchBytes >= chunkBytes)) throw new RangeError(`batchBytes must be at least one chunk (${chunkBytes} bytes)`);
   const maxChunks = Math.floor(batchBytes / chunkBytes);
   const kernelBatches = opts.kernelBatches === true;
-  const concurrency = opts.copyConcurrency ?? 32;
   const runBytes = (r: Run) => Math.min(r.chunks * cs, originSectors - r.oldChunk * cs) * SECTOR_BYTES;
 
   const progress: MergeProgress = { mergedChunks: 0, totalChunks: total, mergedBytes: 0, totalBytes: 0, batches: 0 };
@@ -184,7 +159,6 @@ export async function mergeSnapshot(origin: Device, cow: Device, opts: MergeOpti
     return result(true);
   }
 
-  const rate = opts.rateBytesPerSecond !== undefined ? new RateLimiter(opts.rateBytesPerSecond) : undefined;
   const copyFailed = (run: Run, e?: Error) =>
     new SnapshotError(
       'EIO',
@@ -192,48 +166,7 @@ export async function mergeSnapshot(origin: Device, cow: Device, opts: MergeOpti
       `merge copy of origin chunks ${run.oldChunk}..${run.oldChunk + run.chunks - 1} failed (nothing retired): ${e?.message ?? 'copy failed'}`,
       { path: origin.path, sector: run.oldChunk * cs, sectors: runBytes(run) / SECTOR_BYTES },
     );
-  const SPAN_BYTES = 1 << 20;
-  const spanBuffers: Buffer[] = [];
-  // Short runs: read COW chunks that lie next to each other with one read
-  // (in a healthy COW the table's new chunks ascend, so the runs of a batch
-  // are mostly neighbours), then write each run to its place in the origin.
-  const gatherCopy = async (runs: Run[]) => {
-    const sorted = [...runs].sort((a, b) => a.newChunk - b.newChunk);
-    const spans: Run[][] = [];
-    for (const r of sorted) {
-      const span = spans[spans.length - 1];
-      const last = span?.[span.length - 1];
-      const spanChunks = span ? last!.newChunk + last!.chunks - span[0].newChunk : 0;
-      if (span && last!.newChunk + last!.chunks === r.newChunk && (spanChunks + r.chunks) * chunkBytes <= SPAN_BYTES) span.push(r);
-      else spans.push([r]);
-    }
-    await runLimited(spans, 8, async (span) => {
-      const first = span[0];
-      const last = span[span.length - 1];
-      const bytes = (last.newChunk + last.chunks - first.newChunk) * chunkBytes;
-      const buf = spanBuffers.pop() ?? allocBuffer(SPAN_BYTES);
-      try {
-        await rate?.admit(bytes);
-        try {
-          await cow.read(buf, 0, bytes, first.newChunk * chunkBytes);
-        } catch (e) {
-          if (e instanceof DeviceError) throw copyFailed(first, e);
-          throw e;
-        }
-        await runLimited(span, 16, async (run) => {
-          try {
-            await origin.write(buf, (run.newChunk - first.newChunk) * chunkBytes, runBytes(run), run.oldChunk * chunkBytes);
-          } catch (e) {
-            if (e instanceof DeviceError) throw copyFailed(run, e);
-            throw e;
-          }
-        });
-      } finally {
-        spanBuffers.push(buf);
-      }
-    });
-  };
-  const kcopyd = opts.kcopyd ?? new KcopydClient();
+  const kcopyd = opts.kcopyd ?? new KcopydClient({ rateBytesPerSecond: opts.rateBytesPerSecond, subJobsPerJob: 16 });
   try {
     while (store.table.size > 0) {
       if (opts.signal?.aborted) {
@@ -243,21 +176,15 @@ export async function mergeSnapshot(origin: Device, cow: Device, opts: MergeOpti
       }
       crashPoint('snapshot-merge:batch-start');
       const batch = nextBatch(store, kernelBatches, maxChunks);
-      const gatherLimit = opts.gatherBelowBytes ?? 256 << 10;
-      const small = batch.runs.filter((r) => runBytes(r) < gatherLimit);
-      const large = batch.runs.filter((r) => runBytes(r) >= gatherLimit);
-      await Promise.all([
-        runLimited(large, concurrency, async (run) => {
-          const sector = run.oldChunk * cs;
-          const count = runBytes(run) / SECTOR_BYTES;
-          await rate?.admit(count * SECTOR_BYTES);
-          const r = await kcopyd.copy({ device: cow, sector: run.newChunk * cs, count }, [{ device: origin, sector }], {
-            signal: opts.signal,
-          });
-          if (r.readErr || r.writeErr !== 0) throw copyFailed(run, r.errors[0]);
-        }),
-        gatherCopy(small),
-      ]);
+      // One kcopyd job per batch: runs whose COW chunks lie close together
+      // are read as one span and scattered to the origin in one native call.
+      const r = await kcopyd.copyExtents(
+        cow,
+        origin,
+        batch.runs.map((run) => ({ srcSector: run.newChunk * cs, destSector: run.oldChunk * cs, count: runBytes(run) / SECTOR_BYTES })),
+        { signal: opts.signal },
+      );
+      if (r.readErr || r.writeErr !== 0) throw copyFailed(runAt(batch.runs, r.errors[0], cs), r.errors[0]);
       crashPoint('snapshot-merge:copied');
       await origin.flush();
       crashPoint('snapshot-merge:origin-flushed');
@@ -273,6 +200,13 @@ export async function mergeSnapshot(origin: Device, cow: Device, opts: MergeOpti
     if (!opts.kcopyd) await kcopyd.destroy();
   }
   return result(false);
+}
+
+/** The run whose COW or origin range holds the failed I/O (for the error message). */
+function runAt(runs: Run[], e: DeviceError | undefined, cs: number): Run {
+  const sector = e ? e.byteOffset / SECTOR_BYTES : -1;
+  const inside = (start: number, chunks: number) => sector >= start * cs && sector < (start + chunks) * cs;
+  return runs.find((r) => (e?.op === 'read' ? inside(r.newChunk, r.chunks) : inside(r.oldChunk, r.chunks))) ?? runs[0];
 }
 
 /** What a merge would do, without writing anything. */
