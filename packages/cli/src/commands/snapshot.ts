@@ -426,7 +426,7 @@ const mergeCommand: CommandModule<object, any> = {
       if (r.dryRun) {
         out.line(`would merge ${r.exceptions} exceptions (${formatBytes(r.mergedBytes)}) in ${r.batches} batches of ${r.runs} runs; status after: ${r.status}`);
       } else {
-        out.line(`merged ${r.mergedChunks} exceptions (${formatBytes(r.mergedBytes)}) in ${r.batches} batches, ${r.seconds.toFixed(2)} s (${formatRate(r.mergedBytes, r.seconds)}); status ${r.status}`);
+        out.line(`merged ${r.mergedChunks} exceptions (${formatBytes(r.mergedBytes)}) in ${r.batches} batch${r.batches === 1 ? '' : 'es'}, ${r.seconds.toFixed(2)} s (${formatRate(r.mergedBytes, r.seconds)}); status ${r.status}`);
       }
       out.result(summary);
       return ExitCode.OK;
