@@ -1,6 +1,7 @@
 import * as fs from 'fs';
+import { constants as osConstants } from 'os';
 import { binding } from './binding';
-import { DeviceError, DeviceOp, errnoName, errnoOf } from './errors';
+import { DeviceError, DeviceOp, errnoHint, errnoName, errnoOf } from './errors';
 import { faults, FaultOp } from './faults';
 
 export interface OpenOptions {
@@ -57,17 +58,21 @@ export class Device {
    * The identity `open` would report, from stat alone: lets callers refuse
    * the same device given twice before opening (and O_EXCL-claiming) any.
    */
-  static identityOf(path: string): string {
+  static identityOf(path: string, role?: string): string {
+    const fail = (errno: number) => {
+      const detail = role ? `${role}: ${errnoHint(errnoName(errno))}` : undefined;
+      return new DeviceError(errno, 'open', path, 0, 0, detail);
+    };
     let st: fs.Stats;
     try {
       st = fs.statSync(path);
     } catch (e) {
-      const errno = (e as NodeJS.ErrnoException).errno ?? -errnoOf('ENOENT');
-      throw new DeviceError(-errno, 'open', path);
+      const code = (e as NodeJS.ErrnoException).code ?? 'ENOENT';
+      throw fail((osConstants.errno as Record<string, number>)[code] ?? errnoOf('ENOENT'));
     }
     if (st.isBlockDevice()) return `block:${st.rdev}`;
     if (st.isFile()) return `file:${st.dev}:${st.ino}`;
-    throw new DeviceError(errnoOf('ENODEV'), 'open', path);
+    throw fail(errnoOf('ENODEV'));
   }
 
   get sizeSectors(): number {

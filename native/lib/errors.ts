@@ -22,6 +22,11 @@ const hints: Record<string, string> = {
   EINVAL: 'invalid argument (misaligned O_DIRECT I/O?)',
 };
 
+/** The plain-words meaning of an errno name, as error messages show it. */
+export function errnoHint(code: string): string {
+  return hints[code] ?? 'error';
+}
+
 /**
  * An I/O error on one device. Carries the errno name, the device path, the
  * operation and the byte range, so callers can report it in one line.

@@ -1,5 +1,3 @@
-import * as fs from 'fs';
-import { constants as osConstants } from 'os';
 import { allocBuffer, Device, DeviceError } from '@dmtool/native';
 import { CoreLog, DirtyLog, SyncMode } from './dirty-log';
 import { DiskLog } from './disk-log';
@@ -45,25 +43,11 @@ export function configFromTable(t: MirrorTable): MirrorConfig {
   };
 }
 
-function identityOf(path: string, role: string): string {
-  let st: fs.Stats;
-  try {
-    st = fs.statSync(path);
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code ?? 'ENOENT';
-    const errno = (osConstants.errno as Record<string, number>)[code] ?? osConstants.errno.ENOENT;
-    throw new DeviceError(errno, 'open', path, 0, 0, `${role}: ${code === 'ENOENT' ? 'no such file or device' : (e as Error).message}`);
-  }
-  if (st.isBlockDevice()) return `block:${st.rdev}`;
-  if (st.isFile()) return `file:${st.dev}:${st.ino}`;
-  throw new MirrorError('ENODEV', `${role} ${path} is not a regular file or block device`, { path });
-}
-
 /** Refuse a device named twice (as two legs, or as a leg and the log). */
 export function checkDistinct(paths: { path: string; role: string }[]): void {
   const seen = new Map<string, string>();
   for (const p of paths) {
-    const id = identityOf(p.path, p.role);
+    const id = Device.identityOf(p.path, p.role);
     const before = seen.get(id);
     if (before) throw new MirrorError('EINVAL', `${p.path} is given twice (as ${before} and as ${p.role})`, { path: p.path });
     seen.set(id, p.role);
