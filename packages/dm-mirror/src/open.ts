@@ -1,4 +1,4 @@
-import { allocBuffer, Device, DeviceError } from '@dmtool/native';
+import { allocBuffer, Device } from '@dmtool/native';
 import { CoreLog, DirtyLog, SyncMode } from './dirty-log';
 import { DiskLog } from './disk-log';
 import { MirrorError } from './errors';
