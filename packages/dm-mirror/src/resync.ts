@@ -8,6 +8,8 @@ export interface ResyncProgress {
   /** Regions out of sync when the run started. */
   regionsTotal: number;
   sectorsDone: number;
+  /** Sectors of regions recorded in sync in the log (legs flushed first): durable progress. */
+  sectorsRecorded: number;
   sectorsTotal: number;
   inFlight: number;
   /** In-sync regions / all regions, as the status line counts them. */
@@ -98,11 +100,17 @@ export async function resync(mirror: MirrorSet, opts: ResyncOptions = {}): Promi
   const commitIntervalMs = opts.commitIntervalMs ?? 1000;
   let uncommitted = 0;
   let lastCommit = Date.now();
+  let sectorsPending = 0;
+  let sectorsRecorded = 0;
   const commit = async (): Promise<void> => {
     uncommitted = 0;
     lastCommit = Date.now();
+    const recording = sectorsPending;
+    sectorsPending = 0;
     await rh.update();
+    sectorsRecorded += recording;
     crashPoint('mirror-resync:recorded');
+    report();
   };
 
   const report = () =>
@@ -110,6 +118,7 @@ export async function resync(mirror: MirrorSet, opts: ResyncOptions = {}): Promi
       regionsDone,
       regionsTotal: outOfSync,
       sectorsDone: sectorsCopied,
+      sectorsRecorded,
       sectorsTotal,
       inFlight,
       syncCount: mirror.log.getSyncCount(),
@@ -148,6 +157,7 @@ export async function resync(mirror: MirrorSet, opts: ResyncOptions = {}): Promi
     }
     crashPoint('mirror-resync:region-copied');
     if (copied) sectorsCopied += count;
+    if (copied && reachedAllLegs) sectorsPending += count;
     // In sync only if this copy wrote every other leg (a leg that failed
     // during another region's copy still received this one).
     const allLegsHave = copied && reachedAllLegs;

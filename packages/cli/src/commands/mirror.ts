@@ -241,7 +241,8 @@ const resyncCommand: CommandModule<object, any> = {
           throttlePercent: o.throttle,
           rateBytesPerSecond: o.rate,
           signal: interrupt.signal,
-          onProgress: (p) => progress.update(p.sectorsDone * SECTOR_BYTES),
+          // Counts regions recorded in sync (legs flushed, log written), not copies in flight.
+          onProgress: (p) => progress.update(p.sectorsRecorded * SECTOR_BYTES),
         });
       } finally {
         progress.stop();

@@ -5,6 +5,8 @@ import { Output } from './output';
 import { Progress } from './progress';
 import { formatBytes, formatRate } from './units';
 
+const PROGRESS_FLUSH_MS = 1000;
+
 export interface CopyRun {
   from?: Region;
   to: (DestinationRegion & { count?: number })[];
@@ -73,7 +75,37 @@ export async function run(client: KcopydClient, job: CopyRun): Promise<CopyRunRe
   let errors: DeviceError[] = [];
   let sectorsDone = 0;
   let interrupted = false;
-  const onProgress = (p: { doneSectors: number }) => job.onProgress(p.doneSectors);
+  let flushErr = 0;
+  const flushErrors: DeviceError[] = [];
+  const flushAll = async () => {
+    await Promise.all(
+      job.to.map(async (d, i) => {
+        if ((writeErr | flushErr) & (1 << i)) return;
+        try {
+          await d.device.flush();
+        } catch (e) {
+          if (!(e instanceof DeviceError)) throw e;
+          flushErr |= 1 << i;
+          flushErrors.push(e);
+        }
+      }),
+    );
+  };
+  // Progress reports durable sectors: about once a second the destinations
+  // are flushed and what was written before the flush is reported.
+  let written = 0;
+  let durable = 0;
+  let flushing: Promise<void> | undefined;
+  const ticker = setInterval(() => {
+    if (flushing || written === durable) return;
+    const upTo = written;
+    flushing = flushAll().then(() => {
+      durable = upTo;
+      job.onProgress(durable);
+      flushing = undefined;
+    });
+  }, PROGRESS_FLUSH_MS);
+  const onProgress = (p: { doneSectors: number }) => (written = p.doneSectors);
   try {
     const r = job.from
       ? await client.copy(job.from, job.to, { flags: job.flags, signal: job.signal, onProgress })
@@ -86,19 +118,14 @@ export async function run(client: KcopydClient, job: CopyRun): Promise<CopyRunRe
     if (!(e instanceof AbortError)) throw e;
     interrupted = true;
     sectorsDone = e.sectorsDone;
+  } finally {
+    clearInterval(ticker);
+    await flushing;
   }
-  await Promise.all(
-    job.to.map(async (d, i) => {
-      if (writeErr & (1 << i)) return;
-      try {
-        await d.device.flush();
-      } catch (e) {
-        if (!(e instanceof DeviceError)) throw e;
-        writeErr |= 1 << i;
-        errors.push(e);
-      }
-    }),
-  );
+  await flushAll();
+  writeErr |= flushErr;
+  errors = [...errors, ...flushErrors];
+  if (!readErr && writeErr === 0) job.onProgress(sectorsDone);
   const seconds = Number(process.hrtime.bigint() - started) / 1e9;
   return {
     readErr,
