@@ -64,6 +64,7 @@ describeLoop('dmtool mirror-* on loop devices', () => {
     expect(sj.table).toBe(`0 ${LEG_BYTES / 512} mirror disk 2 ${log.path} ${REGION} 3 ${legPaths().map((p) => `${p} 0`).join(' ')}`);
     expect(sj.regionSize).toBe(REGION);
     expect(sj.outOfSyncRegions).toBe(REGIONS);
+    expect(sj.dirtyRegionRanges).toEqual([[0, REGIONS - 1]]);
 
     const chk = dmtool(['mirror-check', ...legPaths(), '--region-size', String(REGION), '--json']);
     expect(chk.code).toBe(1);

@@ -70,7 +70,8 @@ function mirrorOptions(y: Argv): Argv {
 
 function statusJson(m: MirrorSet) {
   const s = m.status();
-  return { ...s, dirtyRegionList: m.log.dirtyRegions(), outOfSyncRegions: m.regionCount - m.log.getSyncCount() };
+  // Ranges, not one entry per region: a large log stays a short document.
+  return { ...s, dirtyRegionRanges: regionRuns(m.log.dirtyRegions()), outOfSyncRegions: m.regionCount - m.log.getSyncCount() };
 }
 
 function printStatus(out: Output, m: MirrorSet): void {
@@ -84,15 +85,21 @@ function printStatus(out: Output, m: MirrorSet): void {
   );
 }
 
-/** "0-3,7,9-12", shortened after 20 runs. */
-function compactList(values: number[]): string {
-  const runs: string[] = [];
+/** Ascending region numbers as [first, last] runs of consecutive regions. */
+function regionRuns(values: number[]): [number, number][] {
+  const runs: [number, number][] = [];
   for (let i = 0; i < values.length; ) {
     let j = i;
     while (j + 1 < values.length && values[j + 1] === values[j] + 1) j++;
-    runs.push(i === j ? `${values[i]}` : `${values[i]}-${values[j]}`);
+    runs.push([values[i], values[j]]);
     i = j + 1;
   }
+  return runs;
+}
+
+/** "0-3,7,9-12", shortened after 20 runs. */
+function compactList(values: number[]): string {
+  const runs = regionRuns(values).map(([a, b]) => (a === b ? `${a}` : `${a}-${b}`));
   return runs.length > 20 ? `${runs.slice(0, 20).join(',')},... (${values.length} regions)` : runs.join(',');
 }
 
