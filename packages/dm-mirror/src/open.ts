@@ -27,6 +27,12 @@ export interface OpenMirrorOptions {
   persistLog?: boolean;
   /** O_DIRECT for legs. */
   direct?: boolean;
+  /**
+   * Accept a disk log whose region count differs from the mirror's, as the
+   * kernel does on activation (a resized mirror): regions the log did not
+   * cover start out of sync, surplus bits are dropped. Needs the region size.
+   */
+  adoptLog?: boolean;
 }
 
 export const DEFAULT_REGION_SIZE = 1024;
@@ -131,6 +137,9 @@ export async function openMirror(cfg: MirrorConfig, opts: OpenMirrorOptions = {}
       const logDev = Device.open(cfg.log.path, { write: persist });
       opened.push(logDev);
       let rs = cfg.regionSize;
+      if (rs === undefined && opts.adoptLog && !create) {
+        throw new MirrorError('EINVAL', `adopting the log ${logDev.path} needs the region size (--region-size or a table line)`, { path: logDev.path });
+      }
       if (rs === undefined) {
         if (create) rs = DEFAULT_REGION_SIZE;
         else {
@@ -146,7 +155,12 @@ export async function openMirror(cfg: MirrorConfig, opts: OpenMirrorOptions = {}
         }
       }
       const regionCount = regionsFor(length, rs);
-      log = new DiskLog(logDev, { regionSize: rs, regionCount, syncMode, create, strict: true, persist });
+      if (opts.adoptLog && !create) {
+        // Still refuse what is not a dm-log at all: adopting only forgives the region count.
+        const onDisk = await readLogRegionCount(logDev);
+        if (onDisk < 1) throw new MirrorError('EINVAL', `dirty log ${logDev.path} records no regions`, { path: logDev.path, sector: 0, sectors: 1 });
+      }
+      log = new DiskLog(logDev, { regionSize: rs, regionCount, syncMode, create, strict: opts.adoptLog !== true, persist });
       await log.resume();
     }
     return new MirrorSet({ legs, log, lengthSectors: length, handleErrors: cfg.handleErrors, keepLog: cfg.keepLog });

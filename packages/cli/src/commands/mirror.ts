@@ -31,6 +31,7 @@ const mirrorSchema = z.object({
   log: z.string().min(1).optional(),
   regionSize: sectorsSchema.optional(),
   table: z.string().min(1).optional(),
+  adoptLog: z.boolean().default(false),
   json: z.boolean().default(false),
 });
 
@@ -66,6 +67,17 @@ function mirrorOptions(y: Argv): Argv {
     .option('region-size', { type: 'string', describe: 'region size in sectors (power of two; k/M suffix = bytes)' })
     .option('table', { type: 'string', describe: 'a kernel table line for the mirror target, instead of --log and legs' })
     .option('json', { type: 'boolean', describe: 'print the result as JSON', default: false });
+}
+
+/** For commands that read an existing log: the kernel's rule for a resized mirror, on request. */
+function adoptLogOption(y: Argv): Argv {
+  return y.option('adopt-log', {
+    type: 'boolean',
+    describe:
+      "accept a log whose region count differs from the mirror's (a resized mirror), as the kernel does on activation: " +
+      'regions the log did not cover are out of sync, surplus bits are dropped; needs --region-size or --table',
+    default: false,
+  });
 }
 
 function statusJson(m: MirrorSet) {
@@ -172,14 +184,14 @@ const statusCommand: CommandModule<object, any> = {
   command: 'mirror-status [legs..]',
   describe: 'Show a mirror\'s status as `dmsetup status` and `dmsetup table` print it (read-only)',
   builder: (y: Argv) =>
-    mirrorOptions(y)
+    adoptLogOption(mirrorOptions(y))
       .example('$0 mirror-status --log log.img leg0.img leg1.img', 'in-sync count, leg and log health, dirty regions')
       .example('$0 mirror-status --log /dev/loop9 /dev/loop1 /dev/loop2 --json', 'the same as JSON')
       .epilog(`Nothing is written. Without --region-size it is derived from the log's region count and the leg size.\n${TABLE_HELP}\n${EXIT_CODES_HELP}`),
   handler: runCommand(async (argv) => {
     const o = parseOptions(mirrorSchema, argv);
     const out = new Output(o.json);
-    const m = await openMirror(mirrorConfig(o), { persistLog: false });
+    const m = await openMirror(mirrorConfig(o), { persistLog: false, adoptLog: o.adoptLog });
     try {
       printStatus(out, m);
       out.result(statusJson(m));
@@ -213,7 +225,7 @@ const resyncCommand: CommandModule<object, any> = {
   command: 'mirror-resync [legs..]',
   describe: 'Copy every out-of-sync region from the default leg to the other legs, then record it clean',
   builder: (y: Argv) =>
-    mirrorOptions(y)
+    adoptLogOption(mirrorOptions(y))
       .option('rate', { type: 'string', describe: 'limit to this many bytes per second, e.g. 100M' })
       .option('throttle', { type: 'number', describe: 'percent of time copy I/O may be in flight (raid1_resync_throttle)', default: 100 })
       .option('parallel', { type: 'number', describe: 'regions copied at once (the kernel copies 1)', default: 4 })
@@ -229,7 +241,7 @@ const resyncCommand: CommandModule<object, any> = {
   handler: runCommand(async (argv) => {
     const o = parseOptions(resyncSchema, argv);
     const out = new Output(o.json);
-    const m = await openMirror(mirrorConfig(o), { writeLegs: !o.dryRun, persistLog: !o.dryRun, direct: o.direct });
+    const m = await openMirror(mirrorConfig(o), { writeLegs: !o.dryRun, persistLog: !o.dryRun, direct: o.direct, adoptLog: o.adoptLog });
     try {
       const outOfSync = m.regionCount - m.log.getSyncCount();
       let todoSectors = 0;
