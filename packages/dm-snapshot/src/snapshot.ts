@@ -202,19 +202,22 @@ export class Origin {
 
   /** @internal Copy origin chunks into COWs; returns the snapshots whose copy failed. */
   async copyOut(perSnap: Map<Snapshot, { oldChunk: number; newChunk: number }[]>): Promise<Set<Snapshot>> {
-    const groups = new Map<string, CopyOut>();
+    // One group per origin chunk and chunk size, split every MAX_DESTINATIONS snapshots.
+    const open = new Map<string, CopyOut>();
+    const groups: CopyOut[] = [];
     for (const [snap, entries] of perSnap) {
       for (const e of entries) {
         const key = `${snap.chunkSectors}:${e.oldChunk}`;
-        let g = groups.get(key);
+        let g = open.get(key);
         if (!g || g.dests.length === MAX_DESTINATIONS) {
           g = { chunkSectors: snap.chunkSectors, oldChunk: e.oldChunk, chunks: 1, dests: [] };
-          groups.set(g.dests.length === MAX_DESTINATIONS ? `${key}:${groups.size}` : key, g);
+          open.set(key, g);
+          groups.push(g);
         }
         g.dests.push({ snap, newChunk: e.newChunk });
       }
     }
-    const jobs = coalesce([...groups.values()]);
+    const jobs = coalesce(groups);
     const failed = new Set<Snapshot>();
     const originSectors = this.sizeSectors;
     await runLimited(jobs, this.copyConcurrency, async (job) => {
