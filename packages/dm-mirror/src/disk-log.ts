@@ -104,27 +104,51 @@ export class DiskLog extends MemoryLog {
     this.touchedCleaned = false;
     this.touchedDirtied = false;
     if (this.opts.persist === false) return;
+    this.encodeBuffer();
     await this.writeBuffer();
     await this.flushDevice();
   }
 
-  async flush(): Promise<void> {
-    if (!this.touchedCleaned && !this.touchedDirtied) return;
-    if (this.touchedCleaned && this.flushCallback) {
-      try {
-        await this.flushCallback();
-      } catch {
-        // Which regions are durable is unknown now: treat every region as dirty.
-        this.flushFailed = true;
-        this.clean.fill(false);
-      }
-    }
-    await this.writeBuffer();
-    if (this.touchedDirtied) {
-      await this.flushDevice();
-      this.touchedDirtied = false;
-    }
+  private flushQueue: Promise<void> = Promise.resolve();
+
+  /**
+   * Persist the log (§5.5). Flushes run one at a time. Each takes the
+   * bitmap as it is when it starts: a region cleaned while the legs are
+   * being flushed is left for the next flush (its data may not be covered),
+   * and a region dirtied meanwhile keeps its flag, so the flush its writer
+   * then awaits writes it before the writer's data reaches the legs.
+   */
+  flush(): Promise<void> {
+    const run = this.flushQueue.then(() => this.flushOnce());
+    this.flushQueue = run.catch(() => undefined);
+    return run;
+  }
+
+  private async flushOnce(): Promise<void> {
+    const cleaned = this.touchedCleaned;
+    const dirtied = this.touchedDirtied;
+    if (!cleaned && !dirtied) return;
     this.touchedCleaned = false;
+    this.touchedDirtied = false;
+    this.encodeBuffer();
+    try {
+      if (cleaned && this.flushCallback) {
+        try {
+          await this.flushCallback();
+        } catch {
+          // Which regions are durable is unknown now: treat every region as dirty.
+          this.flushFailed = true;
+          this.clean.fill(false);
+          this.encodeBuffer();
+        }
+      }
+      await this.writeBuffer();
+      if (dirtied) await this.flushDevice();
+    } catch (e) {
+      this.touchedCleaned ||= cleaned;
+      this.touchedDirtied ||= dirtied;
+      throw e;
+    }
   }
 
   override async sync(): Promise<void> {
@@ -141,15 +165,19 @@ export class DiskLog extends MemoryLog {
 
   /** The buffer as it is (or would be) on disk. */
   encode(): Buffer {
-    return Buffer.from(encodeDiskLog(this.regionCount, this.clean, this.device.logicalBlockSize, this.unused, this.buffer));
+    return encodeDiskLog(this.regionCount, this.clean, this.device.logicalBlockSize, this.unused);
   }
 
   override close(): void {
     this.device.close();
   }
 
-  private async writeBuffer(): Promise<void> {
+  private encodeBuffer(): void {
     encodeDiskLog(this.regionCount, this.clean, this.device.logicalBlockSize, this.unused, this.buffer);
+  }
+
+  /** Write the buffer as last encoded. */
+  private async writeBuffer(): Promise<void> {
     try {
       await this.device.write(this.buffer, 0, this.bufferBytes, 0);
       this.writes++;

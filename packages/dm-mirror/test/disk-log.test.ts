@@ -61,6 +61,37 @@ describe('disk log on a file (dm-log.c disk_*)', () => {
     log.close();
   });
 
+  test('a region dirtied while a flush is in flight is on disk once its own flush returns', async () => {
+    const log = await DiskLog.open(Device.open(file, { write: true }), { regionSize: 8, regionCount: 40, syncMode: 'nosync' });
+    log.markRegion(0);
+    const first = log.flush();
+    await new Promise((r) => setImmediate(r)); // the first flush is now waiting on its I/O
+    log.markRegion(5);
+    await first;
+    await log.flush();
+    expect(onDisk(40).clean.zeros()).toEqual([0, 5]);
+    log.close();
+  });
+
+  test('a region cleaned while the legs are being flushed is not recorded clean by that flush', async () => {
+    const log = await DiskLog.open(Device.open(file, { write: true }), { regionSize: 8, regionCount: 40, syncMode: 'nosync' });
+    log.markRegion(1);
+    log.markRegion(2);
+    await log.flush();
+    let legFlushes = 0;
+    log.setFlushCallback(async () => {
+      legFlushes++;
+      if (legFlushes === 1) log.clearRegion(2); // cleaned after this leg flush started
+    });
+    log.clearRegion(1);
+    await log.flush();
+    expect(onDisk(40).clean.zeros()).toEqual([2]);
+    await log.flush();
+    expect(legFlushes).toBe(2);
+    expect(onDisk(40).clean.zeros()).toEqual([]);
+    log.close();
+  });
+
   test('a failed leg flush marks every region dirty and ignores later clears', async () => {
     const log = await DiskLog.open(Device.open(file, { write: true }), { regionSize: 8, regionCount: 40, syncMode: 'nosync' });
     log.markRegion(1);
