@@ -28,6 +28,7 @@ export async function copyOut(
   dests: readonly CopyOutTarget[],
   writeOnReadError = false,
 ): Promise<CopyOutResult> {
+  if (dests.length === 0) throw new RangeError('copyOut needs at least one destination');
   src.checkIo('read', buf, 0, bytes, srcByteOffset);
   for (const d of dests) d.device.checkIo('write', buf, 0, bytes, d.byteOffset);
   if (faults.active) return copyOutStepwise(src, srcByteOffset, bytes, buf, dests, writeOnReadError);

@@ -96,7 +96,7 @@ class CopyOutWorker : public Napi::AsyncWorker {
   void Execute() override {
     readErr_ = ReadFully(srcFd_, buffer_.data, length_, srcPosition_, &readDone_);
     if (readErr_ == 0 && readDone_ < length_) readErr_ = EIO;  // source ended early
-    if (readErr_ != 0 && !writeOnReadError_) return;
+    if ((readErr_ != 0 && !writeOnReadError_) || destFds_.empty()) return;
     // Destinations are written in parallel: the first on this thread, the
     // others on short-lived threads, so N legs cost about one write's time.
     std::vector<std::thread> helpers;

@@ -138,15 +138,18 @@ describe('snapshot-merge survives kill -9 and resumes', () => {
   test('repeated crashes, each run making progress, until done', async () => {
     const pair = freshPair();
     let left = original.length;
+    let kills = 0;
     for (let i = 0; i < 6; i++) {
       const r = dmtool(['snapshot-merge', pair.origin, pair.cow, ...BATCH], {
         env: { DMTOOL_FAULTS: JSON.stringify({ crashAt: { point: 'snapshot-merge:area-written', hit: 7 } }) },
       });
       if (r.signal !== 'SIGKILL') break;
+      kills++;
       const now = await checkInterrupted(pair);
       expect(now).toBeLessThan(left);
       left = now;
     }
+    expect(kills).toBeGreaterThanOrEqual(2);
     finish(pair);
   });
 

@@ -126,6 +126,20 @@ export async function openMirror(cfg: MirrorConfig, opts: OpenMirrorOptions = {}
         );
       }
     }
+    if (opts.direct) {
+      // O_DIRECT needs every region copy aligned to the legs' logical blocks: refuse now, not mid-resync.
+      for (const l of legs) {
+        const align = l.device.logicalBlockSize / 512;
+        const rs = cfg.regionSize ?? 0;
+        if (l.offsetSectors % align !== 0 || length % align !== 0 || rs % align !== 0) {
+          throw new MirrorError(
+            'EINVAL',
+            `leg ${l.device.path} has ${l.device.logicalBlockSize}-byte blocks: with --direct the offset (${l.offsetSectors}), mirror length (${length}) and region size must be multiples of ${align} sectors`,
+            { path: l.device.path, sector: l.offsetSectors, sectors: length },
+          );
+        }
+      }
+    }
     const syncMode = cfg.syncMode ?? 'default';
     let log: DirtyLog;
     if (cfg.log.type === 'core') {

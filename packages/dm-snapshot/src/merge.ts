@@ -110,7 +110,9 @@ export async function mergeSnapshot(origin: Device, cow: Device, opts: MergeOpti
   const total = store.table.size;
   const originSectors = origin.sizeSectors;
   const batchBytes = opts.batchBytes ?? 64 << 20;
-  if (!(batchBytes >= chunkBytes)) throw new RangeError(`batchBytes must be at least one chunk (${chunkBytes} bytes)`);
+  if (!(batchBytes >= chunkBytes)) {
+    throw new SnapshotError('EINVAL', 'out-of-range', `batch size ${batchBytes} bytes is smaller than one chunk (${chunkBytes} bytes)`, { path: cow.path });
+  }
   const maxChunks = Math.floor(batchBytes / chunkBytes);
   const kernelBatches = opts.kernelBatches === true;
   const runBytes = (r: Run) => Math.min(r.chunks * cs, originSectors - r.oldChunk * cs) * SECTOR_BYTES;

@@ -114,6 +114,8 @@ export class PersistentStore implements ExceptionStore {
     await store.ioMetadata(async () => {
       store.scratch.fill(0);
       await cow.write(store.scratch, 0, geometry.chunkBytes, geometry.chunkToByte(geometry.areaChunk(0)));
+      // The empty area 0 must be durable before a valid header can point at it.
+      await cow.flush();
       encodeHeader(store.scratch, { valid: true, chunkSectors });
       await cow.write(store.scratch, 0, geometry.chunkBytes, 0);
       await cow.flush();

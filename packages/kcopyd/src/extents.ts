@@ -104,6 +104,7 @@ export class ExtentJob {
   private readonly total: number;
   private next = 0;
   private aborted = false;
+  private broken = false;
   private readonly ignoreErrors: boolean;
   private result: CopyResult = { readErr: false, writeErr: 0, errors: [], sectorsDone: 0 };
 
@@ -129,7 +130,11 @@ export class ExtentJob {
     signal?.addEventListener('abort', onAbort, { once: true });
     try {
       const workers = Math.min(this.res.subJobsPerJob, this.groups.length);
-      await Promise.all(Array.from({ length: workers }, () => this.subJob()));
+      // Every sub-job settles before the job does, so no I/O is still in
+      // flight on the caller's devices when it sees the outcome.
+      const settled = await Promise.allSettled(Array.from({ length: workers }, () => this.guarded()));
+      const failure = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+      if (failure) throw failure.reason;
     } finally {
       signal?.removeEventListener('abort', onAbort);
     }
@@ -138,7 +143,17 @@ export class ExtentJob {
   }
 
   private get stopped(): boolean {
-    return this.aborted || ((this.result.readErr || this.result.writeErr !== 0) && !this.ignoreErrors);
+    return this.aborted || this.broken || ((this.result.readErr || this.result.writeErr !== 0) && !this.ignoreErrors);
+  }
+
+  /** A sub-job that throws (a bug or bad state, not an I/O error) stops the others from claiming more. */
+  private async guarded(): Promise<void> {
+    try {
+      await this.subJob();
+    } catch (e) {
+      this.broken = true;
+      throw e;
+    }
   }
 
   private async subJob(): Promise<void> {

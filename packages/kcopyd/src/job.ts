@@ -58,6 +58,7 @@ export class CopyJob {
   private readonly ignoreErrors: boolean;
   private readonly writeSeq: boolean;
   private aborted = false;
+  private broken = false;
   private result: CopyResult = { readErr: false, writeErr: 0, errors: [], sectorsDone: 0 };
 
   constructor(
@@ -79,7 +80,11 @@ export class CopyJob {
     try {
       const pieces = Math.ceil(this.spec.count / this.res.subJobSectors);
       const workers = Math.min(this.res.subJobsPerJob, pieces);
-      await Promise.all(Array.from({ length: workers }, () => this.subJob()));
+      // Every sub-job settles before the job does, so no I/O is still in
+      // flight on the caller's devices when it sees the outcome.
+      const settled = await Promise.allSettled(Array.from({ length: workers }, () => this.guarded()));
+      const failure = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+      if (failure) throw failure.reason;
     } finally {
       signal?.removeEventListener('abort', onAbort);
     }
@@ -89,7 +94,7 @@ export class CopyJob {
 
   private get stopped(): boolean {
     const failed = this.result.readErr || this.result.writeErr !== 0;
-    return this.aborted || (failed && !this.ignoreErrors);
+    return this.aborted || this.broken || (failed && !this.ignoreErrors);
   }
 
   private claim(): Piece | undefined {
@@ -98,6 +103,16 @@ export class CopyJob {
     const piece = { offsetSectors: this.cursor, count };
     this.cursor += count;
     return piece;
+  }
+
+  /** A sub-job that throws (a bug or bad state, not an I/O error) stops the others from claiming more. */
+  private async guarded(): Promise<void> {
+    try {
+      await this.subJob();
+    } catch (e) {
+      this.broken = true;
+      throw e;
+    }
   }
 
   private async subJob(): Promise<void> {

@@ -6,7 +6,7 @@ import {
   Snapshot,
   SnapshotError,
 } from '@dmtool/dm-snapshot';
-import { SECTOR_BYTES } from '@dmtool/kcopyd';
+import { Device, SECTOR_BYTES } from '@dmtool/kcopyd';
 import * as fs from 'fs';
 import type { Argv, CommandModule } from 'yargs';
 import { z } from 'zod';
@@ -277,6 +277,7 @@ const readCommand: CommandModule<object, any> = {
       if (length <= 0 || o.offset + length > snap.sizeSectors) {
         throw new CliError(`snapshot of ${snap.origin.device.path}: sectors ${o.offset}..${o.offset + length - 1} lie outside the ${snap.sizeSectors}-sector snapshot`);
       }
+      if (o.output) refuseOutputOverInput(o.output, [snap.origin.device, snap.cow]);
       const fd = o.output ? fs.openSync(o.output, 'w') : 1;
       const started = Date.now();
       try {
@@ -325,7 +326,7 @@ const writeCommand: CommandModule<object, any> = {
   handler: snapshotCommand(async (argv) => {
     const o = parseOptions(writeSchema, argv);
     const out = new Output(o.json);
-    const data = fs.readFileSync(o.input === '-' ? 0 : o.input);
+    const data = readInput(o.input);
     return withSnapshot(o, { origin: !o.dryRun && o.target === 'origin', cow: !o.dryRun }, async (origin, snap) => {
       const sectors = data.length / SECTOR_BYTES;
       const dev = o.target === 'origin' ? origin.device : snap.cow;
@@ -344,7 +345,7 @@ const writeCommand: CommandModule<object, any> = {
       if (o.target === 'origin') await origin.write(data, o.offset);
       else await snap.write(data, o.offset);
       await snap.flush();
-      await origin.flush().catch(() => undefined);
+      if (o.target === 'origin') await origin.flush();
       out.line(`wrote ${sectors} sectors to the ${o.target} at sector ${o.offset}; status ${snap.status()}`);
       out.result({ target: o.target, offset: o.offset, sectors, status: snap.status(), exceptions: snap.exceptionCount });
       if (!snap.valid) {
@@ -447,3 +448,24 @@ export const snapshotCommands: CommandModule<object, any>[] = [
   mergeCommand,
 ];
 
+/** The output file must not be the origin or the COW being read (opening it would truncate it). */
+function refuseOutputOverInput(output: string, inputs: Device[]): void {
+  let id: string;
+  try {
+    id = Device.identityOf(output);
+  } catch {
+    return; // does not exist yet: nothing to overwrite
+  }
+  const same = inputs.find((d) => d.identity === id);
+  if (same) throw new CliError(`--output ${output} is ${same.path}, which is being read; name another file`);
+}
+
+/** The data to write: a file, or stdin for "-"; a missing file is one line, not a stack. */
+function readInput(input: string): Buffer {
+  try {
+    return fs.readFileSync(input === '-' ? 0 : input);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code ?? 'EIO';
+    throw new CliError(`--input ${input}: ${code === 'ENOENT' ? 'no such file' : (e as Error).message}`);
+  }
+}

@@ -25,7 +25,7 @@ function isInputError(e: unknown): e is Error & { code: string } {
 export function exitCodeFor(e: unknown): ExitCodeValue {
   if (e instanceof CliError) return e.exitCode;
   if (e instanceof ZodError) return ExitCode.USAGE;
-  if (e instanceof AbortError) return ExitCode.INTERRUPTED;
+  if (e instanceof AbortError || (e instanceof Error && (e as { code?: unknown }).code === 'ABORT_ERR')) return ExitCode.INTERRUPTED;
   if (e instanceof DeviceError) return e.op === 'open' && DEVICE_OPEN_CODES.has(e.code) ? ExitCode.DEVICE : ExitCode.IO_ERROR;
   if (e instanceof KcopydError) return ExitCode.USAGE;
   if (isInputError(e)) return ExitCode.USAGE;
