@@ -149,6 +149,9 @@ const snapshotCases: Case[] = [
   { name: 'create: over an existing snapshot', args: (d) => { const k = kernelCow(d); return ['snapshot-create', k.origin, k.cow, '--chunk-size', '8']; }, status: 2, message: /^dmtool: EEXIST: COW already holds a snapshot header \(refusing to format over it\)/ },
   { name: 'status: a COW never formatted', args: (d) => { const z = path.join(d, 'z.img'); makeImage(z, MiB); return ['snapshot-status', z]; }, status: 2, message: /^dmtool: EINVAL: COW has no snapshot header \(magic is 0\); create the snapshot first/ },
   { name: 'read: range past the snapshot end', args: (d) => { const k = kernelCow(d); return ['snapshot-read', k.origin, k.cow, '--offset', '131072', '--length', '8', '-o', path.join(d, 'out.bin')]; }, status: 2, message: /sectors 131072\.\.131079 lie outside the 131072-sector snapshot$/ },
+  { name: 'read: output over the origin', args: (d) => { const k = kernelCow(d); return ['snapshot-read', k.origin, k.cow, '-o', k.origin]; }, status: 2, message: /^dmtool: --output .*origin\.img is .*origin\.img, which is being read; name another file$/ },
+  { name: 'write: missing input file', args: (d) => { const k = kernelCow(d); return ['snapshot-write', k.origin, k.cow, '--target', 'origin', '--offset', '0', '-i', path.join(d, 'nope.bin')]; }, status: 2, message: /^dmtool: --input .*nope\.bin: no such file$/ },
+  { name: 'merge: batch smaller than a chunk', args: (d) => { const k = kernelCow(d); return ['snapshot-merge', k.origin, k.cow, '--batch-size', '1k']; }, status: 2, message: /^dmtool: EINVAL: batch size 1024 bytes is smaller than one chunk \(4096 bytes\)/ },
   { name: 'write: unknown target', args: (d) => { const k = kernelCow(d); const z = dest(d, 'data.bin', 4096); return ['snapshot-write', k.origin, k.cow, '--target', 'bogus', '--offset', '0', '-i', z]; }, status: 2, message: /^dmtool: --target: Invalid enum value\. Expected 'origin' \| 'snapshot', received 'bogus'$/ },
 ];
 
