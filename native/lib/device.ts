@@ -3,6 +3,7 @@ import { constants as osConstants } from 'os';
 import { binding } from './binding';
 import { DeviceError, DeviceOp, errnoHint, errnoName, errnoOf } from './errors';
 import { faults, FaultOp } from './faults';
+import { WriteCache } from './write-cache';
 
 export interface OpenOptions {
   /** Open read-write (default: read-only). */
@@ -32,6 +33,7 @@ export class Device {
   /** Same value for two opens of the same file or block device. */
   readonly identity: string;
   private fd: number;
+  private cache?: WriteCache;
 
   private constructor(path: string, fd: number, info: ReturnType<typeof binding.open>, opts: OpenOptions) {
     this.path = path;
@@ -99,6 +101,7 @@ export class Device {
     if (done[1] < bytes) {
       throw new DeviceError(errnoOf('EIO'), 'read', this.path, byteOffset, bytes, 'device ended before the range did');
     }
+    this.cache?.overlay(buf, bufOffset, bytes, byteOffset);
   }
 
   async write(buf: Buffer, bufOffset: number, bytes: number, byteOffset: number): Promise<void> {
@@ -108,7 +111,8 @@ export class Device {
       if (fault.shortBytes > 0) await this.rawWrite(buf, bufOffset, fault.shortBytes, byteOffset);
       throw new DeviceError(fault.errno, 'write', this.path, byteOffset, bytes, 'injected fault');
     }
-    await this.rawWrite(buf, bufOffset, bytes, byteOffset);
+    if (faults.cacheOrder) (this.cache ??= new WriteCache()).add(byteOffset, buf.subarray(bufOffset, bufOffset + bytes));
+    else await this.rawWrite(buf, bufOffset, bytes, byteOffset);
     if (faults.active) faults.writeCompleted();
   }
 
@@ -117,6 +121,12 @@ export class Device {
     this.checkOpen('flush');
     const fault = this.fault('flush', 0, 0);
     if (fault) throw new DeviceError(fault.errno, 'flush', this.path, 0, 0, 'injected fault');
+    if (this.cache && faults.cacheOrder) {
+      for (const w of this.cache.take(faults.cacheOrder)) {
+        await this.rawWrite(w.data, 0, w.data.length, w.byteOffset);
+        faults.cachedWriteApplied();
+      }
+    }
     const errno = await new Promise<number>((resolve) => binding.datasync(this.fd, resolve));
     if (errno !== 0) throw new DeviceError(errno, 'flush', this.path);
   }
@@ -126,6 +136,10 @@ export class Device {
     this.checkRange('zero', byteOffset, bytes);
     const fault = this.fault('zero', byteOffset, bytes);
     if (fault) throw new DeviceError(fault.errno, 'zero', this.path, byteOffset, bytes, 'injected fault');
+    if (faults.cacheOrder) {
+      (this.cache ??= new WriteCache()).add(byteOffset, Buffer.alloc(bytes));
+      return;
+    }
     const errno = await new Promise<number>((resolve) =>
       binding.zeroRange(this.fd, this.isBlockDevice, byteOffset, bytes, resolve),
     );
@@ -149,6 +163,8 @@ export class Device {
 
   close(): void {
     if (this.fd < 0) return;
+    // A process that ends normally leaves its writes to the OS, which writes them back.
+    for (const w of this.cache?.take('fifo') ?? []) fs.writeSync(this.fd, w.data, 0, w.data.length, w.byteOffset);
     const errno = binding.close(this.fd);
     this.fd = -1;
     if (errno !== 0) throw new DeviceError(errno, 'close', this.path);

@@ -32,6 +32,13 @@ export interface FaultPlan {
   crashAfterWrites?: number;
   /** SIGKILL the process the n-th time (1-based) the named crash point is reached. */
   crashAt?: { point: string; hit: number };
+  /**
+   * Keep writes in a volatile cache until the device is flushed (see
+   * WriteCache); a flush applies them in this order ('reverse' is the harsh one).
+   */
+  volatileCache?: { order?: 'fifo' | 'reverse' };
+  /** With volatileCache: SIGKILL after this many cached writes were applied by flushes. */
+  crashDuringFlush?: number;
 }
 
 interface RuleState {
@@ -49,6 +56,8 @@ class FaultInjector {
   private rules: RuleState[] = [];
   private writesLeft = Infinity;
   private crashPoint?: { point: string; hit: number };
+  private cache?: { order: 'fifo' | 'reverse' };
+  private appliesLeft = Infinity;
   private pointHits = new Map<string, number>();
 
   setPlan(plan: FaultPlan | undefined): void {
@@ -58,11 +67,22 @@ class FaultInjector {
     });
     this.writesLeft = plan?.crashAfterWrites ?? Infinity;
     this.crashPoint = plan?.crashAt;
+    this.cache = plan?.volatileCache ? { order: plan.volatileCache.order ?? 'fifo' } : undefined;
+    this.appliesLeft = plan?.crashDuringFlush ?? Infinity;
     this.pointHits.clear();
   }
 
+  /** The flush order when writes go to a volatile cache, else undefined. */
+  get cacheOrder(): 'fifo' | 'reverse' | undefined {
+    return this.cache?.order;
+  }
+
+  cachedWriteApplied(): void {
+    if (--this.appliesLeft <= 0) process.kill(process.pid, 'SIGKILL');
+  }
+
   get active(): boolean {
-    return this.rules.length > 0 || this.writesLeft !== Infinity || this.crashPoint !== undefined;
+    return this.rules.length > 0 || this.writesLeft !== Infinity || this.crashPoint !== undefined || this.cache !== undefined;
   }
 
   /** The fault to inject into this operation, if any. */
