@@ -109,6 +109,30 @@ describe('snapshot-merge survives kill -9 and resumes', () => {
     finish(pair);
   });
 
+  // A power cut, not just a killed process: writes not yet flushed are lost,
+  // and a flush in progress may have persisted its writes in any order.
+  const powerCut = { volatileCache: { order: 'reverse' as const } };
+
+  test.each(points)('power cut at %s (hit %i)', async (point, hit) => {
+    const pair = freshPair();
+    const r = dmtool(['snapshot-merge', pair.origin, pair.cow, ...BATCH], {
+      env: { DMTOOL_FAULTS: JSON.stringify({ ...powerCut, crashAt: { point, hit } }) },
+    });
+    expect(r.signal).toBe('SIGKILL');
+    await checkInterrupted(pair);
+    finish(pair);
+  });
+
+  test.each([1, 2, 5, 13, 40, 150])('power cut after %i cached writes reached the disk during flushes', async (applied) => {
+    const pair = freshPair();
+    const r = dmtool(['snapshot-merge', pair.origin, pair.cow, ...BATCH], {
+      env: { DMTOOL_FAULTS: JSON.stringify({ ...powerCut, crashDuringFlush: applied }) },
+    });
+    expect(r.signal).toBe('SIGKILL');
+    await checkInterrupted(pair);
+    finish(pair);
+  });
+
   test.each([1, 3, 8, 21, 60, 90])('crash after %i writes', async (writes) => {
     const pair = freshPair();
     const r = dmtool(['snapshot-merge', pair.origin, pair.cow, ...BATCH], {
