@@ -98,12 +98,16 @@ export class RegionHash {
   endWrite(region: number, legFailed = false): void {
     const e = this.entries.get(region);
     if (!e || e.pending <= 0) throw new Error(`region ${region} has no pending write`);
-    if (legFailed && e.state !== 'NOSYNC') {
+    // A region being recovered stays RECOVERING: the recovery copies it to
+    // every leg anyway, and its entry must live until the recovery ends to
+    // release the writes parked on it.
+    const recovering = e.state === 'RECOVERING';
+    if (legFailed && e.state !== 'NOSYNC' && !recovering) {
       e.state = 'NOSYNC';
       this.log.setRegionSync(region, false);
     }
     if (--e.pending > 0) return;
-    if (this.flushFailure) e.state = 'NOSYNC';
+    if (this.flushFailure && !recovering) e.state = 'NOSYNC';
     if (e.state === 'DIRTY') {
       e.state = 'CLEAN';
       this.cleanQueue.add(region);

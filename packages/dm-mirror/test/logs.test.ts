@@ -147,3 +147,24 @@ describe('table lines', () => {
     expect(deriveRegionSize(2048, 3)).toBeUndefined();
   });
 });
+
+describe('region hash: a leg failing on a write that is draining before a recovery', () => {
+  test('the region stays RECOVERING and the writes parked on it are released when it ends', async () => {
+    const log = new CoreLog(8, 4, 'nosync');
+    const rh = new RegionHash(log, 32);
+    log.setRegionSync(2, false); // region 2 needs resync
+    await rh.beginWrite(2); // a write in flight before the recovery starts
+    const prepared = rh.recoveryPrepare(); // waits for that write to drain
+    let parkedStarted = false;
+    const parked = rh.beginWrite(2).then(() => (parkedStarted = true)); // a new write: delayed
+    rh.endWrite(2, true); // the in-flight write missed a leg
+    expect(await prepared).toBe(2);
+    expect(rh.state(2)).toBe('RECOVERING');
+    expect(parkedStarted).toBe(false);
+    rh.recoveryEnd(2, true);
+    await rh.update();
+    await parked;
+    expect(parkedStarted).toBe(true);
+    expect(log.inSync(2)).toBe(true);
+  });
+});
