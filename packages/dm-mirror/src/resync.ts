@@ -197,14 +197,25 @@ export async function resync(mirror: MirrorSet, opts: ResyncOptions = {}): Promi
   };
 
   report();
+  // Recovered regions are also recorded on a timer, not only when another
+  // region finishes: writes parked on a recovered region are released by
+  // the record, and a write that holds one region while parked on another
+  // would otherwise wait for a worker that waits for it.
+  let timerError: unknown;
+  const timer = setInterval(() => {
+    if (uncommitted > 0) commit().catch((e: unknown) => (timerError ??= e));
+  }, commitIntervalMs);
   try {
     const outcomes = await Promise.allSettled(Array.from({ length: parallel }, worker));
+    clearInterval(timer);
     const failure = outcomes.find((o): o is PromiseRejectedResult => o.status === 'rejected');
     if (failure) throw failure.reason;
+    if (timerError !== undefined) throw timerError;
     await commit();
     await mirror.log.sync();
     crashPoint('mirror-resync:done');
   } finally {
+    clearInterval(timer);
     if (ownClient) await client.destroy();
   }
   const failedLegs = mirror.legs
