@@ -2,6 +2,7 @@ import { Device, DeviceError, scatterCopy, SECTOR_BYTES } from '@dmtool/native';
 import { BufferPool } from './buffer-pool';
 import { AbortError, KcopydError } from './errors';
 import { KcopydFlags } from './flags';
+import { runSubJobs } from './sub-jobs';
 import { CopyProgress, CopyResult, JobResources } from './job';
 
 /** One copy of `count` sectors from `srcSector` (source device) to `destSector` (destination device). */
@@ -130,11 +131,7 @@ export class ExtentJob {
     signal?.addEventListener('abort', onAbort, { once: true });
     try {
       const workers = Math.min(this.res.subJobsPerJob, this.groups.length);
-      // Every sub-job settles before the job does, so no I/O is still in
-      // flight on the caller's devices when it sees the outcome.
-      const settled = await Promise.allSettled(Array.from({ length: workers }, () => this.guarded()));
-      const failure = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-      if (failure) throw failure.reason;
+      await runSubJobs(workers, () => this.subJob(), () => (this.broken = true));
     } finally {
       signal?.removeEventListener('abort', onAbort);
     }
@@ -144,16 +141,6 @@ export class ExtentJob {
 
   private get stopped(): boolean {
     return this.aborted || this.broken || ((this.result.readErr || this.result.writeErr !== 0) && !this.ignoreErrors);
-  }
-
-  /** A sub-job that throws (a bug or bad state, not an I/O error) stops the others from claiming more. */
-  private async guarded(): Promise<void> {
-    try {
-      await this.subJob();
-    } catch (e) {
-      this.broken = true;
-      throw e;
-    }
   }
 
   private async subJob(): Promise<void> {

@@ -2,6 +2,7 @@ import { copyOut, Device, DeviceError, SECTOR_BYTES } from '@dmtool/native';
 import { BufferPool } from './buffer-pool';
 import { AbortError } from './errors';
 import { KcopydFlags } from './flags';
+import { runSubJobs } from './sub-jobs';
 import { DestinationRegion, Region } from './region';
 import { RateLimiter, Throttle } from './throttle';
 
@@ -80,11 +81,7 @@ export class CopyJob {
     try {
       const pieces = Math.ceil(this.spec.count / this.res.subJobSectors);
       const workers = Math.min(this.res.subJobsPerJob, pieces);
-      // Every sub-job settles before the job does, so no I/O is still in
-      // flight on the caller's devices when it sees the outcome.
-      const settled = await Promise.allSettled(Array.from({ length: workers }, () => this.guarded()));
-      const failure = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-      if (failure) throw failure.reason;
+      await runSubJobs(workers, () => this.subJob(), () => (this.broken = true));
     } finally {
       signal?.removeEventListener('abort', onAbort);
     }
@@ -103,16 +100,6 @@ export class CopyJob {
     const piece = { offsetSectors: this.cursor, count };
     this.cursor += count;
     return piece;
-  }
-
-  /** A sub-job that throws (a bug or bad state, not an I/O error) stops the others from claiming more. */
-  private async guarded(): Promise<void> {
-    try {
-      await this.subJob();
-    } catch (e) {
-      this.broken = true;
-      throw e;
-    }
   }
 
   private async subJob(): Promise<void> {
