@@ -1,7 +1,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { Device } from '@dmtool/native';
-import { mergeSnapshot, Origin, PersistentStore, Snapshot } from '@dmtool/dm-snapshot';
+import { mergeSnapshot, Origin, PersistentStore, planMerge, Snapshot } from '@dmtool/dm-snapshot';
 import { sha256File } from '../helpers/images';
 import { removeDir, tempDir } from '../helpers/loop';
 import { makeBaseOrigin, makeZeroFile, PlannedWrite, snapshotViewSha, unpackFixture, writeData } from './fixtures';
@@ -104,7 +104,11 @@ describe.each(CHUNKS)('kernel fixture snapshot-merge-chunk%i', (cs) => {
     const cowDev = Device.open(cowFile, { write: true });
     const seen: number[] = [];
     try {
+      const plan = await planMerge(originDev, cowDev, { kernelBatches, batchBytes });
       const r = await mergeSnapshot(originDev, cowDev, { kernelBatches, batchBytes, onProgress: (p) => seen.push(p.mergedChunks) });
+      // The dry run plans exactly the batches and runs the merge then takes.
+      expect([plan.batches, plan.runs, plan.mergedChunks, plan.mergedBytes]).toEqual([r.batches, r.runs, r.mergedChunks, r.mergedBytes]);
+      expect(seen).toHaveLength(plan.batches);
       expect(r.exceptions).toBe(expected.input_exception_count);
       expect(r.mergedChunks).toBe(expected.input_exception_count);
       expect(`0 131072 snapshot-merge ${r.status}`).toBe(expected.kernel_reported.status_merge_final[0]);

@@ -60,11 +60,11 @@ interface Batch {
  * across a metadata area. Kernel mode: one run. Otherwise runs are taken
  * until `maxChunks`, so one origin flush and one table write cover many.
  */
-function nextBatch(store: PersistentStore, kernelBatches: boolean, maxChunks: number): Batch {
+function nextBatch(store: PersistentStore, kernelBatches: boolean, maxChunks: number, tableSize = store.table.size): Batch {
   const t = store.table;
   const E = store.exceptionsPerArea;
   const runs: Run[] = [];
-  let j = t.size - 1;
+  let j = tableSize - 1;
   let taken = 0;
   while (j >= 0 && taken < maxChunks) {
     const areaStart = Math.floor(j / E) * E;
@@ -137,26 +137,14 @@ export async function mergeSnapshot(origin: Device, cow: Device, opts: MergeOpti
   };
 
   if (opts.dryRun) {
-    // Plan only: walk the batches on a copy of the tail position.
-    let remaining = total;
-    const t = store.table;
-    const E = store.exceptionsPerArea;
-    let j = remaining - 1;
-    while (j >= 0) {
-      let taken = 0;
-      while (j >= 0 && taken < maxChunks) {
-        const areaStart = Math.floor(j / E) * E;
-        let lo = j;
-        while (lo > areaStart && taken + (j - lo + 1) < maxChunks && t.oldAt(lo - 1) === t.oldAt(lo) - 1 && t.newAt(lo - 1) === t.newAt(lo) - 1) lo--;
-        runCount++;
-        taken += j - lo + 1;
-        progress.mergedBytes += runBytes({ oldChunk: t.oldAt(lo), newChunk: t.newAt(lo), chunks: j - lo + 1 });
-        j = lo - 1;
-        if (kernelBatches) break;
-      }
+    // Plan only: the same batches, from a tail position that moves in memory.
+    for (let remaining = total; remaining > 0; ) {
+      const batch = nextBatch(store, kernelBatches, maxChunks, remaining);
+      runCount += batch.runs.length;
+      for (const r of batch.runs) progress.mergedBytes += runBytes(r);
       progress.batches++;
-      progress.mergedChunks += taken;
-      remaining -= taken;
+      progress.mergedChunks += batch.chunks;
+      remaining -= batch.chunks;
     }
     return result(true);
   }
