@@ -19,7 +19,7 @@ const DEVICE_OPEN_CODES = new Set(['ENOENT', 'EBUSY', 'EROFS', 'EACCES', 'EPERM'
 function isInputError(e: unknown): e is Error & { code: string } {
   if (!(e instanceof Error)) return false;
   const code = (e as { code?: unknown }).code;
-  return typeof code === 'string' && /^(EINVAL|ERANGE|EBADMSG|ENXIO|EUCLEAN|ENOSPC_INPUT|EMISMATCH)$/.test(code);
+  return typeof code === 'string' && /^(EINVAL|ERANGE|EBADMSG|ENXIO)$/.test(code);
 }
 
 export function exitCodeFor(e: unknown): ExitCodeValue {
