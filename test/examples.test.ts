@@ -1,7 +1,7 @@
 import { spawnSync } from 'child_process';
 import * as path from 'path';
-import { makeImage, readRange, sha256, sha256File } from './helpers/images';
-import { removeDir, tempDir } from './helpers/loop';
+import { makeImage, readRange, sha256, sha256File } from './support/images';
+import { removeDir, tempDir } from './support/loop';
 
 const examples = path.join(__dirname, '..', 'examples');
 

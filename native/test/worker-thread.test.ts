@@ -1,7 +1,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { Worker } from 'worker_threads';
-import { removeDir, tempDir } from '../../test/helpers/loop';
+import { removeDir, tempDir } from '../../test/support/loop';
 
 // The addon keeps no global state: it must load and work in several
 // environments at once (the main thread and worker threads).

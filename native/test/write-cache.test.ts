@@ -2,7 +2,7 @@ import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import { Device, setFaultPlan } from '@dmtool/native';
-import { removeDir, tempDir } from '../../test/helpers/loop';
+import { removeDir, tempDir } from '../../test/support/loop';
 
 const dist = path.join(__dirname, '..', 'dist', 'index.js');
 

@@ -1,15 +1,15 @@
-import { execFileSync, spawnSync } from 'child_process';
+import { execFileSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
-import { makeImage, sha256File } from '../helpers/images';
-import { removeDir, tempDir } from '../helpers/loop';
-import { FIXTURE_DIR } from '../snapshot/fixtures';
+import { makeImage, sha256File } from '../support/images';
+import { removeDir, tempDir } from '../support/loop';
+import { dmtool } from '../support/cli';
+import { FIXTURE_DIR } from '../support/fixtures';
 
 /**
  * Bad input, each refused with one clear line on stderr, a non-zero exit,
  * and every image in the folder unchanged (sha256 before == after).
  */
-const cli = path.join(__dirname, '..', '..', 'packages', 'cli', 'bin', 'dmtool.js');
 const MiB = 1 << 20;
 
 interface Case {
@@ -42,7 +42,7 @@ function u64(v: number): Buffer {
 }
 
 function run(args: string[]) {
-  return spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8' });
+  return dmtool(args);
 }
 
 function mustRun(args: string[]): void {

@@ -1,9 +1,8 @@
-import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
-import { removeDir, tempDir } from '../helpers/loop';
+import { dmtool } from '../support/cli';
+import { removeDir, tempDir } from '../support/loop';
 
-const cli = path.join(__dirname, '..', '..', 'packages', 'cli', 'bin', 'dmtool.js');
 
 describe('dmtool demo', () => {
   let dir: string;
@@ -11,7 +10,7 @@ describe('dmtool demo', () => {
   afterEach(() => removeDir(dir));
 
   it('runs every step on generated images and removes them', () => {
-    const r = spawnSync(process.execPath, [cli, 'demo', '--size', '16M', '--json'], { encoding: 'utf8', env: { ...process.env, TMPDIR: dir } });
+    const r = dmtool(['demo', '--size', '16M', '--json'], { env: { TMPDIR: dir } });
     expect(r.stderr).toBe('');
     expect(r.status).toBe(0);
     const out = JSON.parse(r.stdout);
@@ -38,13 +37,13 @@ describe('dmtool demo', () => {
 
   it('--keep keeps the images in an empty folder, and refuses a folder that is not empty', () => {
     const keep = path.join(dir, 'kept');
-    const r = spawnSync(process.execPath, [cli, 'demo', '--size', '8M', '--keep', keep], { encoding: 'utf8' });
+    const r = dmtool(['demo', '--size', '8M', '--keep', keep]);
     expect(r.status).toBe(0);
     expect(r.stdout).toMatch(/all 10 steps passed; images kept in /);
     expect(fs.readdirSync(keep).sort()).toEqual(
       ['copy-1.img', 'copy-2.img', 'copy-3.img', 'cow.img', 'leg0.img', 'leg1.img', 'leg2.img', 'mirror-log.img', 'origin.img', 'source.img'].sort(),
     );
-    const again = spawnSync(process.execPath, [cli, 'demo', '--keep', keep], { encoding: 'utf8' });
+    const again = dmtool(['demo', '--keep', keep]);
     expect(again.status).toBe(2);
     expect(again.stderr).toBe(`dmtool: --keep folder ${keep} is not empty; name a new or empty folder\n`);
   });

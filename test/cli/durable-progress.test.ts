@@ -1,8 +1,8 @@
 import * as path from 'path';
 import { Device, KcopydClient } from '@dmtool/kcopyd';
 import { run } from '../../packages/cli/src/util/run-copy';
-import { makeImage, sha256File } from '../helpers/images';
-import { removeDir, tempDir } from '../helpers/loop';
+import { makeImage, sha256File } from '../support/images';
+import { removeDir, tempDir } from '../support/loop';
 
 describe('CLI copy progress', () => {
   it('reports only flushed sectors: a flush about once a second, the total after the last flush', async () => {

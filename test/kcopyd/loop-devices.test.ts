@@ -1,15 +1,12 @@
-import { execFileSync, spawn, spawnSync } from 'child_process';
+import { execFileSync, spawn } from 'child_process';
 import * as path from 'path';
 import { Device, KcopydClient, KcopydFlags } from '@dmtool/kcopyd';
-import { makeImage, sha256File, sha256Range, sha256Zeros } from '../helpers/images';
-import { describeLoop, detachAll, LoopDevice, makeLoop, removeDir, tempDir } from '../helpers/loop';
+import { makeImage, sha256File, sha256Range, sha256Zeros } from '../support/images';
+import { describeLoop, detachAll, LoopDevice, makeLoop, removeDir, tempDir } from '../support/loop';
+import { DMTOOL, dmtool } from '../support/cli';
 
 const MiB = 1 << 20;
-const cli = path.join(__dirname, '..', '..', 'packages', 'cli', 'bin', 'dmtool.js');
 
-function dmtool(...args: string[]) {
-  return spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8' });
-}
 
 describeLoop('kcopyd and the CLI on loop devices', () => {
   let dir: string;
@@ -53,7 +50,7 @@ describeLoop('kcopyd and the CLI on loop devices', () => {
     const holder = Device.open(loops[0].path, { write: true });
     try {
       expect(() => Device.open(loops[0].path, { write: true })).toThrow(/EBUSY: open failed on \/dev\/loop\d+: device is mounted or in use/);
-      const r = dmtool('copy', srcFile, loops[0].path);
+      const r = dmtool(['copy', srcFile, loops[0].path]);
       expect(r.status).toBe(3);
       expect(r.stderr.trim().split('\n')).toHaveLength(1);
       expect(r.stderr).toMatch(/^dmtool: EBUSY: open failed on \/dev\/loop\d+/);
@@ -111,7 +108,7 @@ describeLoop('kcopyd and the CLI on loop devices', () => {
     const ro = makeLoop(dir, 'ro.img', 16 * MiB, { readOnly: true });
     try {
       const before = sha256File(loops[0].backingFile);
-      const r = dmtool('copy', srcFile, loops[0].path, ro.path);
+      const r = dmtool(['copy', srcFile, loops[0].path, ro.path]);
       expect(r.status).toBe(3);
       expect(r.stderr).toMatch(new RegExp(`^dmtool: (EROFS|EACCES): open failed on ${ro.path}: cannot open for writing: device or file is read-only\\n$`));
       expect(sha256File(loops[0].backingFile)).toBe(before);
@@ -121,12 +118,12 @@ describeLoop('kcopyd and the CLI on loop devices', () => {
   });
 
   it('the CLI copies, then zeroes, with --json results', () => {
-    const c = dmtool('copy', srcFile, loops[0].path, loops[1].path, '--json');
+    const c = dmtool(['copy', srcFile, loops[0].path, loops[1].path, '--json']);
     expect(c.status).toBe(0);
     const result = JSON.parse(c.stdout);
     expect(result).toMatchObject({ sectors: 32768, sectorsDone: 32768, readErr: false, writeErr: 0, errors: [] });
     expect(sha256Range(loops[1].path, 0, 16 * MiB)).toBe(sha256File(srcFile));
-    const z = dmtool('zero', loops[0].path, '--offset', '1M', '--length', '2048');
+    const z = dmtool(['zero', loops[0].path, '--offset', '1M', '--length', '2048']);
     expect(z.status).toBe(0);
     expect(z.stdout).toMatch(/^zeroed 2048 sectors on 1 device: 1\.0 MiB in [\d.]+ s \([\d.]+ MB\/s\)\n$/);
     expect(sha256Range(loops[0].path, MiB, MiB)).toBe(sha256Zeros(MiB));
@@ -135,9 +132,9 @@ describeLoop('kcopyd and the CLI on loop devices', () => {
   });
 
   it('SIGINT stops a copy cleanly: exit 130, the reported prefix copied and flushed, the rest untouched', async () => {
-    const zero = dmtool('zero', loops[2].path);
+    const zero = dmtool(['zero', loops[2].path]);
     expect(zero.status).toBe(0);
-    const child = spawn(process.execPath, [cli, 'copy', srcFile, loops[2].path, '--rate', '8M', '--json']);
+    const child = spawn(process.execPath, [DMTOOL, 'copy', srcFile, loops[2].path, '--rate', '8M', '--json']);
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d) => (stdout += d));
@@ -171,7 +168,7 @@ describeLoop('kcopyd and the CLI on loop devices', () => {
       [['copy', srcFile, loops[1].path, '--length', '1000x'], /--length: "1000x" is not a size/],
     ];
     for (const [args, msg] of cases) {
-      const r = dmtool(...args);
+      const r = dmtool(args);
       expect(r.status).toBe(2);
       expect(r.stderr).toMatch(msg);
       expect(r.stderr.trim().split('\n')).toHaveLength(1);

@@ -2,7 +2,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { Device } from '@dmtool/native';
 import { Origin, Snapshot } from '@dmtool/dm-snapshot';
-import { dmtool, CliResult } from '../snapshot/cli-helpers';
+import { dmtool, CliResult } from '../support/cli';
 import { findVmTools, VmTools } from './vm';
 
 export { dmtool };

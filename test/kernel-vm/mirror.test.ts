@@ -5,8 +5,8 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import { makeImage, patternBytes, readRange, sha256, sha256File } from '../helpers/images';
-import { removeDir, tempDir } from '../helpers/loop';
+import { makeImage, patternBytes, readRange, sha256, sha256File } from '../support/images';
+import { removeDir, tempDir } from '../support/loop';
 import { describeKernelVm, dmtool, ok, vmDir, vmTools, zeroFile } from './helpers';
 import { runVm, valueOf, VmResult } from './vm';
 

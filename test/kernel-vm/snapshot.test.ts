@@ -6,8 +6,8 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import { makeImage, readRange, sha256File, sha256 } from '../helpers/images';
-import { removeDir, tempDir } from '../helpers/loop';
+import { makeImage, readRange, sha256File, sha256 } from '../support/images';
+import { removeDir, tempDir } from '../support/loop';
 import { chunkData, describeKernelVm, dmtool, fillCow, ok, snapList, snapStatus, vmDir, vmTools, zeroFile } from './helpers';
 import { runVm, valueOf, VmResult } from './vm';
 

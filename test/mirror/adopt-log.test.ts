@@ -1,15 +1,11 @@
-import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
-import { makeImage, readRange, sha256File, sha256Range } from '../helpers/images';
-import { removeDir, tempDir } from '../helpers/loop';
+import { makeImage, readRange, sha256File, sha256Range } from '../support/images';
+import { removeDir, tempDir } from '../support/loop';
+import { dmtool } from '../support/cli';
 
-const cli = path.join(__dirname, '..', '..', 'packages', 'cli', 'bin', 'dmtool.js');
 const MiB = 1 << 20;
 
-function dmtool(...args: string[]) {
-  return spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8' });
-}
 
 describe('a log from before the mirror grew (--adopt-log, the kernel activation rule)', () => {
   let dir: string;
@@ -21,7 +17,7 @@ describe('a log from before the mirror grew (--adopt-log, the kernel activation 
     makeImage(l0, 8 * MiB, 'OLD0');
     makeImage(l1, 8 * MiB, 'OLD1');
     makeImage(log, 64 << 10);
-    expect(dmtool('mirror-create', '--log', log, '--region-size', '1024', '--nosync', l0, l1).status).toBe(0);
+    expect(dmtool(['mirror-create', '--log', log, '--region-size', '1024', '--nosync', l0, l1]).status).toBe(0);
     // The mirror grows from 16 to 24 regions; the new part of leg 0 gets data.
     fs.truncateSync(l0, 12 * MiB);
     fs.truncateSync(l1, 12 * MiB);
@@ -30,22 +26,22 @@ describe('a log from before the mirror grew (--adopt-log, the kernel activation 
     fs.closeSync(fd);
     const logBefore = sha256File(log);
 
-    const refused = dmtool('mirror-resync', '--log', log, l0, l1);
+    const refused = dmtool(['mirror-resync', '--log', log, l0, l1]);
     expect(refused.status).toBe(2);
     expect(refused.stderr).toBe(
       `dmtool: dirty log ${log} records 16 regions at sector 0, which no power-of-two region size gives for a mirror of 24576 sectors: wrong region count for the leg size\n`,
     );
-    const noSize = dmtool('mirror-status', '--log', log, l0, l1, '--adopt-log');
+    const noSize = dmtool(['mirror-status', '--log', log, l0, l1, '--adopt-log']);
     expect(noSize.status).toBe(2);
     expect(noSize.stderr).toBe(`dmtool: adopting the log ${log} needs the region size (--region-size or a table line)\n`);
 
-    const status = dmtool('mirror-status', '--log', log, l0, l1, '--adopt-log', '--region-size', '1024');
+    const status = dmtool(['mirror-status', '--log', log, l0, l1, '--adopt-log', '--region-size', '1024']);
     expect(status.status).toBe(0);
     expect(status.stdout.split('\n')[0]).toBe(`0 24576 mirror 2 ${l0} ${l1} 16/24 1 AA 3 disk ${log} A`);
     expect(sha256File(log)).toBe(logBefore); // status writes nothing
 
     const old1 = sha256Range(l1, 0, 8 * MiB);
-    const r = dmtool('mirror-resync', '--log', log, l0, l1, '--adopt-log', '--region-size', '1024', '--json');
+    const r = dmtool(['mirror-resync', '--log', log, l0, l1, '--adopt-log', '--region-size', '1024', '--json']);
     expect(r.status).toBe(0);
     expect(JSON.parse(r.stdout)).toMatchObject({ regionsTotal: 8, regionsSynced: 8, inSync: true });
     expect(sha256Range(l1, 8 * MiB, 4 * MiB)).toBe(sha256Range(l0, 8 * MiB, 4 * MiB));

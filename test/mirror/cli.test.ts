@@ -1,21 +1,18 @@
-import { execFileSync, spawn, spawnSync } from 'child_process';
+import { execFileSync, spawn } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import { Bitmap, decodeDiskLog, encodeDiskLog } from '@dmtool/dm-mirror';
-import { attachLoop, describeLoop, detachAll, LoopDevice, makeLoop, removeDir, tempDir } from '../helpers/loop';
-import { makeImage, readRange, sha256File, sha256Range } from '../helpers/images';
+import { attachLoop, describeLoop, detachAll, LoopDevice, makeLoop, removeDir, tempDir } from '../support/loop';
+import { makeImage, readRange, sha256File, sha256Range } from '../support/images';
+import { DMTOOL, dmtool as runCli } from '../support/cli';
 
-const DMTOOL = path.join(__dirname, '../../packages/cli/bin/dmtool.js');
 const MiB = 1 << 20;
 const LEG_BYTES = 16 * MiB;
 const REGION = 256; // sectors, 128 KiB
 const REGIONS = LEG_BYTES / 512 / REGION; // 128
 
 function dmtool(args: string[], faults?: object) {
-  const env = { ...process.env };
-  delete env.DMTOOL_FAULTS;
-  if (faults) env.DMTOOL_FAULTS = JSON.stringify(faults);
-  const r = spawnSync(process.execPath, [DMTOOL, ...args], { encoding: 'utf8', env, timeout: 60000 });
+  const r = runCli(args, { faults, timeoutMs: 60000 });
   return { code: r.status, signal: r.signal, stdout: r.stdout, stderr: r.stderr };
 }
 
@@ -25,7 +22,6 @@ describeLoop('dmtool mirror-* on loop devices', () => {
   let log: LoopDevice;
 
   beforeAll(() => {
-    execFileSync('npx', ['tsc', '-b'], { cwd: path.join(__dirname, '../..'), stdio: 'ignore' });
     dir = tempDir('dmtool-mirror-cli-');
   });
 

@@ -2,8 +2,8 @@ import * as fs from 'fs';
 import { execFileSync } from 'child_process';
 import { Bitmap, decodeDiskLog, encodeDiskLog, openMirror, resync, MirrorError, MirrorSet } from '@dmtool/dm-mirror';
 import { setFaultPlan } from '@dmtool/native';
-import { attachLoop, describeLoop, detachAll, LoopDevice, makeLoop, removeDir, tempDir } from '../helpers/loop';
-import { makeImage, readRange, sha256File, sha256Range } from '../helpers/images';
+import { attachLoop, describeLoop, detachAll, LoopDevice, makeLoop, removeDir, tempDir } from '../support/loop';
+import { makeImage, readRange, sha256File, sha256Range } from '../support/images';
 
 const MiB = 1 << 20;
 const LEG_BYTES = 8 * MiB;

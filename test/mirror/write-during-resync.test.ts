@@ -1,7 +1,7 @@
 import * as path from 'path';
 import { openMirror, resync } from '@dmtool/dm-mirror';
-import { makeImage, sha256File } from '../helpers/images';
-import { removeDir, tempDir } from '../helpers/loop';
+import { makeImage, sha256File } from '../support/images';
+import { removeDir, tempDir } from '../support/loop';
 
 // A write spanning two regions holds the first while it waits for the
 // second, which a resync worker is recovering; another worker waits for the

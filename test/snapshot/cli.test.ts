@@ -1,10 +1,10 @@
 import { execFileSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
-import { readRange, sha256, sha256File } from '../helpers/images';
-import { attachLoop, describeLoop, detachAll, removeDir, tempDir } from '../helpers/loop';
-import { dmtool } from './cli-helpers';
-import { baseBlock, makeBaseOrigin, makeZeroFile, unpackFixture, writeData } from './fixtures';
+import { readRange, sha256, sha256File } from '../support/images';
+import { attachLoop, describeLoop, detachAll, removeDir, tempDir } from '../support/loop';
+import { dmtool } from '../support/cli';
+import { baseBlock, makeBaseOrigin, makeZeroFile, unpackFixture, writeData } from '../support/fixtures';
 
 let dir: string;
 beforeAll(() => {

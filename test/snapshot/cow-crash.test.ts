@@ -1,9 +1,9 @@
 import * as fs from 'fs';
 import * as path from 'path';
-import { readRange, sha256File } from '../helpers/images';
-import { removeDir, tempDir } from '../helpers/loop';
-import { dmtool } from './cli-helpers';
-import { makeBaseOrigin, makeZeroFile, writeData } from './fixtures';
+import { readRange, sha256File } from '../support/images';
+import { removeDir, tempDir } from '../support/loop';
+import { dmtool } from '../support/cli';
+import { makeBaseOrigin, makeZeroFile, writeData } from '../support/fixtures';
 
 /**
  * kill -9 an origin write with copy-on-write at every step of the commit

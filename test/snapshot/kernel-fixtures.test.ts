@@ -2,9 +2,9 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { Device } from '@dmtool/native';
 import { mergeSnapshot, Origin, PersistentStore, planMerge, Snapshot } from '@dmtool/dm-snapshot';
-import { sha256File } from '../helpers/images';
-import { removeDir, tempDir } from '../helpers/loop';
-import { makeBaseOrigin, makeZeroFile, PlannedWrite, snapshotViewSha, unpackFixture, writeData } from './fixtures';
+import { sha256File } from '../support/images';
+import { removeDir, tempDir } from '../support/loop';
+import { makeBaseOrigin, makeZeroFile, PlannedWrite, snapshotViewSha, unpackFixture, writeData } from '../support/fixtures';
 
 const CHUNKS = [8, 16];
 

@@ -1,8 +1,8 @@
 import * as path from 'path';
 import { Device } from '@dmtool/kcopyd';
 import { Origin, Snapshot, snapshotBuffer } from '@dmtool/dm-snapshot';
-import { makeImage, patternBytes, sha256 } from '../helpers/images';
-import { removeDir, tempDir } from '../helpers/loop';
+import { makeImage, patternBytes, sha256 } from '../support/images';
+import { removeDir, tempDir } from '../support/loop';
 
 // kcopyd takes at most 8 destinations per job: an origin write with more
 // snapshots than that needs several copy-out jobs, and every snapshot must

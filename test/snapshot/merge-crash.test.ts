@@ -2,10 +2,10 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { Device } from '@dmtool/native';
 import { PersistentStore } from '@dmtool/dm-snapshot';
-import { readRange, sha256File } from '../helpers/images';
-import { removeDir, tempDir } from '../helpers/loop';
-import { dmtool, dmtoolKilledAfter } from './cli-helpers';
-import { unpackFixture } from './fixtures';
+import { readRange, sha256File } from '../support/images';
+import { removeDir, tempDir } from '../support/loop';
+import { dmtool, dmtoolKilledAfter } from '../support/cli';
+import { unpackFixture } from '../support/fixtures';
 
 /**
  * kill -9 the merge at many points (named crash points, after the n-th

@@ -2,8 +2,8 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { Device } from '@dmtool/native';
 import { encodeEntry, encodeHeader, Origin, PersistentStore, Snapshot, SnapshotError } from '@dmtool/dm-snapshot';
-import { patternBytes, readRange, sha256File } from '../../../test/helpers/images';
-import { removeDir, tempDir } from '../../../test/helpers/loop';
+import { patternBytes, readRange, sha256File } from '../../../test/support/images';
+import { removeDir, tempDir } from '../../../test/support/loop';
 
 let dir: string;
 beforeAll(() => {

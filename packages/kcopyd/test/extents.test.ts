@@ -1,7 +1,7 @@
 import * as path from 'path';
 import { AbortError, Device, Extent, KcopydClient, setFaultPlan } from '@dmtool/kcopyd';
-import { makeImage, patternBytes, readRange, sha256 } from '../../../test/helpers/images';
-import { removeDir, tempDir } from '../../../test/helpers/loop';
+import { makeImage, patternBytes, readRange, sha256 } from '../../../test/support/images';
+import { removeDir, tempDir } from '../../../test/support/loop';
 
 const SECTORS = 16384; // 8 MiB
 

@@ -1,8 +1,8 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { AbortError, Device, KcopydClient, KcopydError, KcopydFlags, setFaultPlan } from '@dmtool/kcopyd';
-import { makeImage, patternBytes, readRange, sha256, sha256File } from '../../../test/helpers/images';
-import { removeDir, tempDir } from '../../../test/helpers/loop';
+import { makeImage, patternBytes, readRange, sha256, sha256File } from '../../../test/support/images';
+import { removeDir, tempDir } from '../../../test/support/loop';
 
 const MiB = 1 << 20;
 

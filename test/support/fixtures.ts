@@ -4,7 +4,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { Snapshot } from '@dmtool/dm-snapshot';
 
-export const FIXTURE_DIR = process.env.DMTOOL_KERNEL_FIXTURES ?? path.resolve(__dirname, '../../../shared/fixtures/kernel');
+export const FIXTURE_DIR = path.resolve(__dirname, '../fixtures/kernel');
 
 export interface PlannedWrite {
   name: string;
