@@ -6,6 +6,7 @@ module.exports = {
   testPathIgnorePatterns: ['/node_modules/', '/dist/'],
   transform: { '^.+\\.ts$': ['ts-jest', { tsconfig: '<rootDir>/tsconfig.test.json' }] },
   moduleNameMapper: {
+    '^@dmtool/devices$': '<rootDir>/packages/devices/src/index.ts',
     '^@dmtool/native$': '<rootDir>/native/lib/index.ts',
     '^@dmtool/kcopyd$': '<rootDir>/packages/kcopyd/src/index.ts',
     '^@dmtool/dm-snapshot$': '<rootDir>/packages/dm-snapshot/src/index.ts',

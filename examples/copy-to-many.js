@@ -5,15 +5,15 @@
 //   node examples/copy-to-many.js SOURCE DEST [DEST...]
 //
 // The destinations must exist and be at least as large as the source.
-const { Device, KcopydClient, KcopydFlags } = require('@dmtool/kcopyd');
+const { FileDevice, KcopydClient, KcopydFlags } = require('@dmtool/kcopyd');
 
 async function main([sourcePath, ...destPaths]) {
   if (!sourcePath || destPaths.length === 0) {
     console.error('usage: copy-to-many.js SOURCE DEST [DEST...]');
     return 2;
   }
-  const source = Device.open(sourcePath);
-  const dests = destPaths.map((p) => Device.open(p, { write: true }));
+  const source = FileDevice.open(sourcePath);
+  const dests = destPaths.map((p) => FileDevice.open(p, { write: true }));
   const client = new KcopydClient();
   try {
     let lastPercent = -1;

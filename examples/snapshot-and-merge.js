@@ -9,7 +9,7 @@
 // ORIGIN is any image; COW must exist, be zeroed at its start, and be large
 // enough for the chunks the example writes (1 MiB is plenty).
 const { createHash } = require('crypto');
-const { Device } = require('@dmtool/kcopyd');
+const { FileDevice } = require('@dmtool/kcopyd');
 const { Origin, Snapshot, mergeSnapshot, snapshotBuffer } = require('@dmtool/dm-snapshot');
 
 const sha = (buf) => createHash('sha256').update(buf).digest('hex').slice(0, 16);
@@ -19,8 +19,8 @@ async function main([originPath, cowPath]) {
     console.error('usage: snapshot-and-merge.js ORIGIN COW');
     return 2;
   }
-  const originDev = Device.open(originPath, { write: true });
-  const cowDev = Device.open(cowPath, { write: true });
+  const originDev = FileDevice.open(originPath, { write: true });
+  const cowDev = FileDevice.open(cowPath, { write: true });
   const origin = new Origin(originDev);
   try {
     const snap = await Snapshot.create(origin, cowDev, { chunkSectors: 8 });

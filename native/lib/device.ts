@@ -1,9 +1,7 @@
 import * as fs from 'fs';
 import { constants as osConstants } from 'os';
+import { BlockDevice, checkIo, checkRange, DeviceError, DeviceOp, DeviceResolver, errnoHint, errnoName, errnoOf, NativeEndpoint, SECTOR_BYTES } from '@dmtool/devices';
 import { binding } from './binding';
-import { DeviceError, DeviceOp, errnoHint, errnoName, errnoOf } from './errors';
-import { faults, FaultOp } from './faults';
-import { WriteCache } from './write-cache';
 
 export interface OpenOptions {
   /** Open read-write (default: read-only). */
@@ -14,15 +12,15 @@ export interface OpenOptions {
   exclusive?: boolean;
 }
 
-export const SECTOR_BYTES = 512;
 const DIRECT_BUFFER_ALIGN = 4096;
 const ZERO_FALLBACK_BYTES = 1 << 20;
 
 /**
- * An open regular file or block device. The only holder of a file
- * descriptor; everything above speaks in devices, byte ranges and buffers.
+ * The file backend of BlockDevice: an open regular file or block device.
+ * The only holder of a file descriptor; it offers the native-copy
+ * capability, so kcopyd moves its data in one native call.
  */
-export class Device {
+export class FileDevice implements BlockDevice {
   readonly path: string;
   readonly sizeBytes: number;
   readonly logicalBlockSize: number;
@@ -33,7 +31,6 @@ export class Device {
   /** Same value for two opens of the same file or block device. */
   readonly identity: string;
   private fd: number;
-  private cache?: WriteCache;
 
   private constructor(path: string, fd: number, info: ReturnType<typeof binding.open>, opts: OpenOptions) {
     this.path = path;
@@ -47,13 +44,13 @@ export class Device {
     this.identity = info.isBlockDevice ? `block:${info.rdev}` : `file:${info.dev}:${info.ino}`;
   }
 
-  static open(path: string, opts: OpenOptions = {}): Device {
+  static open(path: string, opts: OpenOptions = {}): FileDevice {
     if (typeof path !== 'string' || path.length === 0) throw new TypeError('device path must be a non-empty string');
     const info = binding.open(path, opts.write === true, opts.direct === true, opts.exclusive !== false);
     if (info.errno !== 0) {
       throw new DeviceError(info.errno, 'open', path, 0, 0, openHint(info.errno, opts));
     }
-    return new Device(path, info.fd, info, opts);
+    return new FileDevice(path, info.fd, info, opts);
   }
 
   /**
@@ -91,9 +88,7 @@ export class Device {
   }
 
   async read(buf: Buffer, bufOffset: number, bytes: number, byteOffset: number): Promise<void> {
-    this.checkIo('read', buf, bufOffset, bytes, byteOffset);
-    const fault = this.fault('read', byteOffset, bytes);
-    if (fault) throw new DeviceError(fault.errno, 'read', this.path, byteOffset, bytes, 'injected fault');
+    checkIo(this, 'read', buf, bufOffset, bytes, byteOffset);
     const done = await new Promise<[number, number]>((resolve) =>
       binding.read(this.fd, buf, bufOffset, bytes, byteOffset, (e, n) => resolve([e, n])),
     );
@@ -101,45 +96,26 @@ export class Device {
     if (done[1] < bytes) {
       throw new DeviceError(errnoOf('EIO'), 'read', this.path, byteOffset, bytes, 'device ended before the range did');
     }
-    this.cache?.overlay(buf, bufOffset, bytes, byteOffset);
   }
 
   async write(buf: Buffer, bufOffset: number, bytes: number, byteOffset: number): Promise<void> {
-    this.checkIo('write', buf, bufOffset, bytes, byteOffset);
-    const fault = this.fault('write', byteOffset, bytes);
-    if (fault) {
-      if (fault.shortBytes > 0) await this.rawWrite(buf, bufOffset, fault.shortBytes, byteOffset);
-      throw new DeviceError(fault.errno, 'write', this.path, byteOffset, bytes, 'injected fault');
-    }
-    if (faults.cacheOrder) (this.cache ??= new WriteCache()).add(byteOffset, buf.subarray(bufOffset, bufOffset + bytes));
-    else await this.rawWrite(buf, bufOffset, bytes, byteOffset);
-    if (faults.active) faults.writeCompleted();
+    checkIo(this, 'write', buf, bufOffset, bytes, byteOffset);
+    const done = await new Promise<[number, number]>((resolve) =>
+      binding.write(this.fd, buf, bufOffset, bytes, byteOffset, (e, n) => resolve([e, n])),
+    );
+    if (done[0] !== 0) throw new DeviceError(done[0], 'write', this.path, byteOffset, bytes);
   }
 
   /** fdatasync: everything written before is durable when this resolves. */
   async flush(): Promise<void> {
     this.checkOpen('flush');
-    const fault = this.fault('flush', 0, 0);
-    if (fault) throw new DeviceError(fault.errno, 'flush', this.path, 0, 0, 'injected fault');
-    if (this.cache && faults.cacheOrder) {
-      for (const w of this.cache.take(faults.cacheOrder)) {
-        await this.rawWrite(w.data, 0, w.data.length, w.byteOffset);
-        faults.cachedWriteApplied();
-      }
-    }
     const errno = await new Promise<number>((resolve) => binding.datasync(this.fd, resolve));
     if (errno !== 0) throw new DeviceError(errno, 'flush', this.path);
   }
 
   /** Zero a byte range: BLKZEROOUT / FALLOC_FL_ZERO_RANGE, else plain writes of zeros. */
   async zeroRange(byteOffset: number, bytes: number): Promise<void> {
-    this.checkRange('zero', byteOffset, bytes);
-    const fault = this.fault('zero', byteOffset, bytes);
-    if (fault) throw new DeviceError(fault.errno, 'zero', this.path, byteOffset, bytes, 'injected fault');
-    if (faults.cacheOrder) {
-      (this.cache ??= new WriteCache()).add(byteOffset, Buffer.alloc(bytes));
-      return;
-    }
+    checkRange(this, 'zero', byteOffset, bytes);
     const errno = await new Promise<number>((resolve) =>
       binding.zeroRange(this.fd, this.isBlockDevice, byteOffset, bytes, resolve),
     );
@@ -148,13 +124,13 @@ export class Device {
     const zeros = allocBuffer(Math.min(bytes, ZERO_FALLBACK_BYTES));
     for (let done = 0; done < bytes; done += zeros.length) {
       const n = Math.min(zeros.length, bytes - done);
-      await this.rawWrite(zeros, 0, n, byteOffset + done);
+      await this.write(zeros, 0, n, byteOffset + done);
     }
   }
 
   /** Discard (BLKDISCARD / punch hole). Content afterwards is unspecified on block devices. */
   async discard(byteOffset: number, bytes: number): Promise<void> {
-    this.checkRange('discard', byteOffset, bytes);
+    checkRange(this, 'discard', byteOffset, bytes);
     const errno = await new Promise<number>((resolve) =>
       binding.discard(this.fd, this.isBlockDevice, byteOffset, bytes, resolve),
     );
@@ -163,62 +139,18 @@ export class Device {
 
   close(): void {
     if (this.fd < 0) return;
-    // A process that ends normally leaves its writes to the OS, which writes them back.
-    for (const w of this.cache?.take('fifo') ?? []) fs.writeSync(this.fd, w.data, 0, w.data.length, w.byteOffset);
     const errno = binding.close(this.fd);
     this.fd = -1;
     if (errno !== 0) throw new DeviceError(errno, 'close', this.path);
   }
 
-  /** @internal for copyOut */
-  get nativeFd(): number {
+  nativeEndpoint(): NativeEndpoint {
     this.checkOpen('read');
-    return this.fd;
-  }
-
-  /** @internal */
-  fault(op: FaultOp, byteOffset: number, bytes: number) {
-    return faults.active ? faults.check(op, this.path, byteOffset, bytes) : undefined;
-  }
-
-  /** @internal validation shared with copyOut */
-  checkIo(op: DeviceOp, buf: Buffer, bufOffset: number, bytes: number, byteOffset: number): void {
-    this.checkRange(op, byteOffset, bytes);
-    if (!Buffer.isBuffer(buf)) throw new TypeError('buffer must be a Buffer');
-    if (!Number.isSafeInteger(bufOffset) || bufOffset < 0 || bufOffset + bytes > buf.length) {
-      throw new RangeError(`buffer range [${bufOffset}, +${bytes}) is outside a ${buf.length}-byte buffer`);
-    }
-    if (this.direct && (buf.byteOffset + bufOffset) % 512 !== 0) {
-      throw new DeviceError(errnoOf('EINVAL'), op, this.path, byteOffset, bytes, 'O_DIRECT needs an aligned buffer');
-    }
-  }
-
-  private checkRange(op: DeviceOp, byteOffset: number, bytes: number): void {
-    this.checkOpen(op);
-    if (!Number.isSafeInteger(byteOffset) || byteOffset < 0 || !Number.isSafeInteger(bytes) || bytes <= 0) {
-      throw new RangeError(`invalid byte range [${byteOffset}, +${bytes}) for ${op} on ${this.path}`);
-    }
-    if (op !== 'read' && !this.writable) {
-      throw new DeviceError(errnoOf('EBADF'), op, this.path, byteOffset, bytes, 'device was opened read-only');
-    }
-    if (byteOffset + bytes > this.sizeBytes) {
-      throw new DeviceError(errnoOf('ENOSPC'), op, this.path, byteOffset, bytes, `range ends beyond the device end (${this.sizeBytes} bytes)`);
-    }
-    const align = this.ioAlignmentBytes;
-    if (align > 1 && (byteOffset % align !== 0 || bytes % align !== 0)) {
-      throw new DeviceError(errnoOf('EINVAL'), op, this.path, byteOffset, bytes, `O_DIRECT needs ${align}-byte aligned offsets and lengths`);
-    }
+    return { fd: this.fd, hooks: [] };
   }
 
   private checkOpen(op: DeviceOp): void {
     if (this.fd < 0) throw new DeviceError(errnoOf('EBADF'), op, this.path, 0, 0, 'device is closed');
-  }
-
-  private async rawWrite(buf: Buffer, bufOffset: number, bytes: number, byteOffset: number): Promise<void> {
-    const done = await new Promise<[number, number]>((resolve) =>
-      binding.write(this.fd, buf, bufOffset, bytes, byteOffset, (e, n) => resolve([e, n])),
-    );
-    if (done[0] !== 0) throw new DeviceError(done[0], 'write', this.path, byteOffset, bytes);
   }
 }
 
@@ -246,3 +178,9 @@ export function allocBuffer(bytes: number): Buffer {
   const rounded = Math.ceil(Math.max(bytes, 1) / DIRECT_BUFFER_ALIGN) * DIRECT_BUFFER_ALIGN;
   return binding.allocAligned(rounded).subarray(0, bytes);
 }
+
+/** Names are paths of regular files or block devices. */
+export const fileResolver: DeviceResolver = {
+  identify: (name, role) => FileDevice.identityOf(name, role),
+  open: (name, opts) => FileDevice.open(name, opts),
+};

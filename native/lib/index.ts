@@ -1,5 +1,2 @@
-export { Device, OpenOptions, SECTOR_BYTES, allocBuffer } from './device';
-export { DeviceError, DeviceOp, errnoName } from './errors';
-export { copyOut, CopyOutResult, CopyOutTarget } from './copy-out';
-export { FaultOp, FaultPlan, FaultRule, crashPoint, setFaultPlan } from './faults';
-export { scatterCopy, ScatterPiece, ScatterResult } from './scatter';
+export { allocBuffer, FileDevice, fileResolver, OpenOptions } from './device';
+export { nativeCopyOut, NativeCopyOutDone, nativeScatter, NativeScatterDone, nativeWrite, ScatterPiece } from './native-copy';

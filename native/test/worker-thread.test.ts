@@ -14,8 +14,8 @@ describe('native binding in worker threads', () => {
       const dist = path.join(__dirname, '..', 'dist', 'index.js');
       const code = `
         const { parentPort, workerData } = require('worker_threads');
-        const { Device, allocBuffer } = require(workerData.dist);
-        const d = Device.open(workerData.file);
+        const { FileDevice, allocBuffer } = require(workerData.dist);
+        const d = FileDevice.open(workerData.file);
         const b = allocBuffer(4096);
         d.read(b, 0, 4096, 4096).then(() => { d.close(); parentPort.postMessage(b.every((x) => x === 0x5a)); });
       `;

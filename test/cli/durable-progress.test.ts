@@ -1,5 +1,5 @@
 import * as path from 'path';
-import { Device, KcopydClient } from '@dmtool/kcopyd';
+import { FileDevice, KcopydClient } from '@dmtool/kcopyd';
 import { run } from '../../packages/cli/src/util/run-copy';
 import { makeImage, sha256File } from '../support/images';
 import { removeDir, tempDir } from '../support/loop';
@@ -11,8 +11,8 @@ describe('CLI copy progress', () => {
     const dst = path.join(dir, 'dst.img');
     makeImage(src, 8 << 20, 'PROGRESS');
     makeImage(dst, 8 << 20);
-    const s = Device.open(src);
-    const d = Device.open(dst, { write: true });
+    const s = FileDevice.open(src);
+    const d = FileDevice.open(dst, { write: true });
     const client = new KcopydClient({ subJobSectors: 256, rateBytesPerSecond: 4 << 20 });
     const seen: number[] = [];
     try {

@@ -1,6 +1,6 @@
 import { execFileSync, spawn } from 'child_process';
 import * as path from 'path';
-import { Device, KcopydClient, KcopydFlags } from '@dmtool/kcopyd';
+import { FileDevice, KcopydClient, KcopydFlags } from '@dmtool/kcopyd';
 import { makeImage, sha256File, sha256Range, sha256Zeros } from '../support/images';
 import { describeLoop, detachAll, LoopDevice, makeLoop, removeDir, tempDir } from '../support/loop';
 import { DMTOOL, dmtool } from '../support/cli';
@@ -26,7 +26,7 @@ describeLoop('kcopyd and the CLI on loop devices', () => {
   });
 
   it('reports a loop device geometry', () => {
-    const d = Device.open(loops[0].path);
+    const d = FileDevice.open(loops[0].path);
     try {
       expect(d.isBlockDevice).toBe(true);
       expect(d.sizeBytes).toBe(16 * MiB);
@@ -36,7 +36,7 @@ describeLoop('kcopyd and the CLI on loop devices', () => {
       d.close();
     }
     const big = makeLoop(dir, 'sector4k.img', 4 * MiB, { sectorSize: 4096 });
-    const d4 = Device.open(big.path);
+    const d4 = FileDevice.open(big.path);
     try {
       expect(d4.logicalBlockSize).toBe(4096);
       expect(d4.sizeSectors).toBe(8192);
@@ -47,9 +47,9 @@ describeLoop('kcopyd and the CLI on loop devices', () => {
   });
 
   it('refuses a busy device with EBUSY (O_EXCL), in the library and the CLI', () => {
-    const holder = Device.open(loops[0].path, { write: true });
+    const holder = FileDevice.open(loops[0].path, { write: true });
     try {
-      expect(() => Device.open(loops[0].path, { write: true })).toThrow(/EBUSY: open failed on \/dev\/loop\d+: device is mounted or in use/);
+      expect(() => FileDevice.open(loops[0].path, { write: true })).toThrow(/EBUSY: open failed on \/dev\/loop\d+: device is mounted or in use/);
       const r = dmtool(['copy', srcFile, loops[0].path]);
       expect(r.status).toBe(3);
       expect(r.stderr.trim().split('\n')).toHaveLength(1);
@@ -60,8 +60,8 @@ describeLoop('kcopyd and the CLI on loop devices', () => {
   });
 
   it('copies one source to three loop devices with O_DIRECT, byte for byte', async () => {
-    const src = Device.open(srcFile, { direct: true });
-    const dests = loops.map((l) => Device.open(l.path, { write: true, direct: true }));
+    const src = FileDevice.open(srcFile, { direct: true });
+    const dests = loops.map((l) => FileDevice.open(l.path, { write: true, direct: true }));
     const client = new KcopydClient();
     try {
       const r = await client.copy({ device: src, sector: 0, count: src.sizeSectors }, dests.map((d) => ({ device: d, sector: 0 })));
@@ -77,8 +77,8 @@ describeLoop('kcopyd and the CLI on loop devices', () => {
 
   it('a destination that turns read-only sets exactly its writeErr bit', async () => {
     for (const l of loops) execFileSync('blockdev', ['--setrw', l.path]);
-    const src = Device.open(srcFile);
-    const dests = loops.map((l) => Device.open(l.path, { write: true }));
+    const src = FileDevice.open(srcFile);
+    const dests = loops.map((l) => FileDevice.open(l.path, { write: true }));
     const client = new KcopydClient();
     // Zero the legs first, so content after the copy shows who was written.
     await client.zero(dests.map((d) => ({ device: d, sector: 0, count: d.sizeSectors })));

@@ -1,6 +1,6 @@
 import * as fs from 'fs';
 import * as path from 'path';
-import { Device } from '@dmtool/native';
+import { FileDevice } from '@dmtool/native';
 import { Origin, Snapshot } from '@dmtool/dm-snapshot';
 import { dmtool, CliResult } from '../support/cli';
 import { findVmTools, VmTools } from './vm';
@@ -53,8 +53,8 @@ export async function fillCow(
   snapshotWrites: { sector: number; data: Buffer }[] = [],
   tag = 'NEW',
 ): Promise<void> {
-  const originDev = Device.open(originFile, { write: true });
-  const cowDev = Device.open(cowFile, { write: true });
+  const originDev = FileDevice.open(originFile, { write: true });
+  const cowDev = FileDevice.open(cowFile, { write: true });
   const origin = new Origin(originDev);
   try {
     const snap = await Snapshot.create(origin, cowDev, { chunkSectors });

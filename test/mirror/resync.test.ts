@@ -1,7 +1,7 @@
 import * as fs from 'fs';
 import { execFileSync } from 'child_process';
 import { Bitmap, decodeDiskLog, encodeDiskLog, openMirror, resync, MirrorError, MirrorSet } from '@dmtool/dm-mirror';
-import { setFaultPlan } from '@dmtool/native';
+import { faultyResolver, setFaultPlan } from '../support/faults';
 import { attachLoop, describeLoop, detachAll, LoopDevice, makeLoop, removeDir, tempDir } from '../support/loop';
 import { makeImage, readRange, sha256File, sha256Range } from '../support/images';
 
@@ -75,7 +75,7 @@ describeLoop('dm-mirror resync on loop devices', () => {
     const dirty = [0, 3, 17, 64, 127];
     writeLog(log.path, dirty);
     const shas = legs.map((l) => regionShas(l.path));
-    const m = await openMirror(cfg(), { writeLegs: true });
+    const m = await openMirror(cfg(), faultyResolver, { writeLegs: true });
     try {
       expect(m.statusInfo()).toBe(`3 ${legs.map((l) => l.path).join(' ')} ${REGIONS - dirty.length}/${REGIONS} 1 AAA 3 disk ${log.path} A`);
       const r = await resync(m, { parallel: 3 });
@@ -99,7 +99,7 @@ describeLoop('dm-mirror resync on loop devices', () => {
   });
 
   test('full resync of 3 legs: identical legs, all-clean log in the kernel format', async () => {
-    const m = await openMirror(cfg(), { writeLegs: true, createLog: true });
+    const m = await openMirror(cfg(), faultyResolver, { writeLegs: true, createLog: true });
     const seen: number[] = [];
     try {
       expect(m.log.getSyncCount()).toBe(0);
@@ -123,7 +123,7 @@ describeLoop('dm-mirror resync on loop devices', () => {
   });
 
   test('a leg with injected EIO is marked failed; the other legs complete', async () => {
-    const m = await openMirror(cfg(), { writeLegs: true, createLog: true });
+    const m = await openMirror(cfg(), faultyResolver, { writeLegs: true, createLog: true });
     const failFrom = 40 * REGION_BYTES;
     setFaultPlan({ rules: [{ op: 'write', code: 'EIO', path: legs[2].path, fromByte: failFrom }] });
     let r;
@@ -145,7 +145,7 @@ describeLoop('dm-mirror resync on loop devices', () => {
   });
 
   test('a read error on the default leg fails it (S) and stops the resync; nothing is recorded clean wrongly', async () => {
-    const m = await openMirror(cfg(), { writeLegs: true, createLog: true });
+    const m = await openMirror(cfg(), faultyResolver, { writeLegs: true, createLog: true });
     setFaultPlan({ rules: [{ op: 'read', code: 'EIO', path: legs[0].path, fromByte: 10 * REGION_BYTES, toByte: 11 * REGION_BYTES }] });
     let r;
     try {
@@ -161,7 +161,7 @@ describeLoop('dm-mirror resync on loop devices', () => {
   });
 
   test('a second run after the failed leg is gone finishes the set', async () => {
-    const m = await openMirror(cfg(), { writeLegs: true, createLog: true });
+    const m = await openMirror(cfg(), faultyResolver, { writeLegs: true, createLog: true });
     setFaultPlan({ rules: [{ op: 'write', code: 'EIO', path: legs[1].path, fromByte: 0 }] });
     const r = await resync(m);
     m.close();
@@ -170,7 +170,7 @@ describeLoop('dm-mirror resync on loop devices', () => {
     expect(r.failedLegs.map((f) => f.index)).toEqual([1]);
     // leg 2 got everything even though leg 1 failed on the first write
     expect(sha256File(legs[2].backingFile)).toBe(sha256File(legs[0].backingFile));
-    const m2 = await openMirror({ ...cfg(), legs: [{ path: legs[0].path }, { path: legs[1].path }] }, { writeLegs: true });
+    const m2 = await openMirror({ ...cfg(), legs: [{ path: legs[0].path }, { path: legs[1].path }] }, faultyResolver, { writeLegs: true });
     try {
       const r2 = await resync(m2);
       expect(r2.regionsTotal).toBe(REGIONS);
@@ -182,7 +182,7 @@ describeLoop('dm-mirror resync on loop devices', () => {
   });
 
   test('writes through the mirror: log dirtied and flushed before the legs, cleaned after', async () => {
-    const m: MirrorSet = await openMirror(cfg(2), { writeLegs: true, createLog: true });
+    const m: MirrorSet = await openMirror(cfg(2), faultyResolver, { writeLegs: true, createLog: true });
     try {
       await resync(m);
       const data = Buffer.alloc(3 * REGION_BYTES, 0x5a);
@@ -214,7 +214,7 @@ describeLoop('dm-mirror resync on loop devices', () => {
   });
 
   test('rate limit paces the copy; an AbortSignal stops it resumably', async () => {
-    const m = await openMirror(cfg(2), { writeLegs: true, createLog: true });
+    const m = await openMirror(cfg(2), faultyResolver, { writeLegs: true, createLog: true });
     try {
       const r = await resync(m, { rateBytesPerSecond: 16 * MiB, parallel: 2 });
       // 8 MiB at 16 MiB/s: the last piece is admitted at (8 MiB - 64 KiB) / 16 MiB/s
@@ -223,7 +223,7 @@ describeLoop('dm-mirror resync on loop devices', () => {
     } finally {
       m.close();
     }
-    const m2 = await openMirror(cfg(2), { writeLegs: true, createLog: true });
+    const m2 = await openMirror(cfg(2), faultyResolver, { writeLegs: true, createLog: true });
     const ctl = new AbortController();
     let r2;
     try {
@@ -242,7 +242,7 @@ describeLoop('dm-mirror resync on loop devices', () => {
     const left = readLog(log.path).clean.zeros().length;
     expect(left).toBeGreaterThan(0);
     expect(left).toBeLessThanOrEqual(REGIONS - 16);
-    const m3 = await openMirror(cfg(2), { writeLegs: true });
+    const m3 = await openMirror(cfg(2), faultyResolver, { writeLegs: true });
     try {
       const r3 = await resync(m3);
       expect(r3.regionsTotal).toBe(left);
@@ -254,7 +254,7 @@ describeLoop('dm-mirror resync on loop devices', () => {
   });
 
   test('reads: default leg; a failed default falls back to the next leg counting down (in-sync regions only)', async () => {
-    const m: MirrorSet = await openMirror(cfg(), { writeLegs: true, createLog: true });
+    const m: MirrorSet = await openMirror(cfg(), faultyResolver, { writeLegs: true, createLog: true });
     try {
       await resync(m);
       // make leg 2 distinguishable, then fail reads on leg 0
@@ -302,8 +302,8 @@ describeLoop('dm-mirror resync on loop devices', () => {
     test.each(cases)('%s', async (_name, spoil, message) => {
       spoil();
       const shas = [...legs, log].map((d) => sha256File(d.backingFile));
-      await expect(openMirror(cfg(), { writeLegs: true })).rejects.toThrow(message);
-      await expect(openMirror(cfg(), { writeLegs: true })).rejects.toBeInstanceOf(MirrorError);
+      await expect(openMirror(cfg(), faultyResolver, { writeLegs: true })).rejects.toThrow(message);
+      await expect(openMirror(cfg(), faultyResolver, { writeLegs: true })).rejects.toBeInstanceOf(MirrorError);
       expect([...legs, log].map((d) => sha256File(d.backingFile))).toEqual(shas);
     });
 
@@ -314,7 +314,7 @@ describeLoop('dm-mirror resync on loop devices', () => {
       const shas = [...legs].map((d) => sha256File(d.backingFile));
       const fileSha = sha256File(file);
       const c = { ...cfg(), regionSize: undefined, log: { type: 'disk' as const, path: file } };
-      await expect(openMirror(c, { writeLegs: true })).rejects.toThrow(
+      await expect(openMirror(c, faultyResolver, { writeLegs: true })).rejects.toThrow(
         `dirty log ${file} is too small: 1100 bytes, 128 regions need sectors 0..2 (1536 bytes)`,
       );
       expect(legs.map((d) => sha256File(d.backingFile))).toEqual(shas);
@@ -324,23 +324,23 @@ describeLoop('dm-mirror resync on loop devices', () => {
     test('a log device too small for the region count', async () => {
       const tiny = makeLoop(dir, 'tiny.img', 1024);
       const shas = [...legs, tiny].map((d) => sha256File(d.backingFile));
-      await expect(openMirror({ ...cfg(), regionSize: 2, log: { type: 'disk', path: tiny.path } }, { createLog: true, writeLegs: true })).rejects.toThrow(
+      await expect(openMirror({ ...cfg(), regionSize: 2, log: { type: 'disk', path: tiny.path } }, faultyResolver, { createLog: true, writeLegs: true })).rejects.toThrow(
         `dirty log ${tiny.path} is too small: 1024 bytes, 8192 regions need sectors 0..3 (2048 bytes)`,
       );
       expect([...legs, tiny].map((d) => sha256File(d.backingFile))).toEqual(shas);
     });
 
     test('the same device twice, and legs of different sizes', async () => {
-      await expect(openMirror({ ...cfg(), legs: [{ path: legs[0].path }, { path: legs[0].path }] })).rejects.toThrow(
+      await expect(openMirror({ ...cfg(), legs: [{ path: legs[0].path }, { path: legs[0].path }] }, faultyResolver)).rejects.toThrow(
         `${legs[0].path} is given twice (as leg 0 and as leg 1)`,
       );
-      await expect(openMirror({ ...cfg(), log: { type: 'disk', path: legs[1].path } })).rejects.toThrow(/given twice \(as leg 1 and as the log\)/);
+      await expect(openMirror({ ...cfg(), log: { type: 'disk', path: legs[1].path } }, faultyResolver)).rejects.toThrow(/given twice \(as leg 1 and as the log\)/);
       const small = makeLoop(dir, 'small.img', LEG_BYTES / 2);
-      await expect(openMirror({ ...cfg(), legs: [{ path: legs[0].path }, { path: small.path }] })).rejects.toThrow(
+      await expect(openMirror({ ...cfg(), legs: [{ path: legs[0].path }, { path: small.path }] }, faultyResolver)).rejects.toThrow(
         `legs differ in size: ${legs[0].path} has 16384 sectors, ${small.path} has 8192`,
       );
       await expect(
-        openMirror({ ...cfg(), lengthSectors: 16384, legs: [{ path: legs[0].path }, { path: small.path }] }),
+        openMirror({ ...cfg(), lengthSectors: 16384, legs: [{ path: legs[0].path }, { path: small.path }] }, faultyResolver),
       ).rejects.toThrow(`leg ${small.path} is smaller than the mirror: it has 8192 sectors, the mirror needs sectors 0..16383`);
     });
   });

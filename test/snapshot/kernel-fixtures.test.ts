@@ -1,6 +1,6 @@
 import * as fs from 'fs';
 import * as path from 'path';
-import { Device } from '@dmtool/native';
+import { FileDevice } from '@dmtool/native';
 import { mergeSnapshot, Origin, PersistentStore, planMerge, Snapshot } from '@dmtool/dm-snapshot';
 import { sha256File } from '../support/images';
 import { removeDir, tempDir } from '../support/loop';
@@ -29,8 +29,8 @@ describe.each(CHUNKS)('kernel fixture snapshot-cow-chunk%i', (cs) => {
     expect(sha256File(originFile)).toBe(manifest.images['origin.img'].sha256_before);
     expect(sha256File(cowFile)).toBe(manifest.images['cow.img'].sha256_before);
 
-    const originDev = Device.open(originFile, { write: true });
-    const cowDev = Device.open(cowFile, { write: true });
+    const originDev = FileDevice.open(originFile, { write: true });
+    const cowDev = FileDevice.open(cowFile, { write: true });
     const origin = new Origin(originDev);
     try {
       const snap = await Snapshot.create(origin, cowDev, { chunkSectors: cs });
@@ -60,8 +60,8 @@ describe.each(CHUNKS)('kernel fixture snapshot-cow-chunk%i', (cs) => {
 
   test('the kernel-made COW parses to the manifest table, status and snapshot view', async () => {
     const { dir: fx, manifest } = unpackFixture(`snapshot-cow-chunk${cs}`, dir);
-    const originDev = Device.open(path.join(fx, 'origin.img'));
-    const cowDev = Device.open(path.join(fx, 'cow.img'));
+    const originDev = FileDevice.open(path.join(fx, 'origin.img'));
+    const cowDev = FileDevice.open(path.join(fx, 'cow.img'));
     const origin = new Origin(originDev);
     try {
       const snap = await Snapshot.open(origin, cowDev);
@@ -100,8 +100,8 @@ describe.each(CHUNKS)('kernel fixture snapshot-merge-chunk%i', (cs) => {
     expect(sha256File(originFile)).toBe(expected.inputs.origin_sha256);
     expect(sha256File(cowFile)).toBe(expected.inputs.cow_sha256);
 
-    const originDev = Device.open(originFile, { write: true });
-    const cowDev = Device.open(cowFile, { write: true });
+    const originDev = FileDevice.open(originFile, { write: true });
+    const cowDev = FileDevice.open(cowFile, { write: true });
     const seen: number[] = [];
     try {
       const plan = await planMerge(originDev, cowDev, { kernelBatches, batchBytes });

@@ -1,6 +1,6 @@
 import * as fs from 'fs';
 import * as path from 'path';
-import { Device } from '@dmtool/native';
+import { FileDevice } from '@dmtool/native';
 import { PersistentStore } from '@dmtool/dm-snapshot';
 import { readRange, sha256File } from '../support/images';
 import { removeDir, tempDir } from '../support/loop';
@@ -45,7 +45,7 @@ function freshPair(): { origin: string; cow: string } {
 
 /** The interrupted COW must read as a valid table: a prefix of the original, the rest merged for good. */
 async function checkInterrupted(pair: { origin: string; cow: string }): Promise<number> {
-  const cow = Device.open(pair.cow);
+  const cow = FileDevice.open(pair.cow);
   let remaining: number;
   try {
     const store = await PersistentStore.open(cow, { originSectors: fs.statSync(pair.origin).size / 512 });

@@ -5,12 +5,19 @@ import { mirrorCommands } from './commands/mirror';
 import { snapshotCommands } from './commands/snapshot';
 import { zeroCommand } from './commands/zero';
 import { ExitCode, EXIT_CODES_HELP } from './util/exit-codes';
+import { armFaults } from './util/open-device';
 import { takeExitCode } from './util/run';
 
 /** Run the CLI with these arguments; resolves to the process exit code. */
 class UsageError extends Error {}
 
-export async function main(args: string[]): Promise<number> {
+export async function main(args: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
+  try {
+    armFaults(env.DMTOOL_FAULTS);
+  } catch (e) {
+    process.stderr.write(`dmtool: DMTOOL_FAULTS: ${e instanceof Error ? e.message.split('\n')[0] : String(e)}\n`);
+    return ExitCode.USAGE;
+  }
   const parser = yargs(args)
     .scriptName('dmtool')
     .usage('$0 <command> [options]\n\nLinux device-mapper copy engine (kcopyd), snapshot COW merge and mirror resync, in user space, on the kernel\'s on-disk formats.')

@@ -1,4 +1,5 @@
-import { allocBuffer, Device, SECTOR_BYTES } from '@dmtool/native';
+import { BlockDevice, SECTOR_BYTES } from '@dmtool/devices';
+import { allocBuffer } from '@dmtool/native';
 import { MirrorError } from './errors';
 
 export interface CheckOptions {
@@ -22,7 +23,7 @@ export interface CheckResult {
 }
 
 /** Compare legs region by region against leg 0 (read only). */
-export async function checkLegs(legs: Device[], opts: CheckOptions): Promise<CheckResult> {
+export async function checkLegs(legs: BlockDevice[], opts: CheckOptions): Promise<CheckResult> {
   if (legs.length < 2) throw new MirrorError('EINVAL', 'checking needs at least 2 legs');
   const { regionSize, lengthSectors } = opts;
   if (regionSize < 1 || !Number.isSafeInteger(regionSize)) throw new MirrorError('EINVAL', `invalid region size ${regionSize}`);

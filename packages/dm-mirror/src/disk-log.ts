@@ -1,4 +1,5 @@
-import { allocBuffer, Device, DeviceError } from '@dmtool/native';
+import { BlockDevice, DeviceError } from '@dmtool/devices';
+import { allocBuffer } from '@dmtool/native';
 import { MemoryLog, SyncMode, LogHealth } from './dirty-log';
 import { MirrorError } from './errors';
 import { decodeDiskLog, encodeDiskLog, logBufferBytes, readHeader, LOG_MAGIC } from './log-format';
@@ -29,7 +30,7 @@ export interface DiskLogOptions {
  */
 export class DiskLog extends MemoryLog {
   readonly type = 'disk' as const;
-  readonly device: Device;
+  readonly device: BlockDevice;
   readonly name: string;
   readonly bufferBytes: number;
   private readonly buffer: Buffer;
@@ -41,7 +42,7 @@ export class DiskLog extends MemoryLog {
   writes = 0;
   flushes = 0;
 
-  constructor(device: Device, opts: DiskLogOptions) {
+  constructor(device: BlockDevice, opts: DiskLogOptions) {
     super(opts.regionSize, opts.regionCount, opts.syncMode ?? 'default');
     this.device = device;
     this.opts = opts;
@@ -58,7 +59,7 @@ export class DiskLog extends MemoryLog {
   }
 
   /** Open a disk log and resume it (read, validate, write back unless persist is false). */
-  static async open(device: Device, opts: DiskLogOptions): Promise<DiskLog> {
+  static async open(device: BlockDevice, opts: DiskLogOptions): Promise<DiskLog> {
     const log = new DiskLog(device, opts);
     await log.resume();
     return log;

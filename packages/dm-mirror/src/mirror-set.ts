@@ -1,4 +1,4 @@
-import { Device, DeviceError, SECTOR_BYTES } from '@dmtool/native';
+import { BlockDevice, DeviceError, SECTOR_BYTES } from '@dmtool/devices';
 import { DirtyLog } from './dirty-log';
 import { MirrorError, sectorRange } from './errors';
 import { RegionHash, RegionState } from './region-hash';
@@ -9,7 +9,7 @@ export type LegErrorKind = 'F' | 'D' | 'S' | 'R';
 export type LegHealth = 'A' | LegErrorKind | 'U';
 
 export interface LegSpec {
-  device: Device;
+  device: BlockDevice;
   /** Start sector of the mirror on this device. */
   offsetSectors?: number;
   /** Name shown in status lines (default: the device path). */
@@ -17,7 +17,7 @@ export interface LegSpec {
 }
 
 export class Leg {
-  readonly device: Device;
+  readonly device: BlockDevice;
   readonly offsetSectors: number;
   readonly name: string;
   errorCount = 0;
@@ -332,7 +332,7 @@ export class MirrorSet {
       })),
       log: {
         type: log.type,
-        path: 'device' in log ? (log as unknown as { device: Device }).device.path : undefined,
+        path: 'device' in log ? (log as unknown as { device: BlockDevice }).device.path : undefined,
         health: log.health,
         syncMode: log.syncMode,
       },
@@ -349,7 +349,7 @@ export class MirrorSet {
   }
 
   close(): void {
-    const seen = new Set<Device>();
+    const seen = new Set<BlockDevice>();
     for (const d of [...this.legs.map((l) => l.device)]) {
       if (seen.has(d)) continue;
       seen.add(d);

@@ -1,4 +1,5 @@
-import { allocBuffer, Device } from '@dmtool/native';
+import { BlockDevice, DeviceResolver } from '@dmtool/devices';
+import { allocBuffer } from '@dmtool/native';
 import { CoreLog, DirtyLog, SyncMode } from './dirty-log';
 import { DiskLog } from './disk-log';
 import { MirrorError } from './errors';
@@ -50,10 +51,10 @@ export function configFromTable(t: MirrorTable): MirrorConfig {
 }
 
 /** Refuse a device named twice (as two legs, or as a leg and the log). */
-export function checkDistinct(paths: { path: string; role: string }[]): void {
+export function checkDistinct(resolver: DeviceResolver, paths: { path: string; role: string }[]): void {
   const seen = new Map<string, string>();
   for (const p of paths) {
-    const id = Device.identityOf(p.path, p.role);
+    const id = resolver.identify(p.path, p.role);
     const before = seen.get(id);
     if (before) throw new MirrorError('EINVAL', `${p.path} is given twice (as ${before} and as ${p.role})`, { path: p.path });
     seen.set(id, p.role);
@@ -67,7 +68,7 @@ export function deriveRegionSize(lengthSectors: number, regions: number): number
 }
 
 /** Read just the header of a disk log and validate magic and version. */
-export async function readLogRegionCount(device: Device): Promise<number> {
+export async function readLogRegionCount(device: BlockDevice): Promise<number> {
   const head = allocBuffer(Math.min(device.sizeBytes, 1024));
   if (head.length < LOG_HEADER_BYTES) {
     decodeDiskLog(head, { path: device.path, deviceBytes: device.sizeBytes });
@@ -86,20 +87,21 @@ export async function readLogRegionCount(device: Device): Promise<number> {
 
 /**
  * Open a mirror: check every device before any write (distinct devices,
- * leg sizes, log size and contents), then resume the log.
+ * leg sizes, log size and contents), then resume the log. The table names
+ * its devices; `resolver` opens them.
  */
-export async function openMirror(cfg: MirrorConfig, opts: OpenMirrorOptions = {}): Promise<MirrorSet> {
+export async function openMirror(cfg: MirrorConfig, resolver: DeviceResolver, opts: OpenMirrorOptions = {}): Promise<MirrorSet> {
   if (cfg.legs.length < 2 || cfg.legs.length > MAX_LEGS) {
     throw new MirrorError('EINVAL', `a mirror needs 2..${MAX_LEGS} legs (got ${cfg.legs.length})`);
   }
-  checkDistinct([
+  checkDistinct(resolver, [
     ...cfg.legs.map((l, i) => ({ path: l.path, role: `leg ${i}` })),
     ...(cfg.log.type === 'disk' ? [{ path: cfg.log.path, role: 'the log' }] : []),
   ]);
-  const opened: Device[] = [];
+  const opened: BlockDevice[] = [];
   try {
     const legs = cfg.legs.map((l) => {
-      const d = Device.open(l.path, { write: opts.writeLegs === true, direct: opts.direct === true });
+      const d = resolver.open(l.path, { write: opts.writeLegs === true, direct: opts.direct === true });
       opened.push(d);
       return { device: d, offsetSectors: l.offsetSectors ?? 0 };
     });
@@ -148,7 +150,7 @@ export async function openMirror(cfg: MirrorConfig, opts: OpenMirrorOptions = {}
     } else {
       const create = opts.createLog === true;
       const persist = opts.persistLog ?? (opts.writeLegs === true || create);
-      const logDev = Device.open(cfg.log.path, { write: persist });
+      const logDev = resolver.open(cfg.log.path, { write: persist });
       opened.push(logDev);
       let rs = cfg.regionSize;
       if (rs === undefined && opts.adoptLog && !create) {

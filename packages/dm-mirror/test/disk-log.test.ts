@@ -1,7 +1,8 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { Device } from '@dmtool/native';
+import { BlockDevice } from '@dmtool/devices';
+import { FileDevice } from '@dmtool/native';
 import { Bitmap, decodeDiskLog, DiskLog, encodeDiskLog } from '@dmtool/dm-mirror';
 
 describe('disk log on a file (dm-log.c disk_*)', () => {
@@ -20,7 +21,7 @@ describe('disk log on a file (dm-log.c disk_*)', () => {
     const dev = log.device;
     const write = dev.write.bind(dev);
     const flush = dev.flush.bind(dev);
-    dev.write = async (...a: Parameters<Device['write']>) => {
+    dev.write = async (...a: Parameters<BlockDevice['write']>) => {
       events.push('log-write');
       return write(...a);
     };
@@ -34,7 +35,7 @@ describe('disk log on a file (dm-log.c disk_*)', () => {
   }
 
   test('a new log: written whole (header, zeroed unused area, bitmap, padding) and flushed', async () => {
-    const log = await DiskLog.open(Device.open(file, { write: true }), { regionSize: 8, regionCount: 40, create: true });
+    const log = await DiskLog.open(FileDevice.open(file, { write: true }), { regionSize: 8, regionCount: 40, create: true });
     log.close();
     const raw = fs.readFileSync(file);
     expect(raw.subarray(0, 16).toString('hex')).toBe('725269' + '4d' + '02000000' + '2800000000000000');
@@ -44,7 +45,7 @@ describe('disk log on a file (dm-log.c disk_*)', () => {
   });
 
   test('flush order: dirtied → write then log flush; cleaned → legs flushed first, no log flush; nothing → no I/O', async () => {
-    const log = await DiskLog.open(Device.open(file, { write: true }), { regionSize: 8, regionCount: 40, syncMode: 'nosync' });
+    const log = await DiskLog.open(FileDevice.open(file, { write: true }), { regionSize: 8, regionCount: 40, syncMode: 'nosync' });
     const events: string[] = [];
     traced(log, events);
     await log.flush();
@@ -62,7 +63,7 @@ describe('disk log on a file (dm-log.c disk_*)', () => {
   });
 
   test('a region dirtied while a flush is in flight is on disk once its own flush returns', async () => {
-    const log = await DiskLog.open(Device.open(file, { write: true }), { regionSize: 8, regionCount: 40, syncMode: 'nosync' });
+    const log = await DiskLog.open(FileDevice.open(file, { write: true }), { regionSize: 8, regionCount: 40, syncMode: 'nosync' });
     log.markRegion(0);
     const first = log.flush();
     await new Promise((r) => setImmediate(r)); // the first flush is now waiting on its I/O
@@ -74,7 +75,7 @@ describe('disk log on a file (dm-log.c disk_*)', () => {
   });
 
   test('a region cleaned while the legs are being flushed is not recorded clean by that flush', async () => {
-    const log = await DiskLog.open(Device.open(file, { write: true }), { regionSize: 8, regionCount: 40, syncMode: 'nosync' });
+    const log = await DiskLog.open(FileDevice.open(file, { write: true }), { regionSize: 8, regionCount: 40, syncMode: 'nosync' });
     log.markRegion(1);
     log.markRegion(2);
     await log.flush();
@@ -93,7 +94,7 @@ describe('disk log on a file (dm-log.c disk_*)', () => {
   });
 
   test('a failed leg flush marks every region dirty and ignores later clears', async () => {
-    const log = await DiskLog.open(Device.open(file, { write: true }), { regionSize: 8, regionCount: 40, syncMode: 'nosync' });
+    const log = await DiskLog.open(FileDevice.open(file, { write: true }), { regionSize: 8, regionCount: 40, syncMode: 'nosync' });
     log.markRegion(1);
     await log.flush();
     log.setFlushCallback(async () => {
@@ -115,7 +116,7 @@ describe('disk log on a file (dm-log.c disk_*)', () => {
     clean.clear(39);
     fs.writeFileSync(file, encodeDiskLog(40, clean), { flag: 'r+' });
     const before = fs.readFileSync(file);
-    const log = await DiskLog.open(Device.open(file), { regionSize: 8, regionCount: 40, persist: false });
+    const log = await DiskLog.open(FileDevice.open(file), { regionSize: 8, regionCount: 40, persist: false });
     expect(log.getSyncCount()).toBe(38);
     expect(log.getResyncWork()).toBe(3);
     expect(log.getResyncWork()).toBe(39);
@@ -130,16 +131,16 @@ describe('disk log on a file (dm-log.c disk_*)', () => {
     const clean = new Bitmap(40);
     clean.fill(true);
     fs.writeFileSync(file, encodeDiskLog(40, clean), { flag: 'r+' });
-    const grown = await DiskLog.open(Device.open(file, { write: true }), { regionSize: 8, regionCount: 70, strict: false });
+    const grown = await DiskLog.open(FileDevice.open(file, { write: true }), { regionSize: 8, regionCount: 70, strict: false });
     grown.close();
     expect(onDisk(70).clean.zeros()).toEqual(Array.from({ length: 30 }, (_, i) => 40 + i));
     fs.writeFileSync(file, encodeDiskLog(40, clean), { flag: 'r+' });
-    await expect(DiskLog.open(Device.open(file, { write: true }), { regionSize: 8, regionCount: 70 })).rejects.toThrow(/records 40 regions/);
-    const ns = await DiskLog.open(Device.open(file, { write: true }), { regionSize: 8, regionCount: 70, syncMode: 'nosync' });
+    await expect(DiskLog.open(FileDevice.open(file, { write: true }), { regionSize: 8, regionCount: 70 })).rejects.toThrow(/records 40 regions/);
+    const ns = await DiskLog.open(FileDevice.open(file, { write: true }), { regionSize: 8, regionCount: 70, syncMode: 'nosync' });
     ns.close();
     expect(onDisk(70).clean.count()).toBe(70);
     fs.writeFileSync(file, Buffer.alloc(8192, 0x11));
-    const fresh = await DiskLog.open(Device.open(file, { write: true }), { regionSize: 8, regionCount: 70, strict: false });
+    const fresh = await DiskLog.open(FileDevice.open(file, { write: true }), { regionSize: 8, regionCount: 70, strict: false });
     fresh.close();
     expect(onDisk(70).clean.count()).toBe(0);
   });

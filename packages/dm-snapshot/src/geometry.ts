@@ -1,4 +1,4 @@
-import { SECTOR_BYTES } from '@dmtool/native';
+import { SECTOR_BYTES } from '@dmtool/devices';
 import { SnapshotError } from './errors';
 
 /** Bytes of one on-disk exception entry (old_chunk u64 LE, new_chunk u64 LE). */

@@ -1,5 +1,5 @@
 import { KcopydClient } from '@dmtool/kcopyd';
-import { crashPoint, Device, DeviceError, SECTOR_BYTES } from '@dmtool/native';
+import { BlockDevice, crashPoint, DeviceError, SECTOR_BYTES } from '@dmtool/devices';
 import { SnapshotError } from './errors';
 import { PersistentStore } from './persistent-store';
 
@@ -96,7 +96,7 @@ function nextBatch(store: PersistentStore, kernelBatches: boolean, maxChunks: nu
  * kernel) finishes it. At the end the COW holds its header and zeroed
  * areas, byte for byte what the kernel leaves.
  */
-export async function mergeSnapshot(origin: Device, cow: Device, opts: MergeOptions = {}): Promise<MergeResult> {
+export async function mergeSnapshot(origin: BlockDevice, cow: BlockDevice, opts: MergeOptions = {}): Promise<MergeResult> {
   const started = Date.now();
   if (origin.identity === cow.identity) {
     throw new SnapshotError('EINVAL', 'same-device', 'the COW device and the origin are the same device', { path: cow.path });
@@ -200,6 +200,6 @@ function runAt(runs: Run[], e: DeviceError | undefined, cs: number): Run {
 }
 
 /** What a merge would do, without writing anything. */
-export function planMerge(origin: Device, cow: Device, opts: Omit<MergeOptions, 'dryRun'> = {}): Promise<MergeResult> {
+export function planMerge(origin: BlockDevice, cow: BlockDevice, opts: Omit<MergeOptions, 'dryRun'> = {}): Promise<MergeResult> {
   return mergeSnapshot(origin, cow, { ...opts, dryRun: true });
 }

@@ -1,4 +1,5 @@
-import { allocBuffer, crashPoint, Device, DeviceError, SECTOR_BYTES } from '@dmtool/native';
+import { BlockDevice, crashPoint, DeviceError, SECTOR_BYTES } from '@dmtool/devices';
+import { allocBuffer } from '@dmtool/native';
 import { decodeArea, encodeEntry } from './area';
 import { SnapshotError } from './errors';
 import { checkChunkSectors, CowGeometry } from './geometry';
@@ -12,20 +13,20 @@ export interface OpenStoreOptions {
   /** Origin size: entries whose old_chunk lies beyond it are refused. */
   originSectors?: number;
   /** The origin device, for the chunk size / logical block size rule. */
-  origin?: Device;
+  origin?: BlockDevice;
   /** "PO": a snapshot write that finds the COW full sets Overflow instead of invalidating. */
   overflow?: boolean;
 }
 
 export interface FormatOptions {
-  origin?: Device;
+  origin?: BlockDevice;
   overflow?: boolean;
   /** Format even if the COW's first bytes are not zero (they are overwritten). */
   force?: boolean;
 }
 
 /** Read the first bytes of a COW: fresh (magic 0) or a snapshot header. */
-export async function probeHeader(cow: Device): Promise<HeaderState> {
+export async function probeHeader(cow: BlockDevice): Promise<HeaderState> {
   if (cow.sizeBytes < SECTOR_BYTES) {
     throw new SnapshotError('ENOSPC', 'cow-too-small', `COW device is ${cow.sizeBytes} bytes, smaller than one sector`, { path: cow.path });
   }
@@ -55,7 +56,7 @@ export class PersistentStore implements ExceptionStore {
   private readonly scratch: Buffer;
 
   private constructor(
-    readonly cow: Device,
+    readonly cow: BlockDevice,
     geometry: CowGeometry,
     valid: boolean,
     overflow: boolean,
@@ -89,7 +90,7 @@ export class PersistentStore implements ExceptionStore {
    * Format a COW (§2.8): zero area 0, write the header, flush. Refuses a COW
    * that already carries a header (or any non-zero magic) unless `force`.
    */
-  static async format(cow: Device, chunkSectors: number, opts: FormatOptions = {}): Promise<PersistentStore> {
+  static async format(cow: BlockDevice, chunkSectors: number, opts: FormatOptions = {}): Promise<PersistentStore> {
     checkChunkSectors(chunkSectors, opts.origin ? [cow, opts.origin] : [cow]);
     const geometry = new CowGeometry(chunkSectors, cow.sizeSectors);
     if (geometry.cowChunks < 3) {
@@ -127,7 +128,7 @@ export class PersistentStore implements ExceptionStore {
    * Read and validate an existing COW (§2.6, §2.15). Every broken rule is one
    * SnapshotError naming the device and sectors; nothing is written.
    */
-  static async open(cow: Device, opts: OpenStoreOptions = {}): Promise<PersistentStore> {
+  static async open(cow: BlockDevice, opts: OpenStoreOptions = {}): Promise<PersistentStore> {
     const state = await probeHeader(cow);
     if (state.kind === 'fresh') {
       throw new SnapshotError('EINVAL', 'not-formatted', 'COW has no snapshot header (magic is 0); create the snapshot first', {

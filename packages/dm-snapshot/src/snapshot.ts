@@ -1,5 +1,6 @@
 import { DestinationRegion, KcopydClient, MAX_DESTINATIONS } from '@dmtool/kcopyd';
-import { allocBuffer, Device, SECTOR_BYTES } from '@dmtool/native';
+import { BlockDevice, SECTOR_BYTES } from '@dmtool/devices';
+import { allocBuffer } from '@dmtool/native';
 import { SnapshotError } from './errors';
 import { PersistentStore } from './persistent-store';
 import { ExceptionStore, StoreUsage } from './store';
@@ -35,7 +36,7 @@ interface Piece {
   bufByte: number;
 }
 
-function checkRequest(what: string, device: Device, buf: Buffer, sector: number, limitSectors: number): number {
+function checkRequest(what: string, device: BlockDevice, buf: Buffer, sector: number, limitSectors: number): number {
   if (!Buffer.isBuffer(buf)) throw new TypeError('data must be a Buffer');
   if (buf.length === 0 || buf.length % SECTOR_BYTES !== 0) {
     throw new SnapshotError('EINVAL', 'misaligned', `${what}: length ${buf.length} bytes is not a positive multiple of 512`, {
@@ -90,14 +91,14 @@ interface CopyOut {
  * only then reach the origin (§3.4).
  */
 export class Origin {
-  readonly device: Device;
+  readonly device: BlockDevice;
   readonly kcopyd: KcopydClient;
   private readonly ownsKcopyd: boolean;
   private readonly copyConcurrency: number;
   private snaps: Snapshot[] = [];
   private queue: Promise<unknown> = Promise.resolve();
 
-  constructor(device: Device, opts: OriginOptions = {}) {
+  constructor(device: BlockDevice, opts: OriginOptions = {}) {
     this.device = device;
     this.ownsKcopyd = opts.kcopyd === undefined;
     this.kcopyd = opts.kcopyd ?? new KcopydClient();
@@ -276,7 +277,7 @@ export class Snapshot {
   }
 
   /** Format a COW and attach a new snapshot to the origin. */
-  static async create(origin: Origin, cow: Device, opts: CreateSnapshotOptions): Promise<Snapshot> {
+  static async create(origin: Origin, cow: BlockDevice, opts: CreateSnapshotOptions): Promise<Snapshot> {
     checkPair(origin, cow);
     const type = opts.type ?? 'P';
     const store =
@@ -289,7 +290,7 @@ export class Snapshot {
   }
 
   /** Open an existing persistent COW (validated) and attach it to the origin. */
-  static async open(origin: Origin, cow: Device, opts: OpenSnapshotOptions = {}): Promise<Snapshot> {
+  static async open(origin: Origin, cow: BlockDevice, opts: OpenSnapshotOptions = {}): Promise<Snapshot> {
     checkPair(origin, cow);
     const store = await PersistentStore.open(cow, {
       chunkSectors: opts.chunkSectors,
@@ -302,7 +303,7 @@ export class Snapshot {
     return snap;
   }
 
-  get cow(): Device {
+  get cow(): BlockDevice {
     return this.store.cow;
   }
 
@@ -373,7 +374,7 @@ export class Snapshot {
     const cs = this.chunkSectors;
     const table = this.store.table;
     // Coalesce neighbouring pieces that land next to each other on one device.
-    let run: { device: Device; devSector: number; sectors: number; bufByte: number } | undefined;
+    let run: { device: BlockDevice; devSector: number; sectors: number; bufByte: number } | undefined;
     const flush = async () => {
       if (run) await run.device.read(buf, run.bufByte, run.sectors * SECTOR_BYTES, run.devSector * SECTOR_BYTES);
       run = undefined;
@@ -480,7 +481,7 @@ export class Snapshot {
   }
 }
 
-function checkPair(origin: Origin, cow: Device): void {
+function checkPair(origin: Origin, cow: BlockDevice): void {
   if (cow.identity === origin.device.identity) {
     throw new SnapshotError('EINVAL', 'same-device', 'the COW device and the origin are the same device', { path: cow.path });
   }

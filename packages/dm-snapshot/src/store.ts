@@ -1,4 +1,4 @@
-import { Device } from '@dmtool/native';
+import { BlockDevice } from '@dmtool/devices';
 import { ExceptionTable } from './table';
 
 export interface StoreUsage {
@@ -14,7 +14,7 @@ export interface StoreUsage {
 export interface ExceptionStore {
   /** 'P', 'PO' (persistent, overflow-aware) or 'N' (transient), as in the table line. */
   readonly type: 'P' | 'PO' | 'N';
-  readonly cow: Device;
+  readonly cow: BlockDevice;
   readonly chunkSectors: number;
   readonly table: ExceptionTable;
   readonly valid: boolean;

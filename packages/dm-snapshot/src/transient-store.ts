@@ -1,4 +1,4 @@
-import { Device } from '@dmtool/native';
+import { BlockDevice } from '@dmtool/devices';
 import { checkChunkSectors } from './geometry';
 import { ExceptionStore, StoreUsage } from './store';
 import { ExceptionTable } from './table';
@@ -15,7 +15,7 @@ export class TransientStore implements ExceptionStore {
   private isValid = true;
 
   constructor(
-    readonly cow: Device,
+    readonly cow: BlockDevice,
     chunkSectors: number,
   ) {
     this.chunkSectors = checkChunkSectors(chunkSectors, [cow]);

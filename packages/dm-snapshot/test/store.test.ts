@@ -1,8 +1,9 @@
 import * as fs from 'fs';
 import * as path from 'path';
-import { Device } from '@dmtool/native';
+import { FileDevice } from '@dmtool/native';
 import { encodeEntry, encodeHeader, Origin, PersistentStore, Snapshot, SnapshotError } from '@dmtool/dm-snapshot';
 import { patternBytes, readRange, sha256File } from '../../../test/support/images';
+import { openFaulty, setFaultPlan } from '../../../test/support/faults';
 import { removeDir, tempDir } from '../../../test/support/loop';
 
 let dir: string;
@@ -27,8 +28,8 @@ async function withSnapshot<T>(
   type: 'P' | 'PO' | 'N' = 'P',
 ): Promise<T> {
   const files = { origin: file(originBytes, 'origin'), cow: file(cowBytes) };
-  const o = Device.open(files.origin, { write: true });
-  const c = Device.open(files.cow, { write: true });
+  const o = openFaulty(files.origin, { write: true });
+  const c = openFaulty(files.cow, { write: true });
   const origin = new Origin(o);
   try {
     const snap = await Snapshot.create(origin, c, { chunkSectors: cs, type });
@@ -96,9 +97,9 @@ describe('persistent store', () => {
 
   test('several snapshots of one origin each get the old chunk; reopened tables agree', async () => {
     const files = { origin: file(1 << 20, 'o2'), a: file(1 << 20), b: file(2 << 20) };
-    const o = Device.open(files.origin, { write: true });
-    const a = Device.open(files.a, { write: true });
-    const b = Device.open(files.b, { write: true });
+    const o = FileDevice.open(files.origin, { write: true });
+    const a = FileDevice.open(files.a, { write: true });
+    const b = FileDevice.open(files.b, { write: true });
     const origin = new Origin(o);
     const before = readRange(files.origin, 0, 1 << 20);
     try {
@@ -148,7 +149,7 @@ describe('overflow and invalidation', () => {
       expect(readRange(files.cow, 4096, 16).readBigUInt64LE(8)).toBe(2n);
       expect(readRange(files.origin, 4096, 4096).every((b) => b === 1)).toBe(true);
       await expectSnapError(snap.read(Buffer.alloc(512), 0), 'EIO', 'invalid');
-      const c = Device.open(files.cow);
+      const c = FileDevice.open(files.cow);
       try {
         const store = await PersistentStore.open(c);
         expect(store.valid).toBe(false);
@@ -183,7 +184,6 @@ describe('overflow and invalidation', () => {
   });
 
   test('a failing COW copy invalidates the snapshot; the origin write goes on', async () => {
-    const { setFaultPlan } = await import('@dmtool/native');
     await withSnapshot(1 << 20, 1 << 20, 8, async (origin, snap, files) => {
       setFaultPlan({ rules: [{ op: 'write', code: 'EIO', path: path.basename(files.cow), fromByte: 2 * 4096, toByte: 3 * 4096 }] });
       try {
@@ -228,8 +228,8 @@ describe('corrupt or unsuitable COW: one clear error, nothing written', () => {
     fs.writeFileSync(cow, buf);
     const shaO = sha256File(origin);
     const shaC = sha256File(cow);
-    const o = Device.open(origin, { write: true });
-    const c = Device.open(cow, { write: true });
+    const o = FileDevice.open(origin, { write: true });
+    const c = FileDevice.open(cow, { write: true });
     const org = new Origin(o);
     try {
       return await Snapshot.open(org, c, { chunkSectors: open.chunkSectors });
@@ -278,15 +278,15 @@ describe('corrupt or unsuitable COW: one clear error, nothing written', () => {
   });
 
   test('COW too small to format, chunk size not a power of two, COW already formatted', async () => {
-    const o = Device.open(file(1 << 20, 'x'), { write: true });
+    const o = FileDevice.open(file(1 << 20, 'x'), { write: true });
     const small = file(8192);
-    const c = Device.open(small, { write: true });
+    const c = FileDevice.open(small, { write: true });
     const origin = new Origin(o);
     try {
       await expectSnapError(Snapshot.create(origin, c, { chunkSectors: 8 }), 'ENOSPC', 'cow-too-small');
       await expectSnapError(Snapshot.create(origin, c, { chunkSectors: 3 }), 'EINVAL', 'bad-chunk-size');
       expect(readRange(small, 0, 8192).every((b) => b === 0)).toBe(true);
-      const big = Device.open(file(1 << 20), { write: true });
+      const big = FileDevice.open(file(1 << 20), { write: true });
       const s = await Snapshot.create(origin, big, { chunkSectors: 8 });
       s.close();
       await expectSnapError(Snapshot.create(origin, big, { chunkSectors: 8 }), 'EEXIST', 'cow-not-empty');

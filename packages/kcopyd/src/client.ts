@@ -1,4 +1,4 @@
-import { Device, SECTOR_BYTES } from '@dmtool/native';
+import { BlockDevice, SECTOR_BYTES } from '@dmtool/devices';
 import { BufferPool } from './buffer-pool';
 import { KcopydError } from './errors';
 import { Extent, ExtentJob } from './extents';
@@ -82,7 +82,7 @@ export class KcopydClient {
    * merge's chunks): extents near each other on the source are read once
    * and written to their places in one native call per sub-job.
    */
-  copyExtents(src: Device, dest: Device, extents: readonly Extent[], opts: CopyOptions = {}): Promise<CopyResult> {
+  copyExtents(src: BlockDevice, dest: BlockDevice, extents: readonly Extent[], opts: CopyOptions = {}): Promise<CopyResult> {
     let job: ExtentJob;
     try {
       this.checkUsable();

@@ -1,4 +1,5 @@
-import { Device, DeviceError, scatterCopy, SECTOR_BYTES } from '@dmtool/native';
+import { BlockDevice, DeviceError, SECTOR_BYTES } from '@dmtool/devices';
+import { scatterCopy } from './scatter';
 import { BufferPool } from './buffer-pool';
 import { AbortError, KcopydError } from './errors';
 import { KcopydFlags } from './flags';
@@ -22,7 +23,7 @@ interface Group {
 /** Reading over a gap this small is cheaper than another round trip. */
 const MAX_GAP_SECTORS = 256;
 
-function checkExtents(src: Device, dest: Device, extents: readonly Extent[]): void {
+function checkExtents(src: BlockDevice, dest: BlockDevice, extents: readonly Extent[]): void {
   if (extents.length === 0) throw new KcopydError('at least one extent is needed');
   if (!dest.writable) throw new KcopydError(`destination ${dest.path} was opened read-only`, 'EBADF');
   for (const [i, e] of extents.entries()) {
@@ -86,8 +87,8 @@ function groupExtents(extents: readonly Extent[], subJobSectors: number): Group[
 }
 
 export interface ExtentJobSpec {
-  src: Device;
-  dest: Device;
+  src: BlockDevice;
+  dest: BlockDevice;
   extents: readonly Extent[];
   flags: number;
   signal?: AbortSignal;

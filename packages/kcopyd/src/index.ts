@@ -6,16 +6,7 @@ export { Region, DestinationRegion } from './region';
 export { Throttle, RateLimiter } from './throttle';
 export { BufferPool } from './buffer-pool';
 export { KcopydError, AbortError } from './errors';
-export {
-  Device,
-  DeviceError,
-  OpenOptions,
-  SECTOR_BYTES,
-  allocBuffer,
-  copyOut,
-  scatterCopy,
-  crashPoint,
-  setFaultPlan,
-  FaultPlan,
-  FaultRule,
-} from '@dmtool/native';
+export { copyOut, CopyOutResult, CopyOutTarget, copyPathCounters } from './copy-out';
+export { scatterCopy, ScatterPiece, ScatterResult } from './scatter';
+export { BlockDevice, DeviceError, MemoryDevice, SECTOR_BYTES, crashPoint } from '@dmtool/devices';
+export { allocBuffer, FileDevice, OpenOptions } from '@dmtool/native';

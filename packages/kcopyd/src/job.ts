@@ -1,4 +1,5 @@
-import { copyOut, Device, DeviceError, SECTOR_BYTES } from '@dmtool/native';
+import { BlockDevice, DeviceError, SECTOR_BYTES } from '@dmtool/devices';
+import { copyOut } from './copy-out';
 import { BufferPool } from './buffer-pool';
 import { AbortError } from './errors';
 import { KcopydFlags } from './flags';
@@ -202,7 +203,7 @@ export class CopyJob {
 
   private async writeAll(
     piece: Piece,
-    op: (dest: { device: Device; byteOffset: number }) => Promise<void>,
+    op: (dest: { device: BlockDevice; byteOffset: number }) => Promise<void>,
   ): Promise<(DeviceError | undefined)[]> {
     this.res.throttle.ioStarted();
     try {

@@ -1,26 +1,26 @@
-import { Device, SECTOR_BYTES } from '@dmtool/native';
+import { BlockDevice, SECTOR_BYTES } from '@dmtool/devices';
 import { KcopydError } from './errors';
 import { MAX_DESTINATIONS } from './flags';
 
 /** A range of 512-byte sectors on a device. */
 export interface Region {
-  device: Device;
+  device: BlockDevice;
   sector: number;
   count: number;
 }
 
 /** A destination: `count`, when given, must equal the source's. */
 export interface DestinationRegion {
-  device: Device;
+  device: BlockDevice;
   sector: number;
   count?: number;
 }
 
-export function describe(r: { device: Device; sector: number }, count: number): string {
+export function describe(r: { device: BlockDevice; sector: number }, count: number): string {
   return `${r.device.path} sectors ${r.sector}..${r.sector + count - 1}`;
 }
 
-function checkInside(r: { device: Device; sector: number }, count: number, role: string): void {
+function checkInside(r: { device: BlockDevice; sector: number }, count: number, role: string): void {
   if (!Number.isSafeInteger(r.sector) || r.sector < 0) {
     throw new KcopydError(`${role} start sector ${r.sector} is not a non-negative integer`);
   }
@@ -38,7 +38,7 @@ function checkInside(r: { device: Device; sector: number }, count: number, role:
   }
 }
 
-function overlaps(a: { device: Device; sector: number }, b: { device: Device; sector: number }, count: number): boolean {
+function overlaps(a: { device: BlockDevice; sector: number }, b: { device: BlockDevice; sector: number }, count: number): boolean {
   return a.device.identity === b.device.identity && a.sector < b.sector + count && b.sector < a.sector + count;
 }
 

@@ -1,5 +1,6 @@
 import * as path from 'path';
-import { AbortError, Device, Extent, KcopydClient, setFaultPlan } from '@dmtool/kcopyd';
+import { AbortError, BlockDevice, Extent, KcopydClient } from '@dmtool/kcopyd';
+import { openFaulty, setFaultPlan } from '../../../test/support/faults';
 import { makeImage, patternBytes, readRange, sha256 } from '../../../test/support/images';
 import { removeDir, tempDir } from '../../../test/support/loop';
 
@@ -12,15 +13,15 @@ function permutation(n: number): number[] {
 
 describe('KcopydClient.copyExtents', () => {
   let dir: string;
-  let src: Device;
-  let dest: Device;
+  let src: BlockDevice;
+  let dest: BlockDevice;
 
   beforeEach(() => {
     dir = tempDir();
     makeImage(path.join(dir, 'src.img'), SECTORS * 512, 'XSRC');
     makeImage(path.join(dir, 'dst.img'), SECTORS * 512, 'XDST');
-    src = Device.open(path.join(dir, 'src.img'));
-    dest = Device.open(path.join(dir, 'dst.img'), { write: true });
+    src = openFaulty(path.join(dir, 'src.img'));
+    dest = openFaulty(path.join(dir, 'dst.img'), { write: true });
   });
 
   afterEach(() => {

@@ -1,6 +1,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
-import { AbortError, Device, KcopydClient, KcopydError, KcopydFlags, setFaultPlan } from '@dmtool/kcopyd';
+import { AbortError, BlockDevice, KcopydClient, KcopydError, KcopydFlags } from '@dmtool/kcopyd';
+import { openFaulty, setFaultPlan } from '../../../test/support/faults';
 import { makeImage, patternBytes, readRange, sha256, sha256File } from '../../../test/support/images';
 import { removeDir, tempDir } from '../../../test/support/loop';
 
@@ -8,17 +9,17 @@ const MiB = 1 << 20;
 
 describe('KcopydClient on image files', () => {
   let dir: string;
-  let src: Device;
-  let dests: Device[];
+  let src: BlockDevice;
+  let dests: BlockDevice[];
   const srcSectors = 8 * 2048 + 77; // 8 MiB and an odd tail: many sub-jobs, a short last piece
 
   beforeEach(() => {
     dir = tempDir();
     makeImage(path.join(dir, 'src.img'), srcSectors * 512, 'SRC');
-    src = Device.open(path.join(dir, 'src.img'));
+    src = openFaulty(path.join(dir, 'src.img'));
     dests = [0, 1, 2].map((i) => {
       makeImage(path.join(dir, `d${i}.img`), srcSectors * 512);
-      return Device.open(path.join(dir, `d${i}.img`), { write: true });
+      return openFaulty(path.join(dir, `d${i}.img`), { write: true });
     });
   });
 

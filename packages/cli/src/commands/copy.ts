@@ -1,4 +1,4 @@
-import { Device, KcopydFlags, MAX_DESTINATIONS, SECTOR_BYTES } from '@dmtool/kcopyd';
+import { BlockDevice, KcopydFlags, MAX_DESTINATIONS, SECTOR_BYTES } from '@dmtool/kcopyd';
 import type { Argv, CommandModule } from 'yargs';
 import { z } from 'zod';
 import { closeAll, openAll } from '../util/devices';
@@ -90,7 +90,7 @@ export const copyCommand: CommandModule<object, any> = {
   }),
 };
 
-function checkRanges(src: Device, dests: Device[], offset: number, destOffset: number, length: number): void {
+function checkRanges(src: BlockDevice, dests: BlockDevice[], offset: number, destOffset: number, length: number): void {
   if (length <= 0) throw new CliError(`nothing to copy: source ${src.path} has ${src.sizeSectors} sectors, offset is ${offset}`);
   if (offset + length > src.sizeSectors) {
     throw new CliError(`source ${src.path} sectors ${offset}..${offset + length - 1} end beyond the device end (${src.sizeSectors} sectors)`);

@@ -11,7 +11,8 @@ import {
   resync,
   ResyncResult,
 } from '@dmtool/dm-mirror';
-import { Device, SECTOR_BYTES } from '@dmtool/kcopyd';
+import { BlockDevice, SECTOR_BYTES } from '@dmtool/kcopyd';
+import { openDevice, resolver } from '../util/open-device';
 import type { Argv, CommandModule } from 'yargs';
 import { z } from 'zod';
 import { closeAll, interruptSignal } from '../util/devices';
@@ -125,7 +126,7 @@ const createSchema = mirrorSchema.extend({
 
 /** An existing dm-mirror log on the device, if it holds one. */
 async function existingLog(path: string): Promise<{ regions: number } | undefined> {
-  const d = Device.open(path);
+  const d = openDevice(path, { write: false });
   try {
     if (d.sizeBytes < 16) return undefined;
     const b = Buffer.alloc(16);
@@ -153,12 +154,12 @@ const createCommand: CommandModule<object, any> = {
     const cfg = mirrorConfig(o, { nosync: o.nosync });
     if (cfg.log.type !== 'disk') throw new CliError('a core log keeps nothing on disk: there is nothing to create');
     cfg.regionSize = cfg.regionSize ?? DEFAULT_REGION_SIZE;
-    checkDistinct([...cfg.legs.map((l, i) => ({ path: l.path, role: `leg ${i}` })), { path: cfg.log.path, role: 'the log' }]);
+    checkDistinct(resolver, [...cfg.legs.map((l, i) => ({ path: l.path, role: `leg ${i}` })), { path: cfg.log.path, role: 'the log' }]);
     const old = await existingLog(cfg.log.path);
     if (old && !o.force && !o.dryRun) {
       throw new CliError(`${cfg.log.path} already holds a dm-mirror log (${old.regions} regions, sector 0); give --force to replace it`);
     }
-    const m = await openMirror(cfg, { createLog: true, persistLog: !o.dryRun });
+    const m = await openMirror(cfg, resolver, { createLog: true, persistLog: !o.dryRun });
     try {
       const s = statusJson(m);
       const log = m.log as DiskLog;
@@ -191,7 +192,7 @@ const statusCommand: CommandModule<object, any> = {
   handler: runCommand(async (argv) => {
     const o = parseOptions(mirrorSchema, argv);
     const out = new Output(o.json);
-    const m = await openMirror(mirrorConfig(o), { persistLog: false, adoptLog: o.adoptLog });
+    const m = await openMirror(mirrorConfig(o), resolver, { persistLog: false, adoptLog: o.adoptLog });
     try {
       printStatus(out, m);
       out.result(statusJson(m));
@@ -241,7 +242,7 @@ const resyncCommand: CommandModule<object, any> = {
   handler: runCommand(async (argv) => {
     const o = parseOptions(resyncSchema, argv);
     const out = new Output(o.json);
-    const m = await openMirror(mirrorConfig(o), { writeLegs: !o.dryRun, persistLog: !o.dryRun, direct: o.direct, adoptLog: o.adoptLog });
+    const m = await openMirror(mirrorConfig(o), resolver, { writeLegs: !o.dryRun, persistLog: !o.dryRun, direct: o.direct, adoptLog: o.adoptLog });
     try {
       const outOfSync = m.regionCount - m.log.getSyncCount();
       let todoSectors = 0;
@@ -313,10 +314,10 @@ const checkCommand: CommandModule<object, any> = {
     const o = parseOptions(checkSchema, argv);
     const out = new Output(o.json);
     if (o.regionSize < 1) throw new CliError('--region-size must be at least 1 sector');
-    checkDistinct(o.legs.map((path, i) => ({ path, role: `leg ${i}` })));
-    const devices: Device[] = [];
+    checkDistinct(resolver, o.legs.map((path, i) => ({ path, role: `leg ${i}` })));
+    const devices: BlockDevice[] = [];
     try {
-      for (const path of o.legs) devices.push(Device.open(path));
+      for (const path of o.legs) devices.push(openDevice(path, { write: false }));
       let length = o.length;
       if (length === undefined) {
         const differ = devices.findIndex((d) => d.sizeSectors !== devices[0].sizeSectors);

@@ -6,7 +6,8 @@ import {
   Snapshot,
   SnapshotError,
 } from '@dmtool/dm-snapshot';
-import { Device, SECTOR_BYTES } from '@dmtool/kcopyd';
+import { BlockDevice, SECTOR_BYTES } from '@dmtool/kcopyd';
+import { resolver } from '../util/open-device';
 import * as fs from 'fs';
 import type { Argv, CommandModule } from 'yargs';
 import { z } from 'zod';
@@ -449,10 +450,10 @@ export const snapshotCommands: CommandModule<object, any>[] = [
 ];
 
 /** The output file must not be the origin or the COW being read (opening it would truncate it). */
-function refuseOutputOverInput(output: string, inputs: Device[]): void {
+function refuseOutputOverInput(output: string, inputs: BlockDevice[]): void {
   let id: string;
   try {
-    id = Device.identityOf(output);
+    id = resolver.identify(output);
   } catch {
     return; // does not exist yet: nothing to overwrite
   }

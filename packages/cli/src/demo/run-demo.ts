@@ -2,7 +2,6 @@ import { createHash } from 'crypto';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { Device, KcopydClient, SECTOR_BYTES } from '@dmtool/kcopyd';
 import { CliError } from '../util/errors';
 import { ExitCode, ExitCodeValue } from '../util/exit-codes';
 import { Output } from '../util/output';
@@ -95,4 +94,3 @@ export function emptyImage(file: string, sizeBytes: number): void {
   fs.truncateSync(file, sizeBytes);
 }
 
-export { Device, KcopydClient, SECTOR_BYTES };

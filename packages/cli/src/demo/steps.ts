@@ -1,5 +1,6 @@
 import * as path from 'path';
-import { Device, KcopydClient, SECTOR_BYTES } from '@dmtool/kcopyd';
+import { KcopydClient, SECTOR_BYTES } from '@dmtool/kcopyd';
+import { openDevice, resolver } from '../util/open-device';
 import { checkLegs, MirrorConfig, openMirror, resync } from '@dmtool/dm-mirror';
 import { mergeSnapshot, Origin, Snapshot, snapshotBuffer } from '@dmtool/dm-snapshot';
 import type { StepReport } from './run-demo';
@@ -24,8 +25,8 @@ export const copyStep: DemoStep = async (ctx) => {
   writePatternImage(src, ctx.sizeBytes, 'SOURCE');
   const destPaths = [1, 2, 3].map((i) => path.join(ctx.dir, `copy-${i}.img`));
   destPaths.forEach((p) => emptyImage(p, ctx.sizeBytes));
-  const source = Device.open(src);
-  const dests = destPaths.map((p) => Device.open(p, { write: true }));
+  const source = openDevice(src, { write: false });
+  const dests = destPaths.map((p) => openDevice(p, { write: true }));
   const client = new KcopydClient();
   try {
     const count = source.sizeSectors;
@@ -90,8 +91,8 @@ export const snapshotStep: DemoStep = async (ctx) => {
   writePatternImage(originPath, ctx.sizeBytes, 'ORIGIN');
   emptyImage(cowPath, ctx.sizeBytes / 2);
   const before = sha256File(originPath);
-  const originDev = Device.open(originPath, { write: true });
-  const cowDev = Device.open(cowPath, { write: true });
+  const originDev = openDevice(originPath, { write: true });
+  const cowDev = openDevice(cowPath, { write: true });
   try {
     const origin = new Origin(originDev);
     let snap: Snapshot;
@@ -144,7 +145,7 @@ export const mirrorStep: DemoStep = async (ctx) => {
   legs.slice(1).forEach((p) => emptyImage(p, ctx.sizeBytes));
 
   // Legs 1 and 2 start empty and a new log says every region is out of sync.
-  const created = await openMirror(config, { createLog: true, writeLegs: true });
+  const created = await openMirror(config, resolver, { createLog: true, writeLegs: true });
   const regions = created.regionCount;
   ctx.report({ step: 'mirror-create', detail: `disk log in the kernel's dm-log format; status ${short(ctx, created.statusInfo())}`, ok: created.log.getSyncCount() === 0 });
   const t0 = process.hrtime.bigint();
@@ -160,7 +161,7 @@ export const mirrorStep: DemoStep = async (ctx) => {
 
   // A crash while writing: leg 0 got new data in three regions, the other legs did not, and the log says those regions are dirty.
   const dirty = [3, Math.floor(regions / 2), regions - 1];
-  const primary = Device.open(legs[0], { write: true });
+  const primary = openDevice(legs[0], { write: true });
   try {
     const data = Buffer.alloc(regionSize * SECTOR_BYTES, 0x77);
     for (const r of dirty) await primary.write(data, 0, Math.min(data.length, primary.sizeBytes - r * data.length), r * data.length);
@@ -168,12 +169,12 @@ export const mirrorStep: DemoStep = async (ctx) => {
   } finally {
     primary.close();
   }
-  const marking = await openMirror(config, { writeLegs: true });
+  const marking = await openMirror(config, resolver, { writeLegs: true });
   dirty.forEach((r) => marking.log.markRegion(r));
   await marking.log.flush();
   marking.close();
 
-  const mirror = await openMirror(config, { writeLegs: true });
+  const mirror = await openMirror(config, resolver, { writeLegs: true });
   try {
     const beforeStatus = mirror.statusInfo();
     const t1 = process.hrtime.bigint();

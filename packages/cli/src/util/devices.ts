@@ -1,4 +1,5 @@
-import { Device, OpenOptions } from '@dmtool/kcopyd';
+import { BlockDevice, OpenOptions } from '@dmtool/kcopyd';
+import { openDevice, resolver } from './open-device';
 import { CliError } from './errors';
 
 export interface DeviceSpec {
@@ -12,15 +13,15 @@ export interface DeviceSpec {
  * given twice is refused, and a failure to open one closes the others.
  * Block devices are opened with O_EXCL, so a mounted or busy one is refused.
  */
-export function openAll(specs: DeviceSpec[], opts: Omit<OpenOptions, 'write'> = {}): Device[] {
-  const identities = specs.map((s) => Device.identityOf(s.path));
+export function openAll(specs: DeviceSpec[], opts: Omit<OpenOptions, 'write'> = {}): BlockDevice[] {
+  const identities = specs.map((s) => resolver.identify(s.path));
   identities.forEach((id, i) => {
     const twin = identities.indexOf(id);
     if (twin < i) throw new CliError(`${specs[i].role} ${specs[i].path} is the same device as ${specs[twin].role} ${specs[twin].path}`);
   });
-  const opened: Device[] = [];
+  const opened: BlockDevice[] = [];
   try {
-    for (const spec of specs) opened.push(Device.open(spec.path, { ...opts, write: spec.write }));
+    for (const spec of specs) opened.push(openDevice(spec.path, { ...opts, write: spec.write }));
     return opened;
   } catch (e) {
     closeAll(opened);
@@ -28,7 +29,7 @@ export function openAll(specs: DeviceSpec[], opts: Omit<OpenOptions, 'write'> = 
   }
 }
 
-export function closeAll(devices: Device[]): void {
+export function closeAll(devices: BlockDevice[]): void {
   for (const d of devices) {
     try {
       d.close();

@@ -1,0 +1,130 @@
+import { BlockDevice, checkIo, checkRange } from './block-device';
+
+export type CacheFlushOrder = 'fifo' | 'reverse';
+
+interface CachedWrite {
+  byteOffset: number;
+  data: Buffer;
+}
+
+export interface VolatileCacheOptions {
+  /** The order a flush applies the cached writes in ('reverse' is the harsh one). */
+  order?: CacheFlushOrder;
+  /** Called after each cached write a flush applied (a fault plan counts these to crash mid-flush). */
+  onApplied?: () => void;
+}
+
+/**
+ * A decorator modelling a disk's volatile write cache, for power-cut tests:
+ * writes (and zeroes) stay in memory until the device is flushed, reads see
+ * them, and a SIGKILL loses them, as a power cut loses a disk cache (the
+ * page cache survives `kill -9`; this does not). A flush applies the cached
+ * writes in the chosen order, so a crash during a flush can persist a later
+ * write without an earlier one. It offers no native-copy capability: its
+ * writes must not reach the device before a flush.
+ */
+export class VolatileCacheDevice implements BlockDevice {
+  private cached: CachedWrite[] = [];
+  private readonly order: CacheFlushOrder;
+
+  constructor(
+    readonly inner: BlockDevice,
+    private readonly opts: VolatileCacheOptions = {},
+  ) {
+    this.order = opts.order ?? 'fifo';
+  }
+
+  get path(): string {
+    return this.inner.path;
+  }
+  get sizeBytes(): number {
+    return this.inner.sizeBytes;
+  }
+  get sizeSectors(): number {
+    return this.inner.sizeSectors;
+  }
+  get logicalBlockSize(): number {
+    return this.inner.logicalBlockSize;
+  }
+  get physicalBlockSize(): number {
+    return this.inner.physicalBlockSize;
+  }
+  get identity(): string {
+    return this.inner.identity;
+  }
+  get writable(): boolean {
+    return this.inner.writable;
+  }
+  get isOpen(): boolean {
+    return this.inner.isOpen;
+  }
+  get ioAlignmentBytes(): number {
+    return this.inner.ioAlignmentBytes;
+  }
+  /** Writes not yet applied by a flush. */
+  get cachedWrites(): number {
+    return this.cached.length;
+  }
+
+  async read(buf: Buffer, bufOffset: number, bytes: number, byteOffset: number): Promise<void> {
+    checkIo(this, 'read', buf, bufOffset, bytes, byteOffset);
+    await this.inner.read(buf, bufOffset, bytes, byteOffset);
+    const end = byteOffset + bytes;
+    for (const w of this.cached) {
+      const from = Math.max(byteOffset, w.byteOffset);
+      const to = Math.min(end, w.byteOffset + w.data.length);
+      if (from < to) w.data.copy(buf, bufOffset + (from - byteOffset), from - w.byteOffset, to - w.byteOffset);
+    }
+  }
+
+  async write(buf: Buffer, bufOffset: number, bytes: number, byteOffset: number): Promise<void> {
+    checkIo(this, 'write', buf, bufOffset, bytes, byteOffset);
+    this.cached.push({ byteOffset, data: Buffer.from(buf.subarray(bufOffset, bufOffset + bytes)) });
+  }
+
+  async zeroRange(byteOffset: number, bytes: number): Promise<void> {
+    checkRange(this, 'zero', byteOffset, bytes);
+    this.cached.push({ byteOffset, data: Buffer.alloc(bytes) });
+  }
+
+  discard(byteOffset: number, bytes: number): Promise<void> {
+    return this.inner.discard(byteOffset, bytes);
+  }
+
+  async flush(): Promise<void> {
+    checkRange(this, 'read', 0, 1);
+    const pending = this.take(this.order);
+    for (const w of pending) {
+      await this.inner.write(w.data, 0, w.data.length, w.byteOffset);
+      this.opts.onApplied?.();
+    }
+    await this.inner.flush();
+  }
+
+  /**
+   * A process that ends normally leaves its writes to the OS, which writes
+   * them back: the cached writes are applied in order, then the device is
+   * closed. Writing back is asynchronous; the pending I/O keeps the process
+   * alive until it is done.
+   */
+  close(): void {
+    const pending = this.take('fifo');
+    if (pending.length === 0) {
+      this.inner.close();
+      return;
+    }
+    void (async () => {
+      try {
+        for (const w of pending) await this.inner.write(w.data, 0, w.data.length, w.byteOffset);
+      } finally {
+        this.inner.close();
+      }
+    })();
+  }
+
+  private take(order: CacheFlushOrder): CachedWrite[] {
+    const out = this.cached;
+    this.cached = [];
+    return order === 'reverse' ? out.reverse() : out;
+  }
+}
