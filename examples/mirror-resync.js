@@ -7,6 +7,7 @@
 //
 // The legs must be files or devices of the same size; LOG at least 64 KiB.
 const { openMirror, resync, checkLegs } = require('@dmtool/dm-mirror');
+const { fileResolver } = require('@dmtool/native');
 
 async function main([logPath, ...legPaths]) {
   if (!logPath || legPaths.length < 2) {
@@ -16,7 +17,7 @@ async function main([logPath, ...legPaths]) {
   const config = { log: { type: 'disk', path: logPath }, regionSize: 1024, legs: legPaths.map((path) => ({ path })) };
 
   // A new log starts with every region out of sync: the first resync copies all of leg 0.
-  const mirror = await openMirror(config, { createLog: true, writeLegs: true });
+  const mirror = await openMirror(config, fileResolver, { createLog: true, writeLegs: true });
   try {
     console.log(`created: ${mirror.statusInfo()}`);
     const first = await resync(mirror, { parallel: 4 });
