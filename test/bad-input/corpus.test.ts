@@ -153,6 +153,9 @@ const snapshotCases: Case[] = [
   { name: 'write: missing input file', args: (d) => { const k = kernelCow(d); return ['snapshot-write', k.origin, k.cow, '--target', 'origin', '--offset', '0', '-i', path.join(d, 'nope.bin')]; }, status: 2, message: /^dmtool: --input .*nope\.bin: no such file$/ },
   { name: 'merge: batch smaller than a chunk', args: (d) => { const k = kernelCow(d); return ['snapshot-merge', k.origin, k.cow, '--batch-size', '1k']; }, status: 2, message: /^dmtool: EINVAL: batch size 1024 bytes is smaller than one chunk \(4096 bytes\)/ },
   { name: 'write: unknown target', args: (d) => { const k = kernelCow(d); const z = dest(d, 'data.bin', 4096); return ['snapshot-write', k.origin, k.cow, '--target', 'bogus', '--offset', '0', '-i', z]; }, status: 2, message: /^dmtool: --target: Invalid enum value\. Expected 'origin' \| 'snapshot', received 'bogus'$/ },
+  // snapshot-read -o: the output file is left alone until the snapshot is known readable
+  { name: 'read: invalidated snapshot, output file kept', args: (d) => { const k = patchedCow(d, 4, '00000000'); return ['snapshot-read', k.origin, k.cow, '-o', dest(d, 'out.bin', 4096)]; }, status: 2, message: /^dmtool: snapshot in .*cow\.img is invalid; nothing read$/ },
+  { name: 'read: invalidated snapshot, new output file not created', args: (d) => { const k = patchedCow(d, 4, '00000000'); return ['snapshot-read', k.origin, k.cow, '-o', path.join(d, 'new.bin')]; }, status: 2, message: /^dmtool: snapshot in .*cow\.img is invalid; nothing read$/ },
 ];
 
 function runCorpus(cases: Case[]): void {
