@@ -153,6 +153,34 @@ const snapshotCases: Case[] = [
   { name: 'write: missing input file', args: (d) => { const k = kernelCow(d); return ['snapshot-write', k.origin, k.cow, '--target', 'origin', '--offset', '0', '-i', path.join(d, 'nope.bin')]; }, status: 2, message: /^dmtool: --input .*nope\.bin: no such file$/ },
   { name: 'merge: batch smaller than a chunk', args: (d) => { const k = kernelCow(d); return ['snapshot-merge', k.origin, k.cow, '--batch-size', '1k']; }, status: 2, message: /^dmtool: EINVAL: batch size 1024 bytes is smaller than one chunk \(4096 bytes\)/ },
   { name: 'write: unknown target', args: (d) => { const k = kernelCow(d); const z = dest(d, 'data.bin', 4096); return ['snapshot-write', k.origin, k.cow, '--target', 'bogus', '--offset', '0', '-i', z]; }, status: 2, message: /^dmtool: --target: Invalid enum value\. Expected 'origin' \| 'snapshot', received 'bogus'$/ },
+  // snapshot-read -o: the output file is left alone until the snapshot is known readable
+  { name: 'read: invalidated snapshot, output file kept', args: (d) => { const k = patchedCow(d, 4, '00000000'); return ['snapshot-read', k.origin, k.cow, '-o', dest(d, 'out.bin', 4096)]; }, status: 2, message: /^dmtool: snapshot in .*cow\.img is invalid; nothing read$/ },
+  { name: 'read: invalidated snapshot, new output file not created', args: (d) => { const k = patchedCow(d, 4, '00000000'); return ['snapshot-read', k.origin, k.cow, '-o', path.join(d, 'new.bin')]; }, status: 2, message: /^dmtool: snapshot in .*cow\.img is invalid; nothing read$/ },
+];
+
+// Images that are not a whole number of 512-byte sectors: refused by every command that takes images
+function oddSized(file: string, bytes: number): string {
+  fs.truncateSync(file, bytes);
+  return file;
+}
+const PARTIAL = (role: string, file: string, bytes: number) =>
+  new RegExp(`^dmtool: ${role} .*${file.replace('.', '\\.')} is ${bytes} bytes, not a whole number of 512-byte sectors; pad or truncate it to a multiple of 512 bytes$`);
+const partialSectorCases: Case[] = [
+  { name: 'copy: source of 1000 bytes', args: (d) => ['copy', oddSized(source(d), 1000), dest(d)], status: 2, message: PARTIAL('source', 'src.img', 1000) },
+  { name: 'copy: destination of 4 MiB + 100 bytes', args: (d) => ['copy', source(d), oddSized(dest(d), 4 * MiB + 100)], status: 2, message: PARTIAL('destination 0', 'dst.img', 4 * MiB + 100) },
+  { name: 'zero: device of 4 MiB + 1 byte', args: (d) => ['zero', oddSized(dest(d), 4 * MiB + 1)], status: 2, message: PARTIAL('device 0', 'dst.img', 4 * MiB + 1) },
+  { name: 'snapshot-create: origin of 64 MiB + 100 bytes', args: (d) => { const z = path.join(d, 'z.img'); makeImage(z, MiB); return ['snapshot-create', oddSized(source(d), 64 * MiB + 100), z, '--chunk-size', '8']; }, status: 2, message: PARTIAL('origin', 'src.img', 64 * MiB + 100) },
+  { name: 'snapshot-create: COW of 1 MiB + 100 bytes', args: (d) => { const z = path.join(d, 'z.img'); makeImage(z, MiB + 100); return ['snapshot-create', source(d), z, '--chunk-size', '8']; }, status: 2, message: PARTIAL('COW', 'z.img', MiB + 100) },
+  { name: 'snapshot-status: COW with a torn tail', args: (d) => { const k = kernelCow(d); return ['snapshot-status', oddSized(k.cow, 16 * MiB + 7)]; }, status: 2, message: PARTIAL('COW', 'cow.img', 16 * MiB + 7) },
+  { name: 'snapshot-list: COW with a torn tail', args: (d) => { const k = kernelCow(d); return ['snapshot-list', oddSized(k.cow, 16 * MiB + 7)]; }, status: 2, message: PARTIAL('COW', 'cow.img', 16 * MiB + 7) },
+  { name: 'snapshot-read: origin with a torn tail', args: (d) => { const k = kernelCow(d); return ['snapshot-read', oddSized(k.origin, 64 * MiB + 300), k.cow, '-o', path.join(d, 'view.bin')]; }, status: 2, message: PARTIAL('origin', 'origin.img', 64 * MiB + 300) },
+  { name: 'snapshot-write: origin with a torn tail', args: (d) => { const k = kernelCow(d); return ['snapshot-write', oddSized(k.origin, 64 * MiB + 300), k.cow, '--target', 'origin', '--offset', '0', '-i', dest(d, 'data.bin', 4096)]; }, status: 2, message: PARTIAL('origin', 'origin.img', 64 * MiB + 300) },
+  { name: 'snapshot-merge: origin with a torn tail', args: (d) => { const k = kernelCow(d); return ['snapshot-merge', oddSized(k.origin, 64 * MiB + 300), k.cow]; }, status: 2, message: PARTIAL('origin', 'origin.img', 64 * MiB + 300) },
+  { name: 'mirror-create: a leg of 8 MiB + 100 bytes', args: (d) => { const m = mirror(d); oddSized(m.legs[1], 8 * MiB + 100); return ['mirror-create', '--force', '--log', m.log, ...m.legs]; }, status: 2, message: PARTIAL('leg 1', 'leg1.img', 8 * MiB + 100) },
+  { name: 'mirror-status: a log with a torn tail', args: (d) => { const m = mirror(d); return ['mirror-status', '--log', oddSized(m.log, 64 * 1024 + 10), ...m.legs]; }, status: 2, message: PARTIAL('the log', 'log.img', 64 * 1024 + 10) },
+  { name: 'mirror-resync: a leg of 8 MiB + 100 bytes', args: (d) => { const m = mirror(d); oddSized(m.legs[0], 8 * MiB + 100); return ['mirror-resync', '--log', m.log, ...m.legs]; }, status: 2, message: PARTIAL('leg 0', 'leg0.img', 8 * MiB + 100) },
+  { name: 'mirror-resync --table: a leg of 8 MiB + 100 bytes', args: (d) => { const m = mirror(d); oddSized(m.legs[1], 8 * MiB + 100); return ['mirror-resync', '--table', `0 16384 mirror disk 2 ${m.log} 1024 2 ${m.legs[0]} 0 ${m.legs[1]} 0`]; }, status: 2, message: PARTIAL('leg 1', 'leg1.img', 8 * MiB + 100) },
+  { name: 'mirror-check: a leg of 8 MiB + 100 bytes', args: (d) => { const m = mirror(d); oddSized(m.legs[1], 8 * MiB + 100); return ['mirror-check', ...m.legs, '--length', '16384']; }, status: 2, message: PARTIAL('leg 1', 'leg1.img', 8 * MiB + 100) },
 ];
 
 function runCorpus(cases: Case[]): void {
@@ -181,8 +209,9 @@ describe('bad input is refused with one line, a non-zero exit and nothing writte
   describe('copy, zero and options', () => runCorpus(copyCases));
   describe('mirror', () => runCorpus(mirrorCases));
   describe('snapshot', () => runCorpus(snapshotCases));
+  describe('images not a whole number of sectors', () => runCorpus(partialSectorCases));
 
   it('holds at least 40 cases', () => {
-    expect(copyCases.length + mirrorCases.length + snapshotCases.length).toBeGreaterThanOrEqual(40);
+    expect(copyCases.length + mirrorCases.length + snapshotCases.length + partialSectorCases.length).toBeGreaterThanOrEqual(40);
   });
 });

@@ -226,3 +226,54 @@ describeLoop('dmtool mirror-* on loop devices', () => {
     expect(again.stderr).toMatch(/already holds a dm-mirror log \(32 regions, sector 0\); give --force/);
   });
 });
+
+describeLoop('mirror-resync --direct on 4096-byte-sector devices', () => {
+  let dir: string;
+  beforeAll(() => {
+    dir = tempDir('dmtool-mirror-direct-');
+  });
+  afterAll(() => {
+    detachAll();
+    removeDir(dir);
+    const now = execFileSync('losetup', ['-a'], { encoding: 'utf8' });
+    expect(now.split('\n').filter((l) => l.includes(dir))).toEqual([]);
+  });
+
+  test('a region size taken from the log that O_DIRECT cannot copy is refused before the log is written', () => {
+    const files = ['leg0', 'leg1', 'log'].map((name) => path.join(dir, `${name}.img`));
+    makeImage(files[0], MiB, 'd0');
+    makeImage(files[1], MiB, 'd1');
+    makeImage(files[2], 64 * 1024);
+    const devices: LoopDevice[] = [];
+    try {
+      for (const f of files) devices.push(attachLoop(f, { sectorSize: 4096 }));
+      const [leg0, leg1, log] = devices.map((d) => d.path);
+      expect(dmtool(['mirror-create', '--log', log, '--region-size', '4', leg0, leg1]).code).toBe(0);
+      // A version 1 log: resuming rewrites it as version 2, so a write before the refusal would show.
+      const fd = fs.openSync(log, 'r+');
+      try {
+        const version1 = Buffer.alloc(4);
+        version1.writeUInt32LE(1);
+        fs.writeSync(fd, version1, 0, 4, 4);
+        fs.fsyncSync(fd);
+      } finally {
+        fs.closeSync(fd);
+      }
+      const before = [leg0, leg1, log].map((p) => sha256File(p));
+      // Any write at all kills the process: the refusal must come first.
+      const r = dmtool(['mirror-resync', '--direct', '--log', log, leg0, leg1], { crashAfterWrites: 1 });
+      expect(r.signal).toBeNull();
+      expect(r.stderr).toBe(
+        `dmtool: leg ${leg0} has 4096-byte blocks: with --direct the offset (0), mirror length (2048) and region size (4) must be multiples of 8 sectors\n`,
+      );
+      expect(r.code).toBe(2);
+      expect([leg0, leg1, log].map((p) => sha256File(p))).toEqual(before);
+      // Without --direct the same resync runs, and does rewrite the log.
+      expect(dmtool(['mirror-resync', '--log', log, leg0, leg1]).code).toBe(0);
+      expect(sha256File(leg1)).toBe(sha256File(leg0));
+      expect(readRange(log, 4, 4).readUInt32LE()).toBe(2);
+    } finally {
+      for (const d of devices) d.detach();
+    }
+  });
+});

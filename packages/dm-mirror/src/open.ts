@@ -126,25 +126,13 @@ export async function openMirror(cfg: MirrorConfig, opts: OpenMirrorOptions = {}
         );
       }
     }
-    if (opts.direct) {
-      // O_DIRECT needs every region copy aligned to the legs' logical blocks: refuse now, not mid-resync.
-      for (const l of legs) {
-        const align = l.device.logicalBlockSize / 512;
-        const rs = cfg.regionSize ?? 0;
-        if (l.offsetSectors % align !== 0 || length % align !== 0 || rs % align !== 0) {
-          throw new MirrorError(
-            'EINVAL',
-            `leg ${l.device.path} has ${l.device.logicalBlockSize}-byte blocks: with --direct the offset (${l.offsetSectors}), mirror length (${length}) and region size must be multiples of ${align} sectors`,
-            { path: l.device.path, sector: l.offsetSectors, sectors: length },
-          );
-        }
-      }
-    }
     const syncMode = cfg.syncMode ?? 'default';
     let log: DirtyLog;
     if (cfg.log.type === 'core') {
       const rs = cfg.regionSize ?? DEFAULT_REGION_SIZE;
-      log = new CoreLog(rs, regionsFor(length, rs), syncMode);
+      const regionCount = regionsFor(length, rs);
+      if (opts.direct) checkDirectAlignment(legs, length, rs);
+      log = new CoreLog(rs, regionCount, syncMode);
     } else {
       const create = opts.createLog === true;
       const persist = opts.persistLog ?? (opts.writeLegs === true || create);
@@ -169,6 +157,8 @@ export async function openMirror(cfg: MirrorConfig, opts: OpenMirrorOptions = {}
         }
       }
       const regionCount = regionsFor(length, rs);
+      // The region size may come from the log: check it before the log is written back.
+      if (opts.direct) checkDirectAlignment(legs, length, rs);
       if (opts.adoptLog && !create) {
         // Still refuse what is not a dm-log at all: adopting only forgives the region count.
         const onDisk = await readLogRegionCount(logDev);
@@ -181,6 +171,20 @@ export async function openMirror(cfg: MirrorConfig, opts: OpenMirrorOptions = {}
   } catch (e) {
     for (const d of opened) if (d.isOpen) d.close();
     throw e;
+  }
+}
+
+/** O_DIRECT needs every region copy aligned to the legs' logical blocks: refuse now, not mid-resync. */
+function checkDirectAlignment(legs: { device: Device; offsetSectors: number }[], length: number, regionSize: number): void {
+  for (const l of legs) {
+    const align = l.device.logicalBlockSize / 512;
+    if (l.offsetSectors % align !== 0 || length % align !== 0 || regionSize % align !== 0) {
+      throw new MirrorError(
+        'EINVAL',
+        `leg ${l.device.path} has ${l.device.logicalBlockSize}-byte blocks: with --direct the offset (${l.offsetSectors}), mirror length (${length}) and region size (${regionSize}) must be multiples of ${align} sectors`,
+        { path: l.device.path, sector: l.offsetSectors, sectors: length },
+      );
+    }
   }
 }
 

@@ -326,7 +326,8 @@ export class PersistentStore implements ExceptionStore {
    * area is rewritten, the last first (emptied areas as zeros), then one COW
    * flush. A crash in between leaves a valid table: any mix of old and new
    * area contents is a prefix of the table as it was, holding every entry
-   * not yet durable in the origin.
+   * not yet durable in the origin. An I/O error throws 'merge-io' and leaves
+   * the store valid and its table in memory unchanged.
    */
   async retireTail(count: number): Promise<void> {
     if (count <= 0) return;
@@ -337,14 +338,29 @@ export class PersistentStore implements ExceptionStore {
     const keep = n - count;
     const lastArea = Math.floor((n - 1) / E);
     const firstArea = Math.floor(keep / E);
-    await this.ioMetadata(async () => {
+    try {
       for (let area = lastArea; area >= firstArea; area--) {
         this.fillArea(this.scratch, area, keep);
         await this.cow.write(this.scratch, 0, g.chunkBytes, g.chunkToByte(g.areaChunk(area)));
         crashPoint('snapshot-merge:area-written');
       }
       await this.cow.flush();
-    }, g.chunkToSector(g.areaChunk(firstArea)));
+    } catch (e) {
+      // As the kernel's merge: a failed table update stops the merge but does
+      // not invalidate. Whatever reached the disk is still a valid prefix of
+      // the table (see above), and rewriting the same areas is idempotent.
+      if (!(e instanceof DeviceError)) throw e;
+      throw new SnapshotError(
+        e.code,
+        'merge-io',
+        `merge stopped: clearing ${count} merged exceptions from the table failed (${e.message}); the snapshot is still valid, run the merge again to finish`,
+        {
+          path: this.cow.path,
+          sector: g.chunkToSector(g.areaChunk(firstArea)),
+          sectors: g.chunkToSector(g.areaChunk(lastArea) + 1 - g.areaChunk(firstArea)),
+        },
+      );
+    }
     for (let i = 0; i < count; i++) this.table.pop();
     this.currentArea = Math.floor(keep / E);
     this.currentCommitted = keep % E;

@@ -14,7 +14,7 @@ import {
 import { Device, SECTOR_BYTES } from '@dmtool/kcopyd';
 import type { Argv, CommandModule } from 'yargs';
 import { z } from 'zod';
-import { closeAll, interruptSignal } from '../util/devices';
+import { closeAll, interruptSignal, refusePartialSectors } from '../util/devices';
 import { CliError } from '../util/errors';
 import { ExitCode, EXIT_CODES_HELP } from '../util/exit-codes';
 import { parseOptions } from '../util/options';
@@ -58,6 +58,11 @@ function mirrorConfig(o: MirrorArgs, extra: { nosync?: boolean } = {}): MirrorCo
     syncMode: extra.nosync ? 'nosync' : 'default',
     legs: o.legs.map((path) => ({ path })),
   };
+}
+
+/** The legs and the disk log of a mirror, named as the refusals name them. */
+function mirrorDevices(cfg: MirrorConfig): { path: string; role: string }[] {
+  return [...cfg.legs.map((l, i) => ({ path: l.path, role: `leg ${i}` })), ...(cfg.log.type === 'disk' ? [{ path: cfg.log.path, role: 'the log' }] : [])];
 }
 
 function mirrorOptions(y: Argv): Argv {
@@ -153,6 +158,7 @@ const createCommand: CommandModule<object, any> = {
     const cfg = mirrorConfig(o, { nosync: o.nosync });
     if (cfg.log.type !== 'disk') throw new CliError('a core log keeps nothing on disk: there is nothing to create');
     cfg.regionSize = cfg.regionSize ?? DEFAULT_REGION_SIZE;
+    refusePartialSectors(mirrorDevices(cfg));
     checkDistinct([...cfg.legs.map((l, i) => ({ path: l.path, role: `leg ${i}` })), { path: cfg.log.path, role: 'the log' }]);
     const old = await existingLog(cfg.log.path);
     if (old && !o.force && !o.dryRun) {
@@ -191,7 +197,9 @@ const statusCommand: CommandModule<object, any> = {
   handler: runCommand(async (argv) => {
     const o = parseOptions(mirrorSchema, argv);
     const out = new Output(o.json);
-    const m = await openMirror(mirrorConfig(o), { persistLog: false, adoptLog: o.adoptLog });
+    const cfg = mirrorConfig(o);
+    refusePartialSectors(mirrorDevices(cfg));
+    const m = await openMirror(cfg, { persistLog: false, adoptLog: o.adoptLog });
     try {
       printStatus(out, m);
       out.result(statusJson(m));
@@ -241,7 +249,9 @@ const resyncCommand: CommandModule<object, any> = {
   handler: runCommand(async (argv) => {
     const o = parseOptions(resyncSchema, argv);
     const out = new Output(o.json);
-    const m = await openMirror(mirrorConfig(o), { writeLegs: !o.dryRun, persistLog: !o.dryRun, direct: o.direct, adoptLog: o.adoptLog });
+    const cfg = mirrorConfig(o);
+    refusePartialSectors(mirrorDevices(cfg));
+    const m = await openMirror(cfg, { writeLegs: !o.dryRun, persistLog: !o.dryRun, direct: o.direct, adoptLog: o.adoptLog });
     try {
       const outOfSync = m.regionCount - m.log.getSyncCount();
       let todoSectors = 0;
@@ -313,7 +323,9 @@ const checkCommand: CommandModule<object, any> = {
     const o = parseOptions(checkSchema, argv);
     const out = new Output(o.json);
     if (o.regionSize < 1) throw new CliError('--region-size must be at least 1 sector');
-    checkDistinct(o.legs.map((path, i) => ({ path, role: `leg ${i}` })));
+    const legSpecs = o.legs.map((path, i) => ({ path, role: `leg ${i}` }));
+    refusePartialSectors(legSpecs);
+    checkDistinct(legSpecs);
     const devices: Device[] = [];
     try {
       for (const path of o.legs) devices.push(Device.open(path));

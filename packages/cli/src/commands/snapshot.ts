@@ -15,6 +15,7 @@ import { CliError } from '../util/errors';
 import { ExitCode, ExitCodeValue, EXIT_CODES_HELP } from '../util/exit-codes';
 import { parseOptions } from '../util/options';
 import { Output } from '../util/output';
+import { OutputFile } from '../util/output-file';
 import { Progress } from '../util/progress';
 import { runCommand } from '../util/run';
 import { formatBytes, formatRate, rateSchema, sectorsSchema } from '../util/units';
@@ -277,20 +278,31 @@ const readCommand: CommandModule<object, any> = {
       if (length <= 0 || o.offset + length > snap.sizeSectors) {
         throw new CliError(`snapshot of ${snap.origin.device.path}: sectors ${o.offset}..${o.offset + length - 1} lie outside the ${snap.sizeSectors}-sector snapshot`);
       }
+      if (!snap.valid) throw new CliError(`snapshot in ${snap.cow.path} is invalid; nothing read`);
       if (o.output) refuseOutputOverInput(o.output, [snap.origin.device, snap.cow]);
-      const fd = o.output ? fs.openSync(o.output, 'w') : 1;
       const started = Date.now();
+      const interrupt = interruptSignal();
       try {
-        const step = 2048;
-        const buf = Buffer.alloc(step * SECTOR_BYTES);
-        for (let s = o.offset; s < o.offset + length; s += step) {
-          const n = Math.min(step, o.offset + length - s);
-          const part = buf.subarray(0, n * SECTOR_BYTES);
-          await snap.read(part, s);
-          for (let done = 0; done < part.length; ) done += fs.writeSync(fd, part, done, part.length - done);
+        const output = OutputFile.open(o.output);
+        try {
+          const step = 2048;
+          const buf = Buffer.alloc(step * SECTOR_BYTES);
+          for (let s = o.offset; s < o.offset + length; s += step) {
+            if (interrupt.signal.aborted) {
+              throw new CliError(`interrupted at sector ${s}${output.replacesWhole ? `; ${o.output} left as it was` : ''}`, ExitCode.INTERRUPTED);
+            }
+            const n = Math.min(step, o.offset + length - s);
+            const part = buf.subarray(0, n * SECTOR_BYTES);
+            await snap.read(part, s);
+            output.write(part);
+          }
+          output.commit();
+        } catch (e) {
+          output.discard();
+          throw e;
         }
       } finally {
-        if (o.output) fs.closeSync(fd);
+        interrupt.dispose();
       }
       if (o.output) {
         const seconds = (Date.now() - started) / 1000;
