@@ -3,6 +3,7 @@ import { constants as osConstants } from 'os';
 import { binding } from './binding';
 import { DeviceError, DeviceOp, errnoHint, errnoName, errnoOf } from './errors';
 import { faults, FaultOp } from './faults';
+import { statIds, storageIdentity } from './identity';
 import { WriteCache } from './write-cache';
 
 export interface OpenOptions {
@@ -44,7 +45,7 @@ export class Device {
     this.isBlockDevice = info.isBlockDevice;
     this.writable = opts.write === true;
     this.direct = opts.direct === true;
-    this.identity = info.isBlockDevice ? `block:${info.rdev}` : `file:${info.dev}:${info.ino}`;
+    this.identity = storageIdentity({ isBlockDevice: info.isBlockDevice, dev: BigInt(info.dev), ino: BigInt(info.ino), rdev: BigInt(info.rdev) });
   }
 
   static open(path: string, opts: OpenOptions = {}): Device {
@@ -65,15 +66,14 @@ export class Device {
       const detail = role ? `${role}: ${errnoHint(errnoName(errno))}` : undefined;
       return new DeviceError(errno, 'open', path, 0, 0, detail);
     };
-    let st: fs.Stats;
+    let st: fs.BigIntStats;
     try {
-      st = fs.statSync(path);
+      st = fs.statSync(path, { bigint: true });
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code ?? 'ENOENT';
       throw fail((osConstants.errno as Record<string, number>)[code] ?? errnoOf('ENOENT'));
     }
-    if (st.isBlockDevice()) return `block:${st.rdev}`;
-    if (st.isFile()) return `file:${st.dev}:${st.ino}`;
+    if (st.isBlockDevice() || st.isFile()) return storageIdentity(statIds(st));
     throw fail(errnoOf('ENODEV'));
   }
 
