@@ -12,6 +12,7 @@ export type DeviceOp = 'open' | 'read' | 'write' | 'flush' | 'zero' | 'discard' 
 
 const hints: Record<string, string> = {
   EBUSY: 'device is mounted or in use by another program',
+  EWOULDBLOCK: 'locked by another process',
   EROFS: 'device is read-only',
   EPERM: 'operation not permitted (read-only device?)',
   EACCES: 'permission denied',

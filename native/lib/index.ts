@@ -1,4 +1,4 @@
-export { Device, OpenOptions, SECTOR_BYTES, allocBuffer } from './device';
+export { Device, LockMode, OpenOptions, SECTOR_BYTES, allocBuffer } from './device';
 export { DeviceError, DeviceOp, errnoName } from './errors';
 export { copyOut, CopyOutResult, CopyOutTarget } from './copy-out';
 export { FaultOp, FaultPlan, FaultRule, crashPoint, setFaultPlan } from './faults';

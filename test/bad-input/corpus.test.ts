@@ -120,7 +120,24 @@ const mirrorCases: Case[] = [
   { name: 'mirror: table line with a wrong log argument count', args: (d) => { const m = mirror(d); return ['mirror-resync', '--table', `0 16384 mirror disk 5 ${m.log} 1024 2 ${m.legs[0]} 0 ${m.legs[1]} 0`]; }, status: 2, message: /^dmtool: mirror table: a disk log takes 2\.\.3 arguments \(got 5\)$/ },
   { name: 'mirror: missing leg', args: (d) => { const m = mirror(d); return ['mirror-resync', '--log', m.log, m.legs[0], path.join(d, 'gone.img')]; }, status: 3, message: /^dmtool: ENOENT: open failed on .*gone\.img: leg 1: no such file or device$/ },
   { name: 'mirror-check: a single leg', args: (d) => { const m = mirror(d); return ['mirror-check', m.legs[0]]; }, status: 2, message: /^dmtool: --legs: give at least 2 legs$/ },
+  // mirror-create over a device that holds a recognised format (without --force)
+  { name: 'mirror-create: log device holds a snapshot COW', args: (d) => { const m = mirror(d); const k = kernelCow(d); return ['mirror-create', '--log', k.cow, ...m.legs]; }, status: 2, message: /^dmtool: .*cow\.img holds a snapshot COW \(SnAp header\) at sector 0; give --force to overwrite it$/ },
+  { name: 'mirror-create: log device holds an ext4 filesystem', args: (d) => { const m = mirror(d); const x = formatted(d, 1080, '53ef'); return ['mirror-create', '--log', x, ...m.legs]; }, status: 2, message: /^dmtool: .*fmt\.img holds an ext2\/3\/4 filesystem \(magic 0xEF53\) at sector 2; give --force to overwrite it$/ },
+  { name: 'mirror-create: log device holds an XFS filesystem', args: (d) => { const m = mirror(d); const x = formatted(d, 0, Buffer.from('XFSB').toString('hex')); return ['mirror-create', '--log', x, ...m.legs]; }, status: 2, message: /^dmtool: .*fmt\.img holds an XFS filesystem \(XFSB\) at sector 0; give --force to overwrite it$/ },
+  { name: 'mirror-create: log device holds a btrfs filesystem', args: (d) => { const m = mirror(d); const x = formatted(d, 65600, Buffer.from('_BHRfS_M').toString('hex')); return ['mirror-create', '--log', x, ...m.legs]; }, status: 2, message: /^dmtool: .*fmt\.img holds a btrfs filesystem \(_BHRfS_M\) at sector 128; give --force to overwrite it$/ },
+  { name: 'mirror-create: log device holds swap', args: (d) => { const m = mirror(d); const x = formatted(d, 4086, Buffer.from('SWAPSPACE2').toString('hex')); return ['mirror-create', '--log', x, ...m.legs]; }, status: 2, message: /^dmtool: .*fmt\.img holds a swap area \(SWAPSPACE2\) at sector 7; give --force to overwrite it$/ },
+  { name: 'mirror-create: log device holds an LVM2 label', args: (d) => { const m = mirror(d); const x = formatted(d, 512, Buffer.from('LABELONE').toString('hex')); return ['mirror-create', '--log', x, ...m.legs]; }, status: 2, message: /^dmtool: .*fmt\.img holds an LVM2 physical volume label \(LABELONE\) at sector 1; give --force to overwrite it$/ },
+  { name: 'mirror-create: log device holds an MBR partition table', args: (d) => { const m = mirror(d); const x = formatted(d, 510, '55aa'); patch(x, 446 + 4, Buffer.from([0x83])); return ['mirror-create', '--log', x, ...m.legs]; }, status: 2, message: /^dmtool: .*fmt\.img holds an MBR partition table \(0x55AA, a non-empty entry\) at sector 0; give --force to overwrite it$/ },
+  { name: 'mirror-create: log device holds a GPT', args: (d) => { const m = mirror(d); const x = formatted(d, 512, Buffer.from('EFI PART').toString('hex')); return ['mirror-create', '--log', x, ...m.legs]; }, status: 2, message: /^dmtool: .*fmt\.img holds a GPT partition table \(EFI PART\) at sector 1; give --force to overwrite it$/ },
 ];
+
+/** A 128 KiB image, zero but for `hex` at byte `at`: a format signature. */
+function formatted(dir: string, at: number, hex: string): string {
+  const p = path.join(dir, 'fmt.img');
+  makeImage(p, 128 * 1024);
+  patch(p, at, Buffer.from(hex, 'hex'));
+  return p;
+}
 
 /** The kernel COW with `hex` written at byte `at` (entries start at 4096: 16 bytes each, old then new). */
 function patchedCow(d: string, at: number, hex: string): { origin: string; cow: string } {

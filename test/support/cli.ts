@@ -55,3 +55,19 @@ export function dmtoolKilledAfter(args: string[], ms: number, opts: CliOptions =
     });
   });
 }
+
+export interface StartedCli {
+  pid: number;
+  done: Promise<CliResult>;
+}
+
+/** Start the CLI in a child process and return at once; `done` settles when it exits. */
+export function dmtoolStart(args: string[], opts: CliOptions = {}): StartedCli {
+  const child = spawn(process.execPath, [DMTOOL, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: childEnv(opts), cwd: opts.cwd });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d) => (stdout += d));
+  child.stderr.on('data', (d) => (stderr += d));
+  const done = new Promise<CliResult>((resolve) => child.on('exit', (status, signal) => resolve({ status, signal, stdout, stderr })));
+  return { pid: child.pid ?? -1, done };
+}

@@ -49,14 +49,16 @@ export function configFromTable(t: MirrorTable): MirrorConfig {
   };
 }
 
-/** Refuse a device named twice (as two legs, or as a leg and the log). */
+/** Refuse a device named twice (as two legs, or as a leg and the log), under one name or two. */
 export function checkDistinct(paths: { path: string; role: string }[]): void {
-  const seen = new Map<string, string>();
+  const seen = new Map<string, { path: string; role: string }>();
   for (const p of paths) {
     const id = Device.identityOf(p.path, p.role);
     const before = seen.get(id);
-    if (before) throw new MirrorError('EINVAL', `${p.path} is given twice (as ${before} and as ${p.role})`, { path: p.path });
-    seen.set(id, p.role);
+    if (before?.path === p.path) throw new MirrorError('EINVAL', `${p.path} is given twice (as ${before.role} and as ${p.role})`, { path: p.path });
+    // Two names of one device, e.g. a loop device and its backing file.
+    if (before) throw new MirrorError('EINVAL', `${p.role} ${p.path} is the same device as ${before.role} ${before.path}`, { path: p.path });
+    seen.set(id, p);
   }
 }
 

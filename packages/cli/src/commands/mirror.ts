@@ -15,6 +15,7 @@ import { Device, SECTOR_BYTES } from '@dmtool/kcopyd';
 import type { Argv, CommandModule } from 'yargs';
 import { z } from 'zod';
 import { closeAll, interruptSignal, refusePartialSectors } from '../util/devices';
+import { FoundFormat, probeFormat } from '../util/formats';
 import { CliError } from '../util/errors';
 import { ExitCode, EXIT_CODES_HELP } from '../util/exit-codes';
 import { parseOptions } from '../util/options';
@@ -128,14 +129,11 @@ const createSchema = mirrorSchema.extend({
   dryRun: z.boolean().default(false),
 });
 
-/** An existing dm-mirror log on the device, if it holds one. */
-async function existingLog(path: string): Promise<{ regions: number } | undefined> {
+/** What the log device already holds, if it is a format dmtool recognises. */
+async function existingFormat(path: string): Promise<FoundFormat | undefined> {
   const d = Device.open(path);
   try {
-    if (d.sizeBytes < 16) return undefined;
-    const b = Buffer.alloc(16);
-    await d.read(b, 0, 16, 0);
-    return b.readUInt32LE(0) === 0x4d695272 ? { regions: Number(b.readBigUInt64LE(8)) } : undefined;
+    return await probeFormat(d);
   } finally {
     d.close();
   }
@@ -147,7 +145,7 @@ const createCommand: CommandModule<object, any> = {
   builder: (y: Argv) =>
     mirrorOptions(y)
       .option('nosync', { type: 'boolean', describe: 'record every region in sync (the legs are known identical)', default: false })
-      .option('force', { type: 'boolean', describe: 'replace a dm-mirror log already on the log device', default: false })
+      .option('force', { type: 'boolean', describe: 'write over what the log device holds: a dm-mirror log, a COW, an LVM2 label, a filesystem, swap or a partition table', default: false })
       .option('dry-run', { type: 'boolean', describe: 'check everything and print the plan; write nothing', default: false })
       .example('$0 mirror-create --log log.img --region-size 1024 leg0.img leg1.img', 'new log: everything to resync from leg0')
       .example('$0 mirror-create --table "0 2097152 mirror disk 2 /dev/loop9 1024 2 /dev/loop1 0 /dev/loop2 0"', 'the same from a table line')
@@ -160,9 +158,13 @@ const createCommand: CommandModule<object, any> = {
     cfg.regionSize = cfg.regionSize ?? DEFAULT_REGION_SIZE;
     refusePartialSectors(mirrorDevices(cfg));
     checkDistinct([...cfg.legs.map((l, i) => ({ path: l.path, role: `leg ${i}` })), { path: cfg.log.path, role: 'the log' }]);
-    const old = await existingLog(cfg.log.path);
+    const found = await existingFormat(cfg.log.path);
+    const old = found?.kind === 'mirror-log' ? { regions: found.regions ?? 0 } : undefined;
     if (old && !o.force && !o.dryRun) {
       throw new CliError(`${cfg.log.path} already holds a dm-mirror log (${old.regions} regions, sector 0); give --force to replace it`);
+    }
+    if (found && !old && !o.force) {
+      throw new CliError(`${cfg.log.path} holds ${found.what} at sector ${found.sector}; give --force to overwrite it`);
     }
     const m = await openMirror(cfg, { createLog: true, persistLog: !o.dryRun });
     try {
