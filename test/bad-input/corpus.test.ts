@@ -101,6 +101,11 @@ const copyCases: Case[] = [
   { name: 'copy: a directory as destination', args: (d) => ['copy', source(d), d], status: 3, message: /^dmtool: ENODEV: open failed on .*: not a regular file or block device$/ },
   { name: 'zero: zero length', args: (d) => ['zero', dest(d), '--length', '0'], status: 2, message: /^dmtool: nothing to zero/ },
   { name: 'zero: past the end', args: (d) => ['zero', dest(d), '--offset', '8000', '--length', '500'], status: 2, message: /^dmtool: .*dst\.img sectors 8000\.\.8499 end beyond the device end \(8192 sectors\)$/ },
+  // Rate limits: below 4k (4096 bytes per second) a rate cannot be paced in whole 4 KiB pieces.
+  { name: 'copy: rate of 1 byte per second', args: (d) => ['copy', source(d), dest(d), '--rate', '1', '--length', '8'], status: 2, message: /^dmtool: --rate: 1 bytes per second is below the slowest rate dmtool paces, 4k \(4096 bytes per second\)$/ },
+  { name: 'copy: rate just below 4k', args: (d) => ['copy', source(d), dest(d), '--rate', '4095', '--length', '8'], status: 2, message: /^dmtool: --rate: 4095 bytes per second is below the slowest rate dmtool paces, 4k \(4096 bytes per second\)$/ },
+  { name: 'merge: rate of 1k', args: (d) => { const k = kernelCow(d); return ['snapshot-merge', k.origin, k.cow, '--rate', '1k', '--dry-run']; }, status: 2, message: /^dmtool: --rate: 1024 bytes per second is below the slowest rate dmtool paces, 4k \(4096 bytes per second\)$/ },
+  { name: 'mirror-resync: rate of 100', args: (d) => { const m = mirror(d); return ['mirror-resync', '--log', m.log, ...m.legs, '--rate', '100', '--dry-run']; }, status: 2, message: /^dmtool: --rate: 100 bytes per second is below the slowest rate dmtool paces, 4k \(4096 bytes per second\)$/ },
 ];
 
 const mirrorCases: Case[] = [

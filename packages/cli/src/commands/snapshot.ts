@@ -17,7 +17,7 @@ import { parseOptions } from '../util/options';
 import { Output } from '../util/output';
 import { Progress } from '../util/progress';
 import { runCommand } from '../util/run';
-import { formatBytes, formatRate, rateSchema, sectorsSchema } from '../util/units';
+import { formatBytes, formatRate, rateLimitSchema, rateSchema, sectorsSchema } from '../util/units';
 
 const SNAPSHOT_HELP = `Sectors are 512 bytes. The COW uses the kernel's persistent format (dm-snapshot "P"), so LVM/kernel snapshots can be read and merged offline, and what dmtool writes the kernel accepts.\n${EXIT_CODES_HELP}`;
 
@@ -361,7 +361,7 @@ const writeCommand: CommandModule<object, any> = {
 const mergeSchema = z.object({
   origin: z.string().min(1),
   cow: z.string().min(1),
-  rate: rateSchema.optional(),
+  rate: rateLimitSchema.optional(),
   batchSize: rateSchema.optional(),
   kernelBatches: z.boolean().default(false),
   dryRun: z.boolean().default(false),
