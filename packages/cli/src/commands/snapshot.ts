@@ -17,6 +17,7 @@ import { parseOptions } from '../util/options';
 import { Output } from '../util/output';
 import { Progress } from '../util/progress';
 import { runCommand } from '../util/run';
+import { writeStdout } from '../util/stdio';
 import { formatBytes, formatRate, rateLimitSchema, rateSchema, sectorsSchema } from '../util/units';
 
 const SNAPSHOT_HELP = `Sectors are 512 bytes. The COW uses the kernel's persistent format (dm-snapshot "P"), so LVM/kernel snapshots can be read and merged offline, and what dmtool writes the kernel accepts.\n${EXIT_CODES_HELP}`;
@@ -287,7 +288,8 @@ const readCommand: CommandModule<object, any> = {
           const n = Math.min(step, o.offset + length - s);
           const part = buf.subarray(0, n * SECTOR_BYTES);
           await snap.read(part, s);
-          for (let done = 0; done < part.length; ) done += fs.writeSync(fd, part, done, part.length - done);
+          if (!o.output) await writeStdout(part);
+          else for (let done = 0; done < part.length; ) done += fs.writeSync(fd, part, done, part.length - done);
         }
       } finally {
         if (o.output) fs.closeSync(fd);
