@@ -158,6 +158,10 @@ const snapshotCases: Case[] = [
   { name: 'write: missing input file', args: (d) => { const k = kernelCow(d); return ['snapshot-write', k.origin, k.cow, '--target', 'origin', '--offset', '0', '-i', path.join(d, 'nope.bin')]; }, status: 2, message: /^dmtool: --input .*nope\.bin: no such file$/ },
   { name: 'merge: batch smaller than a chunk', args: (d) => { const k = kernelCow(d); return ['snapshot-merge', k.origin, k.cow, '--batch-size', '1k']; }, status: 2, message: /^dmtool: EINVAL: batch size 1024 bytes is smaller than one chunk \(4096 bytes\)/ },
   { name: 'write: unknown target', args: (d) => { const k = kernelCow(d); const z = dest(d, 'data.bin', 4096); return ['snapshot-write', k.origin, k.cow, '--target', 'bogus', '--offset', '0', '-i', z]; }, status: 2, message: /^dmtool: --target: Invalid enum value\. Expected 'origin' \| 'snapshot', received 'bogus'$/ },
+  // snapshot-write input bounds: never read more than the target range holds; longer input is refused before any write.
+  { name: 'write: /dev/zero to the origin', args: (d) => { const k = kernelCow(d); return ['snapshot-write', k.origin, k.cow, '--target', 'origin', '--offset', '130048', '-i', '/dev/zero']; }, status: 2, message: /^dmtool: origin write to .*origin\.img at sector 130048: input \/dev\/zero is longer than the 1024 sectors from there to the end of the 131072-sector origin$/ },
+  { name: 'write: /dev/zero to the snapshot', args: (d) => { const k = kernelCow(d); return ['snapshot-write', k.origin, k.cow, '--target', 'snapshot', '--offset', '0', '-i', '/dev/zero']; }, status: 2, message: /^dmtool: --input \/dev\/zero: more than 64 MiB from a pipe or device; write it to a file and give that$/ },
+  { name: 'write: input file longer than the origin', args: (d) => { const k = kernelCow(d); const z = dest(d, 'data.bin', 2 * MiB); return ['snapshot-write', k.origin, k.cow, '--target', 'origin', '--offset', '129024', '-i', z]; }, status: 2, message: /^dmtool: origin write to .*origin\.img sectors 129024\.\.133119 ends beyond the 131072-sector origin$/ },
 ];
 
 function runCorpus(cases: Case[]): void {
