@@ -101,6 +101,11 @@ const copyCases: Case[] = [
   { name: 'copy: a directory as destination', args: (d) => ['copy', source(d), d], status: 3, message: /^dmtool: ENODEV: open failed on .*: not a regular file or block device$/ },
   { name: 'zero: zero length', args: (d) => ['zero', dest(d), '--length', '0'], status: 2, message: /^dmtool: nothing to zero/ },
   { name: 'zero: past the end', args: (d) => ['zero', dest(d), '--offset', '8000', '--length', '500'], status: 2, message: /^dmtool: .*dst\.img sectors 8000\.\.8499 end beyond the device end \(8192 sectors\)$/ },
+  // Rate limits: below 4k (4096 bytes per second) a rate cannot be paced in whole 4 KiB pieces.
+  { name: 'copy: rate of 1 byte per second', args: (d) => ['copy', source(d), dest(d), '--rate', '1', '--length', '8'], status: 2, message: /^dmtool: --rate: 1 bytes per second is below the slowest rate dmtool paces, 4k \(4096 bytes per second\)$/ },
+  { name: 'copy: rate just below 4k', args: (d) => ['copy', source(d), dest(d), '--rate', '4095', '--length', '8'], status: 2, message: /^dmtool: --rate: 4095 bytes per second is below the slowest rate dmtool paces, 4k \(4096 bytes per second\)$/ },
+  { name: 'merge: rate of 1k', args: (d) => { const k = kernelCow(d); return ['snapshot-merge', k.origin, k.cow, '--rate', '1k', '--dry-run']; }, status: 2, message: /^dmtool: --rate: 1024 bytes per second is below the slowest rate dmtool paces, 4k \(4096 bytes per second\)$/ },
+  { name: 'mirror-resync: rate of 100', args: (d) => { const m = mirror(d); return ['mirror-resync', '--log', m.log, ...m.legs, '--rate', '100', '--dry-run']; }, status: 2, message: /^dmtool: --rate: 100 bytes per second is below the slowest rate dmtool paces, 4k \(4096 bytes per second\)$/ },
 ];
 
 const mirrorCases: Case[] = [
@@ -173,6 +178,10 @@ const snapshotCases: Case[] = [
   // snapshot-read -o: the output file is left alone until the snapshot is known readable
   { name: 'read: invalidated snapshot, output file kept', args: (d) => { const k = patchedCow(d, 4, '00000000'); return ['snapshot-read', k.origin, k.cow, '-o', dest(d, 'out.bin', 4096)]; }, status: 2, message: /^dmtool: snapshot in .*cow\.img is invalid; nothing read$/ },
   { name: 'read: invalidated snapshot, new output file not created', args: (d) => { const k = patchedCow(d, 4, '00000000'); return ['snapshot-read', k.origin, k.cow, '-o', path.join(d, 'new.bin')]; }, status: 2, message: /^dmtool: snapshot in .*cow\.img is invalid; nothing read$/ },
+  // snapshot-write input bounds: never read more than the target range holds; longer input is refused before any write.
+  { name: 'write: /dev/zero to the origin', args: (d) => { const k = kernelCow(d); return ['snapshot-write', k.origin, k.cow, '--target', 'origin', '--offset', '130048', '-i', '/dev/zero']; }, status: 2, message: /^dmtool: origin write to .*origin\.img at sector 130048: input \/dev\/zero is longer than the 1024 sectors from there to the end of the 131072-sector origin$/ },
+  { name: 'write: /dev/zero to the snapshot', args: (d) => { const k = kernelCow(d); return ['snapshot-write', k.origin, k.cow, '--target', 'snapshot', '--offset', '0', '-i', '/dev/zero']; }, status: 2, message: /^dmtool: --input \/dev\/zero: more than 64 MiB from a pipe or device; write it to a file and give that$/ },
+  { name: 'write: input file longer than the origin', args: (d) => { const k = kernelCow(d); const z = dest(d, 'data.bin', 2 * MiB); return ['snapshot-write', k.origin, k.cow, '--target', 'origin', '--offset', '129024', '-i', z]; }, status: 2, message: /^dmtool: origin write to .*origin\.img sectors 129024\.\.133119 ends beyond the 131072-sector origin$/ },
 ];
 
 // Images that are not a whole number of 512-byte sectors: refused by every command that takes images

@@ -1,7 +1,7 @@
 import { execFileSync, spawn } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
-import { dmtool, dmtoolStart } from '../support/cli';
+import { dmtool, startDmtool } from '../support/cli';
 import { unpackFixture } from '../support/fixtures';
 import { makeImage, sha256File } from '../support/images';
 import { flocksOn, waitForLock } from '../support/locks';
@@ -47,7 +47,7 @@ describe('image files are locked while a command uses them', () => {
     const k = kernelSnapshot(dir);
     const data = path.join(dir, 'data.bin');
     makeImage(data, 4096, 'NEW');
-    const merge = dmtoolStart(['snapshot-merge', k.origin, k.cow, '--rate', '400k']);
+    const merge = startDmtool(['snapshot-merge', k.origin, k.cow, '--rate', '400k']);
     try {
       await waitForLock(k.cow, merge.pid);
       const w = dmtool(['snapshot-write', k.origin, k.cow, '--target', 'origin', '--offset', '0', '-i', data]);
@@ -71,7 +71,7 @@ describe('image files are locked while a command uses them', () => {
     const log = path.join(dir, 'log.img');
     makeImage(log, 64 * 1024);
     ok(['mirror-create', '--log', log, '--region-size', '256', ...legs]);
-    const resync = dmtoolStart(['mirror-resync', '--log', log, ...legs, '--rate', '1M', '--parallel', '1']);
+    const resync = startDmtool(['mirror-resync', '--log', log, ...legs, '--rate', '1M', '--parallel', '1']);
     try {
       await waitForLock(log, resync.pid);
       const c = dmtool(['mirror-create', '--log', log, '--force', '--region-size', '256', ...legs]);
@@ -95,7 +95,7 @@ describe('image files are locked while a command uses them', () => {
     const fifo = path.join(dir, 'view.fifo');
     execFileSync('mkfifo', [fifo]);
     // The reader holds its devices open while it waits for someone to read the FIFO.
-    const reader = dmtoolStart(['snapshot-read', k.origin, k.cow, '--length', '8', '-o', fifo]);
+    const reader = startDmtool(['snapshot-read', k.origin, k.cow, '--length', '8', '-o', fifo]);
     let cat: ReturnType<typeof spawn> | undefined;
     try {
       expect(await waitForLock(k.cow, reader.pid)).toBe(true);
@@ -138,7 +138,7 @@ describeLoop('a loop device and its backing file share one lock', () => {
     const src = path.join(dir, 'src.img');
     makeImage(src, MiB, 'SRC');
     const loop = attachLoop(k.origin);
-    const merge = dmtoolStart(['snapshot-merge', k.origin, k.cow, '--rate', '400k']);
+    const merge = startDmtool(['snapshot-merge', k.origin, k.cow, '--rate', '400k']);
     try {
       await waitForLock(k.cow, merge.pid);
       const c = dmtool(['copy', src, loop.path]);
@@ -160,7 +160,7 @@ describeLoop('a loop device and its backing file share one lock', () => {
     const loop = attachLoop(k.origin);
     const src = path.join(dir, 'src.img');
     fs.copyFileSync(k.origin, src);
-    const copy = dmtoolStart(['copy', src, loop.path, '--length', '4M', '--rate', '2M']);
+    const copy = startDmtool(['copy', src, loop.path, '--length', '4M', '--rate', '2M']);
     try {
       await waitForLock(k.origin, copy.pid);
       const m = dmtool(['snapshot-merge', k.origin, k.cow]);

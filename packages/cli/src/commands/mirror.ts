@@ -22,7 +22,7 @@ import { parseOptions } from '../util/options';
 import { Output } from '../util/output';
 import { Progress } from '../util/progress';
 import { runCommand } from '../util/run';
-import { formatBytes, formatRate, rateSchema, sectorsSchema } from '../util/units';
+import { formatBytes, formatRate, rateLimitSchema, sectorsSchema } from '../util/units';
 
 const TABLE_HELP =
   'Instead of --log and legs, a kernel table line may be given: --table "0 <len> mirror disk 2 <log> <region> 2 <leg0> 0 <leg1> 0".';
@@ -215,7 +215,7 @@ const statusCommand: CommandModule<object, any> = {
 // ---------------------------------------------------------------- mirror-resync
 
 const resyncSchema = mirrorSchema.extend({
-  rate: rateSchema.optional(),
+  rate: rateLimitSchema.optional(),
   throttle: z.number().int().min(1).max(100).default(100),
   parallel: z.number().int().min(1).max(64).default(4),
   direct: z.boolean().default(false),

@@ -1,5 +1,6 @@
 import * as fs from 'fs';
 import * as path from 'path';
+import { writeStdout } from './stdio';
 
 /**
  * A file a command writes its result to, seen only once complete: a regular
@@ -39,7 +40,8 @@ export class OutputFile {
     return this.temp !== undefined;
   }
 
-  write(data: Buffer): void {
+  async write(data: Buffer): Promise<void> {
+    if (this.fd === 1) return writeStdout(data);
     for (let done = 0; done < data.length; ) done += fs.writeSync(this.fd, data, done, data.length - done);
   }
 

@@ -41,6 +41,19 @@ export const rateSchema = z.union([z.number(), z.string()]).transform((v, ctx) =
   }
 });
 
+/** The slowest rate the copy engine paces (whole 4 KiB pieces, at least one a second). */
+export const MIN_RATE_BYTES_PER_SECOND = 4096;
+
+/** A --rate limit: a rate (see rateSchema) no slower than MIN_RATE_BYTES_PER_SECOND. */
+export const rateLimitSchema = rateSchema.superRefine((bytes, ctx) => {
+  if (bytes < MIN_RATE_BYTES_PER_SECOND) {
+    ctx.addIssue({
+      code: z.ZodIssueCode.custom,
+      message: `${bytes} bytes per second is below the slowest rate dmtool paces, 4k (${MIN_RATE_BYTES_PER_SECOND} bytes per second)`,
+    });
+  }
+});
+
 export function formatBytes(bytes: number): string {
   const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
   let v = bytes;
