@@ -4,6 +4,7 @@ import { DiskLog } from './disk-log';
 import { MirrorError } from './errors';
 import { decodeDiskLog, LOG_HEADER_BYTES } from './log-format';
 import { MAX_LEGS, MirrorSet } from './mirror-set';
+import { checkRegionSize, MAX_REGION_SIZE } from './region-size';
 import { MirrorTable } from './table';
 
 export interface MirrorConfig {
@@ -62,7 +63,7 @@ export function checkDistinct(paths: { path: string; role: string }[]): void {
 
 /** The power-of-two region size for which `lengthSectors` makes `regions` regions. */
 export function deriveRegionSize(lengthSectors: number, regions: number): number | undefined {
-  for (let rs = 2; rs <= lengthSectors; rs *= 2) if (Math.ceil(lengthSectors / rs) === regions) return rs;
+  for (let rs = 2; rs <= Math.min(lengthSectors, MAX_REGION_SIZE); rs *= 2) if (Math.ceil(lengthSectors / rs) === regions) return rs;
   return undefined;
 }
 
@@ -185,9 +186,7 @@ export async function openMirror(cfg: MirrorConfig, opts: OpenMirrorOptions = {}
 }
 
 function regionsFor(lengthSectors: number, regionSize: number): number {
-  if (!Number.isSafeInteger(regionSize) || regionSize < 2 || (regionSize & (regionSize - 1)) !== 0) {
-    throw new MirrorError('EINVAL', `region size must be a power of two of at least 2 sectors (got ${regionSize})`);
-  }
+  checkRegionSize(regionSize);
   if (regionSize > lengthSectors) {
     throw new MirrorError('EINVAL', `region size ${regionSize} is larger than the mirror (${lengthSectors} sectors)`);
   }
