@@ -154,6 +154,12 @@ export abstract class MemoryLog implements DirtyLog {
     this.syncSearch = 0;
   }
 
+  /** Every region out of sync (recoveries in flight end out of sync too). */
+  protected forgetSync(): void {
+    this.syncBits.fill(false);
+    this.syncCount = 0;
+  }
+
   protected syncArg(): string {
     return this.syncMode === 'default' ? '' : `${this.syncMode} `;
   }

@@ -275,11 +275,11 @@ const resyncCommand: CommandModule<object, any> = {
       );
       out.line(m.status().info);
       if (r.aborted) {
-        process.stderr.write(`dmtool: interrupted: ${r.regionsTotal - r.regionsSynced} regions still out of sync; run mirror-resync again to continue\n`);
+        process.stderr.write(`dmtool: interrupted: ${r.regionsOutOfSync.length} regions still out of sync; run mirror-resync again to continue\n`);
         return ExitCode.INTERRUPTED;
       }
-      if (r.failedLegs.length > 0 || r.regionsFailed.length > 0) {
-        process.stderr.write(`dmtool: ${r.regionsFailed.length} regions left out of sync: ${compactList(r.regionsFailed)}\n`);
+      if (r.failedLegs.length > 0 || r.regionsOutOfSync.length > 0) {
+        process.stderr.write(`dmtool: ${r.regionsOutOfSync.length} regions left out of sync: ${compactList(r.regionsOutOfSync)}\n`);
         return ExitCode.IO_ERROR;
       }
       return ExitCode.OK;
