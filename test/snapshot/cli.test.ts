@@ -218,3 +218,36 @@ describeLoop('dmtool snapshot-* on loop devices', () => {
     expect(sha256File(originFile)).toBe(before);
   });
 });
+
+const describeRoot = process.getuid?.() === 0 || process.env.CI === 'true' ? describe : describe.skip;
+
+describeRoot('snapshot-create on a full filesystem (a 1 MiB tmpfs)', () => {
+  test('fails with exit 1 saying no header was written (not "invalidated"), and the COW is unchanged', () => {
+    const p = pair();
+    const mnt = fs.mkdtempSync(path.join(dir, 'full-'));
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', mnt]);
+    try {
+      const cow = path.join(mnt, 'cow.img');
+      fs.writeFileSync(cow, '');
+      fs.truncateSync(cow, 4 << 20);
+      const fill = fs.openSync(path.join(mnt, 'fill'), 'w');
+      try {
+        for (;;) fs.writeSync(fill, Buffer.alloc(64 * 1024));
+      } catch (e) {
+        expect((e as NodeJS.ErrnoException).code).toBe('ENOSPC');
+      } finally {
+        fs.closeSync(fill);
+      }
+      const before = sha256File(cow);
+      const r = dmtool(['snapshot-create', p.origin, cow, '--chunk-size', '8']);
+      expect(r.stderr).toBe(
+        `dmtool: ENOSPC: formatting the COW failed, no snapshot header was written: ENOSPC: write failed on ${cow} at sector 8 (+8 sectors): no space left on device\n`,
+      );
+      expect(r.status).toBe(1);
+      expect(r.stdout).toBe('');
+      expect(sha256File(cow)).toBe(before);
+    } finally {
+      execFileSync('umount', [mnt]);
+    }
+  });
+});

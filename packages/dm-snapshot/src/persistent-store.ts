@@ -111,15 +111,23 @@ export class PersistentStore implements ExceptionStore {
       }
     }
     const store = new PersistentStore(cow, geometry, true, opts.overflow === true, new ExceptionTable());
-    await store.ioMetadata(async () => {
+    // A failure here is not an invalidation: until the header is written the
+    // COW holds no snapshot, and nothing else may be written to it.
+    let headerWritten = false;
+    try {
       store.scratch.fill(0);
       await cow.write(store.scratch, 0, geometry.chunkBytes, geometry.chunkToByte(geometry.areaChunk(0)));
       // The empty area 0 must be durable before a valid header can point at it.
       await cow.flush();
       encodeHeader(store.scratch, { valid: true, chunkSectors });
       await cow.write(store.scratch, 0, geometry.chunkBytes, 0);
+      headerWritten = true;
       await cow.flush();
-    }, 0);
+    } catch (e) {
+      if (!(e instanceof DeviceError)) throw e;
+      const what = headerWritten ? 'the header was written but may not be durable' : 'no snapshot header was written';
+      throw new SnapshotError(e.code, 'metadata-io', `formatting the COW failed, ${what}: ${e.message}`);
+    }
     return store;
   }
 
