@@ -154,7 +154,7 @@ describe('bad input: one error line naming the device, exit 2, nothing written',
   test('an invalidated snapshot cannot be merged', () => {
     const p = pair(4 << 20, 3 * 4096);
     ok(['snapshot-create', p.origin, p.cow, '--chunk-size', '8']);
-    const w = dmtool(['snapshot-write', p.origin, p.cow, '--target', 'origin', '--offset', '0', '-i', file('a', Buffer.alloc(8192, 1))]);
+    const w = dmtool(['snapshot-write', p.origin, p.cow, '--target', 'origin', '--offset', '0', '-i', file('a', Buffer.alloc(8192, 1)), '--allow-invalidate']);
     expect(w.status).toBe(1);
     expect(w.stderr).toBe(`dmtool: snapshot in ${p.cow} was invalidated (COW full or I/O error)\n`);
     expect(readRange(p.origin, 0, 8192).every((b) => b === 1)).toBe(true);

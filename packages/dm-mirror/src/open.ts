@@ -26,6 +26,8 @@ export interface OpenMirrorOptions {
   createLog?: boolean;
   /** Write the resumed log back, as activation does (default: writeLegs || createLog). */
   persistLog?: boolean;
+  /** Open the log device read-write (default: persistLog); a dry run opens it as the real run does and writes nothing. */
+  writeLog?: boolean;
   /** O_DIRECT for legs. */
   direct?: boolean;
   /**
@@ -149,7 +151,7 @@ export async function openMirror(cfg: MirrorConfig, opts: OpenMirrorOptions = {}
     } else {
       const create = opts.createLog === true;
       const persist = opts.persistLog ?? (opts.writeLegs === true || create);
-      const logDev = Device.open(cfg.log.path, { write: persist });
+      const logDev = Device.open(cfg.log.path, { write: opts.writeLog ?? persist });
       opened.push(logDev);
       let rs = cfg.regionSize;
       if (rs === undefined && opts.adoptLog && !create) {

@@ -3,7 +3,7 @@ import { decodeArea, encodeEntry } from './area';
 import { SnapshotError } from './errors';
 import { checkChunkSectors, CowGeometry } from './geometry';
 import { decodeHeader, encodeHeader, HeaderState } from './header';
-import { ExceptionStore, StoreUsage } from './store';
+import { ExceptionPlan, ExceptionStore, StoreUsage } from './store';
 import { ExceptionTable } from './table';
 
 export interface OpenStoreOptions {
@@ -238,12 +238,42 @@ export class PersistentStore implements ExceptionStore {
     }
   }
 
+  /** Room check of the kernel's persistent_prepare_exception: the chunk at `nextFree` lies wholly on the COW. */
+  private fitsAt(nextFree: number): boolean {
+    return this.cow.sizeSectors >= (nextFree + 1) * this.chunkSectors;
+  }
+
   prepare(): number | undefined {
-    if (!this.isValid) return undefined;
-    if (this.cow.sizeSectors < (this.nextFree + 1) * this.chunkSectors) return undefined;
+    if (!this.isValid || !this.fitsAt(this.nextFree)) return undefined;
     const chunk = this.nextFree;
     this.nextFree = this.geometry.skipMetadata(this.nextFree + 1);
     return chunk;
+  }
+
+  plan(count: number): ExceptionPlan {
+    const g = this.geometry;
+    const E = this.exceptionsPerArea;
+    let nextFree = this.nextFree;
+    let allocatable = 0;
+    while (allocatable < count && this.isValid && this.fitsAt(nextFree)) {
+      nextFree = g.skipMetadata(nextFree + 1);
+      allocatable++;
+    }
+    // Filling an area zeroes the next one (commit): when that one lies past
+    // the COW end the commit fails, so the entry that fills the area is lost.
+    const areasFilled = Math.floor((this.currentCommitted + allocatable) / E);
+    const nextAreaMissing = areasFilled > 0 && g.areaChunk(this.currentArea + areasFilled) >= g.cowChunks;
+    const roomChunks = nextAreaMissing ? areasFilled * E - this.currentCommitted - 1 : allocatable;
+    return {
+      chunks: count,
+      roomChunks,
+      fits: roomChunks === count,
+      usageAfter: {
+        allocatedSectors: nextFree * this.chunkSectors,
+        totalSectors: this.cow.sizeSectors,
+        metadataSectors: (this.currentArea + areasFilled + 2) * this.chunkSectors,
+      },
+    };
   }
 
   /**
