@@ -155,10 +155,10 @@ const createCommand: CommandModule<object, any> = {
     cfg.regionSize = cfg.regionSize ?? DEFAULT_REGION_SIZE;
     checkDistinct([...cfg.legs.map((l, i) => ({ path: l.path, role: `leg ${i}` })), { path: cfg.log.path, role: 'the log' }]);
     const old = await existingLog(cfg.log.path);
-    if (old && !o.force && !o.dryRun) {
+    if (old && !o.force) {
       throw new CliError(`${cfg.log.path} already holds a dm-mirror log (${old.regions} regions, sector 0); give --force to replace it`);
     }
-    const m = await openMirror(cfg, { createLog: true, persistLog: !o.dryRun });
+    const m = await openMirror(cfg, { createLog: true, persistLog: !o.dryRun, writeLog: true });
     try {
       const s = statusJson(m);
       const log = m.log as DiskLog;
@@ -241,7 +241,7 @@ const resyncCommand: CommandModule<object, any> = {
   handler: runCommand(async (argv) => {
     const o = parseOptions(resyncSchema, argv);
     const out = new Output(o.json);
-    const m = await openMirror(mirrorConfig(o), { writeLegs: !o.dryRun, persistLog: !o.dryRun, direct: o.direct, adoptLog: o.adoptLog });
+    const m = await openMirror(mirrorConfig(o), { writeLegs: true, persistLog: !o.dryRun, writeLog: true, direct: o.direct, adoptLog: o.adoptLog });
     try {
       const outOfSync = m.regionCount - m.log.getSyncCount();
       let todoSectors = 0;
