@@ -21,6 +21,9 @@ const hints: Record<string, string> = {
   EIO: 'I/O error',
   ENODEV: 'not a regular file or block device',
   EINVAL: 'invalid argument (misaligned O_DIRECT I/O?)',
+  ELOOP: 'too many levels of symbolic links',
+  ENOTDIR: 'a path component is not a directory',
+  ENAMETOOLONG: 'file name too long',
 };
 
 /** The plain-words meaning of an errno name, as error messages show it. */

@@ -72,6 +72,17 @@ function mirror(dir: string, legs = 2): { log: string; legs: string[] } {
   return { log, legs: legPaths };
 }
 
+/** Two sparse 4 TiB legs (in a subfolder) and an empty log: a mirror large enough for any 32-bit region size. */
+function hugeMirror(dir: string): { log: string; legs: string[] } {
+  const sub = path.join(dir, 'huge');
+  fs.mkdirSync(sub);
+  const legs = [0, 1].map((i) => path.join(sub, `leg${i}.img`));
+  for (const leg of legs) makeImage(leg, 4 * 1024 * 1024 * MiB);
+  const log = path.join(dir, 'log.img');
+  makeImage(log, 64 * 1024);
+  return { log, legs };
+}
+
 function source(dir: string): string {
   const p = path.join(dir, 'src.img');
   makeImage(p, 4 * MiB, 'SRC');
@@ -106,6 +117,12 @@ const copyCases: Case[] = [
   { name: 'copy: rate just below 4k', args: (d) => ['copy', source(d), dest(d), '--rate', '4095', '--length', '8'], status: 2, message: /^dmtool: --rate: 4095 bytes per second is below the slowest rate dmtool paces, 4k \(4096 bytes per second\)$/ },
   { name: 'merge: rate of 1k', args: (d) => { const k = kernelCow(d); return ['snapshot-merge', k.origin, k.cow, '--rate', '1k', '--dry-run']; }, status: 2, message: /^dmtool: --rate: 1024 bytes per second is below the slowest rate dmtool paces, 4k \(4096 bytes per second\)$/ },
   { name: 'mirror-resync: rate of 100', args: (d) => { const m = mirror(d); return ['mirror-resync', '--log', m.log, ...m.legs, '--rate', '100', '--dry-run']; }, status: 2, message: /^dmtool: --rate: 100 bytes per second is below the slowest rate dmtool paces, 4k \(4096 bytes per second\)$/ },
+  // Limits: paths that cannot name a device are refused devices (3); numbers beyond 2^53 are not rounded
+  { name: 'copy: destination is a symlink loop', args: (d) => { const l = path.join(d, 'links'); fs.mkdirSync(l); fs.symlinkSync('loop-b', path.join(l, 'loop-a')); fs.symlinkSync('loop-a', path.join(l, 'loop-b')); return ['copy', source(d), path.join(l, 'loop-a')]; }, status: 3, message: /^dmtool: ELOOP: open failed on .*loop-a: too many levels of symbolic links$/ },
+  { name: 'copy: destination below a regular file', args: (d) => { const s = source(d); return ['copy', s, path.join(s, 'x')]; }, status: 3, message: /^dmtool: ENOTDIR: open failed on .*src\.img\/x: a path component is not a directory$/ },
+  { name: 'copy: destination name too long', args: (d) => ['copy', source(d), path.join(d, 'n'.repeat(300))], status: 3, message: /^dmtool: ENAMETOOLONG: open failed on .*nnnn: file name too long$/ },
+  { name: 'copy: offset above 2^53', args: (d) => ['copy', source(d), dest(d), '--offset', '9007199254740993'], status: 2, message: /^dmtool: --offset: 9007199254740993 is too large: sectors and bytes above 2\^53 - 1 cannot be held exactly$/ },
+  { name: 'zero: length above 2^53', args: (d) => ['zero', dest(d), '--length', '18446744073709551616'], status: 2, message: /^dmtool: --length: 18446744073709551616 is too large: sectors and bytes above 2\^53 - 1 cannot be held exactly$/ },
 ];
 
 const mirrorCases: Case[] = [
@@ -115,7 +132,7 @@ const mirrorCases: Case[] = [
   { name: 'mirror log: truncated', args: (d) => { const m = mirror(d); fs.truncateSync(m.log, 512); return ['mirror-resync', '--log', m.log, ...m.legs]; }, status: 2, message: /^dmtool: dirty log .*log\.img is truncated: 512 bytes, a disk log needs at least 1028 \(sectors 0\.\.2\)$/ },
   { name: 'mirror log: status of a truncated log', args: (d) => { const m = mirror(d); fs.truncateSync(m.log, 1024); return ['mirror-status', '--log', m.log, ...m.legs]; }, status: 2, message: /^dmtool: dirty log .*log\.img is too small: 1024 bytes, 16 regions need sectors 0\.\.2 \(1536 bytes\)$/ },
   { name: 'mirror: region size not a power of two', args: (d) => { const m = mirror(d); return ['mirror-resync', '--log', m.log, '--region-size', '1000', ...m.legs]; }, status: 2, message: /power of two/ },
-  { name: 'mirror: region size 1', args: (d) => { const m = mirror(d); return ['mirror-create', '--log', m.log, '--force', '--region-size', '1', ...m.legs]; }, status: 2, message: /^dmtool: region size must be a power of two of at least 2 sectors \(got 1\)$/ },
+  { name: 'mirror: region size 1', args: (d) => { const m = mirror(d); return ['mirror-create', '--log', m.log, '--force', '--region-size', '1', ...m.legs]; }, status: 2, message: /^dmtool: region size must be a power of two of at least 2 and at most 2147483648 sectors \(got 1\)$/ },
   { name: 'mirror: legs of different sizes', args: (d) => { const m = mirror(d); fs.truncateSync(m.legs[1], 4 * MiB); return ['mirror-resync', '--log', m.log, ...m.legs]; }, status: 2, message: /^dmtool: legs differ in size: .*leg0\.img has 16384 sectors, .*leg1\.img has 8192/ },
   { name: 'mirror: same leg twice', args: (d) => { const m = mirror(d); return ['mirror-resync', '--log', m.log, m.legs[0], m.legs[0]]; }, status: 2, message: /leg0\.img is given twice \(as leg 0 and as leg 1\)$/ },
   { name: 'mirror: log is a leg', args: (d) => { const m = mirror(d); return ['mirror-resync', '--log', m.legs[1], ...m.legs]; }, status: 2, message: /leg1\.img is given twice \(as leg 1 and as the log\)$/ },
@@ -134,6 +151,11 @@ const mirrorCases: Case[] = [
   { name: 'mirror-create: log device holds an LVM2 label', args: (d) => { const m = mirror(d); const x = formatted(d, 512, Buffer.from('LABELONE').toString('hex')); return ['mirror-create', '--log', x, ...m.legs]; }, status: 2, message: /^dmtool: .*fmt\.img holds an LVM2 physical volume label \(LABELONE\) at sector 1; give --force to overwrite it$/ },
   { name: 'mirror-create: log device holds an MBR partition table', args: (d) => { const m = mirror(d); const x = formatted(d, 510, '55aa'); patch(x, 446 + 4, Buffer.from([0x83])); return ['mirror-create', '--log', x, ...m.legs]; }, status: 2, message: /^dmtool: .*fmt\.img holds an MBR partition table \(0x55AA, a non-empty entry\) at sector 0; give --force to overwrite it$/ },
   { name: 'mirror-create: log device holds a GPT', args: (d) => { const m = mirror(d); const x = formatted(d, 512, Buffer.from('EFI PART').toString('hex')); return ['mirror-create', '--log', x, ...m.legs]; }, status: 2, message: /^dmtool: .*fmt\.img holds a GPT partition table \(EFI PART\) at sector 1; give --force to overwrite it$/ },
+  // Limits: the kernel's region_size is a 32-bit power of two (legs of 4 TiB, sparse, in a subfolder the hash check skips)
+  { name: 'mirror: region size 3·2^31 (a power of two in 32-bit arithmetic)', args: (d) => { const m = hugeMirror(d); return ['mirror-create', '--log', m.log, '--region-size', '6442450944', ...m.legs]; }, status: 2, message: /^dmtool: region size must be a power of two of at least 2 and at most 2147483648 sectors \(got 6442450944\)$/ },
+  { name: 'mirror: region size 2^32', args: (d) => { const m = hugeMirror(d); return ['mirror-create', '--log', m.log, '--region-size', '4294967296', ...m.legs]; }, status: 2, message: /^dmtool: region size must be a power of two of at least 2 and at most 2147483648 sectors \(got 4294967296\)$/ },
+  { name: 'mirror: table line with region size 2^32', args: (d) => { const m = hugeMirror(d); return ['mirror-create', '--table', `0 8589934592 mirror disk 2 ${m.log} 4294967296 2 ${m.legs[0]} 0 ${m.legs[1]} 0`]; }, status: 2, message: /^dmtool: mirror table: region size must be a power of two of at least 2 and at most 2147483648 sectors \(got 4294967296\)$/ },
+  { name: 'mirror: table line with region size 3·2^31', args: (d) => { const m = hugeMirror(d); return ['mirror-status', '--table', `0 8589934592 mirror disk 2 ${m.log} 6442450944 2 ${m.legs[0]} 0 ${m.legs[1]} 0`]; }, status: 2, message: /^dmtool: mirror table: region size must be a power of two of at least 2 and at most 2147483648 sectors \(got 6442450944\)$/ },
 ];
 
 /** A 128 KiB image, zero but for `hex` at byte `at`: a format signature. */

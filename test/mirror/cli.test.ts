@@ -225,6 +225,46 @@ describeLoop('dmtool mirror-* on loop devices', () => {
     expect(again.code).toBe(2);
     expect(again.stderr).toMatch(/already holds a dm-mirror log \(32 regions, sector 0\); give --force/);
   });
+
+  // Reports after a failed resync: what the log on disk records, exactly.
+  const regionRange = (from: number, to: number) => Array.from({ length: to - from }, (_, i) => from + i);
+
+  test('a read error on leg 0 stops the resync: every region still out of sync is reported, as the log records', () => {
+    expect(dmtool(['mirror-create', '--log', log.path, '--region-size', String(REGION), ...legPaths()]).code).toBe(0);
+    const at = 32 * REGION * 512;
+    const r = dmtool(['mirror-resync', '--log', log.path, ...legPaths(), '--parallel', '1'], {
+      rules: [{ op: 'read', code: 'EIO', path: legs[0].path, fromByte: at, toByte: at + 1 }],
+    });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe(
+      `dmtool: leg 0 ${legs[0].path} failed (S): EIO: read failed on ${legs[0].path} at sector 8192 (+256 sectors): injected fault\n` +
+        'dmtool: 96 regions left out of sync: 32-127\n',
+    );
+    const out = r.stdout.split('\n');
+    expect(out[0]).toMatch(/^resynced 32 of 128 out-of-sync regions \(4\.0 MiB in /);
+    expect(out[1]).toBe(`0 32768 mirror 3 ${legPaths().join(' ')} 32/128 1 SAA 3 disk ${log.path} A`);
+    expect(logClean().zeros()).toEqual(regionRange(32, 128));
+  });
+
+  test('a failed leg flush is not reported as success: the log records every region dirty, and so does the status', () => {
+    expect(dmtool(['mirror-create', '--log', log.path, '--region-size', String(REGION), ...legPaths()]).code).toBe(0);
+    const r = dmtool(['mirror-resync', '--log', log.path, ...legPaths(), '--json'], { rules: [{ op: 'flush', code: 'EIO', path: legs[1].path }] });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe(
+      `dmtool: leg 1 ${legs[1].path} failed (F): EIO: flush failed on ${legs[1].path}: injected fault\n` + 'dmtool: 128 regions left out of sync: 0-127\n',
+    );
+    const j = JSON.parse(r.stdout);
+    expect([j.regionsSynced, j.syncCount, j.inSync, j.regionsOutOfSync]).toEqual([0, 0, false, regionRange(0, 128)]);
+    expect(j.status.info).toBe(`0 32768 mirror 3 ${legPaths().join(' ')} 0/128 1 AFA 3 disk ${log.path} A`);
+    expect(logClean().count()).toBe(0);
+    const human = dmtool(['mirror-resync', '--log', log.path, ...legPaths()], { rules: [{ op: 'flush', code: 'EIO', path: legs[1].path }] });
+    expect(human.code).toBe(1);
+    expect(human.stdout.split('\n').slice(0, 2)).toEqual([
+      expect.stringMatching(/^resynced 0 of 128 out-of-sync regions \(/),
+      `0 32768 mirror 3 ${legPaths().join(' ')} 0/128 1 AFA 3 disk ${log.path} A`,
+    ]);
+    expect(logClean().count()).toBe(0);
+  });
 });
 
 describeLoop('mirror-resync --direct on 4096-byte-sector devices', () => {

@@ -154,7 +154,7 @@ describe('bad input: one error line naming the device, exit 2, nothing written',
   test('an invalidated snapshot cannot be merged', () => {
     const p = pair(4 << 20, 3 * 4096);
     ok(['snapshot-create', p.origin, p.cow, '--chunk-size', '8']);
-    const w = dmtool(['snapshot-write', p.origin, p.cow, '--target', 'origin', '--offset', '0', '-i', file('a', Buffer.alloc(8192, 1))]);
+    const w = dmtool(['snapshot-write', p.origin, p.cow, '--target', 'origin', '--offset', '0', '-i', file('a', Buffer.alloc(8192, 1)), '--allow-invalidate']);
     expect(w.status).toBe(1);
     expect(w.stderr).toBe(`dmtool: snapshot in ${p.cow} was invalidated (COW full or I/O error)\n`);
     expect(readRange(p.origin, 0, 8192).every((b) => b === 1)).toBe(true);
@@ -314,5 +314,38 @@ describeLoop('dmtool snapshot-* on loop devices', () => {
     const expectedView = Buffer.concat(Array.from({ length: 1024 }, (_, b) => baseBlock('BASE', b)));
     expect(sha256Range(target, 0, 4 << 20)).toBe(sha256(expectedView));
     expect(sha256Range(target, 4 << 20, 4 << 20)).toBe(sha256(Buffer.alloc(4 << 20)));
+  });
+});
+
+const describeRoot = process.getuid?.() === 0 || process.env.CI === 'true' ? describe : describe.skip;
+
+describeRoot('snapshot-create on a full filesystem (a 1 MiB tmpfs)', () => {
+  test('fails with exit 1 saying no header was written (not "invalidated"), and the COW is unchanged', () => {
+    const p = pair();
+    const mnt = fs.mkdtempSync(path.join(dir, 'full-'));
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', mnt]);
+    try {
+      const cow = path.join(mnt, 'cow.img');
+      fs.writeFileSync(cow, '');
+      fs.truncateSync(cow, 4 << 20);
+      const fill = fs.openSync(path.join(mnt, 'fill'), 'w');
+      try {
+        for (;;) fs.writeSync(fill, Buffer.alloc(64 * 1024));
+      } catch (e) {
+        expect((e as NodeJS.ErrnoException).code).toBe('ENOSPC');
+      } finally {
+        fs.closeSync(fill);
+      }
+      const before = sha256File(cow);
+      const r = dmtool(['snapshot-create', p.origin, cow, '--chunk-size', '8']);
+      expect(r.stderr).toBe(
+        `dmtool: ENOSPC: formatting the COW failed, no snapshot header was written: ENOSPC: write failed on ${cow} at sector 8 (+8 sectors): no space left on device\n`,
+      );
+      expect(r.status).toBe(1);
+      expect(r.stdout).toBe('');
+      expect(sha256File(cow)).toBe(before);
+    } finally {
+      execFileSync('umount', [mnt]);
+    }
   });
 });

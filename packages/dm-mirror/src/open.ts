@@ -4,6 +4,7 @@ import { DiskLog } from './disk-log';
 import { MirrorError } from './errors';
 import { decodeDiskLog, LOG_HEADER_BYTES } from './log-format';
 import { MAX_LEGS, MirrorSet } from './mirror-set';
+import { checkRegionSize, MAX_REGION_SIZE } from './region-size';
 import { MirrorTable } from './table';
 
 export interface MirrorConfig {
@@ -25,6 +26,8 @@ export interface OpenMirrorOptions {
   createLog?: boolean;
   /** Write the resumed log back, as activation does (default: writeLegs || createLog). */
   persistLog?: boolean;
+  /** Open the log device read-write (default: persistLog); a dry run opens it as the real run does and writes nothing. */
+  writeLog?: boolean;
   /** O_DIRECT for legs. */
   direct?: boolean;
   /**
@@ -64,7 +67,7 @@ export function checkDistinct(paths: { path: string; role: string }[]): void {
 
 /** The power-of-two region size for which `lengthSectors` makes `regions` regions. */
 export function deriveRegionSize(lengthSectors: number, regions: number): number | undefined {
-  for (let rs = 2; rs <= lengthSectors; rs *= 2) if (Math.ceil(lengthSectors / rs) === regions) return rs;
+  for (let rs = 2; rs <= Math.min(lengthSectors, MAX_REGION_SIZE); rs *= 2) if (Math.ceil(lengthSectors / rs) === regions) return rs;
   return undefined;
 }
 
@@ -138,7 +141,7 @@ export async function openMirror(cfg: MirrorConfig, opts: OpenMirrorOptions = {}
     } else {
       const create = opts.createLog === true;
       const persist = opts.persistLog ?? (opts.writeLegs === true || create);
-      const logDev = Device.open(cfg.log.path, { write: persist });
+      const logDev = Device.open(cfg.log.path, { write: opts.writeLog ?? persist });
       opened.push(logDev);
       let rs = cfg.regionSize;
       if (rs === undefined && opts.adoptLog && !create) {
@@ -191,9 +194,7 @@ function checkDirectAlignment(legs: { device: Device; offsetSectors: number }[],
 }
 
 function regionsFor(lengthSectors: number, regionSize: number): number {
-  if (!Number.isSafeInteger(regionSize) || regionSize < 2 || (regionSize & (regionSize - 1)) !== 0) {
-    throw new MirrorError('EINVAL', `region size must be a power of two of at least 2 sectors (got ${regionSize})`);
-  }
+  checkRegionSize(regionSize);
   if (regionSize > lengthSectors) {
     throw new MirrorError('EINVAL', `region size ${regionSize} is larger than the mirror (${lengthSectors} sectors)`);
   }

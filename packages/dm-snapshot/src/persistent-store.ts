@@ -3,7 +3,7 @@ import { decodeArea, encodeEntry } from './area';
 import { SnapshotError } from './errors';
 import { checkChunkSectors, CowGeometry } from './geometry';
 import { decodeHeader, encodeHeader, HeaderState } from './header';
-import { ExceptionStore, StoreUsage } from './store';
+import { ExceptionPlan, ExceptionStore, StoreUsage } from './store';
 import { ExceptionTable } from './table';
 
 export interface OpenStoreOptions {
@@ -111,15 +111,23 @@ export class PersistentStore implements ExceptionStore {
       }
     }
     const store = new PersistentStore(cow, geometry, true, opts.overflow === true, new ExceptionTable());
-    await store.ioMetadata(async () => {
+    // A failure here is not an invalidation: until the header is written the
+    // COW holds no snapshot, and nothing else may be written to it.
+    let headerWritten = false;
+    try {
       store.scratch.fill(0);
       await cow.write(store.scratch, 0, geometry.chunkBytes, geometry.chunkToByte(geometry.areaChunk(0)));
       // The empty area 0 must be durable before a valid header can point at it.
       await cow.flush();
       encodeHeader(store.scratch, { valid: true, chunkSectors });
       await cow.write(store.scratch, 0, geometry.chunkBytes, 0);
+      headerWritten = true;
       await cow.flush();
-    }, 0);
+    } catch (e) {
+      if (!(e instanceof DeviceError)) throw e;
+      const what = headerWritten ? 'the header was written but may not be durable' : 'no snapshot header was written';
+      throw new SnapshotError(e.code, 'metadata-io', `formatting the COW failed, ${what}: ${e.message}`);
+    }
     return store;
   }
 
@@ -230,12 +238,42 @@ export class PersistentStore implements ExceptionStore {
     }
   }
 
+  /** Room check of the kernel's persistent_prepare_exception: the chunk at `nextFree` lies wholly on the COW. */
+  private fitsAt(nextFree: number): boolean {
+    return this.cow.sizeSectors >= (nextFree + 1) * this.chunkSectors;
+  }
+
   prepare(): number | undefined {
-    if (!this.isValid) return undefined;
-    if (this.cow.sizeSectors < (this.nextFree + 1) * this.chunkSectors) return undefined;
+    if (!this.isValid || !this.fitsAt(this.nextFree)) return undefined;
     const chunk = this.nextFree;
     this.nextFree = this.geometry.skipMetadata(this.nextFree + 1);
     return chunk;
+  }
+
+  plan(count: number): ExceptionPlan {
+    const g = this.geometry;
+    const E = this.exceptionsPerArea;
+    let nextFree = this.nextFree;
+    let allocatable = 0;
+    while (allocatable < count && this.isValid && this.fitsAt(nextFree)) {
+      nextFree = g.skipMetadata(nextFree + 1);
+      allocatable++;
+    }
+    // Filling an area zeroes the next one (commit): when that one lies past
+    // the COW end the commit fails, so the entry that fills the area is lost.
+    const areasFilled = Math.floor((this.currentCommitted + allocatable) / E);
+    const nextAreaMissing = areasFilled > 0 && g.areaChunk(this.currentArea + areasFilled) >= g.cowChunks;
+    const roomChunks = nextAreaMissing ? areasFilled * E - this.currentCommitted - 1 : allocatable;
+    return {
+      chunks: count,
+      roomChunks,
+      fits: roomChunks === count,
+      usageAfter: {
+        allocatedSectors: nextFree * this.chunkSectors,
+        totalSectors: this.cow.sizeSectors,
+        metadataSectors: (this.currentArea + areasFilled + 2) * this.chunkSectors,
+      },
+    };
   }
 
   /**

@@ -51,7 +51,7 @@ export const copyCommand: CommandModule<object, any> = {
     const devices = openAll(
       [
         { path: o.source, role: 'source', write: false },
-        ...o.destinations.map((p, i) => ({ path: p, role: `destination ${i}`, write: !o.dryRun })),
+        ...o.destinations.map((p, i) => ({ path: p, role: `destination ${i}`, write: true })),
       ],
       { direct: o.direct },
     );

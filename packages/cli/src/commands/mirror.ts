@@ -160,13 +160,13 @@ const createCommand: CommandModule<object, any> = {
     checkDistinct([...cfg.legs.map((l, i) => ({ path: l.path, role: `leg ${i}` })), { path: cfg.log.path, role: 'the log' }]);
     const found = await existingFormat(cfg.log.path);
     const old = found?.kind === 'mirror-log' ? { regions: found.regions ?? 0 } : undefined;
-    if (old && !o.force && !o.dryRun) {
+    if (old && !o.force) {
       throw new CliError(`${cfg.log.path} already holds a dm-mirror log (${old.regions} regions, sector 0); give --force to replace it`);
     }
     if (found && !old && !o.force) {
       throw new CliError(`${cfg.log.path} holds ${found.what} at sector ${found.sector}; give --force to overwrite it`);
     }
-    const m = await openMirror(cfg, { createLog: true, persistLog: !o.dryRun });
+    const m = await openMirror(cfg, { createLog: true, persistLog: !o.dryRun, writeLog: true });
     try {
       const s = statusJson(m);
       const log = m.log as DiskLog;
@@ -253,7 +253,7 @@ const resyncCommand: CommandModule<object, any> = {
     const out = new Output(o.json);
     const cfg = mirrorConfig(o);
     refusePartialSectors(mirrorDevices(cfg));
-    const m = await openMirror(cfg, { writeLegs: !o.dryRun, persistLog: !o.dryRun, direct: o.direct, adoptLog: o.adoptLog });
+    const m = await openMirror(cfg, { writeLegs: true, persistLog: !o.dryRun, writeLog: true, direct: o.direct, adoptLog: o.adoptLog });
     try {
       const outOfSync = m.regionCount - m.log.getSyncCount();
       let todoSectors = 0;
@@ -287,11 +287,11 @@ const resyncCommand: CommandModule<object, any> = {
       );
       out.line(m.status().info);
       if (r.aborted) {
-        process.stderr.write(`dmtool: interrupted: ${r.regionsTotal - r.regionsSynced} regions still out of sync; run mirror-resync again to continue\n`);
+        process.stderr.write(`dmtool: interrupted: ${r.regionsOutOfSync.length} regions still out of sync; run mirror-resync again to continue\n`);
         return ExitCode.INTERRUPTED;
       }
-      if (r.failedLegs.length > 0 || r.regionsFailed.length > 0) {
-        process.stderr.write(`dmtool: ${r.regionsFailed.length} regions left out of sync: ${compactList(r.regionsFailed)}\n`);
+      if (r.failedLegs.length > 0 || r.regionsOutOfSync.length > 0) {
+        process.stderr.write(`dmtool: ${r.regionsOutOfSync.length} regions left out of sync: ${compactList(r.regionsOutOfSync)}\n`);
         return ExitCode.IO_ERROR;
       }
       return ExitCode.OK;

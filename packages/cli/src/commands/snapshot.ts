@@ -5,6 +5,7 @@ import {
   PersistentStore,
   Snapshot,
   SnapshotError,
+  WritePlan,
 } from '@dmtool/dm-snapshot';
 import { Device, SECTOR_BYTES } from '@dmtool/kcopyd';
 import type { Argv, CommandModule } from 'yargs';
@@ -115,7 +116,7 @@ const createCommand: CommandModule<object, any> = {
     const out = new Output(o.json);
     const devices = openAll([
       { path: o.origin, role: 'origin', write: false },
-      { path: o.cow, role: 'COW', write: !o.dryRun },
+      { path: o.cow, role: 'COW', write: true },
     ]);
     const [originDev, cowDev] = devices;
     const origin = new Origin(originDev);
@@ -322,6 +323,7 @@ const writeSchema = z.object({
   target: z.enum(['origin', 'snapshot']),
   offset: sectorsSchema,
   input: z.string().min(1).default('-'),
+  allowInvalidate: z.boolean().default(false),
   dryRun: z.boolean().default(false),
   json,
 });
@@ -334,7 +336,8 @@ const writeCommand: CommandModule<object, any> = {
       .option('target', { type: 'string', demandOption: true, describe: 'where the write goes: origin or snapshot' })
       .option('offset', { type: 'string', demandOption: true, describe: 'first sector (or bytes with k/M/G suffix)' })
       .option('input', { alias: 'i', type: 'string', describe: 'data file, a whole number of sectors (default: stdin)', default: '-' })
-      .option('dry-run', { type: 'boolean', describe: 'check everything, write nothing', default: false })
+      .option('allow-invalidate', { type: 'boolean', describe: 'write even if the COW cannot hold the new exceptions (the snapshot is invalidated, as the kernel does)', default: false })
+      .option('dry-run', { type: 'boolean', describe: 'check everything and predict the status, write nothing', default: false })
       .option('json', jsonOption)
       .example('$0 snapshot-write origin.img cow.img --target origin --offset 2048 -i block.bin', 'origin write with copy-on-write')
       .epilog(SNAPSHOT_HELP),
@@ -343,7 +346,7 @@ const writeCommand: CommandModule<object, any> = {
     const out = new Output(o.json);
     const input = openInput(o.input);
     try {
-      return await withSnapshot(o, { origin: !o.dryRun && o.target === 'origin', cow: !o.dryRun }, async (origin, snap) => {
+      return await withSnapshot(o, { origin: o.target === 'origin', cow: true }, async (origin, snap) => {
         const dev = o.target === 'origin' ? origin.device : snap.cow;
         // Never read more than the target range holds: the input's size is checked first when known,
         // and a pipe or device is read up to the range (64 MiB at most) before anything is written.
@@ -368,9 +371,11 @@ const writeCommand: CommandModule<object, any> = {
           throw new CliError(`${o.target} write to ${dev.path} sectors ${o.offset}..${o.offset + sectors - 1} ends beyond the ${snap.sizeSectors}-sector ${o.target}`);
         }
         if (!snap.valid) throw new CliError(`snapshot in ${snap.cow.path} is invalid; refusing to write`, ExitCode.USAGE);
+        const plan = snap.planWrite(o.target, o.offset, sectors);
+        if (!plan.fits && !o.allowInvalidate) throw new CliError(overflowRefusal(o.target, dev, o.offset, sectors, snap, plan));
         if (o.dryRun) {
-          out.line(`would write ${sectors} sectors to the ${o.target} at sector ${o.offset}; status now ${snap.status()}`);
-          out.result({ dryRun: true, target: o.target, offset: o.offset, sectors, status: snap.status() });
+          out.line(`would write ${sectors} sectors to the ${o.target} at sector ${o.offset} (${plan.chunks} new exceptions); status now ${snap.status()}, after ${plan.statusAfter}`);
+          out.result({ dryRun: true, target: o.target, offset: o.offset, sectors, status: snap.status(), newExceptions: plan.chunks, fits: plan.fits, statusAfter: plan.statusAfter });
           return ExitCode.OK;
         }
         // Pieces end on multiples of WRITE_PIECE_SECTORS (and of the chunk size), as one large write would cut them.
@@ -449,8 +454,8 @@ const mergeCommand: CommandModule<object, any> = {
     const o = parseOptions(mergeSchema, argv);
     const out = new Output(o.json);
     const devices = openAll([
-      { path: o.origin, role: 'origin', write: !o.dryRun },
-      { path: o.cow, role: 'COW', write: !o.dryRun },
+      { path: o.origin, role: 'origin', write: true },
+      { path: o.cow, role: 'COW', write: true },
     ]);
     const [originDev, cowDev] = devices;
     const interrupt = interruptSignal();
@@ -492,6 +497,16 @@ export const snapshotCommands: CommandModule<object, any>[] = [
   writeCommand,
   mergeCommand,
 ];
+
+/** One line: the COW space a write needs and has, when it would overflow the COW. */
+function overflowRefusal(target: string, dev: Device, offset: number, sectors: number, snap: Snapshot, plan: WritePlan): string {
+  const cs = snap.chunkSectors;
+  const amount = (chunks: number) => `${chunks} chunks = ${chunks * cs} sectors = ${formatBytes(chunks * cs * SECTOR_BYTES)}`;
+  return (
+    `${target} write to ${dev.path} sectors ${offset}..${offset + sectors - 1} needs ${amount(plan.chunks)} of new COW space, ` +
+    `${snap.cow.path} has room for ${amount(plan.roomChunks)}: the snapshot would be invalidated (give --allow-invalidate to write anyway)`
+  );
+}
 
 /** The output file must not be the origin or the COW being read (opening it would truncate it). */
 function refuseOutputOverInput(output: string, inputs: Device[]): void {
