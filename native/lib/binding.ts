@@ -17,7 +17,9 @@ type DoneCallback = (errno: number, bytesDone: number) => void;
 type ErrnoCallback = (errno: number) => void;
 
 export interface NativeBinding {
-  open(path: string, write: boolean, direct: boolean, exclusive: boolean): NativeOpenResult;
+  /** lockMode: 0 none, 1 shared, 2 exclusive (flock, never waiting). */
+  open(path: string, write: boolean, direct: boolean, exclusive: boolean, lockMode: number): NativeOpenResult;
+  lock(path: string, lockMode: number): { errno: number; fd: number };
   close(fd: number): number;
   allocAligned(bytes: number): Buffer;
   read(fd: number, buf: Buffer, bufOffset: number, bytes: number, byteOffset: number, cb: DoneCallback): void;

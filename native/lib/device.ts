@@ -2,6 +2,8 @@ import * as fs from 'fs';
 import { constants as osConstants } from 'os';
 import { BlockDevice, checkIo, checkRange, DeviceError, DeviceOp, DeviceResolver, errnoHint, errnoName, errnoOf, NativeEndpoint, SECTOR_BYTES } from '@dmtool/devices';
 import { binding } from './binding';
+import { loopBackingFile, statIds, storageIdentity } from './identity';
+import { lockHolder } from './lock-holder';
 
 export interface OpenOptions {
   /** Open read-write (default: read-only). */
@@ -10,8 +12,17 @@ export interface OpenOptions {
   direct?: boolean;
   /** O_EXCL on block devices, so a mounted or busy device is refused (default: true). */
   exclusive?: boolean;
+  /**
+   * flock held until close, on the file or device and on a loop device's
+   * backing file; a conflicting holder makes open fail with EWOULDBLOCK.
+   * Default: 'exclusive' when writing, 'shared' when reading.
+   */
+  lock?: LockMode;
 }
 
+export type LockMode = 'exclusive' | 'shared' | 'none';
+
+const LOCK_MODE_NATIVE: Record<LockMode, number> = { none: 0, shared: 1, exclusive: 2 };
 const DIRECT_BUFFER_ALIGN = 4096;
 const ZERO_FALLBACK_BYTES = 1 << 20;
 
@@ -31,26 +42,43 @@ export class FileDevice implements BlockDevice {
   /** Same value for two opens of the same file or block device. */
   readonly identity: string;
   private fd: number;
+  /** Descriptors that only hold the lock on a loop device's backing file. */
+  private lockFds: number[];
 
-  private constructor(path: string, fd: number, info: ReturnType<typeof binding.open>, opts: OpenOptions) {
+  private constructor(path: string, fd: number, lockFds: number[], info: ReturnType<typeof binding.open>, opts: OpenOptions) {
     this.path = path;
     this.fd = fd;
+    this.lockFds = lockFds;
     this.sizeBytes = info.sizeBytes;
     this.logicalBlockSize = info.logicalBlockSize;
     this.physicalBlockSize = info.physicalBlockSize;
     this.isBlockDevice = info.isBlockDevice;
     this.writable = opts.write === true;
     this.direct = opts.direct === true;
-    this.identity = info.isBlockDevice ? `block:${info.rdev}` : `file:${info.dev}:${info.ino}`;
+    this.identity = storageIdentity({ isBlockDevice: info.isBlockDevice, dev: BigInt(info.dev), ino: BigInt(info.ino), rdev: BigInt(info.rdev) });
   }
 
   static open(path: string, opts: OpenOptions = {}): FileDevice {
     if (typeof path !== 'string' || path.length === 0) throw new TypeError('device path must be a non-empty string');
-    const info = binding.open(path, opts.write === true, opts.direct === true, opts.exclusive !== false);
+    const lock = LOCK_MODE_NATIVE[opts.lock ?? (opts.write ? 'exclusive' : 'shared')];
+    const info = binding.open(path, opts.write === true, opts.direct === true, opts.exclusive !== false, lock);
     if (info.errno !== 0) {
-      throw new DeviceError(info.errno, 'open', path, 0, 0, openHint(info.errno, opts));
+      const hint = isLockConflict(info.errno) ? `locked by ${lockHolder(path)}` : openHint(info.errno, opts);
+      throw new DeviceError(info.errno, 'open', path, 0, 0, hint);
     }
-    return new FileDevice(path, info.fd, info, opts);
+    const lockFds: number[] = [];
+    const backing = info.isBlockDevice && lock !== 0 ? loopBackingFile(BigInt(info.rdev)) : undefined;
+    if (backing !== undefined) {
+      // Commands given the file and commands given its loop device must exclude each other.
+      const held = binding.lock(backing, lock);
+      if (held.errno === 0) lockFds.push(held.fd);
+      else if (isLockConflict(held.errno)) {
+        binding.close(info.fd);
+        throw new DeviceError(held.errno, 'open', path, 0, 0, `backing file ${backing} is locked by ${lockHolder(backing)}`);
+      }
+      // A backing file this process cannot open (deleted, another mount namespace) is not locked.
+    }
+    return new FileDevice(path, info.fd, lockFds, info, opts);
   }
 
   /**
@@ -62,15 +90,14 @@ export class FileDevice implements BlockDevice {
       const detail = role ? `${role}: ${errnoHint(errnoName(errno))}` : undefined;
       return new DeviceError(errno, 'open', path, 0, 0, detail);
     };
-    let st: fs.Stats;
+    let st: fs.BigIntStats;
     try {
-      st = fs.statSync(path);
+      st = fs.statSync(path, { bigint: true });
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code ?? 'ENOENT';
       throw fail((osConstants.errno as Record<string, number>)[code] ?? errnoOf('ENOENT'));
     }
-    if (st.isBlockDevice()) return `block:${st.rdev}`;
-    if (st.isFile()) return `file:${st.dev}:${st.ino}`;
+    if (st.isBlockDevice() || st.isFile()) return storageIdentity(statIds(st));
     throw fail(errnoOf('ENODEV'));
   }
 
@@ -141,6 +168,7 @@ export class FileDevice implements BlockDevice {
     if (this.fd < 0) return;
     const errno = binding.close(this.fd);
     this.fd = -1;
+    for (const fd of this.lockFds.splice(0)) binding.close(fd);
     if (errno !== 0) throw new DeviceError(errno, 'close', this.path);
   }
 
@@ -162,6 +190,10 @@ function isUnsupported(errno: number): boolean {
       return false;
     }
   });
+}
+
+function isLockConflict(errno: number): boolean {
+  return errno === errnoOf('EWOULDBLOCK') || errno === errnoOf('EAGAIN');
 }
 
 function openHint(errno: number, opts: OpenOptions): string | undefined {

@@ -1,2 +1,2 @@
-export { allocBuffer, FileDevice, fileResolver, OpenOptions } from './device';
+export { allocBuffer, FileDevice, fileResolver, LockMode, OpenOptions } from './device';
 export { nativeCopyOut, NativeCopyOutDone, nativeScatter, NativeScatterDone, nativeWrite, ScatterPiece } from './native-copy';

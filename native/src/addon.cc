@@ -16,13 +16,14 @@ Napi::Value ErrnoResult(Napi::Env env, int err) {
   return o;
 }
 
-// (path, write, direct, exclusive) -> {fd, sizeBytes, ...} | {errno}
+// (path, write, direct, exclusive, lockMode) -> {fd, sizeBytes, ...} | {errno}
 Napi::Value Open(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::string path = info[0].As<Napi::String>().Utf8Value();
   DeviceInfo d;
   int err = OpenDevice(path.c_str(), info[1].As<Napi::Boolean>().Value(), info[2].As<Napi::Boolean>().Value(),
-                       info[3].As<Napi::Boolean>().Value(), &d);
+                       info[3].As<Napi::Boolean>().Value(),
+                       static_cast<LockMode>(info[4].As<Napi::Number>().Int32Value()), &d);
   if (err != 0) return ErrnoResult(env, err);
   Napi::Object o = Napi::Object::New(env);
   o.Set("errno", Napi::Number::New(env, 0));
@@ -34,6 +35,18 @@ Napi::Value Open(const Napi::CallbackInfo& info) {
   o.Set("dev", Napi::String::New(env, std::to_string(d.dev)));
   o.Set("ino", Napi::String::New(env, std::to_string(d.ino)));
   o.Set("rdev", Napi::String::New(env, std::to_string(d.rdev)));
+  return o;
+}
+
+// (path, lockMode) -> {errno, fd}: a read-only descriptor that only holds a lock.
+Napi::Value Lock(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string path = info[0].As<Napi::String>().Utf8Value();
+  int fd = -1;
+  int err = LockPath(path.c_str(), static_cast<LockMode>(info[1].As<Napi::Number>().Int32Value()), &fd);
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("errno", Napi::Number::New(env, err));
+  o.Set("fd", Napi::Number::New(env, fd));
   return o;
 }
 
@@ -61,6 +74,7 @@ Napi::Value AllocAligned(const Napi::CallbackInfo& info) {
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("open", Napi::Function::New(env, Open, "open"));
+  exports.Set("lock", Napi::Function::New(env, Lock, "lock"));
   exports.Set("close", Napi::Function::New(env, Close, "close"));
   exports.Set("allocAligned", Napi::Function::New(env, AllocAligned, "allocAligned"));
   InitIoWorkers(env, exports);

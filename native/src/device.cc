@@ -2,6 +2,7 @@
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <linux/fs.h>
+#include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -10,7 +11,30 @@
 
 namespace dmtool {
 
-int OpenDevice(const char* path, bool write, bool direct, bool exclusive, DeviceInfo* out) {
+// flock(2) on an open descriptor, never waiting: EWOULDBLOCK when another
+// open file description holds a conflicting lock. Held until the fd closes.
+static int LockFd(int fd, LockMode lock) {
+  if (lock == LockMode::kNone) return 0;
+  int op = (lock == LockMode::kExclusive ? LOCK_EX : LOCK_SH) | LOCK_NB;
+  while (flock(fd, op) != 0) {
+    if (errno != EINTR) return errno;
+  }
+  return 0;
+}
+
+int LockPath(const char* path, LockMode lock, int* fdOut) {
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return errno;
+  int e = LockFd(fd, lock);
+  if (e != 0) {
+    close(fd);
+    return e;
+  }
+  *fdOut = fd;
+  return 0;
+}
+
+int OpenDevice(const char* path, bool write, bool direct, bool exclusive, LockMode lock, DeviceInfo* out) {
   struct stat st;
   if (stat(path, &st) != 0) return errno;
   bool isBlock = S_ISBLK(st.st_mode);
@@ -28,6 +52,11 @@ int OpenDevice(const char* path, bool write, bool direct, bool exclusive, Device
     int e = errno;
     close(fd);
     return e;
+  }
+  int lockErr = LockFd(fd, lock);
+  if (lockErr != 0) {
+    close(fd);
+    return lockErr;
   }
   out->fd = fd;
   out->isBlockDevice = S_ISBLK(st.st_mode);

@@ -18,7 +18,12 @@ struct DeviceInfo {
   uint64_t rdev = 0;
 };
 
-int OpenDevice(const char* path, bool write, bool direct, bool exclusive, DeviceInfo* out);
+// Advisory whole-file lock (flock) taken right after open, without waiting.
+enum class LockMode { kNone = 0, kShared = 1, kExclusive = 2 };
+
+int OpenDevice(const char* path, bool write, bool direct, bool exclusive, LockMode lock, DeviceInfo* out);
+// Opens `path` read-only only to hold a lock on it; *fdOut is the holder.
+int LockPath(const char* path, LockMode lock, int* fdOut);
 int ReadFully(int fd, uint8_t* buf, size_t length, uint64_t position, size_t* done);
 int WriteFully(int fd, const uint8_t* buf, size_t length, uint64_t position, size_t* done);
 int DataSync(int fd);

@@ -225,4 +225,95 @@ describeLoop('dmtool mirror-* on loop devices', () => {
     expect(again.code).toBe(2);
     expect(again.stderr).toMatch(/already holds a dm-mirror log \(32 regions, sector 0\); give --force/);
   });
+
+  // Reports after a failed resync: what the log on disk records, exactly.
+  const regionRange = (from: number, to: number) => Array.from({ length: to - from }, (_, i) => from + i);
+
+  test('a read error on leg 0 stops the resync: every region still out of sync is reported, as the log records', () => {
+    expect(dmtool(['mirror-create', '--log', log.path, '--region-size', String(REGION), ...legPaths()]).code).toBe(0);
+    const at = 32 * REGION * 512;
+    const r = dmtool(['mirror-resync', '--log', log.path, ...legPaths(), '--parallel', '1'], {
+      rules: [{ op: 'read', code: 'EIO', path: legs[0].path, fromByte: at, toByte: at + 1 }],
+    });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe(
+      `dmtool: leg 0 ${legs[0].path} failed (S): EIO: read failed on ${legs[0].path} at sector 8192 (+256 sectors): injected fault\n` +
+        'dmtool: 96 regions left out of sync: 32-127\n',
+    );
+    const out = r.stdout.split('\n');
+    expect(out[0]).toMatch(/^resynced 32 of 128 out-of-sync regions \(4\.0 MiB in /);
+    expect(out[1]).toBe(`0 32768 mirror 3 ${legPaths().join(' ')} 32/128 1 SAA 3 disk ${log.path} A`);
+    expect(logClean().zeros()).toEqual(regionRange(32, 128));
+  });
+
+  test('a failed leg flush is not reported as success: the log records every region dirty, and so does the status', () => {
+    expect(dmtool(['mirror-create', '--log', log.path, '--region-size', String(REGION), ...legPaths()]).code).toBe(0);
+    const r = dmtool(['mirror-resync', '--log', log.path, ...legPaths(), '--json'], { rules: [{ op: 'flush', code: 'EIO', path: legs[1].path }] });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe(
+      `dmtool: leg 1 ${legs[1].path} failed (F): EIO: flush failed on ${legs[1].path}: injected fault\n` + 'dmtool: 128 regions left out of sync: 0-127\n',
+    );
+    const j = JSON.parse(r.stdout);
+    expect([j.regionsSynced, j.syncCount, j.inSync, j.regionsOutOfSync]).toEqual([0, 0, false, regionRange(0, 128)]);
+    expect(j.status.info).toBe(`0 32768 mirror 3 ${legPaths().join(' ')} 0/128 1 AFA 3 disk ${log.path} A`);
+    expect(logClean().count()).toBe(0);
+    const human = dmtool(['mirror-resync', '--log', log.path, ...legPaths()], { rules: [{ op: 'flush', code: 'EIO', path: legs[1].path }] });
+    expect(human.code).toBe(1);
+    expect(human.stdout.split('\n').slice(0, 2)).toEqual([
+      expect.stringMatching(/^resynced 0 of 128 out-of-sync regions \(/),
+      `0 32768 mirror 3 ${legPaths().join(' ')} 0/128 1 AFA 3 disk ${log.path} A`,
+    ]);
+    expect(logClean().count()).toBe(0);
+  });
+});
+
+describeLoop('mirror-resync --direct on 4096-byte-sector devices', () => {
+  let dir: string;
+  beforeAll(() => {
+    dir = tempDir('dmtool-mirror-direct-');
+  });
+  afterAll(() => {
+    detachAll();
+    removeDir(dir);
+    const now = execFileSync('losetup', ['-a'], { encoding: 'utf8' });
+    expect(now.split('\n').filter((l) => l.includes(dir))).toEqual([]);
+  });
+
+  test('a region size taken from the log that O_DIRECT cannot copy is refused before the log is written', () => {
+    const files = ['leg0', 'leg1', 'log'].map((name) => path.join(dir, `${name}.img`));
+    makeImage(files[0], MiB, 'd0');
+    makeImage(files[1], MiB, 'd1');
+    makeImage(files[2], 64 * 1024);
+    const devices: LoopDevice[] = [];
+    try {
+      for (const f of files) devices.push(attachLoop(f, { sectorSize: 4096 }));
+      const [leg0, leg1, log] = devices.map((d) => d.path);
+      expect(dmtool(['mirror-create', '--log', log, '--region-size', '4', leg0, leg1]).code).toBe(0);
+      // A version 1 log: resuming rewrites it as version 2, so a write before the refusal would show.
+      const fd = fs.openSync(log, 'r+');
+      try {
+        const version1 = Buffer.alloc(4);
+        version1.writeUInt32LE(1);
+        fs.writeSync(fd, version1, 0, 4, 4);
+        fs.fsyncSync(fd);
+      } finally {
+        fs.closeSync(fd);
+      }
+      const before = [leg0, leg1, log].map((p) => sha256File(p));
+      // Any write at all kills the process: the refusal must come first.
+      const r = dmtool(['mirror-resync', '--direct', '--log', log, leg0, leg1], { crashAfterWrites: 1 });
+      expect(r.signal).toBeNull();
+      expect(r.stderr).toBe(
+        `dmtool: leg ${leg0} has 4096-byte blocks: with --direct the offset (0), mirror length (2048) and region size (4) must be multiples of 8 sectors\n`,
+      );
+      expect(r.code).toBe(2);
+      expect([leg0, leg1, log].map((p) => sha256File(p))).toEqual(before);
+      // Without --direct the same resync runs, and does rewrite the log.
+      expect(dmtool(['mirror-resync', '--log', log, leg0, leg1]).code).toBe(0);
+      expect(sha256File(leg1)).toBe(sha256File(leg0));
+      expect(readRange(log, 4, 4).readUInt32LE()).toBe(2);
+    } finally {
+      for (const d of devices) d.detach();
+    }
+  });
 });

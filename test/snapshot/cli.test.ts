@@ -1,9 +1,9 @@
-import { execFileSync } from 'child_process';
+import { execFileSync, spawn } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
-import { readRange, sha256, sha256File } from '../support/images';
+import { readRange, sha256, sha256File, sha256Range } from '../support/images';
 import { attachLoop, describeLoop, detachAll, removeDir, tempDir } from '../support/loop';
-import { dmtool } from '../support/cli';
+import { dmtool, DMTOOL } from '../support/cli';
 import { baseBlock, makeBaseOrigin, makeZeroFile, unpackFixture, writeData } from '../support/fixtures';
 
 let dir: string;
@@ -154,12 +154,88 @@ describe('bad input: one error line naming the device, exit 2, nothing written',
   test('an invalidated snapshot cannot be merged', () => {
     const p = pair(4 << 20, 3 * 4096);
     ok(['snapshot-create', p.origin, p.cow, '--chunk-size', '8']);
-    const w = dmtool(['snapshot-write', p.origin, p.cow, '--target', 'origin', '--offset', '0', '-i', file('a', Buffer.alloc(8192, 1))]);
+    const w = dmtool(['snapshot-write', p.origin, p.cow, '--target', 'origin', '--offset', '0', '-i', file('a', Buffer.alloc(8192, 1)), '--allow-invalidate']);
     expect(w.status).toBe(1);
     expect(w.stderr).toBe(`dmtool: snapshot in ${p.cow} was invalidated (COW full or I/O error)\n`);
     expect(readRange(p.origin, 0, 8192).every((b) => b === 1)).toBe(true);
     expect(ok(['snapshot-status', p.cow])).toBe('Invalid\n');
     refused(['snapshot-merge', p.origin, p.cow], [p.origin, p.cow], /snapshot is invalid: can't merge/);
+  });
+
+  test('reading an invalidated snapshot leaves the output file as it was, and writes nothing to stdout', () => {
+    const p = pair();
+    ok(['snapshot-create', p.origin, p.cow, '--chunk-size', '8']);
+    const header = readRange(p.cow, 0, 16);
+    header.writeUInt32LE(0, 4);
+    fs.writeFileSync(p.cow, header, { flag: 'r+' });
+    const out = file('kept-view.bin', Buffer.from('the previous contents\n'));
+    const msg = /^dmtool: snapshot in .*cow\.img is invalid; nothing read$/;
+    refused(['snapshot-read', p.origin, p.cow, '-o', out], [p.origin, p.cow, out], msg);
+    refused(['snapshot-read', p.origin, p.cow], [p.origin, p.cow], msg);
+  });
+});
+
+describe('snapshot-read replaces its output file only when the whole read succeeded', () => {
+  function prepared(): { origin: string; cow: string; out: string; sub: string } {
+    const p = pair();
+    ok(['snapshot-create', p.origin, p.cow, '--chunk-size', '8']);
+    // Exceptions in the first and the third MiB of the view: COW chunks 2..9 and 10..17.
+    ok(['snapshot-write', p.origin, p.cow, '--target', 'origin', '--offset', '0', '-i', file('r8', Buffer.alloc(4096 * 8, 8))]);
+    ok(['snapshot-write', p.origin, p.cow, '--target', 'origin', '--offset', '4096', '-i', file('r8', Buffer.alloc(4096 * 8, 8))]);
+    const sub = path.dirname(p.cow);
+    const out = path.join(sub, 'view.bin');
+    fs.writeFileSync(out, Buffer.from('the previous contents\n'));
+    return { ...p, out, sub };
+  }
+
+  // The view is read 1 MiB at a time: these fail in its second and third MiB.
+  test.each([
+    ['origin.img', 1 << 20],
+    ['cow.img', 10 * 4096],
+  ])('a read error on %s after part of the view was written: exit 1, the output file and folder as they were', (device, fromByte) => {
+    const p = prepared();
+    const listing = fs.readdirSync(p.sub).sort();
+    const before = sha256File(p.out);
+    const r = dmtool(['snapshot-read', p.origin, p.cow, '-o', p.out], { faults: { rules: [{ op: 'read', code: 'EIO', path: device, fromByte }] } });
+    expect(r.stderr.trimEnd()).toMatch(new RegExp(`^dmtool: EIO: read failed on .*${device.replace('.', '\\.')} at sector \\d+ \\(\\+\\d+ sectors\\): injected fault`));
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(r.status).toBe(1);
+    expect(sha256File(p.out)).toBe(before);
+    expect(fs.readdirSync(p.sub).sort()).toEqual(listing);
+  });
+
+  test('SIGINT during the read: exit 130, the output file as it was, no partial file left', async () => {
+    const sub = fs.mkdtempSync(path.join(dir, 'int-'));
+    const origin = path.join(sub, 'origin.img');
+    const cow = path.join(sub, 'cow.img');
+    makeZeroFile(origin, 1 << 30);
+    makeZeroFile(cow, 1 << 20);
+    ok(['snapshot-create', origin, cow, '--chunk-size', '8']);
+    const out = path.join(sub, 'view.bin');
+    fs.writeFileSync(out, Buffer.from('the previous contents\n'));
+    const listing = fs.readdirSync(sub).sort();
+    const child = spawn(process.execPath, [DMTOOL, 'snapshot-read', origin, cow, '-o', out], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d) => (stderr += d));
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    const deadline = Date.now() + 30000;
+    while (!fs.readdirSync(sub).some((f) => f.endsWith('.partial')) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 2));
+    child.kill('SIGINT');
+    expect(await exited).toBe(130);
+    expect(stderr).toMatch(/^dmtool: interrupted at sector \d+; .*view\.bin left as it was\n$/);
+    expect(fs.readFileSync(out, 'utf8')).toBe('the previous contents\n');
+    expect(fs.readdirSync(sub).sort()).toEqual(listing);
+  });
+
+  test('a successful read replaces a longer file whole, keeping its permissions', () => {
+    const p = prepared();
+    fs.writeFileSync(p.out, Buffer.alloc(8 << 20, 0xee));
+    fs.chmodSync(p.out, 0o640);
+    ok(['snapshot-read', p.origin, p.cow, '-o', p.out]);
+    const expectedView = Buffer.concat(Array.from({ length: 1024 }, (_, b) => baseBlock('BASE', b)));
+    expect(fs.statSync(p.out).size).toBe(expectedView.length);
+    expect(sha256File(p.out)).toBe(sha256(expectedView));
+    expect(fs.statSync(p.out).mode & 0o777).toBe(0o640);
   });
 });
 
@@ -216,5 +292,60 @@ describeLoop('dmtool snapshot-* on loop devices', () => {
       c.detach();
     }
     expect(sha256File(originFile)).toBe(before);
+  });
+
+  test('the view read into a block device is written in place, the device node left alone', () => {
+    const sub = fs.mkdtempSync(path.join(dir, 'loop-'));
+    const p = { origin: path.join(sub, 'origin.img'), cow: path.join(sub, 'cow.img') };
+    makeBaseOrigin(p.origin, 4 << 20);
+    makeZeroFile(p.cow, 1 << 20);
+    ok(['snapshot-create', p.origin, p.cow, '--chunk-size', '8']);
+    ok(['snapshot-write', p.origin, p.cow, '--target', 'origin', '--offset', '0', '-i', file('blk', Buffer.alloc(8192, 7))]);
+    const target = path.join(sub, 'target.img');
+    makeZeroFile(target, 8 << 20);
+    const t = attachLoop(target);
+    try {
+      ok(['snapshot-read', p.origin, p.cow, '-o', t.path]);
+      expect(fs.statSync(t.path).isBlockDevice()).toBe(true);
+      expect(fs.readdirSync(path.dirname(t.path)).filter((f) => f.endsWith('.partial'))).toEqual([]);
+    } finally {
+      t.detach();
+    }
+    const expectedView = Buffer.concat(Array.from({ length: 1024 }, (_, b) => baseBlock('BASE', b)));
+    expect(sha256Range(target, 0, 4 << 20)).toBe(sha256(expectedView));
+    expect(sha256Range(target, 4 << 20, 4 << 20)).toBe(sha256(Buffer.alloc(4 << 20)));
+  });
+});
+
+const describeRoot = process.getuid?.() === 0 || process.env.CI === 'true' ? describe : describe.skip;
+
+describeRoot('snapshot-create on a full filesystem (a 1 MiB tmpfs)', () => {
+  test('fails with exit 1 saying no header was written (not "invalidated"), and the COW is unchanged', () => {
+    const p = pair();
+    const mnt = fs.mkdtempSync(path.join(dir, 'full-'));
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', mnt]);
+    try {
+      const cow = path.join(mnt, 'cow.img');
+      fs.writeFileSync(cow, '');
+      fs.truncateSync(cow, 4 << 20);
+      const fill = fs.openSync(path.join(mnt, 'fill'), 'w');
+      try {
+        for (;;) fs.writeSync(fill, Buffer.alloc(64 * 1024));
+      } catch (e) {
+        expect((e as NodeJS.ErrnoException).code).toBe('ENOSPC');
+      } finally {
+        fs.closeSync(fill);
+      }
+      const before = sha256File(cow);
+      const r = dmtool(['snapshot-create', p.origin, cow, '--chunk-size', '8']);
+      expect(r.stderr).toBe(
+        `dmtool: ENOSPC: formatting the COW failed, no snapshot header was written: ENOSPC: write failed on ${cow} at sector 8 (+8 sectors): no space left on device\n`,
+      );
+      expect(r.status).toBe(1);
+      expect(r.stdout).toBe('');
+      expect(sha256File(cow)).toBe(before);
+    } finally {
+      execFileSync('umount', [mnt]);
+    }
   });
 });

@@ -12,6 +12,7 @@ export type DeviceOp = 'open' | 'read' | 'write' | 'flush' | 'zero' | 'discard' 
 
 const hints: Record<string, string> = {
   EBUSY: 'device is mounted or in use by another program',
+  EWOULDBLOCK: 'locked by another process',
   EROFS: 'device is read-only',
   EPERM: 'operation not permitted (read-only device?)',
   EACCES: 'permission denied',
@@ -20,6 +21,9 @@ const hints: Record<string, string> = {
   EIO: 'I/O error',
   ENODEV: 'not a regular file or block device',
   EINVAL: 'invalid argument (misaligned O_DIRECT I/O?)',
+  ELOOP: 'too many levels of symbolic links',
+  ENOTDIR: 'a path component is not a directory',
+  ENAMETOOLONG: 'file name too long',
 };
 
 /** The plain-words meaning of an errno name, as error messages show it. */

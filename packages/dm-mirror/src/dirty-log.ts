@@ -1,5 +1,6 @@
 import { Bitmap } from './bitmap';
 import { MirrorError } from './errors';
+import { checkRegionSize } from './region-size';
 
 /** The sync argument of a log: none (default), `sync` or `nosync`. */
 export type SyncMode = 'default' | 'sync' | 'nosync';
@@ -50,9 +51,7 @@ export interface DirtyLog {
 }
 
 export function checkRegionGeometry(regionSize: number, regionCount: number): void {
-  if (!Number.isSafeInteger(regionSize) || regionSize < 2 || (regionSize & (regionSize - 1)) !== 0) {
-    throw new MirrorError('EINVAL', `region size must be a power of two of at least 2 sectors (got ${regionSize})`);
-  }
+  checkRegionSize(regionSize);
   if (!Number.isSafeInteger(regionCount) || regionCount < 1 || regionCount > 0xffffffff) {
     throw new MirrorError('EINVAL', `invalid region count ${regionCount}`);
   }
@@ -153,6 +152,12 @@ export abstract class MemoryLog implements DirtyLog {
     this.syncCount = this.syncBits.count();
     this.recovering.fill(false);
     this.syncSearch = 0;
+  }
+
+  /** Every region out of sync (recoveries in flight end out of sync too). */
+  protected forgetSync(): void {
+    this.syncBits.fill(false);
+    this.syncCount = 0;
   }
 
   protected syncArg(): string {

@@ -137,9 +137,11 @@ export class DiskLog extends MemoryLog {
         try {
           await this.flushCallback();
         } catch {
-          // Which regions are durable is unknown now: treat every region as dirty.
+          // Which regions are durable is unknown now: treat every region as
+          // dirty, and out of sync, as the next activation will find them.
           this.flushFailed = true;
           this.clean.fill(false);
+          this.forgetSync();
           this.encodeBuffer();
         }
       }

@@ -5,6 +5,7 @@ import { DiskLog } from './disk-log';
 import { MirrorError } from './errors';
 import { decodeDiskLog, LOG_HEADER_BYTES } from './log-format';
 import { MAX_LEGS, MirrorSet } from './mirror-set';
+import { checkRegionSize, MAX_REGION_SIZE } from './region-size';
 import { MirrorTable } from './table';
 
 export interface MirrorConfig {
@@ -26,6 +27,8 @@ export interface OpenMirrorOptions {
   createLog?: boolean;
   /** Write the resumed log back, as activation does (default: writeLegs || createLog). */
   persistLog?: boolean;
+  /** Open the log device read-write (default: persistLog); a dry run opens it as the real run does and writes nothing. */
+  writeLog?: boolean;
   /** O_DIRECT for legs. */
   direct?: boolean;
   /**
@@ -50,20 +53,22 @@ export function configFromTable(t: MirrorTable): MirrorConfig {
   };
 }
 
-/** Refuse a device named twice (as two legs, or as a leg and the log). */
+/** Refuse a device named twice (as two legs, or as a leg and the log), under one name or two. */
 export function checkDistinct(resolver: DeviceResolver, paths: { path: string; role: string }[]): void {
-  const seen = new Map<string, string>();
+  const seen = new Map<string, { path: string; role: string }>();
   for (const p of paths) {
     const id = resolver.identify(p.path, p.role);
     const before = seen.get(id);
-    if (before) throw new MirrorError('EINVAL', `${p.path} is given twice (as ${before} and as ${p.role})`, { path: p.path });
-    seen.set(id, p.role);
+    if (before?.path === p.path) throw new MirrorError('EINVAL', `${p.path} is given twice (as ${before.role} and as ${p.role})`, { path: p.path });
+    // Two names of one device, e.g. a loop device and its backing file.
+    if (before) throw new MirrorError('EINVAL', `${p.role} ${p.path} is the same device as ${before.role} ${before.path}`, { path: p.path });
+    seen.set(id, p);
   }
 }
 
 /** The power-of-two region size for which `lengthSectors` makes `regions` regions. */
 export function deriveRegionSize(lengthSectors: number, regions: number): number | undefined {
-  for (let rs = 2; rs <= lengthSectors; rs *= 2) if (Math.ceil(lengthSectors / rs) === regions) return rs;
+  for (let rs = 2; rs <= Math.min(lengthSectors, MAX_REGION_SIZE); rs *= 2) if (Math.ceil(lengthSectors / rs) === regions) return rs;
   return undefined;
 }
 
@@ -128,29 +133,17 @@ export async function openMirror(cfg: MirrorConfig, resolver: DeviceResolver, op
         );
       }
     }
-    if (opts.direct) {
-      // O_DIRECT needs every region copy aligned to the legs' logical blocks: refuse now, not mid-resync.
-      for (const l of legs) {
-        const align = l.device.logicalBlockSize / 512;
-        const rs = cfg.regionSize ?? 0;
-        if (l.offsetSectors % align !== 0 || length % align !== 0 || rs % align !== 0) {
-          throw new MirrorError(
-            'EINVAL',
-            `leg ${l.device.path} has ${l.device.logicalBlockSize}-byte blocks: with --direct the offset (${l.offsetSectors}), mirror length (${length}) and region size must be multiples of ${align} sectors`,
-            { path: l.device.path, sector: l.offsetSectors, sectors: length },
-          );
-        }
-      }
-    }
     const syncMode = cfg.syncMode ?? 'default';
     let log: DirtyLog;
     if (cfg.log.type === 'core') {
       const rs = cfg.regionSize ?? DEFAULT_REGION_SIZE;
-      log = new CoreLog(rs, regionsFor(length, rs), syncMode);
+      const regionCount = regionsFor(length, rs);
+      if (opts.direct) checkDirectAlignment(legs, length, rs);
+      log = new CoreLog(rs, regionCount, syncMode);
     } else {
       const create = opts.createLog === true;
       const persist = opts.persistLog ?? (opts.writeLegs === true || create);
-      const logDev = resolver.open(cfg.log.path, { write: persist });
+      const logDev = resolver.open(cfg.log.path, { write: opts.writeLog ?? persist });
       opened.push(logDev);
       let rs = cfg.regionSize;
       if (rs === undefined && opts.adoptLog && !create) {
@@ -171,6 +164,8 @@ export async function openMirror(cfg: MirrorConfig, resolver: DeviceResolver, op
         }
       }
       const regionCount = regionsFor(length, rs);
+      // The region size may come from the log: check it before the log is written back.
+      if (opts.direct) checkDirectAlignment(legs, length, rs);
       if (opts.adoptLog && !create) {
         // Still refuse what is not a dm-log at all: adopting only forgives the region count.
         const onDisk = await readLogRegionCount(logDev);
@@ -186,10 +181,22 @@ export async function openMirror(cfg: MirrorConfig, resolver: DeviceResolver, op
   }
 }
 
-function regionsFor(lengthSectors: number, regionSize: number): number {
-  if (!Number.isSafeInteger(regionSize) || regionSize < 2 || (regionSize & (regionSize - 1)) !== 0) {
-    throw new MirrorError('EINVAL', `region size must be a power of two of at least 2 sectors (got ${regionSize})`);
+/** O_DIRECT needs every region copy aligned to the legs' logical blocks: refuse now, not mid-resync. */
+function checkDirectAlignment(legs: { device: BlockDevice; offsetSectors: number }[], length: number, regionSize: number): void {
+  for (const l of legs) {
+    const align = l.device.logicalBlockSize / 512;
+    if (l.offsetSectors % align !== 0 || length % align !== 0 || regionSize % align !== 0) {
+      throw new MirrorError(
+        'EINVAL',
+        `leg ${l.device.path} has ${l.device.logicalBlockSize}-byte blocks: with --direct the offset (${l.offsetSectors}), mirror length (${length}) and region size (${regionSize}) must be multiples of ${align} sectors`,
+        { path: l.device.path, sector: l.offsetSectors, sectors: length },
+      );
+    }
   }
+}
+
+function regionsFor(lengthSectors: number, regionSize: number): number {
+  checkRegionSize(regionSize);
   if (regionSize > lengthSectors) {
     throw new MirrorError('EINVAL', `region size ${regionSize} is larger than the mirror (${lengthSectors} sectors)`);
   }

@@ -183,7 +183,8 @@ export class RegionHash {
     let ok = false;
     try {
       await this.log.flush();
-      ok = true;
+      // After a failed leg flush the log records no region clean: none is in sync.
+      ok = !this.log.legFlushFailed;
     } finally {
       if (this.log.legFlushFailed) this.flushFailure = true;
       for (const r of recovered) this.finishRecovery(r, ok);

@@ -44,10 +44,16 @@ export interface ResyncResult {
   regions: number;
   /** Regions out of sync at the start. */
   regionsTotal: number;
-  /** Regions copied to every healthy leg and recorded in sync. */
+  /** Regions out of sync at the start that the log records in sync at the end. */
   regionsSynced: number;
-  /** Regions left out of sync (a leg failed, or the source could not be read). */
+  /** Regions whose copy failed in this run (a leg failed, or the source could not be read). */
   regionsFailed: number[];
+  /**
+   * Every region the log leaves out of sync, as the next run will find it:
+   * also those never tried after the source failed, and all of them after a
+   * failed leg flush (the log then records every region dirty).
+   */
+  regionsOutOfSync: number[];
   sectorsCopied: number;
   /** Legs that failed during this run, with their status character. */
   failedLegs: { index: number; path: string; health: string; error?: string }[];
@@ -87,11 +93,15 @@ export async function resync(mirror: MirrorSet, opts: ResyncOptions = {}): Promi
   const ownClient = opts.client === undefined;
   const outOfSync = regions - mirror.log.getSyncCount();
   let sectorsTotal = 0;
-  for (let r = 0; r < regions; r++) if (!mirror.log.inSync(r)) sectorsTotal += rh.regionSectors(r);
+  const outOfSyncAtStart: number[] = [];
+  for (let r = 0; r < regions; r++) {
+    if (mirror.log.inSync(r)) continue;
+    sectorsTotal += rh.regionSectors(r);
+    outOfSyncAtStart.push(r);
+  }
   const failedBefore = new Set(mirror.legs.map((l, i) => (l.failed ? i : -1)).filter((i) => i >= 0));
   const regionsFailed: number[] = [];
   let regionsDone = 0;
-  let regionsSynced = 0;
   let sectorsCopied = 0;
   let inFlight = 0;
   let stop = false;
@@ -164,8 +174,7 @@ export async function resync(mirror: MirrorSet, opts: ResyncOptions = {}): Promi
     rh.recoveryEnd(region, allLegsHave);
     if (++uncommitted >= commitRegions || Date.now() - lastCommit >= commitIntervalMs) await commit();
     regionsDone++;
-    if (allLegsHave) regionsSynced++;
-    else regionsFailed.push(region);
+    if (!allLegsHave) regionsFailed.push(region);
   };
 
   const worker = async (): Promise<void> => {
@@ -222,11 +231,14 @@ export async function resync(mirror: MirrorSet, opts: ResyncOptions = {}): Promi
     .map((l, index) => ({ l, index }))
     .filter(({ l, index }) => l.failed && !failedBefore.has(index))
     .map(({ l, index }) => ({ index, path: l.device.path, health: l.health, error: l.errors[0]?.message }));
+  const regionsOutOfSync: number[] = [];
+  for (let r = 0; r < regions; r++) if (!mirror.log.inSync(r)) regionsOutOfSync.push(r);
   return {
     regions,
     regionsTotal: outOfSync,
-    regionsSynced,
+    regionsSynced: outOfSyncAtStart.filter((r) => mirror.log.inSync(r)).length,
     regionsFailed: regionsFailed.sort((a, b) => a - b),
+    regionsOutOfSync,
     sectorsCopied,
     failedLegs,
     syncCount: mirror.log.getSyncCount(),

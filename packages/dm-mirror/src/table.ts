@@ -1,6 +1,7 @@
 import { SyncMode } from './dirty-log';
 import { MirrorError } from './errors';
 import { MAX_LEGS } from './mirror-set';
+import { isValidRegionSize, regionSizeMessage } from './region-size';
 
 export interface MirrorTable {
   startSector: number;
@@ -56,7 +57,7 @@ export function parseMirrorTable(line: string, lengthSectors?: number): MirrorTa
   const logPath = logType === 'disk' ? args[0] : undefined;
   const rest = logType === 'disk' ? args.slice(1) : args;
   const regionSize = uint(rest[0], 'region size');
-  if (regionSize < 2 || (regionSize & (regionSize - 1)) !== 0) bad(`region size must be a power of two, at least 2 (got ${regionSize})`);
+  if (!isValidRegionSize(regionSize)) bad(regionSizeMessage(regionSize));
   if (regionSize > length) bad(`region size ${regionSize} is larger than the mirror (${length} sectors)`);
   let syncMode: SyncMode = 'default';
   if (rest[1] !== undefined) {

@@ -135,7 +135,9 @@ describe('disk log on a file (dm-log.c disk_*)', () => {
     grown.close();
     expect(onDisk(70).clean.zeros()).toEqual(Array.from({ length: 30 }, (_, i) => 40 + i));
     fs.writeFileSync(file, encodeDiskLog(40, clean), { flag: 'r+' });
-    await expect(DiskLog.open(FileDevice.open(file, { write: true }), { regionSize: 8, regionCount: 70 })).rejects.toThrow(/records 40 regions/);
+    const refused = FileDevice.open(file, { write: true });
+    await expect(DiskLog.open(refused, { regionSize: 8, regionCount: 70 })).rejects.toThrow(/records 40 regions/);
+    refused.close(); // the caller's device: it holds the file's lock until closed
     const ns = await DiskLog.open(FileDevice.open(file, { write: true }), { regionSize: 8, regionCount: 70, syncMode: 'nosync' });
     ns.close();
     expect(onDisk(70).clean.count()).toBe(70);

@@ -27,6 +27,7 @@ export type SnapshotErrorReason =
   | 'misaligned'
   | 'copy-failed'
   | 'metadata-io'
+  | 'merge-io'
   | 'transient-merge'
   | 'aborted';
 

@@ -1,4 +1,4 @@
-import { KcopydClient } from '@dmtool/kcopyd';
+import { AbortError, KcopydClient } from '@dmtool/kcopyd';
 import { BlockDevice, crashPoint, DeviceError, SECTOR_BYTES } from '@dmtool/devices';
 import { SnapshotError } from './errors';
 import { PersistentStore } from './persistent-store';
@@ -157,23 +157,31 @@ export async function mergeSnapshot(origin: BlockDevice, cow: BlockDevice, opts:
       { path: origin.path, sector: run.oldChunk * cs, sectors: runBytes(run) / SECTOR_BYTES },
     );
   const kcopyd = opts.kcopyd ?? new KcopydClient({ rateBytesPerSecond: opts.rateBytesPerSecond, subJobsPerJob: 16 });
+  const stopped = () =>
+    new SnapshotError('ECANCELED', 'aborted', `merge stopped with ${store.table.size} exceptions left; run it again to finish`, {
+      path: cow.path,
+    });
   try {
     while (store.table.size > 0) {
-      if (opts.signal?.aborted) {
-        throw new SnapshotError('ECANCELED', 'aborted', `merge stopped with ${store.table.size} exceptions left; run it again to finish`, {
-          path: cow.path,
-        });
-      }
+      if (opts.signal?.aborted) throw stopped();
       crashPoint('snapshot-merge:batch-start');
       const batch = nextBatch(store, kernelBatches, maxChunks);
       // One kcopyd job per batch: runs whose COW chunks lie close together
       // are read as one span and scattered to the origin in one native call.
-      const r = await kcopyd.copyExtents(
-        cow,
-        origin,
-        batch.runs.map((run) => ({ srcSector: run.newChunk * cs, destSector: run.oldChunk * cs, count: runBytes(run) / SECTOR_BYTES })),
-        { signal: opts.signal },
-      );
+      let r;
+      try {
+        r = await kcopyd.copyExtents(
+          cow,
+          origin,
+          batch.runs.map((run) => ({ srcSector: run.newChunk * cs, destSector: run.oldChunk * cs, count: runBytes(run) / SECTOR_BYTES })),
+          { signal: opts.signal },
+        );
+      } catch (e) {
+        if (!(e instanceof AbortError)) throw e;
+        // Part of the batch reached the origin; nothing was retired, so a rerun copies it again.
+        await origin.flush();
+        throw stopped();
+      }
       if (r.readErr || r.writeErr !== 0) throw copyFailed(runAt(batch.runs, r.errors[0], cs), r.errors[0]);
       crashPoint('snapshot-merge:copied');
       await origin.flush();

@@ -4,7 +4,7 @@ import { decodeArea, encodeEntry } from './area';
 import { SnapshotError } from './errors';
 import { checkChunkSectors, CowGeometry } from './geometry';
 import { decodeHeader, encodeHeader, HeaderState } from './header';
-import { ExceptionStore, StoreUsage } from './store';
+import { ExceptionPlan, ExceptionStore, StoreUsage } from './store';
 import { ExceptionTable } from './table';
 
 export interface OpenStoreOptions {
@@ -112,15 +112,23 @@ export class PersistentStore implements ExceptionStore {
       }
     }
     const store = new PersistentStore(cow, geometry, true, opts.overflow === true, new ExceptionTable());
-    await store.ioMetadata(async () => {
+    // A failure here is not an invalidation: until the header is written the
+    // COW holds no snapshot, and nothing else may be written to it.
+    let headerWritten = false;
+    try {
       store.scratch.fill(0);
       await cow.write(store.scratch, 0, geometry.chunkBytes, geometry.chunkToByte(geometry.areaChunk(0)));
       // The empty area 0 must be durable before a valid header can point at it.
       await cow.flush();
       encodeHeader(store.scratch, { valid: true, chunkSectors });
       await cow.write(store.scratch, 0, geometry.chunkBytes, 0);
+      headerWritten = true;
       await cow.flush();
-    }, 0);
+    } catch (e) {
+      if (!(e instanceof DeviceError)) throw e;
+      const what = headerWritten ? 'the header was written but may not be durable' : 'no snapshot header was written';
+      throw new SnapshotError(e.code, 'metadata-io', `formatting the COW failed, ${what}: ${e.message}`);
+    }
     return store;
   }
 
@@ -231,12 +239,42 @@ export class PersistentStore implements ExceptionStore {
     }
   }
 
+  /** Room check of the kernel's persistent_prepare_exception: the chunk at `nextFree` lies wholly on the COW. */
+  private fitsAt(nextFree: number): boolean {
+    return this.cow.sizeSectors >= (nextFree + 1) * this.chunkSectors;
+  }
+
   prepare(): number | undefined {
-    if (!this.isValid) return undefined;
-    if (this.cow.sizeSectors < (this.nextFree + 1) * this.chunkSectors) return undefined;
+    if (!this.isValid || !this.fitsAt(this.nextFree)) return undefined;
     const chunk = this.nextFree;
     this.nextFree = this.geometry.skipMetadata(this.nextFree + 1);
     return chunk;
+  }
+
+  plan(count: number): ExceptionPlan {
+    const g = this.geometry;
+    const E = this.exceptionsPerArea;
+    let nextFree = this.nextFree;
+    let allocatable = 0;
+    while (allocatable < count && this.isValid && this.fitsAt(nextFree)) {
+      nextFree = g.skipMetadata(nextFree + 1);
+      allocatable++;
+    }
+    // Filling an area zeroes the next one (commit): when that one lies past
+    // the COW end the commit fails, so the entry that fills the area is lost.
+    const areasFilled = Math.floor((this.currentCommitted + allocatable) / E);
+    const nextAreaMissing = areasFilled > 0 && g.areaChunk(this.currentArea + areasFilled) >= g.cowChunks;
+    const roomChunks = nextAreaMissing ? areasFilled * E - this.currentCommitted - 1 : allocatable;
+    return {
+      chunks: count,
+      roomChunks,
+      fits: roomChunks === count,
+      usageAfter: {
+        allocatedSectors: nextFree * this.chunkSectors,
+        totalSectors: this.cow.sizeSectors,
+        metadataSectors: (this.currentArea + areasFilled + 2) * this.chunkSectors,
+      },
+    };
   }
 
   /**
@@ -327,7 +365,8 @@ export class PersistentStore implements ExceptionStore {
    * area is rewritten, the last first (emptied areas as zeros), then one COW
    * flush. A crash in between leaves a valid table: any mix of old and new
    * area contents is a prefix of the table as it was, holding every entry
-   * not yet durable in the origin.
+   * not yet durable in the origin. An I/O error throws 'merge-io' and leaves
+   * the store valid and its table in memory unchanged.
    */
   async retireTail(count: number): Promise<void> {
     if (count <= 0) return;
@@ -338,14 +377,29 @@ export class PersistentStore implements ExceptionStore {
     const keep = n - count;
     const lastArea = Math.floor((n - 1) / E);
     const firstArea = Math.floor(keep / E);
-    await this.ioMetadata(async () => {
+    try {
       for (let area = lastArea; area >= firstArea; area--) {
         this.fillArea(this.scratch, area, keep);
         await this.cow.write(this.scratch, 0, g.chunkBytes, g.chunkToByte(g.areaChunk(area)));
         crashPoint('snapshot-merge:area-written');
       }
       await this.cow.flush();
-    }, g.chunkToSector(g.areaChunk(firstArea)));
+    } catch (e) {
+      // As the kernel's merge: a failed table update stops the merge but does
+      // not invalidate. Whatever reached the disk is still a valid prefix of
+      // the table (see above), and rewriting the same areas is idempotent.
+      if (!(e instanceof DeviceError)) throw e;
+      throw new SnapshotError(
+        e.code,
+        'merge-io',
+        `merge stopped: clearing ${count} merged exceptions from the table failed (${e.message}); the snapshot is still valid, run the merge again to finish`,
+        {
+          path: this.cow.path,
+          sector: g.chunkToSector(g.areaChunk(firstArea)),
+          sectors: g.chunkToSector(g.areaChunk(lastArea) + 1 - g.areaChunk(firstArea)),
+        },
+      );
+    }
     for (let i = 0; i < count; i++) this.table.pop();
     this.currentArea = Math.floor(keep / E);
     this.currentCommitted = keep % E;

@@ -3,7 +3,7 @@ import { BlockDevice, SECTOR_BYTES } from '@dmtool/devices';
 import { allocBuffer } from '@dmtool/native';
 import { SnapshotError } from './errors';
 import { PersistentStore } from './persistent-store';
-import { ExceptionStore, StoreUsage } from './store';
+import { ExceptionPlan, ExceptionStore, StoreUsage } from './store';
 import { TransientStore } from './transient-store';
 
 export interface OriginOptions {
@@ -19,6 +19,12 @@ export interface CreateSnapshotOptions {
   type?: 'P' | 'PO' | 'N';
   /** Format over a COW whose first bytes are not zero. */
   force?: boolean;
+}
+
+/** What a write would do to a snapshot (Snapshot.planWrite). */
+export interface WritePlan extends ExceptionPlan {
+  /** The status line's INFO once the write is done: usage, or Invalid / Overflow when the COW cannot hold it. */
+  statusAfter: string;
 }
 
 export interface OpenSnapshotOptions {
@@ -348,6 +354,28 @@ export class Snapshot {
   /** `dmsetup table` line (device paths instead of major:minor). */
   tableLine(): string {
     return `0 ${this.sizeSectors} snapshot ${this.origin.device.path} ${this.cow.path} ${this.store.type} ${this.chunkSectors}`;
+  }
+
+  /**
+   * What a write to the origin or to the snapshot would do here, without
+   * doing it: both need a new exception for every chunk of the range that
+   * has none. When the COW cannot hold them all, an origin write invalidates
+   * the snapshot, a snapshot write invalidates it ("P") or overflows ("PO").
+   */
+  planWrite(target: 'origin' | 'snapshot', sector: number, sectors: number): WritePlan {
+    const cs = this.chunkSectors;
+    let chunks = 0;
+    if (this.valid && !this.merging && sectors > 0) {
+      for (let chunk = Math.floor(sector / cs); chunk <= Math.floor((sector + sectors - 1) / cs); chunk++) {
+        if (this.store.table.lookup(chunk) < 0) chunks++;
+      }
+    }
+    const plan = this.store.plan(chunks);
+    let statusAfter: string;
+    if (!this.valid) statusAfter = 'Invalid';
+    else if (plan.fits) statusAfter = `${plan.usageAfter.allocatedSectors}/${plan.usageAfter.totalSectors} ${plan.usageAfter.metadataSectors}`;
+    else statusAfter = target === 'snapshot' && this.store.type === 'PO' ? 'Overflow' : 'Invalid';
+    return { ...plan, statusAfter };
   }
 
   /** Exceptions in table order. */

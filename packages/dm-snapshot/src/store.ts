@@ -10,6 +10,17 @@ export interface StoreUsage {
   metadataSectors: number;
 }
 
+/** What committing new exceptions would do, worked out without allocating or writing. */
+export interface ExceptionPlan {
+  /** New exceptions asked for. */
+  chunks: number;
+  /** How many of them the COW can take and commit; equals `chunks` when they fit. */
+  roomChunks: number;
+  fits: boolean;
+  /** Usage once they are committed (meaningful when they fit). */
+  usageAfter: StoreUsage;
+}
+
 /** What a snapshot needs from its exception store (persistent or transient). */
 export interface ExceptionStore {
   /** 'P', 'PO' (persistent, overflow-aware) or 'N' (transient), as in the table line. */
@@ -20,6 +31,8 @@ export interface ExceptionStore {
   readonly valid: boolean;
   /** Allocate a COW chunk for a new exception; undefined when the COW is full. */
   prepare(): number | undefined;
+  /** The outcome of preparing and committing `count` new exceptions now, by the rules prepare and commit follow. */
+  plan(count: number): ExceptionPlan;
   /**
    * Commit exceptions whose data is in place, in allocation order. Resolves
    * once they are durable; rejects (store then invalid) on a metadata error.

@@ -1,6 +1,6 @@
 import { BlockDevice } from '@dmtool/devices';
 import { checkChunkSectors } from './geometry';
-import { ExceptionStore, StoreUsage } from './store';
+import { ExceptionPlan, ExceptionStore, StoreUsage } from './store';
 import { ExceptionTable } from './table';
 
 /**
@@ -30,6 +30,13 @@ export class TransientStore implements ExceptionStore {
     const chunk = this.nextFreeSectors / this.chunkSectors;
     this.nextFreeSectors += this.chunkSectors;
     return chunk;
+  }
+
+  plan(count: number): ExceptionPlan {
+    const freeChunks = this.isValid ? Math.floor((this.cow.sizeSectors - this.nextFreeSectors) / this.chunkSectors) : 0;
+    const roomChunks = Math.min(count, freeChunks);
+    const usageAfter = { ...this.usage(), allocatedSectors: this.nextFreeSectors + roomChunks * this.chunkSectors };
+    return { chunks: count, roomChunks, fits: roomChunks === count, usageAfter };
   }
 
   async commit(entries: readonly { oldChunk: number; newChunk: number }[]): Promise<void> {

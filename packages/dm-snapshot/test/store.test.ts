@@ -149,7 +149,8 @@ describe('overflow and invalidation', () => {
       expect(readRange(files.cow, 4096, 16).readBigUInt64LE(8)).toBe(2n);
       expect(readRange(files.origin, 4096, 4096).every((b) => b === 1)).toBe(true);
       await expectSnapError(snap.read(Buffer.alloc(512), 0), 'EIO', 'invalid');
-      const c = FileDevice.open(files.cow);
+      // A second look at the COW while the snapshot still holds it open (and locked).
+      const c = FileDevice.open(files.cow, { lock: 'none' });
       try {
         const store = await PersistentStore.open(c);
         expect(store.valid).toBe(false);

@@ -171,7 +171,7 @@ export class KcopydClient {
   private resources(): JobResources {
     return {
       pool: this.pool,
-      subJobSectors: this.subJobSectors,
+      subJobSectors: this.rate ? this.rate.pieceSectors(this.subJobSectors) : this.subJobSectors,
       subJobsPerJob: this.subJobsPerJob,
       throttle: this.throttle,
       rate: this.rate,

@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'events';
 import { BlockDevice, DeviceError, SECTOR_BYTES } from '@dmtool/devices';
 import { scatterCopy } from './scatter';
 import { BufferPool } from './buffer-pool';
@@ -106,6 +107,8 @@ export class ExtentJob {
   private readonly total: number;
   private next = 0;
   private aborted = false;
+  /** Fired on abort; every sub-job's pacing sleep listens to it. */
+  private readonly abortPacing = new AbortController();
   private broken = false;
   private readonly ignoreErrors: boolean;
   private result: CopyResult = { readErr: false, writeErr: 0, errors: [], sectorsDone: 0 };
@@ -128,7 +131,11 @@ export class ExtentJob {
   async run(): Promise<CopyResult> {
     const { signal } = this.spec;
     if (signal?.aborted) throw new AbortError(0);
-    const onAbort = () => (this.aborted = true);
+    const onAbort = () => {
+      this.aborted = true;
+      this.abortPacing.abort();
+    };
+    setMaxListeners(this.res.subJobsPerJob + 1, this.abortPacing.signal);
     signal?.addEventListener('abort', onAbort, { once: true });
     try {
       const workers = Math.min(this.res.subJobsPerJob, this.groups.length);
@@ -150,8 +157,9 @@ export class ExtentJob {
       const buf = await this.res.pool.acquire();
       try {
         const bytes = g.spanSectors * SECTOR_BYTES;
-        await this.res.throttle.beforeIo();
-        if (this.res.rate) await this.res.rate.admit(g.sectors * SECTOR_BYTES);
+        await this.res.throttle.beforeIo(this.abortPacing.signal);
+        if (this.res.rate && !this.stopped) await this.res.rate.admit(g.sectors * SECTOR_BYTES, this.abortPacing.signal);
+        if (this.stopped) return;
         this.res.throttle.ioStarted();
         let r;
         try {

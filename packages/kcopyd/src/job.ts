@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'events';
 import { BlockDevice, DeviceError, SECTOR_BYTES } from '@dmtool/devices';
 import { copyOut } from './copy-out';
 import { BufferPool } from './buffer-pool';
@@ -60,6 +61,8 @@ export class CopyJob {
   private readonly ignoreErrors: boolean;
   private readonly writeSeq: boolean;
   private aborted = false;
+  /** Fired on abort; every sub-job's pacing sleep listens to it. */
+  private readonly abortPacing = new AbortController();
   private broken = false;
   private result: CopyResult = { readErr: false, writeErr: 0, errors: [], sectorsDone: 0 };
 
@@ -76,8 +79,10 @@ export class CopyJob {
     if (signal?.aborted) throw new AbortError(0);
     const onAbort = () => {
       this.aborted = true;
+      this.abortPacing.abort();
       this.wakeSequencedWriters();
     };
+    setMaxListeners(this.res.subJobsPerJob + 1, this.abortPacing.signal);
     signal?.addEventListener('abort', onAbort, { once: true });
     try {
       const pieces = Math.ceil(this.spec.count / this.res.subJobSectors);
@@ -119,9 +124,11 @@ export class CopyJob {
     }
   }
 
-  private async admit(bytes: number): Promise<void> {
-    await this.res.throttle.beforeIo();
-    if (this.res.rate) await this.res.rate.admit(bytes);
+  /** Wait for the throttle and the rate limit; false if the job stopped meanwhile. */
+  private async admit(bytes: number): Promise<boolean> {
+    await this.res.throttle.beforeIo(this.abortPacing.signal);
+    if (this.res.rate && !this.stopped) await this.res.rate.admit(bytes, this.abortPacing.signal);
+    return !this.stopped;
   }
 
   private destinations(piece: Piece) {
@@ -134,7 +141,7 @@ export class CopyJob {
   private async copyPiece(piece: Piece, buf: Buffer): Promise<void> {
     const from = this.spec.from as Region;
     const bytes = piece.count * SECTOR_BYTES;
-    await this.admit(bytes);
+    if (!(await this.admit(bytes))) return;
     this.res.throttle.ioStarted();
     try {
       const r = await copyOut(
@@ -157,7 +164,10 @@ export class CopyJob {
     const from = this.spec.from as Region;
     const bytes = piece.count * SECTOR_BYTES;
     const data = buf.subarray(0, bytes);
-    await this.admit(bytes);
+    if (!(await this.admit(bytes))) {
+      this.wakeSequencedWriters();
+      return;
+    }
     let readError: DeviceError | undefined;
     this.res.throttle.ioStarted();
     try {
@@ -196,7 +206,7 @@ export class CopyJob {
 
   private async zeroPiece(piece: Piece): Promise<void> {
     const bytes = piece.count * SECTOR_BYTES;
-    await this.admit(bytes);
+    if (!(await this.admit(bytes))) return;
     const writeErrors = await this.writeAll(piece, (dest) => dest.device.zeroRange(dest.byteOffset, bytes));
     this.record(piece, undefined, writeErrors);
   }

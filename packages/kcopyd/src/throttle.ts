@@ -1,3 +1,5 @@
+import { KcopydError } from './errors';
+
 /**
  * The kernel's kcopyd throttle (dm_kcopyd_throttle): a duty-cycle limit on
  * the share of wall time with copy I/O outstanding, over a ~1 s decaying
@@ -19,7 +21,7 @@ export class Throttle {
   constructor(
     percent = 100,
     private readonly clock: () => number = Date.now,
-    private readonly wait: (ms: number) => Promise<void> = sleep,
+    private readonly wait: (ms: number, signal?: AbortSignal) => Promise<void> = sleep,
   ) {
     this.percent = checkPercent(percent);
     this.lastMs = clock();
@@ -46,13 +48,13 @@ export class Throttle {
     }
   }
 
-  /** Wait until I/O may be submitted. */
-  async beforeIo(): Promise<void> {
+  /** Wait until I/O may be submitted (or `signal` fires). */
+  async beforeIo(signal?: AbortSignal): Promise<void> {
     if (this.percent >= 100) return;
-    for (let i = 0; i < Throttle.MAX_BACKOFFS; i++) {
+    for (let i = 0; i < Throttle.MAX_BACKOFFS && !signal?.aborted; i++) {
       this.account();
       if (this.ioPeriodMs <= (this.percent / 100) * this.totalPeriodMs) break;
-      await this.wait(Throttle.BACKOFF_MS);
+      await this.wait(Throttle.BACKOFF_MS, signal);
     }
   }
 
@@ -67,25 +69,45 @@ export class Throttle {
   }
 }
 
-/** Paces a client to an average of `bytesPerSecond`, measured from its first I/O. */
+/**
+ * Paces a client to an average of `bytesPerSecond` from its first byte: an
+ * admission of n bytes waits until the bytes admitted so far, these
+ * included, are due at that rate (no burst). Pacing is by whole pieces of
+ * at least 4 KiB, so a slower rate is refused rather than kept only on
+ * average over pauses of many seconds.
+ */
 export class RateLimiter {
+  static readonly MIN_BYTES_PER_SECOND = 4096;
+  private static readonly MIN_PIECE_SECTORS = 8;
   private readonly bytesPerSecond: number;
   private startMs = 0;
   private bytesAdmitted = 0;
 
   constructor(bytesPerSecond: number) {
-    if (!(bytesPerSecond > 0) || !Number.isFinite(bytesPerSecond)) {
-      throw new RangeError(`rate must be a positive number of bytes per second (got ${bytesPerSecond})`);
+    if (!Number.isFinite(bytesPerSecond) || !(bytesPerSecond >= RateLimiter.MIN_BYTES_PER_SECOND)) {
+      throw new KcopydError(`rate must be at least ${RateLimiter.MIN_BYTES_PER_SECOND} bytes per second (got ${bytesPerSecond})`);
     }
     this.bytesPerSecond = bytesPerSecond;
   }
 
-  async admit(bytes: number): Promise<void> {
+  /**
+   * The piece size to copy in: at most `maxSectors`, and at most one second
+   * of the rate (in whole 4 KiB units), so writes land about once a second
+   * or more often.
+   */
+  pieceSectors(maxSectors: number): number {
+    const unit = RateLimiter.MIN_PIECE_SECTORS;
+    const perSecond = Math.floor(this.bytesPerSecond / 512 / unit) * unit;
+    return Math.min(maxSectors, Math.max(unit, perSecond));
+  }
+
+  /** Wait until `bytes` more may be copied; returns early if `signal` fires. */
+  async admit(bytes: number, signal?: AbortSignal): Promise<void> {
     const now = Date.now();
     if (this.startMs === 0) this.startMs = now;
-    const dueMs = this.startMs + (this.bytesAdmitted / this.bytesPerSecond) * 1000;
     this.bytesAdmitted += bytes;
-    if (dueMs > now) await sleep(dueMs - now);
+    const dueMs = this.startMs + (this.bytesAdmitted / this.bytesPerSecond) * 1000;
+    if (dueMs > now) await sleep(dueMs - now, signal);
   }
 }
 
@@ -94,6 +116,21 @@ function checkPercent(p: number): number {
   return p;
 }
 
-export function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
+/** setTimeout holds at most 2^31 - 1 ms (24.8 days); longer waits are slept in slices. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/** Sleep `ms`, or less if `signal` fires (it resolves then; callers check the signal). */
+export async function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  const until = Date.now() + ms;
+  for (let left = ms; left > 0 && !signal?.aborted; left = until - Date.now()) {
+    await new Promise<void>((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', done);
+        resolve();
+      };
+      const timer = setTimeout(done, Math.min(left, MAX_TIMER_MS));
+      signal?.addEventListener('abort', done, { once: true });
+    });
+  }
 }

@@ -1,4 +1,4 @@
-import { Throttle } from '@dmtool/kcopyd';
+import { KcopydClient, KcopydError, RateLimiter, Throttle } from '@dmtool/kcopyd';
 
 /** A manual clock: waiting advances it, so the algorithm runs without real time. */
 function manualClock() {
@@ -48,5 +48,46 @@ describe('Throttle (kcopyd duty cycle)', () => {
   it('rejects percentages outside 1..100', () => {
     expect(() => new Throttle(0)).toThrow(/1\.\.100/);
     expect(() => new Throttle(101)).toThrow(/1\.\.100/);
+  });
+});
+
+describe('RateLimiter', () => {
+  it('refuses rates below 4096 bytes per second', () => {
+    expect(() => new RateLimiter(4095)).toThrow(KcopydError);
+    expect(() => new RateLimiter(1)).toThrow(/^rate must be at least 4096 bytes per second \(got 1\)$/);
+    expect(() => new KcopydClient({ rateBytesPerSecond: 1000 })).toThrow(KcopydError);
+    expect(() => new RateLimiter(4096)).not.toThrow();
+  });
+
+  it('paces the first admission too', async () => {
+    const rl = new RateLimiter(1 << 20);
+    const t0 = Date.now();
+    await rl.admit(256 << 10);
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(245);
+  });
+
+  it('a wait longer than a timer can hold is sliced, and an abort ends it at once', async () => {
+    const warnings: string[] = [];
+    const onWarning = (w: Error) => warnings.push(w.name);
+    process.on('warning', onWarning);
+    try {
+      const rl = new RateLimiter(4096);
+      const ctl = new AbortController();
+      setTimeout(() => ctl.abort(), 50);
+      const t0 = Date.now();
+      // 16 GiB at 4 KiB/s is 48 days: beyond setTimeout's 24.8-day limit.
+      await rl.admit(2 ** 34, ctl.signal);
+      expect(Date.now() - t0).toBeLessThan(1000);
+      await new Promise((r) => setImmediate(r));
+      expect(warnings).toEqual([]);
+    } finally {
+      process.off('warning', onWarning);
+    }
+  });
+
+  it('cuts pieces to at most one second of the rate, in whole 4 KiB units', () => {
+    expect(new RateLimiter(4096).pieceSectors(1024)).toBe(8);
+    expect(new RateLimiter(100 * 1024).pieceSectors(1024)).toBe(200);
+    expect(new RateLimiter(200 << 20).pieceSectors(1024)).toBe(1024);
   });
 });

@@ -7,7 +7,7 @@ import { ExitCode, EXIT_CODES_HELP } from '../util/exit-codes';
 import { parseOptions } from '../util/options';
 import { Output } from '../util/output';
 import { outcome, runWithProgress } from '../util/run-copy';
-import { rateSchema, sectorsSchema } from '../util/units';
+import { rateLimitSchema, sectorsSchema } from '../util/units';
 import { runCommand } from '../util/run';
 
 const schema = z.object({
@@ -17,7 +17,7 @@ const schema = z.object({
   destOffset: sectorsSchema.default(0),
   length: sectorsSchema.optional(),
   direct: z.boolean().default(false),
-  rate: rateSchema.optional(),
+  rate: rateLimitSchema.optional(),
   throttle: z.number().int().min(1).max(100).default(100),
   subJobSize: sectorsSchema.default(1024),
   ignoreErrors: z.boolean().default(false),
@@ -51,7 +51,7 @@ export const copyCommand: CommandModule<object, any> = {
     const devices = openAll(
       [
         { path: o.source, role: 'source', write: false },
-        ...o.destinations.map((p, i) => ({ path: p, role: `destination ${i}`, write: !o.dryRun })),
+        ...o.destinations.map((p, i) => ({ path: p, role: `destination ${i}`, write: true })),
       ],
       { direct: o.direct },
     );

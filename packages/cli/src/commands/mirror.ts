@@ -15,14 +15,15 @@ import { BlockDevice, SECTOR_BYTES } from '@dmtool/kcopyd';
 import { openDevice, resolver } from '../util/open-device';
 import type { Argv, CommandModule } from 'yargs';
 import { z } from 'zod';
-import { closeAll, interruptSignal } from '../util/devices';
+import { closeAll, interruptSignal, refusePartialSectors } from '../util/devices';
+import { FoundFormat, probeFormat } from '../util/formats';
 import { CliError } from '../util/errors';
 import { ExitCode, EXIT_CODES_HELP } from '../util/exit-codes';
 import { parseOptions } from '../util/options';
 import { Output } from '../util/output';
 import { Progress } from '../util/progress';
 import { runCommand } from '../util/run';
-import { formatBytes, formatRate, rateSchema, sectorsSchema } from '../util/units';
+import { formatBytes, formatRate, rateLimitSchema, sectorsSchema } from '../util/units';
 
 const TABLE_HELP =
   'Instead of --log and legs, a kernel table line may be given: --table "0 <len> mirror disk 2 <log> <region> 2 <leg0> 0 <leg1> 0".';
@@ -59,6 +60,11 @@ function mirrorConfig(o: MirrorArgs, extra: { nosync?: boolean } = {}): MirrorCo
     syncMode: extra.nosync ? 'nosync' : 'default',
     legs: o.legs.map((path) => ({ path })),
   };
+}
+
+/** The legs and the disk log of a mirror, named as the refusals name them. */
+function mirrorDevices(cfg: MirrorConfig): { path: string; role: string }[] {
+  return [...cfg.legs.map((l, i) => ({ path: l.path, role: `leg ${i}` })), ...(cfg.log.type === 'disk' ? [{ path: cfg.log.path, role: 'the log' }] : [])];
 }
 
 function mirrorOptions(y: Argv): Argv {
@@ -124,14 +130,11 @@ const createSchema = mirrorSchema.extend({
   dryRun: z.boolean().default(false),
 });
 
-/** An existing dm-mirror log on the device, if it holds one. */
-async function existingLog(path: string): Promise<{ regions: number } | undefined> {
+/** What the log device already holds, if it is a format dmtool recognises. */
+async function existingFormat(path: string): Promise<FoundFormat | undefined> {
   const d = openDevice(path, { write: false });
   try {
-    if (d.sizeBytes < 16) return undefined;
-    const b = Buffer.alloc(16);
-    await d.read(b, 0, 16, 0);
-    return b.readUInt32LE(0) === 0x4d695272 ? { regions: Number(b.readBigUInt64LE(8)) } : undefined;
+    return await probeFormat(d);
   } finally {
     d.close();
   }
@@ -143,7 +146,7 @@ const createCommand: CommandModule<object, any> = {
   builder: (y: Argv) =>
     mirrorOptions(y)
       .option('nosync', { type: 'boolean', describe: 'record every region in sync (the legs are known identical)', default: false })
-      .option('force', { type: 'boolean', describe: 'replace a dm-mirror log already on the log device', default: false })
+      .option('force', { type: 'boolean', describe: 'write over what the log device holds: a dm-mirror log, a COW, an LVM2 label, a filesystem, swap or a partition table', default: false })
       .option('dry-run', { type: 'boolean', describe: 'check everything and print the plan; write nothing', default: false })
       .example('$0 mirror-create --log log.img --region-size 1024 leg0.img leg1.img', 'new log: everything to resync from leg0')
       .example('$0 mirror-create --table "0 2097152 mirror disk 2 /dev/loop9 1024 2 /dev/loop1 0 /dev/loop2 0"', 'the same from a table line')
@@ -154,12 +157,17 @@ const createCommand: CommandModule<object, any> = {
     const cfg = mirrorConfig(o, { nosync: o.nosync });
     if (cfg.log.type !== 'disk') throw new CliError('a core log keeps nothing on disk: there is nothing to create');
     cfg.regionSize = cfg.regionSize ?? DEFAULT_REGION_SIZE;
+    refusePartialSectors(mirrorDevices(cfg));
     checkDistinct(resolver, [...cfg.legs.map((l, i) => ({ path: l.path, role: `leg ${i}` })), { path: cfg.log.path, role: 'the log' }]);
-    const old = await existingLog(cfg.log.path);
-    if (old && !o.force && !o.dryRun) {
+    const found = await existingFormat(cfg.log.path);
+    const old = found?.kind === 'mirror-log' ? { regions: found.regions ?? 0 } : undefined;
+    if (old && !o.force) {
       throw new CliError(`${cfg.log.path} already holds a dm-mirror log (${old.regions} regions, sector 0); give --force to replace it`);
     }
-    const m = await openMirror(cfg, resolver, { createLog: true, persistLog: !o.dryRun });
+    if (found && !old && !o.force) {
+      throw new CliError(`${cfg.log.path} holds ${found.what} at sector ${found.sector}; give --force to overwrite it`);
+    }
+    const m = await openMirror(cfg, resolver, { createLog: true, persistLog: !o.dryRun, writeLog: true });
     try {
       const s = statusJson(m);
       const log = m.log as DiskLog;
@@ -192,7 +200,9 @@ const statusCommand: CommandModule<object, any> = {
   handler: runCommand(async (argv) => {
     const o = parseOptions(mirrorSchema, argv);
     const out = new Output(o.json);
-    const m = await openMirror(mirrorConfig(o), resolver, { persistLog: false, adoptLog: o.adoptLog });
+    const cfg = mirrorConfig(o);
+    refusePartialSectors(mirrorDevices(cfg));
+    const m = await openMirror(cfg, resolver, { persistLog: false, adoptLog: o.adoptLog });
     try {
       printStatus(out, m);
       out.result(statusJson(m));
@@ -206,7 +216,7 @@ const statusCommand: CommandModule<object, any> = {
 // ---------------------------------------------------------------- mirror-resync
 
 const resyncSchema = mirrorSchema.extend({
-  rate: rateSchema.optional(),
+  rate: rateLimitSchema.optional(),
   throttle: z.number().int().min(1).max(100).default(100),
   parallel: z.number().int().min(1).max(64).default(4),
   direct: z.boolean().default(false),
@@ -242,7 +252,9 @@ const resyncCommand: CommandModule<object, any> = {
   handler: runCommand(async (argv) => {
     const o = parseOptions(resyncSchema, argv);
     const out = new Output(o.json);
-    const m = await openMirror(mirrorConfig(o), resolver, { writeLegs: !o.dryRun, persistLog: !o.dryRun, direct: o.direct, adoptLog: o.adoptLog });
+    const cfg = mirrorConfig(o);
+    refusePartialSectors(mirrorDevices(cfg));
+    const m = await openMirror(cfg, resolver, { writeLegs: true, persistLog: !o.dryRun, writeLog: true, direct: o.direct, adoptLog: o.adoptLog });
     try {
       const outOfSync = m.regionCount - m.log.getSyncCount();
       let todoSectors = 0;
@@ -276,11 +288,11 @@ const resyncCommand: CommandModule<object, any> = {
       );
       out.line(m.status().info);
       if (r.aborted) {
-        process.stderr.write(`dmtool: interrupted: ${r.regionsTotal - r.regionsSynced} regions still out of sync; run mirror-resync again to continue\n`);
+        process.stderr.write(`dmtool: interrupted: ${r.regionsOutOfSync.length} regions still out of sync; run mirror-resync again to continue\n`);
         return ExitCode.INTERRUPTED;
       }
-      if (r.failedLegs.length > 0 || r.regionsFailed.length > 0) {
-        process.stderr.write(`dmtool: ${r.regionsFailed.length} regions left out of sync: ${compactList(r.regionsFailed)}\n`);
+      if (r.failedLegs.length > 0 || r.regionsOutOfSync.length > 0) {
+        process.stderr.write(`dmtool: ${r.regionsOutOfSync.length} regions left out of sync: ${compactList(r.regionsOutOfSync)}\n`);
         return ExitCode.IO_ERROR;
       }
       return ExitCode.OK;
@@ -314,7 +326,9 @@ const checkCommand: CommandModule<object, any> = {
     const o = parseOptions(checkSchema, argv);
     const out = new Output(o.json);
     if (o.regionSize < 1) throw new CliError('--region-size must be at least 1 sector');
-    checkDistinct(resolver, o.legs.map((path, i) => ({ path, role: `leg ${i}` })));
+    const legSpecs = o.legs.map((path, i) => ({ path, role: `leg ${i}` }));
+    refusePartialSectors(legSpecs);
+    checkDistinct(resolver, legSpecs);
     const devices: BlockDevice[] = [];
     try {
       for (const path of o.legs) devices.push(openDevice(path, { write: false }));

@@ -5,10 +5,10 @@ import {
   PersistentStore,
   Snapshot,
   SnapshotError,
+  WritePlan,
 } from '@dmtool/dm-snapshot';
 import { BlockDevice, SECTOR_BYTES } from '@dmtool/kcopyd';
 import { resolver } from '../util/open-device';
-import * as fs from 'fs';
 import type { Argv, CommandModule } from 'yargs';
 import { z } from 'zod';
 import { closeAll, interruptSignal, openAll } from '../util/devices';
@@ -16,9 +16,11 @@ import { CliError } from '../util/errors';
 import { ExitCode, ExitCodeValue, EXIT_CODES_HELP } from '../util/exit-codes';
 import { parseOptions } from '../util/options';
 import { Output } from '../util/output';
+import { OutputFile } from '../util/output-file';
 import { Progress } from '../util/progress';
 import { runCommand } from '../util/run';
-import { formatBytes, formatRate, rateSchema, sectorsSchema } from '../util/units';
+import { bufferPieces, filePieces, openInput, PIPE_INPUT_LIMIT_BYTES, readBounded } from '../util/input';
+import { formatBytes, formatRate, rateLimitSchema, rateSchema, sectorsSchema } from '../util/units';
 
 const SNAPSHOT_HELP = `Sectors are 512 bytes. The COW uses the kernel's persistent format (dm-snapshot "P"), so LVM/kernel snapshots can be read and merged offline, and what dmtool writes the kernel accepts.\n${EXIT_CODES_HELP}`;
 
@@ -115,7 +117,7 @@ const createCommand: CommandModule<object, any> = {
     const out = new Output(o.json);
     const devices = openAll([
       { path: o.origin, role: 'origin', write: false },
-      { path: o.cow, role: 'COW', write: !o.dryRun },
+      { path: o.cow, role: 'COW', write: true },
     ]);
     const [originDev, cowDev] = devices;
     const origin = new Origin(originDev);
@@ -278,20 +280,31 @@ const readCommand: CommandModule<object, any> = {
       if (length <= 0 || o.offset + length > snap.sizeSectors) {
         throw new CliError(`snapshot of ${snap.origin.device.path}: sectors ${o.offset}..${o.offset + length - 1} lie outside the ${snap.sizeSectors}-sector snapshot`);
       }
+      if (!snap.valid) throw new CliError(`snapshot in ${snap.cow.path} is invalid; nothing read`);
       if (o.output) refuseOutputOverInput(o.output, [snap.origin.device, snap.cow]);
-      const fd = o.output ? fs.openSync(o.output, 'w') : 1;
       const started = Date.now();
+      const interrupt = interruptSignal();
       try {
-        const step = 2048;
-        const buf = Buffer.alloc(step * SECTOR_BYTES);
-        for (let s = o.offset; s < o.offset + length; s += step) {
-          const n = Math.min(step, o.offset + length - s);
-          const part = buf.subarray(0, n * SECTOR_BYTES);
-          await snap.read(part, s);
-          for (let done = 0; done < part.length; ) done += fs.writeSync(fd, part, done, part.length - done);
+        const output = OutputFile.open(o.output);
+        try {
+          const step = 2048;
+          const buf = Buffer.alloc(step * SECTOR_BYTES);
+          for (let s = o.offset; s < o.offset + length; s += step) {
+            if (interrupt.signal.aborted) {
+              throw new CliError(`interrupted at sector ${s}${output.replacesWhole ? `; ${o.output} left as it was` : ''}`, ExitCode.INTERRUPTED);
+            }
+            const n = Math.min(step, o.offset + length - s);
+            const part = buf.subarray(0, n * SECTOR_BYTES);
+            await snap.read(part, s);
+            await output.write(part);
+          }
+          output.commit();
+        } catch (e) {
+          output.discard();
+          throw e;
         }
       } finally {
-        if (o.output) fs.closeSync(fd);
+        interrupt.dispose();
       }
       if (o.output) {
         const seconds = (Date.now() - started) / 1000;
@@ -302,12 +315,16 @@ const readCommand: CommandModule<object, any> = {
   }),
 };
 
+/** snapshot-write copies its input in pieces of this many sectors (1 MiB). */
+const WRITE_PIECE_SECTORS = 2048;
+
 const writeSchema = z.object({
   origin: z.string().min(1),
   cow: z.string().min(1),
   target: z.enum(['origin', 'snapshot']),
   offset: sectorsSchema,
   input: z.string().min(1).default('-'),
+  allowInvalidate: z.boolean().default(false),
   dryRun: z.boolean().default(false),
   json,
 });
@@ -320,40 +337,73 @@ const writeCommand: CommandModule<object, any> = {
       .option('target', { type: 'string', demandOption: true, describe: 'where the write goes: origin or snapshot' })
       .option('offset', { type: 'string', demandOption: true, describe: 'first sector (or bytes with k/M/G suffix)' })
       .option('input', { alias: 'i', type: 'string', describe: 'data file, a whole number of sectors (default: stdin)', default: '-' })
-      .option('dry-run', { type: 'boolean', describe: 'check everything, write nothing', default: false })
+      .option('allow-invalidate', { type: 'boolean', describe: 'write even if the COW cannot hold the new exceptions (the snapshot is invalidated, as the kernel does)', default: false })
+      .option('dry-run', { type: 'boolean', describe: 'check everything and predict the status, write nothing', default: false })
       .option('json', jsonOption)
       .example('$0 snapshot-write origin.img cow.img --target origin --offset 2048 -i block.bin', 'origin write with copy-on-write')
       .epilog(SNAPSHOT_HELP),
   handler: snapshotCommand(async (argv) => {
     const o = parseOptions(writeSchema, argv);
     const out = new Output(o.json);
-    const data = readInput(o.input);
-    return withSnapshot(o, { origin: !o.dryRun && o.target === 'origin', cow: !o.dryRun }, async (origin, snap) => {
-      const sectors = data.length / SECTOR_BYTES;
-      const dev = o.target === 'origin' ? origin.device : snap.cow;
-      if (data.length === 0 || data.length % SECTOR_BYTES !== 0) {
-        throw new CliError(`${o.target} write to ${dev.path} at sector ${o.offset}: input is ${data.length} bytes, not a positive whole number of 512-byte sectors`);
-      }
-      if (o.offset + sectors > snap.sizeSectors) {
-        throw new CliError(`${o.target} write to ${dev.path} sectors ${o.offset}..${o.offset + sectors - 1} ends beyond the ${snap.sizeSectors}-sector ${o.target}`);
-      }
-      if (!snap.valid) throw new CliError(`snapshot in ${snap.cow.path} is invalid; refusing to write`, ExitCode.USAGE);
-      if (o.dryRun) {
-        out.line(`would write ${sectors} sectors to the ${o.target} at sector ${o.offset}; status now ${snap.status()}`);
-        out.result({ dryRun: true, target: o.target, offset: o.offset, sectors, status: snap.status() });
-        return ExitCode.OK;
-      }
-      if (o.target === 'origin') await origin.write(data, o.offset);
-      else await snap.write(data, o.offset);
-      await snap.flush();
-      if (o.target === 'origin') await origin.flush();
-      out.line(`wrote ${sectors} sectors to the ${o.target} at sector ${o.offset}; status ${snap.status()}`);
-      out.result({ target: o.target, offset: o.offset, sectors, status: snap.status(), exceptions: snap.exceptionCount });
-      if (!snap.valid) {
-        process.stderr.write(`dmtool: snapshot in ${snap.cow.path} was invalidated (COW full or I/O error)\n`);
-        return ExitCode.IO_ERROR;
-      }
-    });
+    const input = openInput(o.input);
+    try {
+      return await withSnapshot(o, { origin: o.target === 'origin', cow: true }, async (origin, snap) => {
+        const dev = o.target === 'origin' ? origin.device : snap.cow;
+        // Never read more than the target range holds: the input's size is checked first when known,
+        // and a pipe or device is read up to the range (64 MiB at most) before anything is written.
+        const roomSectors = Math.max(0, snap.sizeSectors - o.offset);
+        let data: Buffer | undefined;
+        if (input.sizeBytes === undefined) {
+          const limitBytes = Math.min(roomSectors * SECTOR_BYTES, PIPE_INPUT_LIMIT_BYTES);
+          data = await readBounded(input, limitBytes);
+          if (!data && limitBytes === PIPE_INPUT_LIMIT_BYTES) {
+            throw new CliError(`--input ${o.input}: more than ${PIPE_INPUT_LIMIT_BYTES / (1 << 20)} MiB from a pipe or device; write it to a file and give that`);
+          }
+          if (!data) {
+            throw new CliError(`${o.target} write to ${dev.path} at sector ${o.offset}: input ${o.input} is longer than the ${roomSectors} sectors from there to the end of the ${snap.sizeSectors}-sector ${o.target}`);
+          }
+        }
+        const bytes = data ? data.length : (input.sizeBytes as number);
+        const sectors = bytes / SECTOR_BYTES;
+        if (bytes === 0 || bytes % SECTOR_BYTES !== 0) {
+          throw new CliError(`${o.target} write to ${dev.path} at sector ${o.offset}: input is ${bytes} bytes, not a positive whole number of 512-byte sectors`);
+        }
+        if (o.offset + sectors > snap.sizeSectors) {
+          throw new CliError(`${o.target} write to ${dev.path} sectors ${o.offset}..${o.offset + sectors - 1} ends beyond the ${snap.sizeSectors}-sector ${o.target}`);
+        }
+        if (!snap.valid) throw new CliError(`snapshot in ${snap.cow.path} is invalid; refusing to write`, ExitCode.USAGE);
+        const plan = snap.planWrite(o.target, o.offset, sectors);
+        if (!plan.fits && !o.allowInvalidate) throw new CliError(overflowRefusal(o.target, dev, o.offset, sectors, snap, plan));
+        if (o.dryRun) {
+          out.line(`would write ${sectors} sectors to the ${o.target} at sector ${o.offset} (${plan.chunks} new exceptions); status now ${snap.status()}, after ${plan.statusAfter}`);
+          out.result({ dryRun: true, target: o.target, offset: o.offset, sectors, status: snap.status(), newExceptions: plan.chunks, fits: plan.fits, statusAfter: plan.statusAfter });
+          return ExitCode.OK;
+        }
+        // Pieces end on multiples of WRITE_PIECE_SECTORS (and of the chunk size), as one large write would cut them.
+        const pieceSectors = Math.max(WRITE_PIECE_SECTORS, snap.chunkSectors);
+        const firstBytes = Math.min(bytes, (pieceSectors - (o.offset % pieceSectors)) * SECTOR_BYTES);
+        const pieceBytes = pieceSectors * SECTOR_BYTES;
+        const pieces = data ? bufferPieces(data, firstBytes, pieceBytes) : filePieces(input, firstBytes, pieceBytes);
+        let sector = o.offset;
+        for await (const piece of pieces) {
+          if (sector + piece.length / SECTOR_BYTES > o.offset + sectors) throw new CliError(`--input ${o.input} grew while it was being read`, ExitCode.IO_ERROR);
+          if (o.target === 'origin') await origin.write(piece, sector);
+          else await snap.write(piece, sector);
+          sector += piece.length / SECTOR_BYTES;
+        }
+        if (sector !== o.offset + sectors) throw new CliError(`--input ${o.input} shrank while it was being read`, ExitCode.IO_ERROR);
+        await snap.flush();
+        if (o.target === 'origin') await origin.flush();
+        out.line(`wrote ${sectors} sectors to the ${o.target} at sector ${o.offset}; status ${snap.status()}`);
+        out.result({ target: o.target, offset: o.offset, sectors, status: snap.status(), exceptions: snap.exceptionCount });
+        if (!snap.valid) {
+          process.stderr.write(`dmtool: snapshot in ${snap.cow.path} was invalidated (COW full or I/O error)\n`);
+          return ExitCode.IO_ERROR;
+        }
+      });
+    } finally {
+      input.close();
+    }
   }),
 };
 
@@ -362,7 +412,7 @@ const writeCommand: CommandModule<object, any> = {
 const mergeSchema = z.object({
   origin: z.string().min(1),
   cow: z.string().min(1),
-  rate: rateSchema.optional(),
+  rate: rateLimitSchema.optional(),
   batchSize: rateSchema.optional(),
   kernelBatches: z.boolean().default(false),
   dryRun: z.boolean().default(false),
@@ -405,8 +455,8 @@ const mergeCommand: CommandModule<object, any> = {
     const o = parseOptions(mergeSchema, argv);
     const out = new Output(o.json);
     const devices = openAll([
-      { path: o.origin, role: 'origin', write: !o.dryRun },
-      { path: o.cow, role: 'COW', write: !o.dryRun },
+      { path: o.origin, role: 'origin', write: true },
+      { path: o.cow, role: 'COW', write: true },
     ]);
     const [originDev, cowDev] = devices;
     const interrupt = interruptSignal();
@@ -449,6 +499,16 @@ export const snapshotCommands: CommandModule<object, any>[] = [
   mergeCommand,
 ];
 
+/** One line: the COW space a write needs and has, when it would overflow the COW. */
+function overflowRefusal(target: string, dev: BlockDevice, offset: number, sectors: number, snap: Snapshot, plan: WritePlan): string {
+  const cs = snap.chunkSectors;
+  const amount = (chunks: number) => `${chunks} chunks = ${chunks * cs} sectors = ${formatBytes(chunks * cs * SECTOR_BYTES)}`;
+  return (
+    `${target} write to ${dev.path} sectors ${offset}..${offset + sectors - 1} needs ${amount(plan.chunks)} of new COW space, ` +
+    `${snap.cow.path} has room for ${amount(plan.roomChunks)}: the snapshot would be invalidated (give --allow-invalidate to write anyway)`
+  );
+}
+
 /** The output file must not be the origin or the COW being read (opening it would truncate it). */
 function refuseOutputOverInput(output: string, inputs: BlockDevice[]): void {
   let id: string;
@@ -459,14 +519,4 @@ function refuseOutputOverInput(output: string, inputs: BlockDevice[]): void {
   }
   const same = inputs.find((d) => d.identity === id);
   if (same) throw new CliError(`--output ${output} is ${same.path}, which is being read; name another file`);
-}
-
-/** The data to write: a file, or stdin for "-"; a missing file is one line, not a stack. */
-function readInput(input: string): Buffer {
-  try {
-    return fs.readFileSync(input === '-' ? 0 : input);
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code ?? 'EIO';
-    throw new CliError(`--input ${input}: ${code === 'ENOENT' ? 'no such file' : (e as Error).message}`);
-  }
 }

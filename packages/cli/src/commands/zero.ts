@@ -33,7 +33,7 @@ export const zeroCommand: CommandModule<object, any> = {
   handler: runCommand(async (argv) => {
     const o = parseOptions(schema, argv);
     const out = new Output(o.json);
-    const devices = openAll(o.destinations.map((p, i) => ({ path: p, role: `device ${i}`, write: !o.dryRun })));
+    const devices = openAll(o.destinations.map((p, i) => ({ path: p, role: `device ${i}`, write: true })));
     try {
       const smallest = Math.min(...devices.map((d) => d.sizeSectors));
       const length = o.length ?? smallest - o.offset;

@@ -1,4 +1,5 @@
-import { BlockDevice, OpenOptions } from '@dmtool/kcopyd';
+import { BlockDevice, OpenOptions, SECTOR_BYTES } from '@dmtool/kcopyd';
+import * as fs from 'fs';
 import { openDevice, resolver } from './open-device';
 import { CliError } from './errors';
 
@@ -14,6 +15,7 @@ export interface DeviceSpec {
  * Block devices are opened with O_EXCL, so a mounted or busy one is refused.
  */
 export function openAll(specs: DeviceSpec[], opts: Omit<OpenOptions, 'write'> = {}): BlockDevice[] {
+  refusePartialSectors(specs);
   const identities = specs.map((s) => resolver.identify(s.path));
   identities.forEach((id, i) => {
     const twin = identities.indexOf(id);
@@ -26,6 +28,30 @@ export function openAll(specs: DeviceSpec[], opts: Omit<OpenOptions, 'write'> = 
   } catch (e) {
     closeAll(opened);
     throw e;
+  }
+}
+
+/**
+ * Refuse an image file whose size is not a whole number of 512-byte
+ * sectors: every range is in sectors, so its tail could be neither read nor
+ * written (a loop device drops it too). Block devices always pass; a path
+ * that cannot be examined is left for the open to report.
+ */
+export function refusePartialSectors(specs: { path: string; role: string }[]): void {
+  for (const spec of specs) {
+    let sizeBytes: number;
+    try {
+      const st = fs.statSync(spec.path);
+      if (!st.isFile()) continue;
+      sizeBytes = st.size;
+    } catch {
+      continue;
+    }
+    if (sizeBytes % SECTOR_BYTES !== 0) {
+      throw new CliError(
+        `${spec.role} ${spec.path} is ${sizeBytes} bytes, not a whole number of ${SECTOR_BYTES}-byte sectors; pad or truncate it to a multiple of ${SECTOR_BYTES} bytes`,
+      );
+    }
   }
 }
 

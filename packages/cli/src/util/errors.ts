@@ -13,7 +13,7 @@ export class CliError extends Error {
   }
 }
 
-const DEVICE_OPEN_CODES = new Set(['ENOENT', 'EBUSY', 'EROFS', 'EACCES', 'EPERM', 'ENODEV', 'ENXIO']);
+const DEVICE_OPEN_CODES = new Set(['ENOENT', 'EBUSY', 'EWOULDBLOCK', 'EAGAIN', 'EROFS', 'EACCES', 'EPERM', 'ENODEV', 'ENXIO', 'ELOOP', 'ENOTDIR', 'ENAMETOOLONG']);
 
 /** Errors from the packages that mean "bad input, nothing was written". */
 function isInputError(e: unknown): e is Error & { code: string } {

@@ -5,7 +5,7 @@ export const ExitCode = {
   IO_ERROR: 1,
   /** Bad options or invalid on-disk input; refused before anything was written. */
   USAGE: 2,
-  /** A device could not be opened as asked: missing, busy/mounted, read-only, no permission. */
+  /** A device could not be opened as asked: missing, busy/mounted, locked by another command, read-only, no permission. */
   DEVICE: 3,
   /** Interrupted (SIGINT/SIGTERM) after in-flight writes completed and were flushed. */
   INTERRUPTED: 130,
@@ -15,4 +15,4 @@ export type ExitCodeValue = (typeof ExitCode)[keyof typeof ExitCode];
 
 export const EXIT_CODES_HELP =
   'Exit codes: 0 ok, 1 I/O error during the operation, 2 bad input (nothing written), ' +
-  '3 device refused (missing, busy/mounted, read-only), 130 interrupted.';
+  '3 device refused (missing, busy/mounted, locked, read-only), 130 interrupted.';

@@ -1,5 +1,13 @@
 import { SingleBar } from 'cli-progress';
-import { formatBytes } from './units';
+import { formatBytes, formatRate } from './units';
+
+/** The progress of the running command, for SIGUSR1. */
+let current: Progress | undefined;
+
+/** One progress line on stderr, as dd prints on SIGUSR1; nothing for commands without progress. */
+export function reportProgress(): void {
+  current?.report();
+}
 
 /**
  * A progress bar on stderr when it is a terminal (and not --json). It is fed
@@ -8,9 +16,15 @@ import { formatBytes } from './units';
 export class Progress {
   private bar?: SingleBar;
   private readonly total: number;
+  private doneBytes = 0;
 
-  constructor(label: string, totalBytes: number, enabled = process.stderr.isTTY === true) {
+  constructor(
+    private readonly label: string,
+    totalBytes: number,
+    enabled = process.stderr.isTTY === true,
+  ) {
     this.total = totalBytes;
+    current = this;
     if (!enabled || totalBytes <= 0) return;
     this.bar = new SingleBar({
       stream: process.stderr,
@@ -25,6 +39,7 @@ export class Progress {
   private startMs = Date.now();
 
   update(doneBytes: number): void {
+    this.doneBytes = doneBytes;
     if (!this.bar) return;
     const s = (Date.now() - this.startMs) / 1000;
     const speed = s > 0 ? `${(doneBytes / s / 1e6).toFixed(1)} MB/s` : '';
@@ -34,5 +49,14 @@ export class Progress {
   stop(): void {
     this.bar?.stop();
     this.bar = undefined;
+    if (current === this) current = undefined;
+  }
+
+  report(): void {
+    const s = (Date.now() - this.startMs) / 1000;
+    const percent = this.total > 0 ? Math.floor((100 * this.doneBytes) / this.total) : 100;
+    process.stderr.write(
+      `${this.label}: ${this.doneBytes} of ${this.total} bytes (${formatBytes(this.doneBytes)} of ${formatBytes(this.total)}, ${percent}%) done in ${s.toFixed(1)} s, ${formatRate(this.doneBytes, s)}\n`,
+    );
   }
 }

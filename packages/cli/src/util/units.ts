@@ -7,8 +7,20 @@ export function parseBytes(text: string): number {
   const m = /^(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b)?$/i.exec(text.trim());
   if (!m) throw new Error(`"${text}" is not a size (examples: 4096, 64k, 1M, 2G)`);
   const bytes = Number(m[1]) * SUFFIX[m[2].toLowerCase()];
+  if (bytes > Number.MAX_SAFE_INTEGER) throw tooLarge(text);
   if (!Number.isSafeInteger(bytes)) throw new Error(`"${text}" is not a whole number of bytes`);
   return bytes;
+}
+
+function tooLarge(text: string): Error {
+  return new Error(`${text} is too large: sectors and bytes above 2^53 - 1 cannot be held exactly`);
+}
+
+/** A plain number of sectors, refused when a double cannot hold it exactly. */
+function exactSectors(text: string): number {
+  const n = Number(text);
+  if (!Number.isSafeInteger(n)) throw tooLarge(text);
+  return n;
 }
 
 /**
@@ -18,8 +30,8 @@ export function parseBytes(text: string): number {
  */
 export const sectorsSchema = z.union([z.number(), z.string()]).transform((v, ctx) => {
   const text = String(v).trim();
-  if (/^\d+$/.test(text)) return Number(text);
   try {
+    if (/^\d+$/.test(text)) return exactSectors(text);
     const bytes = parseBytes(text);
     if (bytes % 512 !== 0) throw new Error(`${text} is not a whole number of 512-byte sectors`);
     return bytes / 512;
@@ -38,6 +50,19 @@ export const rateSchema = z.union([z.number(), z.string()]).transform((v, ctx) =
   } catch (e) {
     ctx.addIssue({ code: z.ZodIssueCode.custom, message: (e as Error).message });
     return z.NEVER;
+  }
+});
+
+/** The slowest rate the copy engine paces (whole 4 KiB pieces, at least one a second). */
+export const MIN_RATE_BYTES_PER_SECOND = 4096;
+
+/** A --rate limit: a rate (see rateSchema) no slower than MIN_RATE_BYTES_PER_SECOND. */
+export const rateLimitSchema = rateSchema.superRefine((bytes, ctx) => {
+  if (bytes < MIN_RATE_BYTES_PER_SECOND) {
+    ctx.addIssue({
+      code: z.ZodIssueCode.custom,
+      message: `${bytes} bytes per second is below the slowest rate dmtool paces, 4k (${MIN_RATE_BYTES_PER_SECOND} bytes per second)`,
+    });
   }
 });
 
