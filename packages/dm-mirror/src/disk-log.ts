@@ -26,7 +26,7 @@ export interface DiskLogOptions {
 /**
  * The kernel's disk dirty log on a regular file or block device: the clean
  * bitmap is persisted in dm-log's on-disk format, the whole buffer written
- * on every flush, ordered as disk_flush orders it (§5.5).
+ * on every flush, ordered as disk_flush orders it (docs/mirror-log-format.md#flush-order).
  */
 export class DiskLog extends MemoryLog {
   readonly type = 'disk' as const;
@@ -113,7 +113,7 @@ export class DiskLog extends MemoryLog {
   private flushQueue: Promise<void> = Promise.resolve();
 
   /**
-   * Persist the log (§5.5). Flushes run one at a time. Each takes the
+   * Persist the log (docs/mirror-log-format.md#flush-order). Flushes run one at a time. Each takes the
    * bitmap as it is when it starts: a region cleaned while the legs are
    * being flushed is left for the next flush (its data may not be covered),
    * and a region dirtied meanwhile keeps its flag, so the flush its writer

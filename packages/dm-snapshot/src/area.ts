@@ -27,7 +27,7 @@ export interface DecodedArea {
 }
 
 /**
- * Decode one metadata area (§2.3–2.4): entries up to the first new_chunk 0.
+ * Decode one metadata area (docs/snapshot-format.md#exception-entries): entries up to the first new_chunk 0.
  * Only the format is checked here; the table checks the meaning.
  */
 export function decodeArea(buf: Buffer, exceptionsPerArea: number, area: number, path?: string): DecodedArea {

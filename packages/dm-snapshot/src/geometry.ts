@@ -35,7 +35,7 @@ export function checkChunkSectors(chunkSectors: number, blockBytes: { path: stri
 }
 
 /**
- * Layout of a persistent COW device (§2.1): chunk 0 header, then metadata
+ * Layout of a persistent COW device (docs/snapshot-format.md#chunk-geometry): chunk 0 header, then metadata
  * area k at chunk 1 + k·(E+1) followed by its E data chunks.
  */
 export class CowGeometry {
@@ -88,7 +88,7 @@ export class CowGeometry {
 }
 
 /**
- * lvm2's COW size for a full-origin snapshot (§2.13), in sectors: header,
+ * lvm2's COW size for a full-origin snapshot (docs/snapshot-format.md#cow-size), in sectors: header,
  * one data chunk per origin chunk, and the metadata areas with a terminator.
  */
 export function cowSectorsForOrigin(originSectors: number, chunkSectors: number): number {

@@ -16,7 +16,7 @@ export interface CowHeader {
 export type HeaderState = { kind: 'fresh' } | { kind: 'snapshot'; header: CowHeader };
 
 /**
- * Decode the header (§2.2). Magic 0 means a fresh COW the kernel would
+ * Decode the header (docs/snapshot-format.md#header). Magic 0 means a fresh COW the kernel would
  * format; any other foreign magic, a version other than 1 or a chunk size
  * that is not a power of two is refused with one error.
  */

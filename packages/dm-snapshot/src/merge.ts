@@ -87,7 +87,7 @@ function nextBatch(store: PersistentStore, kernelBatches: boolean, maxChunks: nu
 }
 
 /**
- * Merge a persistent COW back into its origin, offline (§4). Tail first, as
+ * Merge a persistent COW back into its origin, offline (docs/snapshot-format.md#merge). Tail first, as
  * the kernel: each batch copies its runs COW → origin, flushes the origin,
  * and only then clears those entries from the tail of the on-disk table
  * (area writes + COW flush). An entry is never cleared before its data is

@@ -87,7 +87,7 @@ export class PersistentStore implements ExceptionStore {
   }
 
   /**
-   * Format a COW (§2.8): zero area 0, write the header, flush. Refuses a COW
+   * Format a COW (docs/snapshot-format.md#formatting): zero area 0, write the header, flush. Refuses a COW
    * that already carries a header (or any non-zero magic) unless `force`.
    */
   static async format(cow: BlockDevice, chunkSectors: number, opts: FormatOptions = {}): Promise<PersistentStore> {
@@ -133,7 +133,7 @@ export class PersistentStore implements ExceptionStore {
   }
 
   /**
-   * Read and validate an existing COW (§2.6, §2.15). Every broken rule is one
+   * Read and validate an existing COW (docs/snapshot-format.md#validity). Every broken rule is one
    * SnapshotError naming the device and sectors; nothing is written.
    */
   static async open(cow: BlockDevice, opts: OpenStoreOptions = {}): Promise<PersistentStore> {
@@ -278,7 +278,7 @@ export class PersistentStore implements ExceptionStore {
   }
 
   /**
-   * Commit exceptions in order (§2.9): each goes into the in-memory area;
+   * Commit exceptions in order (docs/snapshot-format.md#commit): each goes into the in-memory area;
    * the area is written when it becomes full (after zeroing the next area)
    * and once at the end. Every area write is preceded by a flush of the COW
    * (data copies and next-area zeroing durable first) and followed by one
@@ -342,7 +342,7 @@ export class PersistentStore implements ExceptionStore {
     }
   }
 
-  /** Invalidate (§2.10): valid = 0 in memory, header rewritten; the table is left as it is. */
+  /** Invalidate (docs/snapshot-format.md#invalidation-and-overflow): valid = 0 in memory, header rewritten; the table is left as it is. */
   async invalidate(): Promise<void> {
     this.isValid = false;
     const g = this.geometry;

@@ -94,7 +94,7 @@ interface CopyOut {
  * An origin device and the snapshots taken of it. Writes through the origin
  * copy each untouched chunk into every snapshot's COW first (one kcopyd job
  * for all snapshots of the same chunk size), commit the exceptions, and
- * only then reach the origin (§3.4).
+ * only then reach the origin (docs/snapshot-format.md#origin-writes).
  */
 export class Origin {
   readonly device: BlockDevice;
@@ -268,7 +268,7 @@ function coalesce(jobs: CopyOut[]): CopyOut[] {
 
 /**
  * A snapshot of an origin: reads resolve through the exception table, writes
- * allocate exceptions (a whole-chunk write needs no copy, §3.5).
+ * allocate exceptions (a whole-chunk write needs no copy, docs/snapshot-format.md#snapshot-writes).
  */
 export class Snapshot {
   readonly origin: Origin;
@@ -425,7 +425,7 @@ export class Snapshot {
    * Write to the snapshot. Chunks with an exception are written in the COW;
    * others get one: a write covering the whole chunk goes straight to the new
    * COW chunk, a partial one first copies the origin chunk. New exceptions
-   * are committed before the partial writes land (§3.5). No COW space: "P"
+   * are committed before the partial writes land (docs/snapshot-format.md#snapshot-writes). No COW space: "P"
    * invalidates the snapshot, "PO" sets Overflow; either way the write fails
    * (chunks before the one that did not fit are written).
    */

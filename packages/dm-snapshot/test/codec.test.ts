@@ -20,7 +20,7 @@ function codeOf(fn: () => unknown): [string, string] {
 }
 
 describe('header codec', () => {
-  test('encodes the kernel header bytes (§2.14) and zero-fills the chunk', () => {
+  test('encodes the kernel header bytes (docs/snapshot-format.md#worked-example) and zero-fills the chunk', () => {
     const buf = Buffer.alloc(4096, 0xaa);
     encodeHeader(buf, { valid: true, chunkSectors: 8 });
     expect(buf.subarray(0, 16).toString('hex')).toBe('536e41700100000001000000' + '08000000');
@@ -92,7 +92,7 @@ describe('area codec', () => {
 });
 
 describe('geometry', () => {
-  test('area and data chunk numbering (§2.1 table)', () => {
+  test('area and data chunk numbering (docs/snapshot-format.md#chunk-geometry table)', () => {
     for (const [cs, E] of [
       [8, 256],
       [16, 512],
@@ -131,7 +131,7 @@ describe('geometry', () => {
     expect(checkChunkSectors(8, [{ path: '/dev/4k', logicalBlockSize: 4096 }])).toBe(8);
   });
 
-  test("lvm2's COW size formula (§2.13)", () => {
+  test("lvm2's COW size formula (docs/snapshot-format.md#cow-size)", () => {
     // 64 MiB origin, cs 8: 16384 chunks, 64 areas + 1 terminator area, header.
     expect(cowSectorsForOrigin(131072, 8)).toBe((1 + 16384 + 65) * 8);
     expect(cowSectorsForOrigin(131072 - 8, 8)).toBe((1 + 16383 + 64) * 8);

@@ -62,7 +62,7 @@ describe('persistent store', () => {
     });
   });
 
-  test('worked example §2.14: origin chunks 100, 5, 101 → entries, data chunks, status', async () => {
+  test('worked example docs/snapshot-format.md#worked-example: origin chunks 100, 5, 101 → entries, data chunks, status', async () => {
     await withSnapshot(1 << 20, 4 << 20, 8, async (origin, snap, files) => {
       const before = readRange(files.origin, 0, 1 << 20);
       for (const chunk of [100, 5, 101]) await origin.write(Buffer.alloc(512, 0xee), chunk * 8 + 3);
