@@ -1,5 +1,5 @@
 export { Bitmap } from './bitmap';
-export { MirrorError } from './errors';
+export { MirrorError, MirrorErrorReason } from './errors';
 export {
   LOG_MAGIC,
   LOG_VERSION,

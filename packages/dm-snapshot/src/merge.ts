@@ -103,7 +103,7 @@ export async function mergeSnapshot(origin: BlockDevice, cow: BlockDevice, opts:
   }
   const store = await PersistentStore.open(cow, { originSectors: origin.sizeSectors, origin });
   if (!store.valid) {
-    throw new SnapshotError('EINVAL', 'invalid', "snapshot is invalid: can't merge", { path: cow.path, sector: 0, sectors: 1 });
+    throw new SnapshotError('EINVAL', 'merge-invalid', "snapshot is invalid: can't merge", { path: cow.path, sector: 0, sectors: 1 });
   }
   const cs = store.chunkSectors;
   const chunkBytes = cs * SECTOR_BYTES;
