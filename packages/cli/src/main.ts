@@ -5,12 +5,11 @@ import { mirrorCommands } from './commands/mirror';
 import { snapshotCommands } from './commands/snapshot';
 import { zeroCommand } from './commands/zero';
 import { ExitCode, EXIT_CODES_HELP } from './util/exit-codes';
+import { CliError, exitCodeFor } from './util/errors';
 import { armFaults } from './util/open-device';
 import { takeExitCode } from './util/run';
 
 /** Run the CLI with these arguments; resolves to the process exit code. */
-class UsageError extends Error {}
-
 export async function main(args: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
   try {
     armFaults(env.DMTOOL_FAULTS);
@@ -37,13 +36,13 @@ export async function main(args: string[], env: NodeJS.ProcessEnv = process.env)
     .wrap(Math.min(110, process.stdout.columns || 100))
     .fail((msg, err) => {
       // Throwing stops yargs before any command handler runs.
-      throw err ?? new UsageError(msg);
+      throw err ?? new CliError('usage', msg);
     });
   try {
     await parser.parseAsync();
   } catch (e) {
     process.stderr.write(`dmtool: ${e instanceof Error ? e.message.split('\n')[0] : String(e)}\n`);
-    return e instanceof UsageError ? ExitCode.USAGE : ExitCode.IO_ERROR;
+    return exitCodeFor(e);
   }
   return takeExitCode();
 }

@@ -91,13 +91,14 @@ export const copyCommand: CommandModule<object, any> = {
 };
 
 function checkRanges(src: BlockDevice, dests: BlockDevice[], offset: number, destOffset: number, length: number): void {
-  if (length <= 0) throw new CliError(`nothing to copy: source ${src.path} has ${src.sizeSectors} sectors, offset is ${offset}`);
+  if (length <= 0) throw new CliError('out-of-range', `nothing to copy: source ${src.path} has ${src.sizeSectors} sectors, offset is ${offset}`);
   if (offset + length > src.sizeSectors) {
-    throw new CliError(`source ${src.path} sectors ${offset}..${offset + length - 1} end beyond the device end (${src.sizeSectors} sectors)`);
+    throw new CliError('out-of-range', `source ${src.path} sectors ${offset}..${offset + length - 1} end beyond the device end (${src.sizeSectors} sectors)`);
   }
   for (const d of dests) {
     if (destOffset + length > d.sizeSectors) {
       throw new CliError(
+        'out-of-range',
         `destination ${d.path} is too small: needs sectors ${destOffset}..${destOffset + length - 1}, has ${d.sizeSectors} sectors`,
       );
     }

@@ -42,18 +42,18 @@ type MirrorArgs = z.infer<typeof mirrorSchema>;
 /** The mirror described by the options: --table, or --log and legs. */
 function mirrorConfig(o: MirrorArgs, extra: { nosync?: boolean } = {}): MirrorConfig {
   if (o.table !== undefined) {
-    if (o.legs.length > 0 || o.log !== undefined) throw new CliError('give either --table or --log with legs, not both');
+    if (o.legs.length > 0 || o.log !== undefined) throw new CliError('usage', 'give either --table or --log with legs, not both');
     const t = parseMirrorTable(o.table);
-    if (t.startSector !== 0) throw new CliError(`mirror table: start sector must be 0 (got ${t.startSector})`);
+    if (t.startSector !== 0) throw new CliError('usage', `mirror table: start sector must be 0 (got ${t.startSector})`);
     if (o.regionSize !== undefined && o.regionSize !== t.regionSize) {
-      throw new CliError(`--region-size ${o.regionSize} differs from the table's region size ${t.regionSize}`);
+      throw new CliError('usage', `--region-size ${o.regionSize} differs from the table's region size ${t.regionSize}`);
     }
     const cfg = configFromTable(t);
     if (extra.nosync) cfg.syncMode = 'nosync';
     return cfg;
   }
-  if (o.log === undefined) throw new CliError('--log LOG is required (or a kernel table line with --table)');
-  if (o.legs.length < 2) throw new CliError(`a mirror needs at least 2 legs (got ${o.legs.length})`);
+  if (o.log === undefined) throw new CliError('usage', '--log LOG is required (or a kernel table line with --table)');
+  if (o.legs.length < 2) throw new CliError('usage', `a mirror needs at least 2 legs (got ${o.legs.length})`);
   return {
     regionSize: o.regionSize,
     log: o.log === 'core' ? { type: 'core' } : { type: 'disk', path: o.log },
@@ -155,17 +155,17 @@ const createCommand: CommandModule<object, any> = {
     const o = parseOptions(createSchema, argv);
     const out = new Output(o.json);
     const cfg = mirrorConfig(o, { nosync: o.nosync });
-    if (cfg.log.type !== 'disk') throw new CliError('a core log keeps nothing on disk: there is nothing to create');
+    if (cfg.log.type !== 'disk') throw new CliError('usage', 'a core log keeps nothing on disk: there is nothing to create');
     cfg.regionSize = cfg.regionSize ?? DEFAULT_REGION_SIZE;
     refusePartialSectors(mirrorDevices(cfg));
     checkDistinct(resolver, [...cfg.legs.map((l, i) => ({ path: l.path, role: `leg ${i}` })), { path: cfg.log.path, role: 'the log' }]);
     const found = await existingFormat(cfg.log.path);
     const old = found?.kind === 'mirror-log' ? { regions: found.regions ?? 0 } : undefined;
     if (old && !o.force) {
-      throw new CliError(`${cfg.log.path} already holds a dm-mirror log (${old.regions} regions, sector 0); give --force to replace it`);
+      throw new CliError('format-present', `${cfg.log.path} already holds a dm-mirror log (${old.regions} regions, sector 0); give --force to replace it`);
     }
     if (found && !old && !o.force) {
-      throw new CliError(`${cfg.log.path} holds ${found.what} at sector ${found.sector}; give --force to overwrite it`);
+      throw new CliError('format-present', `${cfg.log.path} holds ${found.what} at sector ${found.sector}; give --force to overwrite it`);
     }
     const m = await openMirror(cfg, resolver, { createLog: true, persistLog: !o.dryRun, writeLog: true });
     try {
@@ -325,7 +325,7 @@ const checkCommand: CommandModule<object, any> = {
   handler: runCommand(async (argv) => {
     const o = parseOptions(checkSchema, argv);
     const out = new Output(o.json);
-    if (o.regionSize < 1) throw new CliError('--region-size must be at least 1 sector');
+    if (o.regionSize < 1) throw new CliError('usage', '--region-size must be at least 1 sector');
     const legSpecs = o.legs.map((path, i) => ({ path, role: `leg ${i}` }));
     refusePartialSectors(legSpecs);
     checkDistinct(resolver, legSpecs);
@@ -337,15 +337,16 @@ const checkCommand: CommandModule<object, any> = {
         const differ = devices.findIndex((d) => d.sizeSectors !== devices[0].sizeSectors);
         if (differ >= 0) {
           throw new CliError(
+            'size-mismatch',
             `legs differ in size: ${devices[0].path} has ${devices[0].sizeSectors} sectors, ${devices[differ].path} has ${devices[differ].sizeSectors} (give --length)`,
           );
         }
         length = devices[0].sizeSectors;
       }
       for (const d of devices) {
-        if (d.sizeSectors < length) throw new CliError(`leg ${d.path} has ${d.sizeSectors} sectors, fewer than --length ${length} (sectors 0..${length - 1})`);
+        if (d.sizeSectors < length) throw new CliError('out-of-range', `leg ${d.path} has ${d.sizeSectors} sectors, fewer than --length ${length} (sectors 0..${length - 1})`);
       }
-      if (length <= 0) throw new CliError('nothing to compare: the legs are empty');
+      if (length <= 0) throw new CliError('out-of-range', 'nothing to compare: the legs are empty');
       const progress = new Progress('check', length * SECTOR_BYTES, !o.json && process.stderr.isTTY === true);
       const interrupt = interruptSignal();
       let r;

@@ -4,7 +4,6 @@ import {
   Origin,
   PersistentStore,
   Snapshot,
-  SnapshotError,
   WritePlan,
 } from '@dmtool/dm-snapshot';
 import { BlockDevice, SECTOR_BYTES } from '@dmtool/kcopyd';
@@ -23,42 +22,6 @@ import { bufferPieces, filePieces, openInput, PIPE_INPUT_LIMIT_BYTES, readBounde
 import { formatBytes, formatRate, rateLimitSchema, rateSchema, sectorsSchema } from '../util/units';
 
 const SNAPSHOT_HELP = `Sectors are 512 bytes. The COW uses the kernel's persistent format (dm-snapshot "P"), so LVM/kernel snapshots can be read and merged offline, and what dmtool writes the kernel accepts.\n${EXIT_CODES_HELP}`;
-
-/** On-disk or request problems found before anything was written: exit 2. */
-const INPUT_REASONS = new Set<SnapshotError['reason']>([
-  'bad-magic',
-  'bad-version',
-  'bad-chunk-size',
-  'chunk-size-mismatch',
-  'entry-in-metadata',
-  'entry-past-cow-end',
-  'entry-past-origin-end',
-  'duplicate-old-chunk',
-  'duplicate-new-chunk',
-  'area-past-cow-end',
-  'cow-too-small',
-  'cow-not-empty',
-  'not-formatted',
-  'same-device',
-  'out-of-range',
-  'misaligned',
-  'transient-merge',
-]);
-
-function snapshotCommand<A>(handler: (argv: A) => Promise<ExitCodeValue | void>) {
-  return runCommand<A>(async (argv) => {
-    try {
-      return await handler(argv);
-    } catch (e) {
-      if (e instanceof SnapshotError) {
-        if (INPUT_REASONS.has(e.reason)) throw new CliError(e.message, ExitCode.USAGE);
-        if (e.reason === 'aborted') throw new CliError(e.message, ExitCode.INTERRUPTED);
-        if (e.reason === 'invalid' && e.message.includes("can't merge")) throw new CliError(e.message, ExitCode.USAGE);
-      }
-      throw e;
-    }
-  });
-}
 
 const json = z.boolean().default(false);
 const jsonOption = { type: 'boolean', describe: 'print the result as JSON', default: false } as const;
@@ -112,7 +75,7 @@ const createCommand: CommandModule<object, any> = {
       .option('json', jsonOption)
       .example('$0 snapshot-create /dev/vg/data /dev/vg/data-cow --chunk-size 8', 'take a snapshot with 4 KiB chunks')
       .epilog(SNAPSHOT_HELP),
-  handler: snapshotCommand(async (argv) => {
+  handler: runCommand(async (argv) => {
     const o = parseOptions(createSchema, argv);
     const out = new Output(o.json);
     const devices = openAll([
@@ -127,11 +90,11 @@ const createCommand: CommandModule<object, any> = {
         checkChunkSectors(o.chunkSize, [cowDev, originDev]);
         const g = new CowGeometry(o.chunkSize, cowDev.sizeSectors);
         if (g.cowChunks < 3) {
-          throw new CliError(`COW ${cowDev.path} (${cowDev.sizeSectors} sectors) is too small for chunk size ${o.chunkSize}: needs ${3 * o.chunkSize} sectors`);
+          throw new CliError('out-of-range', `COW ${cowDev.path} (${cowDev.sizeSectors} sectors) is too small for chunk size ${o.chunkSize}: needs ${3 * o.chunkSize} sectors`);
         }
         const state = await probeHeader(cowDev);
         if (state.kind !== 'fresh' && !o.force) {
-          throw new CliError(`COW ${cowDev.path} sectors 0..${o.chunkSize - 1} already hold a snapshot header (use --force to overwrite)`);
+          throw new CliError('format-present', `COW ${cowDev.path} sectors 0..${o.chunkSize - 1} already hold a snapshot header (use --force to overwrite)`);
         }
         const status = `${2 * o.chunkSize}/${cowDev.sizeSectors} ${2 * o.chunkSize}`;
         out.line(`would format ${cowDev.path} with chunk size ${o.chunkSize}; status would be ${status}`);
@@ -180,7 +143,7 @@ const statusCommand: CommandModule<object, any> = {
       .option('json', jsonOption)
       .example('$0 snapshot-status /dev/vg/data-cow', 'prints e.g. 2504/32768 24')
       .epilog(SNAPSHOT_HELP),
-  handler: snapshotCommand(async (argv) => {
+  handler: runCommand(async (argv) => {
     const o = parseOptions(cowOnlySchema, argv);
     const out = new Output(o.json);
     return openStoreReadOnly(o, async (store) => {
@@ -201,7 +164,7 @@ const listCommand: CommandModule<object, any> = {
       .option('json', jsonOption)
       .example('$0 snapshot-list cow.img --json', 'every exception as JSON')
       .epilog(SNAPSHOT_HELP),
-  handler: snapshotCommand(async (argv) => {
+  handler: runCommand(async (argv) => {
     const o = parseOptions(cowOnlySchema, argv);
     const out = new Output(o.json);
     return openStoreReadOnly(o, async (store) => {
@@ -271,16 +234,16 @@ const readCommand: CommandModule<object, any> = {
       .example('$0 snapshot-read origin.img cow.img -o view.img', 'rebuild the whole snapshot image')
       .example('$0 snapshot-read /dev/loop0 /dev/loop1 --offset 2048 --length 8 | xxd', 'look at 4 KiB of the snapshot')
       .epilog(SNAPSHOT_HELP),
-  handler: snapshotCommand(async (argv) => {
+  handler: runCommand(async (argv) => {
     const o = parseOptions(readSchema, argv);
-    if (!o.output && o.json) throw new CliError('--json needs --output FILE (the data goes to stdout otherwise)');
+    if (!o.output && o.json) throw new CliError('usage', '--json needs --output FILE (the data goes to stdout otherwise)');
     const out = new Output(o.json);
     return withSnapshot(o, { origin: false, cow: false }, async (_origin, snap) => {
       const length = o.length ?? snap.sizeSectors - o.offset;
       if (length <= 0 || o.offset + length > snap.sizeSectors) {
-        throw new CliError(`snapshot of ${snap.origin.device.path}: sectors ${o.offset}..${o.offset + length - 1} lie outside the ${snap.sizeSectors}-sector snapshot`);
+        throw new CliError('out-of-range', `snapshot of ${snap.origin.device.path}: sectors ${o.offset}..${o.offset + length - 1} lie outside the ${snap.sizeSectors}-sector snapshot`);
       }
-      if (!snap.valid) throw new CliError(`snapshot in ${snap.cow.path} is invalid; nothing read`);
+      if (!snap.valid) throw new CliError('invalid-snapshot', `snapshot in ${snap.cow.path} is invalid; nothing read`);
       if (o.output) refuseOutputOverInput(o.output, [snap.origin.device, snap.cow]);
       const started = Date.now();
       const interrupt = interruptSignal();
@@ -291,7 +254,7 @@ const readCommand: CommandModule<object, any> = {
           const buf = Buffer.alloc(step * SECTOR_BYTES);
           for (let s = o.offset; s < o.offset + length; s += step) {
             if (interrupt.signal.aborted) {
-              throw new CliError(`interrupted at sector ${s}${output.replacesWhole ? `; ${o.output} left as it was` : ''}`, ExitCode.INTERRUPTED);
+              throw new CliError('interrupted', `interrupted at sector ${s}${output.replacesWhole ? `; ${o.output} left as it was` : ''}`);
             }
             const n = Math.min(step, o.offset + length - s);
             const part = buf.subarray(0, n * SECTOR_BYTES);
@@ -342,7 +305,7 @@ const writeCommand: CommandModule<object, any> = {
       .option('json', jsonOption)
       .example('$0 snapshot-write origin.img cow.img --target origin --offset 2048 -i block.bin', 'origin write with copy-on-write')
       .epilog(SNAPSHOT_HELP),
-  handler: snapshotCommand(async (argv) => {
+  handler: runCommand(async (argv) => {
     const o = parseOptions(writeSchema, argv);
     const out = new Output(o.json);
     const input = openInput(o.input);
@@ -357,23 +320,23 @@ const writeCommand: CommandModule<object, any> = {
           const limitBytes = Math.min(roomSectors * SECTOR_BYTES, PIPE_INPUT_LIMIT_BYTES);
           data = await readBounded(input, limitBytes);
           if (!data && limitBytes === PIPE_INPUT_LIMIT_BYTES) {
-            throw new CliError(`--input ${o.input}: more than ${PIPE_INPUT_LIMIT_BYTES / (1 << 20)} MiB from a pipe or device; write it to a file and give that`);
+            throw new CliError('bad-input-data', `--input ${o.input}: more than ${PIPE_INPUT_LIMIT_BYTES / (1 << 20)} MiB from a pipe or device; write it to a file and give that`);
           }
           if (!data) {
-            throw new CliError(`${o.target} write to ${dev.path} at sector ${o.offset}: input ${o.input} is longer than the ${roomSectors} sectors from there to the end of the ${snap.sizeSectors}-sector ${o.target}`);
+            throw new CliError('bad-input-data', `${o.target} write to ${dev.path} at sector ${o.offset}: input ${o.input} is longer than the ${roomSectors} sectors from there to the end of the ${snap.sizeSectors}-sector ${o.target}`);
           }
         }
         const bytes = data ? data.length : (input.sizeBytes as number);
         const sectors = bytes / SECTOR_BYTES;
         if (bytes === 0 || bytes % SECTOR_BYTES !== 0) {
-          throw new CliError(`${o.target} write to ${dev.path} at sector ${o.offset}: input is ${bytes} bytes, not a positive whole number of 512-byte sectors`);
+          throw new CliError('bad-input-data', `${o.target} write to ${dev.path} at sector ${o.offset}: input is ${bytes} bytes, not a positive whole number of 512-byte sectors`);
         }
         if (o.offset + sectors > snap.sizeSectors) {
-          throw new CliError(`${o.target} write to ${dev.path} sectors ${o.offset}..${o.offset + sectors - 1} ends beyond the ${snap.sizeSectors}-sector ${o.target}`);
+          throw new CliError('out-of-range', `${o.target} write to ${dev.path} sectors ${o.offset}..${o.offset + sectors - 1} ends beyond the ${snap.sizeSectors}-sector ${o.target}`);
         }
-        if (!snap.valid) throw new CliError(`snapshot in ${snap.cow.path} is invalid; refusing to write`, ExitCode.USAGE);
+        if (!snap.valid) throw new CliError('invalid-snapshot', `snapshot in ${snap.cow.path} is invalid; refusing to write`);
         const plan = snap.planWrite(o.target, o.offset, sectors);
-        if (!plan.fits && !o.allowInvalidate) throw new CliError(overflowRefusal(o.target, dev, o.offset, sectors, snap, plan));
+        if (!plan.fits && !o.allowInvalidate) throw new CliError('would-overflow', overflowRefusal(o.target, dev, o.offset, sectors, snap, plan));
         if (o.dryRun) {
           out.line(`would write ${sectors} sectors to the ${o.target} at sector ${o.offset} (${plan.chunks} new exceptions); status now ${snap.status()}, after ${plan.statusAfter}`);
           out.result({ dryRun: true, target: o.target, offset: o.offset, sectors, status: snap.status(), newExceptions: plan.chunks, fits: plan.fits, statusAfter: plan.statusAfter });
@@ -386,12 +349,12 @@ const writeCommand: CommandModule<object, any> = {
         const pieces = data ? bufferPieces(data, firstBytes, pieceBytes) : filePieces(input, firstBytes, pieceBytes);
         let sector = o.offset;
         for await (const piece of pieces) {
-          if (sector + piece.length / SECTOR_BYTES > o.offset + sectors) throw new CliError(`--input ${o.input} grew while it was being read`, ExitCode.IO_ERROR);
+          if (sector + piece.length / SECTOR_BYTES > o.offset + sectors) throw new CliError('input-changed', `--input ${o.input} grew while it was being read`);
           if (o.target === 'origin') await origin.write(piece, sector);
           else await snap.write(piece, sector);
           sector += piece.length / SECTOR_BYTES;
         }
-        if (sector !== o.offset + sectors) throw new CliError(`--input ${o.input} shrank while it was being read`, ExitCode.IO_ERROR);
+        if (sector !== o.offset + sectors) throw new CliError('input-changed', `--input ${o.input} shrank while it was being read`);
         await snap.flush();
         if (o.target === 'origin') await origin.flush();
         out.line(`wrote ${sectors} sectors to the ${o.target} at sector ${o.offset}; status ${snap.status()}`);
@@ -451,7 +414,7 @@ const mergeCommand: CommandModule<object, any> = {
       .epilog(
         `Merging proceeds from the end of the exception table; each batch's data is flushed to the origin before its entries are cleared, so after a crash or kill the same command (or the kernel's snapshot-merge) finishes the job.\n${SNAPSHOT_HELP}`,
       ),
-  handler: snapshotCommand(async (argv) => {
+  handler: runCommand(async (argv) => {
     const o = parseOptions(mergeSchema, argv);
     const out = new Output(o.json);
     const devices = openAll([
@@ -518,5 +481,5 @@ function refuseOutputOverInput(output: string, inputs: BlockDevice[]): void {
     return; // does not exist yet: nothing to overwrite
   }
   const same = inputs.find((d) => d.identity === id);
-  if (same) throw new CliError(`--output ${output} is ${same.path}, which is being read; name another file`);
+  if (same) throw new CliError('same-device', `--output ${output} is ${same.path}, which is being read; name another file`);
 }

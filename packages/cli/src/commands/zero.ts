@@ -37,10 +37,10 @@ export const zeroCommand: CommandModule<object, any> = {
     try {
       const smallest = Math.min(...devices.map((d) => d.sizeSectors));
       const length = o.length ?? smallest - o.offset;
-      if (length <= 0) throw new CliError(`nothing to zero: offset ${o.offset} is at or beyond the end (${smallest} sectors)`);
+      if (length <= 0) throw new CliError('out-of-range', `nothing to zero: offset ${o.offset} is at or beyond the end (${smallest} sectors)`);
       for (const d of devices) {
         if (o.offset + length > d.sizeSectors) {
-          throw new CliError(`${d.path} sectors ${o.offset}..${o.offset + length - 1} end beyond the device end (${d.sizeSectors} sectors)`);
+          throw new CliError('out-of-range', `${d.path} sectors ${o.offset}..${o.offset + length - 1} end beyond the device end (${d.sizeSectors} sectors)`);
         }
       }
       if (o.dryRun) {

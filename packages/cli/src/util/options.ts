@@ -7,7 +7,7 @@ export function parseOptions<S extends z.ZodTypeAny>(schema: S, argv: unknown): 
   if (r.success) return r.data;
   const issue = r.error.issues[0];
   const name = issue.path.length ? `--${String(issue.path[0])}` : 'options';
-  throw new CliError(`${name}: ${issue.message}`);
+  throw new CliError('usage', `${name}: ${issue.message}`);
 }
 
 /** Options every command shares. */
