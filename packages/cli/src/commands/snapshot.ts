@@ -4,33 +4,29 @@ import {
   Origin,
   PersistentStore,
   Snapshot,
+  storeStatus,
   WritePlan,
 } from '@dmtool/dm-snapshot';
 import { BlockDevice, SECTOR_BYTES } from '@dmtool/kcopyd';
 import { resolver } from '../util/open-device';
-import type { Argv, CommandModule } from 'yargs';
 import { z } from 'zod';
 import { closeAll, interruptSignal, openAll } from '../util/devices';
 import { CliError } from '../util/errors';
 import { ExitCode, ExitCodeValue, EXIT_CODES_HELP } from '../util/exit-codes';
-import { parseOptions } from '../util/options';
+import { defineCommand, DmtoolCommand } from '../util/define-command';
+import { flag, jsonOption, optionalSectorsOption, sectorsOption } from '../util/options';
 import { Output } from '../util/output';
 import { OutputFile } from '../util/output-file';
 import { Progress } from '../util/progress';
-import { runCommand } from '../util/run';
 import { bufferPieces, filePieces, openInput, PIPE_INPUT_LIMIT_BYTES, readBounded } from '../util/input';
-import { formatBytes, formatRate, rateLimitSchema, rateSchema, sectorsSchema } from '../util/units';
+import { formatBytes, formatRate, rateLimitSchema, rateSchema } from '../util/units';
 
 const SNAPSHOT_HELP = `Sectors are 512 bytes. The COW uses the kernel's persistent format (dm-snapshot "P"), so LVM/kernel snapshots can be read and merged offline, and what dmtool writes the kernel accepts.\n${EXIT_CODES_HELP}`;
 
-const json = z.boolean().default(false);
-const jsonOption = { type: 'boolean', describe: 'print the result as JSON', default: false } as const;
-
-function pairPositionals(y: Argv): Argv {
-  return y
-    .positional('origin', { type: 'string', describe: 'origin device or image (the data the snapshot was taken of)' })
-    .positional('cow', { type: 'string', describe: 'COW device or image (kernel persistent exception store)' });
-}
+const pairPositionals = {
+  origin: { schema: z.string().min(1), describe: 'origin device or image (the data the snapshot was taken of)' },
+  cow: { schema: z.string().min(1), describe: 'COW device or image (kernel persistent exception store)' },
+};
 
 function statusJson(snapStatus: string, store: PersistentStore) {
   const u = store.usage();
@@ -47,36 +43,21 @@ function statusJson(snapStatus: string, store: PersistentStore) {
   };
 }
 
-function storeStatus(store: PersistentStore): string {
-  if (!store.valid) return 'Invalid';
-  const u = store.usage();
-  return `${u.allocatedSectors}/${u.totalSectors} ${u.metadataSectors}`;
-}
-
 // ---------------------------------------------------------------- create
 
-const createSchema = z.object({
-  origin: z.string().min(1),
-  cow: z.string().min(1),
-  chunkSize: sectorsSchema,
-  force: z.boolean().default(false),
-  dryRun: z.boolean().default(false),
-  json,
-});
-
-const createCommand: CommandModule<object, any> = {
+const createCommand = defineCommand({
   command: 'snapshot-create <origin> <cow>',
   describe: 'Format a COW device for a snapshot of ORIGIN (kernel persistent format)',
-  builder: (y: Argv) =>
-    pairPositionals(y)
-      .option('chunk-size', { type: 'string', demandOption: true, describe: 'chunk size in sectors (power of two, e.g. 8 = 4 KiB)' })
-      .option('force', { type: 'boolean', describe: 'format even if the COW already holds a snapshot header', default: false })
-      .option('dry-run', { type: 'boolean', describe: 'check everything, write nothing', default: false })
-      .option('json', jsonOption)
-      .example('$0 snapshot-create /dev/vg/data /dev/vg/data-cow --chunk-size 8', 'take a snapshot with 4 KiB chunks')
-      .epilog(SNAPSHOT_HELP),
-  handler: runCommand(async (argv) => {
-    const o = parseOptions(createSchema, argv);
+  positionals: pairPositionals,
+  options: {
+    chunkSize: sectorsOption('chunk size in sectors (power of two, e.g. 8 = 4 KiB)', { required: true }),
+    force: flag('format even if the COW already holds a snapshot header'),
+    dryRun: flag('check everything, write nothing'),
+    ...jsonOption,
+  },
+  examples: [['$0 snapshot-create /dev/vg/data /dev/vg/data-cow --chunk-size 8', 'take a snapshot with 4 KiB chunks']],
+  epilog: SNAPSHOT_HELP,
+  async run(o) {
     const out = new Output(o.json);
     const devices = openAll([
       { path: o.origin, role: 'origin', write: false },
@@ -86,17 +67,7 @@ const createCommand: CommandModule<object, any> = {
     const origin = new Origin(originDev);
     try {
       if (o.dryRun) {
-        const { checkChunkSectors, CowGeometry, probeHeader } = await import('@dmtool/dm-snapshot');
-        checkChunkSectors(o.chunkSize, [cowDev, originDev]);
-        const g = new CowGeometry(o.chunkSize, cowDev.sizeSectors);
-        if (g.cowChunks < 3) {
-          throw new CliError('out-of-range', `COW ${cowDev.path} (${cowDev.sizeSectors} sectors) is too small for chunk size ${o.chunkSize}: needs ${3 * o.chunkSize} sectors`);
-        }
-        const state = await probeHeader(cowDev);
-        if (state.kind !== 'fresh' && !o.force) {
-          throw new CliError('format-present', `COW ${cowDev.path} sectors 0..${o.chunkSize - 1} already hold a snapshot header (use --force to overwrite)`);
-        }
-        const status = `${2 * o.chunkSize}/${cowDev.sizeSectors} ${2 * o.chunkSize}`;
+        const status = await Snapshot.planCreate(origin, cowDev, { chunkSectors: o.chunkSize, force: o.force });
         out.line(`would format ${cowDev.path} with chunk size ${o.chunkSize}; status would be ${status}`);
         out.result({ dryRun: true, origin: originDev.path, cow: cowDev.path, chunkSectors: o.chunkSize, status });
         return ExitCode.OK;
@@ -110,14 +81,20 @@ const createCommand: CommandModule<object, any> = {
       await origin.close();
       closeAll(devices);
     }
-  }),
-};
+  },
+});
 
 // ---------------------------------------------------------------- status / list
 
-const cowOnlySchema = z.object({ cow: z.string().min(1), origin: z.string().min(1).optional(), json });
+const cowOnly = {
+  positionals: { cow: { schema: z.string().min(1), describe: 'COW device or image' } },
+  options: {
+    origin: { schema: z.string().min(1).optional(), type: 'string', describe: 'origin, to check every exception against its size' },
+    ...jsonOption,
+  },
+} as const;
 
-async function openStoreReadOnly(o: { cow: string; origin?: string }, fn: (store: PersistentStore) => Promise<ExitCodeValue | void>) {
+async function openStoreReadOnly(o: { cow: string; origin?: string }, fn: (store: PersistentStore) => Promise<ExitCodeValue>): Promise<ExitCodeValue> {
   const devices = openAll([
     { path: o.cow, role: 'COW', write: false },
     ...(o.origin ? [{ path: o.origin, role: 'origin', write: false }] : []),
@@ -133,39 +110,30 @@ async function openStoreReadOnly(o: { cow: string; origin?: string }, fn: (store
   }
 }
 
-const statusCommand: CommandModule<object, any> = {
+const statusCommand = defineCommand({
   command: 'snapshot-status <cow>',
   describe: "Print a COW's usage as the kernel's status: <allocated>/<total> <metadata> sectors (or Invalid)",
-  builder: (y: Argv) =>
-    y
-      .positional('cow', { type: 'string', describe: 'COW device or image' })
-      .option('origin', { type: 'string', describe: 'origin, to check every exception against its size' })
-      .option('json', jsonOption)
-      .example('$0 snapshot-status /dev/vg/data-cow', 'prints e.g. 2504/32768 24')
-      .epilog(SNAPSHOT_HELP),
-  handler: runCommand(async (argv) => {
-    const o = parseOptions(cowOnlySchema, argv);
+  ...cowOnly,
+  examples: [['$0 snapshot-status /dev/vg/data-cow', 'prints e.g. 2504/32768 24']],
+  epilog: SNAPSHOT_HELP,
+  async run(o) {
     const out = new Output(o.json);
     return openStoreReadOnly(o, async (store) => {
       const status = storeStatus(store);
       out.line(status);
       out.result({ cow: store.cow.path, ...statusJson(status, store) });
+      return ExitCode.OK;
     });
-  }),
-};
+  },
+});
 
-const listCommand: CommandModule<object, any> = {
+const listCommand = defineCommand({
   command: 'snapshot-list <cow>',
   describe: 'List the exceptions of a COW in table order (origin chunk → COW chunk)',
-  builder: (y: Argv) =>
-    y
-      .positional('cow', { type: 'string', describe: 'COW device or image' })
-      .option('origin', { type: 'string', describe: 'origin, to check every exception against its size' })
-      .option('json', jsonOption)
-      .example('$0 snapshot-list cow.img --json', 'every exception as JSON')
-      .epilog(SNAPSHOT_HELP),
-  handler: runCommand(async (argv) => {
-    const o = parseOptions(cowOnlySchema, argv);
+  ...cowOnly,
+  examples: [['$0 snapshot-list cow.img --json', 'every exception as JSON']],
+  epilog: SNAPSHOT_HELP,
+  async run(o) {
     const out = new Output(o.json);
     return openStoreReadOnly(o, async (store) => {
       const cs = store.chunkSectors;
@@ -175,7 +143,7 @@ const listCommand: CommandModule<object, any> = {
         const exceptions = [];
         for (let i = 0; i < t.size; i++) exceptions.push({ oldChunk: t.oldAt(i), newChunk: t.newAt(i) });
         out.result({ cow: store.cow.path, ...statusJson(status, store), exceptions });
-        return;
+        return ExitCode.OK;
       }
       out.line(`# ${store.cow.path}: chunk ${cs} sectors, ${t.size} exceptions, status ${status}`);
       out.line('# index old_chunk new_chunk origin_sector cow_sector');
@@ -188,17 +156,18 @@ const listCommand: CommandModule<object, any> = {
         }
       }
       if (lines.length) process.stdout.write(`${lines.join('\n')}\n`);
+      return ExitCode.OK;
     });
-  }),
-};
+  },
+});
 
 // ---------------------------------------------------------------- read / write
 
 async function withSnapshot(
   o: { origin: string; cow: string; chunkSize?: number },
   write: { origin: boolean; cow: boolean },
-  fn: (origin: Origin, snap: Snapshot) => Promise<ExitCodeValue | void>,
-) {
+  fn: (origin: Origin, snap: Snapshot) => Promise<ExitCodeValue>,
+): Promise<ExitCodeValue> {
   const devices = openAll([
     { path: o.origin, role: 'origin', write: write.origin },
     { path: o.cow, role: 'COW', write: write.cow },
@@ -213,29 +182,22 @@ async function withSnapshot(
   }
 }
 
-const readSchema = z.object({
-  origin: z.string().min(1),
-  cow: z.string().min(1),
-  offset: sectorsSchema.default(0),
-  length: sectorsSchema.optional(),
-  output: z.string().min(1).optional(),
-  json,
-});
-
-const readCommand: CommandModule<object, any> = {
+const readCommand = defineCommand({
   command: 'snapshot-read <origin> <cow>',
   describe: 'Read the snapshot view (exceptions from the COW, the rest from the origin)',
-  builder: (y: Argv) =>
-    pairPositionals(y)
-      .option('offset', { type: 'string', describe: 'first sector (or bytes with k/M/G suffix)', default: '0' })
-      .option('length', { type: 'string', describe: 'how much (default: to the end)' })
-      .option('output', { alias: 'o', type: 'string', describe: 'write to this file (default: stdout)' })
-      .option('json', jsonOption)
-      .example('$0 snapshot-read origin.img cow.img -o view.img', 'rebuild the whole snapshot image')
-      .example('$0 snapshot-read /dev/loop0 /dev/loop1 --offset 2048 --length 8 | xxd', 'look at 4 KiB of the snapshot')
-      .epilog(SNAPSHOT_HELP),
-  handler: runCommand(async (argv) => {
-    const o = parseOptions(readSchema, argv);
+  positionals: pairPositionals,
+  options: {
+    offset: sectorsOption('first sector (or bytes with k/M/G suffix)', { default: '0' }),
+    length: optionalSectorsOption('how much (default: to the end)'),
+    output: { schema: z.string().min(1).optional(), type: 'string', alias: 'o', describe: 'write to this file (default: stdout)' },
+    ...jsonOption,
+  },
+  examples: [
+    ['$0 snapshot-read origin.img cow.img -o view.img', 'rebuild the whole snapshot image'],
+    ['$0 snapshot-read /dev/loop0 /dev/loop1 --offset 2048 --length 8 | xxd', 'look at 4 KiB of the snapshot'],
+  ],
+  epilog: SNAPSHOT_HELP,
+  async run(o) {
     if (!o.output && o.json) throw new CliError('usage', '--json needs --output FILE (the data goes to stdout otherwise)');
     const out = new Output(o.json);
     return withSnapshot(o, { origin: false, cow: false }, async (_origin, snap) => {
@@ -274,39 +236,29 @@ const readCommand: CommandModule<object, any> = {
         out.line(`read ${length} sectors of the snapshot into ${o.output} (${formatBytes(length * SECTOR_BYTES)}, ${formatRate(length * SECTOR_BYTES, seconds)})`);
         out.result({ origin: o.origin, cow: o.cow, offset: o.offset, sectors: length, output: o.output, seconds });
       }
+      return ExitCode.OK;
     });
-  }),
-};
+  },
+});
 
 /** snapshot-write copies its input in pieces of this many sectors (1 MiB). */
 const WRITE_PIECE_SECTORS = 2048;
 
-const writeSchema = z.object({
-  origin: z.string().min(1),
-  cow: z.string().min(1),
-  target: z.enum(['origin', 'snapshot']),
-  offset: sectorsSchema,
-  input: z.string().min(1).default('-'),
-  allowInvalidate: z.boolean().default(false),
-  dryRun: z.boolean().default(false),
-  json,
-});
-
-const writeCommand: CommandModule<object, any> = {
+const writeCommand = defineCommand({
   command: 'snapshot-write <origin> <cow>',
   describe: 'Write data to the origin (copying old chunks into the COW first) or to the snapshot',
-  builder: (y: Argv) =>
-    pairPositionals(y)
-      .option('target', { type: 'string', demandOption: true, describe: 'where the write goes: origin or snapshot' })
-      .option('offset', { type: 'string', demandOption: true, describe: 'first sector (or bytes with k/M/G suffix)' })
-      .option('input', { alias: 'i', type: 'string', describe: 'data file, a whole number of sectors (default: stdin)', default: '-' })
-      .option('allow-invalidate', { type: 'boolean', describe: 'write even if the COW cannot hold the new exceptions (the snapshot is invalidated, as the kernel does)', default: false })
-      .option('dry-run', { type: 'boolean', describe: 'check everything and predict the status, write nothing', default: false })
-      .option('json', jsonOption)
-      .example('$0 snapshot-write origin.img cow.img --target origin --offset 2048 -i block.bin', 'origin write with copy-on-write')
-      .epilog(SNAPSHOT_HELP),
-  handler: runCommand(async (argv) => {
-    const o = parseOptions(writeSchema, argv);
+  positionals: pairPositionals,
+  options: {
+    target: { schema: z.enum(['origin', 'snapshot']), type: 'string', required: true, describe: 'where the write goes: origin or snapshot' },
+    offset: sectorsOption('first sector (or bytes with k/M/G suffix)', { required: true }),
+    input: { schema: z.string().min(1), type: 'string', alias: 'i', describe: 'data file, a whole number of sectors (default: stdin)', default: '-' },
+    allowInvalidate: flag('write even if the COW cannot hold the new exceptions (the snapshot is invalidated, as the kernel does)'),
+    dryRun: flag('check everything and predict the status, write nothing'),
+    ...jsonOption,
+  },
+  examples: [['$0 snapshot-write origin.img cow.img --target origin --offset 2048 -i block.bin', 'origin write with copy-on-write']],
+  epilog: SNAPSHOT_HELP,
+  async run(o) {
     const out = new Output(o.json);
     const input = openInput(o.input);
     try {
@@ -363,24 +315,15 @@ const writeCommand: CommandModule<object, any> = {
           process.stderr.write(`dmtool: snapshot in ${snap.cow.path} was invalidated (COW full or I/O error)\n`);
           return ExitCode.IO_ERROR;
         }
+        return ExitCode.OK;
       });
     } finally {
       input.close();
     }
-  }),
-};
+  },
+});
 
 // ---------------------------------------------------------------- merge
-
-const mergeSchema = z.object({
-  origin: z.string().min(1),
-  cow: z.string().min(1),
-  rate: rateLimitSchema.optional(),
-  batchSize: rateSchema.optional(),
-  kernelBatches: z.boolean().default(false),
-  dryRun: z.boolean().default(false),
-  json,
-});
 
 function mergeSummary(r: MergeResult, origin: string, cow: string) {
   return {
@@ -399,23 +342,23 @@ function mergeSummary(r: MergeResult, origin: string, cow: string) {
   };
 }
 
-const mergeCommand: CommandModule<object, any> = {
+const mergeCommand = defineCommand({
   command: 'snapshot-merge <origin> <cow>',
   describe: 'Merge a snapshot back into its origin, offline; crash-safe and resumable (rerun to finish)',
-  builder: (y: Argv) =>
-    pairPositionals(y)
-      .option('rate', { type: 'string', describe: 'limit copying to this many bytes per second, e.g. 100M' })
-      .option('batch-size', { type: 'string', describe: 'data copied per origin flush + table update (default 64M)' })
-      .option('kernel-batches', { type: 'boolean', describe: "one run of consecutive chunks per batch, exactly as the kernel's snapshot-merge", default: false })
-      .option('dry-run', { type: 'boolean', describe: 'validate the COW and print the plan, write nothing', default: false })
-      .option('json', jsonOption)
-      .example('$0 snapshot-merge /dev/vg/data /dev/vg/data-cow', 'roll the origin back to the snapshot')
-      .example('$0 snapshot-merge origin.img cow.img --rate 50M --json', 'merge at most 50 MB/s, print JSON')
-      .epilog(
-        `Merging proceeds from the end of the exception table; each batch's data is flushed to the origin before its entries are cleared, so after a crash or kill the same command (or the kernel's snapshot-merge) finishes the job.\n${SNAPSHOT_HELP}`,
-      ),
-  handler: runCommand(async (argv) => {
-    const o = parseOptions(mergeSchema, argv);
+  positionals: pairPositionals,
+  options: {
+    rate: { schema: rateLimitSchema.optional(), type: 'string', describe: 'limit copying to this many bytes per second, e.g. 100M' },
+    batchSize: { schema: rateSchema.optional(), type: 'string', describe: 'data copied per origin flush + table update (default 64M)' },
+    kernelBatches: flag("one run of consecutive chunks per batch, exactly as the kernel's snapshot-merge"),
+    dryRun: flag('validate the COW and print the plan, write nothing'),
+    ...jsonOption,
+  },
+  examples: [
+    ['$0 snapshot-merge /dev/vg/data /dev/vg/data-cow', 'roll the origin back to the snapshot'],
+    ['$0 snapshot-merge origin.img cow.img --rate 50M --json', 'merge at most 50 MB/s, print JSON'],
+  ],
+  epilog: `Merging proceeds from the end of the exception table; each batch's data is flushed to the origin before its entries are cleared, so after a crash or kill the same command (or the kernel's snapshot-merge) finishes the job.\n${SNAPSHOT_HELP}`,
+  async run(o) {
     const out = new Output(o.json);
     const devices = openAll([
       { path: o.origin, role: 'origin', write: true },
@@ -450,10 +393,10 @@ const mergeCommand: CommandModule<object, any> = {
       interrupt.dispose();
       closeAll(devices);
     }
-  }),
-};
+  },
+});
 
-export const snapshotCommands: CommandModule<object, any>[] = [
+export const snapshotCommands: DmtoolCommand[] = [
   createCommand,
   statusCommand,
   listCommand,
