@@ -125,6 +125,24 @@ describe('mirror-create --dry-run over an existing log', () => {
   });
 });
 
+describe('snapshot-create --dry-run', () => {
+  test('is refused as the real run (a COW too small, a COW already formatted) and predicts the status it leaves', () => {
+    const d = sub();
+    const origin = path.join(d, 'origin.img');
+    const cow = path.join(d, 'cow.img');
+    const tiny = path.join(d, 'tiny.img');
+    makeBaseOrigin(origin, 4 * MiB);
+    makeZeroFile(cow, 1 * MiB);
+    makeZeroFile(tiny, 8 * 1024);
+    refusedAlike(['snapshot-create', origin, tiny, '--chunk-size', '8'], [origin, tiny], 2, /^dmtool: ENOSPC: COW of 16 sectors cannot hold a header, a metadata area and one 8-sector chunk \(needs 24\)/);
+    const dry = dmtool(['snapshot-create', origin, cow, '--chunk-size', '8', '--dry-run']);
+    expect(dry.stdout).toBe(`would format ${cow} with chunk size 8; status would be 16/2048 16\n`);
+    const real = dmtool(['snapshot-create', origin, cow, '--chunk-size', '8']);
+    expect(real.stdout.split('\n')[1]).toBe('0 8192 snapshot 16/2048 16');
+    refusedAlike(['snapshot-create', origin, cow, '--chunk-size', '8'], [origin, cow], 2, /^dmtool: EEXIST: COW already holds a snapshot header \(refusing to format over it\)/);
+  });
+});
+
 describe('snapshot-write: a write that would overflow the COW', () => {
   /** Origin 4 MiB; a COW of `cowBytes` formatted with 4 KiB chunks. */
   function snapshotPair(cowBytes: number): { origin: string; cow: string; d: string } {

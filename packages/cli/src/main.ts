@@ -1,16 +1,11 @@
 import yargs from 'yargs';
-import { copyCommand } from './commands/copy';
-import { demoCommand } from './commands/demo';
-import { mirrorCommands } from './commands/mirror';
-import { snapshotCommands } from './commands/snapshot';
-import { zeroCommand } from './commands/zero';
-import { ExitCode, EXIT_CODES_HELP } from './util/exit-codes';
+import { COMMANDS } from './commands';
+import { CliError } from './util/errors';
+import { ExitCode, ExitCodeValue, EXIT_CODES_HELP } from './util/exit-codes';
 import { armFaults } from './util/open-device';
-import { takeExitCode } from './util/run';
+import { reportFailure } from './util/run';
 
 /** Run the CLI with these arguments; resolves to the process exit code. */
-class UsageError extends Error {}
-
 export async function main(args: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
   try {
     armFaults(env.DMTOOL_FAULTS);
@@ -18,14 +13,24 @@ export async function main(args: string[], env: NodeJS.ProcessEnv = process.env)
     process.stderr.write(`dmtool: DMTOOL_FAULTS: ${e instanceof Error ? e.message.split('\n')[0] : String(e)}\n`);
     return ExitCode.USAGE;
   }
-  const parser = yargs(args)
+  let selected: Promise<ExitCodeValue> | undefined;
+  const top = yargs(args)
     .scriptName('dmtool')
-    .usage('$0 <command> [options]\n\nLinux device-mapper copy engine (kcopyd), snapshot COW merge and mirror resync, in user space, on the kernel\'s on-disk formats.')
-    .command(demoCommand)
-    .command(copyCommand)
-    .command(zeroCommand)
-    .command(snapshotCommands)
-    .command(mirrorCommands)
+    .usage('$0 <command> [options]\n\nLinux device-mapper copy engine (kcopyd), snapshot COW merge and mirror resync, in user space, on the kernel\'s on-disk formats.');
+  // The selected command's handler hands its result back here, to be awaited after parsing.
+  const parser = COMMANDS.reduce(
+    (y, c) =>
+      y.command({
+        command: c.command,
+        describe: c.describe,
+        builder: c.builder,
+        handler: async (argv) => {
+          selected = c.handler(argv);
+          await selected;
+        },
+      }),
+    top,
+  )
     .demandCommand(1, 'name a command (dmtool --help lists them)')
     .strict()
     .recommendCommands()
@@ -37,13 +42,12 @@ export async function main(args: string[], env: NodeJS.ProcessEnv = process.env)
     .wrap(Math.min(110, process.stdout.columns || 100))
     .fail((msg, err) => {
       // Throwing stops yargs before any command handler runs.
-      throw err ?? new UsageError(msg);
+      throw err ?? new CliError('usage', msg);
     });
   try {
     await parser.parseAsync();
   } catch (e) {
-    process.stderr.write(`dmtool: ${e instanceof Error ? e.message.split('\n')[0] : String(e)}\n`);
-    return e instanceof UsageError ? ExitCode.USAGE : ExitCode.IO_ERROR;
+    return reportFailure(e);
   }
-  return takeExitCode();
+  return (await selected) ?? ExitCode.OK;
 }

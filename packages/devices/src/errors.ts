@@ -1,4 +1,5 @@
 import { constants } from 'os';
+import { DmtoolError, ErrorKind } from './dmtool-error';
 
 const errnoNames = new Map<number, string>(
   Object.entries(constants.errno).map(([name, value]) => [value as number, name]),
@@ -31,27 +32,51 @@ export function errnoHint(code: string): string {
   return hints[code] ?? 'error';
 }
 
+/** Why a device failed: the operation that failed. */
+export type DeviceErrorReason = `${DeviceOp}-failed`;
+
+/** An open failing with one of these is a refusal of the device, not an I/O error. */
+const REFUSED_OPEN_CODES = new Set([
+  'ENOENT',
+  'EBUSY',
+  'EWOULDBLOCK',
+  'EAGAIN',
+  'EROFS',
+  'EACCES',
+  'EPERM',
+  'ENODEV',
+  'ENXIO',
+  'ELOOP',
+  'ENOTDIR',
+  'ENAMETOOLONG',
+]);
+
+/** A device refused (missing, busy, locked, read-only, …) or an I/O error. */
+export function deviceErrorKind(op: DeviceOp, code: string): ErrorKind {
+  return op === 'open' && REFUSED_OPEN_CODES.has(code) ? 'device-refused' : 'io';
+}
+
 /**
  * An I/O error on one device. Carries the errno name, the device path, the
  * operation and the byte range, so callers can report it in one line.
  */
-export class DeviceError extends Error {
-  readonly code: string;
+export class DeviceError extends DmtoolError<DeviceErrorReason> {
   readonly errno: number;
-  readonly path: string;
   readonly op: DeviceOp;
   readonly byteOffset: number;
   readonly bytes: number;
+  declare readonly path: string;
 
   constructor(errno: number, op: DeviceOp, path: string, byteOffset = 0, bytes = 0, detail?: string) {
     const code = errnoName(errno);
-    const where =
-      bytes > 0 ? ` at sector ${Math.floor(byteOffset / 512)} (+${Math.ceil(bytes / 512)} sectors)` : '';
-    super(`${code}: ${op} failed on ${path}${where}: ${detail ?? hints[code] ?? 'error'}`);
+    const range = bytes > 0 ? { sector: Math.floor(byteOffset / 512), sectors: Math.ceil(bytes / 512) } : {};
+    const where = range.sector !== undefined ? ` at sector ${range.sector} (+${range.sectors} sectors)` : '';
+    super(deviceErrorKind(op, code), `${op}-failed`, code, `${code}: ${op} failed on ${path}${where}: ${detail ?? hints[code] ?? 'error'}`, {
+      path,
+      ...range,
+    });
     this.name = 'DeviceError';
-    this.code = code;
     this.errno = errno;
-    this.path = path;
     this.op = op;
     this.byteOffset = byteOffset;
     this.bytes = bytes;

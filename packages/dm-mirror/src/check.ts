@@ -24,9 +24,9 @@ export interface CheckResult {
 
 /** Compare legs region by region against leg 0 (read only). */
 export async function checkLegs(legs: BlockDevice[], opts: CheckOptions): Promise<CheckResult> {
-  if (legs.length < 2) throw new MirrorError('EINVAL', 'checking needs at least 2 legs');
+  if (legs.length < 2) throw new MirrorError('EINVAL', 'leg-count', 'checking needs at least 2 legs');
   const { regionSize, lengthSectors } = opts;
-  if (regionSize < 1 || !Number.isSafeInteger(regionSize)) throw new MirrorError('EINVAL', `invalid region size ${regionSize}`);
+  if (regionSize < 1 || !Number.isSafeInteger(regionSize)) throw new MirrorError('EINVAL', 'bad-region-size', `invalid region size ${regionSize}`);
   const offsets = opts.offsetsSectors ?? legs.map(() => 0);
   const chunk = Math.max(1, opts.chunkSectors ?? 2048);
   const bufs = legs.map(() => allocBuffer(chunk * SECTOR_BYTES));
@@ -34,7 +34,7 @@ export async function checkLegs(legs: BlockDevice[], opts: CheckOptions): Promis
   const differingRegions: number[] = [];
   const differingLegs: Record<number, number[]> = {};
   for (let r = 0; r < regions; r++) {
-    if (opts.signal?.aborted) throw new MirrorError('ABORT_ERR', 'check aborted');
+    if (opts.signal?.aborted) throw new MirrorError('ABORT_ERR', 'aborted', 'check aborted');
     const start = r * regionSize;
     const end = Math.min(lengthSectors, start + regionSize);
     const differ = new Set<number>();

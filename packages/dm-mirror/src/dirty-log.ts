@@ -53,7 +53,7 @@ export interface DirtyLog {
 export function checkRegionGeometry(regionSize: number, regionCount: number): void {
   checkRegionSize(regionSize);
   if (!Number.isSafeInteger(regionCount) || regionCount < 1 || regionCount > 0xffffffff) {
-    throw new MirrorError('EINVAL', `invalid region count ${regionCount}`);
+    throw new MirrorError('EINVAL', 'bad-region-count', `invalid region count ${regionCount}`);
   }
 }
 

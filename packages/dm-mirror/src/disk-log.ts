@@ -51,6 +51,7 @@ export class DiskLog extends MemoryLog {
     if (device.sizeBytes < this.bufferBytes) {
       throw new MirrorError(
         'EINVAL',
+        'log-too-small',
         `dirty log ${device.path} is too small: ${device.sizeBytes} bytes, ${opts.regionCount} regions need sectors 0..${this.bufferBytes / 512 - 1} (${this.bufferBytes} bytes)`,
         { path: device.path, sector: 0, sectors: this.bufferBytes / 512 },
       );

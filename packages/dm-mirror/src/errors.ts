@@ -1,20 +1,39 @@
-/**
- * A refusal or failure in dm-mirror: carries an errno-style code, and where
- * known the device and the sector range, so the CLI can print one line.
- */
-export class MirrorError extends Error {
-  readonly code: string;
-  readonly path?: string;
-  readonly sector?: number;
-  readonly sectors?: number;
+import { DmtoolError, ErrorKind } from '@dmtool/devices';
 
-  constructor(code: string, message: string, where: { path?: string; sector?: number; sectors?: number } = {}) {
-    super(message);
+/** The rule a mirror request, table line or dirty log broke, and its kind. */
+const KIND_OF_REASON = {
+  'bad-table': 'bad-input',
+  'bad-option': 'bad-input',
+  'leg-count': 'bad-input',
+  'same-device': 'bad-input',
+  'leg-size-mismatch': 'bad-input',
+  'leg-too-small': 'bad-input',
+  'bad-length': 'bad-input',
+  misaligned: 'bad-input',
+  'bad-region-size': 'bad-input',
+  'bad-region-count': 'bad-input',
+  'region-count-mismatch': 'bad-input',
+  'log-too-small': 'bad-input',
+  'log-truncated': 'bad-input',
+  'bad-magic': 'bad-input',
+  'bad-version': 'bad-input',
+  'out-of-range': 'bad-input',
+  /** A read no leg can serve: the only in-sync copy has failed. */
+  'no-leg': 'io',
+  aborted: 'interrupted',
+} as const satisfies Record<string, ErrorKind>;
+
+export type MirrorErrorReason = keyof typeof KIND_OF_REASON;
+
+/**
+ * A refusal or failure in dm-mirror: carries an errno-style code, the
+ * reason, and where known the device and the sector range, so the CLI can
+ * print one line.
+ */
+export class MirrorError extends DmtoolError<MirrorErrorReason> {
+  constructor(code: string, reason: MirrorErrorReason, message: string, where: { path?: string; sector?: number; sectors?: number } = {}) {
+    super(KIND_OF_REASON[reason], reason, code, message, where);
     this.name = 'MirrorError';
-    this.code = code;
-    this.path = where.path;
-    this.sector = where.sector;
-    this.sectors = where.sectors;
   }
 }
 

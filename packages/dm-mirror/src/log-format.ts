@@ -66,7 +66,7 @@ export function decodeDiskLog(buf: Buffer, opts: DecodeOptions = {}): DiskLogIma
   const where = opts.path ?? 'log';
   const deviceBytes = opts.deviceBytes ?? buf.length;
   if (deviceBytes < LOG_BITMAP_BYTE || buf.length < LOG_HEADER_BYTES) {
-    throw new MirrorError('EBADMSG', `dirty log ${where} is truncated: ${deviceBytes} bytes, a disk log needs at least ${LOG_BITMAP_BYTE + 4} (sectors 0..2)`, {
+    throw new MirrorError('EBADMSG', 'log-truncated', `dirty log ${where} is truncated: ${deviceBytes} bytes, a disk log needs at least ${LOG_BITMAP_BYTE + 4} (sectors 0..2)`, {
       path: opts.path,
       sector: 0,
       sectors: 3,
@@ -76,19 +76,20 @@ export function decodeDiskLog(buf: Buffer, opts: DecodeOptions = {}): DiskLogIma
   if (h.magic !== LOG_MAGIC) {
     throw new MirrorError(
       'EBADMSG',
+      'bad-magic',
       `dirty log ${where} has bad magic 0x${h.magic.toString(16).padStart(8, '0')} at sector 0 (expected 0x4d695272, "MiRr"): not a dm-mirror disk log`,
       { path: opts.path, sector: 0, sectors: 1 },
     );
   }
   if (h.version !== 1 && h.version !== 2) {
-    throw new MirrorError('EBADMSG', `dirty log ${where} has unsupported version ${h.version} at sector 0 (expected 2)`, {
+    throw new MirrorError('EBADMSG', 'bad-version', `dirty log ${where} has unsupported version ${h.version} at sector 0 (expected 2)`, {
       path: opts.path,
       sector: 0,
       sectors: 1,
     });
   }
   if (h.nrRegions === 0n || h.nrRegions > BigInt(0xffffffff)) {
-    throw new MirrorError('EBADMSG', `dirty log ${where} has an impossible nr_regions ${h.nrRegions} at sector 0`, {
+    throw new MirrorError('EBADMSG', 'bad-region-count', `dirty log ${where} has an impossible nr_regions ${h.nrRegions} at sector 0`, {
       path: opts.path,
       sector: 0,
       sectors: 1,
@@ -98,6 +99,7 @@ export function decodeDiskLog(buf: Buffer, opts: DecodeOptions = {}): DiskLogIma
   if (opts.expectRegions !== undefined && nrRegions !== opts.expectRegions) {
     throw new MirrorError(
       'EINVAL',
+      'region-count-mismatch',
       `dirty log ${where} records ${nrRegions} regions at sector 0, but the mirror has ${opts.expectRegions}: wrong region count for the leg size or region size`,
       { path: opts.path, sector: 0, sectors: 1 },
     );
@@ -107,6 +109,7 @@ export function decodeDiskLog(buf: Buffer, opts: DecodeOptions = {}): DiskLogIma
     const have = Math.min(deviceBytes, buf.length);
     throw new MirrorError(
       'EBADMSG',
+      'log-truncated',
       `dirty log ${where} is truncated: ${nrRegions} regions need sectors 0..${need / 512 - 1} (${need} bytes), only ${have} bytes are there`,
       { path: opts.path, sector: 0, sectors: need / 512 },
     );

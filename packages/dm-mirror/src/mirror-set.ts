@@ -95,9 +95,9 @@ export class MirrorSet {
 
   constructor(opts: MirrorSetOptions) {
     if (opts.legs.length < 2 || opts.legs.length > MAX_LEGS) {
-      throw new MirrorError('EINVAL', `a mirror needs 2..${MAX_LEGS} legs (got ${opts.legs.length})`);
+      throw new MirrorError('EINVAL', 'leg-count', `a mirror needs 2..${MAX_LEGS} legs (got ${opts.legs.length})`);
     }
-    if (opts.keepLog && !opts.handleErrors) throw new MirrorError('EINVAL', 'keep_log requires handle_errors');
+    if (opts.keepLog && !opts.handleErrors) throw new MirrorError('EINVAL', 'bad-option', 'keep_log requires handle_errors');
     this.legs = opts.legs.map((l) => new Leg(l));
     this.log = opts.log;
     this.lengthSectors = opts.lengthSectors;
@@ -105,15 +105,16 @@ export class MirrorSet {
     this.keepLog = opts.keepLog === true;
     const regions = Math.ceil(opts.lengthSectors / opts.log.regionSize);
     if (regions !== opts.log.regionCount) {
-      throw new MirrorError('EINVAL', `log has ${opts.log.regionCount} regions, a mirror of ${opts.lengthSectors} sectors with region size ${opts.log.regionSize} has ${regions}`);
+      throw new MirrorError('EINVAL', 'region-count-mismatch', `log has ${opts.log.regionCount} regions, a mirror of ${opts.lengthSectors} sectors with region size ${opts.log.regionSize} has ${regions}`);
     }
     if (opts.log.regionSize > opts.lengthSectors) {
-      throw new MirrorError('EINVAL', `region size ${opts.log.regionSize} is larger than the mirror (${opts.lengthSectors} sectors)`);
+      throw new MirrorError('EINVAL', 'bad-region-size', `region size ${opts.log.regionSize} is larger than the mirror (${opts.lengthSectors} sectors)`);
     }
     for (const leg of this.legs) {
       if (leg.device.sizeSectors < leg.offsetSectors + opts.lengthSectors) {
         throw new MirrorError(
           'EINVAL',
+          'leg-too-small',
           `leg ${leg.device.path} is too small: the mirror needs ${sectorRange(leg.offsetSectors, opts.lengthSectors)}, the device has ${leg.device.sizeSectors} sectors`,
           { path: leg.device.path, sector: leg.offsetSectors, sectors: opts.lengthSectors },
         );
@@ -177,7 +178,7 @@ export class MirrorSet {
 
   private checkRange(sector: number, sectors: number, buf: Buffer): void {
     if (!Number.isSafeInteger(sector) || !Number.isSafeInteger(sectors) || sector < 0 || sectors <= 0 || sector + sectors > this.lengthSectors) {
-      throw new MirrorError('ERANGE', `${sectorRange(sector, sectors)} is outside the mirror (${this.lengthSectors} sectors)`, { sector, sectors });
+      throw new MirrorError('ERANGE', 'out-of-range', `${sectorRange(sector, sectors)} is outside the mirror (${this.lengthSectors} sectors)`, { sector, sectors });
     }
     if (buf.length < sectors * SECTOR_BYTES) throw new RangeError(`buffer of ${buf.length} bytes is too small for ${sectors} sectors`);
   }
@@ -268,7 +269,7 @@ export class MirrorSet {
       if (!done) {
         throw (
           lastError ??
-          new MirrorError('EIO', `no leg can serve ${sectorRange(p.sector, p.sectors)} (region ${p.region} is out of sync and the default leg has failed)`, {
+          new MirrorError('EIO', 'no-leg', `no leg can serve ${sectorRange(p.sector, p.sectors)} (region ${p.region} is out of sync and the default leg has failed)`, {
             sector: p.sector,
             sectors: p.sectors,
           })

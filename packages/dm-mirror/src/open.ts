@@ -59,9 +59,9 @@ export function checkDistinct(resolver: DeviceResolver, paths: { path: string; r
   for (const p of paths) {
     const id = resolver.identify(p.path, p.role);
     const before = seen.get(id);
-    if (before?.path === p.path) throw new MirrorError('EINVAL', `${p.path} is given twice (as ${before.role} and as ${p.role})`, { path: p.path });
+    if (before?.path === p.path) throw new MirrorError('EINVAL', 'same-device', `${p.path} is given twice (as ${before.role} and as ${p.role})`, { path: p.path });
     // Two names of one device, e.g. a loop device and its backing file.
-    if (before) throw new MirrorError('EINVAL', `${p.role} ${p.path} is the same device as ${before.role} ${before.path}`, { path: p.path });
+    if (before) throw new MirrorError('EINVAL', 'same-device', `${p.role} ${p.path} is the same device as ${before.role} ${before.path}`, { path: p.path });
     seen.set(id, p);
   }
 }
@@ -85,7 +85,7 @@ export async function readLogRegionCount(device: BlockDevice): Promise<number> {
     decodeDiskLog(padded, { path: device.path, deviceBytes: device.sizeBytes });
   } catch (e) {
     // Only header defects matter here; truncation is judged once the region count is known.
-    if (!(e instanceof MirrorError) || !/truncated/.test(e.message) || device.sizeBytes < 1024) throw e;
+    if (!(e instanceof MirrorError) || e.reason !== 'log-truncated' || device.sizeBytes < 1024) throw e;
   }
   return Number(padded.readBigUInt64LE(8));
 }
@@ -97,7 +97,7 @@ export async function readLogRegionCount(device: BlockDevice): Promise<number> {
  */
 export async function openMirror(cfg: MirrorConfig, resolver: DeviceResolver, opts: OpenMirrorOptions = {}): Promise<MirrorSet> {
   if (cfg.legs.length < 2 || cfg.legs.length > MAX_LEGS) {
-    throw new MirrorError('EINVAL', `a mirror needs 2..${MAX_LEGS} legs (got ${cfg.legs.length})`);
+    throw new MirrorError('EINVAL', 'leg-count', `a mirror needs 2..${MAX_LEGS} legs (got ${cfg.legs.length})`);
   }
   checkDistinct(resolver, [
     ...cfg.legs.map((l, i) => ({ path: l.path, role: `leg ${i}` })),
@@ -117,17 +117,19 @@ export async function openMirror(cfg: MirrorConfig, resolver: DeviceResolver, op
       if (differ >= 0) {
         throw new MirrorError(
           'EINVAL',
+          'leg-size-mismatch',
           `legs differ in size: ${legs[0].device.path} has ${sizes[0]} sectors, ${legs[differ].device.path} has ${sizes[differ]} (give the mirror length with a table line)`,
           { path: legs[differ].device.path },
         );
       }
       length = sizes[0];
     }
-    if (!(length > 0)) throw new MirrorError('EINVAL', `mirror length must be positive (legs have ${length} sectors)`, { path: legs[0].device.path });
+    if (!(length > 0)) throw new MirrorError('EINVAL', 'bad-length', `mirror length must be positive (legs have ${length} sectors)`, { path: legs[0].device.path });
     for (const l of legs) {
       if (l.device.sizeSectors < l.offsetSectors + length) {
         throw new MirrorError(
           'EINVAL',
+          'leg-too-small',
           `leg ${l.device.path} is smaller than the mirror: it has ${l.device.sizeSectors} sectors, the mirror needs sectors ${l.offsetSectors}..${l.offsetSectors + length - 1}`,
           { path: l.device.path, sector: l.offsetSectors, sectors: length },
         );
@@ -147,7 +149,7 @@ export async function openMirror(cfg: MirrorConfig, resolver: DeviceResolver, op
       opened.push(logDev);
       let rs = cfg.regionSize;
       if (rs === undefined && opts.adoptLog && !create) {
-        throw new MirrorError('EINVAL', `adopting the log ${logDev.path} needs the region size (--region-size or a table line)`, { path: logDev.path });
+        throw new MirrorError('EINVAL', 'bad-option', `adopting the log ${logDev.path} needs the region size (--region-size or a table line)`, { path: logDev.path });
       }
       if (rs === undefined) {
         if (create) rs = DEFAULT_REGION_SIZE;
@@ -157,6 +159,7 @@ export async function openMirror(cfg: MirrorConfig, resolver: DeviceResolver, op
           if (rs === undefined) {
             throw new MirrorError(
               'EINVAL',
+              'region-count-mismatch',
               `dirty log ${logDev.path} records ${onDisk} regions at sector 0, which no power-of-two region size gives for a mirror of ${length} sectors: wrong region count for the leg size`,
               { path: logDev.path, sector: 0, sectors: 1 },
             );
@@ -169,7 +172,7 @@ export async function openMirror(cfg: MirrorConfig, resolver: DeviceResolver, op
       if (opts.adoptLog && !create) {
         // Still refuse what is not a dm-log at all: adopting only forgives the region count.
         const onDisk = await readLogRegionCount(logDev);
-        if (onDisk < 1) throw new MirrorError('EINVAL', `dirty log ${logDev.path} records no regions`, { path: logDev.path, sector: 0, sectors: 1 });
+        if (onDisk < 1) throw new MirrorError('EINVAL', 'bad-region-count', `dirty log ${logDev.path} records no regions`, { path: logDev.path, sector: 0, sectors: 1 });
       }
       log = new DiskLog(logDev, { regionSize: rs, regionCount, syncMode, create, strict: opts.adoptLog !== true, persist });
       await log.resume();
@@ -188,6 +191,7 @@ function checkDirectAlignment(legs: { device: BlockDevice; offsetSectors: number
     if (l.offsetSectors % align !== 0 || length % align !== 0 || regionSize % align !== 0) {
       throw new MirrorError(
         'EINVAL',
+        'misaligned',
         `leg ${l.device.path} has ${l.device.logicalBlockSize}-byte blocks: with --direct the offset (${l.offsetSectors}), mirror length (${length}) and region size (${regionSize}) must be multiples of ${align} sectors`,
         { path: l.device.path, sector: l.offsetSectors, sectors: length },
       );
@@ -198,7 +202,7 @@ function checkDirectAlignment(legs: { device: BlockDevice; offsetSectors: number
 function regionsFor(lengthSectors: number, regionSize: number): number {
   checkRegionSize(regionSize);
   if (regionSize > lengthSectors) {
-    throw new MirrorError('EINVAL', `region size ${regionSize} is larger than the mirror (${lengthSectors} sectors)`);
+    throw new MirrorError('EINVAL', 'bad-region-size', `region size ${regionSize} is larger than the mirror (${lengthSectors} sectors)`);
   }
   return Math.ceil(lengthSectors / regionSize);
 }

@@ -18,5 +18,5 @@ export function regionSizeMessage(regionSize: number): string {
 }
 
 export function checkRegionSize(regionSize: number): void {
-  if (!isValidRegionSize(regionSize)) throw new MirrorError('EINVAL', regionSizeMessage(regionSize));
+  if (!isValidRegionSize(regionSize)) throw new MirrorError('EINVAL', 'bad-region-size', regionSizeMessage(regionSize));
 }

@@ -63,6 +63,22 @@ export interface ResyncResult {
   elapsedMs: number;
 }
 
+/** What a resync would copy now: the out-of-sync regions and their sectors. */
+export interface ResyncPlan {
+  regions: number[];
+  sectors: number;
+}
+
+export function planResync(mirror: MirrorSet): ResyncPlan {
+  const plan: ResyncPlan = { regions: [], sectors: 0 };
+  for (let r = 0; r < mirror.regionCount; r++) {
+    if (mirror.log.inSync(r)) continue;
+    plan.sectors += mirror.rh.regionSectors(r);
+    plan.regions.push(r);
+  }
+  return plan;
+}
+
 /**
  * Resync: every out-of-sync region is copied from the default leg to all
  * other healthy legs with one kcopyd job (N destinations), several regions
@@ -92,13 +108,7 @@ export async function resync(mirror: MirrorSet, opts: ResyncOptions = {}): Promi
     });
   const ownClient = opts.client === undefined;
   const outOfSync = regions - mirror.log.getSyncCount();
-  let sectorsTotal = 0;
-  const outOfSyncAtStart: number[] = [];
-  for (let r = 0; r < regions; r++) {
-    if (mirror.log.inSync(r)) continue;
-    sectorsTotal += rh.regionSectors(r);
-    outOfSyncAtStart.push(r);
-  }
+  const { regions: outOfSyncAtStart, sectors: sectorsTotal } = planResync(mirror);
   const failedBefore = new Set(mirror.legs.map((l, i) => (l.failed ? i : -1)).filter((i) => i >= 0));
   const regionsFailed: number[] = [];
   let regionsDone = 0;

@@ -15,7 +15,7 @@ export interface MirrorTable {
 }
 
 function bad(message: string): never {
-  throw new MirrorError('EINVAL', `mirror table: ${message}`);
+  throw new MirrorError('EINVAL', 'bad-table', `mirror table: ${message}`);
 }
 
 function uint(word: string | undefined, what: string): number {

@@ -1,35 +1,42 @@
+import { DmtoolError, ErrorKind } from '@dmtool/devices';
+
 /**
  * A snapshot-level error: bad on-disk metadata, a request that does not fit,
  * an invalidated or overflowed snapshot. `code` is an errno name (EINVAL,
- * ENXIO, ENOSPC, EIO, EBUSY…) so the CLI can map it to an exit status;
- * `reason` names the precise rule that was broken; `path` and the sector
- * range say where.
+ * ENXIO, ENOSPC, EIO, EBUSY…); `reason` names the precise rule that was
+ * broken and decides the kind; `path` and the sector range say where.
  */
-export type SnapshotErrorReason =
-  | 'bad-magic'
-  | 'bad-version'
-  | 'bad-chunk-size'
-  | 'chunk-size-mismatch'
-  | 'entry-in-metadata'
-  | 'entry-past-cow-end'
-  | 'entry-past-origin-end'
-  | 'duplicate-old-chunk'
-  | 'duplicate-new-chunk'
-  | 'area-past-cow-end'
-  | 'cow-too-small'
-  | 'cow-not-empty'
-  | 'not-formatted'
-  | 'invalid'
-  | 'overflow'
-  | 'no-space'
-  | 'same-device'
-  | 'out-of-range'
-  | 'misaligned'
-  | 'copy-failed'
-  | 'metadata-io'
-  | 'merge-io'
-  | 'transient-merge'
-  | 'aborted';
+export type SnapshotErrorReason = keyof typeof KIND_OF_REASON;
+
+const KIND_OF_REASON = {
+  'bad-magic': 'bad-input',
+  'bad-version': 'bad-input',
+  'bad-chunk-size': 'bad-input',
+  'chunk-size-mismatch': 'bad-input',
+  'entry-in-metadata': 'bad-input',
+  'entry-past-cow-end': 'bad-input',
+  'entry-past-origin-end': 'bad-input',
+  'duplicate-old-chunk': 'bad-input',
+  'duplicate-new-chunk': 'bad-input',
+  'area-past-cow-end': 'bad-input',
+  'cow-too-small': 'bad-input',
+  'cow-not-empty': 'bad-input',
+  'not-formatted': 'bad-input',
+  /** An I/O on a snapshot that is (or has just become) invalid. */
+  invalid: 'io',
+  /** A merge asked of an invalid snapshot: refused before anything is written. */
+  'merge-invalid': 'bad-input',
+  overflow: 'io',
+  'no-space': 'io',
+  'same-device': 'bad-input',
+  'out-of-range': 'bad-input',
+  misaligned: 'bad-input',
+  'copy-failed': 'io',
+  'metadata-io': 'io',
+  'merge-io': 'io',
+  'transient-merge': 'bad-input',
+  aborted: 'interrupted',
+} as const satisfies Record<string, ErrorKind>;
 
 export interface SnapshotErrorDetail {
   path?: string;
@@ -37,13 +44,7 @@ export interface SnapshotErrorDetail {
   sectors?: number;
 }
 
-export class SnapshotError extends Error {
-  readonly code: string;
-  readonly reason: SnapshotErrorReason;
-  readonly path?: string;
-  readonly sector?: number;
-  readonly sectors?: number;
-
+export class SnapshotError extends DmtoolError<SnapshotErrorReason> {
   constructor(code: string, reason: SnapshotErrorReason, message: string, detail: SnapshotErrorDetail = {}) {
     const where =
       detail.path !== undefined
@@ -51,12 +52,7 @@ export class SnapshotError extends Error {
           ? ` (${detail.path} sectors ${detail.sector}..${detail.sector + Math.max(1, detail.sectors ?? 1) - 1})`
           : ` (${detail.path})`
         : '';
-    super(`${code}: ${message}${where}`);
+    super(KIND_OF_REASON[reason], reason, code, `${code}: ${message}${where}`, detail);
     this.name = 'SnapshotError';
-    this.code = code;
-    this.reason = reason;
-    this.path = detail.path;
-    this.sector = detail.sector;
-    this.sectors = detail.sectors;
   }
 }

@@ -11,6 +11,7 @@ export { PersistentStore, probeHeader } from './persistent-store';
 export type { OpenStoreOptions, FormatOptions } from './persistent-store';
 export { TransientStore } from './transient-store';
 export { Origin, Snapshot, snapshotBuffer } from './snapshot';
+export { formatUsage, storeStatus } from './status';
 export type { OriginOptions, CreateSnapshotOptions, OpenSnapshotOptions, WritePlan } from './snapshot';
 export { mergeSnapshot, planMerge } from './merge';
 export type { MergeOptions, MergeProgress, MergeResult } from './merge';

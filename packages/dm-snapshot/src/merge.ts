@@ -2,6 +2,7 @@ import { AbortError, KcopydClient } from '@dmtool/kcopyd';
 import { BlockDevice, crashPoint, DeviceError, SECTOR_BYTES } from '@dmtool/devices';
 import { SnapshotError } from './errors';
 import { PersistentStore } from './persistent-store';
+import { formatUsage } from './status';
 
 export interface MergeOptions {
   /** kcopyd client for the copies (default: one made for this merge, with `rateBytesPerSecond`). */
@@ -103,7 +104,7 @@ export async function mergeSnapshot(origin: BlockDevice, cow: BlockDevice, opts:
   }
   const store = await PersistentStore.open(cow, { originSectors: origin.sizeSectors, origin });
   if (!store.valid) {
-    throw new SnapshotError('EINVAL', 'invalid', "snapshot is invalid: can't merge", { path: cow.path, sector: 0, sectors: 1 });
+    throw new SnapshotError('EINVAL', 'merge-invalid', "snapshot is invalid: can't merge", { path: cow.path, sector: 0, sectors: 1 });
   }
   const cs = store.chunkSectors;
   const chunkBytes = cs * SECTOR_BYTES;
@@ -122,7 +123,6 @@ export async function mergeSnapshot(origin: BlockDevice, cow: BlockDevice, opts:
   let runCount = 0;
 
   const result = (dryRun: boolean): MergeResult => {
-    const u = store.usage();
     return {
       chunkSectors: cs,
       exceptions: total,
@@ -132,7 +132,7 @@ export async function mergeSnapshot(origin: BlockDevice, cow: BlockDevice, opts:
       runs: runCount,
       seconds: (Date.now() - started) / 1000,
       dryRun,
-      status: dryRun ? `${2 * cs}/${u.totalSectors} ${2 * cs}` : `${u.allocatedSectors}/${u.totalSectors} ${u.metadataSectors}`,
+      status: formatUsage(dryRun ? store.emptyUsage() : store.usage()),
     };
   };
 

@@ -25,6 +25,9 @@ export interface FormatOptions {
   force?: boolean;
 }
 
+/** The first chunk an empty COW allocates: chunk 0 is the header, chunk 1 metadata area 0. */
+const FIRST_FREE_CHUNK = 2;
+
 /** Read the first bytes of a COW: fresh (magic 0) or a snapshot header. */
 export async function probeHeader(cow: BlockDevice): Promise<HeaderState> {
   if (cow.sizeBytes < SECTOR_BYTES) {
@@ -69,7 +72,7 @@ export class PersistentStore implements ExceptionStore {
     this.table = table;
     this.area = allocBuffer(geometry.chunkBytes);
     this.scratch = allocBuffer(geometry.chunkBytes);
-    this.nextFree = 2;
+    this.nextFree = FIRST_FREE_CHUNK;
     this.currentArea = 0;
     this.currentCommitted = 0;
   }
@@ -86,11 +89,13 @@ export class PersistentStore implements ExceptionStore {
     return this.geometry.exceptionsPerArea;
   }
 
-  /**
-   * Format a COW (docs/snapshot-format.md#formatting): zero area 0, write the header, flush. Refuses a COW
-   * that already carries a header (or any non-zero magic) unless `force`.
-   */
-  static async format(cow: BlockDevice, chunkSectors: number, opts: FormatOptions = {}): Promise<PersistentStore> {
+  /** Everything format checks, without writing: the usage the formatted COW would show. */
+  static async planFormat(cow: BlockDevice, chunkSectors: number, opts: FormatOptions = {}): Promise<StoreUsage> {
+    return (await PersistentStore.checkFormat(cow, chunkSectors, opts)).usage();
+  }
+
+  /** Refuse what format refuses; the empty store it would write, in memory only. */
+  private static async checkFormat(cow: BlockDevice, chunkSectors: number, opts: FormatOptions): Promise<PersistentStore> {
     checkChunkSectors(chunkSectors, opts.origin ? [cow, opts.origin] : [cow]);
     const geometry = new CowGeometry(chunkSectors, cow.sizeSectors);
     if (geometry.cowChunks < 3) {
@@ -111,7 +116,16 @@ export class PersistentStore implements ExceptionStore {
         });
       }
     }
-    const store = new PersistentStore(cow, geometry, true, opts.overflow === true, new ExceptionTable());
+    return new PersistentStore(cow, geometry, true, opts.overflow === true, new ExceptionTable());
+  }
+
+  /**
+   * Format a COW (docs/snapshot-format.md#formatting): zero area 0, write the header, flush. Refuses a COW
+   * that already carries a header (or any non-zero magic) unless `force`.
+   */
+  static async format(cow: BlockDevice, chunkSectors: number, opts: FormatOptions = {}): Promise<PersistentStore> {
+    const store = await PersistentStore.checkFormat(cow, chunkSectors, opts);
+    const geometry = store.geometry;
     // A failure here is not an invalidation: until the header is written the
     // COW holds no snapshot, and nothing else may be written to it.
     let headerWritten = false;
@@ -172,7 +186,7 @@ export class PersistentStore implements ExceptionStore {
     const E = g.exceptionsPerArea;
     let monotonic = true;
     let lastNew = 0;
-    let nextFree = 2;
+    let nextFree = FIRST_FREE_CHUNK;
     for (let area = 0; ; area++) {
       const chunk = g.areaChunk(area);
       if (chunk + 1 > g.cowChunks) {
@@ -349,6 +363,12 @@ export class PersistentStore implements ExceptionStore {
     encodeHeader(this.scratch, { valid: false, chunkSectors: this.chunkSectors });
     await this.cow.write(this.scratch, 0, g.chunkBytes, 0);
     await this.cow.flush();
+  }
+
+  /** Usage with no exceptions, only the header and area 0: a fresh COW's, and a fully merged one's. */
+  emptyUsage(): StoreUsage {
+    const sectors = FIRST_FREE_CHUNK * this.chunkSectors;
+    return { allocatedSectors: sectors, totalSectors: this.cow.sizeSectors, metadataSectors: sectors };
   }
 
   usage(): StoreUsage {

@@ -3,6 +3,7 @@ import { BlockDevice, SECTOR_BYTES } from '@dmtool/devices';
 import { allocBuffer } from '@dmtool/native';
 import { SnapshotError } from './errors';
 import { PersistentStore } from './persistent-store';
+import { formatUsage, storeStatus } from './status';
 import { ExceptionPlan, ExceptionStore, StoreUsage } from './store';
 import { TransientStore } from './transient-store';
 
@@ -295,6 +296,17 @@ export class Snapshot {
     return snap;
   }
 
+  /** What create would do, refused alike but without writing: the status the new snapshot would show. */
+  static async planCreate(origin: Origin, cow: BlockDevice, opts: CreateSnapshotOptions): Promise<string> {
+    checkPair(origin, cow);
+    const type = opts.type ?? 'P';
+    const usage =
+      type === 'N'
+        ? new TransientStore(cow, opts.chunkSectors).usage()
+        : await PersistentStore.planFormat(cow, opts.chunkSectors, { origin: origin.device, overflow: type === 'PO', force: opts.force });
+    return formatUsage(usage);
+  }
+
   /** Open an existing persistent COW (validated) and attach it to the origin. */
   static async open(origin: Origin, cow: BlockDevice, opts: OpenSnapshotOptions = {}): Promise<Snapshot> {
     checkPair(origin, cow);
@@ -340,10 +352,8 @@ export class Snapshot {
 
   /** `dmsetup status` INFO text: `Invalid`, `Overflow` or `<allocated>/<total> <metadata>`. */
   status(): string {
-    if (!this.valid) return 'Invalid';
-    if (this.overflowFlag) return 'Overflow';
-    const u = this.store.usage();
-    return `${u.allocatedSectors}/${u.totalSectors} ${u.metadataSectors}`;
+    if (this.valid && this.overflowFlag) return 'Overflow';
+    return storeStatus(this.store);
   }
 
   /** The whole `dmsetup status` line of the snapshot target. */
@@ -373,7 +383,7 @@ export class Snapshot {
     const plan = this.store.plan(chunks);
     let statusAfter: string;
     if (!this.valid) statusAfter = 'Invalid';
-    else if (plan.fits) statusAfter = `${plan.usageAfter.allocatedSectors}/${plan.usageAfter.totalSectors} ${plan.usageAfter.metadataSectors}`;
+    else if (plan.fits) statusAfter = formatUsage(plan.usageAfter);
     else statusAfter = target === 'snapshot' && this.store.type === 'PO' ? 'Overflow' : 'Invalid';
     return { ...plan, statusAfter };
   }

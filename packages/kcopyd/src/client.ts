@@ -34,7 +34,7 @@ export type NotifyFn<C> = (readErr: boolean, writeErr: number, context: C) => vo
 const MAX_SUB_JOB_SECTORS = 1 << 16;
 
 function positiveInt(name: string, v: number, max: number): number {
-  if (!Number.isSafeInteger(v) || v < 1 || v > max) throw new KcopydError(`${name} must be an integer in 1..${max} (got ${v})`);
+  if (!Number.isSafeInteger(v) || v < 1 || v > max) throw new KcopydError('bad-option', `${name} must be an integer in 1..${max} (got ${v})`);
   return v;
 }
 
@@ -55,7 +55,7 @@ export class KcopydClient {
 
   constructor(opts: ClientOptions = {}) {
     this.subJobSectors = positiveInt('subJobSectors', opts.subJobSectors ?? 1024, MAX_SUB_JOB_SECTORS);
-    if (this.subJobSectors % 8 !== 0) throw new KcopydError(`subJobSectors must be a multiple of 8 (4 KiB) (got ${this.subJobSectors})`);
+    if (this.subJobSectors % 8 !== 0) throw new KcopydError('bad-option', `subJobSectors must be a multiple of 8 (4 KiB) (got ${this.subJobSectors})`);
     this.subJobsPerJob = positiveInt('subJobsPerJob', opts.subJobsPerJob ?? 8, 64);
     const reserved = positiveInt('reservedBuffers', opts.reservedBuffers ?? this.subJobsPerJob, 1024);
     this.throttle = opts.throttle ?? new Throttle(opts.throttlePercent ?? 100);
@@ -151,11 +151,11 @@ export class KcopydClient {
   ): Promise<CopyResult> {
     try {
       this.checkUsable();
-      if (!Array.isArray(to)) throw new KcopydError('destinations must be an array of regions');
+      if (!Array.isArray(to)) throw new KcopydError('no-destination', 'destinations must be an array of regions');
       validateJob(from, to, count ?? 0);
       if (!from) {
         to.forEach((d, i) => {
-          if (d.count !== count) throw new KcopydError(`zero: region ${i} count ${d.count} differs from region 0 count ${count}`);
+          if (d.count !== count) throw new KcopydError('bad-count', `zero: region ${i} count ${d.count} differs from region 0 count ${count}`);
         });
       }
     } catch (e) {
@@ -186,6 +186,6 @@ export class KcopydClient {
   }
 
   private checkUsable(): void {
-    if (this.destroyed) throw new KcopydError('kcopyd client has been destroyed', 'ESHUTDOWN');
+    if (this.destroyed) throw new KcopydError('destroyed', 'kcopyd client has been destroyed', 'ESHUTDOWN');
   }
 }

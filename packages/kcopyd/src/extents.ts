@@ -25,24 +25,24 @@ interface Group {
 const MAX_GAP_SECTORS = 256;
 
 function checkExtents(src: BlockDevice, dest: BlockDevice, extents: readonly Extent[]): void {
-  if (extents.length === 0) throw new KcopydError('at least one extent is needed');
-  if (!dest.writable) throw new KcopydError(`destination ${dest.path} was opened read-only`, 'EBADF');
+  if (extents.length === 0) throw new KcopydError('bad-count', 'at least one extent is needed');
+  if (!dest.writable) throw new KcopydError('read-only', `destination ${dest.path} was opened read-only`, 'EBADF');
   for (const [i, e] of extents.entries()) {
     for (const [name, v] of [['srcSector', e.srcSector], ['destSector', e.destSector]] as const) {
-      if (!Number.isSafeInteger(v) || v < 0) throw new KcopydError(`extent ${i}: ${name} ${v} is not a non-negative integer`);
+      if (!Number.isSafeInteger(v) || v < 0) throw new KcopydError('bad-sector', `extent ${i}: ${name} ${v} is not a non-negative integer`);
     }
-    if (!Number.isSafeInteger(e.count) || e.count <= 0) throw new KcopydError(`extent ${i}: sector count must be a positive integer (got ${e.count})`);
+    if (!Number.isSafeInteger(e.count) || e.count <= 0) throw new KcopydError('bad-count', `extent ${i}: sector count must be a positive integer (got ${e.count})`);
     if (e.srcSector + e.count > src.sizeSectors) {
-      throw new KcopydError(`extent ${i}: source ${src.path} sectors ${e.srcSector}..${e.srcSector + e.count - 1} end beyond the device end (${src.sizeSectors} sectors)`, 'ERANGE');
+      throw new KcopydError('out-of-range', `extent ${i}: source ${src.path} sectors ${e.srcSector}..${e.srcSector + e.count - 1} end beyond the device end (${src.sizeSectors} sectors)`, 'ERANGE');
     }
     if (e.destSector + e.count > dest.sizeSectors) {
-      throw new KcopydError(`extent ${i}: destination ${dest.path} sectors ${e.destSector}..${e.destSector + e.count - 1} end beyond the device end (${dest.sizeSectors} sectors)`, 'ERANGE');
+      throw new KcopydError('out-of-range', `extent ${i}: destination ${dest.path} sectors ${e.destSector}..${e.destSector + e.count - 1} end beyond the device end (${dest.sizeSectors} sectors)`, 'ERANGE');
     }
   }
   const byDest = [...extents].sort((a, b) => a.destSector - b.destSector);
   for (let i = 1; i < byDest.length; i++) {
     if (byDest[i].destSector < byDest[i - 1].destSector + byDest[i - 1].count) {
-      throw new KcopydError(`extents overlap on the destination at sector ${byDest[i].destSector}`);
+      throw new KcopydError('overlap', `extents overlap on the destination at sector ${byDest[i].destSector}`);
     }
   }
   if (src.identity === dest.identity) {
@@ -54,7 +54,7 @@ function checkExtents(src: BlockDevice, dest: BlockDevice, extents: readonly Ext
     let destEnd = -1;
     for (const s of spans) {
       if (s.src ? s.start < destEnd : s.start < srcEnd) {
-        throw new KcopydError(`an extent's destination overlaps a source range on ${dest.path} at sector ${s.start}`);
+        throw new KcopydError('overlap', `an extent's destination overlaps a source range on ${dest.path} at sector ${s.start}`);
       }
       if (s.src) srcEnd = Math.max(srcEnd, s.end);
       else destEnd = Math.max(destEnd, s.end);

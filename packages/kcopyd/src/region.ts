@@ -22,19 +22,20 @@ export function describe(r: { device: BlockDevice; sector: number }, count: numb
 
 function checkInside(r: { device: BlockDevice; sector: number }, count: number, role: string): void {
   if (!Number.isSafeInteger(r.sector) || r.sector < 0) {
-    throw new KcopydError(`${role} start sector ${r.sector} is not a non-negative integer`);
+    throw new KcopydError('bad-sector', `${role} start sector ${r.sector} is not a non-negative integer`);
   }
-  if (!r.device.isOpen) throw new KcopydError(`${role} ${r.device.path} is closed`, 'EBADF');
+  if (!r.device.isOpen) throw new KcopydError('closed', `${role} ${r.device.path} is closed`, 'EBADF');
   const end = r.sector + count;
   if (end > r.device.sizeSectors) {
     throw new KcopydError(
+      'out-of-range',
       `${role} ${describe(r, count)} ends beyond the device end (${r.device.sizeSectors} sectors)`,
       'ERANGE',
     );
   }
   const align = r.device.ioAlignmentBytes / SECTOR_BYTES;
   if (align > 1 && (r.sector % align !== 0 || count % align !== 0)) {
-    throw new KcopydError(`${role} ${describe(r, count)} is not aligned to ${align} sectors, as O_DIRECT requires`);
+    throw new KcopydError('misaligned', `${role} ${describe(r, count)} is not aligned to ${align} sectors, as O_DIRECT requires`);
   }
 }
 
@@ -45,27 +46,27 @@ function overlaps(a: { device: BlockDevice; sector: number }, b: { device: Block
 /** Refuse a job before any I/O: bounds, counts, read-only or overlapping destinations. */
 export function validateJob(from: Region | undefined, to: readonly DestinationRegion[], count: number): void {
   if (!Number.isSafeInteger(count) || count <= 0) {
-    throw new KcopydError(`sector count must be a positive integer (got ${count})`);
+    throw new KcopydError('bad-count', `sector count must be a positive integer (got ${count})`);
   }
-  if (to.length === 0) throw new KcopydError('at least one destination is needed');
+  if (to.length === 0) throw new KcopydError('no-destination', 'at least one destination is needed');
   if (to.length > MAX_DESTINATIONS) {
-    throw new KcopydError(`at most ${MAX_DESTINATIONS} destinations per job (got ${to.length})`);
+    throw new KcopydError('too-many-destinations', `at most ${MAX_DESTINATIONS} destinations per job (got ${to.length})`);
   }
   if (from) checkInside(from, count, 'source');
   to.forEach((d, i) => {
     if (d.count !== undefined && d.count !== count) {
-      throw new KcopydError(`destination ${i} count ${d.count} differs from the source count ${count}`);
+      throw new KcopydError('bad-count', `destination ${i} count ${d.count} differs from the source count ${count}`);
     }
     checkInside(d, count, `destination ${i}`);
     if (!d.device.writable) {
-      throw new KcopydError(`destination ${i} ${d.device.path} was opened read-only`, 'EBADF');
+      throw new KcopydError('read-only', `destination ${i} ${d.device.path} was opened read-only`, 'EBADF');
     }
     if (from && overlaps(from, d, count)) {
-      throw new KcopydError(`destination ${i} ${describe(d, count)} overlaps the source ${describe(from, count)}`);
+      throw new KcopydError('overlap', `destination ${i} ${describe(d, count)} overlaps the source ${describe(from, count)}`);
     }
     for (let j = 0; j < i; j++) {
       if (overlaps(to[j], d, count)) {
-        throw new KcopydError(`destinations ${j} and ${i} overlap on ${d.device.path}`);
+        throw new KcopydError('overlap', `destinations ${j} and ${i} overlap on ${d.device.path}`);
       }
     }
   });

@@ -1,52 +1,43 @@
 import { BlockDevice, KcopydFlags, MAX_DESTINATIONS, SECTOR_BYTES } from '@dmtool/kcopyd';
-import type { Argv, CommandModule } from 'yargs';
 import { z } from 'zod';
 import { closeAll, openAll } from '../util/devices';
 import { CliError } from '../util/errors';
 import { ExitCode, EXIT_CODES_HELP } from '../util/exit-codes';
-import { parseOptions } from '../util/options';
+import { defineCommand } from '../util/define-command';
+import { flag, jsonOption, optionalSectorsOption, sectorsOption } from '../util/options';
 import { Output } from '../util/output';
 import { outcome, runWithProgress } from '../util/run-copy';
-import { rateLimitSchema, sectorsSchema } from '../util/units';
-import { runCommand } from '../util/run';
+import { rateLimitSchema, throttleSchema } from '../util/units';
 
-const schema = z.object({
-  source: z.string().min(1),
-  destinations: z.array(z.string().min(1)).min(1).max(MAX_DESTINATIONS, `at most ${MAX_DESTINATIONS} destinations`),
-  offset: sectorsSchema.default(0),
-  destOffset: sectorsSchema.default(0),
-  length: sectorsSchema.optional(),
-  direct: z.boolean().default(false),
-  rate: rateLimitSchema.optional(),
-  throttle: z.number().int().min(1).max(100).default(100),
-  subJobSize: sectorsSchema.default(1024),
-  ignoreErrors: z.boolean().default(false),
-  dryRun: z.boolean().default(false),
-  json: z.boolean().default(false),
-});
-
-export const copyCommand: CommandModule<object, any> = {
+export const copyCommand = defineCommand({
   command: 'copy <source> <destinations..>',
   describe: 'Copy a sector range from one device to up to 8 destinations (kcopyd)',
-  builder: (y: Argv) =>
-    y
-      .positional('source', { type: 'string', describe: 'source file or block device (opened read-only)' })
-      .positional('destinations', { type: 'string', array: true, describe: 'destination files or block devices' })
-      .option('offset', { type: 'string', describe: 'source start: sectors, or bytes with k/M/G suffix', default: '0' })
-      .option('dest-offset', { type: 'string', describe: 'destination start (same units)', default: '0' })
-      .option('length', { type: 'string', describe: 'how much to copy (default: to the end of the source)' })
-      .option('direct', { type: 'boolean', describe: 'O_DIRECT: bypass the page cache', default: false })
-      .option('rate', { type: 'string', describe: 'limit to this many bytes per second, e.g. 100M' })
-      .option('throttle', { type: 'number', describe: 'percent of time copy I/O may be in flight (kcopyd throttle)', default: 100 })
-      .option('sub-job-size', { type: 'string', describe: 'sub-job size in sectors', default: '1024' })
-      .option('ignore-errors', { type: 'boolean', describe: 'keep copying after I/O errors (kcopyd IGNORE_ERROR)', default: false })
-      .option('dry-run', { type: 'boolean', describe: 'check everything and print the plan; write nothing', default: false })
-      .option('json', { type: 'boolean', describe: 'print the result as JSON', default: false })
-      .example('$0 copy disk.img /dev/loop1 /dev/loop2', 'copy a whole image to two loop devices')
-      .example('$0 copy /dev/sdb backup.img --offset 2048 --length 1G --rate 200M', 'copy 1 GiB from sector 2048 at 200 MB/s')
-      .epilog(`Sectors are 512 bytes. Destinations are flushed (fdatasync) before the command reports success.\n${EXIT_CODES_HELP}`),
-  handler: runCommand(async (argv) => {
-    const o = parseOptions(schema, argv);
+  positionals: {
+    source: { schema: z.string().min(1), describe: 'source file or block device (opened read-only)' },
+    destinations: {
+      schema: z.array(z.string().min(1)).min(1).max(MAX_DESTINATIONS, `at most ${MAX_DESTINATIONS} destinations`),
+      describe: 'destination files or block devices',
+      array: true,
+    },
+  },
+  options: {
+    offset: sectorsOption('source start: sectors, or bytes with k/M/G suffix', { default: '0' }),
+    destOffset: sectorsOption('destination start (same units)', { default: '0' }),
+    length: optionalSectorsOption('how much to copy (default: to the end of the source)'),
+    direct: flag('O_DIRECT: bypass the page cache'),
+    rate: { schema: rateLimitSchema.optional(), type: 'string', describe: 'limit to this many bytes per second, e.g. 100M' },
+    throttle: { schema: throttleSchema, type: 'number', describe: 'percent of time copy I/O may be in flight (kcopyd throttle)', default: 100 },
+    subJobSize: sectorsOption('sub-job size in sectors', { default: '1024' }),
+    ignoreErrors: flag('keep copying after I/O errors (kcopyd IGNORE_ERROR)'),
+    dryRun: flag('check everything and print the plan; write nothing'),
+    ...jsonOption,
+  },
+  examples: [
+    ['$0 copy disk.img /dev/loop1 /dev/loop2', 'copy a whole image to two loop devices'],
+    ['$0 copy /dev/sdb backup.img --offset 2048 --length 1G --rate 200M', 'copy 1 GiB from sector 2048 at 200 MB/s'],
+  ],
+  epilog: `Sectors are 512 bytes. Destinations are flushed (fdatasync) before the command reports success.\n${EXIT_CODES_HELP}`,
+  async run(o) {
     const out = new Output(o.json);
     const devices = openAll(
       [
@@ -87,17 +78,18 @@ export const copyCommand: CommandModule<object, any> = {
     } finally {
       closeAll(devices);
     }
-  }),
-};
+  },
+});
 
 function checkRanges(src: BlockDevice, dests: BlockDevice[], offset: number, destOffset: number, length: number): void {
-  if (length <= 0) throw new CliError(`nothing to copy: source ${src.path} has ${src.sizeSectors} sectors, offset is ${offset}`);
+  if (length <= 0) throw new CliError('out-of-range', `nothing to copy: source ${src.path} has ${src.sizeSectors} sectors, offset is ${offset}`);
   if (offset + length > src.sizeSectors) {
-    throw new CliError(`source ${src.path} sectors ${offset}..${offset + length - 1} end beyond the device end (${src.sizeSectors} sectors)`);
+    throw new CliError('out-of-range', `source ${src.path} sectors ${offset}..${offset + length - 1} end beyond the device end (${src.sizeSectors} sectors)`);
   }
   for (const d of dests) {
     if (destOffset + length > d.sizeSectors) {
       throw new CliError(
+        'out-of-range',
         `destination ${d.path} is too small: needs sectors ${destOffset}..${destOffset + length - 1}, has ${d.sizeSectors} sectors`,
       );
     }

@@ -4,56 +4,69 @@ import {
   configFromTable,
   DEFAULT_REGION_SIZE,
   DiskLog,
+  MAX_LEGS,
   MirrorConfig,
   MirrorSet,
   openMirror,
   parseMirrorTable,
+  planResync,
   resync,
   ResyncResult,
 } from '@dmtool/dm-mirror';
 import { BlockDevice, SECTOR_BYTES } from '@dmtool/kcopyd';
 import { openDevice, resolver } from '../util/open-device';
-import type { Argv, CommandModule } from 'yargs';
 import { z } from 'zod';
 import { closeAll, interruptSignal, refusePartialSectors } from '../util/devices';
 import { FoundFormat, probeFormat } from '../util/formats';
 import { CliError } from '../util/errors';
 import { ExitCode, EXIT_CODES_HELP } from '../util/exit-codes';
-import { parseOptions } from '../util/options';
+import { ArgsOf, defineCommand, DmtoolCommand } from '../util/define-command';
+import { flag, jsonOption, optionalSectorsOption, sectorsOption } from '../util/options';
 import { Output } from '../util/output';
 import { Progress } from '../util/progress';
-import { runCommand } from '../util/run';
-import { formatBytes, formatRate, rateLimitSchema, sectorsSchema } from '../util/units';
+import { formatBytes, formatRate, rateLimitSchema, throttleSchema } from '../util/units';
 
 const TABLE_HELP =
   'Instead of --log and legs, a kernel table line may be given: --table "0 <len> mirror disk 2 <log> <region> 2 <leg0> 0 <leg1> 0".';
 
-const mirrorSchema = z.object({
-  legs: z.array(z.string().min(1)).default([]),
-  log: z.string().min(1).optional(),
-  regionSize: sectorsSchema.optional(),
-  table: z.string().min(1).optional(),
-  adoptLog: z.boolean().default(false),
-  json: z.boolean().default(false),
-});
+/** The mirror as the commands that take one name it: legs and --log, or --table. */
+const mirrorArgs = {
+  positionals: {
+    legs: { schema: z.array(z.string().min(1)).default([]), describe: 'leg devices or files, default (primary) leg first', array: true },
+  },
+  options: {
+    log: { schema: z.string().min(1).optional(), type: 'string', describe: 'dirty log device or file (kernel dm-log disk format)' },
+    regionSize: optionalSectorsOption('region size in sectors (power of two; k/M suffix = bytes)'),
+    table: { schema: z.string().min(1).optional(), type: 'string', describe: 'a kernel table line for the mirror target, instead of --log and legs' },
+    ...jsonOption,
+  },
+} as const;
 
-type MirrorArgs = z.infer<typeof mirrorSchema>;
+type MirrorArgs = ArgsOf<typeof mirrorArgs.positionals, typeof mirrorArgs.options>;
+
+/** For commands that read an existing log: the kernel's rule for a resized mirror, on request. */
+const adoptLogOption = {
+  adoptLog: flag(
+    "accept a log whose region count differs from the mirror's (a resized mirror), as the kernel does on activation: " +
+      'regions the log did not cover are out of sync, surplus bits are dropped; needs --region-size or --table',
+  ),
+};
 
 /** The mirror described by the options: --table, or --log and legs. */
 function mirrorConfig(o: MirrorArgs, extra: { nosync?: boolean } = {}): MirrorConfig {
   if (o.table !== undefined) {
-    if (o.legs.length > 0 || o.log !== undefined) throw new CliError('give either --table or --log with legs, not both');
+    if (o.legs.length > 0 || o.log !== undefined) throw new CliError('usage', 'give either --table or --log with legs, not both');
     const t = parseMirrorTable(o.table);
-    if (t.startSector !== 0) throw new CliError(`mirror table: start sector must be 0 (got ${t.startSector})`);
+    if (t.startSector !== 0) throw new CliError('usage', `mirror table: start sector must be 0 (got ${t.startSector})`);
     if (o.regionSize !== undefined && o.regionSize !== t.regionSize) {
-      throw new CliError(`--region-size ${o.regionSize} differs from the table's region size ${t.regionSize}`);
+      throw new CliError('usage', `--region-size ${o.regionSize} differs from the table's region size ${t.regionSize}`);
     }
     const cfg = configFromTable(t);
     if (extra.nosync) cfg.syncMode = 'nosync';
     return cfg;
   }
-  if (o.log === undefined) throw new CliError('--log LOG is required (or a kernel table line with --table)');
-  if (o.legs.length < 2) throw new CliError(`a mirror needs at least 2 legs (got ${o.legs.length})`);
+  if (o.log === undefined) throw new CliError('usage', '--log LOG is required (or a kernel table line with --table)');
+  if (o.legs.length < 2) throw new CliError('usage', `a mirror needs at least 2 legs (got ${o.legs.length})`);
   return {
     regionSize: o.regionSize,
     log: o.log === 'core' ? { type: 'core' } : { type: 'disk', path: o.log },
@@ -65,26 +78,6 @@ function mirrorConfig(o: MirrorArgs, extra: { nosync?: boolean } = {}): MirrorCo
 /** The legs and the disk log of a mirror, named as the refusals name them. */
 function mirrorDevices(cfg: MirrorConfig): { path: string; role: string }[] {
   return [...cfg.legs.map((l, i) => ({ path: l.path, role: `leg ${i}` })), ...(cfg.log.type === 'disk' ? [{ path: cfg.log.path, role: 'the log' }] : [])];
-}
-
-function mirrorOptions(y: Argv): Argv {
-  return y
-    .positional('legs', { type: 'string', array: true, describe: 'leg devices or files, default (primary) leg first' })
-    .option('log', { type: 'string', describe: 'dirty log device or file (kernel dm-log disk format)' })
-    .option('region-size', { type: 'string', describe: 'region size in sectors (power of two; k/M suffix = bytes)' })
-    .option('table', { type: 'string', describe: 'a kernel table line for the mirror target, instead of --log and legs' })
-    .option('json', { type: 'boolean', describe: 'print the result as JSON', default: false });
-}
-
-/** For commands that read an existing log: the kernel's rule for a resized mirror, on request. */
-function adoptLogOption(y: Argv): Argv {
-  return y.option('adopt-log', {
-    type: 'boolean',
-    describe:
-      "accept a log whose region count differs from the mirror's (a resized mirror), as the kernel does on activation: " +
-      'regions the log did not cover are out of sync, surplus bits are dropped; needs --region-size or --table',
-    default: false,
-  });
 }
 
 function statusJson(m: MirrorSet) {
@@ -124,12 +117,6 @@ function compactList(values: number[]): string {
 
 // ---------------------------------------------------------------- mirror-create
 
-const createSchema = mirrorSchema.extend({
-  nosync: z.boolean().default(false),
-  force: z.boolean().default(false),
-  dryRun: z.boolean().default(false),
-});
-
 /** What the log device already holds, if it is a format dmtool recognises. */
 async function existingFormat(path: string): Promise<FoundFormat | undefined> {
   const d = openDevice(path, { write: false });
@@ -140,32 +127,35 @@ async function existingFormat(path: string): Promise<FoundFormat | undefined> {
   }
 }
 
-const createCommand: CommandModule<object, any> = {
+const createCommand = defineCommand({
   command: 'mirror-create [legs..]',
   describe: 'Write a new disk dirty log for a mirror (all regions out of sync, or in sync with --nosync)',
-  builder: (y: Argv) =>
-    mirrorOptions(y)
-      .option('nosync', { type: 'boolean', describe: 'record every region in sync (the legs are known identical)', default: false })
-      .option('force', { type: 'boolean', describe: 'write over what the log device holds: a dm-mirror log, a COW, an LVM2 label, a filesystem, swap or a partition table', default: false })
-      .option('dry-run', { type: 'boolean', describe: 'check everything and print the plan; write nothing', default: false })
-      .example('$0 mirror-create --log log.img --region-size 1024 leg0.img leg1.img', 'new log: everything to resync from leg0')
-      .example('$0 mirror-create --table "0 2097152 mirror disk 2 /dev/loop9 1024 2 /dev/loop1 0 /dev/loop2 0"', 'the same from a table line')
-      .epilog(`The log is written in the kernel's dm-log format (magic MiRr, version 2). Legs are only read (sizes).\n${TABLE_HELP}\n${EXIT_CODES_HELP}`),
-  handler: runCommand(async (argv) => {
-    const o = parseOptions(createSchema, argv);
+  positionals: mirrorArgs.positionals,
+  options: {
+    ...mirrorArgs.options,
+    nosync: flag('record every region in sync (the legs are known identical)'),
+    force: flag('write over what the log device holds: a dm-mirror log, a COW, an LVM2 label, a filesystem, swap or a partition table'),
+    dryRun: flag('check everything and print the plan; write nothing'),
+  },
+  examples: [
+    ['$0 mirror-create --log log.img --region-size 1024 leg0.img leg1.img', 'new log: everything to resync from leg0'],
+    ['$0 mirror-create --table "0 2097152 mirror disk 2 /dev/loop9 1024 2 /dev/loop1 0 /dev/loop2 0"', 'the same from a table line'],
+  ],
+  epilog: `The log is written in the kernel's dm-log format (magic MiRr, version 2). Legs are only read (sizes).\n${TABLE_HELP}\n${EXIT_CODES_HELP}`,
+  async run(o) {
     const out = new Output(o.json);
     const cfg = mirrorConfig(o, { nosync: o.nosync });
-    if (cfg.log.type !== 'disk') throw new CliError('a core log keeps nothing on disk: there is nothing to create');
+    if (cfg.log.type !== 'disk') throw new CliError('usage', 'a core log keeps nothing on disk: there is nothing to create');
     cfg.regionSize = cfg.regionSize ?? DEFAULT_REGION_SIZE;
     refusePartialSectors(mirrorDevices(cfg));
     checkDistinct(resolver, [...cfg.legs.map((l, i) => ({ path: l.path, role: `leg ${i}` })), { path: cfg.log.path, role: 'the log' }]);
     const found = await existingFormat(cfg.log.path);
     const old = found?.kind === 'mirror-log' ? { regions: found.regions ?? 0 } : undefined;
     if (old && !o.force) {
-      throw new CliError(`${cfg.log.path} already holds a dm-mirror log (${old.regions} regions, sector 0); give --force to replace it`);
+      throw new CliError('format-present', `${cfg.log.path} already holds a dm-mirror log (${old.regions} regions, sector 0); give --force to replace it`);
     }
     if (found && !old && !o.force) {
-      throw new CliError(`${cfg.log.path} holds ${found.what} at sector ${found.sector}; give --force to overwrite it`);
+      throw new CliError('format-present', `${cfg.log.path} holds ${found.what} at sector ${found.sector}; give --force to overwrite it`);
     }
     const m = await openMirror(cfg, resolver, { createLog: true, persistLog: !o.dryRun, writeLog: true });
     try {
@@ -184,21 +174,22 @@ const createCommand: CommandModule<object, any> = {
     } finally {
       m.close();
     }
-  }),
-};
+  },
+});
 
 // ---------------------------------------------------------------- mirror-status
 
-const statusCommand: CommandModule<object, any> = {
+const statusCommand = defineCommand({
   command: 'mirror-status [legs..]',
   describe: 'Show a mirror\'s status as `dmsetup status` and `dmsetup table` print it (read-only)',
-  builder: (y: Argv) =>
-    adoptLogOption(mirrorOptions(y))
-      .example('$0 mirror-status --log log.img leg0.img leg1.img', 'in-sync count, leg and log health, dirty regions')
-      .example('$0 mirror-status --log /dev/loop9 /dev/loop1 /dev/loop2 --json', 'the same as JSON')
-      .epilog(`Nothing is written. Without --region-size it is derived from the log's region count and the leg size.\n${TABLE_HELP}\n${EXIT_CODES_HELP}`),
-  handler: runCommand(async (argv) => {
-    const o = parseOptions(mirrorSchema, argv);
+  positionals: mirrorArgs.positionals,
+  options: { ...mirrorArgs.options, ...adoptLogOption },
+  examples: [
+    ['$0 mirror-status --log log.img leg0.img leg1.img', 'in-sync count, leg and log health, dirty regions'],
+    ['$0 mirror-status --log /dev/loop9 /dev/loop1 /dev/loop2 --json', 'the same as JSON'],
+  ],
+  epilog: `Nothing is written. Without --region-size it is derived from the log's region count and the leg size.\n${TABLE_HELP}\n${EXIT_CODES_HELP}`,
+  async run(o) {
     const out = new Output(o.json);
     const cfg = mirrorConfig(o);
     refusePartialSectors(mirrorDevices(cfg));
@@ -210,18 +201,10 @@ const statusCommand: CommandModule<object, any> = {
     } finally {
       m.close();
     }
-  }),
-};
+  },
+});
 
 // ---------------------------------------------------------------- mirror-resync
-
-const resyncSchema = mirrorSchema.extend({
-  rate: rateLimitSchema.optional(),
-  throttle: z.number().int().min(1).max(100).default(100),
-  parallel: z.number().int().min(1).max(64).default(4),
-  direct: z.boolean().default(false),
-  dryRun: z.boolean().default(false),
-});
 
 function resyncSummary(r: ResyncResult, m: MirrorSet) {
   return {
@@ -232,36 +215,38 @@ function resyncSummary(r: ResyncResult, m: MirrorSet) {
   };
 }
 
-const resyncCommand: CommandModule<object, any> = {
+const resyncCommand = defineCommand({
   command: 'mirror-resync [legs..]',
   describe: 'Copy every out-of-sync region from the default leg to the other legs, then record it clean',
-  builder: (y: Argv) =>
-    adoptLogOption(mirrorOptions(y))
-      .option('rate', { type: 'string', describe: 'limit to this many bytes per second, e.g. 100M' })
-      .option('throttle', { type: 'number', describe: 'percent of time copy I/O may be in flight (raid1_resync_throttle)', default: 100 })
-      .option('parallel', { type: 'number', describe: 'regions copied at once (the kernel copies 1)', default: 4 })
-      .option('direct', { type: 'boolean', describe: 'O_DIRECT on the legs', default: false })
-      .option('dry-run', { type: 'boolean', describe: 'show what would be copied; write nothing', default: false })
-      .example('$0 mirror-resync --log log.img leg0.img leg1.img leg2.img', 'resync three legs from leg0')
-      .example('$0 mirror-resync --table "0 2097152 mirror disk 2 /dev/loop9 1024 2 /dev/loop1 0 /dev/loop2 0" --rate 200M', 'from a table line, at 200 MB/s')
-      .epilog(
-        `Resumable: a region is recorded clean only after the legs were flushed, so an interrupted or killed resync\n` +
-          `simply continues on the next run. A leg that fails is reported (status S) and the other legs are finished.\n` +
-          `${TABLE_HELP}\n${EXIT_CODES_HELP}`,
-      ),
-  handler: runCommand(async (argv) => {
-    const o = parseOptions(resyncSchema, argv);
+  positionals: mirrorArgs.positionals,
+  options: {
+    ...mirrorArgs.options,
+    ...adoptLogOption,
+    rate: { schema: rateLimitSchema.optional(), type: 'string', describe: 'limit to this many bytes per second, e.g. 100M' },
+    throttle: { schema: throttleSchema, type: 'number', describe: 'percent of time copy I/O may be in flight (raid1_resync_throttle)', default: 100 },
+    parallel: { schema: z.number().int().min(1).max(64), type: 'number', describe: 'regions copied at once (the kernel copies 1)', default: 4 },
+    direct: flag('O_DIRECT on the legs'),
+    dryRun: flag('show what would be copied; write nothing'),
+  },
+  examples: [
+    ['$0 mirror-resync --log log.img leg0.img leg1.img leg2.img', 'resync three legs from leg0'],
+    ['$0 mirror-resync --table "0 2097152 mirror disk 2 /dev/loop9 1024 2 /dev/loop1 0 /dev/loop2 0" --rate 200M', 'from a table line, at 200 MB/s'],
+  ],
+  epilog:
+    `Resumable: a region is recorded clean only after the legs were flushed, so an interrupted or killed resync\n` +
+    `simply continues on the next run. A leg that fails is reported (status S) and the other legs are finished.\n` +
+    `${TABLE_HELP}\n${EXIT_CODES_HELP}`,
+  async run(o) {
     const out = new Output(o.json);
     const cfg = mirrorConfig(o);
     refusePartialSectors(mirrorDevices(cfg));
     const m = await openMirror(cfg, resolver, { writeLegs: true, persistLog: !o.dryRun, writeLog: true, direct: o.direct, adoptLog: o.adoptLog });
     try {
-      const outOfSync = m.regionCount - m.log.getSyncCount();
-      let todoSectors = 0;
-      for (let r = 0; r < m.regionCount; r++) if (!m.log.inSync(r)) todoSectors += m.rh.regionSectors(r);
+      const plan = planResync(m);
+      const todoSectors = plan.sectors;
       if (o.dryRun) {
-        out.line(`would copy ${outOfSync} of ${m.regionCount} regions (${formatBytes(todoSectors * SECTOR_BYTES)}) from ${m.legs[0].device.path} to ${m.legs.length - 1} legs`);
-        out.result({ dryRun: true, regionsToCopy: outOfSync, bytesToCopy: todoSectors * SECTOR_BYTES, status: statusJson(m) });
+        out.line(`would copy ${plan.regions.length} of ${m.regionCount} regions (${formatBytes(todoSectors * SECTOR_BYTES)}) from ${m.legs[0].device.path} to ${m.legs.length - 1} legs`);
+        out.result({ dryRun: true, regionsToCopy: plan.regions.length, bytesToCopy: todoSectors * SECTOR_BYTES, status: statusJson(m) });
         return ExitCode.OK;
       }
       const progress = new Progress('resync', todoSectors * SECTOR_BYTES, !o.json && process.stderr.isTTY === true);
@@ -299,33 +284,31 @@ const resyncCommand: CommandModule<object, any> = {
     } finally {
       m.close();
     }
-  }),
-};
+  },
+});
 
 // ---------------------------------------------------------------- mirror-check
 
-const checkSchema = z.object({
-  legs: z.array(z.string().min(1)).min(2, 'give at least 2 legs').max(9, 'at most 9 legs'),
-  regionSize: sectorsSchema.default(DEFAULT_REGION_SIZE),
-  length: sectorsSchema.optional(),
-  json: z.boolean().default(false),
-});
-
-const checkCommand: CommandModule<object, any> = {
+const checkCommand = defineCommand({
   command: 'mirror-check <legs..>',
   describe: 'Compare legs region by region against the first; report the regions that differ (read-only)',
-  builder: (y: Argv) =>
-    y
-      .positional('legs', { type: 'string', array: true, describe: 'leg devices or files' })
-      .option('region-size', { type: 'string', describe: 'region size in sectors', default: String(DEFAULT_REGION_SIZE) })
-      .option('length', { type: 'string', describe: 'sectors to compare (default: the legs\' common size)' })
-      .option('json', { type: 'boolean', describe: 'print the result as JSON', default: false })
-      .example('$0 mirror-check leg0.img leg1.img --region-size 1024', 'which 512 KiB regions differ')
-      .epilog(`Exit code 0: legs identical; 1: some region differs (or an I/O error).\n${EXIT_CODES_HELP}`),
-  handler: runCommand(async (argv) => {
-    const o = parseOptions(checkSchema, argv);
+  positionals: {
+    legs: {
+      schema: z.array(z.string().min(1)).min(2, 'give at least 2 legs').max(MAX_LEGS, `at most ${MAX_LEGS} legs`),
+      describe: 'leg devices or files',
+      array: true,
+    },
+  },
+  options: {
+    regionSize: sectorsOption('region size in sectors', { default: String(DEFAULT_REGION_SIZE) }),
+    length: optionalSectorsOption("sectors to compare (default: the legs' common size)"),
+    ...jsonOption,
+  },
+  examples: [['$0 mirror-check leg0.img leg1.img --region-size 1024', 'which 512 KiB regions differ']],
+  epilog: `Exit code 0: legs identical; 1: some region differs (or an I/O error).\n${EXIT_CODES_HELP}`,
+  async run(o) {
     const out = new Output(o.json);
-    if (o.regionSize < 1) throw new CliError('--region-size must be at least 1 sector');
+    if (o.regionSize < 1) throw new CliError('usage', '--region-size must be at least 1 sector');
     const legSpecs = o.legs.map((path, i) => ({ path, role: `leg ${i}` }));
     refusePartialSectors(legSpecs);
     checkDistinct(resolver, legSpecs);
@@ -337,15 +320,16 @@ const checkCommand: CommandModule<object, any> = {
         const differ = devices.findIndex((d) => d.sizeSectors !== devices[0].sizeSectors);
         if (differ >= 0) {
           throw new CliError(
+            'size-mismatch',
             `legs differ in size: ${devices[0].path} has ${devices[0].sizeSectors} sectors, ${devices[differ].path} has ${devices[differ].sizeSectors} (give --length)`,
           );
         }
         length = devices[0].sizeSectors;
       }
       for (const d of devices) {
-        if (d.sizeSectors < length) throw new CliError(`leg ${d.path} has ${d.sizeSectors} sectors, fewer than --length ${length} (sectors 0..${length - 1})`);
+        if (d.sizeSectors < length) throw new CliError('out-of-range', `leg ${d.path} has ${d.sizeSectors} sectors, fewer than --length ${length} (sectors 0..${length - 1})`);
       }
-      if (length <= 0) throw new CliError('nothing to compare: the legs are empty');
+      if (length <= 0) throw new CliError('out-of-range', 'nothing to compare: the legs are empty');
       const progress = new Progress('check', length * SECTOR_BYTES, !o.json && process.stderr.isTTY === true);
       const interrupt = interruptSignal();
       let r;
@@ -378,7 +362,7 @@ const checkCommand: CommandModule<object, any> = {
     } finally {
       closeAll(devices);
     }
-  }),
-};
+  },
+});
 
-export const mirrorCommands: CommandModule<object, any>[] = [createCommand, statusCommand, resyncCommand, checkCommand];
+export const mirrorCommands: DmtoolCommand[] = [createCommand, statusCommand, resyncCommand, checkCommand];

@@ -4,70 +4,29 @@ import {
   Origin,
   PersistentStore,
   Snapshot,
-  SnapshotError,
+  storeStatus,
   WritePlan,
 } from '@dmtool/dm-snapshot';
 import { BlockDevice, SECTOR_BYTES } from '@dmtool/kcopyd';
 import { resolver } from '../util/open-device';
-import type { Argv, CommandModule } from 'yargs';
 import { z } from 'zod';
 import { closeAll, interruptSignal, openAll } from '../util/devices';
 import { CliError } from '../util/errors';
 import { ExitCode, ExitCodeValue, EXIT_CODES_HELP } from '../util/exit-codes';
-import { parseOptions } from '../util/options';
+import { defineCommand, DmtoolCommand } from '../util/define-command';
+import { flag, jsonOption, optionalSectorsOption, sectorsOption } from '../util/options';
 import { Output } from '../util/output';
 import { OutputFile } from '../util/output-file';
 import { Progress } from '../util/progress';
-import { runCommand } from '../util/run';
 import { bufferPieces, filePieces, openInput, PIPE_INPUT_LIMIT_BYTES, readBounded } from '../util/input';
-import { formatBytes, formatRate, rateLimitSchema, rateSchema, sectorsSchema } from '../util/units';
+import { formatBytes, formatRate, rateLimitSchema, rateSchema } from '../util/units';
 
 const SNAPSHOT_HELP = `Sectors are 512 bytes. The COW uses the kernel's persistent format (dm-snapshot "P"), so LVM/kernel snapshots can be read and merged offline, and what dmtool writes the kernel accepts.\n${EXIT_CODES_HELP}`;
 
-/** On-disk or request problems found before anything was written: exit 2. */
-const INPUT_REASONS = new Set<SnapshotError['reason']>([
-  'bad-magic',
-  'bad-version',
-  'bad-chunk-size',
-  'chunk-size-mismatch',
-  'entry-in-metadata',
-  'entry-past-cow-end',
-  'entry-past-origin-end',
-  'duplicate-old-chunk',
-  'duplicate-new-chunk',
-  'area-past-cow-end',
-  'cow-too-small',
-  'cow-not-empty',
-  'not-formatted',
-  'same-device',
-  'out-of-range',
-  'misaligned',
-  'transient-merge',
-]);
-
-function snapshotCommand<A>(handler: (argv: A) => Promise<ExitCodeValue | void>) {
-  return runCommand<A>(async (argv) => {
-    try {
-      return await handler(argv);
-    } catch (e) {
-      if (e instanceof SnapshotError) {
-        if (INPUT_REASONS.has(e.reason)) throw new CliError(e.message, ExitCode.USAGE);
-        if (e.reason === 'aborted') throw new CliError(e.message, ExitCode.INTERRUPTED);
-        if (e.reason === 'invalid' && e.message.includes("can't merge")) throw new CliError(e.message, ExitCode.USAGE);
-      }
-      throw e;
-    }
-  });
-}
-
-const json = z.boolean().default(false);
-const jsonOption = { type: 'boolean', describe: 'print the result as JSON', default: false } as const;
-
-function pairPositionals(y: Argv): Argv {
-  return y
-    .positional('origin', { type: 'string', describe: 'origin device or image (the data the snapshot was taken of)' })
-    .positional('cow', { type: 'string', describe: 'COW device or image (kernel persistent exception store)' });
-}
+const pairPositionals = {
+  origin: { schema: z.string().min(1), describe: 'origin device or image (the data the snapshot was taken of)' },
+  cow: { schema: z.string().min(1), describe: 'COW device or image (kernel persistent exception store)' },
+};
 
 function statusJson(snapStatus: string, store: PersistentStore) {
   const u = store.usage();
@@ -84,36 +43,21 @@ function statusJson(snapStatus: string, store: PersistentStore) {
   };
 }
 
-function storeStatus(store: PersistentStore): string {
-  if (!store.valid) return 'Invalid';
-  const u = store.usage();
-  return `${u.allocatedSectors}/${u.totalSectors} ${u.metadataSectors}`;
-}
-
 // ---------------------------------------------------------------- create
 
-const createSchema = z.object({
-  origin: z.string().min(1),
-  cow: z.string().min(1),
-  chunkSize: sectorsSchema,
-  force: z.boolean().default(false),
-  dryRun: z.boolean().default(false),
-  json,
-});
-
-const createCommand: CommandModule<object, any> = {
+const createCommand = defineCommand({
   command: 'snapshot-create <origin> <cow>',
   describe: 'Format a COW device for a snapshot of ORIGIN (kernel persistent format)',
-  builder: (y: Argv) =>
-    pairPositionals(y)
-      .option('chunk-size', { type: 'string', demandOption: true, describe: 'chunk size in sectors (power of two, e.g. 8 = 4 KiB)' })
-      .option('force', { type: 'boolean', describe: 'format even if the COW already holds a snapshot header', default: false })
-      .option('dry-run', { type: 'boolean', describe: 'check everything, write nothing', default: false })
-      .option('json', jsonOption)
-      .example('$0 snapshot-create /dev/vg/data /dev/vg/data-cow --chunk-size 8', 'take a snapshot with 4 KiB chunks')
-      .epilog(SNAPSHOT_HELP),
-  handler: snapshotCommand(async (argv) => {
-    const o = parseOptions(createSchema, argv);
+  positionals: pairPositionals,
+  options: {
+    chunkSize: sectorsOption('chunk size in sectors (power of two, e.g. 8 = 4 KiB)', { required: true }),
+    force: flag('format even if the COW already holds a snapshot header'),
+    dryRun: flag('check everything, write nothing'),
+    ...jsonOption,
+  },
+  examples: [['$0 snapshot-create /dev/vg/data /dev/vg/data-cow --chunk-size 8', 'take a snapshot with 4 KiB chunks']],
+  epilog: SNAPSHOT_HELP,
+  async run(o) {
     const out = new Output(o.json);
     const devices = openAll([
       { path: o.origin, role: 'origin', write: false },
@@ -123,17 +67,7 @@ const createCommand: CommandModule<object, any> = {
     const origin = new Origin(originDev);
     try {
       if (o.dryRun) {
-        const { checkChunkSectors, CowGeometry, probeHeader } = await import('@dmtool/dm-snapshot');
-        checkChunkSectors(o.chunkSize, [cowDev, originDev]);
-        const g = new CowGeometry(o.chunkSize, cowDev.sizeSectors);
-        if (g.cowChunks < 3) {
-          throw new CliError(`COW ${cowDev.path} (${cowDev.sizeSectors} sectors) is too small for chunk size ${o.chunkSize}: needs ${3 * o.chunkSize} sectors`);
-        }
-        const state = await probeHeader(cowDev);
-        if (state.kind !== 'fresh' && !o.force) {
-          throw new CliError(`COW ${cowDev.path} sectors 0..${o.chunkSize - 1} already hold a snapshot header (use --force to overwrite)`);
-        }
-        const status = `${2 * o.chunkSize}/${cowDev.sizeSectors} ${2 * o.chunkSize}`;
+        const status = await Snapshot.planCreate(origin, cowDev, { chunkSectors: o.chunkSize, force: o.force });
         out.line(`would format ${cowDev.path} with chunk size ${o.chunkSize}; status would be ${status}`);
         out.result({ dryRun: true, origin: originDev.path, cow: cowDev.path, chunkSectors: o.chunkSize, status });
         return ExitCode.OK;
@@ -147,14 +81,20 @@ const createCommand: CommandModule<object, any> = {
       await origin.close();
       closeAll(devices);
     }
-  }),
-};
+  },
+});
 
 // ---------------------------------------------------------------- status / list
 
-const cowOnlySchema = z.object({ cow: z.string().min(1), origin: z.string().min(1).optional(), json });
+const cowOnly = {
+  positionals: { cow: { schema: z.string().min(1), describe: 'COW device or image' } },
+  options: {
+    origin: { schema: z.string().min(1).optional(), type: 'string', describe: 'origin, to check every exception against its size' },
+    ...jsonOption,
+  },
+} as const;
 
-async function openStoreReadOnly(o: { cow: string; origin?: string }, fn: (store: PersistentStore) => Promise<ExitCodeValue | void>) {
+async function openStoreReadOnly(o: { cow: string; origin?: string }, fn: (store: PersistentStore) => Promise<ExitCodeValue>): Promise<ExitCodeValue> {
   const devices = openAll([
     { path: o.cow, role: 'COW', write: false },
     ...(o.origin ? [{ path: o.origin, role: 'origin', write: false }] : []),
@@ -170,39 +110,30 @@ async function openStoreReadOnly(o: { cow: string; origin?: string }, fn: (store
   }
 }
 
-const statusCommand: CommandModule<object, any> = {
+const statusCommand = defineCommand({
   command: 'snapshot-status <cow>',
   describe: "Print a COW's usage as the kernel's status: <allocated>/<total> <metadata> sectors (or Invalid)",
-  builder: (y: Argv) =>
-    y
-      .positional('cow', { type: 'string', describe: 'COW device or image' })
-      .option('origin', { type: 'string', describe: 'origin, to check every exception against its size' })
-      .option('json', jsonOption)
-      .example('$0 snapshot-status /dev/vg/data-cow', 'prints e.g. 2504/32768 24')
-      .epilog(SNAPSHOT_HELP),
-  handler: snapshotCommand(async (argv) => {
-    const o = parseOptions(cowOnlySchema, argv);
+  ...cowOnly,
+  examples: [['$0 snapshot-status /dev/vg/data-cow', 'prints e.g. 2504/32768 24']],
+  epilog: SNAPSHOT_HELP,
+  async run(o) {
     const out = new Output(o.json);
     return openStoreReadOnly(o, async (store) => {
       const status = storeStatus(store);
       out.line(status);
       out.result({ cow: store.cow.path, ...statusJson(status, store) });
+      return ExitCode.OK;
     });
-  }),
-};
+  },
+});
 
-const listCommand: CommandModule<object, any> = {
+const listCommand = defineCommand({
   command: 'snapshot-list <cow>',
   describe: 'List the exceptions of a COW in table order (origin chunk → COW chunk)',
-  builder: (y: Argv) =>
-    y
-      .positional('cow', { type: 'string', describe: 'COW device or image' })
-      .option('origin', { type: 'string', describe: 'origin, to check every exception against its size' })
-      .option('json', jsonOption)
-      .example('$0 snapshot-list cow.img --json', 'every exception as JSON')
-      .epilog(SNAPSHOT_HELP),
-  handler: snapshotCommand(async (argv) => {
-    const o = parseOptions(cowOnlySchema, argv);
+  ...cowOnly,
+  examples: [['$0 snapshot-list cow.img --json', 'every exception as JSON']],
+  epilog: SNAPSHOT_HELP,
+  async run(o) {
     const out = new Output(o.json);
     return openStoreReadOnly(o, async (store) => {
       const cs = store.chunkSectors;
@@ -212,7 +143,7 @@ const listCommand: CommandModule<object, any> = {
         const exceptions = [];
         for (let i = 0; i < t.size; i++) exceptions.push({ oldChunk: t.oldAt(i), newChunk: t.newAt(i) });
         out.result({ cow: store.cow.path, ...statusJson(status, store), exceptions });
-        return;
+        return ExitCode.OK;
       }
       out.line(`# ${store.cow.path}: chunk ${cs} sectors, ${t.size} exceptions, status ${status}`);
       out.line('# index old_chunk new_chunk origin_sector cow_sector');
@@ -225,17 +156,18 @@ const listCommand: CommandModule<object, any> = {
         }
       }
       if (lines.length) process.stdout.write(`${lines.join('\n')}\n`);
+      return ExitCode.OK;
     });
-  }),
-};
+  },
+});
 
 // ---------------------------------------------------------------- read / write
 
 async function withSnapshot(
   o: { origin: string; cow: string; chunkSize?: number },
   write: { origin: boolean; cow: boolean },
-  fn: (origin: Origin, snap: Snapshot) => Promise<ExitCodeValue | void>,
-) {
+  fn: (origin: Origin, snap: Snapshot) => Promise<ExitCodeValue>,
+): Promise<ExitCodeValue> {
   const devices = openAll([
     { path: o.origin, role: 'origin', write: write.origin },
     { path: o.cow, role: 'COW', write: write.cow },
@@ -250,37 +182,30 @@ async function withSnapshot(
   }
 }
 
-const readSchema = z.object({
-  origin: z.string().min(1),
-  cow: z.string().min(1),
-  offset: sectorsSchema.default(0),
-  length: sectorsSchema.optional(),
-  output: z.string().min(1).optional(),
-  json,
-});
-
-const readCommand: CommandModule<object, any> = {
+const readCommand = defineCommand({
   command: 'snapshot-read <origin> <cow>',
   describe: 'Read the snapshot view (exceptions from the COW, the rest from the origin)',
-  builder: (y: Argv) =>
-    pairPositionals(y)
-      .option('offset', { type: 'string', describe: 'first sector (or bytes with k/M/G suffix)', default: '0' })
-      .option('length', { type: 'string', describe: 'how much (default: to the end)' })
-      .option('output', { alias: 'o', type: 'string', describe: 'write to this file (default: stdout)' })
-      .option('json', jsonOption)
-      .example('$0 snapshot-read origin.img cow.img -o view.img', 'rebuild the whole snapshot image')
-      .example('$0 snapshot-read /dev/loop0 /dev/loop1 --offset 2048 --length 8 | xxd', 'look at 4 KiB of the snapshot')
-      .epilog(SNAPSHOT_HELP),
-  handler: snapshotCommand(async (argv) => {
-    const o = parseOptions(readSchema, argv);
-    if (!o.output && o.json) throw new CliError('--json needs --output FILE (the data goes to stdout otherwise)');
+  positionals: pairPositionals,
+  options: {
+    offset: sectorsOption('first sector (or bytes with k/M/G suffix)', { default: '0' }),
+    length: optionalSectorsOption('how much (default: to the end)'),
+    output: { schema: z.string().min(1).optional(), type: 'string', alias: 'o', describe: 'write to this file (default: stdout)' },
+    ...jsonOption,
+  },
+  examples: [
+    ['$0 snapshot-read origin.img cow.img -o view.img', 'rebuild the whole snapshot image'],
+    ['$0 snapshot-read /dev/loop0 /dev/loop1 --offset 2048 --length 8 | xxd', 'look at 4 KiB of the snapshot'],
+  ],
+  epilog: SNAPSHOT_HELP,
+  async run(o) {
+    if (!o.output && o.json) throw new CliError('usage', '--json needs --output FILE (the data goes to stdout otherwise)');
     const out = new Output(o.json);
     return withSnapshot(o, { origin: false, cow: false }, async (_origin, snap) => {
       const length = o.length ?? snap.sizeSectors - o.offset;
       if (length <= 0 || o.offset + length > snap.sizeSectors) {
-        throw new CliError(`snapshot of ${snap.origin.device.path}: sectors ${o.offset}..${o.offset + length - 1} lie outside the ${snap.sizeSectors}-sector snapshot`);
+        throw new CliError('out-of-range', `snapshot of ${snap.origin.device.path}: sectors ${o.offset}..${o.offset + length - 1} lie outside the ${snap.sizeSectors}-sector snapshot`);
       }
-      if (!snap.valid) throw new CliError(`snapshot in ${snap.cow.path} is invalid; nothing read`);
+      if (!snap.valid) throw new CliError('invalid-snapshot', `snapshot in ${snap.cow.path} is invalid; nothing read`);
       if (o.output) refuseOutputOverInput(o.output, [snap.origin.device, snap.cow]);
       const started = Date.now();
       const interrupt = interruptSignal();
@@ -291,7 +216,7 @@ const readCommand: CommandModule<object, any> = {
           const buf = Buffer.alloc(step * SECTOR_BYTES);
           for (let s = o.offset; s < o.offset + length; s += step) {
             if (interrupt.signal.aborted) {
-              throw new CliError(`interrupted at sector ${s}${output.replacesWhole ? `; ${o.output} left as it was` : ''}`, ExitCode.INTERRUPTED);
+              throw new CliError('interrupted', `interrupted at sector ${s}${output.replacesWhole ? `; ${o.output} left as it was` : ''}`);
             }
             const n = Math.min(step, o.offset + length - s);
             const part = buf.subarray(0, n * SECTOR_BYTES);
@@ -311,39 +236,29 @@ const readCommand: CommandModule<object, any> = {
         out.line(`read ${length} sectors of the snapshot into ${o.output} (${formatBytes(length * SECTOR_BYTES)}, ${formatRate(length * SECTOR_BYTES, seconds)})`);
         out.result({ origin: o.origin, cow: o.cow, offset: o.offset, sectors: length, output: o.output, seconds });
       }
+      return ExitCode.OK;
     });
-  }),
-};
+  },
+});
 
 /** snapshot-write copies its input in pieces of this many sectors (1 MiB). */
 const WRITE_PIECE_SECTORS = 2048;
 
-const writeSchema = z.object({
-  origin: z.string().min(1),
-  cow: z.string().min(1),
-  target: z.enum(['origin', 'snapshot']),
-  offset: sectorsSchema,
-  input: z.string().min(1).default('-'),
-  allowInvalidate: z.boolean().default(false),
-  dryRun: z.boolean().default(false),
-  json,
-});
-
-const writeCommand: CommandModule<object, any> = {
+const writeCommand = defineCommand({
   command: 'snapshot-write <origin> <cow>',
   describe: 'Write data to the origin (copying old chunks into the COW first) or to the snapshot',
-  builder: (y: Argv) =>
-    pairPositionals(y)
-      .option('target', { type: 'string', demandOption: true, describe: 'where the write goes: origin or snapshot' })
-      .option('offset', { type: 'string', demandOption: true, describe: 'first sector (or bytes with k/M/G suffix)' })
-      .option('input', { alias: 'i', type: 'string', describe: 'data file, a whole number of sectors (default: stdin)', default: '-' })
-      .option('allow-invalidate', { type: 'boolean', describe: 'write even if the COW cannot hold the new exceptions (the snapshot is invalidated, as the kernel does)', default: false })
-      .option('dry-run', { type: 'boolean', describe: 'check everything and predict the status, write nothing', default: false })
-      .option('json', jsonOption)
-      .example('$0 snapshot-write origin.img cow.img --target origin --offset 2048 -i block.bin', 'origin write with copy-on-write')
-      .epilog(SNAPSHOT_HELP),
-  handler: snapshotCommand(async (argv) => {
-    const o = parseOptions(writeSchema, argv);
+  positionals: pairPositionals,
+  options: {
+    target: { schema: z.enum(['origin', 'snapshot']), type: 'string', required: true, describe: 'where the write goes: origin or snapshot' },
+    offset: sectorsOption('first sector (or bytes with k/M/G suffix)', { required: true }),
+    input: { schema: z.string().min(1), type: 'string', alias: 'i', describe: 'data file, a whole number of sectors (default: stdin)', default: '-' },
+    allowInvalidate: flag('write even if the COW cannot hold the new exceptions (the snapshot is invalidated, as the kernel does)'),
+    dryRun: flag('check everything and predict the status, write nothing'),
+    ...jsonOption,
+  },
+  examples: [['$0 snapshot-write origin.img cow.img --target origin --offset 2048 -i block.bin', 'origin write with copy-on-write']],
+  epilog: SNAPSHOT_HELP,
+  async run(o) {
     const out = new Output(o.json);
     const input = openInput(o.input);
     try {
@@ -357,23 +272,23 @@ const writeCommand: CommandModule<object, any> = {
           const limitBytes = Math.min(roomSectors * SECTOR_BYTES, PIPE_INPUT_LIMIT_BYTES);
           data = await readBounded(input, limitBytes);
           if (!data && limitBytes === PIPE_INPUT_LIMIT_BYTES) {
-            throw new CliError(`--input ${o.input}: more than ${PIPE_INPUT_LIMIT_BYTES / (1 << 20)} MiB from a pipe or device; write it to a file and give that`);
+            throw new CliError('bad-input-data', `--input ${o.input}: more than ${PIPE_INPUT_LIMIT_BYTES / (1 << 20)} MiB from a pipe or device; write it to a file and give that`);
           }
           if (!data) {
-            throw new CliError(`${o.target} write to ${dev.path} at sector ${o.offset}: input ${o.input} is longer than the ${roomSectors} sectors from there to the end of the ${snap.sizeSectors}-sector ${o.target}`);
+            throw new CliError('bad-input-data', `${o.target} write to ${dev.path} at sector ${o.offset}: input ${o.input} is longer than the ${roomSectors} sectors from there to the end of the ${snap.sizeSectors}-sector ${o.target}`);
           }
         }
         const bytes = data ? data.length : (input.sizeBytes as number);
         const sectors = bytes / SECTOR_BYTES;
         if (bytes === 0 || bytes % SECTOR_BYTES !== 0) {
-          throw new CliError(`${o.target} write to ${dev.path} at sector ${o.offset}: input is ${bytes} bytes, not a positive whole number of 512-byte sectors`);
+          throw new CliError('bad-input-data', `${o.target} write to ${dev.path} at sector ${o.offset}: input is ${bytes} bytes, not a positive whole number of 512-byte sectors`);
         }
         if (o.offset + sectors > snap.sizeSectors) {
-          throw new CliError(`${o.target} write to ${dev.path} sectors ${o.offset}..${o.offset + sectors - 1} ends beyond the ${snap.sizeSectors}-sector ${o.target}`);
+          throw new CliError('out-of-range', `${o.target} write to ${dev.path} sectors ${o.offset}..${o.offset + sectors - 1} ends beyond the ${snap.sizeSectors}-sector ${o.target}`);
         }
-        if (!snap.valid) throw new CliError(`snapshot in ${snap.cow.path} is invalid; refusing to write`, ExitCode.USAGE);
+        if (!snap.valid) throw new CliError('invalid-snapshot', `snapshot in ${snap.cow.path} is invalid; refusing to write`);
         const plan = snap.planWrite(o.target, o.offset, sectors);
-        if (!plan.fits && !o.allowInvalidate) throw new CliError(overflowRefusal(o.target, dev, o.offset, sectors, snap, plan));
+        if (!plan.fits && !o.allowInvalidate) throw new CliError('would-overflow', overflowRefusal(o.target, dev, o.offset, sectors, snap, plan));
         if (o.dryRun) {
           out.line(`would write ${sectors} sectors to the ${o.target} at sector ${o.offset} (${plan.chunks} new exceptions); status now ${snap.status()}, after ${plan.statusAfter}`);
           out.result({ dryRun: true, target: o.target, offset: o.offset, sectors, status: snap.status(), newExceptions: plan.chunks, fits: plan.fits, statusAfter: plan.statusAfter });
@@ -386,12 +301,12 @@ const writeCommand: CommandModule<object, any> = {
         const pieces = data ? bufferPieces(data, firstBytes, pieceBytes) : filePieces(input, firstBytes, pieceBytes);
         let sector = o.offset;
         for await (const piece of pieces) {
-          if (sector + piece.length / SECTOR_BYTES > o.offset + sectors) throw new CliError(`--input ${o.input} grew while it was being read`, ExitCode.IO_ERROR);
+          if (sector + piece.length / SECTOR_BYTES > o.offset + sectors) throw new CliError('input-changed', `--input ${o.input} grew while it was being read`);
           if (o.target === 'origin') await origin.write(piece, sector);
           else await snap.write(piece, sector);
           sector += piece.length / SECTOR_BYTES;
         }
-        if (sector !== o.offset + sectors) throw new CliError(`--input ${o.input} shrank while it was being read`, ExitCode.IO_ERROR);
+        if (sector !== o.offset + sectors) throw new CliError('input-changed', `--input ${o.input} shrank while it was being read`);
         await snap.flush();
         if (o.target === 'origin') await origin.flush();
         out.line(`wrote ${sectors} sectors to the ${o.target} at sector ${o.offset}; status ${snap.status()}`);
@@ -400,24 +315,15 @@ const writeCommand: CommandModule<object, any> = {
           process.stderr.write(`dmtool: snapshot in ${snap.cow.path} was invalidated (COW full or I/O error)\n`);
           return ExitCode.IO_ERROR;
         }
+        return ExitCode.OK;
       });
     } finally {
       input.close();
     }
-  }),
-};
+  },
+});
 
 // ---------------------------------------------------------------- merge
-
-const mergeSchema = z.object({
-  origin: z.string().min(1),
-  cow: z.string().min(1),
-  rate: rateLimitSchema.optional(),
-  batchSize: rateSchema.optional(),
-  kernelBatches: z.boolean().default(false),
-  dryRun: z.boolean().default(false),
-  json,
-});
 
 function mergeSummary(r: MergeResult, origin: string, cow: string) {
   return {
@@ -436,23 +342,23 @@ function mergeSummary(r: MergeResult, origin: string, cow: string) {
   };
 }
 
-const mergeCommand: CommandModule<object, any> = {
+const mergeCommand = defineCommand({
   command: 'snapshot-merge <origin> <cow>',
   describe: 'Merge a snapshot back into its origin, offline; crash-safe and resumable (rerun to finish)',
-  builder: (y: Argv) =>
-    pairPositionals(y)
-      .option('rate', { type: 'string', describe: 'limit copying to this many bytes per second, e.g. 100M' })
-      .option('batch-size', { type: 'string', describe: 'data copied per origin flush + table update (default 64M)' })
-      .option('kernel-batches', { type: 'boolean', describe: "one run of consecutive chunks per batch, exactly as the kernel's snapshot-merge", default: false })
-      .option('dry-run', { type: 'boolean', describe: 'validate the COW and print the plan, write nothing', default: false })
-      .option('json', jsonOption)
-      .example('$0 snapshot-merge /dev/vg/data /dev/vg/data-cow', 'roll the origin back to the snapshot')
-      .example('$0 snapshot-merge origin.img cow.img --rate 50M --json', 'merge at most 50 MB/s, print JSON')
-      .epilog(
-        `Merging proceeds from the end of the exception table; each batch's data is flushed to the origin before its entries are cleared, so after a crash or kill the same command (or the kernel's snapshot-merge) finishes the job.\n${SNAPSHOT_HELP}`,
-      ),
-  handler: snapshotCommand(async (argv) => {
-    const o = parseOptions(mergeSchema, argv);
+  positionals: pairPositionals,
+  options: {
+    rate: { schema: rateLimitSchema.optional(), type: 'string', describe: 'limit copying to this many bytes per second, e.g. 100M' },
+    batchSize: { schema: rateSchema.optional(), type: 'string', describe: 'data copied per origin flush + table update (default 64M)' },
+    kernelBatches: flag("one run of consecutive chunks per batch, exactly as the kernel's snapshot-merge"),
+    dryRun: flag('validate the COW and print the plan, write nothing'),
+    ...jsonOption,
+  },
+  examples: [
+    ['$0 snapshot-merge /dev/vg/data /dev/vg/data-cow', 'roll the origin back to the snapshot'],
+    ['$0 snapshot-merge origin.img cow.img --rate 50M --json', 'merge at most 50 MB/s, print JSON'],
+  ],
+  epilog: `Merging proceeds from the end of the exception table; each batch's data is flushed to the origin before its entries are cleared, so after a crash or kill the same command (or the kernel's snapshot-merge) finishes the job.\n${SNAPSHOT_HELP}`,
+  async run(o) {
     const out = new Output(o.json);
     const devices = openAll([
       { path: o.origin, role: 'origin', write: true },
@@ -487,10 +393,10 @@ const mergeCommand: CommandModule<object, any> = {
       interrupt.dispose();
       closeAll(devices);
     }
-  }),
-};
+  },
+});
 
-export const snapshotCommands: CommandModule<object, any>[] = [
+export const snapshotCommands: DmtoolCommand[] = [
   createCommand,
   statusCommand,
   listCommand,
@@ -518,5 +424,5 @@ function refuseOutputOverInput(output: string, inputs: BlockDevice[]): void {
     return; // does not exist yet: nothing to overwrite
   }
   const same = inputs.find((d) => d.identity === id);
-  if (same) throw new CliError(`--output ${output} is ${same.path}, which is being read; name another file`);
+  if (same) throw new CliError('same-device', `--output ${output} is ${same.path}, which is being read; name another file`);
 }

@@ -1,46 +1,41 @@
 import { MAX_DESTINATIONS } from '@dmtool/kcopyd';
-import type { Argv, CommandModule } from 'yargs';
 import { z } from 'zod';
 import { closeAll, openAll } from '../util/devices';
 import { CliError } from '../util/errors';
 import { ExitCode, EXIT_CODES_HELP } from '../util/exit-codes';
-import { parseOptions } from '../util/options';
+import { defineCommand } from '../util/define-command';
+import { flag, jsonOption, optionalSectorsOption, sectorsOption } from '../util/options';
 import { Output } from '../util/output';
 import { outcome, runWithProgress } from '../util/run-copy';
-import { runCommand } from '../util/run';
-import { sectorsSchema } from '../util/units';
 
-const schema = z.object({
-  destinations: z.array(z.string().min(1)).min(1).max(MAX_DESTINATIONS, `at most ${MAX_DESTINATIONS} devices`),
-  offset: sectorsSchema.default(0),
-  length: sectorsSchema.optional(),
-  dryRun: z.boolean().default(false),
-  json: z.boolean().default(false),
-});
-
-export const zeroCommand: CommandModule<object, any> = {
+export const zeroCommand = defineCommand({
   command: 'zero <destinations..>',
   describe: 'Zero a sector range on one or more devices (kcopyd zero job)',
-  builder: (y: Argv) =>
-    y
-      .positional('destinations', { type: 'string', array: true, describe: 'files or block devices to zero' })
-      .option('offset', { type: 'string', describe: 'start: sectors, or bytes with k/M/G suffix', default: '0' })
-      .option('length', { type: 'string', describe: 'how much to zero (default: to the end of the smallest device)' })
-      .option('dry-run', { type: 'boolean', describe: 'check and print the plan; write nothing', default: false })
-      .option('json', { type: 'boolean', describe: 'print the result as JSON', default: false })
-      .example('$0 zero /dev/loop1 --offset 0 --length 8', 'zero the first 4 KiB of a loop device')
-      .epilog(`Uses BLKZEROOUT / FALLOC_FL_ZERO_RANGE where available, else writes zeros; flushes before reporting.\n${EXIT_CODES_HELP}`),
-  handler: runCommand(async (argv) => {
-    const o = parseOptions(schema, argv);
+  positionals: {
+    destinations: {
+      schema: z.array(z.string().min(1)).min(1).max(MAX_DESTINATIONS, `at most ${MAX_DESTINATIONS} devices`),
+      describe: 'files or block devices to zero',
+      array: true,
+    },
+  },
+  options: {
+    offset: sectorsOption('start: sectors, or bytes with k/M/G suffix', { default: '0' }),
+    length: optionalSectorsOption('how much to zero (default: to the end of the smallest device)'),
+    dryRun: flag('check and print the plan; write nothing'),
+    ...jsonOption,
+  },
+  examples: [['$0 zero /dev/loop1 --offset 0 --length 8', 'zero the first 4 KiB of a loop device']],
+  epilog: `Uses BLKZEROOUT / FALLOC_FL_ZERO_RANGE where available, else writes zeros; flushes before reporting.\n${EXIT_CODES_HELP}`,
+  async run(o) {
     const out = new Output(o.json);
     const devices = openAll(o.destinations.map((p, i) => ({ path: p, role: `device ${i}`, write: true })));
     try {
       const smallest = Math.min(...devices.map((d) => d.sizeSectors));
       const length = o.length ?? smallest - o.offset;
-      if (length <= 0) throw new CliError(`nothing to zero: offset ${o.offset} is at or beyond the end (${smallest} sectors)`);
+      if (length <= 0) throw new CliError('out-of-range', `nothing to zero: offset ${o.offset} is at or beyond the end (${smallest} sectors)`);
       for (const d of devices) {
         if (o.offset + length > d.sizeSectors) {
-          throw new CliError(`${d.path} sectors ${o.offset}..${o.offset + length - 1} end beyond the device end (${d.sizeSectors} sectors)`);
+          throw new CliError('out-of-range', `${d.path} sectors ${o.offset}..${o.offset + length - 1} end beyond the device end (${d.sizeSectors} sectors)`);
         }
       }
       if (o.dryRun) {
@@ -58,5 +53,5 @@ export const zeroCommand: CommandModule<object, any> = {
     } finally {
       closeAll(devices);
     }
-  }),
-};
+  },
+});

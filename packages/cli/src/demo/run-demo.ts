@@ -27,7 +27,7 @@ export async function runDemo(o: DemoOptions): Promise<ExitCodeValue> {
   const out = new Output(o.json);
   const sizeBytes = parseBytes(o.size);
   if (sizeBytes < 4 * 2 ** 20 || sizeBytes > 4 * 2 ** 30 || sizeBytes % 2 ** 20 !== 0) {
-    throw new CliError('--size must be a whole number of MiB between 4M and 4G');
+    throw new CliError('usage', '--size must be a whole number of MiB between 4M and 4G');
   }
   const dir = o.keep ? prepareKeepDir(o.keep) : fs.mkdtempSync(path.join(os.tmpdir(), 'dmtool-demo-'));
   const reports: StepReport[] = [];
@@ -54,7 +54,7 @@ export async function runDemo(o: DemoOptions): Promise<ExitCodeValue> {
 
 function prepareKeepDir(dir: string): string {
   fs.mkdirSync(dir, { recursive: true });
-  if (fs.readdirSync(dir).length > 0) throw new CliError(`--keep folder ${dir} is not empty; name a new or empty folder`);
+  if (fs.readdirSync(dir).length > 0) throw new CliError('usage', `--keep folder ${dir} is not empty; name a new or empty folder`);
   return path.resolve(dir);
 }
 

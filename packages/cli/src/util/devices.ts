@@ -19,7 +19,7 @@ export function openAll(specs: DeviceSpec[], opts: Omit<OpenOptions, 'write'> = 
   const identities = specs.map((s) => resolver.identify(s.path));
   identities.forEach((id, i) => {
     const twin = identities.indexOf(id);
-    if (twin < i) throw new CliError(`${specs[i].role} ${specs[i].path} is the same device as ${specs[twin].role} ${specs[twin].path}`);
+    if (twin < i) throw new CliError('same-device', `${specs[i].role} ${specs[i].path} is the same device as ${specs[twin].role} ${specs[twin].path}`);
   });
   const opened: BlockDevice[] = [];
   try {
@@ -49,6 +49,7 @@ export function refusePartialSectors(specs: { path: string; role: string }[]): v
     }
     if (sizeBytes % SECTOR_BYTES !== 0) {
       throw new CliError(
+        'partial-sector',
         `${spec.role} ${spec.path} is ${sizeBytes} bytes, not a whole number of ${SECTOR_BYTES}-byte sectors; pad or truncate it to a multiple of ${SECTOR_BYTES} bytes`,
       );
     }

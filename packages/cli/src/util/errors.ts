@@ -1,35 +1,47 @@
-import { AbortError, DeviceError, KcopydError } from '@dmtool/kcopyd';
+import { DmtoolError, ErrorKind } from '@dmtool/devices';
 import { ZodError } from 'zod';
-import { ExitCode, ExitCodeValue } from './exit-codes';
+import { EXIT_CODE_OF_KIND, ExitCodeValue } from './exit-codes';
 
-/** An error the CLI reports as one line with a chosen exit code. */
-export class CliError extends Error {
-  constructor(
-    message: string,
-    readonly exitCode: ExitCodeValue = ExitCode.USAGE,
-  ) {
-    super(message);
+/** The rules the CLI itself enforces: the kind of each, and the errno name it is reported under. */
+const REASONS = {
+  /** Bad options or arguments. */
+  usage: { kind: 'bad-input', code: 'EINVAL' },
+  'same-device': { kind: 'bad-input', code: 'EINVAL' },
+  'partial-sector': { kind: 'bad-input', code: 'EINVAL' },
+  'out-of-range': { kind: 'bad-input', code: 'ERANGE' },
+  'size-mismatch': { kind: 'bad-input', code: 'EINVAL' },
+  /** The target already holds a format that only --force may overwrite. */
+  'format-present': { kind: 'bad-input', code: 'EEXIST' },
+  'invalid-snapshot': { kind: 'bad-input', code: 'EINVAL' },
+  'would-overflow': { kind: 'bad-input', code: 'ENOSPC' },
+  /** The --input data cannot be used as it is (missing, too long, not whole sectors). */
+  'bad-input-data': { kind: 'bad-input', code: 'EINVAL' },
+  /** The --input file changed size while it was being written out. */
+  'input-changed': { kind: 'io', code: 'EIO' },
+  /** stdout could not be written. */
+  'output-failed': { kind: 'io', code: 'EIO' },
+  interrupted: { kind: 'interrupted', code: 'ECANCELED' },
+} as const satisfies Record<string, { kind: ErrorKind; code: string }>;
+
+export type CliErrorReason = keyof typeof REASONS;
+
+/** An error the CLI itself reports as one line. */
+export class CliError extends DmtoolError<CliErrorReason> {
+  constructor(reason: CliErrorReason, message: string) {
+    super(REASONS[reason].kind, reason, REASONS[reason].code, message);
     this.name = 'CliError';
   }
 }
 
-const DEVICE_OPEN_CODES = new Set(['ENOENT', 'EBUSY', 'EWOULDBLOCK', 'EAGAIN', 'EROFS', 'EACCES', 'EPERM', 'ENODEV', 'ENXIO', 'ELOOP', 'ENOTDIR', 'ENAMETOOLONG']);
-
-/** Errors from the packages that mean "bad input, nothing was written". */
-function isInputError(e: unknown): e is Error & { code: string } {
-  if (!(e instanceof Error)) return false;
-  const code = (e as { code?: unknown }).code;
-  return typeof code === 'string' && /^(EINVAL|ERANGE|EBADMSG|ENXIO)$/.test(code);
+/** The kind of anything a command may throw: a DmtoolError says its own, a ZodError is bad input, anything else an I/O failure. */
+export function kindOf(e: unknown): ErrorKind {
+  if (e instanceof DmtoolError) return e.kind;
+  if (e instanceof ZodError) return 'bad-input';
+  return 'io';
 }
 
 export function exitCodeFor(e: unknown): ExitCodeValue {
-  if (e instanceof CliError) return e.exitCode;
-  if (e instanceof ZodError) return ExitCode.USAGE;
-  if (e instanceof AbortError || (e instanceof Error && (e as { code?: unknown }).code === 'ABORT_ERR')) return ExitCode.INTERRUPTED;
-  if (e instanceof DeviceError) return e.op === 'open' && DEVICE_OPEN_CODES.has(e.code) ? ExitCode.DEVICE : ExitCode.IO_ERROR;
-  if (e instanceof KcopydError) return ExitCode.USAGE;
-  if (isInputError(e)) return ExitCode.USAGE;
-  return ExitCode.IO_ERROR;
+  return EXIT_CODE_OF_KIND[kindOf(e)];
 }
 
 /** One line, no stack trace. */

@@ -1,3 +1,5 @@
+import type { ErrorKind } from '@dmtool/devices';
+
 /** Exit codes of every dmtool command (documented in the README and in --help). */
 export const ExitCode = {
   OK: 0,
@@ -12,6 +14,14 @@ export const ExitCode = {
 } as const;
 
 export type ExitCodeValue = (typeof ExitCode)[keyof typeof ExitCode];
+
+/** The one place a kind of failure becomes an exit code. */
+export const EXIT_CODE_OF_KIND: Record<ErrorKind, ExitCodeValue> = {
+  io: ExitCode.IO_ERROR,
+  'bad-input': ExitCode.USAGE,
+  'device-refused': ExitCode.DEVICE,
+  interrupted: ExitCode.INTERRUPTED,
+};
 
 export const EXIT_CODES_HELP =
   'Exit codes: 0 ok, 1 I/O error during the operation, 2 bad input (nothing written), ' +

@@ -1,3 +1,5 @@
+import { LOG_HEADER_BYTES, LOG_MAGIC, readHeader } from '@dmtool/dm-mirror';
+import { SNAP_MAGIC } from '@dmtool/dm-snapshot';
 import { BlockDevice } from '@dmtool/kcopyd';
 
 /** A format recognised on a device: what it is and the sector its signature is in. */
@@ -10,8 +12,6 @@ export interface FoundFormat {
 }
 
 const PROBE_BYTES = 68 * 1024; // the furthest signature, btrfs at 64 KiB + 64, fits
-const MIRROR_LOG_MAGIC = 0x4d695272; // "MiRr"
-const SNAPSHOT_MAGIC = 0x70416e53; // "SnAp"
 
 /** Where signatures sit, from each format's own on-disk definition (as blkid knows them). */
 const SIGNATURES: { at: number; magic: Buffer; what: string }[] = [
@@ -31,10 +31,9 @@ export async function probeFormat(device: BlockDevice): Promise<FoundFormat | un
   const head = Buffer.alloc(Math.min(device.sizeBytes, PROBE_BYTES));
   if (head.length === 0) return undefined;
   await device.read(head, 0, head.length, 0);
-  if (head.length >= 16 && head.readUInt32LE(0) === MIRROR_LOG_MAGIC) {
-    return { kind: 'mirror-log', what: 'a dm-mirror log', sector: 0, regions: Number(head.readBigUInt64LE(8)) };
-  }
-  if (head.length >= 4 && head.readUInt32LE(0) === SNAPSHOT_MAGIC) return { kind: 'other', what: 'a snapshot COW (SnAp header)', sector: 0 };
+  const log = head.length >= LOG_HEADER_BYTES ? readHeader(head) : undefined;
+  if (log?.magic === LOG_MAGIC) return { kind: 'mirror-log', what: 'a dm-mirror log', sector: 0, regions: Number(log.nrRegions) };
+  if (head.length >= 4 && head.readUInt32LE(0) === SNAP_MAGIC) return { kind: 'other', what: 'a snapshot COW (SnAp header)', sector: 0 };
   for (const sig of SIGNATURES) {
     const end = sig.at + sig.magic.length;
     if (end <= head.length && head.subarray(sig.at, end).equals(sig.magic)) return { kind: 'other', what: sig.what, sector: Math.floor(sig.at / 512) };

@@ -24,7 +24,7 @@ export function openInput(name: string): Input {
     fd = fs.openSync(name, 'r');
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code ?? 'EIO';
-    throw new CliError(`--input ${name}: ${code === 'ENOENT' ? 'no such file' : (e as Error).message}`);
+    throw new CliError('bad-input-data', `--input ${name}: ${code === 'ENOENT' ? 'no such file' : (e as Error).message}`);
   }
   const st = fs.fstatSync(fd);
   let closed = false;

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { CliError } from './errors';
+import { sectorsSchema } from './units';
 
 /** Validate yargs' argv into a typed options object; any problem is one CliError line. */
 export function parseOptions<S extends z.ZodTypeAny>(schema: S, argv: unknown): z.infer<S> {
@@ -7,10 +8,46 @@ export function parseOptions<S extends z.ZodTypeAny>(schema: S, argv: unknown): 
   if (r.success) return r.data;
   const issue = r.error.issues[0];
   const name = issue.path.length ? `--${String(issue.path[0])}` : 'options';
-  throw new CliError(`${name}: ${issue.message}`);
+  throw new CliError('usage', `${name}: ${issue.message}`);
 }
 
-/** Options every command shares. */
-export const commonOptions = {
-  json: z.boolean().default(false),
-};
+/**
+ * One option, declared once: what yargs parses and shows in --help, and the
+ * schema its value must pass. The name is the camelCase key it is declared
+ * under; on the command line it is kebab-case (`dryRun` is `--dry-run`).
+ */
+export interface OptionSpec<S extends z.ZodTypeAny = z.ZodTypeAny> {
+  schema: S;
+  describe: string;
+  type: 'string' | 'boolean' | 'number';
+  alias?: string;
+  /** Shown in --help and given by yargs when the option is absent: the schema sees it like a typed value. */
+  default?: string | number | boolean;
+  /** yargs refuses the command without it. */
+  required?: true;
+}
+
+/** One positional argument, declared once (its name is the key, as in the command string). */
+export interface PositionalSpec<S extends z.ZodTypeAny = z.ZodTypeAny> {
+  schema: S;
+  describe: string;
+  array?: true;
+}
+
+/** A boolean option, off unless given. */
+export function flag(describe: string): OptionSpec<z.ZodBoolean> {
+  return { schema: z.boolean(), type: 'boolean', describe, default: false };
+}
+
+/** Sectors, or bytes with a k/M/G suffix: with a default shown in --help, or required. */
+export function sectorsOption(describe: string, given: { default: string } | { required: true }): OptionSpec<typeof sectorsSchema> {
+  return { schema: sectorsSchema, type: 'string', describe, ...given };
+}
+
+/** Sectors, or bytes with a k/M/G suffix; absent unless given. */
+export function optionalSectorsOption(describe: string): OptionSpec<z.ZodOptional<typeof sectorsSchema>> {
+  return { schema: sectorsSchema.optional(), type: 'string', describe };
+}
+
+/** --json, as most commands have it. */
+export const jsonOption = { json: flag('print the result as JSON') };

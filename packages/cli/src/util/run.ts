@@ -1,26 +1,18 @@
 import { errorLine, exitCodeFor } from './errors';
-import { ExitCode, ExitCodeValue } from './exit-codes';
+import { ExitCodeValue } from './exit-codes';
 
-let lastExitCode: ExitCodeValue = ExitCode.OK;
-
-/**
- * Wrap a command handler: errors become one line on stderr
- * ("dmtool: <message>") and an exit code; never a stack trace.
- */
-export function runCommand<A>(handler: (argv: A) => Promise<ExitCodeValue | void>): (argv: A) => Promise<void> {
-  return async (argv: A) => {
-    try {
-      lastExitCode = (await handler(argv)) ?? ExitCode.OK;
-    } catch (e) {
-      process.stderr.write(`dmtool: ${errorLine(e)}\n`);
-      if (process.env.DMTOOL_DEBUG && e instanceof Error && e.stack) process.stderr.write(`${e.stack}\n`);
-      lastExitCode = exitCodeFor(e);
-    }
-  };
+/** One line on stderr ("dmtool: <message>") for a failure, never a stack trace; its exit code. */
+export function reportFailure(e: unknown): ExitCodeValue {
+  process.stderr.write(`dmtool: ${errorLine(e)}\n`);
+  if (process.env.DMTOOL_DEBUG && e instanceof Error && e.stack) process.stderr.write(`${e.stack}\n`);
+  return exitCodeFor(e);
 }
 
-export function takeExitCode(): ExitCodeValue {
-  const code = lastExitCode;
-  lastExitCode = ExitCode.OK;
-  return code;
+/** Run a command's work; an error ends it as reportFailure says. */
+export async function runCommand(work: () => Promise<ExitCodeValue>): Promise<ExitCodeValue> {
+  try {
+    return await work();
+  } catch (e) {
+    return reportFailure(e);
+  }
 }

@@ -1,3 +1,5 @@
+import { CliError } from './errors';
+
 /**
  * Write errors on stdout and stderr (a full disk, /dev/full, a closed pipe),
  * handled in one place: a reader that closed the pipe (`| head`) ends the
@@ -41,7 +43,7 @@ export function writeStdout(data: Uint8Array): Promise<void> {
     process.stdout.write(data, (e?: NodeJS.ErrnoException | null) => {
       if (!e) return resolve();
       if (e.code === 'EPIPE') readerClosed();
-      reject(new Error(`cannot write output: ${e.message}`));
+      reject(new CliError('output-failed', `cannot write output: ${e.message}`));
     });
   });
 }

@@ -66,6 +66,9 @@ export const rateLimitSchema = rateSchema.superRefine((bytes, ctx) => {
   }
 });
 
+/** A throttle: the percent of time copy I/O may be in flight. */
+export const throttleSchema = z.number().int().min(1).max(100);
+
 export function formatBytes(bytes: number): string {
   const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
   let v = bytes;
