@@ -11,7 +11,7 @@ import { removeDir, tempDir } from '../../test/support/loop';
  */
 const FILE_BYTES = 8192;
 const BUF_BYTES = 4096;
-const CALLBACK_WAIT_MS = 300;
+const CALLBACK_WAIT_MS = 150;
 
 interface Outcome {
   threw: { name: string; message: string } | null;
