@@ -1,6 +1,6 @@
 import * as path from 'path';
 
-/** The raw addon. Arguments are validated by the TypeScript layer before they get here. */
+/** What `open` returns: errno 0 and the device, or only the errno. */
 export interface NativeOpenResult {
   errno: number;
   fd: number;
@@ -16,6 +16,12 @@ export interface NativeOpenResult {
 type DoneCallback = (errno: number, bytesDone: number) => void;
 type ErrnoCallback = (errno: number) => void;
 
+/**
+ * The raw addon. It checks each argument's type, integer range and buffer
+ * bounds itself and throws a TypeError or RangeError naming the argument
+ * before any I/O; device ranges, alignment and every other rule are checked
+ * by the TypeScript layer (`checkIo`, `checkRange`) before the call.
+ */
 export interface NativeBinding {
   /** lockMode: 0 none, 1 shared, 2 exclusive (flock, never waiting). */
   open(path: string, write: boolean, direct: boolean, exclusive: boolean, lockMode: number): NativeOpenResult;

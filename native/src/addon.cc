@@ -5,10 +5,13 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "args.h"
 #include "io.h"
 
 namespace dmtool {
 namespace {
+
+constexpr int kMaxLockMode = static_cast<int>(LockMode::kExclusive);
 
 Napi::Value ErrnoResult(Napi::Env env, int err) {
   Napi::Object o = Napi::Object::New(env);
@@ -19,11 +22,16 @@ Napi::Value ErrnoResult(Napi::Env env, int err) {
 // (path, write, direct, exclusive, lockMode) -> {fd, sizeBytes, ...} | {errno}
 Napi::Value Open(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  std::string path = info[0].As<Napi::String>().Utf8Value();
+  Args args(info, "open");
+  std::string path;
+  bool write, direct, exclusive;
+  int lockMode;
+  if (!args.String(0, "path", &path) || !args.Bool(1, "write", &write) || !args.Bool(2, "direct", &direct) ||
+      !args.Bool(3, "exclusive", &exclusive) || !args.Int(4, "lockMode", 0, kMaxLockMode, &lockMode)) {
+    return env.Undefined();
+  }
   DeviceInfo d;
-  int err = OpenDevice(path.c_str(), info[1].As<Napi::Boolean>().Value(), info[2].As<Napi::Boolean>().Value(),
-                       info[3].As<Napi::Boolean>().Value(),
-                       static_cast<LockMode>(info[4].As<Napi::Number>().Int32Value()), &d);
+  int err = OpenDevice(path.c_str(), write, direct, exclusive, static_cast<LockMode>(lockMode), &d);
   if (err != 0) return ErrnoResult(env, err);
   Napi::Object o = Napi::Object::New(env);
   o.Set("errno", Napi::Number::New(env, 0));
@@ -41,17 +49,22 @@ Napi::Value Open(const Napi::CallbackInfo& info) {
 // (path, lockMode) -> {errno, fd}: a read-only descriptor that only holds a lock.
 Napi::Value Lock(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  std::string path = info[0].As<Napi::String>().Utf8Value();
+  Args args(info, "lock");
+  std::string path;
+  int lockMode;
+  if (!args.String(0, "path", &path) || !args.Int(1, "lockMode", 0, kMaxLockMode, &lockMode)) return env.Undefined();
   int fd = -1;
-  int err = LockPath(path.c_str(), static_cast<LockMode>(info[1].As<Napi::Number>().Int32Value()), &fd);
+  int err = LockPath(path.c_str(), static_cast<LockMode>(lockMode), &fd);
   Napi::Object o = Napi::Object::New(env);
   o.Set("errno", Napi::Number::New(env, err));
   o.Set("fd", Napi::Number::New(env, fd));
   return o;
 }
 
+// (fd) -> errno
 Napi::Value Close(const Napi::CallbackInfo& info) {
-  int fd = info[0].As<Napi::Number>().Int32Value();
+  int fd;
+  if (!Args(info, "close").Fd(0, "fd", &fd)) return info.Env().Undefined();
   int err = close(fd) == 0 ? 0 : errno;
   return Napi::Number::New(info.Env(), err);
 }
@@ -59,7 +72,9 @@ Napi::Value Close(const Napi::CallbackInfo& info) {
 // Buffers for O_DIRECT: aligned to 4096, zero-filled, freed when collected.
 Napi::Value AllocAligned(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  size_t length = static_cast<size_t>(info[0].As<Napi::Number>().DoubleValue());
+  uint64_t bytes;
+  if (!Args(info, "allocAligned").U64(0, "bytes", &bytes)) return env.Undefined();
+  size_t length = static_cast<size_t>(bytes);
   void* p = nullptr;
   if (posix_memalign(&p, 4096, length == 0 ? 4096 : length) != 0) {
     Napi::Error::New(env, "out of memory allocating an aligned buffer").ThrowAsJavaScriptException();

@@ -6,12 +6,11 @@
 #include <thread>
 #include <vector>
 
+#include "args.h"
 #include "io.h"
 
 namespace dmtool {
 namespace {
-
-uint64_t ToU64(const Napi::Value& v) { return static_cast<uint64_t>(v.As<Napi::Number>().DoubleValue()); }
 
 // Keeps the JS buffer alive and gives the raw pointer to the I/O thread.
 struct PinnedBuffer {
@@ -19,8 +18,7 @@ struct PinnedBuffer {
   uint8_t* data = nullptr;
   size_t length = 0;
 
-  void Pin(const Napi::Value& v) {
-    Napi::Buffer<uint8_t> b = v.As<Napi::Buffer<uint8_t>>();
+  void Pin(const Napi::Buffer<uint8_t>& b) {
     ref = Napi::Persistent(b.As<Napi::Object>());
     data = b.Data();
     length = b.Length();
@@ -29,7 +27,7 @@ struct PinnedBuffer {
 
 class RwWorker : public Napi::AsyncWorker {
  public:
-  RwWorker(Napi::Function cb, bool write, int fd, const Napi::Value& buf, size_t bufOffset, size_t length,
+  RwWorker(Napi::Function cb, bool write, int fd, const Napi::Buffer<uint8_t>& buf, size_t bufOffset, size_t length,
            uint64_t position)
       : Napi::AsyncWorker(cb), write_(write), fd_(fd), bufOffset_(bufOffset), length_(length), position_(position) {
     buffer_.Pin(buf);
@@ -80,7 +78,7 @@ class RangeWorker : public Napi::AsyncWorker {
 // it to every destination. A failing destination does not stop the others.
 class CopyOutWorker : public Napi::AsyncWorker {
  public:
-  CopyOutWorker(Napi::Function cb, int srcFd, uint64_t srcPosition, size_t length, const Napi::Value& buf,
+  CopyOutWorker(Napi::Function cb, int srcFd, uint64_t srcPosition, size_t length, const Napi::Buffer<uint8_t>& buf,
                 std::vector<int> destFds, std::vector<uint64_t> destPositions, bool writeOnReadError)
       : Napi::AsyncWorker(cb),
         srcFd_(srcFd),
@@ -134,7 +132,7 @@ class CopyOutWorker : public Napi::AsyncWorker {
 // the first failing write and reports its index.
 class ScatterWorker : public Napi::AsyncWorker {
  public:
-  ScatterWorker(Napi::Function cb, int srcFd, uint64_t srcPosition, size_t spanLength, const Napi::Value& buf,
+  ScatterWorker(Napi::Function cb, int srcFd, uint64_t srcPosition, size_t spanLength, const Napi::Buffer<uint8_t>& buf,
                 int destFd, std::vector<double> pieces)
       : Napi::AsyncWorker(cb),
         srcFd_(srcFd),
@@ -178,21 +176,56 @@ class ScatterWorker : public Napi::AsyncWorker {
   int failedIndex_ = -1;
 };
 
+// Each entry point checks every argument (args.h) before it queues work: a
+// call that throws has done no I/O.
+
 Napi::Value Scatter(const Napi::CallbackInfo& info) {
   // (srcFd, srcPosition, spanLength, buffer, destFd, pieces: Float64Array [bufOffset, destPosition, length]*, cb)
-  Napi::Float64Array arr = info[5].As<Napi::Float64Array>();
+  Args args(info, "scatter");
+  int srcFd, destFd;
+  uint64_t srcPosition, spanLength;
+  Napi::Buffer<uint8_t> buf;
+  Napi::Float64Array arr;
+  Napi::Function cb;
+  if (!args.Fd(0, "srcFd", &srcFd) || !args.U64(1, "srcPosition", &srcPosition) || !args.U64(2, "spanLength", &spanLength) ||
+      !args.Buffer(3, "buffer", &buf) || !args.Fd(4, "destFd", &destFd) || !args.Float64Array(5, "pieces", &arr) ||
+      !args.Function(6, "callback", &cb) || !args.Within("spanLength", 0, spanLength, buf.Length())) {
+    return info.Env().Undefined();
+  }
+  if (arr.ElementLength() % 3 != 0) {
+    args.RangeError("pieces", "must hold [bufOffset, destPosition, length] triples (got " +
+                                  std::to_string(arr.ElementLength()) + " numbers)");
+    return info.Env().Undefined();
+  }
   std::vector<double> pieces(arr.Data(), arr.Data() + arr.ElementLength());
-  auto* w = new ScatterWorker(info[6].As<Napi::Function>(), info[0].As<Napi::Number>().Int32Value(), ToU64(info[1]),
-                              static_cast<size_t>(ToU64(info[2])), info[3], info[4].As<Napi::Number>().Int32Value(),
-                              std::move(pieces));
+  for (size_t i = 0; i < pieces.size(); i += 3) {
+    std::string name = "pieces[" + std::to_string(i / 3) + "]";
+    uint64_t bufOffset, destPosition, length;
+    if (!args.U64Number(pieces[i], name + ".bufOffset", &bufOffset) ||
+        !args.U64Number(pieces[i + 1], name + ".destPosition", &destPosition) ||
+        !args.U64Number(pieces[i + 2], name + ".length", &length) ||
+        !args.Within(name, bufOffset, length, spanLength, "the span")) {
+      return info.Env().Undefined();
+    }
+  }
+  auto* w = new ScatterWorker(cb, srcFd, srcPosition, static_cast<size_t>(spanLength), buf, destFd, std::move(pieces));
   w->Queue();
   return info.Env().Undefined();
 }
 
 Napi::Value Rw(const Napi::CallbackInfo& info, bool write) {
   // (fd, buffer, bufOffset, length, position, cb)
-  auto* w = new RwWorker(info[5].As<Napi::Function>(), write, info[0].As<Napi::Number>().Int32Value(), info[1],
-                         static_cast<size_t>(ToU64(info[2])), static_cast<size_t>(ToU64(info[3])), ToU64(info[4]));
+  Args args(info, write ? "write" : "read");
+  int fd;
+  Napi::Buffer<uint8_t> buf;
+  uint64_t bufOffset, length, position;
+  Napi::Function cb;
+  if (!args.Fd(0, "fd", &fd) || !args.Buffer(1, "buffer", &buf) || !args.U64(2, "bufOffset", &bufOffset) ||
+      !args.U64(3, "length", &length) || !args.U64(4, "position", &position) || !args.Function(5, "callback", &cb) ||
+      !args.Within("bufOffset + length", bufOffset, length, buf.Length())) {
+    return info.Env().Undefined();
+  }
+  auto* w = new RwWorker(cb, write, fd, buf, static_cast<size_t>(bufOffset), static_cast<size_t>(length), position);
   w->Queue();
   return info.Env().Undefined();
 }
@@ -201,16 +234,27 @@ Napi::Value Write(const Napi::CallbackInfo& info) { return Rw(info, true); }
 
 Napi::Value DataSyncAsync(const Napi::CallbackInfo& info) {
   // (fd, cb)
-  auto* w = new RangeWorker(info[1].As<Napi::Function>(), RangeOp::kSync, info[0].As<Napi::Number>().Int32Value(),
-                            false, 0, 0);
+  Args args(info, "datasync");
+  int fd;
+  Napi::Function cb;
+  if (!args.Fd(0, "fd", &fd) || !args.Function(1, "callback", &cb)) return info.Env().Undefined();
+  auto* w = new RangeWorker(cb, RangeOp::kSync, fd, false, 0, 0);
   w->Queue();
   return info.Env().Undefined();
 }
 
 Napi::Value Range(const Napi::CallbackInfo& info, RangeOp op) {
   // (fd, isBlockDevice, position, length, cb)
-  auto* w = new RangeWorker(info[4].As<Napi::Function>(), op, info[0].As<Napi::Number>().Int32Value(),
-                            info[1].As<Napi::Boolean>().Value(), ToU64(info[2]), ToU64(info[3]));
+  Args args(info, op == RangeOp::kZero ? "zeroRange" : "discard");
+  int fd;
+  bool isBlock;
+  uint64_t position, length;
+  Napi::Function cb;
+  if (!args.Fd(0, "fd", &fd) || !args.Bool(1, "isBlockDevice", &isBlock) || !args.U64(2, "position", &position) ||
+      !args.U64(3, "length", &length) || !args.Function(4, "callback", &cb)) {
+    return info.Env().Undefined();
+  }
+  auto* w = new RangeWorker(cb, op, fd, isBlock, position, length);
   w->Queue();
   return info.Env().Undefined();
 }
@@ -219,17 +263,35 @@ Napi::Value Discard(const Napi::CallbackInfo& info) { return Range(info, RangeOp
 
 Napi::Value CopyOut(const Napi::CallbackInfo& info) {
   // (srcFd, srcPosition, length, buffer, destFds[], destPositions[], writeOnReadError, cb)
-  Napi::Array fds = info[4].As<Napi::Array>();
-  Napi::Array positions = info[5].As<Napi::Array>();
-  std::vector<int> destFds;
-  std::vector<uint64_t> destPositions;
-  for (uint32_t i = 0; i < fds.Length(); i++) {
-    destFds.push_back(fds.Get(i).As<Napi::Number>().Int32Value());
-    destPositions.push_back(ToU64(positions.Get(i)));
+  Args args(info, "copyOut");
+  int srcFd;
+  uint64_t srcPosition, length;
+  Napi::Buffer<uint8_t> buf;
+  Napi::Array fds, positions;
+  bool writeOnReadError;
+  Napi::Function cb;
+  if (!args.Fd(0, "srcFd", &srcFd) || !args.U64(1, "srcPosition", &srcPosition) || !args.U64(2, "length", &length) ||
+      !args.Buffer(3, "buffer", &buf) || !args.Array(4, "destFds", &fds) || !args.Array(5, "destPositions", &positions) ||
+      !args.Bool(6, "writeOnReadError", &writeOnReadError) || !args.Function(7, "callback", &cb) ||
+      !args.Within("length", 0, length, buf.Length())) {
+    return info.Env().Undefined();
   }
-  auto* w = new CopyOutWorker(info[7].As<Napi::Function>(), info[0].As<Napi::Number>().Int32Value(), ToU64(info[1]),
-                              static_cast<size_t>(ToU64(info[2])), info[3], std::move(destFds),
-                              std::move(destPositions), info[6].As<Napi::Boolean>().Value());
+  if (positions.Length() != fds.Length()) {
+    args.RangeError("destPositions", "must have one entry per destination (got " + std::to_string(positions.Length()) +
+                                         " for " + std::to_string(fds.Length()) + " destFds)");
+    return info.Env().Undefined();
+  }
+  std::vector<int> destFds(fds.Length());
+  std::vector<uint64_t> destPositions(fds.Length());
+  for (uint32_t i = 0; i < fds.Length(); i++) {
+    std::string index = "[" + std::to_string(i) + "]";
+    if (!args.FdValue(fds.Get(i), "destFds" + index, &destFds[i]) ||
+        !args.U64Value(positions.Get(i), "destPositions" + index, &destPositions[i])) {
+      return info.Env().Undefined();
+    }
+  }
+  auto* w = new CopyOutWorker(cb, srcFd, srcPosition, static_cast<size_t>(length), buf, std::move(destFds),
+                              std::move(destPositions), writeOnReadError);
   w->Queue();
   return info.Env().Undefined();
 }

@@ -13,7 +13,8 @@ const errnoName = z.string().refine((code) => {
   }
 }, 'not an errno name');
 
-const ruleSchema = z
+/** One fault rule of a plan; `FaultRule` is its type. */
+export const faultRuleSchema = z
   .object({
     op: z.enum(['read', 'write', 'flush', 'zero']),
     code: errnoName,
@@ -33,7 +34,7 @@ const ruleSchema = z
 
 export const faultPlanSchema = z
   .object({
-    rules: z.array(ruleSchema).optional(),
+    rules: z.array(faultRuleSchema).optional(),
     /** SIGKILL the process right after this many completed writes (any device). */
     crashAfterWrites: z.number().int().positive().optional(),
     /** SIGKILL the process the n-th time (1-based) the named crash point is reached. */
@@ -48,7 +49,7 @@ export const faultPlanSchema = z
   })
   .strict();
 
-export type FaultRule = z.infer<typeof ruleSchema>;
+export type FaultRule = z.infer<typeof faultRuleSchema>;
 export type FaultPlan = z.infer<typeof faultPlanSchema>;
 
 export interface InjectedFault {

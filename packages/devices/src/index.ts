@@ -1,9 +1,16 @@
+/**
+ * The block-device seam: the `BlockDevice` interface every layer above
+ * holds, an in-memory device, and decorators that inject faults or model a
+ * volatile write cache.
+ *
+ * @module @dmtool/devices
+ */
 export { BlockDevice, checkIo, checkRange, DeviceResolver, NativeEndpoint, NativeIoFailure, NativeIoHook, SECTOR_BYTES } from './block-device';
 export { DmtoolError, ErrorKind, ErrorPlace } from './dmtool-error';
 export { DeviceError, DeviceErrorReason, DeviceOp, deviceErrorKind, errnoHint, errnoName, errnoOf } from './errors';
 export { MemoryDevice, MemoryDeviceOptions } from './memory-device';
 export { crashPoint, CrashPointHandler, onCrashPoint } from './crash-points';
-export { FaultInjector, FaultOp, FaultPlan, faultPlanSchema, FaultRule, InjectedFault } from './fault-plan';
+export { FaultInjector, FaultOp, FaultPlan, faultPlanSchema, FaultRule, faultRuleSchema, InjectedFault } from './fault-plan';
 export { FaultyDevice } from './faulty-device';
 export { CacheFlushOrder, VolatileCacheDevice, VolatileCacheOptions } from './volatile-cache-device';
 export { withFaults } from './with-faults';

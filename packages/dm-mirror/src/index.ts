@@ -1,3 +1,9 @@
+/**
+ * dm-mirror on the kernel's dirty log format: the log codecs and stores, the
+ * region hash, the mirror set, resync and leg comparison.
+ *
+ * @module @dmtool/dm-mirror
+ */
 export { Bitmap } from './bitmap';
 export { MirrorError, MirrorErrorReason } from './errors';
 export {
@@ -6,6 +12,7 @@ export {
   LOG_BITMAP_BYTE,
   LOG_HEADER_BYTES,
   DiskLogImage,
+  HeaderFields,
   DecodeOptions,
   decodeDiskLog,
   encodeDiskLog,

@@ -1,3 +1,10 @@
+/**
+ * dm-snapshot on the kernel's persistent COW format: the codecs, the
+ * exception stores, the origin and snapshot targets, and the crash-safe
+ * offline merge.
+ *
+ * @module @dmtool/dm-snapshot
+ */
 export { SnapshotError } from './errors';
 export type { SnapshotErrorReason, SnapshotErrorDetail } from './errors';
 export { CowGeometry, checkChunkSectors, cowSectorsForOrigin, ENTRY_BYTES, MAX_CHUNK_SECTORS } from './geometry';

@@ -1,3 +1,10 @@
+/**
+ * Linux dm-kcopyd's copy engine: clients with a buffer pool, copy and zero
+ * jobs split into sub-jobs, per-destination error masks, throttling. Also
+ * re-exports the device types, so most users import only this package.
+ *
+ * @module @dmtool/kcopyd
+ */
 export { KcopydClient, ClientOptions, CopyOptions, NotifyFn } from './client';
 export { CopyProgress, CopyResult } from './job';
 export { Extent } from './extents';
