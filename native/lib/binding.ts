@@ -57,5 +57,5 @@ export interface NativeBinding {
 // Works from lib/ (tests run the sources) and from dist/ (the built package).
 const addonPath = path.join(__dirname, '..', 'build', 'Release', 'dmtool_native.node');
 
-// eslint-disable-next-line @typescript-eslint/no-var-requires
+// eslint-disable-next-line @typescript-eslint/no-require-imports -- a native addon is loaded by path at run time
 export const binding: NativeBinding = require(addonPath) as NativeBinding;

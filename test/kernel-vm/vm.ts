@@ -9,6 +9,7 @@
 import { spawn, spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
+import * as zlib from 'zlib';
 
 export interface VmTools {
   qemu: string;
@@ -139,7 +140,7 @@ export function moduleLoadOrder(modulesDir: string, wanted: string[] = WANTED_MO
 function moduleBytes(file: string): Buffer {
   if (file.endsWith('.xz')) return spawnSync('xz', ['-dc', file], { maxBuffer: 64 << 20 }).stdout;
   if (file.endsWith('.zst')) return spawnSync('zstd', ['-dc', file], { maxBuffer: 64 << 20 }).stdout;
-  if (file.endsWith('.gz')) return require('zlib').gunzipSync(fs.readFileSync(file));
+  if (file.endsWith('.gz')) return zlib.gunzipSync(fs.readFileSync(file));
   return fs.readFileSync(file);
 }
 

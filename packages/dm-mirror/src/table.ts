@@ -33,7 +33,7 @@ function uint(word: string | undefined, what: string): number {
  */
 export function parseMirrorTable(line: string, lengthSectors?: number): MirrorTable {
   const words = line.trim().split(/\s+/).filter((w) => w.length > 0);
-  let i = 0;
+  let i: number;
   let startSector = 0;
   let length = lengthSectors;
   if (words[0] !== 'mirror') {

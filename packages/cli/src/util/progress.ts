@@ -24,6 +24,7 @@ export class Progress {
     enabled = process.stderr.isTTY === true,
   ) {
     this.total = totalBytes;
+    // eslint-disable-next-line @typescript-eslint/no-this-alias -- the running command's progress, for SIGUSR1
     current = this;
     if (!enabled || totalBytes <= 0) return;
     this.bar = new SingleBar({
