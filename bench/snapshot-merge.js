@@ -46,7 +46,8 @@ function writeTable(cowFile, cs, olds) {
     const E = g.exceptionsPerArea;
     for (let area = 0; area * E <= olds.length; area++) {
       chunk.fill(0);
-      for (let j = area * E; j < Math.min(olds.length, (area + 1) * E); j++) encodeEntry(chunk, j - area * E, olds[j], g.dataChunkOfIndex(j));
+      for (let j = area * E; j < Math.min(olds.length, (area + 1) * E); j++)
+        encodeEntry(chunk, j - area * E, olds[j], g.dataChunkOfIndex(j));
       fs.writeSync(fd, chunk, 0, chunk.length, g.chunkToByte(g.areaChunk(area)));
     }
   } finally {
@@ -97,7 +98,11 @@ function statusOfLargeTable(dir, n) {
   fs.truncateSync(cow, cowBytes);
   fs.writeFileSync(origin, '');
   fs.truncateSync(origin, n * 4096);
-  writeTable(cow, cs, Float64Array.from({ length: n }, (_, i) => (i * 7919) % n));
+  writeTable(
+    cow,
+    cs,
+    Float64Array.from({ length: n }, (_, i) => (i * 7919) % n),
+  );
   dropCaches();
   const r = dmtool(['snapshot-status', cow, '--origin', origin, '--json']);
   const out = JSON.parse(r.stdout);
@@ -118,7 +123,15 @@ function main() {
         let p = copyPair(src, dir, 'dd');
         dropCaches();
         const dd = timed('dd', [`if=${p.cow}`, `of=${p.origin}`, 'bs=1M', `count=${DATA_MIB}`, 'conv=notrunc,fdatasync', 'status=none']);
-        rows.push([`chunk ${cs}, ${layout}`, 'dd bs=1M conv=fdatasync', dd.seconds.toFixed(2), mbps(DATA_BYTES, dd.seconds), '1.00', '-', (dd.maxRssKiB / 1024).toFixed(0)]);
+        rows.push([
+          `chunk ${cs}, ${layout}`,
+          'dd bs=1M conv=fdatasync',
+          dd.seconds.toFixed(2),
+          mbps(DATA_BYTES, dd.seconds),
+          '1.00',
+          '-',
+          (dd.maxRssKiB / 1024).toFixed(0),
+        ]);
         for (const mode of ['dmtool', 'kernel']) {
           const batchesIfKernel = layout === 'random' ? exceptions : Math.ceil(exceptions / (cs * 32));
           if (mode === 'kernel' && batchesIfKernel > KERNEL_MODE_MAX_BATCHES) continue;
@@ -163,7 +176,14 @@ function main() {
   console.log(
     table(
       ['command', 'seconds', 'peak RSS MiB', 'dmtool --version peak RSS MiB'],
-      [[`snapshot-status --origin (1M exceptions, chunk 8, validated): ${large.status}`, large.seconds.toFixed(2), (large.maxRssKiB / 1024).toFixed(0), (baseline.maxRssKiB / 1024).toFixed(0)]],
+      [
+        [
+          `snapshot-status --origin (1M exceptions, chunk 8, validated): ${large.status}`,
+          large.seconds.toFixed(2),
+          (large.maxRssKiB / 1024).toFixed(0),
+          (baseline.maxRssKiB / 1024).toFixed(0),
+        ],
+      ],
     ),
   );
   if (process.env.DMTOOL_BENCH_JSON) fs.writeFileSync(process.env.DMTOOL_BENCH_JSON, JSON.stringify({ merges: json, table: m }, null, 2));

@@ -31,7 +31,9 @@ async function main([sourcePath, ...destPaths]) {
     );
     // kcopyd issues plain writes; make them durable before saying "done".
     await Promise.all(dests.map((d) => d.flush()));
-    console.log(`copied ${result.sectorsDone} sectors to ${dests.length} destinations: readErr=${result.readErr} writeErr=${result.writeErr}`);
+    console.log(
+      `copied ${result.sectorsDone} sectors to ${dests.length} destinations: readErr=${result.readErr} writeErr=${result.writeErr}`,
+    );
     return result.readErr || result.writeErr ? 1 : 0;
   } finally {
     await client.destroy();

@@ -29,10 +29,13 @@ async function main([logPath, ...legPaths]) {
     await mirror.flush();
     console.log(`after a mirrored write: ${mirror.statusInfo()}`);
 
-    const check = await checkLegs(mirror.legs.map((l) => l.device), {
-      regionSize: mirror.regionSize,
-      lengthSectors: mirror.lengthSectors,
-    });
+    const check = await checkLegs(
+      mirror.legs.map((l) => l.device),
+      {
+        regionSize: mirror.regionSize,
+        lengthSectors: mirror.lengthSectors,
+      },
+    );
     console.log(`check: ${check.differingRegions.length} of ${check.regions} regions differ`);
     return check.differingRegions.length === 0 ? 0 : 1;
   } finally {

@@ -11,11 +11,15 @@ const DOCS_BUDGET_MS = 60_000;
 describe('API reference (typedoc)', () => {
   it('converts every package entry point without warnings', () => {
     const started = Date.now();
-    const r = spawnSync(process.execPath, [path.join(root, 'node_modules', 'typedoc', 'bin', 'typedoc'), '--emit', 'none', '--treatWarningsAsErrors'], {
-      cwd: root,
-      encoding: 'utf8',
-      timeout: DOCS_BUDGET_MS * 2,
-    });
+    const r = spawnSync(
+      process.execPath,
+      [path.join(root, 'node_modules', 'typedoc', 'bin', 'typedoc'), '--emit', 'none', '--treatWarningsAsErrors'],
+      {
+        cwd: root,
+        encoding: 'utf8',
+        timeout: DOCS_BUDGET_MS * 2,
+      },
+    );
     const elapsedMs = Date.now() - started;
     expect(r.stdout + r.stderr).not.toMatch(/\[(warning|error)\]/);
     expect(r.status).toBe(0);

@@ -1,6 +1,18 @@
 import * as fs from 'fs';
 import { constants as osConstants } from 'os';
-import { BlockDevice, checkIo, checkRange, DeviceError, DeviceOp, DeviceResolver, errnoHint, errnoName, errnoOf, NativeEndpoint, SECTOR_BYTES } from '@dmtool/devices';
+import {
+  BlockDevice,
+  checkIo,
+  checkRange,
+  DeviceError,
+  DeviceOp,
+  DeviceResolver,
+  errnoHint,
+  errnoName,
+  errnoOf,
+  NativeEndpoint,
+  SECTOR_BYTES,
+} from '@dmtool/devices';
 import { binding } from './binding';
 import { loopBackingFile, statIds, storageIdentity } from './identity';
 import { lockHolder } from './lock-holder';
@@ -55,7 +67,12 @@ export class FileDevice implements BlockDevice {
     this.isBlockDevice = info.isBlockDevice;
     this.writable = opts.write === true;
     this.direct = opts.direct === true;
-    this.identity = storageIdentity({ isBlockDevice: info.isBlockDevice, dev: BigInt(info.dev), ino: BigInt(info.ino), rdev: BigInt(info.rdev) });
+    this.identity = storageIdentity({
+      isBlockDevice: info.isBlockDevice,
+      dev: BigInt(info.dev),
+      ino: BigInt(info.ino),
+      rdev: BigInt(info.rdev),
+    });
   }
 
   static open(path: string, opts: OpenOptions = {}): FileDevice {
@@ -143,9 +160,7 @@ export class FileDevice implements BlockDevice {
   /** Zero a byte range: BLKZEROOUT / FALLOC_FL_ZERO_RANGE, else plain writes of zeros. */
   async zeroRange(byteOffset: number, bytes: number): Promise<void> {
     checkRange(this, 'zero', byteOffset, bytes);
-    const errno = await new Promise<number>((resolve) =>
-      binding.zeroRange(this.fd, this.isBlockDevice, byteOffset, bytes, resolve),
-    );
+    const errno = await new Promise<number>((resolve) => binding.zeroRange(this.fd, this.isBlockDevice, byteOffset, bytes, resolve));
     if (errno === 0) return;
     if (!isUnsupported(errno)) throw new DeviceError(errno, 'zero', this.path, byteOffset, bytes);
     const zeros = allocBuffer(Math.min(bytes, ZERO_FALLBACK_BYTES));
@@ -158,9 +173,7 @@ export class FileDevice implements BlockDevice {
   /** Discard (BLKDISCARD / punch hole). Content afterwards is unspecified on block devices. */
   async discard(byteOffset: number, bytes: number): Promise<void> {
     checkRange(this, 'discard', byteOffset, bytes);
-    const errno = await new Promise<number>((resolve) =>
-      binding.discard(this.fd, this.isBlockDevice, byteOffset, bytes, resolve),
-    );
+    const errno = await new Promise<number>((resolve) => binding.discard(this.fd, this.isBlockDevice, byteOffset, bytes, resolve));
     if (errno !== 0) throw new DeviceError(errno, 'discard', this.path, byteOffset, bytes);
   }
 
@@ -199,7 +212,8 @@ function isLockConflict(errno: number): boolean {
 function openHint(errno: number, opts: OpenOptions): string | undefined {
   const code = errnoName(errno);
   if (code === 'EBUSY') return 'device is mounted or in use (refused: opened with O_EXCL)';
-  if ((code === 'EROFS' || code === 'EACCES' || code === 'EPERM') && opts.write) return 'cannot open for writing: device or file is read-only';
+  if ((code === 'EROFS' || code === 'EACCES' || code === 'EPERM') && opts.write)
+    return 'cannot open for writing: device or file is read-only';
   if (code === 'EINVAL' && opts.direct) return 'O_DIRECT is not supported here';
   return undefined;
 }

@@ -32,7 +32,10 @@ export function lockHolder(path: string): string {
 function commandOf(pid: number): string {
   let args: string[];
   try {
-    args = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter((a) => a.length > 0);
+    args = fs
+      .readFileSync(`/proc/${pid}/cmdline`, 'utf8')
+      .split('\0')
+      .filter((a) => a.length > 0);
   } catch {
     return '';
   }

@@ -24,8 +24,15 @@ export function nativeCopyOut(
   writeOnReadError: boolean,
 ): Promise<NativeCopyOutDone> {
   return new Promise((resolve) =>
-    binding.copyOut(srcFd, srcByteOffset, bytes, buf, [...destFds], [...destByteOffsets], writeOnReadError, (readErrno, readBytes, writeErrnos) =>
-      resolve({ readErrno, readBytes, writeErrnos }),
+    binding.copyOut(
+      srcFd,
+      srcByteOffset,
+      bytes,
+      buf,
+      [...destFds],
+      [...destByteOffsets],
+      writeOnReadError,
+      (readErrno, readBytes, writeErrnos) => resolve({ readErrno, readBytes, writeErrnos }),
     ),
   );
 }

@@ -77,8 +77,18 @@ const cases: Case[] = [
   ['discard: a string fd', `b.discard(String(fd), false, 0, 4096, cb)`, 'TypeError', /discard.*fd/],
   ['discard: no callback', `b.discard(fd, false, 0, 4096)`, 'TypeError', /discard.*callback/],
   // copyOut: (srcFd, srcPosition, length, buffer, destFds, destPositions, writeOnReadError, cb)
-  ['copyOut: a non-number in the fd array', `b.copyOut(fd, 0, 512, buf, [fd, 'x'], [4096, 0], false, cb)`, 'TypeError', /copyOut.*destFds\[1\]/],
-  ['copyOut: a fractional destination position', `b.copyOut(fd, 0, 512, buf, [fd], [0.5], false, cb)`, 'RangeError', /copyOut.*destPositions\[0\]/],
+  [
+    'copyOut: a non-number in the fd array',
+    `b.copyOut(fd, 0, 512, buf, [fd, 'x'], [4096, 0], false, cb)`,
+    'TypeError',
+    /copyOut.*destFds\[1\]/,
+  ],
+  [
+    'copyOut: a fractional destination position',
+    `b.copyOut(fd, 0, 512, buf, [fd], [0.5], false, cb)`,
+    'RangeError',
+    /copyOut.*destPositions\[0\]/,
+  ],
   ['copyOut: fewer positions than fds', `b.copyOut(fd, 0, 512, buf, [fd, fd], [4096], false, cb)`, 'RangeError', /copyOut.*destPositions/],
   ['copyOut: destFds not an array', `b.copyOut(fd, 0, 512, buf, fd, [4096], false, cb)`, 'TypeError', /copyOut.*destFds/],
   ['copyOut: a length longer than the buffer', `b.copyOut(fd, 0, 8192, buf, [fd], [0], false, cb)`, 'RangeError', /copyOut.*buffer/],
@@ -87,10 +97,30 @@ const cases: Case[] = [
   // scatter: (srcFd, srcPosition, spanLength, buffer, destFd, pieces, cb)
   ['scatter: pieces not a Float64Array', `b.scatter(fd, 0, 512, buf, fd, [0, 4096, 512], cb)`, 'TypeError', /scatter.*pieces/],
   ['scatter: pieces not in triples', `b.scatter(fd, 0, 512, buf, fd, new Float64Array([0, 4096]), cb)`, 'RangeError', /scatter.*pieces/],
-  ['scatter: a piece past the span', `b.scatter(fd, 0, 512, buf, fd, new Float64Array([256, 4096, 512]), cb)`, 'RangeError', /scatter.*pieces\[0\]/],
-  ['scatter: a negative piece position', `b.scatter(fd, 0, 512, buf, fd, new Float64Array([0, -1, 512]), cb)`, 'RangeError', /scatter.*pieces\[0\]/],
-  ['scatter: a span longer than the buffer', `b.scatter(fd, 0, 8192, buf, fd, new Float64Array([0, 0, 512]), cb)`, 'RangeError', /scatter.*buffer/],
-  ['scatter: a string destination fd', `b.scatter(fd, 0, 512, buf, String(fd), new Float64Array([0, 4096, 512]), cb)`, 'TypeError', /scatter.*destFd/],
+  [
+    'scatter: a piece past the span',
+    `b.scatter(fd, 0, 512, buf, fd, new Float64Array([256, 4096, 512]), cb)`,
+    'RangeError',
+    /scatter.*pieces\[0\]/,
+  ],
+  [
+    'scatter: a negative piece position',
+    `b.scatter(fd, 0, 512, buf, fd, new Float64Array([0, -1, 512]), cb)`,
+    'RangeError',
+    /scatter.*pieces\[0\]/,
+  ],
+  [
+    'scatter: a span longer than the buffer',
+    `b.scatter(fd, 0, 8192, buf, fd, new Float64Array([0, 0, 512]), cb)`,
+    'RangeError',
+    /scatter.*buffer/,
+  ],
+  [
+    'scatter: a string destination fd',
+    `b.scatter(fd, 0, 512, buf, String(fd), new Float64Array([0, 4096, 512]), cb)`,
+    'TypeError',
+    /scatter.*destFd/,
+  ],
   // synchronous entry points
   ['open: a number for the path', `b.open(7, false, false, true, 0)`, 'TypeError', /open.*path/],
   ['open: a lock mode out of range', `b.open('/dev/null', false, false, true, 3)`, 'RangeError', /open.*lockMode/],

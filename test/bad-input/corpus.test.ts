@@ -98,64 +98,437 @@ function dest(dir: string, name = 'dst.img', bytes = 4 * MiB): string {
 const copyCases: Case[] = [
   { name: 'unknown command', args: () => ['frobnicate'], status: 2, message: /^dmtool: Unknown argument: frobnicate/ },
   { name: 'no command', args: () => [], status: 2, message: /^dmtool: name a command/ },
-  { name: 'unknown option', args: (d) => ['copy', source(d), dest(d), '--bogus'], status: 2, message: /^dmtool: Unknown arguments?: bogus/ },
-  { name: 'copy: nine destinations', args: (d) => ['copy', source(d), ...Array.from({ length: 9 }, (_, i) => dest(d, `d${i}.img`))], status: 2, message: /^dmtool: --destinations: at most 8 destinations$/ },
-  { name: 'copy: offset not a number', args: (d) => ['copy', source(d), dest(d), '--offset', 'abc'], status: 2, message: /^dmtool: --offset: "abc" is not a size/ },
-  { name: 'copy: length not whole sectors', args: (d) => ['copy', source(d), dest(d), '--length', '1000b'], status: 2, message: /^dmtool: --length: "1000b" is not a size|^dmtool: --length: 1000b is not a whole number of 512-byte sectors$/ },
-  { name: 'copy: zero rate', args: (d) => ['copy', source(d), dest(d), '--rate', '0'], status: 2, message: /^dmtool: --rate: rate must be above zero$/ },
-  { name: 'copy: throttle 0 percent', args: (d) => ['copy', source(d), dest(d), '--throttle', '0'], status: 2, message: /^dmtool: --throttle: Number must be greater than or equal to 1$/ },
-  { name: 'copy: destination too small', args: (d) => ['copy', source(d), dest(d, 'small.img', 2 * MiB)], status: 2, message: /^dmtool: destination .*small\.img is too small: needs sectors 0\.\.8191, has 4096 sectors$/ },
-  { name: 'copy: same file twice', args: (d) => { const x = dest(d); return ['copy', source(d), x, x]; }, status: 2, message: /^dmtool: destination 1 .* is the same device as destination 0/ },
-  { name: 'copy: source as destination', args: (d) => { const s = source(d); return ['copy', s, s]; }, status: 2, message: /^dmtool: destination 0 .* is the same device as source/ },
-  { name: 'copy: range past the source end', args: (d) => ['copy', source(d), dest(d), '--offset', '8000', '--length', '1000'], status: 2, message: /^dmtool: source .* sectors 8000\.\.8999 end beyond the device end \(8192 sectors\)$/ },
-  { name: 'copy: missing source', args: (d) => ['copy', path.join(d, 'nope.img'), dest(d)], status: 3, message: /^dmtool: ENOENT: open failed on .*nope\.img: no such file or device$/ },
-  { name: 'copy: a directory as destination', args: (d) => ['copy', source(d), d], status: 3, message: /^dmtool: ENODEV: open failed on .*: not a regular file or block device$/ },
+  {
+    name: 'unknown option',
+    args: (d) => ['copy', source(d), dest(d), '--bogus'],
+    status: 2,
+    message: /^dmtool: Unknown arguments?: bogus/,
+  },
+  {
+    name: 'copy: nine destinations',
+    args: (d) => ['copy', source(d), ...Array.from({ length: 9 }, (_, i) => dest(d, `d${i}.img`))],
+    status: 2,
+    message: /^dmtool: --destinations: at most 8 destinations$/,
+  },
+  {
+    name: 'copy: offset not a number',
+    args: (d) => ['copy', source(d), dest(d), '--offset', 'abc'],
+    status: 2,
+    message: /^dmtool: --offset: "abc" is not a size/,
+  },
+  {
+    name: 'copy: length not whole sectors',
+    args: (d) => ['copy', source(d), dest(d), '--length', '1000b'],
+    status: 2,
+    message: /^dmtool: --length: "1000b" is not a size|^dmtool: --length: 1000b is not a whole number of 512-byte sectors$/,
+  },
+  {
+    name: 'copy: zero rate',
+    args: (d) => ['copy', source(d), dest(d), '--rate', '0'],
+    status: 2,
+    message: /^dmtool: --rate: rate must be above zero$/,
+  },
+  {
+    name: 'copy: throttle 0 percent',
+    args: (d) => ['copy', source(d), dest(d), '--throttle', '0'],
+    status: 2,
+    message: /^dmtool: --throttle: Number must be greater than or equal to 1$/,
+  },
+  {
+    name: 'copy: destination too small',
+    args: (d) => ['copy', source(d), dest(d, 'small.img', 2 * MiB)],
+    status: 2,
+    message: /^dmtool: destination .*small\.img is too small: needs sectors 0\.\.8191, has 4096 sectors$/,
+  },
+  {
+    name: 'copy: same file twice',
+    args: (d) => {
+      const x = dest(d);
+      return ['copy', source(d), x, x];
+    },
+    status: 2,
+    message: /^dmtool: destination 1 .* is the same device as destination 0/,
+  },
+  {
+    name: 'copy: source as destination',
+    args: (d) => {
+      const s = source(d);
+      return ['copy', s, s];
+    },
+    status: 2,
+    message: /^dmtool: destination 0 .* is the same device as source/,
+  },
+  {
+    name: 'copy: range past the source end',
+    args: (d) => ['copy', source(d), dest(d), '--offset', '8000', '--length', '1000'],
+    status: 2,
+    message: /^dmtool: source .* sectors 8000\.\.8999 end beyond the device end \(8192 sectors\)$/,
+  },
+  {
+    name: 'copy: missing source',
+    args: (d) => ['copy', path.join(d, 'nope.img'), dest(d)],
+    status: 3,
+    message: /^dmtool: ENOENT: open failed on .*nope\.img: no such file or device$/,
+  },
+  {
+    name: 'copy: a directory as destination',
+    args: (d) => ['copy', source(d), d],
+    status: 3,
+    message: /^dmtool: ENODEV: open failed on .*: not a regular file or block device$/,
+  },
   { name: 'zero: zero length', args: (d) => ['zero', dest(d), '--length', '0'], status: 2, message: /^dmtool: nothing to zero/ },
-  { name: 'zero: past the end', args: (d) => ['zero', dest(d), '--offset', '8000', '--length', '500'], status: 2, message: /^dmtool: .*dst\.img sectors 8000\.\.8499 end beyond the device end \(8192 sectors\)$/ },
+  {
+    name: 'zero: past the end',
+    args: (d) => ['zero', dest(d), '--offset', '8000', '--length', '500'],
+    status: 2,
+    message: /^dmtool: .*dst\.img sectors 8000\.\.8499 end beyond the device end \(8192 sectors\)$/,
+  },
   // Rate limits: below 4k (4096 bytes per second) a rate cannot be paced in whole 4 KiB pieces.
-  { name: 'copy: rate of 1 byte per second', args: (d) => ['copy', source(d), dest(d), '--rate', '1', '--length', '8'], status: 2, message: /^dmtool: --rate: 1 bytes per second is below the slowest rate dmtool paces, 4k \(4096 bytes per second\)$/ },
-  { name: 'copy: rate just below 4k', args: (d) => ['copy', source(d), dest(d), '--rate', '4095', '--length', '8'], status: 2, message: /^dmtool: --rate: 4095 bytes per second is below the slowest rate dmtool paces, 4k \(4096 bytes per second\)$/ },
-  { name: 'merge: rate of 1k', args: (d) => { const k = kernelCow(d); return ['snapshot-merge', k.origin, k.cow, '--rate', '1k', '--dry-run']; }, status: 2, message: /^dmtool: --rate: 1024 bytes per second is below the slowest rate dmtool paces, 4k \(4096 bytes per second\)$/ },
-  { name: 'mirror-resync: rate of 100', args: (d) => { const m = mirror(d); return ['mirror-resync', '--log', m.log, ...m.legs, '--rate', '100', '--dry-run']; }, status: 2, message: /^dmtool: --rate: 100 bytes per second is below the slowest rate dmtool paces, 4k \(4096 bytes per second\)$/ },
+  {
+    name: 'copy: rate of 1 byte per second',
+    args: (d) => ['copy', source(d), dest(d), '--rate', '1', '--length', '8'],
+    status: 2,
+    message: /^dmtool: --rate: 1 bytes per second is below the slowest rate dmtool paces, 4k \(4096 bytes per second\)$/,
+  },
+  {
+    name: 'copy: rate just below 4k',
+    args: (d) => ['copy', source(d), dest(d), '--rate', '4095', '--length', '8'],
+    status: 2,
+    message: /^dmtool: --rate: 4095 bytes per second is below the slowest rate dmtool paces, 4k \(4096 bytes per second\)$/,
+  },
+  {
+    name: 'merge: rate of 1k',
+    args: (d) => {
+      const k = kernelCow(d);
+      return ['snapshot-merge', k.origin, k.cow, '--rate', '1k', '--dry-run'];
+    },
+    status: 2,
+    message: /^dmtool: --rate: 1024 bytes per second is below the slowest rate dmtool paces, 4k \(4096 bytes per second\)$/,
+  },
+  {
+    name: 'mirror-resync: rate of 100',
+    args: (d) => {
+      const m = mirror(d);
+      return ['mirror-resync', '--log', m.log, ...m.legs, '--rate', '100', '--dry-run'];
+    },
+    status: 2,
+    message: /^dmtool: --rate: 100 bytes per second is below the slowest rate dmtool paces, 4k \(4096 bytes per second\)$/,
+  },
   // Limits: paths that cannot name a device are refused devices (3); numbers beyond 2^53 are not rounded
-  { name: 'copy: destination is a symlink loop', args: (d) => { const l = path.join(d, 'links'); fs.mkdirSync(l); fs.symlinkSync('loop-b', path.join(l, 'loop-a')); fs.symlinkSync('loop-a', path.join(l, 'loop-b')); return ['copy', source(d), path.join(l, 'loop-a')]; }, status: 3, message: /^dmtool: ELOOP: open failed on .*loop-a: too many levels of symbolic links$/ },
-  { name: 'copy: destination below a regular file', args: (d) => { const s = source(d); return ['copy', s, path.join(s, 'x')]; }, status: 3, message: /^dmtool: ENOTDIR: open failed on .*src\.img\/x: a path component is not a directory$/ },
-  { name: 'copy: destination name too long', args: (d) => ['copy', source(d), path.join(d, 'n'.repeat(300))], status: 3, message: /^dmtool: ENAMETOOLONG: open failed on .*nnnn: file name too long$/ },
-  { name: 'copy: offset above 2^53', args: (d) => ['copy', source(d), dest(d), '--offset', '9007199254740993'], status: 2, message: /^dmtool: --offset: 9007199254740993 is too large: sectors and bytes above 2\^53 - 1 cannot be held exactly$/ },
-  { name: 'zero: length above 2^53', args: (d) => ['zero', dest(d), '--length', '18446744073709551616'], status: 2, message: /^dmtool: --length: 18446744073709551616 is too large: sectors and bytes above 2\^53 - 1 cannot be held exactly$/ },
+  {
+    name: 'copy: destination is a symlink loop',
+    args: (d) => {
+      const l = path.join(d, 'links');
+      fs.mkdirSync(l);
+      fs.symlinkSync('loop-b', path.join(l, 'loop-a'));
+      fs.symlinkSync('loop-a', path.join(l, 'loop-b'));
+      return ['copy', source(d), path.join(l, 'loop-a')];
+    },
+    status: 3,
+    message: /^dmtool: ELOOP: open failed on .*loop-a: too many levels of symbolic links$/,
+  },
+  {
+    name: 'copy: destination below a regular file',
+    args: (d) => {
+      const s = source(d);
+      return ['copy', s, path.join(s, 'x')];
+    },
+    status: 3,
+    message: /^dmtool: ENOTDIR: open failed on .*src\.img\/x: a path component is not a directory$/,
+  },
+  {
+    name: 'copy: destination name too long',
+    args: (d) => ['copy', source(d), path.join(d, 'n'.repeat(300))],
+    status: 3,
+    message: /^dmtool: ENAMETOOLONG: open failed on .*nnnn: file name too long$/,
+  },
+  {
+    name: 'copy: offset above 2^53',
+    args: (d) => ['copy', source(d), dest(d), '--offset', '9007199254740993'],
+    status: 2,
+    message: /^dmtool: --offset: 9007199254740993 is too large: sectors and bytes above 2\^53 - 1 cannot be held exactly$/,
+  },
+  {
+    name: 'zero: length above 2^53',
+    args: (d) => ['zero', dest(d), '--length', '18446744073709551616'],
+    status: 2,
+    message: /^dmtool: --length: 18446744073709551616 is too large: sectors and bytes above 2\^53 - 1 cannot be held exactly$/,
+  },
 ];
 
 const mirrorCases: Case[] = [
-  { name: 'mirror log: bad magic', args: (d) => { const m = mirror(d); patch(m.log, 0, Buffer.from('MiRx')); return ['mirror-resync', '--log', m.log, ...m.legs]; }, status: 2, message: /^dmtool: dirty log .*log\.img has bad magic 0x7852694d at sector 0 \(expected 0x4d695272, "MiRr"\): not a dm-mirror disk log$/ },
-  { name: 'mirror log: version 3', args: (d) => { const m = mirror(d); patch(m.log, 4, u32(3)); return ['mirror-resync', '--log', m.log, ...m.legs]; }, status: 2, message: /^dmtool: dirty log .*log\.img has unsupported version 3 at sector 0 \(expected 2\)$/ },
-  { name: 'mirror log: nr_regions wrong for the legs', args: (d) => { const m = mirror(d); patch(m.log, 8, u64(17)); return ['mirror-resync', '--log', m.log, ...m.legs]; }, status: 2, message: /^dmtool: dirty log .*log\.img records 17 regions at sector 0, which no power-of-two region size gives for a mirror of 16384 sectors/ },
-  { name: 'mirror log: truncated', args: (d) => { const m = mirror(d); fs.truncateSync(m.log, 512); return ['mirror-resync', '--log', m.log, ...m.legs]; }, status: 2, message: /^dmtool: dirty log .*log\.img is truncated: 512 bytes, a disk log needs at least 1028 \(sectors 0\.\.2\)$/ },
-  { name: 'mirror log: status of a truncated log', args: (d) => { const m = mirror(d); fs.truncateSync(m.log, 1024); return ['mirror-status', '--log', m.log, ...m.legs]; }, status: 2, message: /^dmtool: dirty log .*log\.img is too small: 1024 bytes, 16 regions need sectors 0\.\.2 \(1536 bytes\)$/ },
-  { name: 'mirror: region size not a power of two', args: (d) => { const m = mirror(d); return ['mirror-resync', '--log', m.log, '--region-size', '1000', ...m.legs]; }, status: 2, message: /power of two/ },
-  { name: 'mirror: region size 1', args: (d) => { const m = mirror(d); return ['mirror-create', '--log', m.log, '--force', '--region-size', '1', ...m.legs]; }, status: 2, message: /^dmtool: region size must be a power of two of at least 2 and at most 2147483648 sectors \(got 1\)$/ },
-  { name: 'mirror: legs of different sizes', args: (d) => { const m = mirror(d); fs.truncateSync(m.legs[1], 4 * MiB); return ['mirror-resync', '--log', m.log, ...m.legs]; }, status: 2, message: /^dmtool: legs differ in size: .*leg0\.img has 16384 sectors, .*leg1\.img has 8192/ },
-  { name: 'mirror: same leg twice', args: (d) => { const m = mirror(d); return ['mirror-resync', '--log', m.log, m.legs[0], m.legs[0]]; }, status: 2, message: /leg0\.img is given twice \(as leg 0 and as leg 1\)$/ },
-  { name: 'mirror: log is a leg', args: (d) => { const m = mirror(d); return ['mirror-resync', '--log', m.legs[1], ...m.legs]; }, status: 2, message: /leg1\.img is given twice \(as leg 1 and as the log\)$/ },
-  { name: 'mirror: a single leg', args: (d) => { const m = mirror(d); return ['mirror-resync', '--log', m.log, m.legs[0]]; }, status: 2, message: /^dmtool: a mirror needs at least 2 legs \(got 1\)$/ },
-  { name: 'mirror: ten legs', args: (d) => { const m = mirror(d); const more = Array.from({ length: 8 }, (_, i) => dest(d, `x${i}.img`, 8 * MiB)); return ['mirror-create', '--log', m.log, '--force', ...m.legs, ...more]; }, status: 2, message: /^dmtool: a mirror needs 2\.\.9 legs \(got 10\)$/ },
-  { name: 'mirror: table line of another target', args: (d) => { const m = mirror(d); return ['mirror-resync', '--table', `0 16384 linear ${m.legs[0]} 0`]; }, status: 2, message: /^dmtool: mirror table: target must be "mirror" \(got "linear"\)$/ },
-  { name: 'mirror: table line with a wrong log argument count', args: (d) => { const m = mirror(d); return ['mirror-resync', '--table', `0 16384 mirror disk 5 ${m.log} 1024 2 ${m.legs[0]} 0 ${m.legs[1]} 0`]; }, status: 2, message: /^dmtool: mirror table: a disk log takes 2\.\.3 arguments \(got 5\)$/ },
-  { name: 'mirror: missing leg', args: (d) => { const m = mirror(d); return ['mirror-resync', '--log', m.log, m.legs[0], path.join(d, 'gone.img')]; }, status: 3, message: /^dmtool: ENOENT: open failed on .*gone\.img: leg 1: no such file or device$/ },
-  { name: 'mirror-check: a single leg', args: (d) => { const m = mirror(d); return ['mirror-check', m.legs[0]]; }, status: 2, message: /^dmtool: --legs: give at least 2 legs$/ },
+  {
+    name: 'mirror log: bad magic',
+    args: (d) => {
+      const m = mirror(d);
+      patch(m.log, 0, Buffer.from('MiRx'));
+      return ['mirror-resync', '--log', m.log, ...m.legs];
+    },
+    status: 2,
+    message:
+      /^dmtool: dirty log .*log\.img has bad magic 0x7852694d at sector 0 \(expected 0x4d695272, "MiRr"\): not a dm-mirror disk log$/,
+  },
+  {
+    name: 'mirror log: version 3',
+    args: (d) => {
+      const m = mirror(d);
+      patch(m.log, 4, u32(3));
+      return ['mirror-resync', '--log', m.log, ...m.legs];
+    },
+    status: 2,
+    message: /^dmtool: dirty log .*log\.img has unsupported version 3 at sector 0 \(expected 2\)$/,
+  },
+  {
+    name: 'mirror log: nr_regions wrong for the legs',
+    args: (d) => {
+      const m = mirror(d);
+      patch(m.log, 8, u64(17));
+      return ['mirror-resync', '--log', m.log, ...m.legs];
+    },
+    status: 2,
+    message:
+      /^dmtool: dirty log .*log\.img records 17 regions at sector 0, which no power-of-two region size gives for a mirror of 16384 sectors/,
+  },
+  {
+    name: 'mirror log: truncated',
+    args: (d) => {
+      const m = mirror(d);
+      fs.truncateSync(m.log, 512);
+      return ['mirror-resync', '--log', m.log, ...m.legs];
+    },
+    status: 2,
+    message: /^dmtool: dirty log .*log\.img is truncated: 512 bytes, a disk log needs at least 1028 \(sectors 0\.\.2\)$/,
+  },
+  {
+    name: 'mirror log: status of a truncated log',
+    args: (d) => {
+      const m = mirror(d);
+      fs.truncateSync(m.log, 1024);
+      return ['mirror-status', '--log', m.log, ...m.legs];
+    },
+    status: 2,
+    message: /^dmtool: dirty log .*log\.img is too small: 1024 bytes, 16 regions need sectors 0\.\.2 \(1536 bytes\)$/,
+  },
+  {
+    name: 'mirror: region size not a power of two',
+    args: (d) => {
+      const m = mirror(d);
+      return ['mirror-resync', '--log', m.log, '--region-size', '1000', ...m.legs];
+    },
+    status: 2,
+    message: /power of two/,
+  },
+  {
+    name: 'mirror: region size 1',
+    args: (d) => {
+      const m = mirror(d);
+      return ['mirror-create', '--log', m.log, '--force', '--region-size', '1', ...m.legs];
+    },
+    status: 2,
+    message: /^dmtool: region size must be a power of two of at least 2 and at most 2147483648 sectors \(got 1\)$/,
+  },
+  {
+    name: 'mirror: legs of different sizes',
+    args: (d) => {
+      const m = mirror(d);
+      fs.truncateSync(m.legs[1], 4 * MiB);
+      return ['mirror-resync', '--log', m.log, ...m.legs];
+    },
+    status: 2,
+    message: /^dmtool: legs differ in size: .*leg0\.img has 16384 sectors, .*leg1\.img has 8192/,
+  },
+  {
+    name: 'mirror: same leg twice',
+    args: (d) => {
+      const m = mirror(d);
+      return ['mirror-resync', '--log', m.log, m.legs[0], m.legs[0]];
+    },
+    status: 2,
+    message: /leg0\.img is given twice \(as leg 0 and as leg 1\)$/,
+  },
+  {
+    name: 'mirror: log is a leg',
+    args: (d) => {
+      const m = mirror(d);
+      return ['mirror-resync', '--log', m.legs[1], ...m.legs];
+    },
+    status: 2,
+    message: /leg1\.img is given twice \(as leg 1 and as the log\)$/,
+  },
+  {
+    name: 'mirror: a single leg',
+    args: (d) => {
+      const m = mirror(d);
+      return ['mirror-resync', '--log', m.log, m.legs[0]];
+    },
+    status: 2,
+    message: /^dmtool: a mirror needs at least 2 legs \(got 1\)$/,
+  },
+  {
+    name: 'mirror: ten legs',
+    args: (d) => {
+      const m = mirror(d);
+      const more = Array.from({ length: 8 }, (_, i) => dest(d, `x${i}.img`, 8 * MiB));
+      return ['mirror-create', '--log', m.log, '--force', ...m.legs, ...more];
+    },
+    status: 2,
+    message: /^dmtool: a mirror needs 2\.\.9 legs \(got 10\)$/,
+  },
+  {
+    name: 'mirror: table line of another target',
+    args: (d) => {
+      const m = mirror(d);
+      return ['mirror-resync', '--table', `0 16384 linear ${m.legs[0]} 0`];
+    },
+    status: 2,
+    message: /^dmtool: mirror table: target must be "mirror" \(got "linear"\)$/,
+  },
+  {
+    name: 'mirror: table line with a wrong log argument count',
+    args: (d) => {
+      const m = mirror(d);
+      return ['mirror-resync', '--table', `0 16384 mirror disk 5 ${m.log} 1024 2 ${m.legs[0]} 0 ${m.legs[1]} 0`];
+    },
+    status: 2,
+    message: /^dmtool: mirror table: a disk log takes 2\.\.3 arguments \(got 5\)$/,
+  },
+  {
+    name: 'mirror: missing leg',
+    args: (d) => {
+      const m = mirror(d);
+      return ['mirror-resync', '--log', m.log, m.legs[0], path.join(d, 'gone.img')];
+    },
+    status: 3,
+    message: /^dmtool: ENOENT: open failed on .*gone\.img: leg 1: no such file or device$/,
+  },
+  {
+    name: 'mirror-check: a single leg',
+    args: (d) => {
+      const m = mirror(d);
+      return ['mirror-check', m.legs[0]];
+    },
+    status: 2,
+    message: /^dmtool: --legs: give at least 2 legs$/,
+  },
   // mirror-create over a device that holds a recognised format (without --force)
-  { name: 'mirror-create: log device holds a snapshot COW', args: (d) => { const m = mirror(d); const k = kernelCow(d); return ['mirror-create', '--log', k.cow, ...m.legs]; }, status: 2, message: /^dmtool: .*cow\.img holds a snapshot COW \(SnAp header\) at sector 0; give --force to overwrite it$/ },
-  { name: 'mirror-create: log device holds an ext4 filesystem', args: (d) => { const m = mirror(d); const x = formatted(d, 1080, '53ef'); return ['mirror-create', '--log', x, ...m.legs]; }, status: 2, message: /^dmtool: .*fmt\.img holds an ext2\/3\/4 filesystem \(magic 0xEF53\) at sector 2; give --force to overwrite it$/ },
-  { name: 'mirror-create: log device holds an XFS filesystem', args: (d) => { const m = mirror(d); const x = formatted(d, 0, Buffer.from('XFSB').toString('hex')); return ['mirror-create', '--log', x, ...m.legs]; }, status: 2, message: /^dmtool: .*fmt\.img holds an XFS filesystem \(XFSB\) at sector 0; give --force to overwrite it$/ },
-  { name: 'mirror-create: log device holds a btrfs filesystem', args: (d) => { const m = mirror(d); const x = formatted(d, 65600, Buffer.from('_BHRfS_M').toString('hex')); return ['mirror-create', '--log', x, ...m.legs]; }, status: 2, message: /^dmtool: .*fmt\.img holds a btrfs filesystem \(_BHRfS_M\) at sector 128; give --force to overwrite it$/ },
-  { name: 'mirror-create: log device holds swap', args: (d) => { const m = mirror(d); const x = formatted(d, 4086, Buffer.from('SWAPSPACE2').toString('hex')); return ['mirror-create', '--log', x, ...m.legs]; }, status: 2, message: /^dmtool: .*fmt\.img holds a swap area \(SWAPSPACE2\) at sector 7; give --force to overwrite it$/ },
-  { name: 'mirror-create: log device holds an LVM2 label', args: (d) => { const m = mirror(d); const x = formatted(d, 512, Buffer.from('LABELONE').toString('hex')); return ['mirror-create', '--log', x, ...m.legs]; }, status: 2, message: /^dmtool: .*fmt\.img holds an LVM2 physical volume label \(LABELONE\) at sector 1; give --force to overwrite it$/ },
-  { name: 'mirror-create: log device holds an MBR partition table', args: (d) => { const m = mirror(d); const x = formatted(d, 510, '55aa'); patch(x, 446 + 4, Buffer.from([0x83])); return ['mirror-create', '--log', x, ...m.legs]; }, status: 2, message: /^dmtool: .*fmt\.img holds an MBR partition table \(0x55AA, a non-empty entry\) at sector 0; give --force to overwrite it$/ },
-  { name: 'mirror-create: log device holds a GPT', args: (d) => { const m = mirror(d); const x = formatted(d, 512, Buffer.from('EFI PART').toString('hex')); return ['mirror-create', '--log', x, ...m.legs]; }, status: 2, message: /^dmtool: .*fmt\.img holds a GPT partition table \(EFI PART\) at sector 1; give --force to overwrite it$/ },
+  {
+    name: 'mirror-create: log device holds a snapshot COW',
+    args: (d) => {
+      const m = mirror(d);
+      const k = kernelCow(d);
+      return ['mirror-create', '--log', k.cow, ...m.legs];
+    },
+    status: 2,
+    message: /^dmtool: .*cow\.img holds a snapshot COW \(SnAp header\) at sector 0; give --force to overwrite it$/,
+  },
+  {
+    name: 'mirror-create: log device holds an ext4 filesystem',
+    args: (d) => {
+      const m = mirror(d);
+      const x = formatted(d, 1080, '53ef');
+      return ['mirror-create', '--log', x, ...m.legs];
+    },
+    status: 2,
+    message: /^dmtool: .*fmt\.img holds an ext2\/3\/4 filesystem \(magic 0xEF53\) at sector 2; give --force to overwrite it$/,
+  },
+  {
+    name: 'mirror-create: log device holds an XFS filesystem',
+    args: (d) => {
+      const m = mirror(d);
+      const x = formatted(d, 0, Buffer.from('XFSB').toString('hex'));
+      return ['mirror-create', '--log', x, ...m.legs];
+    },
+    status: 2,
+    message: /^dmtool: .*fmt\.img holds an XFS filesystem \(XFSB\) at sector 0; give --force to overwrite it$/,
+  },
+  {
+    name: 'mirror-create: log device holds a btrfs filesystem',
+    args: (d) => {
+      const m = mirror(d);
+      const x = formatted(d, 65600, Buffer.from('_BHRfS_M').toString('hex'));
+      return ['mirror-create', '--log', x, ...m.legs];
+    },
+    status: 2,
+    message: /^dmtool: .*fmt\.img holds a btrfs filesystem \(_BHRfS_M\) at sector 128; give --force to overwrite it$/,
+  },
+  {
+    name: 'mirror-create: log device holds swap',
+    args: (d) => {
+      const m = mirror(d);
+      const x = formatted(d, 4086, Buffer.from('SWAPSPACE2').toString('hex'));
+      return ['mirror-create', '--log', x, ...m.legs];
+    },
+    status: 2,
+    message: /^dmtool: .*fmt\.img holds a swap area \(SWAPSPACE2\) at sector 7; give --force to overwrite it$/,
+  },
+  {
+    name: 'mirror-create: log device holds an LVM2 label',
+    args: (d) => {
+      const m = mirror(d);
+      const x = formatted(d, 512, Buffer.from('LABELONE').toString('hex'));
+      return ['mirror-create', '--log', x, ...m.legs];
+    },
+    status: 2,
+    message: /^dmtool: .*fmt\.img holds an LVM2 physical volume label \(LABELONE\) at sector 1; give --force to overwrite it$/,
+  },
+  {
+    name: 'mirror-create: log device holds an MBR partition table',
+    args: (d) => {
+      const m = mirror(d);
+      const x = formatted(d, 510, '55aa');
+      patch(x, 446 + 4, Buffer.from([0x83]));
+      return ['mirror-create', '--log', x, ...m.legs];
+    },
+    status: 2,
+    message: /^dmtool: .*fmt\.img holds an MBR partition table \(0x55AA, a non-empty entry\) at sector 0; give --force to overwrite it$/,
+  },
+  {
+    name: 'mirror-create: log device holds a GPT',
+    args: (d) => {
+      const m = mirror(d);
+      const x = formatted(d, 512, Buffer.from('EFI PART').toString('hex'));
+      return ['mirror-create', '--log', x, ...m.legs];
+    },
+    status: 2,
+    message: /^dmtool: .*fmt\.img holds a GPT partition table \(EFI PART\) at sector 1; give --force to overwrite it$/,
+  },
   // Limits: the kernel's region_size is a 32-bit power of two (legs of 4 TiB, sparse, in a subfolder the hash check skips)
-  { name: 'mirror: region size 3·2^31 (a power of two in 32-bit arithmetic)', args: (d) => { const m = hugeMirror(d); return ['mirror-create', '--log', m.log, '--region-size', '6442450944', ...m.legs]; }, status: 2, message: /^dmtool: region size must be a power of two of at least 2 and at most 2147483648 sectors \(got 6442450944\)$/ },
-  { name: 'mirror: region size 2^32', args: (d) => { const m = hugeMirror(d); return ['mirror-create', '--log', m.log, '--region-size', '4294967296', ...m.legs]; }, status: 2, message: /^dmtool: region size must be a power of two of at least 2 and at most 2147483648 sectors \(got 4294967296\)$/ },
-  { name: 'mirror: table line with region size 2^32', args: (d) => { const m = hugeMirror(d); return ['mirror-create', '--table', `0 8589934592 mirror disk 2 ${m.log} 4294967296 2 ${m.legs[0]} 0 ${m.legs[1]} 0`]; }, status: 2, message: /^dmtool: mirror table: region size must be a power of two of at least 2 and at most 2147483648 sectors \(got 4294967296\)$/ },
-  { name: 'mirror: table line with region size 3·2^31', args: (d) => { const m = hugeMirror(d); return ['mirror-status', '--table', `0 8589934592 mirror disk 2 ${m.log} 6442450944 2 ${m.legs[0]} 0 ${m.legs[1]} 0`]; }, status: 2, message: /^dmtool: mirror table: region size must be a power of two of at least 2 and at most 2147483648 sectors \(got 6442450944\)$/ },
+  {
+    name: 'mirror: region size 3·2^31 (a power of two in 32-bit arithmetic)',
+    args: (d) => {
+      const m = hugeMirror(d);
+      return ['mirror-create', '--log', m.log, '--region-size', '6442450944', ...m.legs];
+    },
+    status: 2,
+    message: /^dmtool: region size must be a power of two of at least 2 and at most 2147483648 sectors \(got 6442450944\)$/,
+  },
+  {
+    name: 'mirror: region size 2^32',
+    args: (d) => {
+      const m = hugeMirror(d);
+      return ['mirror-create', '--log', m.log, '--region-size', '4294967296', ...m.legs];
+    },
+    status: 2,
+    message: /^dmtool: region size must be a power of two of at least 2 and at most 2147483648 sectors \(got 4294967296\)$/,
+  },
+  {
+    name: 'mirror: table line with region size 2^32',
+    args: (d) => {
+      const m = hugeMirror(d);
+      return ['mirror-create', '--table', `0 8589934592 mirror disk 2 ${m.log} 4294967296 2 ${m.legs[0]} 0 ${m.legs[1]} 0`];
+    },
+    status: 2,
+    message: /^dmtool: mirror table: region size must be a power of two of at least 2 and at most 2147483648 sectors \(got 4294967296\)$/,
+  },
+  {
+    name: 'mirror: table line with region size 3·2^31',
+    args: (d) => {
+      const m = hugeMirror(d);
+      return ['mirror-status', '--table', `0 8589934592 mirror disk 2 ${m.log} 6442450944 2 ${m.legs[0]} 0 ${m.legs[1]} 0`];
+    },
+    status: 2,
+    message: /^dmtool: mirror table: region size must be a power of two of at least 2 and at most 2147483648 sectors \(got 6442450944\)$/,
+  },
 ];
 
 /** A 128 KiB image, zero but for `hex` at byte `at`: a format signature. */
@@ -176,34 +549,254 @@ function patchedCow(d: string, at: number, hex: string): { origin: string; cow: 
 const ENTRY = (i: number) => 4096 + 16 * i;
 
 const snapshotCases: Case[] = [
-  { name: 'COW: wrong magic', args: (d) => { const k = patchedCow(d, 0, '536e4171'); return ['snapshot-merge', k.origin, k.cow]; }, status: 2, message: /^dmtool: ENXIO: invalid or corrupt snapshot: bad magic 0x71416e53 \(expected 0x70416e53 "SnAp"\) \(.*cow\.img sectors 0\.\.0\)$/ },
-  { name: 'COW: version 2', args: (d) => { const k = patchedCow(d, 8, '02000000'); return ['snapshot-merge', k.origin, k.cow]; }, status: 2, message: /^dmtool: EINVAL: unsupported COW version 2 \(only 1 exists\)/ },
-  { name: 'COW: chunk size not a power of two', args: (d) => { const k = patchedCow(d, 12, '0c000000'); return ['snapshot-status', k.cow]; }, status: 2, message: /^dmtool: EINVAL: COW header chunk size 12 is not a power of two/ },
-  { name: 'COW: chunk size 0 in the header', args: (d) => { const k = patchedCow(d, 12, '00000000'); return ['snapshot-list', k.cow]; }, status: 2, message: /^dmtool: EINVAL: COW header chunk size 0 is not a power of two/ },
-  { name: 'COW: invalidated snapshot cannot merge', args: (d) => { const k = patchedCow(d, 4, '00000000'); return ['snapshot-merge', k.origin, k.cow]; }, status: 2, message: /^dmtool: EINVAL: snapshot is invalid: can't merge/ },
-  { name: 'COW: truncated device', args: (d) => { const k = kernelCow(d); fs.truncateSync(k.cow, MiB); return ['snapshot-merge', k.origin, k.cow]; }, status: 2, message: /^dmtool: EINVAL: area 0 entry 254 \(old 344 → new 256\) points past the COW end \(256 chunks\)/ },
-  { name: 'COW: entry points into a metadata chunk', args: (d) => { const k = patchedCow(d, ENTRY(0) + 8, '0100000000000000'); return ['snapshot-merge', k.origin, k.cow]; }, status: 2, message: /^dmtool: EINVAL: area 0 entry 0 \(old 3 → new 1\) points into a metadata chunk/ },
-  { name: 'COW: entry points past the COW end', args: (d) => { const k = patchedCow(d, ENTRY(0) + 8, '0000100000000000'); return ['snapshot-merge', k.origin, k.cow]; }, status: 2, message: /^dmtool: EINVAL: area 0 entry 0 \(old 3 → new 1048576\) points past the COW end \(4096 chunks\)/ },
-  { name: 'COW: duplicate origin chunk', args: (d) => { const k = patchedCow(d, ENTRY(1), '03'); return ['snapshot-merge', k.origin, k.cow]; }, status: 2, message: /^dmtool: EINVAL: area 0 entry 1 \(old 3 → new 3\) repeats origin chunk 3/ },
-  { name: 'merge: origin smaller than the table needs', args: (d) => { const k = kernelCow(d); fs.truncateSync(k.origin, MiB); return ['snapshot-merge', k.origin, k.cow]; }, status: 2, message: /names an origin chunk beyond the origin end \(2048 sectors\)/ },
-  { name: 'merge: origin and COW the same file', args: (d) => { const k = kernelCow(d); return ['snapshot-merge', k.origin, k.origin]; }, status: 2, message: /^dmtool: COW .*origin\.img is the same device as origin .*origin\.img$/ },
-  { name: 'create: chunk size not a power of two', args: (d) => { const k = kernelCow(d); const z = dest(d, 'z.img'); return ['snapshot-create', k.origin, z, '--chunk-size', '12']; }, status: 2, message: /^dmtool: EINVAL: chunk size 12 sectors is not a power of two$/ },
-  { name: 'create: chunk size 0', args: (d) => { const k = kernelCow(d); const z = path.join(d, 'z.img'); makeImage(z, MiB); return ['snapshot-create', k.origin, z, '--chunk-size', '0']; }, status: 2, message: /^dmtool: EINVAL: chunk size 0 sectors is out of range/ },
-  { name: 'create: COW too small', args: (d) => { const k = kernelCow(d); const z = path.join(d, 'tiny.img'); makeImage(z, 4096); return ['snapshot-create', k.origin, z, '--chunk-size', '8']; }, status: 2, message: /^dmtool: ENOSPC: COW of 8 sectors cannot hold a header, a metadata area and one 8-sector chunk \(needs 24\)/ },
-  { name: 'create: over an existing snapshot', args: (d) => { const k = kernelCow(d); return ['snapshot-create', k.origin, k.cow, '--chunk-size', '8']; }, status: 2, message: /^dmtool: EEXIST: COW already holds a snapshot header \(refusing to format over it\)/ },
-  { name: 'status: a COW never formatted', args: (d) => { const z = path.join(d, 'z.img'); makeImage(z, MiB); return ['snapshot-status', z]; }, status: 2, message: /^dmtool: EINVAL: COW has no snapshot header \(magic is 0\); create the snapshot first/ },
-  { name: 'read: range past the snapshot end', args: (d) => { const k = kernelCow(d); return ['snapshot-read', k.origin, k.cow, '--offset', '131072', '--length', '8', '-o', path.join(d, 'out.bin')]; }, status: 2, message: /sectors 131072\.\.131079 lie outside the 131072-sector snapshot$/ },
-  { name: 'read: output over the origin', args: (d) => { const k = kernelCow(d); return ['snapshot-read', k.origin, k.cow, '-o', k.origin]; }, status: 2, message: /^dmtool: --output .*origin\.img is .*origin\.img, which is being read; name another file$/ },
-  { name: 'write: missing input file', args: (d) => { const k = kernelCow(d); return ['snapshot-write', k.origin, k.cow, '--target', 'origin', '--offset', '0', '-i', path.join(d, 'nope.bin')]; }, status: 2, message: /^dmtool: --input .*nope\.bin: no such file$/ },
-  { name: 'merge: batch smaller than a chunk', args: (d) => { const k = kernelCow(d); return ['snapshot-merge', k.origin, k.cow, '--batch-size', '1k']; }, status: 2, message: /^dmtool: EINVAL: batch size 1024 bytes is smaller than one chunk \(4096 bytes\)/ },
-  { name: 'write: unknown target', args: (d) => { const k = kernelCow(d); const z = dest(d, 'data.bin', 4096); return ['snapshot-write', k.origin, k.cow, '--target', 'bogus', '--offset', '0', '-i', z]; }, status: 2, message: /^dmtool: --target: Invalid enum value\. Expected 'origin' \| 'snapshot', received 'bogus'$/ },
+  {
+    name: 'COW: wrong magic',
+    args: (d) => {
+      const k = patchedCow(d, 0, '536e4171');
+      return ['snapshot-merge', k.origin, k.cow];
+    },
+    status: 2,
+    message:
+      /^dmtool: ENXIO: invalid or corrupt snapshot: bad magic 0x71416e53 \(expected 0x70416e53 "SnAp"\) \(.*cow\.img sectors 0\.\.0\)$/,
+  },
+  {
+    name: 'COW: version 2',
+    args: (d) => {
+      const k = patchedCow(d, 8, '02000000');
+      return ['snapshot-merge', k.origin, k.cow];
+    },
+    status: 2,
+    message: /^dmtool: EINVAL: unsupported COW version 2 \(only 1 exists\)/,
+  },
+  {
+    name: 'COW: chunk size not a power of two',
+    args: (d) => {
+      const k = patchedCow(d, 12, '0c000000');
+      return ['snapshot-status', k.cow];
+    },
+    status: 2,
+    message: /^dmtool: EINVAL: COW header chunk size 12 is not a power of two/,
+  },
+  {
+    name: 'COW: chunk size 0 in the header',
+    args: (d) => {
+      const k = patchedCow(d, 12, '00000000');
+      return ['snapshot-list', k.cow];
+    },
+    status: 2,
+    message: /^dmtool: EINVAL: COW header chunk size 0 is not a power of two/,
+  },
+  {
+    name: 'COW: invalidated snapshot cannot merge',
+    args: (d) => {
+      const k = patchedCow(d, 4, '00000000');
+      return ['snapshot-merge', k.origin, k.cow];
+    },
+    status: 2,
+    message: /^dmtool: EINVAL: snapshot is invalid: can't merge/,
+  },
+  {
+    name: 'COW: truncated device',
+    args: (d) => {
+      const k = kernelCow(d);
+      fs.truncateSync(k.cow, MiB);
+      return ['snapshot-merge', k.origin, k.cow];
+    },
+    status: 2,
+    message: /^dmtool: EINVAL: area 0 entry 254 \(old 344 → new 256\) points past the COW end \(256 chunks\)/,
+  },
+  {
+    name: 'COW: entry points into a metadata chunk',
+    args: (d) => {
+      const k = patchedCow(d, ENTRY(0) + 8, '0100000000000000');
+      return ['snapshot-merge', k.origin, k.cow];
+    },
+    status: 2,
+    message: /^dmtool: EINVAL: area 0 entry 0 \(old 3 → new 1\) points into a metadata chunk/,
+  },
+  {
+    name: 'COW: entry points past the COW end',
+    args: (d) => {
+      const k = patchedCow(d, ENTRY(0) + 8, '0000100000000000');
+      return ['snapshot-merge', k.origin, k.cow];
+    },
+    status: 2,
+    message: /^dmtool: EINVAL: area 0 entry 0 \(old 3 → new 1048576\) points past the COW end \(4096 chunks\)/,
+  },
+  {
+    name: 'COW: duplicate origin chunk',
+    args: (d) => {
+      const k = patchedCow(d, ENTRY(1), '03');
+      return ['snapshot-merge', k.origin, k.cow];
+    },
+    status: 2,
+    message: /^dmtool: EINVAL: area 0 entry 1 \(old 3 → new 3\) repeats origin chunk 3/,
+  },
+  {
+    name: 'merge: origin smaller than the table needs',
+    args: (d) => {
+      const k = kernelCow(d);
+      fs.truncateSync(k.origin, MiB);
+      return ['snapshot-merge', k.origin, k.cow];
+    },
+    status: 2,
+    message: /names an origin chunk beyond the origin end \(2048 sectors\)/,
+  },
+  {
+    name: 'merge: origin and COW the same file',
+    args: (d) => {
+      const k = kernelCow(d);
+      return ['snapshot-merge', k.origin, k.origin];
+    },
+    status: 2,
+    message: /^dmtool: COW .*origin\.img is the same device as origin .*origin\.img$/,
+  },
+  {
+    name: 'create: chunk size not a power of two',
+    args: (d) => {
+      const k = kernelCow(d);
+      const z = dest(d, 'z.img');
+      return ['snapshot-create', k.origin, z, '--chunk-size', '12'];
+    },
+    status: 2,
+    message: /^dmtool: EINVAL: chunk size 12 sectors is not a power of two$/,
+  },
+  {
+    name: 'create: chunk size 0',
+    args: (d) => {
+      const k = kernelCow(d);
+      const z = path.join(d, 'z.img');
+      makeImage(z, MiB);
+      return ['snapshot-create', k.origin, z, '--chunk-size', '0'];
+    },
+    status: 2,
+    message: /^dmtool: EINVAL: chunk size 0 sectors is out of range/,
+  },
+  {
+    name: 'create: COW too small',
+    args: (d) => {
+      const k = kernelCow(d);
+      const z = path.join(d, 'tiny.img');
+      makeImage(z, 4096);
+      return ['snapshot-create', k.origin, z, '--chunk-size', '8'];
+    },
+    status: 2,
+    message: /^dmtool: ENOSPC: COW of 8 sectors cannot hold a header, a metadata area and one 8-sector chunk \(needs 24\)/,
+  },
+  {
+    name: 'create: over an existing snapshot',
+    args: (d) => {
+      const k = kernelCow(d);
+      return ['snapshot-create', k.origin, k.cow, '--chunk-size', '8'];
+    },
+    status: 2,
+    message: /^dmtool: EEXIST: COW already holds a snapshot header \(refusing to format over it\)/,
+  },
+  {
+    name: 'status: a COW never formatted',
+    args: (d) => {
+      const z = path.join(d, 'z.img');
+      makeImage(z, MiB);
+      return ['snapshot-status', z];
+    },
+    status: 2,
+    message: /^dmtool: EINVAL: COW has no snapshot header \(magic is 0\); create the snapshot first/,
+  },
+  {
+    name: 'read: range past the snapshot end',
+    args: (d) => {
+      const k = kernelCow(d);
+      return ['snapshot-read', k.origin, k.cow, '--offset', '131072', '--length', '8', '-o', path.join(d, 'out.bin')];
+    },
+    status: 2,
+    message: /sectors 131072\.\.131079 lie outside the 131072-sector snapshot$/,
+  },
+  {
+    name: 'read: output over the origin',
+    args: (d) => {
+      const k = kernelCow(d);
+      return ['snapshot-read', k.origin, k.cow, '-o', k.origin];
+    },
+    status: 2,
+    message: /^dmtool: --output .*origin\.img is .*origin\.img, which is being read; name another file$/,
+  },
+  {
+    name: 'write: missing input file',
+    args: (d) => {
+      const k = kernelCow(d);
+      return ['snapshot-write', k.origin, k.cow, '--target', 'origin', '--offset', '0', '-i', path.join(d, 'nope.bin')];
+    },
+    status: 2,
+    message: /^dmtool: --input .*nope\.bin: no such file$/,
+  },
+  {
+    name: 'merge: batch smaller than a chunk',
+    args: (d) => {
+      const k = kernelCow(d);
+      return ['snapshot-merge', k.origin, k.cow, '--batch-size', '1k'];
+    },
+    status: 2,
+    message: /^dmtool: EINVAL: batch size 1024 bytes is smaller than one chunk \(4096 bytes\)/,
+  },
+  {
+    name: 'write: unknown target',
+    args: (d) => {
+      const k = kernelCow(d);
+      const z = dest(d, 'data.bin', 4096);
+      return ['snapshot-write', k.origin, k.cow, '--target', 'bogus', '--offset', '0', '-i', z];
+    },
+    status: 2,
+    message: /^dmtool: --target: Invalid enum value\. Expected 'origin' \| 'snapshot', received 'bogus'$/,
+  },
   // snapshot-read -o: the output file is left alone until the snapshot is known readable
-  { name: 'read: invalidated snapshot, output file kept', args: (d) => { const k = patchedCow(d, 4, '00000000'); return ['snapshot-read', k.origin, k.cow, '-o', dest(d, 'out.bin', 4096)]; }, status: 2, message: /^dmtool: snapshot in .*cow\.img is invalid; nothing read$/ },
-  { name: 'read: invalidated snapshot, new output file not created', args: (d) => { const k = patchedCow(d, 4, '00000000'); return ['snapshot-read', k.origin, k.cow, '-o', path.join(d, 'new.bin')]; }, status: 2, message: /^dmtool: snapshot in .*cow\.img is invalid; nothing read$/ },
+  {
+    name: 'read: invalidated snapshot, output file kept',
+    args: (d) => {
+      const k = patchedCow(d, 4, '00000000');
+      return ['snapshot-read', k.origin, k.cow, '-o', dest(d, 'out.bin', 4096)];
+    },
+    status: 2,
+    message: /^dmtool: snapshot in .*cow\.img is invalid; nothing read$/,
+  },
+  {
+    name: 'read: invalidated snapshot, new output file not created',
+    args: (d) => {
+      const k = patchedCow(d, 4, '00000000');
+      return ['snapshot-read', k.origin, k.cow, '-o', path.join(d, 'new.bin')];
+    },
+    status: 2,
+    message: /^dmtool: snapshot in .*cow\.img is invalid; nothing read$/,
+  },
   // snapshot-write input bounds: never read more than the target range holds; longer input is refused before any write.
-  { name: 'write: /dev/zero to the origin', args: (d) => { const k = kernelCow(d); return ['snapshot-write', k.origin, k.cow, '--target', 'origin', '--offset', '130048', '-i', '/dev/zero']; }, status: 2, message: /^dmtool: origin write to .*origin\.img at sector 130048: input \/dev\/zero is longer than the 1024 sectors from there to the end of the 131072-sector origin$/ },
-  { name: 'write: /dev/zero to the snapshot', args: (d) => { const k = kernelCow(d); return ['snapshot-write', k.origin, k.cow, '--target', 'snapshot', '--offset', '0', '-i', '/dev/zero']; }, status: 2, message: /^dmtool: --input \/dev\/zero: more than 64 MiB from a pipe or device; write it to a file and give that$/ },
-  { name: 'write: input file longer than the origin', args: (d) => { const k = kernelCow(d); const z = dest(d, 'data.bin', 2 * MiB); return ['snapshot-write', k.origin, k.cow, '--target', 'origin', '--offset', '129024', '-i', z]; }, status: 2, message: /^dmtool: origin write to .*origin\.img sectors 129024\.\.133119 ends beyond the 131072-sector origin$/ },
+  {
+    name: 'write: /dev/zero to the origin',
+    args: (d) => {
+      const k = kernelCow(d);
+      return ['snapshot-write', k.origin, k.cow, '--target', 'origin', '--offset', '130048', '-i', '/dev/zero'];
+    },
+    status: 2,
+    message:
+      /^dmtool: origin write to .*origin\.img at sector 130048: input \/dev\/zero is longer than the 1024 sectors from there to the end of the 131072-sector origin$/,
+  },
+  {
+    name: 'write: /dev/zero to the snapshot',
+    args: (d) => {
+      const k = kernelCow(d);
+      return ['snapshot-write', k.origin, k.cow, '--target', 'snapshot', '--offset', '0', '-i', '/dev/zero'];
+    },
+    status: 2,
+    message: /^dmtool: --input \/dev\/zero: more than 64 MiB from a pipe or device; write it to a file and give that$/,
+  },
+  {
+    name: 'write: input file longer than the origin',
+    args: (d) => {
+      const k = kernelCow(d);
+      const z = dest(d, 'data.bin', 2 * MiB);
+      return ['snapshot-write', k.origin, k.cow, '--target', 'origin', '--offset', '129024', '-i', z];
+    },
+    status: 2,
+    message: /^dmtool: origin write to .*origin\.img sectors 129024\.\.133119 ends beyond the 131072-sector origin$/,
+  },
 ];
 
 // Images that are not a whole number of 512-byte sectors: refused by every command that takes images
@@ -212,23 +805,152 @@ function oddSized(file: string, bytes: number): string {
   return file;
 }
 const PARTIAL = (role: string, file: string, bytes: number) =>
-  new RegExp(`^dmtool: ${role} .*${file.replace('.', '\\.')} is ${bytes} bytes, not a whole number of 512-byte sectors; pad or truncate it to a multiple of 512 bytes$`);
+  new RegExp(
+    `^dmtool: ${role} .*${file.replace('.', '\\.')} is ${bytes} bytes, not a whole number of 512-byte sectors; pad or truncate it to a multiple of 512 bytes$`,
+  );
 const partialSectorCases: Case[] = [
-  { name: 'copy: source of 1000 bytes', args: (d) => ['copy', oddSized(source(d), 1000), dest(d)], status: 2, message: PARTIAL('source', 'src.img', 1000) },
-  { name: 'copy: destination of 4 MiB + 100 bytes', args: (d) => ['copy', source(d), oddSized(dest(d), 4 * MiB + 100)], status: 2, message: PARTIAL('destination 0', 'dst.img', 4 * MiB + 100) },
-  { name: 'zero: device of 4 MiB + 1 byte', args: (d) => ['zero', oddSized(dest(d), 4 * MiB + 1)], status: 2, message: PARTIAL('device 0', 'dst.img', 4 * MiB + 1) },
-  { name: 'snapshot-create: origin of 64 MiB + 100 bytes', args: (d) => { const z = path.join(d, 'z.img'); makeImage(z, MiB); return ['snapshot-create', oddSized(source(d), 64 * MiB + 100), z, '--chunk-size', '8']; }, status: 2, message: PARTIAL('origin', 'src.img', 64 * MiB + 100) },
-  { name: 'snapshot-create: COW of 1 MiB + 100 bytes', args: (d) => { const z = path.join(d, 'z.img'); makeImage(z, MiB + 100); return ['snapshot-create', source(d), z, '--chunk-size', '8']; }, status: 2, message: PARTIAL('COW', 'z.img', MiB + 100) },
-  { name: 'snapshot-status: COW with a torn tail', args: (d) => { const k = kernelCow(d); return ['snapshot-status', oddSized(k.cow, 16 * MiB + 7)]; }, status: 2, message: PARTIAL('COW', 'cow.img', 16 * MiB + 7) },
-  { name: 'snapshot-list: COW with a torn tail', args: (d) => { const k = kernelCow(d); return ['snapshot-list', oddSized(k.cow, 16 * MiB + 7)]; }, status: 2, message: PARTIAL('COW', 'cow.img', 16 * MiB + 7) },
-  { name: 'snapshot-read: origin with a torn tail', args: (d) => { const k = kernelCow(d); return ['snapshot-read', oddSized(k.origin, 64 * MiB + 300), k.cow, '-o', path.join(d, 'view.bin')]; }, status: 2, message: PARTIAL('origin', 'origin.img', 64 * MiB + 300) },
-  { name: 'snapshot-write: origin with a torn tail', args: (d) => { const k = kernelCow(d); return ['snapshot-write', oddSized(k.origin, 64 * MiB + 300), k.cow, '--target', 'origin', '--offset', '0', '-i', dest(d, 'data.bin', 4096)]; }, status: 2, message: PARTIAL('origin', 'origin.img', 64 * MiB + 300) },
-  { name: 'snapshot-merge: origin with a torn tail', args: (d) => { const k = kernelCow(d); return ['snapshot-merge', oddSized(k.origin, 64 * MiB + 300), k.cow]; }, status: 2, message: PARTIAL('origin', 'origin.img', 64 * MiB + 300) },
-  { name: 'mirror-create: a leg of 8 MiB + 100 bytes', args: (d) => { const m = mirror(d); oddSized(m.legs[1], 8 * MiB + 100); return ['mirror-create', '--force', '--log', m.log, ...m.legs]; }, status: 2, message: PARTIAL('leg 1', 'leg1.img', 8 * MiB + 100) },
-  { name: 'mirror-status: a log with a torn tail', args: (d) => { const m = mirror(d); return ['mirror-status', '--log', oddSized(m.log, 64 * 1024 + 10), ...m.legs]; }, status: 2, message: PARTIAL('the log', 'log.img', 64 * 1024 + 10) },
-  { name: 'mirror-resync: a leg of 8 MiB + 100 bytes', args: (d) => { const m = mirror(d); oddSized(m.legs[0], 8 * MiB + 100); return ['mirror-resync', '--log', m.log, ...m.legs]; }, status: 2, message: PARTIAL('leg 0', 'leg0.img', 8 * MiB + 100) },
-  { name: 'mirror-resync --table: a leg of 8 MiB + 100 bytes', args: (d) => { const m = mirror(d); oddSized(m.legs[1], 8 * MiB + 100); return ['mirror-resync', '--table', `0 16384 mirror disk 2 ${m.log} 1024 2 ${m.legs[0]} 0 ${m.legs[1]} 0`]; }, status: 2, message: PARTIAL('leg 1', 'leg1.img', 8 * MiB + 100) },
-  { name: 'mirror-check: a leg of 8 MiB + 100 bytes', args: (d) => { const m = mirror(d); oddSized(m.legs[1], 8 * MiB + 100); return ['mirror-check', ...m.legs, '--length', '16384']; }, status: 2, message: PARTIAL('leg 1', 'leg1.img', 8 * MiB + 100) },
+  {
+    name: 'copy: source of 1000 bytes',
+    args: (d) => ['copy', oddSized(source(d), 1000), dest(d)],
+    status: 2,
+    message: PARTIAL('source', 'src.img', 1000),
+  },
+  {
+    name: 'copy: destination of 4 MiB + 100 bytes',
+    args: (d) => ['copy', source(d), oddSized(dest(d), 4 * MiB + 100)],
+    status: 2,
+    message: PARTIAL('destination 0', 'dst.img', 4 * MiB + 100),
+  },
+  {
+    name: 'zero: device of 4 MiB + 1 byte',
+    args: (d) => ['zero', oddSized(dest(d), 4 * MiB + 1)],
+    status: 2,
+    message: PARTIAL('device 0', 'dst.img', 4 * MiB + 1),
+  },
+  {
+    name: 'snapshot-create: origin of 64 MiB + 100 bytes',
+    args: (d) => {
+      const z = path.join(d, 'z.img');
+      makeImage(z, MiB);
+      return ['snapshot-create', oddSized(source(d), 64 * MiB + 100), z, '--chunk-size', '8'];
+    },
+    status: 2,
+    message: PARTIAL('origin', 'src.img', 64 * MiB + 100),
+  },
+  {
+    name: 'snapshot-create: COW of 1 MiB + 100 bytes',
+    args: (d) => {
+      const z = path.join(d, 'z.img');
+      makeImage(z, MiB + 100);
+      return ['snapshot-create', source(d), z, '--chunk-size', '8'];
+    },
+    status: 2,
+    message: PARTIAL('COW', 'z.img', MiB + 100),
+  },
+  {
+    name: 'snapshot-status: COW with a torn tail',
+    args: (d) => {
+      const k = kernelCow(d);
+      return ['snapshot-status', oddSized(k.cow, 16 * MiB + 7)];
+    },
+    status: 2,
+    message: PARTIAL('COW', 'cow.img', 16 * MiB + 7),
+  },
+  {
+    name: 'snapshot-list: COW with a torn tail',
+    args: (d) => {
+      const k = kernelCow(d);
+      return ['snapshot-list', oddSized(k.cow, 16 * MiB + 7)];
+    },
+    status: 2,
+    message: PARTIAL('COW', 'cow.img', 16 * MiB + 7),
+  },
+  {
+    name: 'snapshot-read: origin with a torn tail',
+    args: (d) => {
+      const k = kernelCow(d);
+      return ['snapshot-read', oddSized(k.origin, 64 * MiB + 300), k.cow, '-o', path.join(d, 'view.bin')];
+    },
+    status: 2,
+    message: PARTIAL('origin', 'origin.img', 64 * MiB + 300),
+  },
+  {
+    name: 'snapshot-write: origin with a torn tail',
+    args: (d) => {
+      const k = kernelCow(d);
+      return [
+        'snapshot-write',
+        oddSized(k.origin, 64 * MiB + 300),
+        k.cow,
+        '--target',
+        'origin',
+        '--offset',
+        '0',
+        '-i',
+        dest(d, 'data.bin', 4096),
+      ];
+    },
+    status: 2,
+    message: PARTIAL('origin', 'origin.img', 64 * MiB + 300),
+  },
+  {
+    name: 'snapshot-merge: origin with a torn tail',
+    args: (d) => {
+      const k = kernelCow(d);
+      return ['snapshot-merge', oddSized(k.origin, 64 * MiB + 300), k.cow];
+    },
+    status: 2,
+    message: PARTIAL('origin', 'origin.img', 64 * MiB + 300),
+  },
+  {
+    name: 'mirror-create: a leg of 8 MiB + 100 bytes',
+    args: (d) => {
+      const m = mirror(d);
+      oddSized(m.legs[1], 8 * MiB + 100);
+      return ['mirror-create', '--force', '--log', m.log, ...m.legs];
+    },
+    status: 2,
+    message: PARTIAL('leg 1', 'leg1.img', 8 * MiB + 100),
+  },
+  {
+    name: 'mirror-status: a log with a torn tail',
+    args: (d) => {
+      const m = mirror(d);
+      return ['mirror-status', '--log', oddSized(m.log, 64 * 1024 + 10), ...m.legs];
+    },
+    status: 2,
+    message: PARTIAL('the log', 'log.img', 64 * 1024 + 10),
+  },
+  {
+    name: 'mirror-resync: a leg of 8 MiB + 100 bytes',
+    args: (d) => {
+      const m = mirror(d);
+      oddSized(m.legs[0], 8 * MiB + 100);
+      return ['mirror-resync', '--log', m.log, ...m.legs];
+    },
+    status: 2,
+    message: PARTIAL('leg 0', 'leg0.img', 8 * MiB + 100),
+  },
+  {
+    name: 'mirror-resync --table: a leg of 8 MiB + 100 bytes',
+    args: (d) => {
+      const m = mirror(d);
+      oddSized(m.legs[1], 8 * MiB + 100);
+      return ['mirror-resync', '--table', `0 16384 mirror disk 2 ${m.log} 1024 2 ${m.legs[0]} 0 ${m.legs[1]} 0`];
+    },
+    status: 2,
+    message: PARTIAL('leg 1', 'leg1.img', 8 * MiB + 100),
+  },
+  {
+    name: 'mirror-check: a leg of 8 MiB + 100 bytes',
+    args: (d) => {
+      const m = mirror(d);
+      oddSized(m.legs[1], 8 * MiB + 100);
+      return ['mirror-check', ...m.legs, '--length', '16384'];
+    },
+    status: 2,
+    message: PARTIAL('leg 1', 'leg1.img', 8 * MiB + 100),
+  },
 ];
 
 function runCorpus(cases: Case[]): void {

@@ -3,7 +3,6 @@ import * as path from 'path';
 import { dmtool } from '../support/cli';
 import { removeDir, tempDir } from '../support/loop';
 
-
 describe('dmtool demo', () => {
   let dir: string;
   beforeEach(() => (dir = tempDir()));
@@ -31,7 +30,9 @@ describe('dmtool demo', () => {
     const merge = out.steps.find((s: { step: string }) => s.step === 'snapshot-merge');
     expect(merge.detail).toMatch(/^512 chunks merged .*; status 16\/16384 16; origin restored \(sha256 equal\)$/);
     const dirty = out.steps.find((s: { step: string }) => s.step === 'mirror-resync (dirty regions)');
-    expect(dirty.detail).toBe('log had 29/32 in sync; copied regions 3, 16, 31 only (3 regions); status 3 leg0.img leg1.img leg2.img 32/32 1 AAA 3 disk mirror-log.img A');
+    expect(dirty.detail).toBe(
+      'log had 29/32 in sync; copied regions 3, 16, 31 only (3 regions); status 3 leg0.img leg1.img leg2.img 32/32 1 AAA 3 disk mirror-log.img A',
+    );
     expect(fs.readdirSync(dir)).toEqual([]);
   });
 
@@ -41,7 +42,18 @@ describe('dmtool demo', () => {
     expect(r.status).toBe(0);
     expect(r.stdout).toMatch(/all 10 steps passed; images kept in /);
     expect(fs.readdirSync(keep).sort()).toEqual(
-      ['copy-1.img', 'copy-2.img', 'copy-3.img', 'cow.img', 'leg0.img', 'leg1.img', 'leg2.img', 'mirror-log.img', 'origin.img', 'source.img'].sort(),
+      [
+        'copy-1.img',
+        'copy-2.img',
+        'copy-3.img',
+        'cow.img',
+        'leg0.img',
+        'leg1.img',
+        'leg2.img',
+        'mirror-log.img',
+        'origin.img',
+        'source.img',
+      ].sort(),
     );
     const again = dmtool(['demo', '--keep', keep]);
     expect(again.status).toBe(2);

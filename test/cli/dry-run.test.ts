@@ -35,7 +35,11 @@ function refusedAlike(args: string[], files: string[], status: number, message: 
   const before = shas(files);
   const dry = dmtool([...args, '--dry-run']);
   const real = dmtool(args);
-  expect({ status: dry.status, stderr: dry.stderr, stdout: dry.stdout }).toEqual({ status: real.status, stderr: real.stderr, stdout: real.stdout });
+  expect({ status: dry.status, stderr: dry.stderr, stdout: dry.stdout }).toEqual({
+    status: real.status,
+    stderr: real.stderr,
+    stdout: real.stdout,
+  });
   expect(dry.status).toBe(status);
   expect(dry.stderr).toMatch(message);
   expect(dry.stderr.split('\n')).toHaveLength(2);
@@ -101,7 +105,12 @@ describeRoot('dry runs on an immutable file (chattr +i)', () => {
     makeImage(dst, MiB, 'DST');
     execFileSync('chattr', ['+i', dst]);
     try {
-      refusedAlike(['copy', src, dst], [src, dst], 3, /^dmtool: EPERM: open failed on .*dst\.img: cannot open for writing: device or file is read-only\n$/);
+      refusedAlike(
+        ['copy', src, dst],
+        [src, dst],
+        3,
+        /^dmtool: EPERM: open failed on .*dst\.img: cannot open for writing: device or file is read-only\n$/,
+      );
     } finally {
       execFileSync('chattr', ['-i', dst]);
     }
@@ -116,7 +125,12 @@ describe('mirror-create --dry-run over an existing log', () => {
     const log = path.join(d, 'log.img');
     makeZeroFile(log, 64 * 1024);
     expect(dmtool(['mirror-create', '--log', log, '--region-size', '1024', ...legs]).status).toBe(0);
-    refusedAlike(['mirror-create', '--log', log, '--region-size', '1024', ...legs], [log, ...legs], 2, /^dmtool: .*log\.img already holds a dm-mirror log \(16 regions, sector 0\); give --force to replace it\n$/);
+    refusedAlike(
+      ['mirror-create', '--log', log, '--region-size', '1024', ...legs],
+      [log, ...legs],
+      2,
+      /^dmtool: .*log\.img already holds a dm-mirror log \(16 regions, sector 0\); give --force to replace it\n$/,
+    );
     const before = sha256File(log);
     const dry = dmtool(['mirror-create', '--log', log, '--region-size', '1024', '--force', '--dry-run', ...legs]);
     expect(dry.stderr).toBe('');
@@ -134,12 +148,22 @@ describe('snapshot-create --dry-run', () => {
     makeBaseOrigin(origin, 4 * MiB);
     makeZeroFile(cow, 1 * MiB);
     makeZeroFile(tiny, 8 * 1024);
-    refusedAlike(['snapshot-create', origin, tiny, '--chunk-size', '8'], [origin, tiny], 2, /^dmtool: ENOSPC: COW of 16 sectors cannot hold a header, a metadata area and one 8-sector chunk \(needs 24\)/);
+    refusedAlike(
+      ['snapshot-create', origin, tiny, '--chunk-size', '8'],
+      [origin, tiny],
+      2,
+      /^dmtool: ENOSPC: COW of 16 sectors cannot hold a header, a metadata area and one 8-sector chunk \(needs 24\)/,
+    );
     const dry = dmtool(['snapshot-create', origin, cow, '--chunk-size', '8', '--dry-run']);
     expect(dry.stdout).toBe(`would format ${cow} with chunk size 8; status would be 16/2048 16\n`);
     const real = dmtool(['snapshot-create', origin, cow, '--chunk-size', '8']);
     expect(real.stdout.split('\n')[1]).toBe('0 8192 snapshot 16/2048 16');
-    refusedAlike(['snapshot-create', origin, cow, '--chunk-size', '8'], [origin, cow], 2, /^dmtool: EEXIST: COW already holds a snapshot header \(refusing to format over it\)/);
+    refusedAlike(
+      ['snapshot-create', origin, cow, '--chunk-size', '8'],
+      [origin, cow],
+      2,
+      /^dmtool: EEXIST: COW already holds a snapshot header \(refusing to format over it\)/,
+    );
   });
 });
 
@@ -195,18 +219,36 @@ describe('snapshot-write: a write that would overflow the COW', () => {
   test('a full area whose next area lies past the COW end: the last chunk cannot be committed, and the plan knows it', () => {
     // 258 chunks: header, area 0 (256 entries) and its 256 data chunks; no room for area 1.
     const p = snapshotPair(258 * 4096);
-    const over = dmtool(['snapshot-write', p.origin, p.cow, '--target', 'origin', '--offset', '0', '-i', chunksFile(p.d, 256), '--dry-run']);
+    const over = dmtool([
+      'snapshot-write',
+      p.origin,
+      p.cow,
+      '--target',
+      'origin',
+      '--offset',
+      '0',
+      '-i',
+      chunksFile(p.d, 256),
+      '--dry-run',
+    ]);
     expect(over.status).toBe(2);
-    expect(over.stderr).toMatch(/needs 256 chunks = 2048 sectors = 1\.0 MiB of new COW space, .*cow\.img has room for 255 chunks = 2040 sectors = 1020\.0 KiB: /);
+    expect(over.stderr).toMatch(
+      /needs 256 chunks = 2048 sectors = 1\.0 MiB of new COW space, .*cow\.img has room for 255 chunks = 2040 sectors = 1020\.0 KiB: /,
+    );
     const forced = path.join(p.d, 'forced');
     fs.mkdirSync(forced);
     const q = { origin: path.join(forced, 'origin.img'), cow: path.join(forced, 'cow.img') };
     fs.copyFileSync(p.origin, q.origin);
     fs.copyFileSync(p.cow, q.cow);
-    expect(dmtool(['snapshot-write', q.origin, q.cow, '--target', 'origin', '--offset', '0', '-i', chunksFile(p.d, 256), '--allow-invalidate']).status).toBe(1);
+    expect(
+      dmtool(['snapshot-write', q.origin, q.cow, '--target', 'origin', '--offset', '0', '-i', chunksFile(p.d, 256), '--allow-invalidate'])
+        .status,
+    ).toBe(1);
     expect(statusOf(q.cow)).toBe('Invalid');
     const fits = ['snapshot-write', p.origin, p.cow, '--target', 'origin', '--offset', '0', '-i', chunksFile(p.d, 255)];
-    expect(dmtool([...fits, '--dry-run']).stdout).toBe('would write 2040 sectors to the origin at sector 0 (255 new exceptions); status now 16/2064 16, after 2056/2064 16\n');
+    expect(dmtool([...fits, '--dry-run']).stdout).toBe(
+      'would write 2040 sectors to the origin at sector 0 (255 new exceptions); status now 16/2064 16, after 2056/2064 16\n',
+    );
     expect(dmtool(fits).stdout).toBe('wrote 2040 sectors to the origin at sector 0; status 2056/2064 16\n');
   });
 

@@ -64,8 +64,11 @@ describe('no inspector, SIGUSR1 prints progress', () => {
       expect(await waitFor(() => child.stderr().length > 0, 2000)).toBe(true);
       await new Promise((r) => setTimeout(r, 300));
       expect(listeningPorts(child.pid)).toEqual([]);
-      if (await accepts(9229)) expect(execFileSync('ss', ['-Hltnp', 'sport = :9229'], { encoding: 'utf8' })).not.toContain(`pid=${child.pid},`);
-      const m = /^copy: (\d+) of 1048576 bytes \([\d.]+ (?:B|KiB) of 1\.0 MiB, (\d+)%\) done in [\d.]+ s, [\d.]+ MB\/s\n$/.exec(child.stderr());
+      if (await accepts(9229))
+        expect(execFileSync('ss', ['-Hltnp', 'sport = :9229'], { encoding: 'utf8' })).not.toContain(`pid=${child.pid},`);
+      const m = /^copy: (\d+) of 1048576 bytes \([\d.]+ (?:B|KiB) of 1\.0 MiB, (\d+)%\) done in [\d.]+ s, [\d.]+ MB\/s\n$/.exec(
+        child.stderr(),
+      );
       expect(m).not.toBeNull();
       // At least the first 4 KiB piece was flushed and reported; the copy is far from done.
       expect(Number(m![1])).toBeGreaterThanOrEqual(4096);
@@ -81,7 +84,11 @@ describe('no inspector, SIGUSR1 prints progress', () => {
   it.each(['--inspect=127.0.0.1:0', '--inspect-brk=127.0.0.1:0', '--inspect-port=127.0.0.1:0'])(
     'the installed command runs with NODE_OPTIONS=%s and no port open, and SIGUSR1 opens none',
     async (nodeOptions) => {
-      const child = startDmtool(['copy', src, dst, '--rate', '4k'], { command: [INSTALLED], env: { NODE_OPTIONS: nodeOptions }, timeoutMs: 15000 });
+      const child = startDmtool(['copy', src, dst, '--rate', '4k'], {
+        command: [INSTALLED],
+        env: { NODE_OPTIONS: nodeOptions },
+        timeoutMs: 15000,
+      });
       try {
         expect(await waitFor(firstPieceLanded, 5000)).toBe(true);
         expect(listeningPorts(child.pid)).toEqual([]);
@@ -99,7 +106,11 @@ describe('no inspector, SIGUSR1 prints progress', () => {
 
   it('the JavaScript entry refuses to run with an inspector open, writes nothing and leaves no port', async () => {
     const before = sha256File(dst);
-    const child = startDmtool(['copy', src, dst], { command: [process.execPath, DMTOOL], env: { NODE_OPTIONS: '--inspect=127.0.0.1:0' }, timeoutMs: 15000 });
+    const child = startDmtool(['copy', src, dst], {
+      command: [process.execPath, DMTOOL],
+      env: { NODE_OPTIONS: '--inspect=127.0.0.1:0' },
+      timeoutMs: 15000,
+    });
     const r = await child.done;
     expect(r.status).toBe(2);
     expect(listeningPorts(child.pid)).toEqual([]);

@@ -53,7 +53,9 @@ describe('image files are locked while a command uses them', () => {
       const w = dmtool(['snapshot-write', k.origin, k.cow, '--target', 'origin', '--offset', '0', '-i', data]);
       expect(w.stdout).toBe('');
       expect(w.stderr).toMatch(
-        new RegExp(`^dmtool: EWOULDBLOCK: open failed on .*origin\\.img: locked by pid ${merge.pid} \\(dmtool snapshot-merge .*origin\\.img .*cow\\.img --rate 400k\\)\\n$`),
+        new RegExp(
+          `^dmtool: EWOULDBLOCK: open failed on .*origin\\.img: locked by pid ${merge.pid} \\(dmtool snapshot-merge .*origin\\.img .*cow\\.img --rate 400k\\)\\n$`,
+        ),
       );
       expect(w.status).toBe(3);
     } finally {
@@ -76,7 +78,9 @@ describe('image files are locked while a command uses them', () => {
       await waitForLock(log, resync.pid);
       const c = dmtool(['mirror-create', '--log', log, '--force', '--region-size', '256', ...legs]);
       expect(c.stderr).toMatch(
-        new RegExp(`^dmtool: EWOULDBLOCK: open failed on .*log\\.img: locked by pid ${resync.pid} \\(dmtool mirror-resync --log .*log\\.img .*leg0\\.img .*leg1\\.img --rate 1M --parallel 1\\)\\n$`),
+        new RegExp(
+          `^dmtool: EWOULDBLOCK: open failed on .*log\\.img: locked by pid ${resync.pid} \\(dmtool mirror-resync --log .*log\\.img .*leg0\\.img .*leg1\\.img --rate 1M --parallel 1\\)\\n$`,
+        ),
       );
       expect(c.status).toBe(3);
     } finally {
@@ -105,7 +109,9 @@ describe('image files are locked while a command uses them', () => {
       expect(st.status).toBe(0);
       const m = dmtool(['snapshot-merge', k.origin, k.cow]);
       expect(m.stderr).toMatch(
-        new RegExp(`^dmtool: EWOULDBLOCK: open failed on .*origin\\.img: locked by pid ${reader.pid} \\(dmtool snapshot-read .*origin\\.img .*cow\\.img --length 8 -o .*view\\.fifo\\)\\n$`),
+        new RegExp(
+          `^dmtool: EWOULDBLOCK: open failed on .*origin\\.img: locked by pid ${reader.pid} \\(dmtool snapshot-read .*origin\\.img .*cow\\.img --length 8 -o .*view\\.fifo\\)\\n$`,
+        ),
       );
       expect(m.status).toBe(3);
     } finally {
@@ -143,7 +149,9 @@ describeLoop('a loop device and its backing file share one lock', () => {
       await waitForLock(k.cow, merge.pid);
       const c = dmtool(['copy', src, loop.path]);
       expect(c.stderr).toMatch(
-        new RegExp(`^dmtool: EWOULDBLOCK: open failed on ${loop.path}: backing file .*origin\\.img is locked by pid ${merge.pid} \\(dmtool snapshot-merge .*\\)\\n$`),
+        new RegExp(
+          `^dmtool: EWOULDBLOCK: open failed on ${loop.path}: backing file .*origin\\.img is locked by pid ${merge.pid} \\(dmtool snapshot-merge .*\\)\\n$`,
+        ),
       );
       expect(c.status).toBe(3);
     } finally {
@@ -165,7 +173,9 @@ describeLoop('a loop device and its backing file share one lock', () => {
       await waitForLock(k.origin, copy.pid);
       const m = dmtool(['snapshot-merge', k.origin, k.cow]);
       expect(m.stderr).toMatch(
-        new RegExp(`^dmtool: EWOULDBLOCK: open failed on .*origin\\.img: locked by pid ${copy.pid} \\(dmtool copy .*src\\.img ${loop.path} --length 4M --rate 2M\\)\\n$`),
+        new RegExp(
+          `^dmtool: EWOULDBLOCK: open failed on .*origin\\.img: locked by pid ${copy.pid} \\(dmtool copy .*src\\.img ${loop.path} --length 4M --rate 2M\\)\\n$`,
+        ),
       );
       expect(m.status).toBe(3);
     } finally {

@@ -74,7 +74,11 @@ describeLoop('a loop device counts as its backing file', () => {
     makeImage(src, MiB, 'SRC');
     const a = attachLoop(src);
     const b = attachLoop(src);
-    expectRefused(['copy', src, a.path], new RegExp(`^dmtool: destination 0 ${a.path} is the same device as source .*src\\.img\\n$`), [src]);
-    expectRefused(['copy', a.path, b.path], new RegExp(`^dmtool: destination 0 ${b.path} is the same device as source ${a.path}\\n$`), [src]);
+    expectRefused(['copy', src, a.path], new RegExp(`^dmtool: destination 0 ${a.path} is the same device as source .*src\\.img\\n$`), [
+      src,
+    ]);
+    expectRefused(['copy', a.path, b.path], new RegExp(`^dmtool: destination 0 ${b.path} is the same device as source ${a.path}\\n$`), [
+      src,
+    ]);
   });
 });

@@ -24,7 +24,11 @@ function toDevFull(args: string[]) {
 }
 
 function sh(script: string) {
-  const r = spawnSync('bash', ['-c', script], { encoding: 'utf8', timeout: 60000, env: { ...process.env, DMTOOL: `${process.execPath} ${DMTOOL}` } });
+  const r = spawnSync('bash', ['-c', script], {
+    encoding: 'utf8',
+    timeout: 60000,
+    env: { ...process.env, DMTOOL: `${process.execPath} ${DMTOOL}` },
+  });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 

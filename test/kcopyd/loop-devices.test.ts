@@ -7,7 +7,6 @@ import { DMTOOL, dmtool } from '../support/cli';
 
 const MiB = 1 << 20;
 
-
 describeLoop('kcopyd and the CLI on loop devices', () => {
   let dir: string;
   let srcFile: string;
@@ -51,7 +50,9 @@ describeLoop('kcopyd and the CLI on loop devices', () => {
   it('refuses a busy device with EBUSY (O_EXCL), in the library and the CLI', () => {
     const holder = FileDevice.open(loops[0].path, { write: true });
     try {
-      expect(() => FileDevice.open(loops[0].path, { write: true })).toThrow(/EBUSY: open failed on \/dev\/loop\d+: device is mounted or in use/);
+      expect(() => FileDevice.open(loops[0].path, { write: true })).toThrow(
+        /EBUSY: open failed on \/dev\/loop\d+: device is mounted or in use/,
+      );
       const r = dmtool(['copy', srcFile, loops[0].path]);
       expect(r.status).toBe(3);
       expect(r.stderr.trim().split('\n')).toHaveLength(1);
@@ -66,7 +67,10 @@ describeLoop('kcopyd and the CLI on loop devices', () => {
     const dests = loops.map((l) => FileDevice.open(l.path, { write: true, direct: true }));
     const client = new KcopydClient();
     try {
-      const r = await client.copy({ device: src, sector: 0, count: src.sizeSectors }, dests.map((d) => ({ device: d, sector: 0 })));
+      const r = await client.copy(
+        { device: src, sector: 0, count: src.sizeSectors },
+        dests.map((d) => ({ device: d, sector: 0 })),
+      );
       expect(r).toMatchObject({ readErr: false, writeErr: 0, sectorsDone: 32768 });
       await Promise.all(dests.map((d) => d.flush()));
     } finally {
@@ -87,9 +91,13 @@ describeLoop('kcopyd and the CLI on loop devices', () => {
     await Promise.all(dests.map((d) => d.flush()));
     execFileSync('blockdev', ['--setro', loops[2].path]);
     try {
-      const r = await client.copy({ device: src, sector: 0, count: src.sizeSectors }, dests.map((d) => ({ device: d, sector: 0 })), {
-        flags: KcopydFlags.IGNORE_ERROR,
-      });
+      const r = await client.copy(
+        { device: src, sector: 0, count: src.sizeSectors },
+        dests.map((d) => ({ device: d, sector: 0 })),
+        {
+          flags: KcopydFlags.IGNORE_ERROR,
+        },
+      );
       expect(r.readErr).toBe(false);
       expect(r.writeErr).toBe(0b100);
       expect(new Set(r.errors.map((e) => `${e.code} ${e.op} ${e.path}`))).toEqual(new Set([`EPERM write ${loops[2].path}`]));
@@ -112,7 +120,9 @@ describeLoop('kcopyd and the CLI on loop devices', () => {
       const before = sha256File(loops[0].backingFile);
       const r = dmtool(['copy', srcFile, loops[0].path, ro.path]);
       expect(r.status).toBe(3);
-      expect(r.stderr).toMatch(new RegExp(`^dmtool: (EROFS|EACCES): open failed on ${ro.path}: cannot open for writing: device or file is read-only\\n$`));
+      expect(r.stderr).toMatch(
+        new RegExp(`^dmtool: (EROFS|EACCES): open failed on ${ro.path}: cannot open for writing: device or file is read-only\\n$`),
+      );
       expect(sha256File(loops[0].backingFile)).toBe(before);
     } finally {
       ro.detach();
@@ -165,7 +175,10 @@ describeLoop('kcopyd and the CLI on loop devices', () => {
     const cases: [string[], RegExp][] = [
       [['copy', srcFile, loops[0].path, loops[0].path], /is the same device as destination 0/],
       [['copy', srcFile, small], /destination .*small\.img is too small: needs sectors 0\.\.32767, has 16384 sectors/],
-      [['copy', srcFile, loops[1].path, '--offset', '32000', '--length', '1000'], /source .* sectors 32000\.\.32999 end beyond the device end \(32768 sectors\)/],
+      [
+        ['copy', srcFile, loops[1].path, '--offset', '32000', '--length', '1000'],
+        /source .* sectors 32000\.\.32999 end beyond the device end \(32768 sectors\)/,
+      ],
       [['zero', loops[1].path, '--offset', '40000'], /nothing to zero/],
       [['copy', srcFile, loops[1].path, '--length', '1000x'], /--length: "1000x" is not a size/],
     ];

@@ -45,7 +45,9 @@ wait_synced() {
 
 /** dmtool's status line with image paths replaced by the guest's major:minor numbers. */
 function dmtoolStatusAsKernel(r: VmResult, args: string[], files: Record<string, string>): string {
-  let line = ok(['mirror-status', ...args]).split('\n')[0].trim();
+  let line = ok(['mirror-status', ...args])
+    .split('\n')[0]
+    .trim();
   for (const [name, file] of Object.entries(files)) line = line.split(file).join(valueOf(r, `dev-${name}`));
   return line;
 }
@@ -118,17 +120,23 @@ for n in a0 a1 b0 b1; do echo "sha-$n: $(sha256sum /dev/disk/$n | cut -d' ' -f1)
     const dev = (n: string) => valueOf(r, `dev-${n}`);
 
     // m0: every region in sync straight away, nothing copied, log unchanged.
-    expect(valueOf(r, 'm0-loaded')).toBe(`0 ${LEG_SECTORS} mirror 2 ${dev('a0')} ${dev('a1')} ${REGIONS}/${REGIONS} 1 AA 3 disk ${dev('alog')} A`);
+    expect(valueOf(r, 'm0-loaded')).toBe(
+      `0 ${LEG_SECTORS} mirror 2 ${dev('a0')} ${dev('a1')} ${REGIONS}/${REGIONS} 1 AA 3 disk ${dev('alog')} A`,
+    );
     expect(valueOf(r, 'm0-table')).toBe(`0 ${LEG_SECTORS} mirror disk 2 ${dev('alog')} ${REGION} 2 ${dev('a0')} 0 ${dev('a1')} 0`);
     expect(valueOf(r, 'sha-a0')).toBe(sha.a0);
     expect(valueOf(r, 'sha-a1')).toBe(sha.a1);
     expect(fs.readFileSync(f('alog')).equals(alogBefore)).toBe(true);
     // The log the kernel formats for nosync is byte for byte the one dmtool made.
-    expect(valueOf(r, 'z0-loaded')).toBe(`0 ${LEG_SECTORS} mirror 2 ${dev('a0')} ${dev('a1')} ${REGIONS}/${REGIONS} 1 AA 3 disk ${dev('zlog')} A`);
+    expect(valueOf(r, 'z0-loaded')).toBe(
+      `0 ${LEG_SECTORS} mirror 2 ${dev('a0')} ${dev('a1')} ${REGIONS}/${REGIONS} 1 AA 3 disk ${dev('zlog')} A`,
+    );
     expect(sha256File(f('zlog'))).toBe(sha256(alogBefore));
 
     // m1: the kernel starts from dmtool's all-dirty log and copies leg 0 over leg 1.
-    expect(valueOf(r, 'm1-loaded')).toMatch(new RegExp(`^0 ${LEG_SECTORS} mirror 2 ${dev('b0')} ${dev('b1')} \\d+/${REGIONS} 1 AA 3 disk ${dev('blog')} A$`));
+    expect(valueOf(r, 'm1-loaded')).toMatch(
+      new RegExp(`^0 ${LEG_SECTORS} mirror 2 ${dev('b0')} ${dev('b1')} \\d+/${REGIONS} 1 AA 3 disk ${dev('blog')} A$`),
+    );
     const synced = `0 ${LEG_SECTORS} mirror 2 ${dev('b0')} ${dev('b1')} ${REGIONS}/${REGIONS} 1 AA 3 disk ${dev('blog')} A`;
     expect(valueOf(r, 'm1-synced')).toBe(synced);
     expect(valueOf(r, 'sha-b0')).toBe(sha.b0);
@@ -187,7 +195,9 @@ echo "sha-c0: $(sha256sum /dev/disk/c0 | cut -d' ' -f1)"
     expectGuestOk(r);
     const dev = (n: string) => valueOf(r, `dev-${n}`);
     const stopped = valueOf(r, 'm2-stopped');
-    const m = new RegExp(`^0 ${LEG_SECTORS} mirror 2 ${dev('c0')} ${dev('c1')} (\\d+)/${REGIONS} 1 AA 3 disk ${dev('clog')} A$`).exec(stopped);
+    const m = new RegExp(`^0 ${LEG_SECTORS} mirror 2 ${dev('c0')} ${dev('c1')} (\\d+)/${REGIONS} 1 AA 3 disk ${dev('clog')} A$`).exec(
+      stopped,
+    );
     expect(m).not.toBeNull();
     const inSync = Number(m![1]);
     expect(inSync).toBeLessThan(REGIONS - 2);
@@ -208,7 +218,12 @@ echo "sha-c0: $(sha256sum /dev/disk/c0 | cut -d' ' -f1)"
     const c1 = fs.readFileSync(f('c1'));
     const regionBytes = REGION * 512;
     log.clean.forEach((clean, region) => {
-      if (clean) expect(c0.subarray(region * regionBytes, (region + 1) * regionBytes).equals(c1.subarray(region * regionBytes, (region + 1) * regionBytes))).toBe(true);
+      if (clean)
+        expect(
+          c0
+            .subarray(region * regionBytes, (region + 1) * regionBytes)
+            .equals(c1.subarray(region * regionBytes, (region + 1) * regionBytes)),
+        ).toBe(true);
     });
     expect(log.clean[100] || log.clean[101] || log.clean[127]).toBe(false);
     expect(dmtool(['mirror-check', f('c0'), f('c1'), '--region-size', String(REGION)]).status).toBe(1);
@@ -220,7 +235,9 @@ echo "sha-c0: $(sha256sum /dev/disk/c0 | cut -d' ' -f1)"
     const after = readLog(f('clog'));
     expect(after.clean.every(Boolean)).toBe(true);
     expect(after.tailZero).toBe(true);
-    expect(dmtoolStatusAsKernel(r, args, files)).toBe(`0 ${LEG_SECTORS} mirror 2 ${dev('c0')} ${dev('c1')} ${REGIONS}/${REGIONS} 1 AA 3 disk ${dev('clog')} A`);
+    expect(dmtoolStatusAsKernel(r, args, files)).toBe(
+      `0 ${LEG_SECTORS} mirror 2 ${dev('c0')} ${dev('c1')} ${REGIONS}/${REGIONS} 1 AA 3 disk ${dev('clog')} A`,
+    );
   });
 
   test('a resync dmtool began and was killed in (three legs, short last region) is finished by the kernel, which copies exactly the regions the log marks dirty', async () => {
@@ -277,7 +294,9 @@ dmsetup remove m3
     });
     expectGuestOk(r);
     const dev = (n: string) => valueOf(r, `dev-${n}`);
-    const loaded = new RegExp(`^0 ${legSectors} mirror 3 ${dev('d0')} ${dev('d1')} ${dev('d2')} (\\d+)/${regions} 1 AAA 3 disk ${dev('dlog')} A$`).exec(valueOf(r, 'm3-loaded'));
+    const loaded = new RegExp(
+      `^0 ${legSectors} mirror 3 ${dev('d0')} ${dev('d1')} ${dev('d2')} (\\d+)/${regions} 1 AAA 3 disk ${dev('dlog')} A$`,
+    ).exec(valueOf(r, 'm3-loaded'));
     expect(loaded).not.toBeNull();
     expect(Number(loaded![1])).toBeGreaterThanOrEqual(cleanCount);
     const synced = `0 ${legSectors} mirror 3 ${dev('d0')} ${dev('d1')} ${dev('d2')} ${regions}/${regions} 1 AAA 3 disk ${dev('dlog')} A`;
@@ -304,7 +323,10 @@ dmsetup remove m3
     makeImage(f('g1'), LEG_BYTES, 'LEG-G1');
     zeroFile(f('glog'), MiB);
     ok(['mirror-create', '--log', f('glog'), '--region-size', String(REGION), '--nosync', f('g0'), f('g1')]);
-    for (const [n, seed] of [['g0', 'GROWN-0'], ['g1', 'GROWN-1']]) {
+    for (const [n, seed] of [
+      ['g0', 'GROWN-0'],
+      ['g1', 'GROWN-1'],
+    ]) {
       fs.appendFileSync(f(n), patternBytes(seed, LEG_SECTORS, REGION));
     }
     // s: a nosync log for 129 regions, legs shrunk by one region afterwards.
@@ -340,7 +362,9 @@ dmsetup remove ms
     });
     expectGuestOk(r);
     const dev = (n: string) => valueOf(r, `dev-${n}`);
-    expect(valueOf(r, 'mg-synced')).toBe(`0 ${LEG_SECTORS + REGION} mirror 2 ${dev('g0')} ${dev('g1')} ${REGIONS + 1}/${REGIONS + 1} 1 AA 3 disk ${dev('glog')} A`);
+    expect(valueOf(r, 'mg-synced')).toBe(
+      `0 ${LEG_SECTORS + REGION} mirror 2 ${dev('g0')} ${dev('g1')} ${REGIONS + 1}/${REGIONS + 1} 1 AA 3 disk ${dev('glog')} A`,
+    );
     // Only the new region was copied: the old ones were in sync by the log.
     const expectedG1 = Buffer.from(g1Before);
     g0.copy(expectedG1, LEG_BYTES, LEG_BYTES);
@@ -352,7 +376,9 @@ dmsetup remove ms
       `0 ${LEG_SECTORS + REGION} mirror 2 ${f('g0')} ${f('g1')} ${REGIONS + 1}/${REGIONS + 1} 1 AA 3 disk ${f('glog')} A`,
     );
 
-    expect(valueOf(r, 'ms-loaded')).toBe(`0 ${LEG_SECTORS} mirror 2 ${dev('s0')} ${dev('s1')} ${REGIONS}/${REGIONS} 1 AA 3 disk ${dev('slog')} A`);
+    expect(valueOf(r, 'ms-loaded')).toBe(
+      `0 ${LEG_SECTORS} mirror 2 ${dev('s0')} ${dev('s1')} ${REGIONS}/${REGIONS} 1 AA 3 disk ${dev('slog')} A`,
+    );
     const slog = readRange(f('slog'), 0, 1024 + 20);
     expect(Number(slog.readBigUInt64LE(8))).toBe(REGIONS);
     // The kernel clears surplus bits only up to its 64-bit-rounded bitmap

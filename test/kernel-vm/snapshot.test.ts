@@ -234,7 +234,8 @@ echo "${p.name}-origin: $(sha256sum /dev/disk/${p.name}-origin | cut -d' ' -f1)"
     const chunks = Array.from({ length: 3000 }, (_, i) => 2 * i + 1);
     const cowBytes = 16 * MiB;
     const names = ['c1', 'c2'];
-    const prepared: { name: string; origin: string; cow: string; expectedSha: string; list: { oldChunk: number; newChunk: number }[] }[] = [];
+    const prepared: { name: string; origin: string; cow: string; expectedSha: string; list: { oldChunk: number; newChunk: number }[] }[] =
+      [];
     for (const name of names) {
       const origin = path.join(w, `${name}-origin.img`);
       const cow = path.join(w, `${name}-cow.img`);
@@ -327,7 +328,12 @@ power-cut
     const dataImg = path.join(w, 'data.img');
     makeImage(origin, originBytes, 'ORIGIN-CS32');
     zeroFile(cow, cowBytes);
-    await fillCow(origin, cow, cs, Array.from({ length: 1020 }, (_, i) => 2 * i));
+    await fillCow(
+      origin,
+      cow,
+      cs,
+      Array.from({ length: 1020 }, (_, i) => 2 * i),
+    );
     // The partial last chunk: an origin write (copy truncated at the origin
     // end) and a snapshot write into the exception it made.
     const tail = [
@@ -438,7 +444,18 @@ dmsetup remove merge
     // dmtool: five chunks written to the origin: the fifth cannot be saved.
     const five = Buffer.concat(Array.from({ length: 5 }, (_, c) => chunkData('OVF', c, CS)));
     fs.writeFileSync(path.join(w, 'five.bin'), five);
-    const r0 = dmtool(['snapshot-write', f('d-origin'), f('d-cow'), '--target', 'origin', '--offset', '0', '-i', path.join(w, 'five.bin'), '--allow-invalidate']);
+    const r0 = dmtool([
+      'snapshot-write',
+      f('d-origin'),
+      f('d-cow'),
+      '--target',
+      'origin',
+      '--offset',
+      '0',
+      '-i',
+      path.join(w, 'five.bin'),
+      '--allow-invalidate',
+    ]);
     expect(r0.status).toBe(1);
     expect(snapStatus(f('d-cow'))).toBe('Invalid');
     const dOriginSha = sha256File(f('d-origin'));
@@ -492,7 +509,12 @@ dmsetup remove ks
     const cowSectors = (4 * MiB) / 512;
     makeImage(origin, ORIGIN_BYTES, 'ORIGIN-FULL');
     zeroFile(cow, 4 * MiB);
-    await fillCow(origin, cow, CS, Array.from({ length: 256 }, (_, i) => 4 * i));
+    await fillCow(
+      origin,
+      cow,
+      CS,
+      Array.from({ length: 256 }, (_, i) => 4 * i),
+    );
     expect(snapStatus(cow)).toBe(`2072/${cowSectors} 24`); // area 0 full, area 1 (chunk 258) zeroed
     const view = path.join(w, 'view.img');
     ok(['snapshot-read', origin, cow, '-o', view]);
@@ -534,7 +556,6 @@ dmsetup remove snap
     expect(sha256File(replayCow)).toBe(sha256File(cow));
     expect(sha256File(replayOrigin)).toBe(sha256File(origin));
   });
-
 });
 
 /** The kernel's status for a healthy COW holding n exceptions allocated in order (cs = 8). */

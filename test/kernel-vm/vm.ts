@@ -103,8 +103,7 @@ function cpioNewc(entries: CpioEntry[]): Buffer {
     const data = e.data ?? Buffer.alloc(0);
     const name = Buffer.from(`${e.name}\0`);
     const header =
-      '070701' +
-      [ino++, e.mode, 0, 0, 1, 0, data.length, 0, 0, e.rdevMajor ?? 0, e.rdevMinor ?? 0, name.length, 0].map(hex).join('');
+      '070701' + [ino++, e.mode, 0, 0, 1, 0, data.length, 0, 0, e.rdevMajor ?? 0, e.rdevMinor ?? 0, name.length, 0].map(hex).join('');
     parts.push(Buffer.from(header, 'ascii'), name, Buffer.alloc(pad4(110 + name.length)), data, Buffer.alloc(pad4(data.length)));
   };
   entries.forEach(push);
@@ -120,7 +119,10 @@ export function moduleLoadOrder(modulesDir: string, wanted: string[] = WANTED_MO
     const m = /^([^:]+):\s*(.*)$/.exec(line);
     if (!m) continue;
     deps.set(m[1], m[2].split(/\s+/).filter(Boolean));
-    const base = path.basename(m[1]).replace(/\.ko(\.(xz|zst|gz))?$/, '').replace(/_/g, '-');
+    const base = path
+      .basename(m[1])
+      .replace(/\.ko(\.(xz|zst|gz))?$/, '')
+      .replace(/_/g, '-');
     byName.set(base, m[1]);
   }
   const order: string[] = [];
@@ -236,18 +238,28 @@ export function runVm(tools: VmTools, opts: VmRunOptions): Promise<VmResult> {
   const initrd = buildInitramfs(tools, opts.scenario, opts.disks.length, path.join(opts.workDir, 'initramfs.cpio'));
   const accel = process.env.DMTOOL_VM_ACCEL ?? 'tcg';
   const args = [
-    '-machine', 'pc',
-    '-accel', accel,
-    '-m', String(opts.memoryMiB ?? 512),
-    '-smp', '1',
+    '-machine',
+    'pc',
+    '-accel',
+    accel,
+    '-m',
+    String(opts.memoryMiB ?? 512),
+    '-smp',
+    '1',
     '-nodefaults',
-    '-display', 'none',
-    '-monitor', 'none',
-    '-serial', 'stdio',
+    '-display',
+    'none',
+    '-monitor',
+    'none',
+    '-serial',
+    'stdio',
     '-no-reboot',
-    '-kernel', tools.kernel,
-    '-initrd', initrd,
-    '-append', 'console=ttyS0 quiet loglevel=1 panic=-1',
+    '-kernel',
+    tools.kernel,
+    '-initrd',
+    initrd,
+    '-append',
+    'console=ttyS0 quiet loglevel=1 panic=-1',
   ];
   opts.disks.forEach((d, i) => {
     args.push('-drive', `file=${d.file},format=raw,if=none,id=disk${i},cache=writeback`);

@@ -6,7 +6,6 @@ import { dmtool } from '../support/cli';
 
 const MiB = 1 << 20;
 
-
 describe('a log from before the mirror grew (--adopt-log, the kernel activation rule)', () => {
   let dir: string;
   beforeEach(() => (dir = tempDir()));

@@ -57,7 +57,11 @@ describeLoop('dmtool mirror-* on loop devices', () => {
     expect(st.code).toBe(0);
     const sj = JSON.parse(st.stdout);
     expect(sj.info).toBe(info);
-    expect(sj.table).toBe(`0 ${LEG_BYTES / 512} mirror disk 2 ${log.path} ${REGION} 3 ${legPaths().map((p) => `${p} 0`).join(' ')}`);
+    expect(sj.table).toBe(
+      `0 ${LEG_BYTES / 512} mirror disk 2 ${log.path} ${REGION} 3 ${legPaths()
+        .map((p) => `${p} 0`)
+        .join(' ')}`,
+    );
     expect(sj.regionSize).toBe(REGION);
     expect(sj.outOfSyncRegions).toBe(REGIONS);
     expect(sj.dirtyRegionRanges).toEqual([[0, REGIONS - 1]]);
@@ -93,7 +97,9 @@ describeLoop('dmtool mirror-* on loop devices', () => {
     expect(r.code).toBe(0);
     const chk = dmtool(['mirror-check', legs[0].path, legs[1].path, '--region-size', String(REGION), '--json']);
     // only the three dirty regions were copied; every other region still differs
-    expect(JSON.parse(chk.stdout).differingRegions).toEqual(Array.from({ length: REGIONS }, (_, i) => i).filter((i) => ![5, 6, 100].includes(i)));
+    expect(JSON.parse(chk.stdout).differingRegions).toEqual(
+      Array.from({ length: REGIONS }, (_, i) => i).filter((i) => ![5, 6, 100].includes(i)),
+    );
   });
 
   test('a leg failing with EIO is reported; the others complete', () => {
@@ -103,7 +109,9 @@ describeLoop('dmtool mirror-* on loop devices', () => {
     });
     expect(r.code).toBe(1);
     // Regions 10..13 are copied at once (--parallel 4): the first failure reported is one of them.
-    expect(r.stderr).toMatch(new RegExp(`^dmtool: leg 1 ${legs[1].path} failed \\(S\\): EIO: write failed on ${legs[1].path} at sector (2560|2816|3072|3328) `));
+    expect(r.stderr).toMatch(
+      new RegExp(`^dmtool: leg 1 ${legs[1].path} failed \\(S\\): EIO: write failed on ${legs[1].path} at sector (2560|2816|3072|3328) `),
+    );
     const j = JSON.parse(r.stdout);
     expect(j.failedLegs.map((f: { index: number }) => f.index)).toEqual([1]);
     expect(j.status.info).toMatch(/ 1 ASA 3 disk /);
@@ -165,7 +173,10 @@ describeLoop('dmtool mirror-* on loop devices', () => {
     expect(dmtool(['mirror-create', '--log', log.path, '--region-size', String(REGION), ...legPaths()]).code).toBe(0);
     const env = { ...process.env };
     delete env.DMTOOL_FAULTS;
-    const child = spawn(process.execPath, [DMTOOL, 'mirror-resync', '--log', log.path, ...legPaths(), '--rate', '4M'], { env, stdio: 'ignore' });
+    const child = spawn(process.execPath, [DMTOOL, 'mirror-resync', '--log', log.path, ...legPaths(), '--rate', '4M'], {
+      env,
+      stdio: 'ignore',
+    });
     const exited = new Promise<string | null>((resolve) => child.on('exit', (_code, signal) => resolve(signal)));
     const deadline = Date.now() + 20000;
     while (logClean().count() === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
@@ -215,7 +226,9 @@ describeLoop('dmtool mirror-* on loop devices', () => {
     const small = makeLoop(dir, 'small.img', LEG_BYTES / 2);
     const diff = dmtool(['mirror-create', '--log', log.path, '--region-size', String(REGION), legs[0].path, small.path]);
     expect(diff.code).toBe(2);
-    expect(diff.stderr).toBe(`dmtool: legs differ in size: ${legs[0].path} has 32768 sectors, ${small.path} has 16384 (give the mirror length with a table line)\n`);
+    expect(diff.stderr).toBe(
+      `dmtool: legs differ in size: ${legs[0].path} has 32768 sectors, ${small.path} has 16384 (give the mirror length with a table line)\n`,
+    );
     const tiny = makeLoop(dir, 'tiny.img', 1024);
     const t = dmtool(['mirror-create', '--log', tiny.path, '--region-size', '2', legs[0].path, legs[1].path]);
     expect(t.code).toBe(2);
@@ -248,16 +261,21 @@ describeLoop('dmtool mirror-* on loop devices', () => {
 
   test('a failed leg flush is not reported as success: the log records every region dirty, and so does the status', () => {
     expect(dmtool(['mirror-create', '--log', log.path, '--region-size', String(REGION), ...legPaths()]).code).toBe(0);
-    const r = dmtool(['mirror-resync', '--log', log.path, ...legPaths(), '--json'], { rules: [{ op: 'flush', code: 'EIO', path: legs[1].path }] });
+    const r = dmtool(['mirror-resync', '--log', log.path, ...legPaths(), '--json'], {
+      rules: [{ op: 'flush', code: 'EIO', path: legs[1].path }],
+    });
     expect(r.code).toBe(1);
     expect(r.stderr).toBe(
-      `dmtool: leg 1 ${legs[1].path} failed (F): EIO: flush failed on ${legs[1].path}: injected fault\n` + 'dmtool: 128 regions left out of sync: 0-127\n',
+      `dmtool: leg 1 ${legs[1].path} failed (F): EIO: flush failed on ${legs[1].path}: injected fault\n` +
+        'dmtool: 128 regions left out of sync: 0-127\n',
     );
     const j = JSON.parse(r.stdout);
     expect([j.regionsSynced, j.syncCount, j.inSync, j.regionsOutOfSync]).toEqual([0, 0, false, regionRange(0, 128)]);
     expect(j.status.info).toBe(`0 32768 mirror 3 ${legPaths().join(' ')} 0/128 1 AFA 3 disk ${log.path} A`);
     expect(logClean().count()).toBe(0);
-    const human = dmtool(['mirror-resync', '--log', log.path, ...legPaths()], { rules: [{ op: 'flush', code: 'EIO', path: legs[1].path }] });
+    const human = dmtool(['mirror-resync', '--log', log.path, ...legPaths()], {
+      rules: [{ op: 'flush', code: 'EIO', path: legs[1].path }],
+    });
     expect(human.code).toBe(1);
     expect(human.stdout.split('\n').slice(0, 2)).toEqual([
       expect.stringMatching(/^resynced 0 of 128 out-of-sync regions \(/),

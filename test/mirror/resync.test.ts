@@ -106,8 +106,12 @@ describeLoop('dm-mirror resync on loop devices', () => {
       const r = await resync(m, { parallel: 4, onProgress: (p) => seen.push(p.regionsDone) });
       expect(r.inSync).toBe(true);
       expect(r.regionsSynced).toBe(REGIONS);
-      expect(m.status().info).toBe(`0 ${LEG_BYTES / 512} mirror 3 ${legs.map((l) => l.path).join(' ')} ${REGIONS}/${REGIONS} 1 AAA 3 disk ${log.path} A`);
-      expect(m.status().table).toBe(`0 ${LEG_BYTES / 512} mirror disk 2 ${log.path} ${REGION} 3 ${legs.map((l) => `${l.path} 0`).join(' ')}`);
+      expect(m.status().info).toBe(
+        `0 ${LEG_BYTES / 512} mirror 3 ${legs.map((l) => l.path).join(' ')} ${REGIONS}/${REGIONS} 1 AAA 3 disk ${log.path} A`,
+      );
+      expect(m.status().table).toBe(
+        `0 ${LEG_BYTES / 512} mirror disk 2 ${log.path} ${REGION} 3 ${legs.map((l) => `${l.path} 0`).join(' ')}`,
+      );
     } finally {
       m.close();
     }
@@ -277,7 +281,11 @@ describeLoop('dm-mirror resync on loop devices', () => {
 
   describe('malformed logs are refused before anything is written', () => {
     const cases: [string, () => void, RegExp][] = [
-      ['bad magic', () => fs.writeFileSync(log.backingFile, Buffer.from('not a log at all'), { flag: 'r+' }), /bad magic 0x20746f6e at sector 0/],
+      [
+        'bad magic',
+        () => fs.writeFileSync(log.backingFile, Buffer.from('not a log at all'), { flag: 'r+' }),
+        /bad magic 0x20746f6e at sector 0/,
+      ],
       [
         'wrong nr_regions for the leg size',
         () => {
@@ -324,9 +332,12 @@ describeLoop('dm-mirror resync on loop devices', () => {
     test('a log device too small for the region count', async () => {
       const tiny = makeLoop(dir, 'tiny.img', 1024);
       const shas = [...legs, tiny].map((d) => sha256File(d.backingFile));
-      await expect(openMirror({ ...cfg(), regionSize: 2, log: { type: 'disk', path: tiny.path } }, faultyResolver, { createLog: true, writeLegs: true })).rejects.toThrow(
-        `dirty log ${tiny.path} is too small: 1024 bytes, 8192 regions need sectors 0..3 (2048 bytes)`,
-      );
+      await expect(
+        openMirror({ ...cfg(), regionSize: 2, log: { type: 'disk', path: tiny.path } }, faultyResolver, {
+          createLog: true,
+          writeLegs: true,
+        }),
+      ).rejects.toThrow(`dirty log ${tiny.path} is too small: 1024 bytes, 8192 regions need sectors 0..3 (2048 bytes)`);
       expect([...legs, tiny].map((d) => sha256File(d.backingFile))).toEqual(shas);
     });
 
@@ -334,7 +345,9 @@ describeLoop('dm-mirror resync on loop devices', () => {
       await expect(openMirror({ ...cfg(), legs: [{ path: legs[0].path }, { path: legs[0].path }] }, faultyResolver)).rejects.toThrow(
         `${legs[0].path} is given twice (as leg 0 and as leg 1)`,
       );
-      await expect(openMirror({ ...cfg(), log: { type: 'disk', path: legs[1].path } }, faultyResolver)).rejects.toThrow(/given twice \(as leg 1 and as the log\)/);
+      await expect(openMirror({ ...cfg(), log: { type: 'disk', path: legs[1].path } }, faultyResolver)).rejects.toThrow(
+        /given twice \(as leg 1 and as the log\)/,
+      );
       const small = makeLoop(dir, 'small.img', LEG_BYTES / 2);
       await expect(openMirror({ ...cfg(), legs: [{ path: legs[0].path }, { path: small.path }] }, faultyResolver)).rejects.toThrow(
         `legs differ in size: ${legs[0].path} has 16384 sectors, ${small.path} has 8192`,

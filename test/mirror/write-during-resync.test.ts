@@ -16,7 +16,11 @@ describe('a mirror write across regions during a resync', () => {
       legs.forEach((p, i) => makeImage(p, 8192, `W${i}`));
       const log = path.join(dir, 'log.img');
       makeImage(log, 4096);
-      const mirror = await openMirror({ log: { type: 'disk', path: log }, regionSize: 8, legs: legs.map((p) => ({ path: p })) }, fileResolver, { createLog: true, writeLegs: true });
+      const mirror = await openMirror(
+        { log: { type: 'disk', path: log }, regionSize: 8, legs: legs.map((p) => ({ path: p })) },
+        fileResolver,
+        { createLog: true, writeLegs: true },
+      );
       try {
         const data = Buffer.alloc(16 * 512, 0x5d);
         const write = mirror.write(data, 0, 16); // regions 0 and 1, both out of sync

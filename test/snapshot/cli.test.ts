@@ -108,28 +108,52 @@ describe('bad input: one error line naming the device, exit 2, nothing written',
 
   test('chunk size not a power of two, and COW too small', () => {
     const p = pair(4 << 20, 8192);
-    refused(['snapshot-create', p.origin, p.cow, '--chunk-size', '12'], [p.origin, p.cow], /^dmtool: EINVAL: chunk size 12 sectors is not a power of two$/);
-    refused(['snapshot-create', p.origin, p.cow, '--chunk-size', '8'], [p.origin, p.cow], /^dmtool: ENOSPC: COW of 16 sectors cannot hold .* \(.*cow\.img\)$/);
+    refused(
+      ['snapshot-create', p.origin, p.cow, '--chunk-size', '12'],
+      [p.origin, p.cow],
+      /^dmtool: EINVAL: chunk size 12 sectors is not a power of two$/,
+    );
+    refused(
+      ['snapshot-create', p.origin, p.cow, '--chunk-size', '8'],
+      [p.origin, p.cow],
+      /^dmtool: ENOSPC: COW of 16 sectors cannot hold .* \(.*cow\.img\)$/,
+    );
   });
 
   test('formatting over an existing snapshot', () => {
     const p = pair();
     ok(['snapshot-create', p.origin, p.cow, '--chunk-size', '8']);
-    refused(['snapshot-create', p.origin, p.cow, '--chunk-size', '16'], [p.origin, p.cow], /already holds a snapshot header .*cow\.img sectors 0\.\.15/);
+    refused(
+      ['snapshot-create', p.origin, p.cow, '--chunk-size', '16'],
+      [p.origin, p.cow],
+      /already holds a snapshot header .*cow\.img sectors 0\.\.15/,
+    );
   });
 
   test('writes that do not fit', () => {
     const p = pair();
     ok(['snapshot-create', p.origin, p.cow, '--chunk-size', '8']);
     const files = [p.origin, p.cow];
-    refused(['snapshot-write', p.origin, p.cow, '--target', 'origin', '--offset', '0'], files, /origin write to .*origin\.img at sector 0: input is 100 bytes/, 2, Buffer.alloc(100));
+    refused(
+      ['snapshot-write', p.origin, p.cow, '--target', 'origin', '--offset', '0'],
+      files,
+      /origin write to .*origin\.img at sector 0: input is 100 bytes/,
+      2,
+      Buffer.alloc(100),
+    );
     refused(
       ['snapshot-write', p.origin, p.cow, '--target', 'snapshot', '--offset', '8190', '-i', file('w4k', Buffer.alloc(4096, 1))],
       files,
       /snapshot write to .*cow\.img sectors 8190\.\.8197 ends beyond the 8192-sector snapshot/,
     );
     refused(['snapshot-read', p.origin, p.cow, '--offset', '8000', '--length', '500'], files, /sectors 8000\.\.8499 lie outside/);
-    refused(['snapshot-write', p.origin, p.cow, '--target', 'disk', '--offset', '0'], files, /^dmtool: --target: Invalid enum value. Expected 'origin' \| 'snapshot', received 'disk'$/, 2, Buffer.alloc(512));
+    refused(
+      ['snapshot-write', p.origin, p.cow, '--target', 'disk', '--offset', '0'],
+      files,
+      /^dmtool: --target: Invalid enum value. Expected 'origin' \| 'snapshot', received 'disk'$/,
+      2,
+      Buffer.alloc(512),
+    );
   });
 
   test('corrupt COWs are refused by every command', () => {
@@ -154,7 +178,18 @@ describe('bad input: one error line naming the device, exit 2, nothing written',
   test('an invalidated snapshot cannot be merged', () => {
     const p = pair(4 << 20, 3 * 4096);
     ok(['snapshot-create', p.origin, p.cow, '--chunk-size', '8']);
-    const w = dmtool(['snapshot-write', p.origin, p.cow, '--target', 'origin', '--offset', '0', '-i', file('a', Buffer.alloc(8192, 1)), '--allow-invalidate']);
+    const w = dmtool([
+      'snapshot-write',
+      p.origin,
+      p.cow,
+      '--target',
+      'origin',
+      '--offset',
+      '0',
+      '-i',
+      file('a', Buffer.alloc(8192, 1)),
+      '--allow-invalidate',
+    ]);
     expect(w.status).toBe(1);
     expect(w.stderr).toBe(`dmtool: snapshot in ${p.cow} was invalidated (COW full or I/O error)\n`);
     expect(readRange(p.origin, 0, 8192).every((b) => b === 1)).toBe(true);
@@ -196,8 +231,12 @@ describe('snapshot-read replaces its output file only when the whole read succee
     const p = prepared();
     const listing = fs.readdirSync(p.sub).sort();
     const before = sha256File(p.out);
-    const r = dmtool(['snapshot-read', p.origin, p.cow, '-o', p.out], { faults: { rules: [{ op: 'read', code: 'EIO', path: device, fromByte }] } });
-    expect(r.stderr.trimEnd()).toMatch(new RegExp(`^dmtool: EIO: read failed on .*${device.replace('.', '\\.')} at sector \\d+ \\(\\+\\d+ sectors\\): injected fault`));
+    const r = dmtool(['snapshot-read', p.origin, p.cow, '-o', p.out], {
+      faults: { rules: [{ op: 'read', code: 'EIO', path: device, fromByte }] },
+    });
+    expect(r.stderr.trimEnd()).toMatch(
+      new RegExp(`^dmtool: EIO: read failed on .*${device.replace('.', '\\.')} at sector \\d+ \\(\\+\\d+ sectors\\): injected fault`),
+    );
     expect(r.stderr.trim().split('\n')).toHaveLength(1);
     expect(r.status).toBe(1);
     expect(sha256File(p.out)).toBe(before);

@@ -48,7 +48,17 @@ function viewSha(p: { origin: string; cow: string }): string {
   return sha256File(out);
 }
 
-const write = (p: { origin: string; cow: string }) => ['snapshot-write', p.origin, p.cow, '--target', 'origin', '--offset', '0', '-i', dataFile];
+const write = (p: { origin: string; cow: string }) => [
+  'snapshot-write',
+  p.origin,
+  p.cow,
+  '--target',
+  'origin',
+  '--offset',
+  '0',
+  '-i',
+  dataFile,
+];
 
 test('without a crash: 600 exceptions, three areas, snapshot shows the old origin', () => {
   const p = copy();
@@ -76,7 +86,10 @@ const cases: [string, object][] = [
 // copy it points at, and no origin write before its exception.
 const powerCuts: [string, object][] = [
   ...cases.map(([name, plan]): [string, object] => [name, { ...plan, volatileCache: { order: 'reverse' } }]),
-  ...[1, 2, 3, 4, 5, 6, 7, 8, 9].map((w): [string, object] => [`${w} cached writes applied by flushes`, { volatileCache: { order: 'reverse' }, crashDuringFlush: w }]),
+  ...[1, 2, 3, 4, 5, 6, 7, 8, 9].map((w): [string, object] => [
+    `${w} cached writes applied by flushes`,
+    { volatileCache: { order: 'reverse' }, crashDuringFlush: w },
+  ]),
 ];
 
 const crashes: [string, object][] = [

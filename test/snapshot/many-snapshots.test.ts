@@ -10,7 +10,8 @@ import { removeDir, tempDir } from '../support/loop';
 describe('an origin with more snapshots than one kcopyd job has destinations', () => {
   it.each([9, 10, 17])('copies the old chunk into all %i COWs before the origin write', async (count) => {
     const dir = tempDir();
-    const originDev = (makeImage(path.join(dir, 'origin.img'), 1 << 20, 'MANY'), FileDevice.open(path.join(dir, 'origin.img'), { write: true }));
+    const originDev =
+      (makeImage(path.join(dir, 'origin.img'), 1 << 20, 'MANY'), FileDevice.open(path.join(dir, 'origin.img'), { write: true }));
     const cows = Array.from({ length: count }, (_, i) => {
       makeImage(path.join(dir, `cow${i}.img`), 256 << 10);
       return FileDevice.open(path.join(dir, `cow${i}.img`), { write: true });

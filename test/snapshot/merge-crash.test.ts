@@ -64,7 +64,9 @@ async function checkInterrupted(pair: { origin: string; cow: string }): Promise<
   // Every entry already retired has its data in the origin.
   for (let i = remaining; i < original.length; i++) {
     const [oldChunk, newChunk] = original[i];
-    expect(readRange(pair.origin, oldChunk * CHUNK_BYTES, CHUNK_BYTES).equals(readRange(pair.cow, newChunk * CHUNK_BYTES, CHUNK_BYTES))).toBe(true);
+    expect(
+      readRange(pair.origin, oldChunk * CHUNK_BYTES, CHUNK_BYTES).equals(readRange(pair.cow, newChunk * CHUNK_BYTES, CHUNK_BYTES)),
+    ).toBe(true);
   }
   return remaining;
 }

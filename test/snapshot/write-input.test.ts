@@ -74,7 +74,9 @@ describe('snapshot-write input bounds', () => {
     const before = [sha256File(origin), sha256File(cow)];
     const r = await writeFromPipe(['snapshot-write', origin, cow, '--target', 'origin', '--offset', '8192'], 9 * MiB);
     expect(r.status).toBe(2);
-    expect(r.stderr).toMatch(/^dmtool: origin write to .*origin\.img at sector 8192: input - is longer than the 8192 sectors from there to the end of the 16384-sector origin\n$/);
+    expect(r.stderr).toMatch(
+      /^dmtool: origin write to .*origin\.img at sector 8192: input - is longer than the 8192 sectors from there to the end of the 16384-sector origin\n$/,
+    );
     expect([sha256File(origin), sha256File(cow)]).toEqual(before);
   });
 

@@ -16,7 +16,9 @@ export async function main(args: string[], env: NodeJS.ProcessEnv = process.env)
   let selected: Promise<ExitCodeValue> | undefined;
   const top = yargs(args)
     .scriptName('dmtool')
-    .usage('$0 <command> [options]\n\nLinux device-mapper copy engine (kcopyd), snapshot COW merge and mirror resync, in user space, on the kernel\'s on-disk formats.');
+    .usage(
+      "$0 <command> [options]\n\nLinux device-mapper copy engine (kcopyd), snapshot COW merge and mirror resync, in user space, on the kernel's on-disk formats.",
+    );
   // The selected command's handler hands its result back here, to be awaited after parsing.
   const parser = COMMANDS.reduce(
     (y, c) =>
@@ -35,7 +37,9 @@ export async function main(args: string[], env: NodeJS.ProcessEnv = process.env)
     .strict()
     .recommendCommands()
     .parserConfiguration({ 'camel-case-expansion': true })
-    .epilog(`Sectors are 512 bytes everywhere. Block devices are opened with O_EXCL: a mounted or busy device is refused.\n${EXIT_CODES_HELP}`)
+    .epilog(
+      `Sectors are 512 bytes everywhere. Block devices are opened with O_EXCL: a mounted or busy device is refused.\n${EXIT_CODES_HELP}`,
+    )
     .help()
     .alias('help', 'h')
     .version()

@@ -73,7 +73,7 @@ describe('defineCommand', () => {
   });
 });
 
-describe('main returns the selected command\'s exit code', () => {
+describe("main returns the selected command's exit code", () => {
   let dir: string;
   beforeAll(() => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dmtool-main-'));

@@ -72,11 +72,25 @@ export function checkRange(device: BlockDevice, op: DeviceOp, byteOffset: number
     throw new DeviceError(errnoOf('EBADF'), op, device.path, byteOffset, bytes, 'device was opened read-only');
   }
   if (byteOffset + bytes > device.sizeBytes) {
-    throw new DeviceError(errnoOf('ENOSPC'), op, device.path, byteOffset, bytes, `range ends beyond the device end (${device.sizeBytes} bytes)`);
+    throw new DeviceError(
+      errnoOf('ENOSPC'),
+      op,
+      device.path,
+      byteOffset,
+      bytes,
+      `range ends beyond the device end (${device.sizeBytes} bytes)`,
+    );
   }
   const align = device.ioAlignmentBytes;
   if (align > 1 && (byteOffset % align !== 0 || bytes % align !== 0)) {
-    throw new DeviceError(errnoOf('EINVAL'), op, device.path, byteOffset, bytes, `O_DIRECT needs ${align}-byte aligned offsets and lengths`);
+    throw new DeviceError(
+      errnoOf('EINVAL'),
+      op,
+      device.path,
+      byteOffset,
+      bytes,
+      `O_DIRECT needs ${align}-byte aligned offsets and lengths`,
+    );
   }
 }
 

@@ -1,9 +1,7 @@
 import { constants } from 'os';
 import { DmtoolError, ErrorKind } from './dmtool-error';
 
-const errnoNames = new Map<number, string>(
-  Object.entries(constants.errno).map(([name, value]) => [value as number, name]),
-);
+const errnoNames = new Map<number, string>(Object.entries(constants.errno).map(([name, value]) => [value as number, name]));
 
 export function errnoName(errno: number): string {
   return errnoNames.get(errno) ?? `E${errno}`;
@@ -71,10 +69,16 @@ export class DeviceError extends DmtoolError<DeviceErrorReason> {
     const code = errnoName(errno);
     const range = bytes > 0 ? { sector: Math.floor(byteOffset / 512), sectors: Math.ceil(bytes / 512) } : {};
     const where = range.sector !== undefined ? ` at sector ${range.sector} (+${range.sectors} sectors)` : '';
-    super(deviceErrorKind(op, code), `${op}-failed`, code, `${code}: ${op} failed on ${path}${where}: ${detail ?? hints[code] ?? 'error'}`, {
-      path,
-      ...range,
-    });
+    super(
+      deviceErrorKind(op, code),
+      `${op}-failed`,
+      code,
+      `${code}: ${op} failed on ${path}${where}: ${detail ?? hints[code] ?? 'error'}`,
+      {
+        path,
+        ...range,
+      },
+    );
     this.name = 'DeviceError';
     this.errno = errno;
     this.op = op;

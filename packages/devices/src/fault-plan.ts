@@ -43,7 +43,10 @@ export const faultPlanSchema = z
      * Keep writes in a volatile cache until the device is flushed; a flush
      * applies them in this order ('reverse' is the harsh one).
      */
-    volatileCache: z.object({ order: z.enum(['fifo', 'reverse']).optional() }).strict().optional(),
+    volatileCache: z
+      .object({ order: z.enum(['fifo', 'reverse']).optional() })
+      .strict()
+      .optional(),
     /** With volatileCache: SIGKILL after this many cached writes were applied by flushes. */
     crashDuringFlush: z.number().int().positive().optional(),
   })

@@ -5,7 +5,16 @@
  *
  * @module @dmtool/devices
  */
-export { BlockDevice, checkIo, checkRange, DeviceResolver, NativeEndpoint, NativeIoFailure, NativeIoHook, SECTOR_BYTES } from './block-device';
+export {
+  BlockDevice,
+  checkIo,
+  checkRange,
+  DeviceResolver,
+  NativeEndpoint,
+  NativeIoFailure,
+  NativeIoHook,
+  SECTOR_BYTES,
+} from './block-device';
 export { DmtoolError, ErrorKind, ErrorPlace } from './dmtool-error';
 export { DeviceError, DeviceErrorReason, DeviceOp, deviceErrorKind, errnoHint, errnoName, errnoOf } from './errors';
 export { MemoryDevice, MemoryDeviceOptions } from './memory-device';

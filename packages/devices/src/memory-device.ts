@@ -104,7 +104,7 @@ export class MemoryDevice implements BlockDevice {
     bytes: number,
     visit: (page: Buffer | undefined, pageOffset: number, n: number, done: number, index: number) => void,
   ): void {
-    for (let done = 0; done < bytes; ) {
+    for (let done = 0; done < bytes;) {
       const at = byteOffset + done;
       const index = Math.floor(at / PAGE_BYTES);
       const pageOffset = at - index * PAGE_BYTES;

@@ -1,6 +1,19 @@
 import { DeviceError, DeviceOp, DmtoolError, errnoOf } from '@dmtool/devices';
 
-const REFUSED = ['ENOENT', 'EBUSY', 'EWOULDBLOCK', 'EAGAIN', 'EROFS', 'EACCES', 'EPERM', 'ENODEV', 'ENXIO', 'ELOOP', 'ENOTDIR', 'ENAMETOOLONG'];
+const REFUSED = [
+  'ENOENT',
+  'EBUSY',
+  'EWOULDBLOCK',
+  'EAGAIN',
+  'EROFS',
+  'EACCES',
+  'EPERM',
+  'ENODEV',
+  'ENXIO',
+  'ELOOP',
+  'ENOTDIR',
+  'ENAMETOOLONG',
+];
 
 describe('DeviceError kinds', () => {
   test.each(REFUSED)('an open failing with %s is a refused device', (code) => {

@@ -26,7 +26,8 @@ export interface CheckResult {
 export async function checkLegs(legs: BlockDevice[], opts: CheckOptions): Promise<CheckResult> {
   if (legs.length < 2) throw new MirrorError('EINVAL', 'leg-count', 'checking needs at least 2 legs');
   const { regionSize, lengthSectors } = opts;
-  if (regionSize < 1 || !Number.isSafeInteger(regionSize)) throw new MirrorError('EINVAL', 'bad-region-size', `invalid region size ${regionSize}`);
+  if (regionSize < 1 || !Number.isSafeInteger(regionSize))
+    throw new MirrorError('EINVAL', 'bad-region-size', `invalid region size ${regionSize}`);
   const offsets = opts.offsetsSectors ?? legs.map(() => 0);
   const chunk = Math.max(1, opts.chunkSectors ?? 2048);
   const bufs = legs.map(() => allocBuffer(chunk * SECTOR_BYTES));

@@ -82,7 +82,12 @@ export class DiskLog extends MemoryLog {
         const diskRegions = Number(h.nrRegions);
         const readBytes = Math.min(
           this.device.sizeBytes,
-          Math.max(this.bufferBytes, h.magic === LOG_MAGIC && diskRegions > 0 && diskRegions <= 0xffffffff ? logBufferBytes(diskRegions, this.device.logicalBlockSize) : 0),
+          Math.max(
+            this.bufferBytes,
+            h.magic === LOG_MAGIC && diskRegions > 0 && diskRegions <= 0xffffffff
+              ? logBufferBytes(diskRegions, this.device.logicalBlockSize)
+              : 0,
+          ),
         );
         const whole = allocBuffer(readBytes);
         if (readBytes > 0) await this.ioOrFail(() => this.device.read(whole, 0, readBytes, 0));

@@ -66,11 +66,16 @@ export function decodeDiskLog(buf: Buffer, opts: DecodeOptions = {}): DiskLogIma
   const where = opts.path ?? 'log';
   const deviceBytes = opts.deviceBytes ?? buf.length;
   if (deviceBytes < LOG_BITMAP_BYTE || buf.length < LOG_HEADER_BYTES) {
-    throw new MirrorError('EBADMSG', 'log-truncated', `dirty log ${where} is truncated: ${deviceBytes} bytes, a disk log needs at least ${LOG_BITMAP_BYTE + 4} (sectors 0..2)`, {
-      path: opts.path,
-      sector: 0,
-      sectors: 3,
-    });
+    throw new MirrorError(
+      'EBADMSG',
+      'log-truncated',
+      `dirty log ${where} is truncated: ${deviceBytes} bytes, a disk log needs at least ${LOG_BITMAP_BYTE + 4} (sectors 0..2)`,
+      {
+        path: opts.path,
+        sector: 0,
+        sectors: 3,
+      },
+    );
   }
   const h = readHeader(buf);
   if (h.magic !== LOG_MAGIC) {

@@ -105,10 +105,18 @@ export class MirrorSet {
     this.keepLog = opts.keepLog === true;
     const regions = Math.ceil(opts.lengthSectors / opts.log.regionSize);
     if (regions !== opts.log.regionCount) {
-      throw new MirrorError('EINVAL', 'region-count-mismatch', `log has ${opts.log.regionCount} regions, a mirror of ${opts.lengthSectors} sectors with region size ${opts.log.regionSize} has ${regions}`);
+      throw new MirrorError(
+        'EINVAL',
+        'region-count-mismatch',
+        `log has ${opts.log.regionCount} regions, a mirror of ${opts.lengthSectors} sectors with region size ${opts.log.regionSize} has ${regions}`,
+      );
     }
     if (opts.log.regionSize > opts.lengthSectors) {
-      throw new MirrorError('EINVAL', 'bad-region-size', `region size ${opts.log.regionSize} is larger than the mirror (${opts.lengthSectors} sectors)`);
+      throw new MirrorError(
+        'EINVAL',
+        'bad-region-size',
+        `region size ${opts.log.regionSize} is larger than the mirror (${opts.lengthSectors} sectors)`,
+      );
     }
     for (const leg of this.legs) {
       if (leg.device.sizeSectors < leg.offsetSectors + opts.lengthSectors) {
@@ -177,15 +185,26 @@ export class MirrorSet {
   }
 
   private checkRange(sector: number, sectors: number, buf: Buffer): void {
-    if (!Number.isSafeInteger(sector) || !Number.isSafeInteger(sectors) || sector < 0 || sectors <= 0 || sector + sectors > this.lengthSectors) {
-      throw new MirrorError('ERANGE', 'out-of-range', `${sectorRange(sector, sectors)} is outside the mirror (${this.lengthSectors} sectors)`, { sector, sectors });
+    if (
+      !Number.isSafeInteger(sector) ||
+      !Number.isSafeInteger(sectors) ||
+      sector < 0 ||
+      sectors <= 0 ||
+      sector + sectors > this.lengthSectors
+    ) {
+      throw new MirrorError(
+        'ERANGE',
+        'out-of-range',
+        `${sectorRange(sector, sectors)} is outside the mirror (${this.lengthSectors} sectors)`,
+        { sector, sectors },
+      );
     }
     if (buf.length < sectors * SECTOR_BYTES) throw new RangeError(`buffer of ${buf.length} bytes is too small for ${sectors} sectors`);
   }
 
   private pieces(sector: number, sectors: number): { region: number; sector: number; sectors: number; bufOffset: number }[] {
     const out = [];
-    for (let s = sector; s < sector + sectors; ) {
+    for (let s = sector; s < sector + sectors;) {
       const region = this.rh.regionOf(s);
       const end = Math.min(sector + sectors, (region + 1) * this.regionSize);
       out.push({ region, sector: s, sectors: end - s, bufOffset: (s - sector) * SECTOR_BYTES });
@@ -269,10 +288,15 @@ export class MirrorSet {
       if (!done) {
         throw (
           lastError ??
-          new MirrorError('EIO', 'no-leg', `no leg can serve ${sectorRange(p.sector, p.sectors)} (region ${p.region} is out of sync and the default leg has failed)`, {
-            sector: p.sector,
-            sectors: p.sectors,
-          })
+          new MirrorError(
+            'EIO',
+            'no-leg',
+            `no leg can serve ${sectorRange(p.sector, p.sectors)} (region ${p.region} is out of sync and the default leg has failed)`,
+            {
+              sector: p.sector,
+              sectors: p.sectors,
+            },
+          )
         );
       }
     }

@@ -59,9 +59,13 @@ export function checkDistinct(resolver: DeviceResolver, paths: { path: string; r
   for (const p of paths) {
     const id = resolver.identify(p.path, p.role);
     const before = seen.get(id);
-    if (before?.path === p.path) throw new MirrorError('EINVAL', 'same-device', `${p.path} is given twice (as ${before.role} and as ${p.role})`, { path: p.path });
+    if (before?.path === p.path)
+      throw new MirrorError('EINVAL', 'same-device', `${p.path} is given twice (as ${before.role} and as ${p.role})`, { path: p.path });
     // Two names of one device, e.g. a loop device and its backing file.
-    if (before) throw new MirrorError('EINVAL', 'same-device', `${p.role} ${p.path} is the same device as ${before.role} ${before.path}`, { path: p.path });
+    if (before)
+      throw new MirrorError('EINVAL', 'same-device', `${p.role} ${p.path} is the same device as ${before.role} ${before.path}`, {
+        path: p.path,
+      });
     seen.set(id, p);
   }
 }
@@ -124,7 +128,10 @@ export async function openMirror(cfg: MirrorConfig, resolver: DeviceResolver, op
       }
       length = sizes[0];
     }
-    if (!(length > 0)) throw new MirrorError('EINVAL', 'bad-length', `mirror length must be positive (legs have ${length} sectors)`, { path: legs[0].device.path });
+    if (!(length > 0))
+      throw new MirrorError('EINVAL', 'bad-length', `mirror length must be positive (legs have ${length} sectors)`, {
+        path: legs[0].device.path,
+      });
     for (const l of legs) {
       if (l.device.sizeSectors < l.offsetSectors + length) {
         throw new MirrorError(
@@ -149,7 +156,12 @@ export async function openMirror(cfg: MirrorConfig, resolver: DeviceResolver, op
       opened.push(logDev);
       let rs = cfg.regionSize;
       if (rs === undefined && opts.adoptLog && !create) {
-        throw new MirrorError('EINVAL', 'bad-option', `adopting the log ${logDev.path} needs the region size (--region-size or a table line)`, { path: logDev.path });
+        throw new MirrorError(
+          'EINVAL',
+          'bad-option',
+          `adopting the log ${logDev.path} needs the region size (--region-size or a table line)`,
+          { path: logDev.path },
+        );
       }
       if (rs === undefined) {
         if (create) rs = DEFAULT_REGION_SIZE;
@@ -172,7 +184,12 @@ export async function openMirror(cfg: MirrorConfig, resolver: DeviceResolver, op
       if (opts.adoptLog && !create) {
         // Still refuse what is not a dm-log at all: adopting only forgives the region count.
         const onDisk = await readLogRegionCount(logDev);
-        if (onDisk < 1) throw new MirrorError('EINVAL', 'bad-region-count', `dirty log ${logDev.path} records no regions`, { path: logDev.path, sector: 0, sectors: 1 });
+        if (onDisk < 1)
+          throw new MirrorError('EINVAL', 'bad-region-count', `dirty log ${logDev.path} records no regions`, {
+            path: logDev.path,
+            sector: 0,
+            sectors: 1,
+          });
       }
       log = new DiskLog(logDev, { regionSize: rs, regionCount, syncMode, create, strict: opts.adoptLog !== true, persist });
       await log.resume();

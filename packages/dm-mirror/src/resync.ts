@@ -161,7 +161,11 @@ export async function resync(mirror: MirrorSet, opts: ResyncOptions = {}): Promi
         { signal: opts.signal },
       );
       if (result.readErr) {
-        mirror.failLeg(mirror.defaultLeg, 'S', result.errors.find((e) => e.path === source.device.path));
+        mirror.failLeg(
+          mirror.defaultLeg,
+          'S',
+          result.errors.find((e) => e.path === source.device.path),
+        );
         stop = true;
         break;
       }
@@ -172,7 +176,12 @@ export async function resync(mirror: MirrorSet, opts: ResyncOptions = {}): Promi
       }
       // Fail the legs that missed writes, then copy the region again to the others.
       dests.forEach(({ leg, i }, bit) => {
-        if (result.writeErr & (1 << bit)) mirror.failLeg(i, 'S', result.errors.find((e: DeviceError) => e.path === leg.device.path));
+        if (result.writeErr & (1 << bit))
+          mirror.failLeg(
+            i,
+            'S',
+            result.errors.find((e: DeviceError) => e.path === leg.device.path),
+          );
       });
     }
     crashPoint('mirror-resync:region-copied');

@@ -32,7 +32,10 @@ function uint(word: string | undefined, what: string): number {
  * The `<start> <length> mirror` prefix may be left out only if `lengthSectors` is given.
  */
 export function parseMirrorTable(line: string, lengthSectors?: number): MirrorTable {
-  const words = line.trim().split(/\s+/).filter((w) => w.length > 0);
+  const words = line
+    .trim()
+    .split(/\s+/)
+    .filter((w) => w.length > 0);
   let i: number;
   let startSector = 0;
   let length = lengthSectors;
@@ -77,7 +80,8 @@ export function parseMirrorTable(line: string, lengthSectors?: number): MirrorTa
   if (i < words.length) {
     const nFeatures = uint(words[i++], '#features');
     const features = words.slice(i, i + nFeatures);
-    if (features.length !== nFeatures || i + nFeatures !== words.length) bad(`${nFeatures} features announced, ${words.length - i} words follow`);
+    if (features.length !== nFeatures || i + nFeatures !== words.length)
+      bad(`${nFeatures} features announced, ${words.length - i} words follow`);
     for (const f of features) {
       if (f === 'handle_errors') handleErrors = true;
       else if (f === 'keep_log') keepLog = true;

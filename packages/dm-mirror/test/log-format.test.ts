@@ -72,7 +72,9 @@ describe('disk log codec (dm-log.c format)', () => {
     );
     const c = new Bitmap(100000);
     const big = Buffer.from(encodeDiskLog(100000, c));
-    expect(() => decodeDiskLog(big.subarray(0, 2048), { path: 'L' })).toThrow(/truncated: 100000 regions need sectors 0\.\.26 \(13824 bytes\), only 2048/);
+    expect(() => decodeDiskLog(big.subarray(0, 2048), { path: 'L' })).toThrow(
+      /truncated: 100000 regions need sectors 0\.\.26 \(13824 bytes\), only 2048/,
+    );
     expect(() => decodeDiskLog(Buffer.alloc(512), { path: 'L' })).toThrow(/truncated/);
   });
 });

@@ -9,12 +9,17 @@ const MAX_HI = 0x1fffff;
 export function readChunk(buf: Buffer, byteOffset: number, what: () => string): number {
   const lo = buf.readUInt32LE(byteOffset);
   const hi = buf.readUInt32LE(byteOffset + 4);
-  if (hi > MAX_HI) throw new SnapshotError('EINVAL', 'entry-past-cow-end', `${what()}: chunk number 0x${hi.toString(16)}${lo.toString(16).padStart(8, '0')} is absurdly large`);
+  if (hi > MAX_HI)
+    throw new SnapshotError(
+      'EINVAL',
+      'entry-past-cow-end',
+      `${what()}: chunk number 0x${hi.toString(16)}${lo.toString(16).padStart(8, '0')} is absurdly large`,
+    );
   return hi * TWO32 + lo;
 }
 
 export function writeChunk(buf: Buffer, byteOffset: number, chunk: number): void {
-  buf.writeUInt32LE(chunk % TWO32 >>> 0, byteOffset);
+  buf.writeUInt32LE((chunk % TWO32) >>> 0, byteOffset);
   buf.writeUInt32LE(Math.floor(chunk / TWO32), byteOffset + 4);
 }
 

@@ -112,7 +112,9 @@ export async function mergeSnapshot(origin: BlockDevice, cow: BlockDevice, opts:
   const originSectors = origin.sizeSectors;
   const batchBytes = opts.batchBytes ?? 64 << 20;
   if (!(batchBytes >= chunkBytes)) {
-    throw new SnapshotError('EINVAL', 'out-of-range', `batch size ${batchBytes} bytes is smaller than one chunk (${chunkBytes} bytes)`, { path: cow.path });
+    throw new SnapshotError('EINVAL', 'out-of-range', `batch size ${batchBytes} bytes is smaller than one chunk (${chunkBytes} bytes)`, {
+      path: cow.path,
+    });
   }
   const maxChunks = Math.floor(batchBytes / chunkBytes);
   const kernelBatches = opts.kernelBatches === true;
@@ -138,7 +140,7 @@ export async function mergeSnapshot(origin: BlockDevice, cow: BlockDevice, opts:
 
   if (opts.dryRun) {
     // Plan only: the same batches, from a tail position that moves in memory.
-    for (let remaining = total; remaining > 0; ) {
+    for (let remaining = total; remaining > 0;) {
       const batch = nextBatch(store, kernelBatches, maxChunks, remaining);
       runCount += batch.runs.length;
       for (const r of batch.runs) progress.mergedBytes += runBytes(r);

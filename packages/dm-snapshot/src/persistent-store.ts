@@ -321,19 +321,22 @@ export class PersistentStore implements ExceptionStore {
   private async writeArea(full: boolean): Promise<void> {
     const g = this.geometry;
     const areaByte = g.chunkToByte(g.areaChunk(this.currentArea));
-    await this.ioMetadata(async () => {
-      if (full) {
-        const next = g.areaChunk(this.currentArea + 1);
-        this.scratch.fill(0);
-        await this.cow.write(this.scratch, 0, g.chunkBytes, g.chunkToByte(next));
-        crashPoint('snapshot-commit:next-area-zeroed');
-      }
-      await this.cow.flush();
-      crashPoint('snapshot-commit:before-area-write');
-      await this.cow.write(this.area, 0, g.chunkBytes, areaByte);
-      await this.cow.flush();
-      crashPoint('snapshot-commit:area-written');
-    }, g.chunkToSector(g.areaChunk(this.currentArea)));
+    await this.ioMetadata(
+      async () => {
+        if (full) {
+          const next = g.areaChunk(this.currentArea + 1);
+          this.scratch.fill(0);
+          await this.cow.write(this.scratch, 0, g.chunkBytes, g.chunkToByte(next));
+          crashPoint('snapshot-commit:next-area-zeroed');
+        }
+        await this.cow.flush();
+        crashPoint('snapshot-commit:before-area-write');
+        await this.cow.write(this.area, 0, g.chunkBytes, areaByte);
+        await this.cow.flush();
+        crashPoint('snapshot-commit:area-written');
+      },
+      g.chunkToSector(g.areaChunk(this.currentArea)),
+    );
     if (full) {
       this.currentArea++;
       this.currentCommitted = 0;

@@ -468,7 +468,9 @@ export class Snapshot {
         noSpace = new SnapshotError(
           this.store.type === 'PO' ? 'ENOSPC' : 'EIO',
           this.store.type === 'PO' ? 'overflow' : 'no-space',
-          this.store.type === 'PO' ? 'snapshot write: COW is full, snapshot overflowed' : 'snapshot write: COW is full, snapshot invalidated',
+          this.store.type === 'PO'
+            ? 'snapshot write: COW is full, snapshot overflowed'
+            : 'snapshot write: COW is full, snapshot invalidated',
           { path: this.cow.path, sector: at, sectors: cs },
         );
         break;

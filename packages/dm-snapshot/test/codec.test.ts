@@ -67,8 +67,13 @@ describe('area codec', () => {
     encodeEntry(area, 1, 5, 3);
     encodeEntry(area, 2, 101, 4);
     expect(area.subarray(0, 0x40).toString('hex')).toBe(
-      '6400000000000000' + '0200000000000000' + '0500000000000000' + '0300000000000000' +
-        '6500000000000000' + '0400000000000000' + '0'.repeat(32),
+      '6400000000000000' +
+        '0200000000000000' +
+        '0500000000000000' +
+        '0300000000000000' +
+        '6500000000000000' +
+        '0400000000000000' +
+        '0'.repeat(32),
     );
     // Bytes after the terminator are ignored, as by the kernel.
     encodeEntry(area, 4, 7, 9);

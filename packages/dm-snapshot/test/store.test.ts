@@ -68,8 +68,13 @@ describe('persistent store', () => {
       for (const chunk of [100, 5, 101]) await origin.write(Buffer.alloc(512, 0xee), chunk * 8 + 3);
       expect(snap.status()).toBe('40/8192 16');
       expect(readRange(files.cow, 0x1000, 0x40).toString('hex')).toBe(
-        '6400000000000000' + '0200000000000000' + '0500000000000000' + '0300000000000000' +
-          '6500000000000000' + '0400000000000000' + '0'.repeat(32),
+        '6400000000000000' +
+          '0200000000000000' +
+          '0500000000000000' +
+          '0300000000000000' +
+          '6500000000000000' +
+          '0400000000000000' +
+          '0'.repeat(32),
       );
       expect(readRange(files.cow, 0x2000, 4096)).toEqual(before.subarray(409600, 413696));
       expect(readRange(files.cow, 0x3000, 4096)).toEqual(before.subarray(5 * 4096, 6 * 4096));
@@ -167,21 +172,27 @@ describe('overflow and invalidation', () => {
       await expectSnapError(snap.write(Buffer.alloc(4096, 1), 8), 'EIO', 'no-space');
       expect(snap.status()).toBe('Invalid');
     });
-    await withSnapshot(1 << 20, 3 * 4096, 8, async (origin, snap, files) => {
-      await snap.write(Buffer.alloc(4096, 1), 0);
-      await expectSnapError(snap.write(Buffer.alloc(4096, 1), 8), 'ENOSPC', 'overflow');
-      expect(snap.status()).toBe('Overflow');
-      expect(snap.tableLine()).toContain(' PO 8');
-      const v = Buffer.alloc(4096);
-      await snap.read(v, 0);
-      expect(v.every((b) => b === 1)).toBe(true);
-      await expectSnapError(snap.write(Buffer.alloc(512), 0), 'EIO', 'overflow');
-      // Nothing on disk changed: header still valid.
-      expect(readRange(files.cow, 0, 16).readUInt32LE(4)).toBe(1);
-      // An origin write that cannot allocate still invalidates, even with PO.
-      await origin.write(Buffer.alloc(4096, 2), 16);
-      expect(snap.status()).toBe('Invalid');
-    }, 'PO');
+    await withSnapshot(
+      1 << 20,
+      3 * 4096,
+      8,
+      async (origin, snap, files) => {
+        await snap.write(Buffer.alloc(4096, 1), 0);
+        await expectSnapError(snap.write(Buffer.alloc(4096, 1), 8), 'ENOSPC', 'overflow');
+        expect(snap.status()).toBe('Overflow');
+        expect(snap.tableLine()).toContain(' PO 8');
+        const v = Buffer.alloc(4096);
+        await snap.read(v, 0);
+        expect(v.every((b) => b === 1)).toBe(true);
+        await expectSnapError(snap.write(Buffer.alloc(512), 0), 'EIO', 'overflow');
+        // Nothing on disk changed: header still valid.
+        expect(readRange(files.cow, 0, 16).readUInt32LE(4)).toBe(1);
+        // An origin write that cannot allocate still invalidates, even with PO.
+        await origin.write(Buffer.alloc(4096, 2), 16);
+        expect(snap.status()).toBe('Invalid');
+      },
+      'PO',
+    );
   });
 
   test('a failing COW copy invalidates the snapshot; the origin write goes on', async () => {
@@ -200,18 +211,24 @@ describe('overflow and invalidation', () => {
 
 describe('transient store', () => {
   test('allocates from chunk 0, writes no metadata, status next_free/total 0', async () => {
-    await withSnapshot(1 << 20, 3 * 4096, 8, async (origin, snap, files) => {
-      const before = readRange(files.origin, 0, 8192);
-      expect(snap.status()).toBe('0/24 0');
-      await origin.write(Buffer.alloc(8192, 5), 0);
-      expect(snap.status()).toBe('16/24 0');
-      expect(readRange(files.cow, 0, 8192)).toEqual(before);
-      const v = Buffer.alloc(8192);
-      await snap.read(v, 0);
-      expect(v).toEqual(before);
-      await snap.write(Buffer.alloc(4096, 6), 16);
-      await expectSnapError(snap.write(Buffer.alloc(4096, 6), 24), 'EIO', 'no-space');
-    }, 'N');
+    await withSnapshot(
+      1 << 20,
+      3 * 4096,
+      8,
+      async (origin, snap, files) => {
+        const before = readRange(files.origin, 0, 8192);
+        expect(snap.status()).toBe('0/24 0');
+        await origin.write(Buffer.alloc(8192, 5), 0);
+        expect(snap.status()).toBe('16/24 0');
+        expect(readRange(files.cow, 0, 8192)).toEqual(before);
+        const v = Buffer.alloc(8192);
+        await snap.read(v, 0);
+        expect(v).toEqual(before);
+        await snap.write(Buffer.alloc(4096, 6), 16);
+        await expectSnapError(snap.write(Buffer.alloc(4096, 6), 24), 'EIO', 'no-space');
+      },
+      'N',
+    );
   });
 });
 
@@ -265,16 +282,23 @@ describe('corrupt or unsuitable COW: one clear error, nothing written', () => {
 
   test('a full last area with no room for its terminator area', async () => {
     await expectSnapError(
-      corrupt((b) => {
-        for (let i = 0; i < 256; i++) encodeEntry(b.subarray(4096), i, i, 2 + i);
-      }, { originBytes: 2 << 20, cowBytes: 258 * 4096 }).then(() => undefined),
+      corrupt(
+        (b) => {
+          for (let i = 0; i < 256; i++) encodeEntry(b.subarray(4096), i, i, 2 + i);
+        },
+        { originBytes: 2 << 20, cowBytes: 258 * 4096 },
+      ).then(() => undefined),
       'EINVAL',
       'area-past-cow-end',
     );
   });
 
   test('wrong chunk size asked for', async () => {
-    const e = await expectSnapError(corrupt(() => undefined, { chunkSectors: 16 }), 'EINVAL', 'chunk-size-mismatch');
+    const e = await expectSnapError(
+      corrupt(() => undefined, { chunkSectors: 16 }),
+      'EINVAL',
+      'chunk-size-mismatch',
+    );
     expect(e.message).toMatch(/chunk size 16 does not match the COW header's 8 sectors \(.*sectors 0\.\.0\)/);
   });
 

@@ -34,7 +34,8 @@ export type NotifyFn<C> = (readErr: boolean, writeErr: number, context: C) => vo
 const MAX_SUB_JOB_SECTORS = 1 << 16;
 
 function positiveInt(name: string, v: number, max: number): number {
-  if (!Number.isSafeInteger(v) || v < 1 || v > max) throw new KcopydError('bad-option', `${name} must be an integer in 1..${max} (got ${v})`);
+  if (!Number.isSafeInteger(v) || v < 1 || v > max)
+    throw new KcopydError('bad-option', `${name} must be an integer in 1..${max} (got ${v})`);
   return v;
 }
 
@@ -55,7 +56,8 @@ export class KcopydClient {
 
   constructor(opts: ClientOptions = {}) {
     this.subJobSectors = positiveInt('subJobSectors', opts.subJobSectors ?? 1024, MAX_SUB_JOB_SECTORS);
-    if (this.subJobSectors % 8 !== 0) throw new KcopydError('bad-option', `subJobSectors must be a multiple of 8 (4 KiB) (got ${this.subJobSectors})`);
+    if (this.subJobSectors % 8 !== 0)
+      throw new KcopydError('bad-option', `subJobSectors must be a multiple of 8 (4 KiB) (got ${this.subJobSectors})`);
     this.subJobsPerJob = positiveInt('subJobsPerJob', opts.subJobsPerJob ?? 8, 64);
     const reserved = positiveInt('reservedBuffers', opts.reservedBuffers ?? this.subJobsPerJob, 1024);
     this.throttle = opts.throttle ?? new Throttle(opts.throttlePercent ?? 100);
@@ -103,14 +105,8 @@ export class KcopydClient {
   }
 
   /** The kernel's callback form of copy (or zero, with `from` undefined). */
-  copyNotify<C>(
-    from: Region | undefined,
-    to: readonly DestinationRegion[],
-    flags: number,
-    notify: NotifyFn<C>,
-    context: C,
-  ): void {
-    const count = from ? from.count : to[0]?.count ?? 0;
+  copyNotify<C>(from: Region | undefined, to: readonly DestinationRegion[], flags: number, notify: NotifyFn<C>, context: C): void {
+    const count = from ? from.count : (to[0]?.count ?? 0);
     this.start(from, to, count, { flags }).then(
       (r) => notify(r.readErr, r.writeErr, context),
       () => notify(true, ~0, context),
@@ -155,7 +151,8 @@ export class KcopydClient {
       validateJob(from, to, count ?? 0);
       if (!from) {
         to.forEach((d, i) => {
-          if (d.count !== count) throw new KcopydError('bad-count', `zero: region ${i} count ${d.count} differs from region 0 count ${count}`);
+          if (d.count !== count)
+            throw new KcopydError('bad-count', `zero: region ${i} count ${d.count} differs from region 0 count ${count}`);
         });
       }
     } catch (e) {

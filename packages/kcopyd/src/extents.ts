@@ -28,15 +28,27 @@ function checkExtents(src: BlockDevice, dest: BlockDevice, extents: readonly Ext
   if (extents.length === 0) throw new KcopydError('bad-count', 'at least one extent is needed');
   if (!dest.writable) throw new KcopydError('read-only', `destination ${dest.path} was opened read-only`, 'EBADF');
   for (const [i, e] of extents.entries()) {
-    for (const [name, v] of [['srcSector', e.srcSector], ['destSector', e.destSector]] as const) {
+    for (const [name, v] of [
+      ['srcSector', e.srcSector],
+      ['destSector', e.destSector],
+    ] as const) {
       if (!Number.isSafeInteger(v) || v < 0) throw new KcopydError('bad-sector', `extent ${i}: ${name} ${v} is not a non-negative integer`);
     }
-    if (!Number.isSafeInteger(e.count) || e.count <= 0) throw new KcopydError('bad-count', `extent ${i}: sector count must be a positive integer (got ${e.count})`);
+    if (!Number.isSafeInteger(e.count) || e.count <= 0)
+      throw new KcopydError('bad-count', `extent ${i}: sector count must be a positive integer (got ${e.count})`);
     if (e.srcSector + e.count > src.sizeSectors) {
-      throw new KcopydError('out-of-range', `extent ${i}: source ${src.path} sectors ${e.srcSector}..${e.srcSector + e.count - 1} end beyond the device end (${src.sizeSectors} sectors)`, 'ERANGE');
+      throw new KcopydError(
+        'out-of-range',
+        `extent ${i}: source ${src.path} sectors ${e.srcSector}..${e.srcSector + e.count - 1} end beyond the device end (${src.sizeSectors} sectors)`,
+        'ERANGE',
+      );
     }
     if (e.destSector + e.count > dest.sizeSectors) {
-      throw new KcopydError('out-of-range', `extent ${i}: destination ${dest.path} sectors ${e.destSector}..${e.destSector + e.count - 1} end beyond the device end (${dest.sizeSectors} sectors)`, 'ERANGE');
+      throw new KcopydError(
+        'out-of-range',
+        `extent ${i}: destination ${dest.path} sectors ${e.destSector}..${e.destSector + e.count - 1} end beyond the device end (${dest.sizeSectors} sectors)`,
+        'ERANGE',
+      );
     }
   }
   const byDest = [...extents].sort((a, b) => a.destSector - b.destSector);
@@ -80,7 +92,11 @@ function groupExtents(extents: readonly Extent[], subJobSectors: number): Group[
       g = { srcSector: p.srcSector, spanSectors: 0, sectors: 0, pieces: [] };
       groups.push(g);
     }
-    g.pieces.push({ spanOffset: (p.srcSector - g.srcSector) * SECTOR_BYTES, destByteOffset: p.destSector * SECTOR_BYTES, bytes: p.count * SECTOR_BYTES });
+    g.pieces.push({
+      spanOffset: (p.srcSector - g.srcSector) * SECTOR_BYTES,
+      destByteOffset: p.destSector * SECTOR_BYTES,
+      bytes: p.count * SECTOR_BYTES,
+    });
     g.spanSectors = p.srcSector + p.count - g.srcSector;
     g.sectors += p.count;
   }
@@ -139,7 +155,11 @@ export class ExtentJob {
     signal?.addEventListener('abort', onAbort, { once: true });
     try {
       const workers = Math.min(this.res.subJobsPerJob, this.groups.length);
-      await runSubJobs(workers, () => this.subJob(), () => (this.broken = true));
+      await runSubJobs(
+        workers,
+        () => this.subJob(),
+        () => (this.broken = true),
+      );
     } finally {
       signal?.removeEventListener('abort', onAbort);
     }

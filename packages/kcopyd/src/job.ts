@@ -87,7 +87,11 @@ export class CopyJob {
     try {
       const pieces = Math.ceil(this.spec.count / this.res.subJobSectors);
       const workers = Math.min(this.res.subJobsPerJob, pieces);
-      await runSubJobs(workers, () => this.subJob(), () => (this.broken = true));
+      await runSubJobs(
+        workers,
+        () => this.subJob(),
+        () => (this.broken = true),
+      );
     } finally {
       signal?.removeEventListener('abort', onAbort);
     }
@@ -217,9 +221,7 @@ export class CopyJob {
   ): Promise<(DeviceError | undefined)[]> {
     this.res.throttle.ioStarted();
     try {
-      return await Promise.all(
-        this.destinations(piece).map((dest) => op(dest).then(() => undefined, asDeviceError)),
-      );
+      return await Promise.all(this.destinations(piece).map((dest) => op(dest).then(() => undefined, asDeviceError)));
     } finally {
       this.res.throttle.ioFinished();
     }

@@ -85,7 +85,10 @@ export class RateLimiter {
 
   constructor(bytesPerSecond: number) {
     if (!Number.isFinite(bytesPerSecond) || !(bytesPerSecond >= RateLimiter.MIN_BYTES_PER_SECOND)) {
-      throw new KcopydError('bad-option', `rate must be at least ${RateLimiter.MIN_BYTES_PER_SECOND} bytes per second (got ${bytesPerSecond})`);
+      throw new KcopydError(
+        'bad-option',
+        `rate must be at least ${RateLimiter.MIN_BYTES_PER_SECOND} bytes per second (got ${bytesPerSecond})`,
+      );
     }
     this.bytesPerSecond = bytesPerSecond;
   }

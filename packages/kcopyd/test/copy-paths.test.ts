@@ -12,7 +12,10 @@ async function copyAll(src: BlockDevice, dests: BlockDevice[]) {
   const before = { ...copyPathCounters };
   const client = new KcopydClient({ subJobSectors: 256 });
   try {
-    const r = await client.copy({ device: src, sector: 0, count: SECTORS }, dests.map((d) => ({ device: d, sector: 0 })));
+    const r = await client.copy(
+      { device: src, sector: 0, count: SECTORS },
+      dests.map((d) => ({ device: d, sector: 0 })),
+    );
     return { r, native: copyPathCounters.native - before.native, generic: copyPathCounters.generic - before.generic };
   } finally {
     await client.destroy();

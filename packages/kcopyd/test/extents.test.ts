@@ -73,7 +73,9 @@ describe('KcopydClient.copyExtents', () => {
         { srcSector: 100, destSector: 17, count: 8 },
       ]),
     ).rejects.toThrow(/overlap on the destination at sector 17/);
-    await expect(client.copyExtents(src, dest, [{ srcSector: SECTORS - 4, destSector: 0, count: 8 }])).rejects.toThrow(/beyond the device end/);
+    await expect(client.copyExtents(src, dest, [{ srcSector: SECTORS - 4, destSector: 0, count: 8 }])).rejects.toThrow(
+      /beyond the device end/,
+    );
     await expect(client.copyExtents(dest, dest, [{ srcSector: 0, destSector: 4, count: 8 }])).rejects.toThrow(/overlaps a source range/);
     await expect(client.copyExtents(dest, src, [{ srcSector: 0, destSector: 4, count: 8 }])).rejects.toThrow(/read-only/);
     await client.destroy();
@@ -106,7 +108,10 @@ describe('KcopydClient.copyExtents', () => {
     const ctl = new AbortController();
     const err = await client
       .copyExtents(src, dest, extents, { signal: ctl.signal, onProgress: (p) => p.doneSectors >= 640 && ctl.abort() })
-      .then(() => undefined, (e: unknown) => e);
+      .then(
+        () => undefined,
+        (e: unknown) => e,
+      );
     expect(err).toBeInstanceOf(AbortError);
     expect((err as AbortError).sectorsDone).toBe(640);
     await client.destroy();

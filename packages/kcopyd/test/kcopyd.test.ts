@@ -111,7 +111,10 @@ describe('KcopydClient on image files', () => {
   it('reports a short write as an error on that destination only', async () => {
     setFaultPlan({ rules: [{ op: 'write', code: 'ENOSPC', path: 'd2.img', shortBytes: 1024, times: 1 }] });
     const client = new KcopydClient({ subJobSectors: 64, subJobsPerJob: 1 });
-    const r = await client.copy({ device: src, sector: 0, count: 64 }, dests.map((d) => ({ device: d, sector: 0 })));
+    const r = await client.copy(
+      { device: src, sector: 0, count: 64 },
+      dests.map((d) => ({ device: d, sector: 0 })),
+    );
     expect(r.writeErr).toBe(0b100);
     expect(r.errors[0].code).toBe('ENOSPC');
     const d2 = readRange(path.join(dir, 'd2.img'), 0, 64 * 512);
@@ -145,7 +148,10 @@ describe('KcopydClient on image files', () => {
         if (p.doneSectors >= 1024) ctl.abort();
       },
     });
-    const err = await job.then(() => undefined, (e: unknown) => e);
+    const err = await job.then(
+      () => undefined,
+      (e: unknown) => e,
+    );
     expect(err).toBeInstanceOf(AbortError);
     const done = (err as AbortError).sectorsDone;
     expect(done).toBe(reported);
@@ -171,10 +177,16 @@ describe('KcopydClient on image files', () => {
     const client = new KcopydClient();
     const calls: [boolean, number, string][] = [];
     await new Promise<void>((resolve) =>
-      client.copyNotify({ device: src, sector: 0, count: 512 }, [{ device: dests[0], sector: 0 }], 0, (re, we, ctx: string) => {
-        calls.push([re, we, ctx]);
-        resolve();
-      }, 'ctx-1'),
+      client.copyNotify(
+        { device: src, sector: 0, count: 512 },
+        [{ device: dests[0], sector: 0 }],
+        0,
+        (re, we, ctx: string) => {
+          calls.push([re, we, ctx]);
+          resolve();
+        },
+        'ctx-1',
+      ),
     );
     const fire = client.prepareCallback((re, we, ctx: string) => calls.push([re, we, ctx]), 'ctx-2');
     fire(false, 0b11);

@@ -26,7 +26,12 @@ export const copyCommand = defineCommand({
     length: optionalSectorsOption('how much to copy (default: to the end of the source)'),
     direct: flag('O_DIRECT: bypass the page cache'),
     rate: { schema: rateLimitSchema.optional(), type: 'string', describe: 'limit to this many bytes per second, e.g. 100M' },
-    throttle: { schema: throttleSchema, type: 'number', describe: 'percent of time copy I/O may be in flight (kcopyd throttle)', default: 100 },
+    throttle: {
+      schema: throttleSchema,
+      type: 'number',
+      describe: 'percent of time copy I/O may be in flight (kcopyd throttle)',
+      default: 100,
+    },
     subJobSize: sectorsOption('sub-job size in sectors', { default: '1024' }),
     ignoreErrors: flag('keep copying after I/O errors (kcopyd IGNORE_ERROR)'),
     dryRun: flag('check everything and print the plan; write nothing'),
@@ -51,16 +56,30 @@ export const copyCommand = defineCommand({
       const length = o.length ?? src.sizeSectors - o.offset;
       checkRanges(src, dests, o.offset, o.destOffset, length);
       if (o.dryRun) {
-        out.line(`would copy ${length} sectors from ${src.path} sector ${o.offset} to ${dests.map((d) => `${d.path} sector ${o.destOffset}`).join(', ')}`);
-        out.result({ dryRun: true, source: src.path, destinations: dests.map((d) => d.path), offset: o.offset, destOffset: o.destOffset, sectors: length });
+        out.line(
+          `would copy ${length} sectors from ${src.path} sector ${o.offset} to ${dests.map((d) => `${d.path} sector ${o.destOffset}`).join(', ')}`,
+        );
+        out.result({
+          dryRun: true,
+          source: src.path,
+          destinations: dests.map((d) => d.path),
+          offset: o.offset,
+          destOffset: o.destOffset,
+          sectors: length,
+        });
         return ExitCode.OK;
       }
-      const r = await runWithProgress('copy', { subJobSectors: o.subJobSize, throttlePercent: o.throttle, rateBytesPerSecond: o.rate }, o.json, {
-        from: { device: src, sector: o.offset, count: length },
-        to: dests.map((d) => ({ device: d, sector: o.destOffset })),
-        count: length,
-        flags: o.ignoreErrors ? KcopydFlags.IGNORE_ERROR : 0,
-      });
+      const r = await runWithProgress(
+        'copy',
+        { subJobSectors: o.subJobSize, throttlePercent: o.throttle, rateBytesPerSecond: o.rate },
+        o.json,
+        {
+          from: { device: src, sector: o.offset, count: length },
+          to: dests.map((d) => ({ device: d, sector: o.destOffset })),
+          count: length,
+          flags: o.ignoreErrors ? KcopydFlags.IGNORE_ERROR : 0,
+        },
+      );
       out.result({
         source: src.path,
         destinations: dests.map((d) => d.path),
@@ -74,7 +93,12 @@ export const copyCommand = defineCommand({
         interrupted: r.interrupted,
         errors: r.errors.map((e) => e.message),
       });
-      return outcome(out, r, length, `copied ${length} sectors from ${src.path} to ${dests.length} destination${dests.length > 1 ? 's' : ''}`);
+      return outcome(
+        out,
+        r,
+        length,
+        `copied ${length} sectors from ${src.path} to ${dests.length} destination${dests.length > 1 ? 's' : ''}`,
+      );
     } finally {
       closeAll(devices);
     }
@@ -82,9 +106,13 @@ export const copyCommand = defineCommand({
 });
 
 function checkRanges(src: BlockDevice, dests: BlockDevice[], offset: number, destOffset: number, length: number): void {
-  if (length <= 0) throw new CliError('out-of-range', `nothing to copy: source ${src.path} has ${src.sizeSectors} sectors, offset is ${offset}`);
+  if (length <= 0)
+    throw new CliError('out-of-range', `nothing to copy: source ${src.path} has ${src.sizeSectors} sectors, offset is ${offset}`);
   if (offset + length > src.sizeSectors) {
-    throw new CliError('out-of-range', `source ${src.path} sectors ${offset}..${offset + length - 1} end beyond the device end (${src.sizeSectors} sectors)`);
+    throw new CliError(
+      'out-of-range',
+      `source ${src.path} sectors ${offset}..${offset + length - 1} end beyond the device end (${src.sizeSectors} sectors)`,
+    );
   }
   for (const d of dests) {
     if (destOffset + length > d.sizeSectors) {

@@ -37,7 +37,11 @@ const mirrorArgs = {
   options: {
     log: { schema: z.string().min(1).optional(), type: 'string', describe: 'dirty log device or file (kernel dm-log disk format)' },
     regionSize: optionalSectorsOption('region size in sectors (power of two; k/M suffix = bytes)'),
-    table: { schema: z.string().min(1).optional(), type: 'string', describe: 'a kernel table line for the mirror target, instead of --log and legs' },
+    table: {
+      schema: z.string().min(1).optional(),
+      type: 'string',
+      describe: 'a kernel table line for the mirror target, instead of --log and legs',
+    },
     ...jsonOption,
   },
 } as const;
@@ -77,7 +81,10 @@ function mirrorConfig(o: MirrorArgs, extra: { nosync?: boolean } = {}): MirrorCo
 
 /** The legs and the disk log of a mirror, named as the refusals name them. */
 function mirrorDevices(cfg: MirrorConfig): { path: string; role: string }[] {
-  return [...cfg.legs.map((l, i) => ({ path: l.path, role: `leg ${i}` })), ...(cfg.log.type === 'disk' ? [{ path: cfg.log.path, role: 'the log' }] : [])];
+  return [
+    ...cfg.legs.map((l, i) => ({ path: l.path, role: `leg ${i}` })),
+    ...(cfg.log.type === 'disk' ? [{ path: cfg.log.path, role: 'the log' }] : []),
+  ];
 }
 
 function statusJson(m: MirrorSet) {
@@ -100,7 +107,7 @@ function printStatus(out: Output, m: MirrorSet): void {
 /** Ascending region numbers as [first, last] runs of consecutive regions. */
 function regionRuns(values: number[]): [number, number][] {
   const runs: [number, number][] = [];
-  for (let i = 0; i < values.length; ) {
+  for (let i = 0; i < values.length;) {
     let j = i;
     while (j + 1 < values.length && values[j + 1] === values[j] + 1) j++;
     runs.push([values[i], values[j]]);
@@ -152,7 +159,10 @@ const createCommand = defineCommand({
     const found = await existingFormat(cfg.log.path);
     const old = found?.kind === 'mirror-log' ? { regions: found.regions ?? 0 } : undefined;
     if (old && !o.force) {
-      throw new CliError('format-present', `${cfg.log.path} already holds a dm-mirror log (${old.regions} regions, sector 0); give --force to replace it`);
+      throw new CliError(
+        'format-present',
+        `${cfg.log.path} already holds a dm-mirror log (${old.regions} regions, sector 0); give --force to replace it`,
+      );
     }
     if (found && !old && !o.force) {
       throw new CliError('format-present', `${cfg.log.path} holds ${found.what} at sector ${found.sector}; give --force to overwrite it`);
@@ -162,12 +172,16 @@ const createCommand = defineCommand({
       const s = statusJson(m);
       const log = m.log as DiskLog;
       if (o.dryRun) {
-        out.line(`would write a ${log.bufferBytes}-byte dirty log (sectors 0..${log.bufferBytes / SECTOR_BYTES - 1}) to ${cfg.log.path}: ${m.regionCount} regions of ${m.regionSize} sectors, ${o.nosync ? 'all in sync' : 'all out of sync'}`);
+        out.line(
+          `would write a ${log.bufferBytes}-byte dirty log (sectors 0..${log.bufferBytes / SECTOR_BYTES - 1}) to ${cfg.log.path}: ${m.regionCount} regions of ${m.regionSize} sectors, ${o.nosync ? 'all in sync' : 'all out of sync'}`,
+        );
         out.result({ dryRun: true, logBytes: log.bufferBytes, replaces: old ?? null, ...s });
         return ExitCode.OK;
       }
       await log.sync();
-      out.line(`wrote a dirty log to ${cfg.log.path}: ${m.regionCount} regions of ${m.regionSize} sectors, ${o.nosync ? 'all in sync' : 'all out of sync (run mirror-resync)'}`);
+      out.line(
+        `wrote a dirty log to ${cfg.log.path}: ${m.regionCount} regions of ${m.regionSize} sectors, ${o.nosync ? 'all in sync' : 'all out of sync (run mirror-resync)'}`,
+      );
       printStatus(out, m);
       out.result({ logBytes: log.bufferBytes, replaced: old ?? null, ...s });
       return ExitCode.OK;
@@ -181,7 +195,7 @@ const createCommand = defineCommand({
 
 const statusCommand = defineCommand({
   command: 'mirror-status [legs..]',
-  describe: 'Show a mirror\'s status as `dmsetup status` and `dmsetup table` print it (read-only)',
+  describe: "Show a mirror's status as `dmsetup status` and `dmsetup table` print it (read-only)",
   positionals: mirrorArgs.positionals,
   options: { ...mirrorArgs.options, ...adoptLogOption },
   examples: [
@@ -223,14 +237,27 @@ const resyncCommand = defineCommand({
     ...mirrorArgs.options,
     ...adoptLogOption,
     rate: { schema: rateLimitSchema.optional(), type: 'string', describe: 'limit to this many bytes per second, e.g. 100M' },
-    throttle: { schema: throttleSchema, type: 'number', describe: 'percent of time copy I/O may be in flight (raid1_resync_throttle)', default: 100 },
-    parallel: { schema: z.number().int().min(1).max(64), type: 'number', describe: 'regions copied at once (the kernel copies 1)', default: 4 },
+    throttle: {
+      schema: throttleSchema,
+      type: 'number',
+      describe: 'percent of time copy I/O may be in flight (raid1_resync_throttle)',
+      default: 100,
+    },
+    parallel: {
+      schema: z.number().int().min(1).max(64),
+      type: 'number',
+      describe: 'regions copied at once (the kernel copies 1)',
+      default: 4,
+    },
     direct: flag('O_DIRECT on the legs'),
     dryRun: flag('show what would be copied; write nothing'),
   },
   examples: [
     ['$0 mirror-resync --log log.img leg0.img leg1.img leg2.img', 'resync three legs from leg0'],
-    ['$0 mirror-resync --table "0 2097152 mirror disk 2 /dev/loop9 1024 2 /dev/loop1 0 /dev/loop2 0" --rate 200M', 'from a table line, at 200 MB/s'],
+    [
+      '$0 mirror-resync --table "0 2097152 mirror disk 2 /dev/loop9 1024 2 /dev/loop1 0 /dev/loop2 0" --rate 200M',
+      'from a table line, at 200 MB/s',
+    ],
   ],
   epilog:
     `Resumable: a region is recorded clean only after the legs were flushed, so an interrupted or killed resync\n` +
@@ -240,12 +267,20 @@ const resyncCommand = defineCommand({
     const out = new Output(o.json);
     const cfg = mirrorConfig(o);
     refusePartialSectors(mirrorDevices(cfg));
-    const m = await openMirror(cfg, resolver, { writeLegs: true, persistLog: !o.dryRun, writeLog: true, direct: o.direct, adoptLog: o.adoptLog });
+    const m = await openMirror(cfg, resolver, {
+      writeLegs: true,
+      persistLog: !o.dryRun,
+      writeLog: true,
+      direct: o.direct,
+      adoptLog: o.adoptLog,
+    });
     try {
       const plan = planResync(m);
       const todoSectors = plan.sectors;
       if (o.dryRun) {
-        out.line(`would copy ${plan.regions.length} of ${m.regionCount} regions (${formatBytes(todoSectors * SECTOR_BYTES)}) from ${m.legs[0].device.path} to ${m.legs.length - 1} legs`);
+        out.line(
+          `would copy ${plan.regions.length} of ${m.regionCount} regions (${formatBytes(todoSectors * SECTOR_BYTES)}) from ${m.legs[0].device.path} to ${m.legs.length - 1} legs`,
+        );
         out.result({ dryRun: true, regionsToCopy: plan.regions.length, bytesToCopy: todoSectors * SECTOR_BYTES, status: statusJson(m) });
         return ExitCode.OK;
       }
@@ -273,7 +308,9 @@ const resyncCommand = defineCommand({
       );
       out.line(m.status().info);
       if (r.aborted) {
-        process.stderr.write(`dmtool: interrupted: ${r.regionsOutOfSync.length} regions still out of sync; run mirror-resync again to continue\n`);
+        process.stderr.write(
+          `dmtool: interrupted: ${r.regionsOutOfSync.length} regions still out of sync; run mirror-resync again to continue\n`,
+        );
         return ExitCode.INTERRUPTED;
       }
       if (r.failedLegs.length > 0 || r.regionsOutOfSync.length > 0) {
@@ -327,7 +364,11 @@ const checkCommand = defineCommand({
         length = devices[0].sizeSectors;
       }
       for (const d of devices) {
-        if (d.sizeSectors < length) throw new CliError('out-of-range', `leg ${d.path} has ${d.sizeSectors} sectors, fewer than --length ${length} (sectors 0..${length - 1})`);
+        if (d.sizeSectors < length)
+          throw new CliError(
+            'out-of-range',
+            `leg ${d.path} has ${d.sizeSectors} sectors, fewer than --length ${length} (sectors 0..${length - 1})`,
+          );
       }
       if (length <= 0) throw new CliError('out-of-range', 'nothing to compare: the legs are empty');
       const progress = new Progress('check', length * SECTOR_BYTES, !o.json && process.stderr.isTTY === true);
@@ -348,7 +389,9 @@ const checkCommand = defineCommand({
       const seconds = (Date.now() - started) / 1000;
       out.result({ legs: o.legs, ...r, identical: r.differingRegions.length === 0, seconds });
       if (r.differingRegions.length === 0) {
-        out.line(`legs identical: ${r.regions} regions of ${o.regionSize} sectors compared (${formatBytes(length * SECTOR_BYTES)}, ${formatRate(length * SECTOR_BYTES, seconds)})`);
+        out.line(
+          `legs identical: ${r.regions} regions of ${o.regionSize} sectors compared (${formatBytes(length * SECTOR_BYTES)}, ${formatRate(length * SECTOR_BYTES, seconds)})`,
+        );
         return ExitCode.OK;
       }
       out.line(`${r.differingRegions.length} of ${r.regions} regions differ: ${compactList(r.differingRegions)}`);
@@ -356,7 +399,9 @@ const checkCommand = defineCommand({
         const start = region * o.regionSize;
         const end = Math.min(length, start + o.regionSize) - 1;
         const legs = r.differingLegs[region].map((i) => o.legs[i]);
-        out.line(`region ${region} (sectors ${start}..${end}): ${legs.join(', ')} ${legs.length === 1 ? 'differs' : 'differ'} from ${o.legs[0]}`);
+        out.line(
+          `region ${region} (sectors ${start}..${end}): ${legs.join(', ')} ${legs.length === 1 ? 'differs' : 'differ'} from ${o.legs[0]}`,
+        );
       }
       return ExitCode.IO_ERROR;
     } finally {

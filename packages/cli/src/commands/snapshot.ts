@@ -1,12 +1,4 @@
-import {
-  mergeSnapshot,
-  MergeResult,
-  Origin,
-  PersistentStore,
-  Snapshot,
-  storeStatus,
-  WritePlan,
-} from '@dmtool/dm-snapshot';
+import { mergeSnapshot, MergeResult, Origin, PersistentStore, Snapshot, storeStatus, WritePlan } from '@dmtool/dm-snapshot';
 import { BlockDevice, SECTOR_BYTES } from '@dmtool/kcopyd';
 import { resolver } from '../util/open-device';
 import { z } from 'zod';
@@ -75,7 +67,13 @@ const createCommand = defineCommand({
       const snap = await Snapshot.create(origin, cowDev, { chunkSectors: o.chunkSize, force: o.force });
       out.line(snap.tableLine());
       out.line(snap.statusLine());
-      out.result({ origin: originDev.path, cow: cowDev.path, chunkSectors: snap.chunkSectors, status: snap.status(), table: snap.tableLine() });
+      out.result({
+        origin: originDev.path,
+        cow: cowDev.path,
+        chunkSectors: snap.chunkSectors,
+        status: snap.status(),
+        table: snap.tableLine(),
+      });
       return ExitCode.OK;
     } finally {
       await origin.close();
@@ -94,7 +92,10 @@ const cowOnly = {
   },
 } as const;
 
-async function openStoreReadOnly(o: { cow: string; origin?: string }, fn: (store: PersistentStore) => Promise<ExitCodeValue>): Promise<ExitCodeValue> {
+async function openStoreReadOnly(
+  o: { cow: string; origin?: string },
+  fn: (store: PersistentStore) => Promise<ExitCodeValue>,
+): Promise<ExitCodeValue> {
   const devices = openAll([
     { path: o.cow, role: 'COW', write: false },
     ...(o.origin ? [{ path: o.origin, role: 'origin', write: false }] : []),
@@ -203,7 +204,10 @@ const readCommand = defineCommand({
     return withSnapshot(o, { origin: false, cow: false }, async (_origin, snap) => {
       const length = o.length ?? snap.sizeSectors - o.offset;
       if (length <= 0 || o.offset + length > snap.sizeSectors) {
-        throw new CliError('out-of-range', `snapshot of ${snap.origin.device.path}: sectors ${o.offset}..${o.offset + length - 1} lie outside the ${snap.sizeSectors}-sector snapshot`);
+        throw new CliError(
+          'out-of-range',
+          `snapshot of ${snap.origin.device.path}: sectors ${o.offset}..${o.offset + length - 1} lie outside the ${snap.sizeSectors}-sector snapshot`,
+        );
       }
       if (!snap.valid) throw new CliError('invalid-snapshot', `snapshot in ${snap.cow.path} is invalid; nothing read`);
       if (o.output) refuseOutputOverInput(o.output, [snap.origin.device, snap.cow]);
@@ -233,7 +237,9 @@ const readCommand = defineCommand({
       }
       if (o.output) {
         const seconds = (Date.now() - started) / 1000;
-        out.line(`read ${length} sectors of the snapshot into ${o.output} (${formatBytes(length * SECTOR_BYTES)}, ${formatRate(length * SECTOR_BYTES, seconds)})`);
+        out.line(
+          `read ${length} sectors of the snapshot into ${o.output} (${formatBytes(length * SECTOR_BYTES)}, ${formatRate(length * SECTOR_BYTES, seconds)})`,
+        );
         out.result({ origin: o.origin, cow: o.cow, offset: o.offset, sectors: length, output: o.output, seconds });
       }
       return ExitCode.OK;
@@ -249,9 +255,20 @@ const writeCommand = defineCommand({
   describe: 'Write data to the origin (copying old chunks into the COW first) or to the snapshot',
   positionals: pairPositionals,
   options: {
-    target: { schema: z.enum(['origin', 'snapshot']), type: 'string', required: true, describe: 'where the write goes: origin or snapshot' },
+    target: {
+      schema: z.enum(['origin', 'snapshot']),
+      type: 'string',
+      required: true,
+      describe: 'where the write goes: origin or snapshot',
+    },
     offset: sectorsOption('first sector (or bytes with k/M/G suffix)', { required: true }),
-    input: { schema: z.string().min(1), type: 'string', alias: 'i', describe: 'data file, a whole number of sectors (default: stdin)', default: '-' },
+    input: {
+      schema: z.string().min(1),
+      type: 'string',
+      alias: 'i',
+      describe: 'data file, a whole number of sectors (default: stdin)',
+      default: '-',
+    },
     allowInvalidate: flag('write even if the COW cannot hold the new exceptions (the snapshot is invalidated, as the kernel does)'),
     dryRun: flag('check everything and predict the status, write nothing'),
     ...jsonOption,
@@ -272,26 +289,50 @@ const writeCommand = defineCommand({
           const limitBytes = Math.min(roomSectors * SECTOR_BYTES, PIPE_INPUT_LIMIT_BYTES);
           data = await readBounded(input, limitBytes);
           if (!data && limitBytes === PIPE_INPUT_LIMIT_BYTES) {
-            throw new CliError('bad-input-data', `--input ${o.input}: more than ${PIPE_INPUT_LIMIT_BYTES / (1 << 20)} MiB from a pipe or device; write it to a file and give that`);
+            throw new CliError(
+              'bad-input-data',
+              `--input ${o.input}: more than ${PIPE_INPUT_LIMIT_BYTES / (1 << 20)} MiB from a pipe or device; write it to a file and give that`,
+            );
           }
           if (!data) {
-            throw new CliError('bad-input-data', `${o.target} write to ${dev.path} at sector ${o.offset}: input ${o.input} is longer than the ${roomSectors} sectors from there to the end of the ${snap.sizeSectors}-sector ${o.target}`);
+            throw new CliError(
+              'bad-input-data',
+              `${o.target} write to ${dev.path} at sector ${o.offset}: input ${o.input} is longer than the ${roomSectors} sectors from there to the end of the ${snap.sizeSectors}-sector ${o.target}`,
+            );
           }
         }
         const bytes = data ? data.length : (input.sizeBytes as number);
         const sectors = bytes / SECTOR_BYTES;
         if (bytes === 0 || bytes % SECTOR_BYTES !== 0) {
-          throw new CliError('bad-input-data', `${o.target} write to ${dev.path} at sector ${o.offset}: input is ${bytes} bytes, not a positive whole number of 512-byte sectors`);
+          throw new CliError(
+            'bad-input-data',
+            `${o.target} write to ${dev.path} at sector ${o.offset}: input is ${bytes} bytes, not a positive whole number of 512-byte sectors`,
+          );
         }
         if (o.offset + sectors > snap.sizeSectors) {
-          throw new CliError('out-of-range', `${o.target} write to ${dev.path} sectors ${o.offset}..${o.offset + sectors - 1} ends beyond the ${snap.sizeSectors}-sector ${o.target}`);
+          throw new CliError(
+            'out-of-range',
+            `${o.target} write to ${dev.path} sectors ${o.offset}..${o.offset + sectors - 1} ends beyond the ${snap.sizeSectors}-sector ${o.target}`,
+          );
         }
         if (!snap.valid) throw new CliError('invalid-snapshot', `snapshot in ${snap.cow.path} is invalid; refusing to write`);
         const plan = snap.planWrite(o.target, o.offset, sectors);
-        if (!plan.fits && !o.allowInvalidate) throw new CliError('would-overflow', overflowRefusal(o.target, dev, o.offset, sectors, snap, plan));
+        if (!plan.fits && !o.allowInvalidate)
+          throw new CliError('would-overflow', overflowRefusal(o.target, dev, o.offset, sectors, snap, plan));
         if (o.dryRun) {
-          out.line(`would write ${sectors} sectors to the ${o.target} at sector ${o.offset} (${plan.chunks} new exceptions); status now ${snap.status()}, after ${plan.statusAfter}`);
-          out.result({ dryRun: true, target: o.target, offset: o.offset, sectors, status: snap.status(), newExceptions: plan.chunks, fits: plan.fits, statusAfter: plan.statusAfter });
+          out.line(
+            `would write ${sectors} sectors to the ${o.target} at sector ${o.offset} (${plan.chunks} new exceptions); status now ${snap.status()}, after ${plan.statusAfter}`,
+          );
+          out.result({
+            dryRun: true,
+            target: o.target,
+            offset: o.offset,
+            sectors,
+            status: snap.status(),
+            newExceptions: plan.chunks,
+            fits: plan.fits,
+            statusAfter: plan.statusAfter,
+          });
           return ExitCode.OK;
         }
         // Pieces end on multiples of WRITE_PIECE_SECTORS (and of the chunk size), as one large write would cut them.
@@ -301,7 +342,8 @@ const writeCommand = defineCommand({
         const pieces = data ? bufferPieces(data, firstBytes, pieceBytes) : filePieces(input, firstBytes, pieceBytes);
         let sector = o.offset;
         for await (const piece of pieces) {
-          if (sector + piece.length / SECTOR_BYTES > o.offset + sectors) throw new CliError('input-changed', `--input ${o.input} grew while it was being read`);
+          if (sector + piece.length / SECTOR_BYTES > o.offset + sectors)
+            throw new CliError('input-changed', `--input ${o.input} grew while it was being read`);
           if (o.target === 'origin') await origin.write(piece, sector);
           else await snap.write(piece, sector);
           sector += piece.length / SECTOR_BYTES;
@@ -382,9 +424,13 @@ const mergeCommand = defineCommand({
       progress?.stop();
       const summary = mergeSummary(r, originDev.path, cowDev.path);
       if (r.dryRun) {
-        out.line(`would merge ${r.exceptions} exceptions (${formatBytes(r.mergedBytes)}) in ${r.batches} batches of ${r.runs} runs; status after: ${r.status}`);
+        out.line(
+          `would merge ${r.exceptions} exceptions (${formatBytes(r.mergedBytes)}) in ${r.batches} batches of ${r.runs} runs; status after: ${r.status}`,
+        );
       } else {
-        out.line(`merged ${r.mergedChunks} exceptions (${formatBytes(r.mergedBytes)}) in ${r.batches} batch${r.batches === 1 ? '' : 'es'}, ${r.seconds.toFixed(2)} s (${formatRate(r.mergedBytes, r.seconds)}); status ${r.status}`);
+        out.line(
+          `merged ${r.mergedChunks} exceptions (${formatBytes(r.mergedBytes)}) in ${r.batches} batch${r.batches === 1 ? '' : 'es'}, ${r.seconds.toFixed(2)} s (${formatRate(r.mergedBytes, r.seconds)}); status ${r.status}`,
+        );
       }
       out.result(summary);
       return ExitCode.OK;
@@ -396,14 +442,7 @@ const mergeCommand = defineCommand({
   },
 });
 
-export const snapshotCommands: DmtoolCommand[] = [
-  createCommand,
-  statusCommand,
-  listCommand,
-  readCommand,
-  writeCommand,
-  mergeCommand,
-];
+export const snapshotCommands: DmtoolCommand[] = [createCommand, statusCommand, listCommand, readCommand, writeCommand, mergeCommand];
 
 /** One line: the COW space a write needs and has, when it would overflow the COW. */
 function overflowRefusal(target: string, dev: BlockDevice, offset: number, sectors: number, snap: Snapshot, plan: WritePlan): string {

@@ -32,10 +32,14 @@ export const zeroCommand = defineCommand({
     try {
       const smallest = Math.min(...devices.map((d) => d.sizeSectors));
       const length = o.length ?? smallest - o.offset;
-      if (length <= 0) throw new CliError('out-of-range', `nothing to zero: offset ${o.offset} is at or beyond the end (${smallest} sectors)`);
+      if (length <= 0)
+        throw new CliError('out-of-range', `nothing to zero: offset ${o.offset} is at or beyond the end (${smallest} sectors)`);
       for (const d of devices) {
         if (o.offset + length > d.sizeSectors) {
-          throw new CliError('out-of-range', `${d.path} sectors ${o.offset}..${o.offset + length - 1} end beyond the device end (${d.sizeSectors} sectors)`);
+          throw new CliError(
+            'out-of-range',
+            `${d.path} sectors ${o.offset}..${o.offset + length - 1} end beyond the device end (${d.sizeSectors} sectors)`,
+          );
         }
       }
       if (o.dryRun) {
@@ -48,7 +52,16 @@ export const zeroCommand = defineCommand({
         count: length,
         flags: 0,
       });
-      out.result({ devices: devices.map((d) => d.path), offset: o.offset, sectors: length, sectorsDone: r.sectorsDone, seconds: r.seconds, writeErr: r.writeErr, interrupted: r.interrupted, errors: r.errors.map((e) => e.message) });
+      out.result({
+        devices: devices.map((d) => d.path),
+        offset: o.offset,
+        sectors: length,
+        sectorsDone: r.sectorsDone,
+        seconds: r.seconds,
+        writeErr: r.writeErr,
+        interrupted: r.interrupted,
+        errors: r.errors.map((e) => e.message),
+      });
       return outcome(out, r, length, `zeroed ${length} sectors on ${devices.length} device${devices.length > 1 ? 's' : ''}`);
     } finally {
       closeAll(devices);

@@ -36,7 +36,8 @@ export async function runDemo(o: DemoOptions): Promise<ExitCodeValue> {
     sizeBytes,
     report(r) {
       reports.push(r);
-      const figures = r.bytes !== undefined && r.seconds !== undefined ? ` (${formatBytes(r.bytes)}, ${formatRate(r.bytes, r.seconds)})` : '';
+      const figures =
+        r.bytes !== undefined && r.seconds !== undefined ? ` (${formatBytes(r.bytes)}, ${formatRate(r.bytes, r.seconds)})` : '';
       out.line(`${r.ok ? 'ok  ' : 'FAIL'} ${r.step}: ${r.detail}${figures}`);
     },
   };
@@ -48,7 +49,9 @@ export async function runDemo(o: DemoOptions): Promise<ExitCodeValue> {
   }
   const ok = reports.every((r) => r.ok);
   out.result({ dir, kept: Boolean(o.keep), ok, steps: reports });
-  out.line(ok ? `all ${reports.length} steps passed${o.keep ? `; images kept in ${dir}` : '; temporary images removed'}` : 'some steps failed');
+  out.line(
+    ok ? `all ${reports.length} steps passed${o.keep ? `; images kept in ${dir}` : '; temporary images removed'}` : 'some steps failed',
+  );
   return ok ? ExitCode.OK : ExitCode.IO_ERROR;
 }
 
@@ -67,7 +70,7 @@ export function writePatternImage(file: string, sizeBytes: number, tag: string):
     const block = Buffer.alloc(1 << 20);
     for (let off = 0; off < sizeBytes; off += block.length) {
       for (let b = 0; b < block.length; b += 4096) {
-        block.fill((off + b) / 4096 & 0xff, b, b + 4096);
+        block.fill(((off + b) / 4096) & 0xff, b, b + 4096);
         block.write(`${tag} block ${(off + b) / 4096}\n`, b);
       }
       fs.writeSync(fd, block, 0, Math.min(block.length, sizeBytes - off), off);
@@ -93,4 +96,3 @@ export function emptyImage(file: string, sizeBytes: number): void {
   fs.writeFileSync(file, '');
   fs.truncateSync(file, sizeBytes);
 }
-

@@ -31,7 +31,10 @@ export const copyStep: DemoStep = async (ctx) => {
   try {
     const count = source.sizeSectors;
     const t0 = process.hrtime.bigint();
-    const r = await client.copy({ device: source, sector: 0, count }, dests.map((d) => ({ device: d, sector: 0 })));
+    const r = await client.copy(
+      { device: source, sector: 0, count },
+      dests.map((d) => ({ device: d, sector: 0 })),
+    );
     await Promise.all(dests.map((d) => d.flush()));
     const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
     const want = sha256File(src);
@@ -49,7 +52,11 @@ export const copyStep: DemoStep = async (ctx) => {
     const buf = Buffer.alloc(zeroSectors * SECTOR_BYTES);
     await dests[0].read(buf, 0, buf.length, 0);
     const zeroed = buf.every((b) => b === 0);
-    ctx.report({ step: 'kcopyd zero', detail: `first ${zeroSectors} sectors of 3 devices zeroed${zeroed ? '' : ' -- NOT ZERO'}`, ok: zeroed && z.writeErr === 0 });
+    ctx.report({
+      step: 'kcopyd zero',
+      detail: `first ${zeroSectors} sectors of 3 devices zeroed${zeroed ? '' : ' -- NOT ZERO'}`,
+      ok: zeroed && z.writeErr === 0,
+    });
   } finally {
     await client.destroy();
     [source, ...dests].forEach((d) => d.close());
@@ -98,7 +105,11 @@ export const snapshotStep: DemoStep = async (ctx) => {
     let snap: Snapshot;
     try {
       snap = await Snapshot.create(origin, cowDev, { chunkSectors: 8 });
-      ctx.report({ step: 'snapshot-create', detail: `COW formatted in the kernel's format, chunk 8 sectors; status ${snap.statusLine()}`, ok: true });
+      ctx.report({
+        step: 'snapshot-create',
+        detail: `COW formatted in the kernel's format, chunk 8 sectors; status ${snap.statusLine()}`,
+        ok: true,
+      });
       const writes = originWrites(ctx.sizeBytes);
       const t0 = process.hrtime.bigint();
       for (const w of writes) await origin.write(w.data, w.sector);
@@ -113,7 +124,11 @@ export const snapshotStep: DemoStep = async (ctx) => {
       });
       const view = await shaOfView((b, s) => snap.read(b, s), ctx.sizeBytes);
       const changed = sha256File(originPath) !== before;
-      ctx.report({ step: 'snapshot view', detail: `${view === before ? 'equals the origin as it was when the snapshot was taken' : 'DIFFERS from the original origin'}; origin itself ${changed ? 'has changed' : 'UNCHANGED'}`, ok: view === before && changed });
+      ctx.report({
+        step: 'snapshot view',
+        detail: `${view === before ? 'equals the origin as it was when the snapshot was taken' : 'DIFFERS from the original origin'}; origin itself ${changed ? 'has changed' : 'UNCHANGED'}`,
+        ok: view === before && changed,
+      });
       snap.close();
     } finally {
       await origin.close();
@@ -147,7 +162,11 @@ export const mirrorStep: DemoStep = async (ctx) => {
   // Legs 1 and 2 start empty and a new log says every region is out of sync.
   const created = await openMirror(config, resolver, { createLog: true, writeLegs: true });
   const regions = created.regionCount;
-  ctx.report({ step: 'mirror-create', detail: `disk log in the kernel's dm-log format; status ${short(ctx, created.statusInfo())}`, ok: created.log.getSyncCount() === 0 });
+  ctx.report({
+    step: 'mirror-create',
+    detail: `disk log in the kernel's dm-log format; status ${short(ctx, created.statusInfo())}`,
+    ok: created.log.getSyncCount() === 0,
+  });
   const t0 = process.hrtime.bigint();
   const full = await resync(created, { parallel: 4 });
   ctx.report({
@@ -186,8 +205,15 @@ export const mirrorStep: DemoStep = async (ctx) => {
       seconds: seconds(t1),
       ok: partial.inSync && partial.regionsSynced === dirty.length,
     });
-    const check = await checkLegs(mirror.legs.map((l) => l.device), { regionSize, lengthSectors: mirror.lengthSectors });
-    ctx.report({ step: 'mirror-check', detail: `${check.regions} regions compared, ${check.differingRegions.length} differ`, ok: check.differingRegions.length === 0 });
+    const check = await checkLegs(
+      mirror.legs.map((l) => l.device),
+      { regionSize, lengthSectors: mirror.lengthSectors },
+    );
+    ctx.report({
+      step: 'mirror-check',
+      detail: `${check.regions} regions compared, ${check.differingRegions.length} differ`,
+      ok: check.differingRegions.length === 0,
+    });
   } finally {
     mirror.close();
   }

@@ -19,7 +19,8 @@ export function openAll(specs: DeviceSpec[], opts: Omit<OpenOptions, 'write'> = 
   const identities = specs.map((s) => resolver.identify(s.path));
   identities.forEach((id, i) => {
     const twin = identities.indexOf(id);
-    if (twin < i) throw new CliError('same-device', `${specs[i].role} ${specs[i].path} is the same device as ${specs[twin].role} ${specs[twin].path}`);
+    if (twin < i)
+      throw new CliError('same-device', `${specs[i].role} ${specs[i].path} is the same device as ${specs[twin].role} ${specs[twin].path}`);
   });
   const opened: BlockDevice[] = [];
   try {

@@ -36,7 +36,8 @@ export async function probeFormat(device: BlockDevice): Promise<FoundFormat | un
   if (head.length >= 4 && head.readUInt32LE(0) === SNAP_MAGIC) return { kind: 'other', what: 'a snapshot COW (SnAp header)', sector: 0 };
   for (const sig of SIGNATURES) {
     const end = sig.at + sig.magic.length;
-    if (end <= head.length && head.subarray(sig.at, end).equals(sig.magic)) return { kind: 'other', what: sig.what, sector: Math.floor(sig.at / 512) };
+    if (end <= head.length && head.subarray(sig.at, end).equals(sig.magic))
+      return { kind: 'other', what: sig.what, sector: Math.floor(sig.at / 512) };
   }
   if (hasPartitionedMbr(head)) return { kind: 'other', what: 'an MBR partition table (0x55AA, a non-empty entry)', sector: 0 };
   return undefined;

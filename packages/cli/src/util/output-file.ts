@@ -42,7 +42,7 @@ export class OutputFile {
 
   async write(data: Buffer): Promise<void> {
     if (this.fd === 1) return writeStdout(data);
-    for (let done = 0; done < data.length; ) done += fs.writeSync(this.fd, data, done, data.length - done);
+    for (let done = 0; done < data.length;) done += fs.writeSync(this.fd, data, done, data.length - done);
   }
 
   /** Make the output durable and put it in place. */
