@@ -1,7 +1,8 @@
 import { DmtoolError, ErrorKind } from '@dmtool/devices';
 
 /** The rule a mirror request, table line or dirty log broke, and its kind. */
-const KIND_OF_REASON = {
+/** The kind (and so the exit code) of each mirror error reason. */
+export const MIRROR_ERROR_KINDS = {
   'bad-table': 'bad-input',
   'bad-option': 'bad-input',
   'leg-count': 'bad-input',
@@ -23,7 +24,7 @@ const KIND_OF_REASON = {
   aborted: 'interrupted',
 } as const satisfies Record<string, ErrorKind>;
 
-export type MirrorErrorReason = keyof typeof KIND_OF_REASON;
+export type MirrorErrorReason = keyof typeof MIRROR_ERROR_KINDS;
 
 /**
  * A refusal or failure in dm-mirror: carries an errno-style code, the
@@ -32,7 +33,7 @@ export type MirrorErrorReason = keyof typeof KIND_OF_REASON;
  */
 export class MirrorError extends DmtoolError<MirrorErrorReason> {
   constructor(code: string, reason: MirrorErrorReason, message: string, where: { path?: string; sector?: number; sectors?: number } = {}) {
-    super(KIND_OF_REASON[reason], reason, code, message, where);
+    super(MIRROR_ERROR_KINDS[reason], reason, code, message, where);
     this.name = 'MirrorError';
   }
 }

@@ -5,7 +5,7 @@
  * @module @dmtool/dm-mirror
  */
 export { Bitmap } from './bitmap';
-export { MirrorError, MirrorErrorReason } from './errors';
+export { MIRROR_ERROR_KINDS, MirrorError, MirrorErrorReason } from './errors';
 export {
   LOG_MAGIC,
   LOG_VERSION,

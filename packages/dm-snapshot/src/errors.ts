@@ -6,9 +6,10 @@ import { DmtoolError, ErrorKind } from '@dmtool/devices';
  * ENXIO, ENOSPC, EIO, EBUSY…); `reason` names the precise rule that was
  * broken and decides the kind; `path` and the sector range say where.
  */
-export type SnapshotErrorReason = keyof typeof KIND_OF_REASON;
+export type SnapshotErrorReason = keyof typeof SNAPSHOT_ERROR_KINDS;
 
-const KIND_OF_REASON = {
+/** The kind (and so the exit code) of each snapshot error reason. */
+export const SNAPSHOT_ERROR_KINDS = {
   'bad-magic': 'bad-input',
   'bad-version': 'bad-input',
   'bad-chunk-size': 'bad-input',
@@ -52,7 +53,7 @@ export class SnapshotError extends DmtoolError<SnapshotErrorReason> {
           ? ` (${detail.path} sectors ${detail.sector}..${detail.sector + Math.max(1, detail.sectors ?? 1) - 1})`
           : ` (${detail.path})`
         : '';
-    super(KIND_OF_REASON[reason], reason, code, `${code}: ${message}${where}`, detail);
+    super(SNAPSHOT_ERROR_KINDS[reason], reason, code, `${code}: ${message}${where}`, detail);
     this.name = 'SnapshotError';
   }
 }

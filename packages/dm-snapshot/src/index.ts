@@ -5,7 +5,7 @@
  *
  * @module @dmtool/dm-snapshot
  */
-export { SnapshotError } from './errors';
+export { SNAPSHOT_ERROR_KINDS, SnapshotError } from './errors';
 export type { SnapshotErrorReason, SnapshotErrorDetail } from './errors';
 export { CowGeometry, checkChunkSectors, cowSectorsForOrigin, ENTRY_BYTES, MAX_CHUNK_SECTORS } from './geometry';
 export { decodeHeader, encodeHeader, SNAP_MAGIC, DISK_VERSION } from './header';
