@@ -2,6 +2,7 @@ import yargs from 'yargs';
 import { copyCommand } from './commands/copy';
 import { demoCommand } from './commands/demo';
 import { mirrorCommands } from './commands/mirror';
+import { serveCommand } from './commands/serve';
 import { snapshotCommands } from './commands/snapshot';
 import { zeroCommand } from './commands/zero';
 import { ExitCode, EXIT_CODES_HELP } from './util/exit-codes';
@@ -26,6 +27,7 @@ export async function main(args: string[], env: NodeJS.ProcessEnv = process.env)
     .command(zeroCommand)
     .command(snapshotCommands)
     .command(mirrorCommands)
+    .command(serveCommand)
     .demandCommand(1, 'name a command (dmtool --help lists them)')
     .strict()
     .recommendCommands()
