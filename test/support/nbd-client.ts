@@ -54,14 +54,16 @@ export interface OptionReply {
 }
 
 export class RawClient {
-  private buf = Buffer.alloc(0);
+  private chunks: Buffer[] = [];
+  private bufferedBytes = 0;
   private ended = false;
   private wake: (() => void) | undefined;
   readonly closed: Promise<void>;
 
   private constructor(readonly socket: net.Socket) {
-    socket.on('data', (d) => {
-      this.buf = Buffer.concat([this.buf, d]);
+    socket.on('data', (d: Buffer) => {
+      this.chunks.push(d);
+      this.bufferedBytes += d.length;
       this.wake?.();
     });
     socket.on('error', () => undefined);
@@ -107,10 +109,10 @@ export class RawClient {
   /** Exactly `bytes` bytes; throws Closed if the server closed first, Error on timeout. */
   async read(bytes: number, timeoutMs = 5000): Promise<Buffer> {
     const until = Date.now() + timeoutMs;
-    while (this.buf.length < bytes) {
-      if (this.ended) throw new Closed(`server closed the connection (${this.buf.length} of ${bytes} bytes read)`);
+    while (this.bufferedBytes < bytes) {
+      if (this.ended) throw new Closed(`server closed the connection (${this.bufferedBytes} of ${bytes} bytes read)`);
       const left = until - Date.now();
-      if (left <= 0) throw new Error(`timed out waiting for ${bytes} bytes (have ${this.buf.length})`);
+      if (left <= 0) throw new Error(`timed out waiting for ${bytes} bytes (have ${this.bufferedBytes})`);
       await new Promise<void>((resolve) => {
         const t = setTimeout(resolve, left);
         this.wake = () => {
@@ -120,9 +122,11 @@ export class RawClient {
       });
       this.wake = undefined;
     }
-    const out = this.buf.subarray(0, bytes);
-    this.buf = this.buf.subarray(bytes);
-    return Buffer.from(out);
+    const all = this.chunks.length === 1 ? this.chunks[0] : Buffer.concat(this.chunks);
+    const rest = all.subarray(bytes);
+    this.chunks = rest.length > 0 ? [rest] : [];
+    this.bufferedBytes = rest.length;
+    return Buffer.from(all.subarray(0, bytes));
   }
 
   /** True when the server closes the connection within `timeoutMs` with no further bytes. */
@@ -131,7 +135,7 @@ export class RawClient {
     const open = new Promise<'open'>((resolve) => (timer = setTimeout(() => resolve('open'), timeoutMs)));
     const r = await Promise.race([this.closed.then(() => 'closed' as const), open]);
     clearTimeout(timer);
-    return r === 'closed' && this.buf.length === 0;
+    return r === 'closed' && this.bufferedBytes === 0;
   }
 
   async greeting(clientFlags = NBD_FLAG_C_FIXED_NEWSTYLE | NBD_FLAG_C_NO_ZEROES): Promise<number> {
@@ -156,8 +160,11 @@ export class RawClient {
   }
 
   /** The whole handshake up to transmission; returns the export info. */
-  async go(name: string, opts: { structured?: boolean; allocation?: boolean; exportName?: boolean } = {}): Promise<{ sizeBytes: number; transmissionFlags: number; infos: Info[] }> {
-    await this.greeting();
+  async go(
+    name: string,
+    opts: { structured?: boolean; allocation?: boolean; exportName?: boolean; greeted?: boolean } = {},
+  ): Promise<{ sizeBytes: number; transmissionFlags: number; infos: Info[] }> {
+    if (!opts.greeted) await this.greeting();
     if (opts.structured || opts.allocation) {
       this.send(encodeOption(NBD_OPT_STRUCTURED_REPLY));
       expectAck(await this.optionReplies());

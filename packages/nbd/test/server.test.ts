@@ -16,6 +16,7 @@ import {
   NBD_CMD_WRITE_ZEROES,
   NBD_EINVAL,
   NBD_ENOSPC,
+  NBD_EOVERFLOW,
   NBD_EPERM,
   NBD_ESHUTDOWN,
   NBD_FLAG_CAN_MULTI_CONN,
@@ -201,6 +202,20 @@ test('beyond the end: reads and trims get EINVAL, writes and zeroing ENOSPC, and
   expect(await c.reply()).toMatchObject({ cookie: 4n, error: NBD_EINVAL });
   c.request({ type: NBD_CMD_READ, cookie: 5n, lengthBytes: 512 });
   expect(await c.reply(512)).toMatchObject({ cookie: 5n, error: 0 });
+});
+
+test('a read over 32 MiB inside the export: NBD_EINVAL with simple replies, NBD_EOVERFLOW with structured ones', async () => {
+  const socketPath = await serve({ disk: new MemoryDevice(128 << 20) });
+  const simple = await connect(socketPath);
+  await simple.go('disk');
+  simple.request({ type: NBD_CMD_READ, cookie: 1n, lengthBytes: 64 << 20 });
+  expect(await simple.reply()).toMatchObject({ cookie: 1n, error: NBD_EINVAL });
+  const structured = await connect(socketPath);
+  await structured.go('disk', { structured: true });
+  structured.request({ type: NBD_CMD_READ, cookie: 2n, lengthBytes: 64 << 20 });
+  expect(await structured.reply()).toMatchObject({ cookie: 2n, error: NBD_EOVERFLOW });
+  structured.request({ type: NBD_CMD_READ, cookie: 3n, lengthBytes: 32 << 20 });
+  expect(await structured.reply()).toMatchObject({ cookie: 3n, error: 0 });
 });
 
 test('block status needs a selected context; then reports the range as allocated data', async () => {
