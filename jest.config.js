@@ -11,6 +11,8 @@ module.exports = {
     '^@dmtool/kcopyd$': '<rootDir>/packages/kcopyd/src/index.ts',
     '^@dmtool/dm-snapshot$': '<rootDir>/packages/dm-snapshot/src/index.ts',
     '^@dmtool/dm-mirror$': '<rootDir>/packages/dm-mirror/src/index.ts',
+    '^@dmtool/targets$': '<rootDir>/packages/targets/src/index.ts',
+    '^@dmtool/nbd$': '<rootDir>/packages/nbd/src/index.ts',
     '^dmtool$': '<rootDir>/packages/cli/src/index.ts',
   },
   testTimeout: 120000,

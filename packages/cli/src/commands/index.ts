@@ -2,8 +2,9 @@ import { DmtoolCommand } from '../util/define-command';
 import { copyCommand } from './copy';
 import { demoCommand } from './demo';
 import { mirrorCommands } from './mirror';
+import { serveCommand } from './serve';
 import { snapshotCommands } from './snapshot';
 import { zeroCommand } from './zero';
 
 /** Every dmtool command, in the order --help lists them. */
-export const COMMANDS: DmtoolCommand[] = [demoCommand, copyCommand, zeroCommand, ...snapshotCommands, ...mirrorCommands];
+export const COMMANDS: DmtoolCommand[] = [demoCommand, copyCommand, zeroCommand, ...snapshotCommands, ...mirrorCommands, serveCommand];

@@ -42,6 +42,8 @@ function yargsOption(spec: OptionSpec): Options {
   if (spec.alias !== undefined) o.alias = spec.alias;
   if (spec.default !== undefined) o.default = spec.default;
   if (spec.required) o.demandOption = true;
+  if (spec.array) o.array = true;
+  if (spec.nargs !== undefined) o.nargs = spec.nargs;
   return o;
 }
 

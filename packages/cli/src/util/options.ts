@@ -25,6 +25,10 @@ export interface OptionSpec<S extends z.ZodTypeAny = z.ZodTypeAny> {
   default?: string | number | boolean;
   /** yargs refuses the command without it. */
   required?: true;
+  /** Repeatable: every occurrence is kept, in order. */
+  array?: true;
+  /** Values each occurrence takes (yargs nargs). */
+  nargs?: number;
 }
 
 /** One positional argument, declared once (its name is the key, as in the command string). */

@@ -1,0 +1,106 @@
+import type { Socket } from 'net';
+import { ByteBudget } from './byte-budget';
+import { ProtocolError } from './codec';
+import type { ExportTable } from './export-table';
+import { negotiate } from './negotiation';
+import { ConnectionClosed, SocketReader } from './socket-reader';
+import { Transmission } from './transmission';
+
+export interface ConnectionOptions {
+  /** The whole handshake must end (in an export, or an abort) within this time. */
+  handshakeTimeoutMs: number;
+  payloadTimeoutMs: number;
+  connectionBudgetBytes: number;
+  serverBudget: ByteBudget;
+  maxRequestsInFlight: number;
+  /** After the server closed its side, how long the client gets to close its own. */
+  lingerMs: number;
+  log(line: string): void;
+}
+
+/**
+ * One client, from greeting to closed socket: negotiation under a deadline,
+ * then transmission. Every way of ending (disconnect request, abort,
+ * protocol violation, vanished peer, shutdown) ends in a closed socket and
+ * a resolved `done`; nothing here throws to the server.
+ */
+export class Connection {
+  readonly done: Promise<void>;
+  private transmission: Transmission | undefined;
+  private stopping = false;
+
+  constructor(
+    private readonly socket: Socket,
+    private readonly id: number,
+    table: ExportTable,
+    private readonly opts: ConnectionOptions,
+  ) {
+    socket.on('error', () => undefined);
+    this.done = this.serve(table);
+  }
+
+  /** Refuse further options or requests, and close once the requests in flight are answered. */
+  shutdown(): void {
+    this.stopping = true;
+    this.transmission?.shutdown();
+  }
+
+  /** Hard disconnect. */
+  destroy(): void {
+    this.socket.destroy();
+  }
+
+  private async serve(table: ExportTable): Promise<void> {
+    const reader = new SocketReader(this.socket);
+    const timer = setTimeout(() => {
+      this.opts.log(`connection ${this.id}: handshake not finished within ${this.opts.handshakeTimeoutMs} ms; closed`);
+      this.socket.destroy();
+    }, this.opts.handshakeTimeoutMs);
+    try {
+      const r = await negotiate({ reader, send: (b) => this.write(b), shuttingDown: () => this.stopping }, table);
+      clearTimeout(timer);
+      if (!('export' in r)) {
+        if ('refused' in r) this.opts.log(`connection ${this.id}: ${r.refused}; closed`);
+        return;
+      }
+      this.transmission = new Transmission(this.socket, reader, r, {
+        connectionBudget: new ByteBudget(this.opts.connectionBudgetBytes),
+        serverBudget: this.opts.serverBudget,
+        maxRequestsInFlight: this.opts.maxRequestsInFlight,
+        payloadTimeoutMs: this.opts.payloadTimeoutMs,
+      });
+      if (this.stopping) this.transmission.shutdown();
+      await this.transmission.run();
+    } catch (e) {
+      if (e instanceof ProtocolError) {
+        this.opts.log(`connection ${this.id}: ${e.message}; closed`);
+        this.socket.destroy();
+      } else if (!(e instanceof ConnectionClosed)) {
+        this.opts.log(`connection ${this.id}: ${e instanceof Error ? e.message : String(e)}; closed`);
+        this.socket.destroy();
+      }
+    } finally {
+      clearTimeout(timer);
+      await this.close();
+    }
+  }
+
+  private write(bytes: Buffer): void {
+    if (!this.socket.destroyed && this.socket.writable) this.socket.write(bytes);
+  }
+
+  /** End our side, give the client `lingerMs` to end its own, then destroy. */
+  private close(): Promise<void> {
+    if (this.socket.destroyed) return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => this.socket.destroy(), this.opts.lingerMs);
+      this.socket.once('close', () => {
+        clearTimeout(timer);
+        resolve();
+      });
+      // Data already queued is still sent before the FIN.
+      this.socket.end();
+      this.socket.resume();
+    });
+  }
+}

@@ -1,0 +1,15 @@
+export * from './constants';
+export * from './codec';
+export { ByteBudget } from './byte-budget';
+export {
+  DEFAULT_PREFERRED_BLOCK_BYTES,
+  Export,
+  ExportOptions,
+  ExportTable,
+  MAXIMUM_PAYLOAD_BYTES,
+  MINIMUM_BLOCK_BYTES,
+  transmissionFlags,
+} from './export-table';
+export { ALLOCATION_CONTEXT_ID, MAX_OPTION_DATA_BYTES, Negotiated } from './negotiation';
+export { nbdErrorOf } from './errno';
+export { ListenAddress, NbdServer, ServerOptions } from './server';

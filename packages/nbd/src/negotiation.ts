@@ -1,0 +1,205 @@
+/**
+ * The handshake: greeting, client flags, then option haggling in fixed
+ * newstyle until the client picks an export (NBD_OPT_GO or
+ * NBD_OPT_EXPORT_NAME), aborts, or breaks a rule that leaves no way to
+ * answer (then the connection is closed).
+ */
+import {
+  BASE_ALLOCATION,
+  CLIENT_FLAGS_BYTES,
+  NBD_FLAG_C_FIXED_NEWSTYLE,
+  NBD_FLAG_C_NO_ZEROES,
+  NBD_FLAG_FIXED_NEWSTYLE,
+  NBD_FLAG_NO_ZEROES,
+  NBD_INFO_BLOCK_SIZE,
+  NBD_INFO_DESCRIPTION,
+  NBD_INFO_EXPORT,
+  NBD_INFO_NAME,
+  NBD_OPT_ABORT,
+  NBD_OPT_EXPORT_NAME,
+  NBD_OPT_GO,
+  NBD_OPT_INFO,
+  NBD_OPT_LIST,
+  NBD_OPT_LIST_META_CONTEXT,
+  NBD_OPT_SET_META_CONTEXT,
+  NBD_OPT_STRUCTURED_REPLY,
+  NBD_REP_ACK,
+  NBD_REP_ERR_INVALID,
+  NBD_REP_ERR_SHUTDOWN,
+  NBD_REP_ERR_TOO_BIG,
+  NBD_REP_ERR_UNKNOWN,
+  NBD_REP_ERR_UNSUP,
+  NBD_REP_INFO,
+  NBD_REP_META_CONTEXT,
+  NBD_REP_SERVER,
+  OPTION_HEADER_BYTES,
+} from './constants';
+import {
+  decodeClientFlags,
+  decodeInfoRequest,
+  decodeMetaContextRequest,
+  decodeOptionHeader,
+  decodeString,
+  encodeExportNameReply,
+  encodeGreeting,
+  encodeInfo,
+  encodeMetaContextReplyData,
+  encodeOptionReply,
+  encodeServerReplyData,
+  ProtocolError,
+} from './codec';
+import { Export, ExportTable, transmissionFlags } from './export-table';
+import type { SocketReader } from './socket-reader';
+
+/** Largest option data read; longer options are skipped and refused with NBD_REP_ERR_TOO_BIG. */
+export const MAX_OPTION_DATA_BYTES = 64 << 10;
+const MAX_META_CONTEXT_QUERIES = 64;
+/** The id base:allocation gets when selected (any nonzero value would do). */
+export const ALLOCATION_CONTEXT_ID = 1;
+
+export interface Negotiated {
+  export: Export;
+  structuredReplies: boolean;
+  /** Set when the client selected base:allocation for the export it went on to use. */
+  allocationContextId?: number;
+}
+
+export interface NegotiationIo {
+  reader: SocketReader;
+  send(bytes: Buffer): void;
+  shuttingDown(): boolean;
+}
+
+/** Why negotiation ended without an export: the caller closes the connection either way. */
+export type NegotiationEnd = { aborted: true } | { refused: string };
+
+interface State {
+  structuredReplies: boolean;
+  noZeroes: boolean;
+  /** The export the last NBD_OPT_SET_META_CONTEXT selected base:allocation for. */
+  allocationFor?: Export;
+}
+
+const KNOWN_CLIENT_FLAGS = NBD_FLAG_C_FIXED_NEWSTYLE | NBD_FLAG_C_NO_ZEROES;
+
+export async function negotiate(io: NegotiationIo, table: ExportTable): Promise<Negotiated | NegotiationEnd> {
+  io.send(encodeGreeting(NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES));
+  const clientFlags = decodeClientFlags(await io.reader.read(CLIENT_FLAGS_BYTES));
+  if ((clientFlags & ~KNOWN_CLIENT_FLAGS) !== 0) return { refused: `unknown client flags 0x${clientFlags.toString(16)}` };
+  // A client without NBD_FLAG_C_FIXED_NEWSTYLE only ever sends NBD_OPT_EXPORT_NAME, which is answered alike.
+  const state: State = { structuredReplies: false, noZeroes: (clientFlags & NBD_FLAG_C_NO_ZEROES) !== 0 };
+  for (;;) {
+    const { option, dataBytes } = decodeOptionHeader(await io.reader.read(OPTION_HEADER_BYTES));
+    const reply = (type: number, data?: Buffer): undefined => {
+      io.send(encodeOptionReply(option, type, data));
+    };
+    const fail = (type: number, message: string): undefined => reply(type, Buffer.from(message, 'utf8'));
+    if (dataBytes > MAX_OPTION_DATA_BYTES) {
+      if (option === NBD_OPT_EXPORT_NAME) return { refused: `NBD_OPT_EXPORT_NAME of ${dataBytes} bytes` };
+      await io.reader.skip(dataBytes);
+      fail(NBD_REP_ERR_TOO_BIG, `option data of ${dataBytes} bytes (at most ${MAX_OPTION_DATA_BYTES})`);
+      continue;
+    }
+    const data = dataBytes > 0 ? await io.reader.read(dataBytes) : Buffer.alloc(0);
+    if (option === NBD_OPT_ABORT) {
+      reply(NBD_REP_ACK);
+      return { aborted: true };
+    }
+    if (io.shuttingDown()) {
+      if (option === NBD_OPT_EXPORT_NAME) return { refused: 'server is shutting down' };
+      fail(NBD_REP_ERR_SHUTDOWN, 'server is shutting down');
+      continue;
+    }
+    try {
+      const done = handleOption(option, data, state, table, { send: io.send, reply, fail });
+      if (done) return done;
+    } catch (e) {
+      if (!(e instanceof ProtocolError)) throw e;
+      if (option === NBD_OPT_EXPORT_NAME) return { refused: e.message };
+      fail(e.reason === 'too-big' ? NBD_REP_ERR_TOO_BIG : NBD_REP_ERR_INVALID, e.message);
+    }
+  }
+}
+
+interface Replies {
+  send(bytes: Buffer): void;
+  reply(type: number, data?: Buffer): undefined;
+  fail(type: number, message: string): undefined;
+}
+
+function handleOption(
+  option: number,
+  data: Buffer,
+  state: State,
+  table: ExportTable,
+  out: Replies,
+): Negotiated | NegotiationEnd | undefined {
+  const { reply, fail } = out;
+  switch (option) {
+    case NBD_OPT_EXPORT_NAME: {
+      const e = table.find(decodeString(data, 'export name'));
+      if (!e) return { refused: 'unknown export' };
+      // Answered with the export itself, not an option reply; a refusal can only close the connection.
+      out.send(encodeExportNameReply(e.device.sizeBytes, transmissionFlags(e, state.structuredReplies), state.noZeroes));
+      return enter(e, state);
+    }
+    case NBD_OPT_LIST:
+      if (data.length > 0) return fail(NBD_REP_ERR_INVALID, 'NBD_OPT_LIST takes no data');
+      for (const e of table.list()) reply(NBD_REP_SERVER, encodeServerReplyData(e.name, e.description));
+      return reply(NBD_REP_ACK);
+    case NBD_OPT_INFO:
+    case NBD_OPT_GO: {
+      const req = decodeInfoRequest(data);
+      const e = table.find(req.name);
+      if (!e) return fail(NBD_REP_ERR_UNKNOWN, `no export named ${JSON.stringify(req.name)}`);
+      reply(
+        NBD_REP_INFO,
+        encodeInfo({
+          type: NBD_INFO_EXPORT,
+          sizeBytes: e.device.sizeBytes,
+          transmissionFlags: transmissionFlags(e, state.structuredReplies),
+        }),
+      );
+      if (req.infoTypes.includes(NBD_INFO_NAME)) reply(NBD_REP_INFO, encodeInfo({ type: NBD_INFO_NAME, name: e.name }));
+      if (req.infoTypes.includes(NBD_INFO_DESCRIPTION) && e.description) {
+        reply(NBD_REP_INFO, encodeInfo({ type: NBD_INFO_DESCRIPTION, description: e.description }));
+      }
+      // Sent unasked too: the sizes are advice here, since unaligned requests are served when the device allows them.
+      reply(NBD_REP_INFO, encodeInfo({ type: NBD_INFO_BLOCK_SIZE, ...e.blockSizes }));
+      reply(NBD_REP_ACK);
+      return option === NBD_OPT_GO ? enter(e, state) : undefined;
+    }
+    case NBD_OPT_STRUCTURED_REPLY:
+      if (data.length > 0) return fail(NBD_REP_ERR_INVALID, 'NBD_OPT_STRUCTURED_REPLY takes no data');
+      state.structuredReplies = true;
+      return reply(NBD_REP_ACK);
+    case NBD_OPT_LIST_META_CONTEXT:
+    case NBD_OPT_SET_META_CONTEXT: {
+      if (option === NBD_OPT_SET_META_CONTEXT) state.allocationFor = undefined;
+      if (!state.structuredReplies) return fail(NBD_REP_ERR_INVALID, 'metadata contexts need structured replies first');
+      const req = decodeMetaContextRequest(data, MAX_META_CONTEXT_QUERIES);
+      const e = table.find(req.exportName);
+      if (!e) return fail(NBD_REP_ERR_UNKNOWN, `no export named ${JSON.stringify(req.exportName)}`);
+      const listing = option === NBD_OPT_LIST_META_CONTEXT;
+      const matches = listing
+        ? req.queries.length === 0 || req.queries.some((q) => q === 'base:' || q === BASE_ALLOCATION)
+        : req.queries.includes(BASE_ALLOCATION);
+      if (matches) {
+        reply(NBD_REP_META_CONTEXT, encodeMetaContextReplyData(listing ? 0 : ALLOCATION_CONTEXT_ID, BASE_ALLOCATION));
+        if (!listing) state.allocationFor = e;
+      }
+      return reply(NBD_REP_ACK);
+    }
+    default:
+      // NBD_OPT_STARTTLS lands here too: this server has no TLS.
+      return fail(NBD_REP_ERR_UNSUP, `option ${option} is not supported`);
+  }
+}
+
+function enter(e: Export, state: State): Negotiated {
+  return {
+    export: e,
+    structuredReplies: state.structuredReplies,
+    allocationContextId: state.allocationFor === e ? ALLOCATION_CONTEXT_ID : undefined,
+  };
+}

@@ -1,0 +1,188 @@
+import * as fs from 'fs';
+import * as net from 'net';
+import { ByteBudget } from './byte-budget';
+import { Connection } from './connection';
+import type { ExportTable } from './export-table';
+
+export interface ServerOptions {
+  /** Connections served at once; a further one is closed at once (default 16). */
+  maxConnections?: number;
+  /** Deadline for a client's handshake (default 10 s). */
+  handshakeTimeoutMs?: number;
+  /** Deadline for a write payload once its header arrived (default 30 s). */
+  payloadTimeoutMs?: number;
+  /** Bytes one connection's unfinished requests may hold (default 64 MiB). */
+  connectionBudgetBytes?: number;
+  /** Bytes all unfinished requests may hold together (default 256 MiB). */
+  serverBudgetBytes?: number;
+  /** Requests one connection runs at once (default 64). */
+  maxRequestsInFlight?: number;
+  /** On close, how long connections get to finish their requests before they are cut (default 10 s). */
+  shutdownGraceMs?: number;
+  /** One line per refused or broken connection. */
+  log?: (line: string) => void;
+}
+
+/** A unix socket path, or a TCP address, which is used only when given explicitly. */
+export type ListenAddress = { socketPath: string } | { host: string; port: number };
+
+const MiB = 1 << 20;
+
+/**
+ * Serves an export table over NBD. Unix sockets are created with mode 0600;
+ * a stale socket file (nobody listening) is replaced, a live one refused.
+ */
+export class NbdServer {
+  private readonly server: net.Server;
+  private readonly connections = new Set<Connection>();
+  private readonly opts: Required<ServerOptions>;
+  private readonly serverBudget: ByteBudget;
+  private nextId = 1;
+  private socketFile: { path: string; ino: number } | undefined;
+  private closing: Promise<void> | undefined;
+
+  constructor(
+    private readonly exports: ExportTable,
+    opts: ServerOptions = {},
+  ) {
+    this.opts = {
+      maxConnections: opts.maxConnections ?? 16,
+      handshakeTimeoutMs: opts.handshakeTimeoutMs ?? 10_000,
+      payloadTimeoutMs: opts.payloadTimeoutMs ?? 30_000,
+      connectionBudgetBytes: opts.connectionBudgetBytes ?? 64 * MiB,
+      serverBudgetBytes: opts.serverBudgetBytes ?? 256 * MiB,
+      maxRequestsInFlight: opts.maxRequestsInFlight ?? 64,
+      shutdownGraceMs: opts.shutdownGraceMs ?? 10_000,
+      log: opts.log ?? (() => undefined),
+    };
+    // A request can be as large as 32 MiB; budgets below that could never grant it.
+    if (this.opts.connectionBudgetBytes < 32 * MiB || this.opts.serverBudgetBytes < this.opts.connectionBudgetBytes) {
+      throw new RangeError('budgets must be at least 32 MiB per connection and no smaller for the server');
+    }
+    this.serverBudget = new ByteBudget(this.opts.serverBudgetBytes);
+    this.server = net.createServer({ allowHalfOpen: true, pauseOnConnect: false }, (socket) => this.accept(socket));
+  }
+
+  get connectionCount(): number {
+    return this.connections.size;
+  }
+
+  async listen(address: ListenAddress): Promise<void> {
+    if ('socketPath' in address) {
+      await removeStaleSocket(address.socketPath);
+      // The socket file is created 0600 from the start; a chmod afterwards would leave a window.
+      const umask = process.umask(0o177);
+      try {
+        await this.listenOn({ path: address.socketPath });
+      } finally {
+        process.umask(umask);
+      }
+      fs.chmodSync(address.socketPath, 0o600);
+      this.socketFile = { path: address.socketPath, ino: fs.statSync(address.socketPath).ino };
+    } else {
+      await this.listenOn({ host: address.host, port: address.port });
+    }
+  }
+
+  /** The TCP port actually bound (useful with port 0). */
+  get tcpPort(): number | undefined {
+    const a = this.server.address();
+    return a && typeof a === 'object' ? a.port : undefined;
+  }
+
+  /**
+   * Stop accepting, let every connection finish the requests it has
+   * (further ones get NBD_ESHUTDOWN), cut those still open after the
+   * grace period, and remove the socket file.
+   */
+  close(): Promise<void> {
+    this.closing ??= this.closeNow();
+    return this.closing;
+  }
+
+  private async closeNow(): Promise<void> {
+    const stopped = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    for (const c of this.connections) c.shutdown();
+    const all = Promise.all([...this.connections].map((c) => c.done));
+    let timer: NodeJS.Timeout | undefined;
+    const grace = new Promise<void>((resolve) => {
+      timer = setTimeout(() => {
+        for (const c of this.connections) c.destroy();
+        resolve();
+      }, this.opts.shutdownGraceMs);
+    });
+    await Promise.race([all, grace]);
+    clearTimeout(timer);
+    await all;
+    await stopped;
+    this.removeSocketFile();
+  }
+
+  private accept(socket: net.Socket): void {
+    const id = this.nextId++;
+    if (this.closing || this.connections.size >= this.opts.maxConnections) {
+      this.opts.log(
+        `connection ${id}: ${this.closing ? 'server is shutting down' : `limit of ${this.opts.maxConnections} connections reached`}; closed`,
+      );
+      socket.on('error', () => undefined);
+      socket.destroy();
+      return;
+    }
+    const c = new Connection(socket, id, this.exports, {
+      handshakeTimeoutMs: this.opts.handshakeTimeoutMs,
+      payloadTimeoutMs: this.opts.payloadTimeoutMs,
+      connectionBudgetBytes: this.opts.connectionBudgetBytes,
+      serverBudget: this.serverBudget,
+      maxRequestsInFlight: this.opts.maxRequestsInFlight,
+      lingerMs: 2000,
+      log: this.opts.log,
+    });
+    this.connections.add(c);
+    void c.done.then(() => this.connections.delete(c));
+  }
+
+  private listenOn(options: net.ListenOptions): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const onError = (e: Error) => reject(e);
+      this.server.once('error', onError);
+      this.server.listen(options, () => {
+        this.server.off('error', onError);
+        resolve();
+      });
+    });
+  }
+
+  private removeSocketFile(): void {
+    const f = this.socketFile;
+    if (!f) return;
+    this.socketFile = undefined;
+    try {
+      // Only our own socket: another server may have replaced it meanwhile.
+      if (fs.statSync(f.path).ino === f.ino) fs.unlinkSync(f.path);
+    } catch {
+      // already gone
+    }
+  }
+}
+
+/** Remove a socket file nobody listens on; refuse a live socket or any other kind of file. */
+async function removeStaleSocket(path: string): Promise<void> {
+  let st: fs.Stats;
+  try {
+    st = fs.lstatSync(path);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw e;
+  }
+  if (!st.isSocket()) throw Object.assign(new Error(`${path} exists and is not a socket`), { code: 'EEXIST' });
+  const live = await new Promise<boolean>((resolve) => {
+    const probe = net.connect({ path });
+    probe.once('connect', () => {
+      probe.destroy();
+      resolve(true);
+    });
+    probe.once('error', () => resolve(false));
+  });
+  if (live) throw Object.assign(new Error(`another server listens on ${path}`), { code: 'EADDRINUSE' });
+  fs.unlinkSync(path);
+}

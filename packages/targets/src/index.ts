@@ -1,0 +1,2 @@
+export { LinearDevice, LinearDeviceOptions } from './linear-device';
+export { linearArgs, parseSectors, parseTableLine, TableError, TableLine } from './table-line';

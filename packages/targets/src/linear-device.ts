@@ -1,0 +1,90 @@
+import { BlockDevice, checkIo, checkRange, SECTOR_BYTES } from '@dmtool/devices';
+
+export interface LinearDeviceOptions {
+  /** Shown in messages (default `linear:<base path>+<start sector>`). */
+  name?: string;
+  /** Refuse writes even when the base device takes them. */
+  readOnly?: boolean;
+}
+
+/**
+ * dm-linear: a device made of a range of another device. Closing it leaves
+ * the base device open (several linear devices may share one base).
+ */
+export class LinearDevice implements BlockDevice {
+  readonly path: string;
+  readonly identity: string;
+  readonly writable: boolean;
+  private open = true;
+
+  constructor(
+    readonly base: BlockDevice,
+    readonly startBytes: number,
+    readonly sizeBytes: number,
+    opts: LinearDeviceOptions = {},
+  ) {
+    for (const [what, n] of [
+      ['start', startBytes],
+      ['size', sizeBytes],
+    ] as const) {
+      if (!Number.isSafeInteger(n) || n < 0 || n % SECTOR_BYTES !== 0)
+        throw new RangeError(`linear ${what} ${n} is not a whole number of sectors`);
+    }
+    if (startBytes + sizeBytes > base.sizeBytes) {
+      throw new RangeError(
+        `linear range: sectors ${startBytes / SECTOR_BYTES}+${sizeBytes / SECTOR_BYTES} end beyond ${base.path} (${base.sizeSectors} sectors)`,
+      );
+    }
+    this.path = opts.name ?? `linear:${base.path}+${startBytes / SECTOR_BYTES}`;
+    this.identity = `linear:${base.identity}:${startBytes}:${sizeBytes}`;
+    this.writable = base.writable && opts.readOnly !== true;
+  }
+
+  get sizeSectors(): number {
+    return this.sizeBytes / SECTOR_BYTES;
+  }
+
+  get logicalBlockSize(): number {
+    return this.base.logicalBlockSize;
+  }
+
+  get physicalBlockSize(): number {
+    return this.base.physicalBlockSize;
+  }
+
+  get ioAlignmentBytes(): number {
+    return this.base.ioAlignmentBytes;
+  }
+
+  get isOpen(): boolean {
+    return this.open && this.base.isOpen;
+  }
+
+  async read(buf: Buffer, bufOffset: number, bytes: number, byteOffset: number): Promise<void> {
+    checkIo(this, 'read', buf, bufOffset, bytes, byteOffset);
+    await this.base.read(buf, bufOffset, bytes, this.startBytes + byteOffset);
+  }
+
+  async write(buf: Buffer, bufOffset: number, bytes: number, byteOffset: number): Promise<void> {
+    checkIo(this, 'write', buf, bufOffset, bytes, byteOffset);
+    await this.base.write(buf, bufOffset, bytes, this.startBytes + byteOffset);
+  }
+
+  async flush(): Promise<void> {
+    await this.base.flush();
+  }
+
+  async zeroRange(byteOffset: number, bytes: number): Promise<void> {
+    checkRange(this, 'zero', byteOffset, bytes);
+    await this.base.zeroRange(this.startBytes + byteOffset, bytes);
+  }
+
+  async discard(byteOffset: number, bytes: number): Promise<void> {
+    checkRange(this, 'discard', byteOffset, bytes);
+    await this.base.discard(this.startBytes + byteOffset, bytes);
+  }
+
+  close(): void {
+    this.open = false;
+  }
+}
