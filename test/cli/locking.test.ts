@@ -76,7 +76,10 @@ describe('image files are locked while a command uses them', () => {
     const resync = startDmtool(['mirror-resync', '--log', log, ...legs, '--rate', '1M', '--parallel', '1']);
     try {
       await waitForLock(log, resync.pid);
-      const c = dmtool(['mirror-create', '--log', log, '--force', '--region-size', '256', ...legs]);
+      // Other legs, the same log: the refusal is the log's lock.
+      const otherLegs = [0, 1].map((i) => path.join(dir, `other${i}.img`));
+      otherLegs.forEach((p) => makeImage(p, 4 * MiB, 'OTHER'));
+      const c = dmtool(['mirror-create', '--log', log, '--force', '--region-size', '256', ...otherLegs]);
       expect(c.stderr).toMatch(
         new RegExp(
           `^dmtool: EWOULDBLOCK: open failed on .*log\\.img: locked by pid ${resync.pid} \\(dmtool mirror-resync --log .*log\\.img .*leg0\\.img .*leg1\\.img --rate 1M --parallel 1\\)\\n$`,

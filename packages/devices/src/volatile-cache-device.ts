@@ -93,9 +93,12 @@ export class VolatileCacheDevice implements BlockDevice {
 
   async flush(): Promise<void> {
     checkRange(this, 'read', 0, 1);
-    const pending = this.take(this.order);
+    // Each write leaves the cache only once applied: reads meanwhile still
+    // see it, and a failed write keeps it (and every later one) cached.
+    const pending = this.order === 'reverse' ? [...this.cached].reverse() : [...this.cached];
     for (const w of pending) {
       await this.inner.write(w.data, 0, w.data.length, w.byteOffset);
+      this.cached.splice(this.cached.indexOf(w), 1);
       this.opts.onApplied?.();
     }
     await this.inner.flush();
@@ -119,7 +122,10 @@ export class VolatileCacheDevice implements BlockDevice {
       } finally {
         this.inner.close();
       }
-    })();
+    })().catch((e: unknown) => {
+      process.stderr.write(`write-back of cached writes to ${this.path} failed: ${e instanceof Error ? e.message : String(e)}\n`);
+      process.exitCode = 1;
+    });
   }
 
   private take(order: CacheFlushOrder): CachedWrite[] {

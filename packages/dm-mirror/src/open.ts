@@ -29,6 +29,12 @@ export interface OpenMirrorOptions {
   persistLog?: boolean;
   /** Open the log device read-write (default: persistLog); a dry run opens it as the real run does and writes nothing. */
   writeLog?: boolean;
+  /**
+   * Called with the opened log device before anything is read from or
+   * written to it: a caller can refuse what the device holds while the open
+   * (and its lock) keeps other writers out.
+   */
+  checkLog?: (log: BlockDevice) => Promise<void>;
   /** O_DIRECT for legs. */
   direct?: boolean;
   /**
@@ -154,6 +160,7 @@ export async function openMirror(cfg: MirrorConfig, resolver: DeviceResolver, op
       const persist = opts.persistLog ?? (opts.writeLegs === true || create);
       const logDev = resolver.open(cfg.log.path, { write: opts.writeLog ?? persist });
       opened.push(logDev);
+      await opts.checkLog?.(logDev);
       let rs = cfg.regionSize;
       if (rs === undefined && opts.adoptLog && !create) {
         throw new MirrorError(

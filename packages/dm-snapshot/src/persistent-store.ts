@@ -350,8 +350,13 @@ export class PersistentStore implements ExceptionStore {
       await work();
     } catch (e) {
       if (!(e instanceof DeviceError)) throw e;
-      if (this.isValid) await this.invalidate().catch(() => undefined);
-      throw new SnapshotError(e.code, 'metadata-io', `metadata write failed, snapshot invalidated: ${e.message}`, {
+      const invalidated = this.isValid
+        ? await this.invalidate().then(
+            () => 'snapshot invalidated',
+            () => 'snapshot invalid in memory, header write failed too',
+          )
+        : 'snapshot already invalid';
+      throw new SnapshotError(e.code, 'metadata-io', `metadata write failed, ${invalidated}: ${e.message}`, {
         path: this.cow.path,
         sector,
         sectors: this.chunkSectors,

@@ -17,7 +17,7 @@ import { BlockDevice, SECTOR_BYTES } from '@dmtool/kcopyd';
 import { openDevice, resolver } from '../util/open-device';
 import { z } from 'zod';
 import { closeAll, interruptSignal, refusePartialSectors } from '../util/devices';
-import { FoundFormat, probeFormat } from '../util/formats';
+import { probeFormat } from '../util/formats';
 import { CliError } from '../util/errors';
 import { ExitCode, EXIT_CODES_HELP } from '../util/exit-codes';
 import { ArgsOf, defineCommand, DmtoolCommand } from '../util/define-command';
@@ -125,15 +125,6 @@ function compactList(values: number[]): string {
 // ---------------------------------------------------------------- mirror-create
 
 /** What the log device already holds, if it is a format dmtool recognises. */
-async function existingFormat(path: string): Promise<FoundFormat | undefined> {
-  const d = openDevice(path, { write: false });
-  try {
-    return await probeFormat(d);
-  } finally {
-    d.close();
-  }
-}
-
 const createCommand = defineCommand({
   command: 'mirror-create [legs..]',
   describe: 'Write a new disk dirty log for a mirror (all regions out of sync, or in sync with --nosync)',
@@ -156,18 +147,23 @@ const createCommand = defineCommand({
     cfg.regionSize = cfg.regionSize ?? DEFAULT_REGION_SIZE;
     refusePartialSectors(mirrorDevices(cfg));
     checkDistinct(resolver, [...cfg.legs.map((l, i) => ({ path: l.path, role: `leg ${i}` })), { path: cfg.log.path, role: 'the log' }]);
-    const found = await existingFormat(cfg.log.path);
-    const old = found?.kind === 'mirror-log' ? { regions: found.regions ?? 0 } : undefined;
-    if (old && !o.force) {
-      throw new CliError(
-        'format-present',
-        `${cfg.log.path} already holds a dm-mirror log (${old.regions} regions, sector 0); give --force to replace it`,
-      );
-    }
-    if (found && !old && !o.force) {
-      throw new CliError('format-present', `${cfg.log.path} holds ${found.what} at sector ${found.sector}; give --force to overwrite it`);
-    }
-    const m = await openMirror(cfg, resolver, { createLog: true, persistLog: !o.dryRun, writeLog: true });
+    const logPath = cfg.log.path;
+    let old: { regions: number } | undefined;
+    // Probed through the device the mirror opens (and locks), so nothing can change it between the look and the write.
+    const checkLog = async (logDevice: BlockDevice) => {
+      const found = await probeFormat(logDevice);
+      old = found?.kind === 'mirror-log' ? { regions: found.regions ?? 0 } : undefined;
+      if (old && !o.force) {
+        throw new CliError(
+          'format-present',
+          `${logPath} already holds a dm-mirror log (${old.regions} regions, sector 0); give --force to replace it`,
+        );
+      }
+      if (found && !old && !o.force) {
+        throw new CliError('format-present', `${logPath} holds ${found.what} at sector ${found.sector}; give --force to overwrite it`);
+      }
+    };
+    const m = await openMirror(cfg, resolver, { createLog: true, persistLog: !o.dryRun, writeLog: true, checkLog });
     try {
       const s = statusJson(m);
       const log = m.log as DiskLog;

@@ -1,5 +1,5 @@
 import * as path from 'path';
-import { KcopydClient, SECTOR_BYTES } from '@dmtool/kcopyd';
+import { BlockDevice, KcopydClient, SECTOR_BYTES } from '@dmtool/kcopyd';
 import { openDevice, resolver } from '../util/open-device';
 import { checkLegs, MirrorConfig, openMirror, resync } from '@dmtool/dm-mirror';
 import { mergeSnapshot, Origin, Snapshot, snapshotBuffer } from '@dmtool/dm-snapshot';
@@ -26,9 +26,10 @@ export const copyStep: DemoStep = async (ctx) => {
   const destPaths = [1, 2, 3].map((i) => path.join(ctx.dir, `copy-${i}.img`));
   destPaths.forEach((p) => emptyImage(p, ctx.sizeBytes));
   const source = openDevice(src, { write: false });
-  const dests = destPaths.map((p) => openDevice(p, { write: true }));
+  const dests: BlockDevice[] = [];
   const client = new KcopydClient();
   try {
+    for (const p of destPaths) dests.push(openDevice(p, { write: true }));
     const count = source.sizeSectors;
     const t0 = process.hrtime.bigint();
     const r = await client.copy(

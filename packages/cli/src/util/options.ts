@@ -7,7 +7,7 @@ export function parseOptions<S extends z.ZodTypeAny>(schema: S, argv: unknown): 
   const r = schema.safeParse(argv);
   if (r.success) return r.data;
   const issue = r.error.issues[0];
-  const name = issue.path.length ? `--${String(issue.path[0])}` : 'options';
+  const name = issue.path.length ? `--${String(issue.path[0]).replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}` : 'options';
   throw new CliError('usage', `${name}: ${issue.message}`);
 }
 

@@ -99,11 +99,14 @@ export async function run(client: KcopydClient, job: CopyRun): Promise<CopyRunRe
   const ticker = setInterval(() => {
     if (flushing || written === durable) return;
     const upTo = written;
-    flushing = flushAll().then(() => {
-      durable = upTo;
-      job.onProgress(durable);
-      flushing = undefined;
-    });
+    flushing = flushAll()
+      .then(() => {
+        durable = upTo;
+        job.onProgress(durable);
+      })
+      // A failed flush is the job's to report (its final flush fails too); progress just stays where it was.
+      .catch(() => undefined)
+      .finally(() => (flushing = undefined));
   }, PROGRESS_FLUSH_MS);
   const onProgress = (p: { doneSectors: number }) => (written = p.doneSectors);
   try {
