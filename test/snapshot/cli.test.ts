@@ -354,6 +354,37 @@ describeLoop('dmtool snapshot-* on loop devices', () => {
     expect(sha256Range(target, 0, 4 << 20)).toBe(sha256(expectedView));
     expect(sha256Range(target, 4 << 20, 4 << 20)).toBe(sha256(Buffer.alloc(4 << 20)));
   });
+
+  test('a block device output held by another command (or mounted) is refused like any device, and not written', () => {
+    const sub = fs.mkdtempSync(path.join(dir, 'busy-'));
+    const p = { origin: path.join(sub, 'origin.img'), cow: path.join(sub, 'cow.img') };
+    makeBaseOrigin(p.origin, 4 << 20);
+    makeZeroFile(p.cow, 1 << 20);
+    ok(['snapshot-create', p.origin, p.cow, '--chunk-size', '8']);
+    const target = path.join(sub, 'target.img');
+    makeZeroFile(target, 8 << 20);
+    const t = attachLoop(target);
+    // Another process claims the device exclusively, as a mount or LVM would.
+    const holder = spawn('python3', [
+      '-c',
+      `import os,time; fd=os.open(${JSON.stringify(t.path)}, os.O_RDWR|os.O_EXCL); print('held', flush=True); time.sleep(30)`,
+    ]);
+    try {
+      execFileSync('bash', [
+        '-c',
+        'for i in $(seq 100); do [ -n "$(ls -l /proc/' + holder.pid + '/fd 2>/dev/null | grep loop)" ] && exit 0; sleep 0.05; done; exit 1',
+      ]);
+      const r = dmtool(['snapshot-read', p.origin, p.cow, '-o', t.path]);
+      expect(r.stderr).toMatch(
+        /^dmtool: EBUSY: open failed on \/dev\/loop\d+: device is mounted or in use \(refused: opened with O_EXCL\)\n$/,
+      );
+      expect(r.status).toBe(3);
+    } finally {
+      holder.kill('SIGKILL');
+      t.detach();
+    }
+    expect(sha256File(target)).toBe(sha256(Buffer.alloc(8 << 20)));
+  });
 });
 
 const describeRoot = process.getuid?.() === 0 || process.env.CI === 'true' ? describe : describe.skip;

@@ -227,7 +227,7 @@ const readCommand = defineCommand({
             await snap.read(part, s);
             await output.write(part);
           }
-          output.commit();
+          await output.commit();
         } catch (e) {
           output.discard();
           throw e;
