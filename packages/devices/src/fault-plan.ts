@@ -82,7 +82,11 @@ export class FaultInjector {
     this.setPlan(plan);
   }
 
-  /** Replace the plan (counters start again); devices already wrapped follow it. */
+  /**
+   * Replace the plan (counters start again); devices already wrapped follow
+   * its rules and crash counters. Whether a device has a volatile cache is
+   * decided when it is wrapped (`withFaults`).
+   */
   setPlan(plan: FaultPlan | undefined): void {
     this.plan = faultPlanSchema.parse(plan ?? {});
     this.rules = (this.plan.rules ?? []).map((rule) => ({ rule, seen: 0, fired: 0 }));
