@@ -85,10 +85,10 @@ export class Transmission {
   constructor(
     private readonly socket: Socket,
     private readonly reader: SocketReader,
-    private readonly session: Negotiated,
+    private readonly negotiated: Negotiated,
     private readonly limits: TransmissionLimits,
   ) {
-    this.device = session.export.device;
+    this.device = negotiated.export.device;
     this.sizeBytes = this.device.sizeBytes;
   }
 
@@ -152,7 +152,7 @@ export class Transmission {
     const name = COMMAND_NAMES[h.type];
     if (name === undefined) return { error: NBD_EINVAL, message: `unknown command ${h.type}` };
     let allowedFlags = NBD_CMD_FLAG_FUA;
-    if (h.type === NBD_CMD_READ && this.session.structuredReplies) allowedFlags |= NBD_CMD_FLAG_DF;
+    if (h.type === NBD_CMD_READ && this.negotiated.structuredReplies) allowedFlags |= NBD_CMD_FLAG_DF;
     if (h.type === NBD_CMD_WRITE_ZEROES) allowedFlags |= NBD_CMD_FLAG_NO_HOLE;
     if (h.type === NBD_CMD_BLOCK_STATUS) allowedFlags |= NBD_CMD_FLAG_REQ_ONE;
     if ((h.flags & ~allowedFlags) !== 0) return { error: NBD_EINVAL, message: `${name}: flags 0x${h.flags.toString(16)} not allowed` };
@@ -162,8 +162,8 @@ export class Transmission {
         : undefined;
     }
     const writes = h.type === NBD_CMD_WRITE || h.type === NBD_CMD_WRITE_ZEROES || h.type === NBD_CMD_TRIM;
-    if (writes && this.session.export.readOnly) return { error: NBD_EPERM, message: `${name}: export is read-only` };
-    if (h.type === NBD_CMD_BLOCK_STATUS && this.session.allocationContextId === undefined) {
+    if (writes && this.negotiated.export.readOnly) return { error: NBD_EPERM, message: `${name}: export is read-only` };
+    if (h.type === NBD_CMD_BLOCK_STATUS && this.negotiated.allocationContextId === undefined) {
       return { error: NBD_EINVAL, message: 'NBD_CMD_BLOCK_STATUS without a selected metadata context' };
     }
     if (h.lengthBytes === 0) return { error: NBD_EINVAL, message: `${name} of length 0` };
@@ -176,7 +176,7 @@ export class Transmission {
     }
     if (h.type === NBD_CMD_READ && h.lengthBytes > MAXIMUM_PAYLOAD_BYTES) {
       return {
-        error: this.session.structuredReplies ? NBD_EOVERFLOW : NBD_EINVAL,
+        error: this.negotiated.structuredReplies ? NBD_EOVERFLOW : NBD_EINVAL,
         message: `NBD_CMD_READ of ${h.lengthBytes} bytes (at most ${MAXIMUM_PAYLOAD_BYTES})`,
       };
     }
@@ -247,7 +247,7 @@ export class Transmission {
       return;
     }
     // One content chunk for the whole range, so NBD_CMD_FLAG_DF is always honoured.
-    const head = this.session.structuredReplies
+    const head = this.negotiated.structuredReplies
       ? encodeOffsetDataHeader(h.cookie, h.offsetBytes, h.lengthBytes, true)
       : encodeSimpleReply(0, h.cookie);
     this.send([head, data], () => this.release(hold));
@@ -255,12 +255,12 @@ export class Transmission {
 
   /** base:allocation with every byte reported as allocated data (status 0 is always a truthful answer). */
   private blockStatus(h: RequestHeader): void {
-    const contextId = this.session.allocationContextId!;
+    const contextId = this.negotiated.allocationContextId!;
     this.send([encodeBlockStatusChunk(h.cookie, contextId, [{ lengthBytes: h.lengthBytes, flags: 0 }], true)]);
   }
 
   private sendError(h: RequestHeader, error: number, message: string): void {
-    if (this.session.structuredReplies) this.send([encodeErrorChunk(h.cookie, error, message, true)]);
+    if (this.negotiated.structuredReplies) this.send([encodeErrorChunk(h.cookie, error, message, true)]);
     else this.send([encodeSimpleReply(error, h.cookie)]);
   }
 
