@@ -74,7 +74,10 @@ interface Hold {
 }
 
 export class Transmission {
-  private inFlight = 0;
+  /** Requests from header decode until their reply was queued. */
+  private admitted = 0;
+  /** Requests holding one of the maxRequestsInFlight slots. */
+  private running = 0;
   private slotWaiters: (() => void)[] = [];
   private idleWaiters: (() => void)[] = [];
   private stopping = false;
@@ -109,7 +112,7 @@ export class Transmission {
   /** Answer further requests with NBD_ESHUTDOWN and close once those in flight are done. */
   shutdown(): void {
     this.stopping = true;
-    if (this.inFlight === 0) this.socket.end();
+    if (this.admitted === 0) this.socket.end();
   }
 
   private async receive(): Promise<void> {
@@ -120,31 +123,44 @@ export class Transmission {
         this.socket.end();
         return;
       }
-      if (h.type === NBD_CMD_WRITE && h.lengthBytes > MAXIMUM_PAYLOAD_BYTES) {
-        // Its payload cannot be held, and without reading it the stream cannot be followed.
-        throw new ProtocolError('too-big', `NBD_CMD_WRITE of ${h.lengthBytes} bytes (at most ${MAXIMUM_PAYLOAD_BYTES})`);
-      }
-      const refusal = this.stopping ? { error: NBD_ESHUTDOWN, message: 'server is shutting down' } : this.check(h);
-      if (refusal) {
-        if (h.type === NBD_CMD_WRITE) await this.reader.skip(h.lengthBytes, this.limits.payloadTimeoutMs);
-        this.sendError(h, refusal.error, refusal.message);
-        continue;
-      }
-      await this.slot();
-      if (h.type === NBD_CMD_WRITE) {
-        const hold = await this.hold(h.lengthBytes);
-        let payload: Buffer;
-        try {
-          payload = await this.reader.read(h.lengthBytes, this.limits.payloadTimeoutMs);
-        } catch (e) {
-          this.release(hold);
-          throw e;
-        }
-        this.start(() => this.write(h, payload).finally(() => this.release(hold)));
-      } else {
-        this.start(() => this.execute(h));
+      // Counted from here, so that shutdown cannot close the socket under a request still waiting for its payload.
+      this.admitted++;
+      let started = false;
+      try {
+        started = await this.admit(h);
+      } finally {
+        if (!started) this.finished();
       }
     }
+  }
+
+  /** Refuse `h` or start it; true once it was started (then its completion calls finished()). */
+  private async admit(h: RequestHeader): Promise<boolean> {
+    if (h.type === NBD_CMD_WRITE && h.lengthBytes > MAXIMUM_PAYLOAD_BYTES) {
+      // Its payload cannot be held, and without reading it the stream cannot be followed.
+      throw new ProtocolError('too-big', `NBD_CMD_WRITE of ${h.lengthBytes} bytes (at most ${MAXIMUM_PAYLOAD_BYTES})`);
+    }
+    const refusal = this.stopping ? { error: NBD_ESHUTDOWN, message: 'server is shutting down' } : this.check(h);
+    if (refusal) {
+      if (h.type === NBD_CMD_WRITE) await this.reader.skip(h.lengthBytes, this.limits.payloadTimeoutMs);
+      this.sendError(h, refusal.error, refusal.message);
+      return false;
+    }
+    await this.slot();
+    if (h.type !== NBD_CMD_WRITE) {
+      this.start(() => this.execute(h));
+      return true;
+    }
+    const hold = await this.hold(h.lengthBytes);
+    let payload: Buffer;
+    try {
+      payload = await this.reader.read(h.lengthBytes, this.limits.payloadTimeoutMs);
+    } catch (e) {
+      this.release(hold);
+      throw e;
+    }
+    this.start(() => this.write(h, payload).finally(() => this.release(hold)));
+    return true;
   }
 
   /** The protocol's checks, in its order of precedence: command and flags, read-only, bounds. */
@@ -277,26 +293,31 @@ export class Transmission {
   }
 
   private start(work: () => Promise<void>): void {
-    this.inFlight++;
+    this.running++;
     work()
       .catch(() => undefined)
       .finally(() => {
-        this.inFlight--;
+        this.running--;
         this.slotWaiters.shift()?.();
-        if (this.inFlight === 0) {
-          for (const w of this.idleWaiters.splice(0)) w();
-          if (this.stopping) this.socket.end();
-        }
+        this.finished();
       });
   }
 
+  /** One admitted request is answered (or refused). */
+  private finished(): void {
+    this.admitted--;
+    if (this.admitted > 0) return;
+    for (const w of this.idleWaiters.splice(0)) w();
+    if (this.stopping) this.socket.end();
+  }
+
   private slot(): Promise<void> {
-    if (this.inFlight < this.limits.maxRequestsInFlight) return Promise.resolve();
+    if (this.running < this.limits.maxRequestsInFlight) return Promise.resolve();
     return new Promise((resolve) => this.slotWaiters.push(resolve));
   }
 
   private idle(): Promise<void> {
-    if (this.inFlight === 0) return Promise.resolve();
+    if (this.admitted === 0) return Promise.resolve();
     return new Promise((resolve) => this.idleWaiters.push(resolve));
   }
 

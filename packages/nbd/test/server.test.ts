@@ -314,3 +314,74 @@ test('close: requests in flight are answered, later ones get ESHUTDOWN, then the
   await dev.read(back, 0, 4096, 0);
   expect(back.equals(pattern(4096, 9))).toBe(true);
 });
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** `p`'s value, or undefined once `ms` have passed. */
+async function within<T>(p: Promise<T>, ms: number): Promise<T | undefined> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), ms)));
+  try {
+    return await Promise.race([p, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** The device bytes at 0..data.length after `c`'s write of `data` (cookie 1) met a server close: answered and applied, or not applied. */
+async function expectAnsweredOrUntouched(c: RawClient, closing: Promise<void>, dev: BlockDevice, data: Buffer): Promise<void> {
+  const replies = [];
+  for (;;) {
+    const r = await c.reply(0, 3000).catch(() => undefined);
+    if (!r) break;
+    replies.push(r);
+  }
+  c.socket.end();
+  expect(
+    await within(
+      c.closed.then(() => true),
+      5000,
+    ),
+  ).toBe(true);
+  await closing;
+  const back = Buffer.alloc(data.length);
+  await dev.read(back, 0, data.length, 0);
+  const reply = replies.find((r) => r.cookie === 1n);
+  if (reply) {
+    expect(reply.error).toBe(0);
+    expect(back.equals(data)).toBe(true);
+  } else {
+    expect(back.equals(Buffer.alloc(data.length))).toBe(true);
+  }
+}
+
+test('close while a write payload is still arriving: the write is answered and applied, or not applied at all', async () => {
+  const dev = new MemoryDevice(1 << 20);
+  const c = await connect(await serve({ disk: dev }, { shutdownGraceMs: 2000 }));
+  await c.go('disk');
+  // Keeps sending after the server's FIN, as a client in the middle of a payload may.
+  (c.socket as { allowHalfOpen: boolean }).allowHalfOpen = true;
+  const data = pattern(65536, 4);
+  c.request({ type: NBD_CMD_WRITE, cookie: 1n, lengthBytes: data.length });
+  c.send(data.subarray(0, 1024));
+  await sleep(100);
+  const closing = servers.pop()!.close();
+  await sleep(100);
+  c.send(data.subarray(1024));
+  await expectAnsweredOrUntouched(c, closing, dev, data);
+});
+
+test('close while a write waits for a request slot: the write is answered and applied, or not applied at all', async () => {
+  const dev = new GatedDevice(1 << 20);
+  const c = await connect(await serve({ disk: dev }, { shutdownGraceMs: 2000, maxRequestsInFlight: 1 }));
+  await c.go('disk', { structured: true });
+  dev.hold();
+  c.request({ type: NBD_CMD_READ, cookie: 2n, offsetBytes: 0, lengthBytes: 512 });
+  const data = pattern(65536, 6);
+  c.request({ type: NBD_CMD_WRITE, cookie: 1n, offsetBytes: 0 }, data);
+  await sleep(100);
+  const closing = servers.pop()!.close();
+  await sleep(100);
+  dev.release();
+  await expectAnsweredOrUntouched(c, closing, dev, data);
+});
