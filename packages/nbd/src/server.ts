@@ -2,6 +2,7 @@ import * as fs from 'fs';
 import * as net from 'net';
 import { ByteBudget } from './byte-budget';
 import { Connection } from './connection';
+import { MIN_REPLY_BACKLOG_BYTES } from './reply-writer';
 import type { ExportTable } from './export-table';
 
 export interface ServerOptions {
@@ -15,6 +16,10 @@ export interface ServerOptions {
   connectionBudgetBytes?: number;
   /** Bytes all unfinished requests may hold together (default 256 MiB). */
   serverBudgetBytes?: number;
+  /** Reply bytes a client may leave unread before its connection is no longer read (default 1 MiB, at least 64 KiB). */
+  replyBacklogBytes?: number;
+  /** Unread replies over the backlog, or a held read reply, must drain within this time (default 30 s). */
+  replyDrainTimeoutMs?: number;
   /** Requests one connection runs at once (default 64). */
   maxRequestsInFlight?: number;
   /** On close, how long connections get to finish their requests before they are cut (default 10 s). */
@@ -51,6 +56,8 @@ export class NbdServer {
       payloadTimeoutMs: opts.payloadTimeoutMs ?? 30_000,
       connectionBudgetBytes: opts.connectionBudgetBytes ?? 64 * MiB,
       serverBudgetBytes: opts.serverBudgetBytes ?? 256 * MiB,
+      replyBacklogBytes: opts.replyBacklogBytes ?? MiB,
+      replyDrainTimeoutMs: opts.replyDrainTimeoutMs ?? 30_000,
       maxRequestsInFlight: opts.maxRequestsInFlight ?? 64,
       shutdownGraceMs: opts.shutdownGraceMs ?? 10_000,
       log: opts.log ?? (() => undefined),
@@ -59,12 +66,21 @@ export class NbdServer {
     if (this.opts.connectionBudgetBytes < 32 * MiB || this.opts.serverBudgetBytes < this.opts.connectionBudgetBytes) {
       throw new RangeError('budgets must be at least 32 MiB per connection and no smaller for the server');
     }
+    if (this.opts.replyBacklogBytes < MIN_REPLY_BACKLOG_BYTES)
+      throw new RangeError(`the reply backlog must be at least ${MIN_REPLY_BACKLOG_BYTES} bytes`);
     this.serverBudget = new ByteBudget(this.opts.serverBudgetBytes);
     this.server = net.createServer({ allowHalfOpen: true, pauseOnConnect: false }, (socket) => this.accept(socket));
   }
 
   get connectionCount(): number {
     return this.connections.size;
+  }
+
+  /** Reply bytes queued in this process for all clients together (beyond what the kernels took). */
+  get queuedReplyBytes(): number {
+    let bytes = 0;
+    for (const c of this.connections) bytes += c.queuedReplyBytes;
+    return bytes;
   }
 
   async listen(address: ListenAddress): Promise<void> {
@@ -133,6 +149,7 @@ export class NbdServer {
       payloadTimeoutMs: this.opts.payloadTimeoutMs,
       connectionBudgetBytes: this.opts.connectionBudgetBytes,
       serverBudget: this.serverBudget,
+      replyLimits: { backlogBytes: this.opts.replyBacklogBytes, drainTimeoutMs: this.opts.replyDrainTimeoutMs },
       maxRequestsInFlight: this.opts.maxRequestsInFlight,
       lingerMs: 2000,
       log: this.opts.log,

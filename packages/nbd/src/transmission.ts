@@ -38,6 +38,7 @@ import { ByteBudget } from './byte-budget';
 import { isUnsupported, nbdErrorOf } from './errno';
 import { MAXIMUM_PAYLOAD_BYTES } from './export-table';
 import type { Negotiated } from './negotiation';
+import type { ReplyWriter } from './reply-writer';
 import type { SocketReader } from './socket-reader';
 
 export interface TransmissionLimits {
@@ -88,6 +89,7 @@ export class Transmission {
   constructor(
     private readonly socket: Socket,
     private readonly reader: SocketReader,
+    private readonly replies: ReplyWriter,
     private readonly negotiated: Negotiated,
     private readonly limits: TransmissionLimits,
   ) {
@@ -117,6 +119,7 @@ export class Transmission {
 
   private async receive(): Promise<void> {
     for (;;) {
+      await this.replies.drained();
       const h = decodeRequestHeader(await this.reader.read(REQUEST_HEADER_BYTES));
       if (h.type === NBD_CMD_DISC) {
         await this.idle();
@@ -236,7 +239,7 @@ export class Transmission {
         case NBD_CMD_BLOCK_STATUS:
           return this.blockStatus(h);
       }
-      this.send([encodeSimpleReply(0, h.cookie)]);
+      this.replies.send([encodeSimpleReply(0, h.cookie)]);
     } catch (e) {
       this.sendError(h, nbdErrorOf(e), e instanceof Error ? e.message : String(e));
     }
@@ -246,7 +249,7 @@ export class Transmission {
     try {
       await this.device.write(payload, 0, h.lengthBytes, h.offsetBytes);
       if ((h.flags & NBD_CMD_FLAG_FUA) !== 0) await this.device.flush();
-      this.send([encodeSimpleReply(0, h.cookie)]);
+      this.replies.send([encodeSimpleReply(0, h.cookie)]);
     } catch (e) {
       this.sendError(h, nbdErrorOf(e), e instanceof Error ? e.message : String(e));
     }
@@ -266,30 +269,18 @@ export class Transmission {
     const head = this.negotiated.structuredReplies
       ? encodeOffsetDataHeader(h.cookie, h.offsetBytes, h.lengthBytes, true)
       : encodeSimpleReply(0, h.cookie);
-    this.send([head, data], () => this.release(hold));
+    this.replies.send([head, data], () => this.release(hold));
   }
 
   /** base:allocation with every byte reported as allocated data (status 0 is always a truthful answer). */
   private blockStatus(h: RequestHeader): void {
     const contextId = this.negotiated.allocationContextId!;
-    this.send([encodeBlockStatusChunk(h.cookie, contextId, [{ lengthBytes: h.lengthBytes, flags: 0 }], true)]);
+    this.replies.send([encodeBlockStatusChunk(h.cookie, contextId, [{ lengthBytes: h.lengthBytes, flags: 0 }], true)]);
   }
 
   private sendError(h: RequestHeader, error: number, message: string): void {
-    if (this.negotiated.structuredReplies) this.send([encodeErrorChunk(h.cookie, error, message, true)]);
-    else this.send([encodeSimpleReply(error, h.cookie)]);
-  }
-
-  /** One reply's buffers, back to back on the socket; `written` runs once the socket took them (or failed). */
-  private send(buffers: Buffer[], written?: () => void): void {
-    if (this.socket.destroyed || !this.socket.writable) {
-      written?.();
-      return;
-    }
-    buffers.forEach((b, i) => {
-      if (i === buffers.length - 1 && written) this.socket.write(b, () => written());
-      else this.socket.write(b);
-    });
+    if (this.negotiated.structuredReplies) this.replies.send([encodeErrorChunk(h.cookie, error, message, true)]);
+    else this.replies.send([encodeSimpleReply(error, h.cookie)]);
   }
 
   private start(work: () => Promise<void>): void {

@@ -7,6 +7,7 @@ import { BlockDevice, MemoryDevice } from '@dmtool/devices';
 import {
   ExportTable,
   NBD_CMD_BLOCK_STATUS,
+  NBD_CMD_CACHE,
   NBD_CMD_FLAG_FUA,
   NBD_CMD_FLAG_REQ_ONE,
   NBD_CMD_FLUSH,
@@ -384,4 +385,47 @@ test('close while a write waits for a request slot: the write is answered and ap
   await sleep(100);
   dev.release();
   await expectAnsweredOrUntouched(c, closing, dev, data);
+});
+
+async function waitFor(condition: () => boolean, timeoutMs: number): Promise<boolean> {
+  const until = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > until) return false;
+    await sleep(20);
+  }
+  return true;
+}
+
+test('a client that pipelines requests and never reads the replies: what is queued for it stays bounded, others are served', async () => {
+  const backlogBytes = 64 << 10;
+  const dev = new MemoryDevice(1 << 20);
+  const socketPath = await serve({ disk: dev }, { replyBacklogBytes: backlogBytes, replyDrainTimeoutMs: 2000 });
+  const server = servers[servers.length - 1];
+  const greedy = await connect(socketPath);
+  await greedy.go('disk', { allocation: true });
+  greedy.socket.pause();
+  for (let i = 0; i < 60000; i++) {
+    const kind = i % 3;
+    if (kind === 0) greedy.request({ type: NBD_CMD_BLOCK_STATUS, cookie: BigInt(i), lengthBytes: 4096 });
+    else if (kind === 1) greedy.request({ type: NBD_CMD_CACHE, cookie: BigInt(i), lengthBytes: 4096 });
+    else greedy.request({ type: NBD_CMD_READ, cookie: BigInt(i), offsetBytes: 1 << 20, lengthBytes: 4096 });
+  }
+  let maxQueuedBytes = 0;
+  const sampling = setInterval(() => (maxQueuedBytes = Math.max(maxQueuedBytes, server.queuedReplyBytes)), 5);
+  try {
+    await sleep(1000);
+    const other = await connect(socketPath);
+    await other.go('disk');
+    other.request({ type: NBD_CMD_WRITE, cookie: 1n }, pattern(4096, 2));
+    expect(await other.reply(0, 3000)).toMatchObject({ cookie: 1n, error: 0 });
+    other.request({ type: NBD_CMD_READ, cookie: 2n, lengthBytes: 4096 });
+    expect((await other.reply(4096, 3000)).data!.equals(pattern(4096, 2))).toBe(true);
+    // Past the drain deadline the greedy connection is closed; only the other one is left.
+    expect(await waitFor(() => server.connectionCount === 1, 5000)).toBe(true);
+  } finally {
+    clearInterval(sampling);
+  }
+  // The backlog, plus the replies of the requests that were running when it was reached.
+  expect(maxQueuedBytes).toBeGreaterThan(0);
+  expect(maxQueuedBytes).toBeLessThan(backlogBytes + 64 * 256);
 });
