@@ -13,7 +13,6 @@ export interface ConnectionOptions {
   payloadTimeoutMs: number;
   connectionBudgetBytes: number;
   replyLimits: ReplyLimits;
-  serverBudget: ByteBudget;
   maxRequestsInFlight: number;
   /** After the server closed its side, how long the client gets to close its own. */
   lingerMs: number;
@@ -76,7 +75,6 @@ export class Connection {
       }
       this.transmission = new Transmission(this.socket, reader, replies, r, {
         connectionBudget: new ByteBudget(this.opts.connectionBudgetBytes),
-        serverBudget: this.opts.serverBudget,
         maxRequestsInFlight: this.opts.maxRequestsInFlight,
         payloadTimeoutMs: this.opts.payloadTimeoutMs,
       });

@@ -1,8 +1,8 @@
 import * as fs from 'fs';
 import * as net from 'net';
-import { ByteBudget } from './byte-budget';
 import { Connection } from './connection';
 import { MIN_REPLY_BACKLOG_BYTES } from './reply-writer';
+import { MAXIMUM_PAYLOAD_BYTES } from './export-table';
 import type { ExportTable } from './export-table';
 
 export interface ServerOptions {
@@ -12,9 +12,13 @@ export interface ServerOptions {
   handshakeTimeoutMs?: number;
   /** Deadline for a write payload once its header arrived (default 30 s). */
   payloadTimeoutMs?: number;
-  /** Bytes one connection's unfinished requests may hold (default 64 MiB). */
+  /** Bytes one connection's unfinished requests may hold (default 32 MiB, at least the largest request, 32 MiB). */
   connectionBudgetBytes?: number;
-  /** Bytes all unfinished requests may hold together (default 256 MiB). */
+  /**
+   * Bytes all unfinished requests may hold together (default maxConnections
+   * times connectionBudgetBytes). Each connection gets at most an equal
+   * share, which must still be 32 MiB.
+   */
   serverBudgetBytes?: number;
   /** Reply bytes a client may leave unread before its connection is no longer read (default 1 MiB, at least 64 KiB). */
   replyBacklogBytes?: number;
@@ -41,7 +45,7 @@ export class NbdServer {
   private readonly server: net.Server;
   private readonly connections = new Set<Connection>();
   private readonly opts: Required<ServerOptions>;
-  private readonly serverBudget: ByteBudget;
+  private readonly connectionBudgetBytes: number;
   private nextId = 1;
   private socketFile: { path: string; ino: number } | undefined;
   private closing: Promise<void> | undefined;
@@ -54,21 +58,27 @@ export class NbdServer {
       maxConnections: opts.maxConnections ?? 16,
       handshakeTimeoutMs: opts.handshakeTimeoutMs ?? 10_000,
       payloadTimeoutMs: opts.payloadTimeoutMs ?? 30_000,
-      connectionBudgetBytes: opts.connectionBudgetBytes ?? 64 * MiB,
-      serverBudgetBytes: opts.serverBudgetBytes ?? 256 * MiB,
+      connectionBudgetBytes: opts.connectionBudgetBytes ?? MAXIMUM_PAYLOAD_BYTES,
+      serverBudgetBytes: opts.serverBudgetBytes ?? (opts.maxConnections ?? 16) * (opts.connectionBudgetBytes ?? MAXIMUM_PAYLOAD_BYTES),
       replyBacklogBytes: opts.replyBacklogBytes ?? MiB,
       replyDrainTimeoutMs: opts.replyDrainTimeoutMs ?? 30_000,
       maxRequestsInFlight: opts.maxRequestsInFlight ?? 64,
       shutdownGraceMs: opts.shutdownGraceMs ?? 10_000,
       log: opts.log ?? (() => undefined),
     };
-    // A request can be as large as 32 MiB; budgets below that could never grant it.
-    if (this.opts.connectionBudgetBytes < 32 * MiB || this.opts.serverBudgetBytes < this.opts.connectionBudgetBytes) {
-      throw new RangeError('budgets must be at least 32 MiB per connection and no smaller for the server');
+    // No connection may hold more than its share of the server budget, so clients that stop reading can only ever
+    // hold their own shares, and each share must grant the largest request.
+    this.connectionBudgetBytes = Math.min(
+      this.opts.connectionBudgetBytes,
+      Math.floor(this.opts.serverBudgetBytes / this.opts.maxConnections),
+    );
+    if (this.connectionBudgetBytes < MAXIMUM_PAYLOAD_BYTES) {
+      throw new RangeError(
+        `each connection's budget and share of the server budget must be at least ${MAXIMUM_PAYLOAD_BYTES} bytes (the largest request)`,
+      );
     }
     if (this.opts.replyBacklogBytes < MIN_REPLY_BACKLOG_BYTES)
       throw new RangeError(`the reply backlog must be at least ${MIN_REPLY_BACKLOG_BYTES} bytes`);
-    this.serverBudget = new ByteBudget(this.opts.serverBudgetBytes);
     this.server = net.createServer({ allowHalfOpen: true, pauseOnConnect: false }, (socket) => this.accept(socket));
   }
 
@@ -147,8 +157,7 @@ export class NbdServer {
     const c = new Connection(socket, id, this.exports, {
       handshakeTimeoutMs: this.opts.handshakeTimeoutMs,
       payloadTimeoutMs: this.opts.payloadTimeoutMs,
-      connectionBudgetBytes: this.opts.connectionBudgetBytes,
-      serverBudget: this.serverBudget,
+      connectionBudgetBytes: this.connectionBudgetBytes,
       replyLimits: { backlogBytes: this.opts.replyBacklogBytes, drainTimeoutMs: this.opts.replyDrainTimeoutMs },
       maxRequestsInFlight: this.opts.maxRequestsInFlight,
       lingerMs: 2000,

@@ -42,10 +42,8 @@ import type { ReplyWriter } from './reply-writer';
 import type { SocketReader } from './socket-reader';
 
 export interface TransmissionLimits {
-  /** Bytes this connection's unfinished requests may hold. */
+  /** Bytes this connection's unfinished requests may hold (its share of the server's budget). */
   connectionBudget: ByteBudget;
-  /** Bytes all connections' unfinished requests may hold together. */
-  serverBudget: ByteBudget;
   /** Requests of this connection running at once; further requests wait unread. */
   maxRequestsInFlight: number;
   /** A write payload must arrive within this time once its header has. */
@@ -68,7 +66,7 @@ interface Refusal {
   message: string;
 }
 
-/** Bytes held against both budgets until released (once). */
+/** Bytes held against the connection's budget until released (once). */
 interface Hold {
   bytes: number;
   released: boolean;
@@ -314,12 +312,6 @@ export class Transmission {
 
   private async hold(bytes: number): Promise<Hold> {
     await this.limits.connectionBudget.acquire(bytes);
-    try {
-      await this.limits.serverBudget.acquire(bytes);
-    } catch (e) {
-      this.limits.connectionBudget.release(bytes);
-      throw e;
-    }
     const h: Hold = { bytes, released: false };
     this.holds.add(h);
     return h;
@@ -329,7 +321,6 @@ export class Transmission {
     if (h.released) return;
     h.released = true;
     this.holds.delete(h);
-    this.limits.serverBudget.release(h.bytes);
     this.limits.connectionBudget.release(h.bytes);
   }
 }

@@ -237,12 +237,13 @@ test('block status needs a selected context; then reports the range as allocated
 
 test('a client cannot hold more than its byte budget: writes beyond it wait unread', async () => {
   const dev = new GatedDevice(256 << 20);
-  const c = await connect(await serve({ disk: dev }, { connectionBudgetBytes: 64 << 20, serverBudgetBytes: 64 << 20 }));
+  const c = await connect(await serve({ disk: dev }, { maxConnections: 1, connectionBudgetBytes: 64 << 20, serverBudgetBytes: 64 << 20 }));
   await c.go('disk');
   dev.hold();
   const big = Buffer.alloc(32 << 20, 1);
   for (let i = 0; i < 4; i++) c.request({ type: NBD_CMD_WRITE, cookie: BigInt(i), offsetBytes: i * big.length }, big);
-  await new Promise((r) => setTimeout(r, 500));
+  expect(await waitFor(() => dev.writesStarted === 2, 10000)).toBe(true);
+  await sleep(300);
   expect(dev.writesStarted).toBe(2);
   dev.release();
   const cookies = new Set<bigint>();
@@ -281,12 +282,17 @@ test('a handshake that never finishes is closed after the deadline; others are s
 
 test('a client that stops mid-payload is cut after the payload deadline and its bytes are freed', async () => {
   const dev = new MemoryDevice(64 << 20);
-  const socketPath = await serve({ disk: dev }, { payloadTimeoutMs: 300, connectionBudgetBytes: 32 << 20, serverBudgetBytes: 32 << 20 });
+  const socketPath = await serve(
+    { disk: dev },
+    { maxConnections: 1, payloadTimeoutMs: 2000, connectionBudgetBytes: 32 << 20, serverBudgetBytes: 32 << 20 },
+  );
+  const server = servers[servers.length - 1];
   const stuck = await connect(socketPath);
   await stuck.go('disk');
   stuck.request({ type: NBD_CMD_WRITE, cookie: 1n, lengthBytes: 32 << 20 });
   stuck.send(Buffer.alloc(1 << 20));
   await stuck.closed;
+  expect(await waitFor(() => server.connectionCount === 0, 5000)).toBe(true);
   const next = await connect(socketPath);
   await next.go('disk');
   next.request({ type: NBD_CMD_WRITE, cookie: 2n }, Buffer.alloc(32 << 20, 2));
@@ -428,4 +434,49 @@ test('a client that pipelines requests and never reads the replies: what is queu
   // The backlog, plus the replies of the requests that were running when it was reached.
   expect(maxQueuedBytes).toBeGreaterThan(0);
   expect(maxQueuedBytes).toBeLessThan(backlogBytes + 64 * 256);
+});
+
+test('clients that stop reading their read replies cannot starve a fresh client', async () => {
+  const dev = new MemoryDevice(64 << 20);
+  const socketPath = await serve(
+    { disk: dev },
+    { maxConnections: 3, connectionBudgetBytes: 64 << 20, serverBudgetBytes: 96 << 20, replyDrainTimeoutMs: 15000 },
+  );
+  for (let n = 0; n < 2; n++) {
+    const stalled = await connect(socketPath);
+    await stalled.go('disk');
+    stalled.socket.pause();
+    for (let i = 0; i < 3; i++) stalled.request({ type: NBD_CMD_READ, cookie: BigInt(i), offsetBytes: 0, lengthBytes: 32 << 20 });
+  }
+  await sleep(500);
+  const fresh = await connect(socketPath);
+  await fresh.go('disk');
+  fresh.request({ type: NBD_CMD_WRITE, cookie: 1n, offsetBytes: 4096 }, pattern(4096, 8));
+  expect(await fresh.reply(0, 3000)).toMatchObject({ cookie: 1n, error: 0 });
+  fresh.request({ type: NBD_CMD_READ, cookie: 2n, offsetBytes: 4096, lengthBytes: 4096 });
+  expect((await fresh.reply(4096, 3000)).data!.equals(pattern(4096, 8))).toBe(true);
+});
+
+test('a read reply the client does not read within the deadline closes the connection and frees its bytes', async () => {
+  const dev = new MemoryDevice(64 << 20);
+  const socketPath = await serve(
+    { disk: dev },
+    { maxConnections: 1, connectionBudgetBytes: 32 << 20, serverBudgetBytes: 32 << 20, replyDrainTimeoutMs: 500 },
+  );
+  const server = servers[servers.length - 1];
+  const stalled = await connect(socketPath);
+  await stalled.go('disk');
+  stalled.socket.pause();
+  stalled.request({ type: NBD_CMD_READ, cookie: 1n, lengthBytes: 32 << 20 });
+  expect(await waitFor(() => server.connectionCount === 0, 5000)).toBe(true);
+  const next = await connect(socketPath);
+  await next.go('disk');
+  next.request({ type: NBD_CMD_READ, cookie: 2n, lengthBytes: 32 << 20 });
+  expect(await next.reply(32 << 20, 10000)).toMatchObject({ cookie: 2n, error: 0 });
+});
+
+test('each connection gets at most an equal share of the server budget, which must hold the largest request', () => {
+  expect(() => new NbdServer(new ExportTable(), { maxConnections: 16, serverBudgetBytes: 256 << 20 })).toThrow(RangeError);
+  expect(() => new NbdServer(new ExportTable(), { maxConnections: 8, serverBudgetBytes: 256 << 20 })).not.toThrow();
+  expect(() => new NbdServer(new ExportTable(), { connectionBudgetBytes: 16 << 20 })).toThrow(RangeError);
 });
