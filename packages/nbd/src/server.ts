@@ -1,5 +1,6 @@
 import * as fs from 'fs';
 import * as net from 'net';
+import * as path from 'path';
 import { Connection } from './connection';
 import { MIN_REPLY_BACKLOG_BYTES } from './reply-writer';
 import { MAXIMUM_PAYLOAD_BYTES } from './export-table';
@@ -96,14 +97,7 @@ export class NbdServer {
   async listen(address: ListenAddress): Promise<void> {
     if ('socketPath' in address) {
       await removeStaleSocket(address.socketPath);
-      // The socket file is created 0600 from the start; a chmod afterwards would leave a window.
-      const umask = process.umask(0o177);
-      try {
-        await this.listenOn({ path: address.socketPath });
-      } finally {
-        process.umask(umask);
-      }
-      fs.chmodSync(address.socketPath, 0o600);
+      await this.listenOnPrivately(address.socketPath);
       this.socketFile = { path: address.socketPath, ino: fs.statSync(address.socketPath).ino };
     } else {
       await this.listenOn({ host: address.host, port: address.port });
@@ -165,6 +159,28 @@ export class NbdServer {
     });
     this.connections.add(c);
     void c.done.then(() => this.connections.delete(c));
+  }
+
+  /**
+   * Bind inside a new 0700 directory, where nobody else can connect, make
+   * the socket 0600, then link it into place (failing rather than replacing
+   * a file that appeared meanwhile).
+   */
+  private async listenOnPrivately(socketPath: string): Promise<void> {
+    const privateDir = fs.mkdtempSync(path.join(path.dirname(socketPath), '.nbd-'));
+    const boundPath = path.join(privateDir, 'socket');
+    try {
+      await this.listenOn({ path: boundPath });
+      try {
+        fs.chmodSync(boundPath, 0o600);
+        fs.linkSync(boundPath, socketPath);
+      } catch (e) {
+        await new Promise((resolve) => this.server.close(resolve));
+        throw e;
+      }
+    } finally {
+      fs.rmSync(privateDir, { recursive: true, force: true });
+    }
   }
 
   private listenOn(options: net.ListenOptions): Promise<void> {

@@ -480,3 +480,25 @@ test('each connection gets at most an equal share of the server budget, which mu
   expect(() => new NbdServer(new ExportTable(), { maxConnections: 8, serverBudgetBytes: 256 << 20 })).not.toThrow();
   expect(() => new NbdServer(new ExportTable(), { connectionBudgetBytes: 16 << 20 })).toThrow(RangeError);
 });
+
+test('binding the socket leaves the process umask alone: a file created meanwhile keeps its mode', async () => {
+  const reference = path.join(dir, 'reference');
+  fs.writeFileSync(reference, 'x');
+  const normalMode = fs.statSync(reference).mode & 0o777;
+  const server = new NbdServer(new ExportTable());
+  servers.push(server);
+  const socketPath = path.join(dir, 'nbd.sock');
+  let listening = false;
+  const bound = server.listen({ socketPath }).then(() => (listening = true));
+  const modes = new Set<number>();
+  for (let i = 0; !listening && i < 200; i++) {
+    const f = path.join(dir, `meanwhile-${i}`);
+    fs.writeFileSync(f, 'x');
+    modes.add(fs.statSync(f).mode & 0o777);
+    await (i % 2 === 0 ? Promise.resolve() : new Promise((r) => process.nextTick(r)));
+  }
+  await bound;
+  expect(fs.statSync(socketPath).mode & 0o777).toBe(0o600);
+  expect([...modes]).toEqual([normalMode]);
+  expect(fs.readdirSync(dir).filter((n) => !n.startsWith('meanwhile-'))).toEqual(['nbd.sock', 'reference'].sort());
+});
