@@ -12,10 +12,6 @@ export class ByteBudget {
     if (!Number.isSafeInteger(limitBytes) || limitBytes <= 0) throw new RangeError(`invalid byte budget ${limitBytes}`);
   }
 
-  get inUseBytes(): number {
-    return this.usedBytes;
-  }
-
   acquire(bytes: number): Promise<void> {
     if (bytes > this.limitBytes) return Promise.reject(new RangeError(`${bytes} bytes exceed the ${this.limitBytes}-byte budget`));
     if (this.waiters.length === 0 && this.usedBytes + bytes <= this.limitBytes) {

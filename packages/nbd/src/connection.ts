@@ -3,6 +3,7 @@ import { ByteBudget } from './byte-budget';
 import { ProtocolError } from './codec';
 import type { ExportTable } from './export-table';
 import { negotiate } from './negotiation';
+import { ReplyLimits, ReplyWriter } from './reply-writer';
 import { ConnectionClosed, SocketReader } from './socket-reader';
 import { Transmission } from './transmission';
 
@@ -11,7 +12,7 @@ export interface ConnectionOptions {
   handshakeTimeoutMs: number;
   payloadTimeoutMs: number;
   connectionBudgetBytes: number;
-  serverBudget: ByteBudget;
+  replyLimits: ReplyLimits;
   maxRequestsInFlight: number;
   /** After the server closed its side, how long the client gets to close its own. */
   lingerMs: number;
@@ -45,6 +46,11 @@ export class Connection {
     this.transmission?.shutdown();
   }
 
+  /** Reply bytes queued in this process for the client (beyond what the kernel took). */
+  get queuedReplyBytes(): number {
+    return this.socket.writableLength;
+  }
+
   /** Hard disconnect. */
   destroy(): void {
     this.socket.destroy();
@@ -52,20 +58,23 @@ export class Connection {
 
   private async serve(table: ExportTable): Promise<void> {
     const reader = new SocketReader(this.socket);
+    const replies = new ReplyWriter(this.socket, this.opts.replyLimits, (why) => this.opts.log(`connection ${this.id}: ${why}; closed`));
     const timer = setTimeout(() => {
       this.opts.log(`connection ${this.id}: handshake not finished within ${this.opts.handshakeTimeoutMs} ms; closed`);
       this.socket.destroy();
     }, this.opts.handshakeTimeoutMs);
     try {
-      const r = await negotiate({ reader, send: (b) => this.write(b), shuttingDown: () => this.stopping }, table);
+      const r = await negotiate(
+        { reader, send: (b) => replies.send([b]), drained: () => replies.drained(), shuttingDown: () => this.stopping },
+        table,
+      );
       clearTimeout(timer);
       if (!('export' in r)) {
         if ('refused' in r) this.opts.log(`connection ${this.id}: ${r.refused}; closed`);
         return;
       }
-      this.transmission = new Transmission(this.socket, reader, r, {
+      this.transmission = new Transmission(this.socket, reader, replies, r, {
         connectionBudget: new ByteBudget(this.opts.connectionBudgetBytes),
-        serverBudget: this.opts.serverBudget,
         maxRequestsInFlight: this.opts.maxRequestsInFlight,
         payloadTimeoutMs: this.opts.payloadTimeoutMs,
       });
@@ -83,10 +92,6 @@ export class Connection {
       clearTimeout(timer);
       await this.close();
     }
-  }
-
-  private write(bytes: Buffer): void {
-    if (!this.socket.destroyed && this.socket.writable) this.socket.write(bytes);
   }
 
   /** End our side, give the client `lingerMs` to end its own, then destroy. */

@@ -67,6 +67,8 @@ export interface Negotiated {
 export interface NegotiationIo {
   reader: SocketReader;
   send(bytes: Buffer): void;
+  /** Resolves once the replies sent so far are few enough to read another option. */
+  drained(): Promise<void>;
   shuttingDown(): boolean;
 }
 
@@ -89,6 +91,7 @@ export async function negotiate(io: NegotiationIo, table: ExportTable): Promise<
   // A client without NBD_FLAG_C_FIXED_NEWSTYLE only ever sends NBD_OPT_EXPORT_NAME, which is answered alike.
   const state: State = { structuredReplies: false, noZeroes: (clientFlags & NBD_FLAG_C_NO_ZEROES) !== 0 };
   for (;;) {
+    await io.drained();
     const { option, dataBytes } = decodeOptionHeader(await io.reader.read(OPTION_HEADER_BYTES));
     const reply = (type: number, data?: Buffer): undefined => {
       io.send(encodeOptionReply(option, type, data));

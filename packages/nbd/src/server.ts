@@ -1,7 +1,9 @@
 import * as fs from 'fs';
 import * as net from 'net';
-import { ByteBudget } from './byte-budget';
+import * as path from 'path';
 import { Connection } from './connection';
+import { MIN_REPLY_BACKLOG_BYTES } from './reply-writer';
+import { MAXIMUM_PAYLOAD_BYTES } from './export-table';
 import type { ExportTable } from './export-table';
 
 export interface ServerOptions {
@@ -11,10 +13,18 @@ export interface ServerOptions {
   handshakeTimeoutMs?: number;
   /** Deadline for a write payload once its header arrived (default 30 s). */
   payloadTimeoutMs?: number;
-  /** Bytes one connection's unfinished requests may hold (default 64 MiB). */
+  /** Bytes one connection's unfinished requests may hold (default 32 MiB, at least the largest request, 32 MiB). */
   connectionBudgetBytes?: number;
-  /** Bytes all unfinished requests may hold together (default 256 MiB). */
+  /**
+   * Bytes all unfinished requests may hold together (default maxConnections
+   * times connectionBudgetBytes). Each connection gets at most an equal
+   * share, which must still be 32 MiB.
+   */
   serverBudgetBytes?: number;
+  /** Reply bytes a client may leave unread before its connection is no longer read (default 1 MiB, at least 64 KiB). */
+  replyBacklogBytes?: number;
+  /** Unread replies over the backlog, or a held read reply, must drain within this time (default 30 s). */
+  replyDrainTimeoutMs?: number;
   /** Requests one connection runs at once (default 64). */
   maxRequestsInFlight?: number;
   /** On close, how long connections get to finish their requests before they are cut (default 10 s). */
@@ -36,7 +46,7 @@ export class NbdServer {
   private readonly server: net.Server;
   private readonly connections = new Set<Connection>();
   private readonly opts: Required<ServerOptions>;
-  private readonly serverBudget: ByteBudget;
+  private readonly connectionBudgetBytes: number;
   private nextId = 1;
   private socketFile: { path: string; ino: number } | undefined;
   private closing: Promise<void> | undefined;
@@ -49,17 +59,27 @@ export class NbdServer {
       maxConnections: opts.maxConnections ?? 16,
       handshakeTimeoutMs: opts.handshakeTimeoutMs ?? 10_000,
       payloadTimeoutMs: opts.payloadTimeoutMs ?? 30_000,
-      connectionBudgetBytes: opts.connectionBudgetBytes ?? 64 * MiB,
-      serverBudgetBytes: opts.serverBudgetBytes ?? 256 * MiB,
+      connectionBudgetBytes: opts.connectionBudgetBytes ?? MAXIMUM_PAYLOAD_BYTES,
+      serverBudgetBytes: opts.serverBudgetBytes ?? (opts.maxConnections ?? 16) * (opts.connectionBudgetBytes ?? MAXIMUM_PAYLOAD_BYTES),
+      replyBacklogBytes: opts.replyBacklogBytes ?? MiB,
+      replyDrainTimeoutMs: opts.replyDrainTimeoutMs ?? 30_000,
       maxRequestsInFlight: opts.maxRequestsInFlight ?? 64,
       shutdownGraceMs: opts.shutdownGraceMs ?? 10_000,
       log: opts.log ?? (() => undefined),
     };
-    // A request can be as large as 32 MiB; budgets below that could never grant it.
-    if (this.opts.connectionBudgetBytes < 32 * MiB || this.opts.serverBudgetBytes < this.opts.connectionBudgetBytes) {
-      throw new RangeError('budgets must be at least 32 MiB per connection and no smaller for the server');
+    // No connection may hold more than its share of the server budget, so clients that stop reading can only ever
+    // hold their own shares, and each share must grant the largest request.
+    this.connectionBudgetBytes = Math.min(
+      this.opts.connectionBudgetBytes,
+      Math.floor(this.opts.serverBudgetBytes / this.opts.maxConnections),
+    );
+    if (this.connectionBudgetBytes < MAXIMUM_PAYLOAD_BYTES) {
+      throw new RangeError(
+        `each connection's budget and share of the server budget must be at least ${MAXIMUM_PAYLOAD_BYTES} bytes (the largest request)`,
+      );
     }
-    this.serverBudget = new ByteBudget(this.opts.serverBudgetBytes);
+    if (this.opts.replyBacklogBytes < MIN_REPLY_BACKLOG_BYTES)
+      throw new RangeError(`the reply backlog must be at least ${MIN_REPLY_BACKLOG_BYTES} bytes`);
     this.server = net.createServer({ allowHalfOpen: true, pauseOnConnect: false }, (socket) => this.accept(socket));
   }
 
@@ -67,17 +87,17 @@ export class NbdServer {
     return this.connections.size;
   }
 
+  /** Reply bytes queued in this process for all clients together (beyond what the kernels took). */
+  get queuedReplyBytes(): number {
+    let bytes = 0;
+    for (const c of this.connections) bytes += c.queuedReplyBytes;
+    return bytes;
+  }
+
   async listen(address: ListenAddress): Promise<void> {
     if ('socketPath' in address) {
       await removeStaleSocket(address.socketPath);
-      // The socket file is created 0600 from the start; a chmod afterwards would leave a window.
-      const umask = process.umask(0o177);
-      try {
-        await this.listenOn({ path: address.socketPath });
-      } finally {
-        process.umask(umask);
-      }
-      fs.chmodSync(address.socketPath, 0o600);
+      await this.listenOnPrivately(address.socketPath);
       this.socketFile = { path: address.socketPath, ino: fs.statSync(address.socketPath).ino };
     } else {
       await this.listenOn({ host: address.host, port: address.port });
@@ -131,14 +151,36 @@ export class NbdServer {
     const c = new Connection(socket, id, this.exports, {
       handshakeTimeoutMs: this.opts.handshakeTimeoutMs,
       payloadTimeoutMs: this.opts.payloadTimeoutMs,
-      connectionBudgetBytes: this.opts.connectionBudgetBytes,
-      serverBudget: this.serverBudget,
+      connectionBudgetBytes: this.connectionBudgetBytes,
+      replyLimits: { backlogBytes: this.opts.replyBacklogBytes, drainTimeoutMs: this.opts.replyDrainTimeoutMs },
       maxRequestsInFlight: this.opts.maxRequestsInFlight,
       lingerMs: 2000,
       log: this.opts.log,
     });
     this.connections.add(c);
     void c.done.then(() => this.connections.delete(c));
+  }
+
+  /**
+   * Bind inside a new 0700 directory, where nobody else can connect, make
+   * the socket 0600, then link it into place (failing rather than replacing
+   * a file that appeared meanwhile).
+   */
+  private async listenOnPrivately(socketPath: string): Promise<void> {
+    const privateDir = fs.mkdtempSync(path.join(path.dirname(socketPath), '.nbd-'));
+    const boundPath = path.join(privateDir, 'socket');
+    try {
+      await this.listenOn({ path: boundPath });
+      try {
+        fs.chmodSync(boundPath, 0o600);
+        fs.linkSync(boundPath, socketPath);
+      } catch (e) {
+        await new Promise((resolve) => this.server.close(resolve));
+        throw e;
+      }
+    } finally {
+      fs.rmSync(privateDir, { recursive: true, force: true });
+    }
   }
 
   private listenOn(options: net.ListenOptions): Promise<void> {

@@ -44,11 +44,6 @@ export class SocketReader {
     socket.on('error', (e) => end(`connection failed: ${e.message}`));
   }
 
-  /** Bytes received and not yet read. */
-  get buffered(): number {
-    return this.bufferedBytes;
-  }
-
   /** The next `bytes` bytes; with `timeoutMs`, the connection is destroyed if they do not all arrive in time. */
   read(bytes: number, timeoutMs?: number): Promise<Buffer> {
     if (this.waiter) return Promise.reject(new Error('SocketReader: one read at a time'));

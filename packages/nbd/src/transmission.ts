@@ -38,13 +38,12 @@ import { ByteBudget } from './byte-budget';
 import { isUnsupported, nbdErrorOf } from './errno';
 import { MAXIMUM_PAYLOAD_BYTES } from './export-table';
 import type { Negotiated } from './negotiation';
+import type { ReplyWriter } from './reply-writer';
 import type { SocketReader } from './socket-reader';
 
 export interface TransmissionLimits {
-  /** Bytes this connection's unfinished requests may hold. */
+  /** Bytes this connection's unfinished requests may hold (its share of the server's budget). */
   connectionBudget: ByteBudget;
-  /** Bytes all connections' unfinished requests may hold together. */
-  serverBudget: ByteBudget;
   /** Requests of this connection running at once; further requests wait unread. */
   maxRequestsInFlight: number;
   /** A write payload must arrive within this time once its header has. */
@@ -67,14 +66,17 @@ interface Refusal {
   message: string;
 }
 
-/** Bytes held against both budgets until released (once). */
+/** Bytes held against the connection's budget until released (once). */
 interface Hold {
   bytes: number;
   released: boolean;
 }
 
 export class Transmission {
-  private inFlight = 0;
+  /** Requests from header decode until their reply was queued. */
+  private admitted = 0;
+  /** Requests holding one of the maxRequestsInFlight slots. */
+  private running = 0;
   private slotWaiters: (() => void)[] = [];
   private idleWaiters: (() => void)[] = [];
   private stopping = false;
@@ -85,10 +87,11 @@ export class Transmission {
   constructor(
     private readonly socket: Socket,
     private readonly reader: SocketReader,
-    private readonly session: Negotiated,
+    private readonly replies: ReplyWriter,
+    private readonly negotiated: Negotiated,
     private readonly limits: TransmissionLimits,
   ) {
-    this.device = session.export.device;
+    this.device = negotiated.export.device;
     this.sizeBytes = this.device.sizeBytes;
   }
 
@@ -109,42 +112,56 @@ export class Transmission {
   /** Answer further requests with NBD_ESHUTDOWN and close once those in flight are done. */
   shutdown(): void {
     this.stopping = true;
-    if (this.inFlight === 0) this.socket.end();
+    if (this.admitted === 0) this.socket.end();
   }
 
   private async receive(): Promise<void> {
     for (;;) {
+      await this.replies.drained();
       const h = decodeRequestHeader(await this.reader.read(REQUEST_HEADER_BYTES));
       if (h.type === NBD_CMD_DISC) {
         await this.idle();
         this.socket.end();
         return;
       }
-      if (h.type === NBD_CMD_WRITE && h.lengthBytes > MAXIMUM_PAYLOAD_BYTES) {
-        // Its payload cannot be held, and without reading it the stream cannot be followed.
-        throw new ProtocolError('too-big', `NBD_CMD_WRITE of ${h.lengthBytes} bytes (at most ${MAXIMUM_PAYLOAD_BYTES})`);
-      }
-      const refusal = this.stopping ? { error: NBD_ESHUTDOWN, message: 'server is shutting down' } : this.check(h);
-      if (refusal) {
-        if (h.type === NBD_CMD_WRITE) await this.reader.skip(h.lengthBytes, this.limits.payloadTimeoutMs);
-        this.sendError(h, refusal.error, refusal.message);
-        continue;
-      }
-      await this.slot();
-      if (h.type === NBD_CMD_WRITE) {
-        const hold = await this.hold(h.lengthBytes);
-        let payload: Buffer;
-        try {
-          payload = await this.reader.read(h.lengthBytes, this.limits.payloadTimeoutMs);
-        } catch (e) {
-          this.release(hold);
-          throw e;
-        }
-        this.start(() => this.write(h, payload).finally(() => this.release(hold)));
-      } else {
-        this.start(() => this.execute(h));
+      // Counted from here, so that shutdown cannot close the socket under a request still waiting for its payload.
+      this.admitted++;
+      let started = false;
+      try {
+        started = await this.admit(h);
+      } finally {
+        if (!started) this.finished();
       }
     }
+  }
+
+  /** Refuse `h` or start it; true once it was started (then its completion calls finished()). */
+  private async admit(h: RequestHeader): Promise<boolean> {
+    if (h.type === NBD_CMD_WRITE && h.lengthBytes > MAXIMUM_PAYLOAD_BYTES) {
+      // Its payload cannot be held, and without reading it the stream cannot be followed.
+      throw new ProtocolError('too-big', `NBD_CMD_WRITE of ${h.lengthBytes} bytes (at most ${MAXIMUM_PAYLOAD_BYTES})`);
+    }
+    const refusal = this.stopping ? { error: NBD_ESHUTDOWN, message: 'server is shutting down' } : this.check(h);
+    if (refusal) {
+      if (h.type === NBD_CMD_WRITE) await this.reader.skip(h.lengthBytes, this.limits.payloadTimeoutMs);
+      this.sendError(h, refusal.error, refusal.message);
+      return false;
+    }
+    await this.slot();
+    if (h.type !== NBD_CMD_WRITE) {
+      this.start(() => this.execute(h));
+      return true;
+    }
+    const hold = await this.hold(h.lengthBytes);
+    let payload: Buffer;
+    try {
+      payload = await this.reader.read(h.lengthBytes, this.limits.payloadTimeoutMs);
+    } catch (e) {
+      this.release(hold);
+      throw e;
+    }
+    this.start(() => this.write(h, payload).finally(() => this.release(hold)));
+    return true;
   }
 
   /** The protocol's checks, in its order of precedence: command and flags, read-only, bounds. */
@@ -152,7 +169,7 @@ export class Transmission {
     const name = COMMAND_NAMES[h.type];
     if (name === undefined) return { error: NBD_EINVAL, message: `unknown command ${h.type}` };
     let allowedFlags = NBD_CMD_FLAG_FUA;
-    if (h.type === NBD_CMD_READ && this.session.structuredReplies) allowedFlags |= NBD_CMD_FLAG_DF;
+    if (h.type === NBD_CMD_READ && this.negotiated.structuredReplies) allowedFlags |= NBD_CMD_FLAG_DF;
     if (h.type === NBD_CMD_WRITE_ZEROES) allowedFlags |= NBD_CMD_FLAG_NO_HOLE;
     if (h.type === NBD_CMD_BLOCK_STATUS) allowedFlags |= NBD_CMD_FLAG_REQ_ONE;
     if ((h.flags & ~allowedFlags) !== 0) return { error: NBD_EINVAL, message: `${name}: flags 0x${h.flags.toString(16)} not allowed` };
@@ -162,8 +179,8 @@ export class Transmission {
         : undefined;
     }
     const writes = h.type === NBD_CMD_WRITE || h.type === NBD_CMD_WRITE_ZEROES || h.type === NBD_CMD_TRIM;
-    if (writes && this.session.export.readOnly) return { error: NBD_EPERM, message: `${name}: export is read-only` };
-    if (h.type === NBD_CMD_BLOCK_STATUS && this.session.allocationContextId === undefined) {
+    if (writes && this.negotiated.export.readOnly) return { error: NBD_EPERM, message: `${name}: export is read-only` };
+    if (h.type === NBD_CMD_BLOCK_STATUS && this.negotiated.allocationContextId === undefined) {
       return { error: NBD_EINVAL, message: 'NBD_CMD_BLOCK_STATUS without a selected metadata context' };
     }
     if (h.lengthBytes === 0) return { error: NBD_EINVAL, message: `${name} of length 0` };
@@ -176,7 +193,7 @@ export class Transmission {
     }
     if (h.type === NBD_CMD_READ && h.lengthBytes > MAXIMUM_PAYLOAD_BYTES) {
       return {
-        error: this.session.structuredReplies ? NBD_EOVERFLOW : NBD_EINVAL,
+        error: this.negotiated.structuredReplies ? NBD_EOVERFLOW : NBD_EINVAL,
         message: `NBD_CMD_READ of ${h.lengthBytes} bytes (at most ${MAXIMUM_PAYLOAD_BYTES})`,
       };
     }
@@ -220,7 +237,7 @@ export class Transmission {
         case NBD_CMD_BLOCK_STATUS:
           return this.blockStatus(h);
       }
-      this.send([encodeSimpleReply(0, h.cookie)]);
+      this.replies.send([encodeSimpleReply(0, h.cookie)]);
     } catch (e) {
       this.sendError(h, nbdErrorOf(e), e instanceof Error ? e.message : String(e));
     }
@@ -230,7 +247,7 @@ export class Transmission {
     try {
       await this.device.write(payload, 0, h.lengthBytes, h.offsetBytes);
       if ((h.flags & NBD_CMD_FLAG_FUA) !== 0) await this.device.flush();
-      this.send([encodeSimpleReply(0, h.cookie)]);
+      this.replies.send([encodeSimpleReply(0, h.cookie)]);
     } catch (e) {
       this.sendError(h, nbdErrorOf(e), e instanceof Error ? e.message : String(e));
     }
@@ -247,67 +264,54 @@ export class Transmission {
       return;
     }
     // One content chunk for the whole range, so NBD_CMD_FLAG_DF is always honoured.
-    const head = this.session.structuredReplies
+    const head = this.negotiated.structuredReplies
       ? encodeOffsetDataHeader(h.cookie, h.offsetBytes, h.lengthBytes, true)
       : encodeSimpleReply(0, h.cookie);
-    this.send([head, data], () => this.release(hold));
+    this.replies.send([head, data], () => this.release(hold));
   }
 
   /** base:allocation with every byte reported as allocated data (status 0 is always a truthful answer). */
   private blockStatus(h: RequestHeader): void {
-    const contextId = this.session.allocationContextId!;
-    this.send([encodeBlockStatusChunk(h.cookie, contextId, [{ lengthBytes: h.lengthBytes, flags: 0 }], true)]);
+    const contextId = this.negotiated.allocationContextId!;
+    this.replies.send([encodeBlockStatusChunk(h.cookie, contextId, [{ lengthBytes: h.lengthBytes, flags: 0 }], true)]);
   }
 
   private sendError(h: RequestHeader, error: number, message: string): void {
-    if (this.session.structuredReplies) this.send([encodeErrorChunk(h.cookie, error, message, true)]);
-    else this.send([encodeSimpleReply(error, h.cookie)]);
-  }
-
-  /** One reply's buffers, back to back on the socket; `written` runs once the socket took them (or failed). */
-  private send(buffers: Buffer[], written?: () => void): void {
-    if (this.socket.destroyed || !this.socket.writable) {
-      written?.();
-      return;
-    }
-    buffers.forEach((b, i) => {
-      if (i === buffers.length - 1 && written) this.socket.write(b, () => written());
-      else this.socket.write(b);
-    });
+    if (this.negotiated.structuredReplies) this.replies.send([encodeErrorChunk(h.cookie, error, message, true)]);
+    else this.replies.send([encodeSimpleReply(error, h.cookie)]);
   }
 
   private start(work: () => Promise<void>): void {
-    this.inFlight++;
+    this.running++;
     work()
       .catch(() => undefined)
       .finally(() => {
-        this.inFlight--;
+        this.running--;
         this.slotWaiters.shift()?.();
-        if (this.inFlight === 0) {
-          for (const w of this.idleWaiters.splice(0)) w();
-          if (this.stopping) this.socket.end();
-        }
+        this.finished();
       });
   }
 
+  /** One admitted request is answered (or refused). */
+  private finished(): void {
+    this.admitted--;
+    if (this.admitted > 0) return;
+    for (const w of this.idleWaiters.splice(0)) w();
+    if (this.stopping) this.socket.end();
+  }
+
   private slot(): Promise<void> {
-    if (this.inFlight < this.limits.maxRequestsInFlight) return Promise.resolve();
+    if (this.running < this.limits.maxRequestsInFlight) return Promise.resolve();
     return new Promise((resolve) => this.slotWaiters.push(resolve));
   }
 
   private idle(): Promise<void> {
-    if (this.inFlight === 0) return Promise.resolve();
+    if (this.admitted === 0) return Promise.resolve();
     return new Promise((resolve) => this.idleWaiters.push(resolve));
   }
 
   private async hold(bytes: number): Promise<Hold> {
     await this.limits.connectionBudget.acquire(bytes);
-    try {
-      await this.limits.serverBudget.acquire(bytes);
-    } catch (e) {
-      this.limits.connectionBudget.release(bytes);
-      throw e;
-    }
     const h: Hold = { bytes, released: false };
     this.holds.add(h);
     return h;
@@ -317,7 +321,6 @@ export class Transmission {
     if (h.released) return;
     h.released = true;
     this.holds.delete(h);
-    this.limits.serverBudget.release(h.bytes);
     this.limits.connectionBudget.release(h.bytes);
   }
 }

@@ -7,6 +7,7 @@ import { BlockDevice, MemoryDevice } from '@dmtool/devices';
 import {
   ExportTable,
   NBD_CMD_BLOCK_STATUS,
+  NBD_CMD_CACHE,
   NBD_CMD_FLAG_FUA,
   NBD_CMD_FLAG_REQ_ONE,
   NBD_CMD_FLUSH,
@@ -236,12 +237,13 @@ test('block status needs a selected context; then reports the range as allocated
 
 test('a client cannot hold more than its byte budget: writes beyond it wait unread', async () => {
   const dev = new GatedDevice(256 << 20);
-  const c = await connect(await serve({ disk: dev }, { connectionBudgetBytes: 64 << 20, serverBudgetBytes: 64 << 20 }));
+  const c = await connect(await serve({ disk: dev }, { maxConnections: 1, connectionBudgetBytes: 64 << 20, serverBudgetBytes: 64 << 20 }));
   await c.go('disk');
   dev.hold();
   const big = Buffer.alloc(32 << 20, 1);
   for (let i = 0; i < 4; i++) c.request({ type: NBD_CMD_WRITE, cookie: BigInt(i), offsetBytes: i * big.length }, big);
-  await new Promise((r) => setTimeout(r, 500));
+  expect(await waitFor(() => dev.writesStarted === 2, 10000)).toBe(true);
+  await sleep(300);
   expect(dev.writesStarted).toBe(2);
   dev.release();
   const cookies = new Set<bigint>();
@@ -280,12 +282,17 @@ test('a handshake that never finishes is closed after the deadline; others are s
 
 test('a client that stops mid-payload is cut after the payload deadline and its bytes are freed', async () => {
   const dev = new MemoryDevice(64 << 20);
-  const socketPath = await serve({ disk: dev }, { payloadTimeoutMs: 300, connectionBudgetBytes: 32 << 20, serverBudgetBytes: 32 << 20 });
+  const socketPath = await serve(
+    { disk: dev },
+    { maxConnections: 1, payloadTimeoutMs: 2000, connectionBudgetBytes: 32 << 20, serverBudgetBytes: 32 << 20 },
+  );
+  const server = servers[servers.length - 1];
   const stuck = await connect(socketPath);
   await stuck.go('disk');
   stuck.request({ type: NBD_CMD_WRITE, cookie: 1n, lengthBytes: 32 << 20 });
   stuck.send(Buffer.alloc(1 << 20));
   await stuck.closed;
+  expect(await waitFor(() => server.connectionCount === 0, 5000)).toBe(true);
   const next = await connect(socketPath);
   await next.go('disk');
   next.request({ type: NBD_CMD_WRITE, cookie: 2n }, Buffer.alloc(32 << 20, 2));
@@ -313,4 +320,185 @@ test('close: requests in flight are answered, later ones get ESHUTDOWN, then the
   const back = Buffer.alloc(4096);
   await dev.read(back, 0, 4096, 0);
   expect(back.equals(pattern(4096, 9))).toBe(true);
+});
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** `p`'s value, or undefined once `ms` have passed. */
+async function within<T>(p: Promise<T>, ms: number): Promise<T | undefined> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), ms)));
+  try {
+    return await Promise.race([p, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** The device bytes at 0..data.length after `c`'s write of `data` (cookie 1) met a server close: answered and applied, or not applied. */
+async function expectAnsweredOrUntouched(c: RawClient, closing: Promise<void>, dev: BlockDevice, data: Buffer): Promise<void> {
+  const replies = [];
+  for (;;) {
+    const r = await c.reply(0, 3000).catch(() => undefined);
+    if (!r) break;
+    replies.push(r);
+  }
+  c.socket.end();
+  expect(
+    await within(
+      c.closed.then(() => true),
+      5000,
+    ),
+  ).toBe(true);
+  await closing;
+  const back = Buffer.alloc(data.length);
+  await dev.read(back, 0, data.length, 0);
+  const reply = replies.find((r) => r.cookie === 1n);
+  if (reply) {
+    expect(reply.error).toBe(0);
+    expect(back.equals(data)).toBe(true);
+  } else {
+    expect(back.equals(Buffer.alloc(data.length))).toBe(true);
+  }
+}
+
+test('close while a write payload is still arriving: the write is answered and applied, or not applied at all', async () => {
+  const dev = new MemoryDevice(1 << 20);
+  const c = await connect(await serve({ disk: dev }, { shutdownGraceMs: 2000 }));
+  await c.go('disk');
+  // Keeps sending after the server's FIN, as a client in the middle of a payload may.
+  (c.socket as { allowHalfOpen: boolean }).allowHalfOpen = true;
+  const data = pattern(65536, 4);
+  c.request({ type: NBD_CMD_WRITE, cookie: 1n, lengthBytes: data.length });
+  c.send(data.subarray(0, 1024));
+  await sleep(100);
+  const closing = servers.pop()!.close();
+  await sleep(100);
+  c.send(data.subarray(1024));
+  await expectAnsweredOrUntouched(c, closing, dev, data);
+});
+
+test('close while a write waits for a request slot: the write is answered and applied, or not applied at all', async () => {
+  const dev = new GatedDevice(1 << 20);
+  const c = await connect(await serve({ disk: dev }, { shutdownGraceMs: 2000, maxRequestsInFlight: 1 }));
+  await c.go('disk', { structured: true });
+  dev.hold();
+  c.request({ type: NBD_CMD_READ, cookie: 2n, offsetBytes: 0, lengthBytes: 512 });
+  const data = pattern(65536, 6);
+  c.request({ type: NBD_CMD_WRITE, cookie: 1n, offsetBytes: 0 }, data);
+  await sleep(100);
+  const closing = servers.pop()!.close();
+  await sleep(100);
+  dev.release();
+  await expectAnsweredOrUntouched(c, closing, dev, data);
+});
+
+async function waitFor(condition: () => boolean, timeoutMs: number): Promise<boolean> {
+  const until = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > until) return false;
+    await sleep(20);
+  }
+  return true;
+}
+
+test('a client that pipelines requests and never reads the replies: what is queued for it stays bounded, others are served', async () => {
+  const backlogBytes = 64 << 10;
+  const dev = new MemoryDevice(1 << 20);
+  const socketPath = await serve({ disk: dev }, { replyBacklogBytes: backlogBytes, replyDrainTimeoutMs: 2000 });
+  const server = servers[servers.length - 1];
+  const greedy = await connect(socketPath);
+  await greedy.go('disk', { allocation: true });
+  greedy.socket.pause();
+  for (let i = 0; i < 60000; i++) {
+    const kind = i % 3;
+    if (kind === 0) greedy.request({ type: NBD_CMD_BLOCK_STATUS, cookie: BigInt(i), lengthBytes: 4096 });
+    else if (kind === 1) greedy.request({ type: NBD_CMD_CACHE, cookie: BigInt(i), lengthBytes: 4096 });
+    else greedy.request({ type: NBD_CMD_READ, cookie: BigInt(i), offsetBytes: 1 << 20, lengthBytes: 4096 });
+  }
+  let maxQueuedBytes = 0;
+  const sampling = setInterval(() => (maxQueuedBytes = Math.max(maxQueuedBytes, server.queuedReplyBytes)), 5);
+  try {
+    await sleep(1000);
+    const other = await connect(socketPath);
+    await other.go('disk');
+    other.request({ type: NBD_CMD_WRITE, cookie: 1n }, pattern(4096, 2));
+    expect(await other.reply(0, 3000)).toMatchObject({ cookie: 1n, error: 0 });
+    other.request({ type: NBD_CMD_READ, cookie: 2n, lengthBytes: 4096 });
+    expect((await other.reply(4096, 3000)).data!.equals(pattern(4096, 2))).toBe(true);
+    // Past the drain deadline the greedy connection is closed; only the other one is left.
+    expect(await waitFor(() => server.connectionCount === 1, 5000)).toBe(true);
+  } finally {
+    clearInterval(sampling);
+  }
+  // The backlog, plus the replies of the requests that were running when it was reached.
+  expect(maxQueuedBytes).toBeGreaterThan(0);
+  expect(maxQueuedBytes).toBeLessThan(backlogBytes + 64 * 256);
+});
+
+test('clients that stop reading their read replies cannot starve a fresh client', async () => {
+  const dev = new MemoryDevice(64 << 20);
+  const socketPath = await serve(
+    { disk: dev },
+    { maxConnections: 3, connectionBudgetBytes: 64 << 20, serverBudgetBytes: 96 << 20, replyDrainTimeoutMs: 15000 },
+  );
+  for (let n = 0; n < 2; n++) {
+    const stalled = await connect(socketPath);
+    await stalled.go('disk');
+    stalled.socket.pause();
+    for (let i = 0; i < 3; i++) stalled.request({ type: NBD_CMD_READ, cookie: BigInt(i), offsetBytes: 0, lengthBytes: 32 << 20 });
+  }
+  await sleep(500);
+  const fresh = await connect(socketPath);
+  await fresh.go('disk');
+  fresh.request({ type: NBD_CMD_WRITE, cookie: 1n, offsetBytes: 4096 }, pattern(4096, 8));
+  expect(await fresh.reply(0, 3000)).toMatchObject({ cookie: 1n, error: 0 });
+  fresh.request({ type: NBD_CMD_READ, cookie: 2n, offsetBytes: 4096, lengthBytes: 4096 });
+  expect((await fresh.reply(4096, 3000)).data!.equals(pattern(4096, 8))).toBe(true);
+});
+
+test('a read reply the client does not read within the deadline closes the connection and frees its bytes', async () => {
+  const dev = new MemoryDevice(64 << 20);
+  const socketPath = await serve(
+    { disk: dev },
+    { maxConnections: 1, connectionBudgetBytes: 32 << 20, serverBudgetBytes: 32 << 20, replyDrainTimeoutMs: 500 },
+  );
+  const server = servers[servers.length - 1];
+  const stalled = await connect(socketPath);
+  await stalled.go('disk');
+  stalled.socket.pause();
+  stalled.request({ type: NBD_CMD_READ, cookie: 1n, lengthBytes: 32 << 20 });
+  expect(await waitFor(() => server.connectionCount === 0, 5000)).toBe(true);
+  const next = await connect(socketPath);
+  await next.go('disk');
+  next.request({ type: NBD_CMD_READ, cookie: 2n, lengthBytes: 32 << 20 });
+  expect(await next.reply(32 << 20, 10000)).toMatchObject({ cookie: 2n, error: 0 });
+});
+
+test('each connection gets at most an equal share of the server budget, which must hold the largest request', () => {
+  expect(() => new NbdServer(new ExportTable(), { maxConnections: 16, serverBudgetBytes: 256 << 20 })).toThrow(RangeError);
+  expect(() => new NbdServer(new ExportTable(), { maxConnections: 8, serverBudgetBytes: 256 << 20 })).not.toThrow();
+  expect(() => new NbdServer(new ExportTable(), { connectionBudgetBytes: 16 << 20 })).toThrow(RangeError);
+});
+
+test('binding the socket leaves the process umask alone: a file created meanwhile keeps its mode', async () => {
+  const reference = path.join(dir, 'reference');
+  fs.writeFileSync(reference, 'x');
+  const normalMode = fs.statSync(reference).mode & 0o777;
+  const server = new NbdServer(new ExportTable());
+  servers.push(server);
+  const socketPath = path.join(dir, 'nbd.sock');
+  let listening = false;
+  const bound = server.listen({ socketPath }).then(() => (listening = true));
+  const modes = new Set<number>();
+  for (let i = 0; !listening && i < 200; i++) {
+    const f = path.join(dir, `meanwhile-${i}`);
+    fs.writeFileSync(f, 'x');
+    modes.add(fs.statSync(f).mode & 0o777);
+    await (i % 2 === 0 ? Promise.resolve() : new Promise((r) => process.nextTick(r)));
+  }
+  await bound;
+  expect(fs.statSync(socketPath).mode & 0o777).toBe(0o600);
+  expect([...modes]).toEqual([normalMode]);
+  expect(fs.readdirSync(dir).filter((n) => !n.startsWith('meanwhile-'))).toEqual(['nbd.sock', 'reference'].sort());
 });
