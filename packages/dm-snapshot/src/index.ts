@@ -22,3 +22,5 @@ export { formatUsage, storeStatus } from './status';
 export type { OriginOptions, CreateSnapshotOptions, OpenSnapshotOptions, WritePlan } from './snapshot';
 export { mergeSnapshot, planMerge } from './merge';
 export type { MergeOptions, MergeProgress, MergeResult } from './merge';
+export { checkCow, COW_PROBLEM_KINDS } from './check';
+export type { CowCheckOptions, CowCheckSummary, CowProblem, CowProblemKind } from './check';
