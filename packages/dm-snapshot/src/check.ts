@@ -49,7 +49,7 @@ export interface CowCheckOptions {
   /** The origin, for the chunk size / logical block size rule. */
   origin?: BlockDevice;
   /** Called for each problem as it is found, in COW order (duplicate COW chunks last). */
-  onProblem(problem: CowProblem): void;
+  onProblem(problem: CowProblem): void | Promise<void>;
 }
 
 export interface CowCheckSummary {
@@ -64,6 +64,8 @@ export interface CowCheckSummary {
   problems: number;
 }
 
+type Report = (p: CowProblem) => Promise<void>;
+
 const TWO32 = 4294967296;
 /** High words above this make a chunk number JS numbers cannot hold exactly (>= 2^53). */
 const MAX_HI = 0x1fffff;
@@ -76,13 +78,13 @@ const MAX_HI = 0x1fffff;
  */
 export async function checkCow(cow: BlockDevice, opts: CowCheckOptions): Promise<CowCheckSummary> {
   let problems = 0;
-  const report = (p: CowProblem) => {
+  const report = async (p: CowProblem) => {
     problems++;
-    opts.onProblem(p);
+    await opts.onProblem(p);
   };
   const summary = (s: Omit<CowCheckSummary, 'problems'>): CowCheckSummary => ({ ...s, problems });
   if (cow.sizeBytes < SECTOR_BYTES) {
-    report({ kind: 'cow-too-small', byteOffset: 0, message: `COW is ${cow.sizeBytes} bytes, smaller than one sector` });
+    await report({ kind: 'cow-too-small', byteOffset: 0, message: `COW is ${cow.sizeBytes} bytes, smaller than one sector` });
     return summary({ exceptions: 0, areas: 0 });
   }
   const sector = allocBuffer(Math.max(SECTOR_BYTES, cow.ioAlignmentBytes));
@@ -92,25 +94,29 @@ export async function checkCow(cow: BlockDevice, opts: CowCheckOptions): Promise
   const version = sector.readUInt32LE(8);
   const chunkSectors = sector.readUInt32LE(12);
   if (magic === 0) {
-    report({ kind: 'not-formatted', byteOffset: 0, message: 'magic is 0: the COW was never formatted (the kernel would format it)' });
+    await report({ kind: 'not-formatted', byteOffset: 0, message: 'magic is 0: the COW was never formatted (the kernel would format it)' });
     return summary({ exceptions: 0, areas: 0 });
   }
   if (magic !== SNAP_MAGIC) {
-    report({ kind: 'bad-magic', byteOffset: 0, message: `magic is ${hex32(magic)}, not ${hex32(SNAP_MAGIC)} ("SnAp")` });
+    await report({ kind: 'bad-magic', byteOffset: 0, message: `magic is ${hex32(magic)}, not ${hex32(SNAP_MAGIC)} ("SnAp")` });
   }
   if (version !== DISK_VERSION) {
-    report({ kind: 'bad-version', byteOffset: 8, message: `version is ${version}, not ${DISK_VERSION}` });
+    await report({ kind: 'bad-version', byteOffset: 8, message: `version is ${version}, not ${DISK_VERSION}` });
   }
   if (validWord === 0) {
-    report({ kind: 'invalidated', byteOffset: 4, message: 'valid flag is 0: the snapshot was invalidated and the kernel will not use it' });
+    await report({
+      kind: 'invalidated',
+      byteOffset: 4,
+      message: 'valid flag is 0: the snapshot was invalidated and the kernel will not use it',
+    });
   } else if (validWord !== 1) {
-    report({ kind: 'bad-valid-flag', byteOffset: 4, message: `valid flag is ${validWord}, neither 0 nor 1 (read as valid)` });
+    await report({ kind: 'bad-valid-flag', byteOffset: 4, message: `valid flag is ${validWord}, neither 0 nor 1 (read as valid)` });
   }
   try {
     checkChunkSectors(chunkSectors, opts.origin ? [cow, opts.origin] : [cow]);
   } catch (e) {
     if (!(e instanceof SnapshotError)) throw e;
-    report({
+    await report({
       kind: 'bad-chunk-size',
       byteOffset: 12,
       message: `header chunk size: ${e.message.replace(/^EINVAL: /, '').replace(/ \(.*\)$/, '')}`,
@@ -120,7 +126,7 @@ export async function checkCow(cow: BlockDevice, opts: CowCheckOptions): Promise
   const g = new CowGeometry(chunkSectors, cow.sizeSectors);
   const base = { chunkSectors, valid: validWord !== 0 };
   if (g.cowChunks < 2) {
-    report({
+    await report({
       kind: 'cow-too-small',
       byteOffset: 0,
       message: `COW of ${cow.sizeSectors} sectors cannot hold the header and area 0 (${2 * chunkSectors} sectors)`,
@@ -131,7 +137,7 @@ export async function checkCow(cow: BlockDevice, opts: CowCheckOptions): Promise
   await cow.read(chunk, 0, g.chunkBytes, 0);
   const padding = firstNonZero(chunk, HEADER_BYTES, g.chunkBytes);
   if (padding >= 0) {
-    report({
+    await report({
       kind: 'header-padding',
       byteOffset: padding,
       message: `header chunk byte ${padding} is not zero (the kernel writes zeros after byte 16)`,
@@ -147,7 +153,7 @@ async function checkTable(
   g: CowGeometry,
   buf: Buffer,
   originSectors: number | undefined,
-  report: (p: CowProblem) => void,
+  report: Report,
 ): Promise<{ exceptions: number; areas: number }> {
   const E = g.exceptionsPerArea;
   /** Membership of old chunks; typed arrays, so millions of entries stay small. */
@@ -161,7 +167,7 @@ async function checkTable(
     const areaChunk = g.areaChunk(area);
     const areaByte = g.chunkToByte(areaChunk);
     if (areaChunk + 1 > g.cowChunks) {
-      report({
+      await report({
         kind: 'no-terminator',
         area,
         entry: 0,
@@ -189,14 +195,14 @@ async function checkTable(
       news.push(newChunk);
       olds.push(oldChunk);
       if (newHi > MAX_HI || newChunk + 1 > g.cowChunks) {
-        report({
+        await report({
           kind: 'entry-past-cow-end',
           ...where,
           byteOffset: byteOffset + 8,
           message: `${entry} points past the COW end (${g.cowChunks} chunks)`,
         });
       } else if (g.isMetadataChunk(newChunk)) {
-        report({ kind: 'entry-in-metadata', ...where, byteOffset: byteOffset + 8, message: `${entry} points into a metadata chunk` });
+        await report({ kind: 'entry-in-metadata', ...where, byteOffset: byteOffset + 8, message: `${entry} points into a metadata chunk` });
       } else {
         const bit = 1 << (newChunk & 7);
         if (usedNew[newChunk >>> 3] & bit) duplicateNews.push(j);
@@ -204,10 +210,10 @@ async function checkTable(
       }
       if (oldHi > MAX_HI || (originSectors !== undefined && oldChunk * g.chunkSectors >= originSectors)) {
         const end = originSectors === undefined ? 'any device' : `the origin end (${originSectors} sectors)`;
-        report({ kind: 'entry-past-origin-end', ...where, message: `${entry} names an origin chunk past ${end}` });
+        await report({ kind: 'entry-past-origin-end', ...where, message: `${entry} names an origin chunk past ${end}` });
       }
       if (!seenOld.append(oldChunk, newChunk)) {
-        report({
+        await report({
           kind: 'duplicate-old-chunk',
           ...where,
           message: `${entry} repeats origin chunk ${oldChunk} of ${describeIndex(firstIndexOf(olds, j), E)}`,
@@ -219,25 +225,25 @@ async function checkTable(
     }
     if (outOfOrder > 0) {
       const first = area * E + firstOutOfOrder;
-      report({
+      await report({
         kind: 'allocation-order',
         area,
         entry: firstOutOfOrder,
         byteOffset: areaByte + firstOutOfOrder * ENTRY_BYTES + 8,
-        message: `area ${area}: ${outOfOrder} entries are out of the kernel's allocation order, first entry ${firstOutOfOrder} (new ${news[first]}, expected ${g.dataChunkOfIndex(first)})`,
+        message: `area ${area}: ${outOfOrder} ${outOfOrder === 1 ? 'entry is' : 'entries are'} out of the kernel's allocation order, first entry ${firstOutOfOrder} (new ${news[first]}, expected ${g.dataChunkOfIndex(first)})`,
       });
     }
     if (slot < E) {
-      checkAfterTerminator(buf, g, area, slot, report);
+      await checkAfterTerminator(buf, g, area, slot, report);
       await checkStaleAreas(cow, g, buf, area + 1, report);
-      reportDuplicateNews(news, duplicateNews, g, report);
+      await reportDuplicateNews(news, duplicateNews, g, report);
       return { exceptions: j, areas: area + 1 };
     }
   }
 }
 
 /** The rest of the last area, from the terminator's old_chunk on, is zero in what the kernel writes. */
-function checkAfterTerminator(buf: Buffer, g: CowGeometry, area: number, slot: number, report: (p: CowProblem) => void): void {
+async function checkAfterTerminator(buf: Buffer, g: CowGeometry, area: number, slot: number, report: Report): Promise<void> {
   const E = g.exceptionsPerArea;
   let stale = 0;
   let first = -1;
@@ -247,7 +253,7 @@ function checkAfterTerminator(buf: Buffer, g: CowGeometry, area: number, slot: n
   }
   if (stale === 0) return;
   const byteOffset = g.chunkToByte(g.areaChunk(area)) + firstNonZero(buf, first * ENTRY_BYTES, g.chunkBytes);
-  report({
+  await report({
     kind: 'stale-after-terminator',
     area,
     entry: first,
@@ -257,13 +263,7 @@ function checkAfterTerminator(buf: Buffer, g: CowGeometry, area: number, slot: n
 }
 
 /** Areas after the table's last one hold nothing in what the kernel writes on a zeroed COW. */
-async function checkStaleAreas(
-  cow: BlockDevice,
-  g: CowGeometry,
-  buf: Buffer,
-  fromArea: number,
-  report: (p: CowProblem) => void,
-): Promise<void> {
+async function checkStaleAreas(cow: BlockDevice, g: CowGeometry, buf: Buffer, fromArea: number, report: Report): Promise<void> {
   for (let area = fromArea; g.areaChunk(area) + 1 <= g.cowChunks; area++) {
     const areaByte = g.chunkToByte(g.areaChunk(area));
     await cow.read(buf, 0, g.chunkBytes, areaByte);
@@ -272,7 +272,7 @@ async function checkStaleAreas(
     let entries = 0;
     for (let s = 0; s < g.exceptionsPerArea; s++) if (firstNonZero(buf, s * ENTRY_BYTES, (s + 1) * ENTRY_BYTES) >= 0) entries++;
     const entry = Math.floor(firstByte / ENTRY_BYTES);
-    report({
+    await report({
       kind: 'stale-area',
       area,
       entry,
@@ -282,13 +282,13 @@ async function checkStaleAreas(
   }
 }
 
-function reportDuplicateNews(news: number[], duplicates: number[], g: CowGeometry, report: (p: CowProblem) => void): void {
+async function reportDuplicateNews(news: number[], duplicates: number[], g: CowGeometry, report: Report): Promise<void> {
   const E = g.exceptionsPerArea;
   for (const j of duplicates) {
     const first = firstIndexOf(news, j);
     const area = Math.floor(j / E);
     const slot = j % E;
-    report({
+    await report({
       kind: 'duplicate-new-chunk',
       area,
       entry: slot,

@@ -74,7 +74,7 @@ describe('checkCow names each problem exactly', () => {
         area: 1,
         entry: 5,
         byteOffset: 0x102058,
-        message: "area 1: 1 entries are out of the kernel's allocation order, first entry 5 (new 5, expected 264)",
+        message: "area 1: 1 entry is out of the kernel's allocation order, first entry 5 (new 5, expected 264)",
       },
       {
         kind: 'duplicate-new-chunk',

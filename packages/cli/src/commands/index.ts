@@ -4,7 +4,16 @@ import { demoCommand } from './demo';
 import { mirrorCommands } from './mirror';
 import { serveCommand } from './serve';
 import { snapshotCommands } from './snapshot';
+import { snapshotToolCommands } from './snapshot-tools';
 import { zeroCommand } from './zero';
 
 /** Every dmtool command, in the order --help lists them. */
-export const COMMANDS: DmtoolCommand[] = [demoCommand, copyCommand, zeroCommand, ...snapshotCommands, ...mirrorCommands, serveCommand];
+export const COMMANDS: DmtoolCommand[] = [
+  demoCommand,
+  copyCommand,
+  zeroCommand,
+  ...snapshotCommands,
+  ...snapshotToolCommands,
+  ...mirrorCommands,
+  serveCommand,
+];

@@ -1,0 +1,243 @@
+import * as fs from 'fs';
+import {
+  checkCow,
+  CowProblem,
+  dumpCow,
+  dumpEntry,
+  dumpEpilogue,
+  dumpPrologue,
+  DumpSyntax,
+  PersistentStore,
+  planRestore,
+  readDump,
+  restoreCow,
+  SNAP_MAGIC,
+  storeStatus,
+} from '@dmtool/dm-snapshot';
+import { z } from 'zod';
+import { closeAll, openAll } from '../util/devices';
+import { CliError } from '../util/errors';
+import { ExitCode, EXIT_CODES_HELP } from '../util/exit-codes';
+import { defineCommand, DmtoolCommand } from '../util/define-command';
+import { probeFormat } from '../util/formats';
+import { flag, jsonOption } from '../util/options';
+import { Output } from '../util/output';
+import { OutputFile } from '../util/output-file';
+import { PieceWriter } from '../util/piece-writer';
+import { refuseOutputOverInput } from './snapshot';
+
+/** snapshot-check's exit code when it found problems: like thin_check, 1. */
+const PROBLEMS_FOUND = ExitCode.IO_ERROR;
+
+const TOOLS_HELP = `Sectors are 512 bytes; chunks are the COW's (its header says how many sectors). The COW is opened read-only with a shared lock unless the command writes it.\n${EXIT_CODES_HELP}`;
+
+const cowPositional = { cow: { schema: z.string().min(1), describe: 'COW device or image (kernel persistent exception store)' } };
+const originOption = {
+  origin: { schema: z.string().min(1).optional(), type: 'string', describe: 'the origin, to check every exception against its size' },
+} as const;
+
+// ---------------------------------------------------------------- check
+
+function problemLine(p: CowProblem): string {
+  return `${p.kind}: ${p.message} (byte ${p.byteOffset} = 0x${p.byteOffset.toString(16)})`;
+}
+
+const checkCommand = defineCommand({
+  command: 'snapshot-check <cow>',
+  describe: 'Check a COW: every rule the kernel applies and deeper ones; report every problem (read-only)',
+  positionals: cowPositional,
+  options: {
+    ...originOption,
+    quiet: { ...flag('print nothing; the exit code says it all'), alias: 'q' },
+    ...jsonOption,
+  },
+  examples: [
+    ['$0 snapshot-check /dev/vg/data-cow --origin /dev/vg/data', 'check a COW and its entries against the origin size'],
+    ['$0 snapshot-check -q cow.img && echo clean', 'exit 0 when clean, 1 when problems were found'],
+  ],
+  epilog: `Exit codes: 0 clean, 1 problems found (or an I/O error), 2 bad usage, 3 device refused. Each problem names its kind, its metadata area and entry, and its byte offset on the COW (docs/snapshot-check.md).\n${TOOLS_HELP}`,
+  async run(o) {
+    if (o.quiet && o.json) throw new CliError('usage', '--quiet and --json exclude each other');
+    const devices = openAll([
+      { path: o.cow, role: 'COW', write: false },
+      ...(o.origin ? [{ path: o.origin, role: 'origin', write: false }] : []),
+    ]);
+    const [cow, origin] = devices;
+    const out = new PieceWriter(OutputFile.open(undefined));
+    try {
+      let first = true;
+      if (o.json) await out.add(`{\n  "cow": ${JSON.stringify(cow.path)},\n  "problems": [`);
+      const s = await checkCow(cow, {
+        originSectors: origin?.sizeSectors,
+        origin,
+        onProblem: async (p) => {
+          if (o.quiet) return;
+          if (o.json) await out.add(`${first ? '' : ','}\n    ${JSON.stringify(p)}`);
+          else await out.add(`${problemLine(p)}\n`);
+          first = false;
+        },
+      });
+      if (o.json) {
+        const summary = { ...s, clean: s.problems === 0 };
+        await out.add(`${first ? '' : '\n  '}],\n  "summary": ${JSON.stringify(summary)}\n}\n`);
+      } else if (!o.quiet) {
+        const table =
+          s.chunkSectors === undefined
+            ? ''
+            : `chunk ${s.chunkSectors} sectors, ${s.valid ? 'valid' : 'invalid'}, ${s.exceptions} exceptions in ${s.areas} areas: `;
+        await out.add(`${cow.path}: ${table}${s.problems === 0 ? 'clean' : `${s.problems} problem${s.problems === 1 ? '' : 's'} found`}\n`);
+      }
+      await out.flush();
+      return s.problems === 0 ? ExitCode.OK : PROBLEMS_FOUND;
+    } finally {
+      closeAll(devices);
+    }
+  },
+});
+
+// ---------------------------------------------------------------- dump
+
+const dumpCommand = defineCommand({
+  command: 'snapshot-dump <cow>',
+  describe: "Write a COW's header and exception table as a versioned JSON or XML document (docs/snapshot-dump.md)",
+  positionals: cowPositional,
+  options: {
+    format: { schema: z.enum(['json', 'xml']), type: 'string', default: 'json', describe: 'json or xml' },
+    output: { schema: z.string().min(1).optional(), type: 'string', alias: 'o', describe: 'write to this file (default: stdout)' },
+    ...jsonOption,
+  },
+  examples: [
+    ['$0 snapshot-dump cow.img -o cow.json', 'save the metadata of a COW'],
+    ['$0 snapshot-dump cow.img --format xml | less', 'read the table'],
+  ],
+  epilog: `The table is dumped as stored, up to its terminator, entry by entry (millions of entries take no more memory than a few). snapshot-restore writes it back byte for byte.\n${TOOLS_HELP}`,
+  async run(o) {
+    if (!o.output && o.json) throw new CliError('usage', '--json needs --output FILE (the dump goes to stdout otherwise)');
+    const devices = openAll([{ path: o.cow, role: 'COW', write: false }]);
+    const [cow] = devices;
+    try {
+      if (o.output) refuseOutputOverInput(o.output, [cow]);
+      const syntax: DumpSyntax = o.format;
+      const file = OutputFile.open(o.output);
+      const out = new PieceWriter(file);
+      let chunkSectors = 0;
+      let exceptions = 0;
+      try {
+        const count = await dumpCow(cow, {
+          header: async (h) => {
+            chunkSectors = h.chunkSectors;
+            await out.add(dumpPrologue(syntax, h));
+          },
+          entries: async (olds, news) => {
+            const lines: string[] = [];
+            for (let i = 0; i < olds.length; i++) lines.push(dumpEntry(syntax, exceptions + i, olds[i], news[i]));
+            exceptions += olds.length;
+            await out.add(lines.join(''));
+          },
+        });
+        await out.add(dumpEpilogue(syntax, count));
+        await out.flush();
+        file.commit();
+      } catch (e) {
+        file.discard();
+        throw e;
+      }
+      if (o.output) {
+        const result = new Output(o.json);
+        result.line(`dumped ${exceptions} exceptions of ${cow.path} (chunk ${chunkSectors} sectors) to ${o.output} as ${syntax}`);
+        result.result({ cow: cow.path, output: o.output, format: syntax, chunkSectors, exceptions });
+      }
+      return ExitCode.OK;
+    } finally {
+      closeAll(devices);
+    }
+  },
+});
+
+// ---------------------------------------------------------------- restore
+
+/** The dump file, read synchronously in pieces by the parser. */
+function openDumpFile(name: string): { fd: number; read: (buf: Buffer) => number } {
+  let fd: number;
+  try {
+    fd = fs.openSync(name === '-' ? '/dev/stdin' : name, 'r');
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new CliError('bad-input-data', `--input ${name}: ${code === 'ENOENT' ? 'no such file' : (e as Error).message}`);
+  }
+  if (fs.fstatSync(fd).isDirectory()) {
+    fs.closeSync(fd);
+    throw new CliError('bad-input-data', `--input ${name}: is a folder`);
+  }
+  return { fd, read: (buf) => fs.readSync(fd, buf, 0, buf.length, null) };
+}
+
+const restoreCommand = defineCommand({
+  command: 'snapshot-restore <cow>',
+  describe: "Write a COW's header and exception table from a snapshot-dump document; data chunks are not touched",
+  positionals: cowPositional,
+  options: {
+    input: { schema: z.string().min(1), type: 'string', alias: 'i', required: true, describe: 'the dump (JSON or XML; - is stdin)' },
+    force: flag('write over a device that holds a filesystem, an LVM label or a dirty log'),
+    dryRun: flag('check the dump against the COW, write nothing'),
+    ...jsonOption,
+  },
+  examples: [
+    ['$0 snapshot-restore -i cow.json cow.img', 'write the metadata back'],
+    ['$0 snapshot-dump old.img | $0 snapshot-restore -i - new.img', 'copy the table to another COW'],
+  ],
+  epilog: `The whole dump is read and checked by the kernel's rules (entries inside the COW and outside metadata chunks, no origin or COW chunk twice, room for the areas) before anything is written. The header is first written invalid, then the areas, then the header as dumped, with flushes between.\n${TOOLS_HELP}`,
+  async run(o) {
+    const input = openDumpFile(o.input);
+    try {
+      const devices = openAll([{ path: o.cow, role: 'COW', write: !o.dryRun }]);
+      const [cow] = devices;
+      try {
+        const head = Buffer.alloc(Math.min(cow.sizeBytes, 4096));
+        if (head.length >= 4) await cow.read(head, 0, head.length, 0);
+        if (!o.force && head.length >= 4 && head.readUInt32LE(0) !== SNAP_MAGIC) {
+          const found = await probeFormat(cow);
+          if (found)
+            throw new CliError(
+              'format-present',
+              `${cow.path} holds ${found.what} at sector ${found.sector}; give --force to write a COW table over it`,
+            );
+        }
+        const plan = planRestore(cow, readDump(input.read));
+        const areas = plan.areas;
+        const what = `${plan.table.size} exceptions in ${areas} area${areas === 1 ? '' : 's'} (chunk ${plan.header.chunkSectors} sectors, ${plan.header.valid ? 'valid' : 'invalid'})`;
+        const result = new Output(o.json);
+        if (o.dryRun) {
+          result.line(`would restore ${what} to ${cow.path}`);
+          result.result({
+            dryRun: true,
+            cow: cow.path,
+            exceptions: plan.table.size,
+            areas,
+            chunkSectors: plan.header.chunkSectors,
+            valid: plan.header.valid,
+          });
+          return ExitCode.OK;
+        }
+        await restoreCow(cow, plan);
+        const status = storeStatus(await PersistentStore.open(cow));
+        result.line(`restored ${what} to ${cow.path}; status ${status}`);
+        result.result({
+          cow: cow.path,
+          exceptions: plan.table.size,
+          areas,
+          chunkSectors: plan.header.chunkSectors,
+          valid: plan.header.valid,
+          status,
+        });
+        return ExitCode.OK;
+      } finally {
+        closeAll(devices);
+      }
+    } finally {
+      fs.closeSync(input.fd);
+    }
+  },
+});
+
+export const snapshotToolCommands: DmtoolCommand[] = [checkCommand, dumpCommand, restoreCommand];
