@@ -953,6 +953,118 @@ const partialSectorCases: Case[] = [
   },
 ];
 
+/** A snapshot dump of the kernel-made COW, written by the CLI, edited by `edit`. */
+function editedDump(dir: string, edit: (text: string) => string): string {
+  const { cow } = kernelCow(dir);
+  const r = run(['snapshot-dump', cow]);
+  if (r.status !== 0) throw new Error(`setup failed: ${r.stderr}`);
+  const file = path.join(dir, 'dump.json');
+  fs.writeFileSync(file, edit(r.stdout));
+  return file;
+}
+
+const toolboxCases: Case[] = [
+  {
+    name: 'snapshot-check: --quiet with --json',
+    args: (d) => ['snapshot-check', kernelCow(d).cow, '--quiet', '--json'],
+    status: 2,
+    message: /^dmtool: --quiet and --json exclude each other$/,
+  },
+  {
+    name: 'snapshot-check: no such COW',
+    args: (d) => ['snapshot-check', path.join(d, 'missing.img')],
+    status: 3,
+    message: /^dmtool: ENOENT: open failed on .*missing\.img: no such file or device$/,
+  },
+  {
+    name: 'snapshot-dump: a COW never formatted',
+    args: (d) => {
+      const cow = path.join(d, 'cow.img');
+      makeImage(cow, MiB);
+      return ['snapshot-dump', cow];
+    },
+    status: 2,
+    message: /^dmtool: EINVAL: COW has no snapshot header \(magic is 0\): nothing to dump \(.*cow\.img sectors 0\.\.0\)$/,
+  },
+  {
+    name: 'snapshot-dump: --json without --output',
+    args: (d) => ['snapshot-dump', kernelCow(d).cow, '--json'],
+    status: 2,
+    message: /^dmtool: --json needs --output FILE \(the dump goes to stdout otherwise\)$/,
+  },
+  {
+    name: 'snapshot-dump: --output is the COW',
+    args: (d) => {
+      const { cow } = kernelCow(d);
+      return ['snapshot-dump', cow, '-o', cow];
+    },
+    status: 2,
+    message: /^dmtool: --output .*cow\.img is .*cow\.img, which is being read; name another file$/,
+  },
+  {
+    name: 'snapshot-restore: the input is not a dump',
+    args: (d) => {
+      const { origin, cow } = kernelCow(d);
+      return ['snapshot-restore', '-i', origin, cow];
+    },
+    status: 2,
+    message: /^dmtool: EINVAL: dump line 1: not a snapshot dump \(it starts with neither "\{" nor "<"\)$/,
+  },
+  {
+    name: 'snapshot-restore: no such dump',
+    args: (d) => ['snapshot-restore', '-i', path.join(d, 'missing.json'), kernelCow(d).cow],
+    status: 2,
+    message: /^dmtool: --input .*missing\.json: no such file$/,
+  },
+  {
+    name: 'snapshot-restore: a dump cut short',
+    args: (d) => {
+      const dump = editedDump(d, (t) => t.slice(0, 2000));
+      return ['snapshot-restore', '-i', dump, path.join(d, 'cow.img')];
+    },
+    status: 2,
+    message: /^dmtool: EINVAL: dump line \d+: (unexpected end of the dump|unterminated string)$/,
+  },
+  {
+    name: 'snapshot-restore: an entry past the COW end',
+    args: (d) => {
+      const dump = editedDump(d, (t) => t.replace('"newChunk": 312 }', '"newChunk": 4096 }'));
+      return ['snapshot-restore', '-i', dump, path.join(d, 'cow.img')];
+    },
+    status: 2,
+    message: /^dmtool: EINVAL: dump exception 309 \(old 399 → new 4096\) points past the COW end \(4096 chunks\) \(.*cow\.img\)$/,
+  },
+  {
+    name: 'snapshot-restore: an origin chunk twice',
+    args: (d) => {
+      const dump = editedDump(d, (t) => t.replace('"oldChunk": 5, "newChunk": 3', '"oldChunk": 3, "newChunk": 3'));
+      return ['snapshot-restore', '-i', dump, path.join(d, 'cow.img')];
+    },
+    status: 2,
+    message: /^dmtool: EINVAL: dump exception 1 \(old 3 → new 3\) repeats origin chunk 3 \(.*cow\.img\)$/,
+  },
+  {
+    name: 'snapshot-restore: a table too large for the COW',
+    args: (d) => {
+      const dump = editedDump(d, (t) => t);
+      const small = path.join(d, 'small.img');
+      makeImage(small, 256 * 4096);
+      return ['snapshot-restore', '-i', dump, small];
+    },
+    status: 2,
+    message: /^dmtool: EINVAL: dump exception \d+ \(old \d+ → new 256\) points past the COW end \(256 chunks\) \(.*small\.img\)$/,
+  },
+  {
+    name: 'snapshot-restore: the target holds an ext4 filesystem',
+    args: (d) => {
+      const dump = editedDump(d, (t) => t);
+      return ['snapshot-restore', '-i', dump, formatted(d, 1080, '53ef')];
+    },
+    status: 2,
+    message: /^dmtool: .*fmt\.img holds an ext2\/3\/4 filesystem \(magic 0xEF53\) at sector 2; give --force to write a COW table over it$/,
+  },
+];
+
 function runCorpus(cases: Case[]): void {
   it.each(cases.map((c) => [c.name, c] as const))('%s', (_name, c) => {
     const dir = tempDir('dmtool-bad-');
@@ -980,6 +1092,7 @@ describe('bad input is refused with one line, a non-zero exit and nothing writte
   describe('mirror', () => runCorpus(mirrorCases));
   describe('snapshot', () => runCorpus(snapshotCases));
   describe('images not a whole number of sectors', () => runCorpus(partialSectorCases));
+  describe('snapshot toolbox', () => runCorpus(toolboxCases));
 
   it('holds at least 40 cases', () => {
     expect(copyCases.length + mirrorCases.length + snapshotCases.length + partialSectorCases.length).toBeGreaterThanOrEqual(40);
