@@ -1,0 +1,132 @@
+import * as fs from 'fs';
+import * as path from 'path';
+import { dmtool } from '../support/cli';
+import { sha256File } from '../support/images';
+import { removeDir, tempDir } from '../support/loop';
+import { unpackFixture } from '../support/fixtures';
+
+let dir: string;
+let fx: string;
+beforeAll(() => {
+  dir = tempDir('dmtool-toolbox-');
+  fx = unpackFixture('snapshot-cow-chunk8', dir).dir;
+});
+afterAll(() => removeDir(dir));
+
+function copyCow(name: string): string {
+  const f = path.join(dir, name);
+  fs.copyFileSync(path.join(fx, 'cow.img'), f);
+  return f;
+}
+
+function patch(file: string, byteOffset: number, bytes: Buffer): void {
+  const fd = fs.openSync(file, 'r+');
+  try {
+    fs.writeSync(fd, bytes, 0, bytes.length, byteOffset);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+describe('snapshot-check', () => {
+  test('a kernel-made COW is clean: one line, exit 0', () => {
+    const cow = path.join(fx, 'cow.img');
+    const r = dmtool(['snapshot-check', cow, '--origin', path.join(fx, 'origin.img')]);
+    expect(r).toMatchObject({ status: 0, stderr: '', stdout: `${cow}: chunk 8 sectors, valid, 310 exceptions in 2 areas: clean\n` });
+    expect(dmtool(['snapshot-check', '-q', cow])).toMatchObject({ status: 0, stdout: '', stderr: '' });
+  });
+
+  test('every problem, each with its area, entry and byte offset; exit 1', () => {
+    const cow = copyCow('damaged.img');
+    patch(cow, 4096 + 3 * 16 + 8, Buffer.from([1])); // area 0 entry 3: new chunk 5 → 1, a metadata chunk
+    patch(cow, 258 * 4096 + 60 * 16, Buffer.from([9])); // area 1 entry 60: after the terminator (entry 54)
+    const r = dmtool(['snapshot-check', cow]);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toBe(
+      'entry-in-metadata: area 0 entry 3 (old 8 → new 1) points into a metadata chunk (byte 4152 = 0x1038)\n' +
+        "allocation-order: area 0: 1 entry is out of the kernel's allocation order, first entry 3 (new 1, expected 5) (byte 4152 = 0x1038)\n" +
+        'stale-after-terminator: area 1: 1 non-zero entries after the terminator (entry 54), first entry 60: lost to the kernel (byte 1057728 = 0x1023c0)\n' +
+        `${cow}: chunk 8 sectors, valid, 310 exceptions in 2 areas: 3 problems found\n`,
+    );
+    expect(dmtool(['snapshot-check', '--quiet', cow])).toMatchObject({ status: 1, stdout: '', stderr: '' });
+    const j = dmtool(['snapshot-check', cow, '--json']);
+    expect(j.status).toBe(1);
+    const doc = JSON.parse(j.stdout);
+    expect(doc.problems.map((p: { kind: string; area: number; entry: number }) => [p.kind, p.area, p.entry])).toEqual([
+      ['entry-in-metadata', 0, 3],
+      ['allocation-order', 0, 3],
+      ['stale-after-terminator', 1, 60],
+    ]);
+    expect(doc.summary).toEqual({ chunkSectors: 8, valid: true, exceptions: 310, areas: 2, problems: 3, clean: false });
+  });
+
+  test('an entry past the origin end is found only when the origin is given', () => {
+    const cow = copyCow('past-origin.img');
+    const b = Buffer.alloc(8);
+    b.writeBigUInt64LE(16384n); // the 64 MiB origin has chunks 0..16383
+    patch(cow, 4096 + 10 * 16, b);
+    expect(dmtool(['snapshot-check', '-q', cow]).status).toBe(0);
+    const r = dmtool(['snapshot-check', cow, '--origin', path.join(fx, 'origin.img')]);
+    expect(r.status).toBe(1);
+    expect(r.stdout.split('\n')[0]).toBe(
+      'entry-past-origin-end: area 0 entry 10 (old 16384 → new 12) names an origin chunk past the origin end (131072 sectors) (byte 4256 = 0x10a0)',
+    );
+  });
+
+  test('--help shows the examples and the exit codes', () => {
+    const r = dmtool(['snapshot-check', '--help']);
+    expect(r.status).toBe(0);
+    expect(r.stdout).toContain('snapshot-check -q cow.img && echo clean');
+    expect(r.stdout).toContain('Exit codes: 0 clean, 1 problems found');
+  });
+});
+
+describe('snapshot-dump and snapshot-restore', () => {
+  test.each(['json', 'xml'])('%s: dump to a file, restore onto a copy with its metadata zeroed: the same bytes', (format) => {
+    const original = path.join(fx, 'cow.img');
+    const dump = path.join(dir, `dump.${format}`);
+    const d = dmtool(['snapshot-dump', original, '--format', format, '-o', dump]);
+    expect(d).toMatchObject({
+      status: 0,
+      stderr: '',
+      stdout: `dumped 310 exceptions of ${original} (chunk 8 sectors) to ${dump} as ${format}\n`,
+    });
+    const copy = copyCow(`restored-${format}.img`);
+    for (const chunk of [0, 1, 258, 515]) patch(copy, chunk * 4096, Buffer.alloc(4096));
+    const r = dmtool(['snapshot-restore', '-i', dump, copy]);
+    expect(r).toMatchObject({
+      status: 0,
+      stderr: '',
+      stdout: `restored 310 exceptions in 2 areas (chunk 8 sectors, valid) to ${copy}; status 2504/32768 24\n`,
+    });
+    expect(sha256File(copy)).toBe(sha256File(original));
+  });
+
+  test('a pipe from dump to restore; --dry-run writes nothing', () => {
+    const original = path.join(fx, 'cow.img');
+    const copy = copyCow('piped.img');
+    patch(copy, 4096, Buffer.alloc(4096));
+    const zeroed = sha256File(copy);
+    const dump = dmtool(['snapshot-dump', original]).stdout;
+    const dry = dmtool(['snapshot-restore', '-i', '-', copy, '--dry-run'], { input: dump });
+    expect(dry).toMatchObject({ status: 0, stdout: `would restore 310 exceptions in 2 areas (chunk 8 sectors, valid) to ${copy}\n` });
+    expect(sha256File(copy)).toBe(zeroed);
+    expect(dmtool(['snapshot-restore', '-i', '-', copy], { input: dump }).status).toBe(0);
+    expect(sha256File(copy)).toBe(sha256File(original));
+  });
+
+  test('a dump, edited, repairs a COW: the damaged entry is dropped and check is clean', () => {
+    const cow = copyCow('repair.img');
+    patch(cow, 258 * 4096 + 53 * 16 + 8, Buffer.from([0xff, 0xff, 0xff])); // the last entry points past the COW end
+    expect(dmtool(['snapshot-check', '-q', cow]).status).toBe(1);
+    const dump = dmtool(['snapshot-dump', cow]).stdout;
+    const edited = dump.replace(/,\n {4}\{ "oldChunk": 399, "newChunk": \d+ \}/, '');
+    expect(edited).not.toBe(dump);
+    expect(dmtool(['snapshot-restore', '-i', '-', cow], { input: edited }).status).toBe(0);
+    expect(dmtool(['snapshot-check', cow])).toMatchObject({
+      status: 0,
+      stdout: `${cow}: chunk 8 sectors, valid, 309 exceptions in 2 areas: clean\n`,
+    });
+  });
+});
