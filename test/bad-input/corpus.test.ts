@@ -1063,6 +1063,21 @@ const toolboxCases: Case[] = [
     status: 2,
     message: /^dmtool: .*fmt\.img holds an ext2\/3\/4 filesystem \(magic 0xEF53\) at sector 2; give --force to write a COW table over it$/,
   },
+  {
+    name: 'snapshot-delta: an invalidated snapshot',
+    args: (d) => ['snapshot-delta', patchedCow(d, 4, '00000000').cow],
+    status: 2,
+    message: /^dmtool: snapshot in .*cow\.img is invalid: its table no longer lists every changed chunk$/,
+  },
+  {
+    name: 'snapshot-delta: an entry past the origin end',
+    args: (d) => {
+      const k = patchedCow(d, 4096 + 16 * 10, '0040000000000000');
+      return ['snapshot-delta', k.cow, '--origin', k.origin];
+    },
+    status: 2,
+    message: /^dmtool: EINVAL: area 0 entry 10 \(old 16384 → new 12\) names an origin chunk beyond the origin end \(131072 sectors\)/,
+  },
 ];
 
 function runCorpus(cases: Case[]): void {

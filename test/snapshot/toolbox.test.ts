@@ -3,7 +3,7 @@ import * as path from 'path';
 import { dmtool } from '../support/cli';
 import { sha256File } from '../support/images';
 import { removeDir, tempDir } from '../support/loop';
-import { unpackFixture } from '../support/fixtures';
+import { PlannedWrite, unpackFixture } from '../support/fixtures';
 
 let dir: string;
 let fx: string;
@@ -128,5 +128,45 @@ describe('snapshot-dump and snapshot-restore', () => {
       status: 0,
       stdout: `${cow}: chunk 8 sectors, valid, 309 exceptions in 2 areas: clean\n`,
     });
+  });
+});
+
+describe.each([8, 16])('snapshot-delta on the kernel fixture of chunk %i', (cs) => {
+  /** The chunks the manifest's write plan touched, origin and snapshot writes alike, coalesced here independently. */
+  function expectedRanges(writes: PlannedWrite[]): { start: number; count: number }[] {
+    const chunks = new Set<number>();
+    for (const w of writes)
+      for (let c = Math.floor(w.start_sector / cs); c <= Math.floor((w.start_sector + w.sectors - 1) / cs); c++) chunks.add(c);
+    const sorted = [...chunks].sort((a, b) => a - b);
+    const ranges: { start: number; count: number }[] = [];
+    for (const c of sorted) {
+      const last = ranges.at(-1);
+      if (last && last.start + last.count === c) last.count++;
+      else ranges.push({ start: c, count: 1 });
+    }
+    return ranges;
+  }
+
+  test('--json: exactly the ranges the write plan produces', () => {
+    const sub = fs.mkdtempSync(path.join(dir, 'delta-'));
+    const { dir: f, manifest } = unpackFixture(`snapshot-cow-chunk${cs}`, sub);
+    const ranges = expectedRanges(manifest.writes);
+    const r = dmtool(['snapshot-delta', path.join(f, 'cow.img'), '--origin', path.join(f, 'origin.img'), '--json']);
+    expect(r).toMatchObject({ status: 0, stderr: '' });
+    expect(r.stdout).toBe(
+      `{"chunkSectors": ${cs}, "ranges": [${ranges.map((x) => `{"start": ${x.start}, "count": ${x.count}}`).join(', ')}]}\n`,
+    );
+    expect(ranges.reduce((n, x) => n + x.count, 0)).toBe(manifest.exceptions_in_table_order.length);
+    const text = dmtool(['snapshot-delta', path.join(f, 'cow.img')]);
+    expect(text.stdout.split('\n').slice(2, -1)).toEqual(ranges.map((x) => `${x.start} ${x.count} ${x.start * cs} ${x.count * cs}`));
+  });
+});
+
+test('snapshot-delta of a merged COW: no ranges', () => {
+  const sub = fs.mkdtempSync(path.join(dir, 'delta-merged-'));
+  const { dir: f } = unpackFixture('snapshot-merge-chunk8', sub);
+  expect(dmtool(['snapshot-delta', path.join(f, 'cow.img'), '--json'])).toMatchObject({
+    status: 0,
+    stdout: '{"chunkSectors": 8, "ranges": []}\n',
   });
 });

@@ -32,3 +32,5 @@ export { dumpCow } from './dump';
 export type { DumpSink } from './dump';
 export { planRestore, restoreCow } from './restore';
 export type { RestorePlan } from './restore';
+export { coalesceChunks, deltaRanges } from './delta';
+export type { ChunkRange } from './delta';

@@ -1,6 +1,7 @@
 import * as fs from 'fs';
 import {
   checkCow,
+  deltaRanges,
   CowProblem,
   dumpCow,
   dumpEntry,
@@ -261,4 +262,48 @@ const restoreCommand = defineCommand({
   },
 });
 
-export const snapshotToolCommands: DmtoolCommand[] = [checkCommand, dumpCommand, restoreCommand];
+// ---------------------------------------------------------------- delta
+
+const deltaCommand = defineCommand({
+  command: 'snapshot-delta <cow>',
+  describe: 'List the origin chunks where the snapshot differs from its origin, as sorted, coalesced ranges',
+  positionals: cowPositional,
+  options: { ...originOption, ...jsonOption },
+  examples: [
+    ['$0 snapshot-delta cow.img', 'one line per range: start chunk, chunks, origin sector, sectors'],
+    ['$0 snapshot-delta cow.img --json', '{"chunkSectors": 8, "ranges": [{"start": 3, "count": 1}, ...]}'],
+  ],
+  epilog: `Every exception is a changed chunk: the origin was written after its copy was saved, or the snapshot was written. Ranges are in origin chunks of the COW's chunk size, ascending, neighbours joined. An invalid snapshot is refused: its table no longer lists every change.\n${TOOLS_HELP}`,
+  async run(o) {
+    const devices = openAll([
+      { path: o.cow, role: 'COW', write: false },
+      ...(o.origin ? [{ path: o.origin, role: 'origin', write: false }] : []),
+    ]);
+    const [cow, origin] = devices;
+    try {
+      const store = await PersistentStore.open(cow, { originSectors: origin?.sizeSectors, origin });
+      if (!store.valid)
+        throw new CliError('invalid-snapshot', `snapshot in ${cow.path} is invalid: its table no longer lists every changed chunk`);
+      const cs = store.chunkSectors;
+      const out = new PieceWriter(OutputFile.open(undefined));
+      let first = true;
+      if (o.json) await out.add(`{"chunkSectors": ${cs}, "ranges": [`);
+      else
+        await out.add(
+          `# ${cow.path}: chunk ${cs} sectors, ${store.table.size} changed chunks\n# start_chunk chunks origin_sector sectors\n`,
+        );
+      for (const r of deltaRanges(store.table)) {
+        if (o.json) await out.add(`${first ? '' : ', '}{"start": ${r.start}, "count": ${r.count}}`);
+        else await out.add(`${r.start} ${r.count} ${r.start * cs} ${r.count * cs}\n`);
+        first = false;
+      }
+      if (o.json) await out.add(']}\n');
+      await out.flush();
+      return ExitCode.OK;
+    } finally {
+      closeAll(devices);
+    }
+  },
+});
+
+export const snapshotToolCommands: DmtoolCommand[] = [checkCommand, dumpCommand, restoreCommand, deltaCommand];
