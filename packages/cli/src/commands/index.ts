@@ -2,6 +2,7 @@ import { DmtoolCommand } from '../util/define-command';
 import { copyCommand } from './copy';
 import { demoCommand } from './demo';
 import { mirrorCommands } from './mirror';
+import { mirrorLogToolCommands } from './mirror-log-tools';
 import { serveCommand } from './serve';
 import { snapshotCommands } from './snapshot';
 import { snapshotToolCommands } from './snapshot-tools';
@@ -15,5 +16,6 @@ export const COMMANDS: DmtoolCommand[] = [
   ...snapshotCommands,
   ...snapshotToolCommands,
   ...mirrorCommands,
+  ...mirrorLogToolCommands,
   serveCommand,
 ];

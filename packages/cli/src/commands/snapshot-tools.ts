@@ -1,4 +1,3 @@
-import * as fs from 'fs';
 import {
   checkCow,
   deltaRanges,
@@ -25,6 +24,7 @@ import { flag, jsonOption } from '../util/options';
 import { Output } from '../util/output';
 import { OutputFile } from '../util/output-file';
 import { PieceWriter } from '../util/piece-writer';
+import { openDumpFile } from '../util/dump-input';
 import { refuseOutputOverInput } from './snapshot';
 
 /** snapshot-check's exit code when it found problems: like thin_check, 1. */
@@ -156,43 +156,6 @@ const dumpCommand = defineCommand({
 });
 
 // ---------------------------------------------------------------- restore
-
-/** A pipe that gives nothing for this long is given up on. */
-const STDIN_IDLE_LIMIT_MS = 60_000;
-
-/** Read fd 0 synchronously; a non-blocking pipe (EAGAIN) is waited on in 5 ms steps, for a bounded time. */
-function readStdin(buf: Buffer): number {
-  const pause = new Int32Array(new SharedArrayBuffer(4));
-  for (let waitedMs = 0; ; waitedMs += 5) {
-    try {
-      return fs.readSync(0, buf, 0, buf.length, null);
-    } catch (e) {
-      const code = (e as NodeJS.ErrnoException).code;
-      if (code === 'EOF') return 0;
-      if (code !== 'EAGAIN') throw e;
-      if (waitedMs >= STDIN_IDLE_LIMIT_MS)
-        throw new CliError('bad-input-data', `--input -: nothing read for ${STDIN_IDLE_LIMIT_MS / 1000} s`);
-      Atomics.wait(pause, 0, 0, 5);
-    }
-  }
-}
-
-/** The dump file (or stdin, "-"), read synchronously in pieces by the parser. */
-function openDumpFile(name: string): { read: (buf: Buffer) => number; close(): void } {
-  if (name === '-') return { read: readStdin, close: () => undefined };
-  let fd: number;
-  try {
-    fd = fs.openSync(name, 'r');
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    throw new CliError('bad-input-data', `--input ${name}: ${code === 'ENOENT' ? 'no such file' : (e as Error).message}`);
-  }
-  if (fs.fstatSync(fd).isDirectory()) {
-    fs.closeSync(fd);
-    throw new CliError('bad-input-data', `--input ${name}: is a folder`);
-  }
-  return { read: (buf) => fs.readSync(fd, buf, 0, buf.length, null), close: () => fs.closeSync(fd) };
-}
 
 const restoreCommand = defineCommand({
   command: 'snapshot-restore <cow>',
