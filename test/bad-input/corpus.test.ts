@@ -1078,6 +1078,63 @@ const toolboxCases: Case[] = [
     status: 2,
     message: /^dmtool: EINVAL: area 0 entry 10 \(old 16384 → new 12\) names an origin chunk beyond the origin end \(131072 sectors\)/,
   },
+  {
+    name: 'mirror-log-check: --quiet with --json',
+    args: (d) => ['mirror-log-check', mirror(d).log, '-q', '--json'],
+    status: 2,
+    message: /^dmtool: --quiet and --json exclude each other$/,
+  },
+  {
+    name: 'mirror-log-dump: not a dirty log',
+    args: (d) => ['mirror-log-dump', kernelCow(d).cow],
+    status: 2,
+    message:
+      /^dmtool: dirty log .*cow\.img has bad magic 0x70416e53 at sector 0 \(expected 0x4d695272, "MiRr"\): not a dm-mirror disk log$/,
+  },
+  {
+    name: 'mirror-log-restore: not a dump',
+    args: (d) => {
+      const m = mirror(d);
+      const bad = path.join(d, 'dump.txt');
+      fs.writeFileSync(bad, 'version 2\n');
+      return ['mirror-log-restore', '-i', bad, m.log];
+    },
+    status: 2,
+    message: /^dmtool: dump line 1: expected "dmtool-mirror-log-dump 1"$/,
+  },
+  {
+    name: 'mirror-log-restore: a range past the last region',
+    args: (d) => {
+      const m = mirror(d);
+      const bad = path.join(d, 'dump.txt');
+      fs.writeFileSync(bad, 'dmtool-mirror-log-dump 1\nversion 2\nregions 16\ndirty 10 7\n');
+      return ['mirror-log-restore', '-i', bad, m.log];
+    },
+    status: 2,
+    message: /^dmtool: dump line 4: range 10\+7 is empty or past region 15$/,
+  },
+  {
+    name: 'mirror-log-restore: a log device too small for the regions',
+    args: (d) => {
+      const small = path.join(d, 'small.img');
+      makeImage(small, 1024);
+      const dump = path.join(d, 'dump.txt');
+      fs.writeFileSync(dump, 'dmtool-mirror-log-dump 1\nversion 2\nregions 16\n');
+      return ['mirror-log-restore', '-i', dump, small];
+    },
+    status: 2,
+    message: /^dmtool: log device .*small\.img is 1024 bytes; 16 regions need 1536$/,
+  },
+  {
+    name: 'mirror-log-restore: the target holds a snapshot COW',
+    args: (d) => {
+      const dump = path.join(d, 'dump.txt');
+      fs.writeFileSync(dump, 'dmtool-mirror-log-dump 1\nversion 2\nregions 16\n');
+      return ['mirror-log-restore', '-i', dump, kernelCow(d).cow];
+    },
+    status: 2,
+    message: /^dmtool: .*cow\.img holds a snapshot COW \(SnAp header\) at sector 0; give --force to write a dirty log over it$/,
+  },
 ];
 
 function runCorpus(cases: Case[]): void {
@@ -1107,7 +1164,7 @@ describe('bad input is refused with one line, a non-zero exit and nothing writte
   describe('mirror', () => runCorpus(mirrorCases));
   describe('snapshot', () => runCorpus(snapshotCases));
   describe('images not a whole number of sectors', () => runCorpus(partialSectorCases));
-  describe('snapshot toolbox', () => runCorpus(toolboxCases));
+  describe('toolbox: snapshot and mirror-log check, dump, restore, delta', () => runCorpus(toolboxCases));
 
   it('holds at least 40 cases', () => {
     expect(copyCases.length + mirrorCases.length + snapshotCases.length + partialSectorCases.length).toBeGreaterThanOrEqual(40);
