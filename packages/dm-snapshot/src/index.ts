@@ -34,3 +34,5 @@ export { planRestore, restoreCow } from './restore';
 export type { RestorePlan } from './restore';
 export { coalesceChunks, deltaRanges } from './delta';
 export type { ChunkRange } from './delta';
+export { planRepair } from './repair';
+export type { DropReason, DroppedEntry, RepairOptions, RepairPlan } from './repair';

@@ -13,6 +13,8 @@ export interface RestorePlan {
   table: ExceptionTable;
   /** Areas the table occupies, the last holding the terminator. */
   areas: number;
+  /** Areas from the start to zero past the table (repair: the stale ones it found); at least the one after the table. */
+  zeroAreasTo?: number;
 }
 
 /**
@@ -91,7 +93,8 @@ export async function restoreCow(cow: BlockDevice, plan: RestorePlan): Promise<v
     encodeHeader(buf, { valid: false, chunkSectors: g.chunkSectors });
     await cow.write(buf, 0, g.chunkBytes, 0);
     await cow.flush();
-    const zeroedAreas = g.areaChunk(plan.areas) + 1 <= g.cowChunks ? plan.areas + 1 : plan.areas;
+    let zeroedAreas = Math.max(plan.areas + 1, plan.zeroAreasTo ?? 0);
+    while (zeroedAreas > plan.areas && g.areaChunk(zeroedAreas - 1) + 1 > g.cowChunks) zeroedAreas--;
     for (let area = 0; area < zeroedAreas; area++) {
       buf.fill(0);
       const end = Math.min(t.size, (area + 1) * E);
