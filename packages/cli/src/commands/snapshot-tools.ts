@@ -8,7 +8,9 @@ import {
   dumpPrologue,
   DumpSyntax,
   PersistentStore,
+  planRepair,
   planRestore,
+  DroppedEntry,
   readDump,
   restoreCow,
   SNAP_MAGIC,
@@ -17,7 +19,7 @@ import {
 import { z } from 'zod';
 import { closeAll, openAll } from '../util/devices';
 import { CliError } from '../util/errors';
-import { ExitCode, EXIT_CODES_HELP } from '../util/exit-codes';
+import { ExitCode, ExitCodeValue, EXIT_CODES_HELP } from '../util/exit-codes';
 import { defineCommand, DmtoolCommand } from '../util/define-command';
 import { probeFormat } from '../util/formats';
 import { flag, jsonOption } from '../util/options';
@@ -25,6 +27,8 @@ import { Output } from '../util/output';
 import { OutputFile } from '../util/output-file';
 import { PieceWriter } from '../util/piece-writer';
 import { openDumpFile } from '../util/dump-input';
+import * as fs from 'fs';
+import { BlockDevice } from '@dmtool/kcopyd';
 import { refuseOutputOverInput } from './snapshot';
 
 /** snapshot-check's exit code when it found problems: like thin_check, 1. */
@@ -269,4 +273,133 @@ const deltaCommand = defineCommand({
   },
 });
 
-export const snapshotToolCommands: DmtoolCommand[] = [checkCommand, dumpCommand, restoreCommand, deltaCommand];
+// ---------------------------------------------------------------- repair
+
+/** Dropped entries named one by one; past this many they are only counted. */
+const DROPS_LISTED = 1000;
+
+async function copyWhole(src: BlockDevice, dst: BlockDevice): Promise<void> {
+  const piece = Buffer.alloc(1 << 20);
+  for (let at = 0; at < src.sizeBytes; at += piece.length) {
+    const n = Math.min(piece.length, src.sizeBytes - at);
+    await src.read(piece, 0, n, at);
+    await dst.write(piece, 0, n, at);
+  }
+  await dst.flush();
+}
+
+const repairCommand = defineCommand({
+  command: 'snapshot-repair <cow>',
+  describe: 'Rebuild a damaged COW table keeping every intact exception; says what it drops, writes only with -o or --in-place',
+  positionals: cowPositional,
+  options: {
+    ...originOption,
+    output: {
+      schema: z.string().min(1).optional(),
+      type: 'string',
+      alias: 'o',
+      describe: 'write a repaired copy of the COW here (created at the COW size)',
+    },
+    inPlace: flag('rewrite the table in the COW itself (run without it first to see what it will do)'),
+    chunkSize: {
+      schema: z.coerce.number().int().min(1).optional(),
+      type: 'number',
+      describe: "chunk size in sectors, when the header's is damaged",
+    },
+    ...jsonOption,
+  },
+  examples: [
+    ['$0 snapshot-repair cow.img', 'show what a repair would keep and drop; write nothing'],
+    ['$0 snapshot-repair cow.img -o repaired.img', 'write a repaired copy'],
+    ['$0 snapshot-repair cow.img --in-place', 'rewrite the table in place'],
+  ],
+  epilog: `Kept: entries inside the COW and outside metadata chunks, the first use of each origin and COW chunk, and entries past a premature terminator that sit where the kernel's allocation order puts them (up to the first all-zero area). The table is rewritten in table order without holes, as snapshot-restore writes it; data chunks are copied (-o) or left alone.\n${TOOLS_HELP}`,
+  async run(o) {
+    if (o.output && o.inPlace) throw new CliError('usage', '--output and --in-place exclude each other');
+    // A new output file is made at the COW's size, and removed again if the repair does not complete.
+    let created: string | undefined;
+    if (o.output && !fs.existsSync(o.output) && fs.existsSync(o.cow)) {
+      refusePartialSectorsOf(o.cow);
+      fs.writeFileSync(o.output, '', { flag: 'wx' });
+      created = o.output;
+      fs.truncateSync(o.output, fs.statSync(o.cow).size);
+    }
+    try {
+      return await repairWith(o);
+    } catch (e) {
+      if (created) fs.rmSync(created, { force: true });
+      throw e;
+    }
+  },
+});
+
+async function repairWith(o: {
+  cow: string;
+  origin?: string;
+  output?: string;
+  inPlace: boolean;
+  chunkSize?: number;
+  json: boolean;
+}): Promise<ExitCodeValue> {
+  {
+    const devices = openAll([
+      { path: o.cow, role: 'COW', write: o.inPlace },
+      ...(o.output ? [{ path: o.output, role: 'output', write: true }] : []),
+      ...(o.origin ? [{ path: o.origin, role: 'origin', write: false }] : []),
+    ]);
+    const cow = devices[0];
+    const target = o.output ? devices[1] : o.inPlace ? cow : undefined;
+    const origin = o.origin ? devices[devices.length - 1] : undefined;
+    const out = new Output(o.json);
+    try {
+      if (o.output && target && target.sizeBytes < cow.sizeBytes) {
+        throw new CliError('size-mismatch', `--output ${o.output} is ${target.sizeBytes} bytes, smaller than the COW (${cow.sizeBytes})`);
+      }
+      const drops: DroppedEntry[] = [];
+      const plan = await planRepair(cow, {
+        originSectors: origin?.sizeSectors,
+        chunkSectors: o.chunkSize,
+        onDrop: (d) => void (drops.length < DROPS_LISTED && drops.push(d)),
+      });
+      for (const d of drops) out.line(`dropped area ${d.area} entry ${d.entry} (old ${d.oldChunk} → new ${d.newChunk}): ${d.reason}`);
+      if (plan.dropped > drops.length) out.line(`... and ${plan.dropped - drops.length} more dropped`);
+      if (target && o.output) await copyWhole(cow, target);
+      if (target) await restoreCow(target, plan);
+      const kept = `kept ${plan.table.size} of ${plan.found} exceptions (${plan.recovered} recovered past the terminator), dropped ${plan.dropped}`;
+      const done = o.output
+        ? `wrote ${o.output}`
+        : o.inPlace
+          ? `rewrote the table of ${cow.path}`
+          : 'nothing written (give -o NEW or --in-place)';
+      out.line(`${kept}; ${done}`);
+      out.result({
+        cow: cow.path,
+        output: o.output,
+        inPlace: o.inPlace,
+        written: target !== undefined,
+        found: plan.found,
+        kept: plan.table.size,
+        recovered: plan.recovered,
+        dropped: plan.dropped,
+        droppedEntries: drops,
+      });
+      return ExitCode.OK;
+    } finally {
+      closeAll(devices);
+    }
+  }
+}
+
+function refusePartialSectorsOf(cow: string): void {
+  if (fs.existsSync(cow) && fs.statSync(cow).isFile() && fs.statSync(cow).size % 512 !== 0) {
+    throw new CliError('partial-sector', `COW ${cow} is not a whole number of 512-byte sectors`);
+  }
+  if (fs.existsSync(cow) && !fs.statSync(cow).isFile()) {
+    throw new CliError(
+      'usage',
+      `-o creates a file the size of the COW, which needs the COW to be an image file; give an existing device as -o instead`,
+    );
+  }
+}
+
+export const snapshotToolCommands: DmtoolCommand[] = [checkCommand, dumpCommand, restoreCommand, deltaCommand, repairCommand];
