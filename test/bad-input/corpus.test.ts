@@ -953,6 +953,190 @@ const partialSectorCases: Case[] = [
   },
 ];
 
+/** A snapshot dump of the kernel-made COW, written by the CLI, edited by `edit`. */
+function editedDump(dir: string, edit: (text: string) => string): string {
+  const { cow } = kernelCow(dir);
+  const r = run(['snapshot-dump', cow]);
+  if (r.status !== 0) throw new Error(`setup failed: ${r.stderr}`);
+  const file = path.join(dir, 'dump.json');
+  fs.writeFileSync(file, edit(r.stdout));
+  return file;
+}
+
+const toolboxCases: Case[] = [
+  {
+    name: 'snapshot-check: --quiet with --json',
+    args: (d) => ['snapshot-check', kernelCow(d).cow, '--quiet', '--json'],
+    status: 2,
+    message: /^dmtool: --quiet and --json exclude each other$/,
+  },
+  {
+    name: 'snapshot-check: no such COW',
+    args: (d) => ['snapshot-check', path.join(d, 'missing.img')],
+    status: 3,
+    message: /^dmtool: ENOENT: open failed on .*missing\.img: no such file or device$/,
+  },
+  {
+    name: 'snapshot-dump: a COW never formatted',
+    args: (d) => {
+      const cow = path.join(d, 'cow.img');
+      makeImage(cow, MiB);
+      return ['snapshot-dump', cow];
+    },
+    status: 2,
+    message: /^dmtool: EINVAL: COW has no snapshot header \(magic is 0\): nothing to dump \(.*cow\.img sectors 0\.\.0\)$/,
+  },
+  {
+    name: 'snapshot-dump: --json without --output',
+    args: (d) => ['snapshot-dump', kernelCow(d).cow, '--json'],
+    status: 2,
+    message: /^dmtool: --json needs --output FILE \(the dump goes to stdout otherwise\)$/,
+  },
+  {
+    name: 'snapshot-dump: --output is the COW',
+    args: (d) => {
+      const { cow } = kernelCow(d);
+      return ['snapshot-dump', cow, '-o', cow];
+    },
+    status: 2,
+    message: /^dmtool: --output .*cow\.img is .*cow\.img, which is being read; name another file$/,
+  },
+  {
+    name: 'snapshot-restore: the input is not a dump',
+    args: (d) => {
+      const { origin, cow } = kernelCow(d);
+      return ['snapshot-restore', '-i', origin, cow];
+    },
+    status: 2,
+    message: /^dmtool: EINVAL: dump line 1: not a snapshot dump \(it starts with neither "\{" nor "<"\)$/,
+  },
+  {
+    name: 'snapshot-restore: no such dump',
+    args: (d) => ['snapshot-restore', '-i', path.join(d, 'missing.json'), kernelCow(d).cow],
+    status: 2,
+    message: /^dmtool: --input .*missing\.json: no such file$/,
+  },
+  {
+    name: 'snapshot-restore: a dump cut short',
+    args: (d) => {
+      const dump = editedDump(d, (t) => t.slice(0, 2000));
+      return ['snapshot-restore', '-i', dump, path.join(d, 'cow.img')];
+    },
+    status: 2,
+    message: /^dmtool: EINVAL: dump line \d+: (unexpected end of the dump|unterminated string)$/,
+  },
+  {
+    name: 'snapshot-restore: an entry past the COW end',
+    args: (d) => {
+      const dump = editedDump(d, (t) => t.replace('"newChunk": 312 }', '"newChunk": 4096 }'));
+      return ['snapshot-restore', '-i', dump, path.join(d, 'cow.img')];
+    },
+    status: 2,
+    message: /^dmtool: EINVAL: dump exception 309 \(old 399 → new 4096\) points past the COW end \(4096 chunks\) \(.*cow\.img\)$/,
+  },
+  {
+    name: 'snapshot-restore: an origin chunk twice',
+    args: (d) => {
+      const dump = editedDump(d, (t) => t.replace('"oldChunk": 5, "newChunk": 3', '"oldChunk": 3, "newChunk": 3'));
+      return ['snapshot-restore', '-i', dump, path.join(d, 'cow.img')];
+    },
+    status: 2,
+    message: /^dmtool: EINVAL: dump exception 1 \(old 3 → new 3\) repeats origin chunk 3 \(.*cow\.img\)$/,
+  },
+  {
+    name: 'snapshot-restore: a table too large for the COW',
+    args: (d) => {
+      const dump = editedDump(d, (t) => t);
+      const small = path.join(d, 'small.img');
+      makeImage(small, 256 * 4096);
+      return ['snapshot-restore', '-i', dump, small];
+    },
+    status: 2,
+    message: /^dmtool: EINVAL: dump exception \d+ \(old \d+ → new 256\) points past the COW end \(256 chunks\) \(.*small\.img\)$/,
+  },
+  {
+    name: 'snapshot-restore: the target holds an ext4 filesystem',
+    args: (d) => {
+      const dump = editedDump(d, (t) => t);
+      return ['snapshot-restore', '-i', dump, formatted(d, 1080, '53ef')];
+    },
+    status: 2,
+    message: /^dmtool: .*fmt\.img holds an ext2\/3\/4 filesystem \(magic 0xEF53\) at sector 2; give --force to write a COW table over it$/,
+  },
+  {
+    name: 'snapshot-delta: an invalidated snapshot',
+    args: (d) => ['snapshot-delta', patchedCow(d, 4, '00000000').cow],
+    status: 2,
+    message: /^dmtool: snapshot in .*cow\.img is invalid: its table no longer lists every changed chunk$/,
+  },
+  {
+    name: 'snapshot-delta: an entry past the origin end',
+    args: (d) => {
+      const k = patchedCow(d, 4096 + 16 * 10, '0040000000000000');
+      return ['snapshot-delta', k.cow, '--origin', k.origin];
+    },
+    status: 2,
+    message: /^dmtool: EINVAL: area 0 entry 10 \(old 16384 → new 12\) names an origin chunk beyond the origin end \(131072 sectors\)/,
+  },
+  {
+    name: 'mirror-log-check: --quiet with --json',
+    args: (d) => ['mirror-log-check', mirror(d).log, '-q', '--json'],
+    status: 2,
+    message: /^dmtool: --quiet and --json exclude each other$/,
+  },
+  {
+    name: 'mirror-log-dump: not a dirty log',
+    args: (d) => ['mirror-log-dump', kernelCow(d).cow],
+    status: 2,
+    message:
+      /^dmtool: dirty log .*cow\.img has bad magic 0x70416e53 at sector 0 \(expected 0x4d695272, "MiRr"\): not a dm-mirror disk log$/,
+  },
+  {
+    name: 'mirror-log-restore: not a dump',
+    args: (d) => {
+      const m = mirror(d);
+      const bad = path.join(d, 'dump.txt');
+      fs.writeFileSync(bad, 'version 2\n');
+      return ['mirror-log-restore', '-i', bad, m.log];
+    },
+    status: 2,
+    message: /^dmtool: dump line 1: expected "dmtool-mirror-log-dump 1"$/,
+  },
+  {
+    name: 'mirror-log-restore: a range past the last region',
+    args: (d) => {
+      const m = mirror(d);
+      const bad = path.join(d, 'dump.txt');
+      fs.writeFileSync(bad, 'dmtool-mirror-log-dump 1\nversion 2\nregions 16\ndirty 10 7\n');
+      return ['mirror-log-restore', '-i', bad, m.log];
+    },
+    status: 2,
+    message: /^dmtool: dump line 4: range 10\+7 is empty or past region 15$/,
+  },
+  {
+    name: 'mirror-log-restore: a log device too small for the regions',
+    args: (d) => {
+      const small = path.join(d, 'small.img');
+      makeImage(small, 1024);
+      const dump = path.join(d, 'dump.txt');
+      fs.writeFileSync(dump, 'dmtool-mirror-log-dump 1\nversion 2\nregions 16\n');
+      return ['mirror-log-restore', '-i', dump, small];
+    },
+    status: 2,
+    message: /^dmtool: log device .*small\.img is 1024 bytes; 16 regions need 1536$/,
+  },
+  {
+    name: 'mirror-log-restore: the target holds a snapshot COW',
+    args: (d) => {
+      const dump = path.join(d, 'dump.txt');
+      fs.writeFileSync(dump, 'dmtool-mirror-log-dump 1\nversion 2\nregions 16\n');
+      return ['mirror-log-restore', '-i', dump, kernelCow(d).cow];
+    },
+    status: 2,
+    message: /^dmtool: .*cow\.img holds a snapshot COW \(SnAp header\) at sector 0; give --force to write a dirty log over it$/,
+  },
+];
+
 function runCorpus(cases: Case[]): void {
   it.each(cases.map((c) => [c.name, c] as const))('%s', (_name, c) => {
     const dir = tempDir('dmtool-bad-');
@@ -980,6 +1164,7 @@ describe('bad input is refused with one line, a non-zero exit and nothing writte
   describe('mirror', () => runCorpus(mirrorCases));
   describe('snapshot', () => runCorpus(snapshotCases));
   describe('images not a whole number of sectors', () => runCorpus(partialSectorCases));
+  describe('toolbox: snapshot and mirror-log check, dump, restore, delta', () => runCorpus(toolboxCases));
 
   it('holds at least 40 cases', () => {
     expect(copyCases.length + mirrorCases.length + snapshotCases.length + partialSectorCases.length).toBeGreaterThanOrEqual(40);

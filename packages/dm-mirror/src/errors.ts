@@ -19,6 +19,8 @@ export const MIRROR_ERROR_KINDS = {
   'bad-magic': 'bad-input',
   'bad-version': 'bad-input',
   'out-of-range': 'bad-input',
+  /** A mirror log dump (mirror-log-restore's input) that does not follow docs/mirror-log-tools.md. */
+  'bad-dump': 'bad-input',
   /** A read no leg can serve: the only in-sync copy has failed. */
   'no-leg': 'io',
   aborted: 'interrupted',

@@ -37,3 +37,16 @@ export {
   readLogRegionCount,
   DEFAULT_REGION_SIZE,
 } from './open';
+export { checkLogImage, readLogBytes, LOG_PROBLEM_KINDS } from './log-check';
+export type { LogCheckResult, LogProblem, LogProblemKind } from './log-check';
+export {
+  dirtyRanges,
+  encodeLogDump,
+  logDumpJson,
+  logDumpText,
+  parseLogDumpJson,
+  parseLogDumpText,
+  LOG_DUMP_FORMAT,
+  LOG_DUMP_FORMAT_VERSION,
+} from './log-dump';
+export type { LogDump, RegionRange } from './log-dump';

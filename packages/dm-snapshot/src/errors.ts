@@ -23,6 +23,8 @@ export const SNAPSHOT_ERROR_KINDS = {
   'cow-too-small': 'bad-input',
   'cow-not-empty': 'bad-input',
   'not-formatted': 'bad-input',
+  /** A snapshot dump (snapshot-restore's input) that does not follow docs/snapshot-dump.md. */
+  'bad-dump': 'bad-input',
   /** An I/O on a snapshot that is (or has just become) invalid. */
   invalid: 'io',
   /** A merge asked of an invalid snapshot: refused before anything is written. */

@@ -2,9 +2,20 @@ import { DmtoolCommand } from '../util/define-command';
 import { copyCommand } from './copy';
 import { demoCommand } from './demo';
 import { mirrorCommands } from './mirror';
+import { mirrorLogToolCommands } from './mirror-log-tools';
 import { serveCommand } from './serve';
 import { snapshotCommands } from './snapshot';
+import { snapshotToolCommands } from './snapshot-tools';
 import { zeroCommand } from './zero';
 
 /** Every dmtool command, in the order --help lists them. */
-export const COMMANDS: DmtoolCommand[] = [demoCommand, copyCommand, zeroCommand, ...snapshotCommands, ...mirrorCommands, serveCommand];
+export const COMMANDS: DmtoolCommand[] = [
+  demoCommand,
+  copyCommand,
+  zeroCommand,
+  ...snapshotCommands,
+  ...snapshotToolCommands,
+  ...mirrorCommands,
+  ...mirrorLogToolCommands,
+  serveCommand,
+];

@@ -455,7 +455,7 @@ function overflowRefusal(target: string, dev: BlockDevice, offset: number, secto
 }
 
 /** The output file must not be the origin or the COW being read (opening it would truncate it). */
-function refuseOutputOverInput(output: string, inputs: BlockDevice[]): void {
+export function refuseOutputOverInput(output: string, inputs: BlockDevice[]): void {
   let id: string;
   try {
     id = resolver.identify(output);
