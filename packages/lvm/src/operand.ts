@@ -1,7 +1,8 @@
 import { BlockDevice } from '@dmtool/devices';
 import { LvmError } from './errors';
 import { openLogicalVolume } from './lv-device';
-import { findVolumeGroup, scanVolumeGroups } from './scan';
+import { findVolumeGroup, scanVolumeGroups, scanVolumeGroupsSync } from './scan';
+import { readDeviceSync } from './sync-read';
 
 /** `PV[,PV...]:VG/LV`: the PVs (image files or block devices) and the LV among them. */
 export interface VolumeOperand {
@@ -31,6 +32,32 @@ export interface OpenVolumeOptions {
 }
 
 /**
+ * `openVolume` for callers that must open synchronously (a DeviceResolver):
+ * the metadata is read with `readDeviceSync`.
+ */
+export function openVolumeSync(operand: VolumeOperand, opts: OpenVolumeOptions): BlockDevice {
+  const pvs: BlockDevice[] = [];
+  const closePvs = () => {
+    for (const d of pvs) d.close();
+  };
+  try {
+    for (const p of operand.pvs) pvs.push(opts.openPv(p, opts.write));
+    const vg = findVolumeGroup(
+      scanVolumeGroupsSync(pvs, (d) => (buf, at) => readDeviceSync(d, buf, at)),
+      operand.vg,
+    );
+    return openLogicalVolume(vg, operand.lv, { write: opts.write, name: operandName(operand), onClose: closePvs });
+  } catch (e) {
+    closePvs();
+    throw e;
+  }
+}
+
+function operandName(o: VolumeOperand): string {
+  return `${o.pvs.join(',')}:${o.vg}/${o.lv}`;
+}
+
+/**
  * Open the PVs of an operand, read their metadata and return the LV as a
  * device. Closing it closes the PVs; a failure closes whatever was opened.
  */
@@ -44,7 +71,7 @@ export async function openVolume(operand: VolumeOperand, opts: OpenVolumeOptions
     const vg = findVolumeGroup(await scanVolumeGroups(pvs), operand.vg);
     return openLogicalVolume(vg, operand.lv, {
       write: opts.write,
-      name: `${operand.pvs.join(',')}:${operand.vg}/${operand.lv}`,
+      name: operandName(operand),
       onClose: closePvs,
     });
   } catch (e) {

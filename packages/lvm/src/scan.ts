@@ -1,6 +1,6 @@
 import { BlockDevice } from '@dmtool/devices';
 import { LvmError } from './errors';
-import { MetadataCopy, PhysicalVolume, readPhysicalVolume } from './read-pv';
+import { MetadataCopy, PhysicalVolume, readPhysicalVolume, readPhysicalVolumeSync } from './read-pv';
 import { VgMetadata } from './vg-metadata';
 
 /** A VG as found on the given devices: its newest metadata and the device of each of its PVs that was given. */
@@ -25,6 +25,19 @@ export interface VolumeGroup {
 export async function scanVolumeGroups(devices: readonly BlockDevice[]): Promise<VolumeGroup[]> {
   const pvs: PhysicalVolume[] = [];
   for (const d of devices) pvs.push(await readPhysicalVolume(d));
+  return groupVolumeGroups(pvs);
+}
+
+/** `scanVolumeGroups` with synchronous reads (see `readPhysicalVolumeSync`). */
+export function scanVolumeGroupsSync(
+  devices: readonly BlockDevice[],
+  readSync: (device: BlockDevice) => (buf: Buffer, byteOffset: number) => void,
+): VolumeGroup[] {
+  return groupVolumeGroups(devices.map((d) => readPhysicalVolumeSync(d, readSync(d))));
+}
+
+/** Group PVs into VGs by the metadata they carry; the highest seqno of each VG wins. */
+export function groupVolumeGroups(pvs: readonly PhysicalVolume[]): VolumeGroup[] {
   const newest = new Map<string, { copy: MetadataCopy; pv: PhysicalVolume; copies: MetadataCopy[] }>();
   for (const pv of pvs) {
     for (const copy of pv.copies) {
