@@ -66,7 +66,7 @@ const ALLOCATION_CHAR: Record<string, string> = {
  * open characters are `X` (unknown), as lvm2 prints them when it cannot ask
  * device-mapper: whether the kernel has the LV active is not on disk.
  */
-export function lvAttr(vg: VgMetadata, lv: LvMetadata): string {
+export function lvAttr(vg: VgMetadata, lv: LvMetadata, missingPvs: ReadonlySet<string> = new Set()): string {
   const snap = snapshotOfCow(vg, lv.name);
   const snapshots = originSnapshots(vg, lv.name);
   const mirror = lv.segments.find((s) => s.type === 'mirror');
@@ -88,9 +88,14 @@ export function lvAttr(vg: VgMetadata, lv: LvMetadata): string {
     'X',
     target,
     '-',
-    '-',
+    onMissingPv(lv, missingPvs) ? 'p' : '-',
     flags.has('ACTIVATION_SKIP') ? 'k' : '-',
   ].join('');
+}
+
+/** Whether a striped segment of the LV lies on one of `missingPvs` (lvm2's "partial"). */
+function onMissingPv(lv: LvMetadata, missingPvs: ReadonlySet<string>): boolean {
+  return lv.segments.some((s) => s.type === 'striped' && s.stripes.some((st) => missingPvs.has(st.pv)));
 }
 
 /** Whether lvs shows the LV without -a: the COW of a snapshot shows as its origin does. */
@@ -108,7 +113,11 @@ export function lvVisible(vg: VgMetadata, lv: LvMetadata): boolean {
  * brackets, the internal `snapshotN` LVs left out, Data% of a snapshot from
  * its COW's usage (empty when the COW was never activated).
  */
-export function lvReport(vg: VgMetadata, usage: ReadonlyMap<string, SnapshotUsage | undefined> = new Map()): LvReportRow[] {
+export function lvReport(
+  vg: VgMetadata,
+  usage: ReadonlyMap<string, SnapshotUsage | undefined> = new Map(),
+  missingPvs: ReadonlySet<string> = new Set(),
+): LvReportRow[] {
   const extentBytes = vg.extentSectors * SECTOR_BYTES;
   return vg.lvs
     .filter((lv) => !isSnapshotCarrier(vg, lv.name))
@@ -120,7 +129,7 @@ export function lvReport(vg: VgMetadata, usage: ReadonlyMap<string, SnapshotUsag
       return {
         lv_name: lvVisible(vg, lv) ? lv.name : `[${lv.name}]`,
         vg_name: vg.name,
-        lv_attr: lvAttr(vg, lv),
+        lv_attr: lvAttr(vg, lv, missingPvs),
         lv_size: humanSize(lv.extentCount * extentBytes),
         pool_lv: '',
         origin: snap?.origin ?? '',

@@ -1,10 +1,19 @@
 import { DmtoolCommand } from '../util/define-command';
 import { copyCommand } from './copy';
 import { demoCommand } from './demo';
+import { lvmLsCommand } from './lvm';
 import { mirrorCommands } from './mirror';
 import { serveCommand } from './serve';
 import { snapshotCommands } from './snapshot';
 import { zeroCommand } from './zero';
 
 /** Every dmtool command, in the order --help lists them. */
-export const COMMANDS: DmtoolCommand[] = [demoCommand, copyCommand, zeroCommand, ...snapshotCommands, ...mirrorCommands, serveCommand];
+export const COMMANDS: DmtoolCommand[] = [
+  demoCommand,
+  copyCommand,
+  zeroCommand,
+  ...snapshotCommands,
+  ...mirrorCommands,
+  serveCommand,
+  lvmLsCommand,
+];
