@@ -37,7 +37,7 @@ export type { VolumeGroup } from './scan';
 export { isSnapshotCarrier, mirrorPart, originSnapshots, snapshotOfCow, snapshotSegments } from './relations';
 export { mapLvDevice, openLogicalVolume } from './lv-device';
 export type { LvDeviceOptions } from './lv-device';
-export { humanSize, lvAttr, lvReport, lvVisible, percent } from './report';
+export { displayName, humanSize, lvAttr, lvReport, lvVisible, percent } from './report';
 export type { LvReportRow, SnapshotUsage } from './report';
 export { readSnapshotUsages } from './snapshot-usage';
 export { openVolume, openVolumeSync, parseVolumeOperand } from './operand';

@@ -76,7 +76,8 @@ export function lvAttr(vg: VgMetadata, lv: LvMetadata, missingPvs: ReadonlySet<s
   if (snap) type = snap.merging ? 'S' : 's';
   else if (snapshots.length > 0) type = snapshots.some((s) => s.merging) ? 'O' : 'o';
   else if (mirror) type = flags.has('NOTSYNCED') ? 'M' : 'm';
-  else if (part) type = part.role === 'leg' ? 'i' : 'l';
+  // Whether a leg is in sync lives in the kernel (or the disk log); lvm2 too says I when it cannot ask.
+  else if (part) type = part.role === 'leg' ? 'I' : 'l';
   const alloc = ALLOCATION_CHAR[lv.allocationPolicy ?? 'inherit'] ?? 'i';
   const target = snap || snapshots.length > 0 ? 's' : mirror || part ? 'm' : '-';
   return [
@@ -108,6 +109,12 @@ export function lvVisible(vg: VgMetadata, lv: LvMetadata): boolean {
   return lv.status.includes('VISIBLE');
 }
 
+/** The name as lvs -a shows it: hidden LVs in brackets. */
+export function displayName(vg: VgMetadata, lvName: string): string {
+  const lv = vg.lvs.find((l) => l.name === lvName);
+  return lv === undefined || lvVisible(vg, lv) ? lvName : `[${lvName}]`;
+}
+
 /**
  * The rows `lvs -a` prints for a VG, sorted by name: hidden LVs in
  * brackets, the internal `snapshotN` LVs left out, Data% of a snapshot from
@@ -127,7 +134,7 @@ export function lvReport(
       const mirror = lv.segments.find((s) => s.type === 'mirror');
       const u = usage.get(lv.name);
       return {
-        lv_name: lvVisible(vg, lv) ? lv.name : `[${lv.name}]`,
+        lv_name: displayName(vg, lv.name),
         vg_name: vg.name,
         lv_attr: lvAttr(vg, lv, missingPvs),
         lv_size: humanSize(lv.extentCount * extentBytes),
@@ -136,7 +143,7 @@ export function lvReport(
         data_percent: u === undefined ? '' : u.valid ? percent(u.allocatedSectors, u.totalSectors) : '100.00',
         metadata_percent: '',
         move_pv: '',
-        mirror_log: mirror?.type === 'mirror' && mirror.log !== undefined ? mirror.log : '',
+        mirror_log: mirror?.type === 'mirror' && mirror.log !== undefined ? displayName(vg, mirror.log) : '',
         copy_percent: '',
         convert_lv: '',
       };
