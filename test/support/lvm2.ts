@@ -83,9 +83,10 @@ backup {
     this.run('vgcfgrestore', '-f', file, vg);
   }
 
-  /** `lvs -a --reportformat json` rows (default columns unless `fields`). */
-  lvsJson(vg: string, fields?: string): Record<string, string>[] {
-    const out = this.run('lvs', '-a', '--reportformat', 'json', ...(fields ? ['-o', fields] : []), vg);
-    return (JSON.parse(out) as { report: { lv: Record<string, string>[] }[] }).report[0].lv;
+  /** `lvs -a --reportformat json` rows (default columns unless `fields`; one per segment with `--segments`). */
+  lvsJson(vg: string, fields?: string, ...args: string[]): Record<string, string>[] {
+    const out = this.run('lvs', '-a', '--reportformat', 'json', ...(fields ? ['-o', fields] : []), ...args, vg);
+    const report = (JSON.parse(out) as { report: { lv?: Record<string, string>[]; seg?: Record<string, string>[] }[] }).report[0];
+    return report.lv ?? report.seg ?? [];
   }
 }
