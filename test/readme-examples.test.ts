@@ -10,9 +10,15 @@ import { removeDir, tempDir } from './support/loop';
  * ```text block right after a ```js block is its exact output.
  */
 const root = path.join(__dirname, '..');
-const readmes = ['packages/devices', 'native', 'packages/kcopyd', 'packages/dm-snapshot', 'packages/dm-mirror', 'packages/cli'].map((dir) =>
-  path.join(dir, 'README.md'),
-);
+const readmes = [
+  'packages/devices',
+  'native',
+  'packages/kcopyd',
+  'packages/dm-snapshot',
+  'packages/dm-mirror',
+  'packages/lvm',
+  'packages/cli',
+].map((dir) => path.join(dir, 'README.md'));
 
 interface Example {
   readme: string;
