@@ -204,6 +204,25 @@ describeLvm2('LVM2 metadata written by lvm2 on loop devices', () => {
     expect(snap).toMatchObject({ origin: 'data', lv_size: '2.00m', data_percent: '0.39' });
   });
 
+  test('a snapshot whose merge is pending (merging_store): O and S, the snapshot hidden, as lvs shows it', () => {
+    const current = lvm.backup('vg0');
+    lvm.restore('vg0', current.replace('cow_store = "snap"', 'merging_store = "snap"'));
+    try {
+      const r = dmtool(['lvm-ls', '--json', ...pvPaths]);
+      expect(r.status).toBe(0);
+      const lvs = lvm.lvsJson('vg0');
+      expect(lvs.filter((row) => /^(data|\[snap\])$/.test(row.lv_name)).map((row) => [row.lv_name, row.lv_attr])).toEqual([
+        ['data', 'Owi-XXs---'],
+        ['[snap]', 'Swi-XXs---'],
+      ]);
+      // The COW holds a header since the test before: dmtool reads its Data%, which lvm2 can only ask device-mapper for.
+      const expected = lvs.map((row) => (row.lv_name === '[snap]' ? { ...row, data_percent: '0.39' } : row));
+      expect(JSON.parse(r.stdout)).toEqual({ report: [{ lv: expected }] });
+    } finally {
+      lvm.restore('vg0', current);
+    }
+  });
+
   test.each(['data', 'striped', 'grown'])('dmtool copy PV,PV:vg0/%s reads the bytes lvm2 placed', (lv) => {
     const expected = pattern(lvBytes(lv), lv.length);
     throughLoops(lv, expected, 'write');

@@ -99,10 +99,14 @@ function onMissingPv(lv: LvMetadata, missingPvs: ReadonlySet<string>): boolean {
   return lv.segments.some((s) => s.type === 'striped' && s.stripes.some((st) => missingPvs.has(st.pv)));
 }
 
-/** Whether lvs shows the LV without -a: the COW of a snapshot shows as its origin does. */
+/**
+ * Whether lvs shows the LV without -a: the COW of a snapshot shows as its
+ * origin does, except while it merges (lvm2 hides a merging snapshot).
+ */
 export function lvVisible(vg: VgMetadata, lv: LvMetadata): boolean {
   const snap = snapshotOfCow(vg, lv.name);
   if (snap) {
+    if (snap.merging) return false;
     const origin = vg.lvs.find((l) => l.name === snap.origin);
     return origin !== undefined && lvVisible(vg, origin);
   }

@@ -208,11 +208,11 @@ describe('parseVgMetadata', () => {
       ['[mir_mimage_0]', 'Iwi-XXm---', '4.00m', '', '', ''],
       ['[mir_mimage_1]', 'Iwi-XXm---', '4.00m', '', '', ''],
       ['[mir_mlog]', 'lwi-XXm---', '4.00m', '', '', ''],
-      ['snap', 'Swi-XXs---', '4.00m', 'data', '0.59', ''],
+      ['[snap]', 'Swi-XXs---', '4.00m', 'data', '0.59', ''],
       ['wide', '-wc-XX----', '16.00m', '', '', ''],
     ]);
     expect(lvAttr(vg, lv('wide'), new Set(['pv1']))).toBe('-wc-XX--p-');
-    expect(lvReport(vg, new Map([['snap', { valid: false }]])).find((r) => r.lv_name === 'snap')?.data_percent).toBe('100.00');
+    expect(lvReport(vg, new Map([['snap', { valid: false }]])).find((r) => r.lv_name === '[snap]')?.data_percent).toBe('100.00');
   });
 
   test.each([
