@@ -14,7 +14,8 @@ export const describeLvm2: jest.Describe = (loopSupported() && lvm2Available()) 
 /**
  * lvm2 confined to a test: a private lvm.conf (LVM_SYSTEM_DIR) whose
  * filters accept only the given devices, with locking, backup and archive
- * folders under the test's folder. Without device-mapper in the kernel every
+ * folders under the test's folder and no hints file (which lvm2 would
+ * otherwise keep in /run/lvm). Without device-mapper in the kernel every
  * command runs with `--driverloaded n` (activation off).
  */
 export class Lvm2 {
@@ -35,6 +36,7 @@ export class Lvm2 {
   obtain_device_list_from_udev = 0
   external_device_info_source = "none"
   use_devicesfile = 0
+  hints = "none"
 }
 global {
   locking_dir = "${path.join(dir, 'lvm-lock')}"
