@@ -11,6 +11,8 @@ export interface Token {
 }
 
 const PUNCTUATION = new Set(['{', '}', '[', ']', '=', ',']);
+/** What ends a bare word: white space, a comment, punctuation, a quote. */
+const WORD_END = new Set([' ', '\t', '\n', '\r', '\f', '\v', '#', '"', "'", ...PUNCTUATION]);
 const NUMBER = /^[+-]?(\d+(\.\d+)?|\.\d+)$/;
 
 /**
@@ -76,7 +78,7 @@ export function tokenize(text: string, source = 'metadata'): Token[] {
       continue;
     }
     const start = i;
-    while (i < text.length && !/[\s#{}[\]=,"']/.test(text[i])) i++;
+    while (i < text.length && !WORD_END.has(text[i])) i++;
     const word = text.slice(start, i);
     tokens.push({ type: NUMBER.test(word) ? 'number' : 'word', text: word, line, column });
   }

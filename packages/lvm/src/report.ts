@@ -1,5 +1,5 @@
 import { SECTOR_BYTES } from '@dmtool/devices';
-import { isSnapshotCarrier, mirrorPart, originSnapshots, snapshotOfCow } from './relations';
+import { isSnapshotCarrier, mirrorPart, originSnapshots, snapshotOfCow, vgRelations } from './relations';
 import { LvMetadata, VgMetadata } from './vg-metadata';
 
 /** One row of `lvs -a --reportformat json`, with its default columns. */
@@ -107,7 +107,7 @@ export function lvVisible(vg: VgMetadata, lv: LvMetadata): boolean {
   const snap = snapshotOfCow(vg, lv.name);
   if (snap) {
     if (snap.merging) return false;
-    const origin = vg.lvs.find((l) => l.name === snap.origin);
+    const origin = vgRelations(vg).lvs.get(snap.origin);
     return origin !== undefined && lvVisible(vg, origin);
   }
   return lv.status.includes('VISIBLE');
@@ -115,7 +115,7 @@ export function lvVisible(vg: VgMetadata, lv: LvMetadata): boolean {
 
 /** The name as lvs -a shows it: hidden LVs in brackets. */
 export function displayName(vg: VgMetadata, lvName: string): string {
-  const lv = vg.lvs.find((l) => l.name === lvName);
+  const lv = vgRelations(vg).lvs.get(lvName);
   return lv === undefined || lvVisible(vg, lv) ? lvName : `[${lvName}]`;
 }
 
