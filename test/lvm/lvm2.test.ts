@@ -223,7 +223,7 @@ describeLvm2('LVM2 metadata written by lvm2 on loop devices', () => {
     }
   });
 
-  test.each(['data', 'striped', 'grown'])('dmtool copy PV,PV:vg0/%s reads the bytes lvm2 placed', (lv) => {
+  test.each(['data', 'striped', 'grown'])('dmtool copy PV,PV:vg0/%s reads the bytes lvm2 placed, with and without O_DIRECT', (lv) => {
     const expected = pattern(lvBytes(lv), lv.length);
     throughLoops(lv, expected, 'write');
     const out = path.join(dir, `${lv}.out`);
@@ -235,6 +235,13 @@ describeLvm2('LVM2 metadata written by lvm2 on loop devices', () => {
     expect(r.stdout.startsWith(`copied ${expected.length / 512} sectors from ${pvPaths.join(',')}:vg0/${lv} to 1 destination: `)).toBe(
       true,
     );
+    expect(fs.readFileSync(out).equals(expected)).toBe(true);
+
+    // O_DIRECT on the PVs: the metadata reads and the copy keep to their alignment.
+    fs.truncateSync(out, 0);
+    fs.truncateSync(out, expected.length);
+    const direct = dmtool(['copy', '--direct', `${pvPaths.join(',')}:vg0/${lv}`, out]);
+    expect([direct.status, direct.stderr]).toEqual([0, '']);
     expect(fs.readFileSync(out).equals(expected)).toBe(true);
   });
 
