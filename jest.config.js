@@ -13,6 +13,7 @@ module.exports = {
     '^@dmtool/dm-mirror$': '<rootDir>/packages/dm-mirror/src/index.ts',
     '^@dmtool/targets$': '<rootDir>/packages/targets/src/index.ts',
     '^@dmtool/nbd$': '<rootDir>/packages/nbd/src/index.ts',
+    '^@dmtool/lvm$': '<rootDir>/packages/lvm/src/index.ts',
     '^dmtool$': '<rootDir>/packages/cli/src/index.ts',
   },
   testTimeout: 120000,

@@ -18,6 +18,7 @@ const readmes = [
   'packages/dm-mirror',
   'packages/targets',
   'packages/nbd',
+  'packages/lvm',
   'packages/cli',
 ].map((dir) => path.join(dir, 'README.md'));
 

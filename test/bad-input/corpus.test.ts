@@ -1134,6 +1134,36 @@ const toolboxCases: Case[] = [
     },
     status: 2,
     message: /^dmtool: .*cow\.img holds a snapshot COW \(SnAp header\) at sector 0; give --force to write a dirty log over it$/,
+/** LVM volume operands and lvm-ls on images that are not what they must be. */
+const lvmCases: Case[] = [
+  {
+    name: 'lvm-ls: an image without an LVM2 label',
+    args: (d) => {
+      makeImage(path.join(d, 'disk.img'), MiB, 'DISK');
+      return ['lvm-ls', path.join(d, 'disk.img')];
+    },
+    status: 2,
+    message: /no LVM2 label \(LABELONE\) in sectors 0-3: not a physical volume \(.*disk\.img sectors 0\.\.3\)$/,
+  },
+  {
+    name: 'copy: a volume operand on an image without an LVM2 label',
+    args: (d) => {
+      makeImage(path.join(d, 'disk.img'), MiB, 'DISK');
+      makeImage(path.join(d, 'out.img'), MiB);
+      return ['copy', `${path.join(d, 'disk.img')}:vg0/data`, path.join(d, 'out.img')];
+    },
+    status: 2,
+    message: /no LVM2 label \(LABELONE\) in sectors 0-3: not a physical volume/,
+  },
+  {
+    name: 'copy: a volume operand that lists a PV twice',
+    args: (d) => {
+      makeImage(path.join(d, 'pv.img'), MiB);
+      makeImage(path.join(d, 'out.img'), MiB);
+      return ['copy', `${path.join(d, 'pv.img')},${path.join(d, 'pv.img')}:vg0/data`, path.join(d, 'out.img')];
+    },
+    status: 2,
+    message: /a PV is listed twice$/,
   },
 ];
 
@@ -1165,6 +1195,7 @@ describe('bad input is refused with one line, a non-zero exit and nothing writte
   describe('snapshot', () => runCorpus(snapshotCases));
   describe('images not a whole number of sectors', () => runCorpus(partialSectorCases));
   describe('toolbox: snapshot and mirror-log check, dump, restore, delta', () => runCorpus(toolboxCases));
+  describe('LVM volumes', () => runCorpus(lvmCases));
 
   it('holds at least 40 cases', () => {
     expect(copyCases.length + mirrorCases.length + snapshotCases.length + partialSectorCases.length).toBeGreaterThanOrEqual(40);

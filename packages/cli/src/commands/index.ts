@@ -1,6 +1,7 @@
 import { DmtoolCommand } from '../util/define-command';
 import { copyCommand } from './copy';
 import { demoCommand } from './demo';
+import { lvmLsCommand } from './lvm';
 import { mirrorCommands } from './mirror';
 import { mirrorLogToolCommands } from './mirror-log-tools';
 import { serveCommand } from './serve';
@@ -18,4 +19,5 @@ export const COMMANDS: DmtoolCommand[] = [
   ...mirrorCommands,
   ...mirrorLogToolCommands,
   serveCommand,
+  lvmLsCommand,
 ];

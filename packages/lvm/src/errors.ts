@@ -1,0 +1,52 @@
+import { DmtoolError, ErrorKind } from '@dmtool/devices';
+
+/** The kind (and so the exit code) of each LVM metadata error reason. */
+export const LVM_ERROR_KINDS = {
+  /** No `LABELONE` label in sectors 0-3: not a physical volume. */
+  'no-label': 'bad-input',
+  'bad-label': 'bad-input',
+  'label-crc': 'bad-input',
+  'bad-pv-header': 'bad-input',
+  'bad-mda-header': 'bad-input',
+  'mda-crc': 'bad-input',
+  'bad-text-location': 'bad-input',
+  'text-crc': 'bad-input',
+  /** The metadata text breaks the grammar (the message gives line and column). */
+  syntax: 'bad-input',
+  /** The text parses but a VG, PV, LV or segment field is missing or wrong. */
+  'bad-metadata': 'bad-input',
+  'unknown-segment-type': 'bad-input',
+  /** No metadata area on any given PV holds metadata. */
+  'no-metadata': 'bad-input',
+  'missing-pv': 'bad-input',
+  'unknown-vg': 'bad-input',
+  'unknown-lv': 'bad-input',
+  /** The LV is of a kind that cannot be opened as a device yet. */
+  'unsupported-lv': 'bad-input',
+  'bad-operand': 'bad-input',
+} as const satisfies Record<string, ErrorKind>;
+
+export type LvmErrorReason = keyof typeof LVM_ERROR_KINDS;
+
+/**
+ * An LVM2 metadata error: `reason` names the broken rule and decides the
+ * kind; `path` and the sector range say where on which PV.
+ */
+export class LvmError extends DmtoolError<LvmErrorReason> {
+  constructor(reason: LvmErrorReason, message: string, place: { path?: string; sector?: number; sectors?: number } = {}) {
+    const where =
+      place.path === undefined
+        ? ''
+        : place.sector === undefined
+          ? ` (${place.path})`
+          : ` (${place.path} sectors ${place.sector}..${place.sector + Math.max(1, place.sectors ?? 1) - 1})`;
+    super(
+      LVM_ERROR_KINDS[reason],
+      reason,
+      reason === 'missing-pv' || reason === 'no-label' ? 'ENXIO' : 'EINVAL',
+      `${message}${where}`,
+      place,
+    );
+    this.name = 'LvmError';
+  }
+}
