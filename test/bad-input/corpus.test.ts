@@ -1134,6 +1134,9 @@ const toolboxCases: Case[] = [
     },
     status: 2,
     message: /^dmtool: .*cow\.img holds a snapshot COW \(SnAp header\) at sector 0; give --force to write a dirty log over it$/,
+  },
+];
+
 /** LVM volume operands and lvm-ls on images that are not what they must be. */
 const lvmCases: Case[] = [
   {
