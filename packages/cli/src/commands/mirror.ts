@@ -126,7 +126,7 @@ function compactList(values: number[]): string {
 
 /** What the log device already holds, if it is a format dmtool recognises. */
 async function existingFormat(path: string): Promise<FoundFormat | undefined> {
-  const d = openDevice(path, { write: false });
+  const d = await openDevice(path, { write: false });
   try {
     return await probeFormat(d);
   } finally {
@@ -351,7 +351,7 @@ const checkCommand = defineCommand({
     checkDistinct(resolver, legSpecs);
     const devices: BlockDevice[] = [];
     try {
-      for (const path of o.legs) devices.push(openDevice(path, { write: false }));
+      for (const path of o.legs) devices.push(await openDevice(path, { write: false }));
       let length = o.length;
       if (length === undefined) {
         const differ = devices.findIndex((d) => d.sizeSectors !== devices[0].sizeSectors);

@@ -1,5 +1,5 @@
 import * as path from 'path';
-import { KcopydClient, SECTOR_BYTES } from '@dmtool/kcopyd';
+import { BlockDevice, KcopydClient, SECTOR_BYTES } from '@dmtool/kcopyd';
 import { openDevice, resolver } from '../util/open-device';
 import { checkLegs, MirrorConfig, openMirror, resync } from '@dmtool/dm-mirror';
 import { mergeSnapshot, Origin, Snapshot, snapshotBuffer } from '@dmtool/dm-snapshot';
@@ -25,8 +25,9 @@ export const copyStep: DemoStep = async (ctx) => {
   writePatternImage(src, ctx.sizeBytes, 'SOURCE');
   const destPaths = [1, 2, 3].map((i) => path.join(ctx.dir, `copy-${i}.img`));
   destPaths.forEach((p) => emptyImage(p, ctx.sizeBytes));
-  const source = openDevice(src, { write: false });
-  const dests = destPaths.map((p) => openDevice(p, { write: true }));
+  const source = await openDevice(src, { write: false });
+  const dests: BlockDevice[] = [];
+  for (const p of destPaths) dests.push(await openDevice(p, { write: true }));
   const client = new KcopydClient();
   try {
     const count = source.sizeSectors;
@@ -98,8 +99,8 @@ export const snapshotStep: DemoStep = async (ctx) => {
   writePatternImage(originPath, ctx.sizeBytes, 'ORIGIN');
   emptyImage(cowPath, ctx.sizeBytes / 2);
   const before = sha256File(originPath);
-  const originDev = openDevice(originPath, { write: true });
-  const cowDev = openDevice(cowPath, { write: true });
+  const originDev = await openDevice(originPath, { write: true });
+  const cowDev = await openDevice(cowPath, { write: true });
   try {
     const origin = new Origin(originDev);
     let snap: Snapshot;
@@ -180,7 +181,7 @@ export const mirrorStep: DemoStep = async (ctx) => {
 
   // A crash while writing: leg 0 got new data in three regions, the other legs did not, and the log says those regions are dirty.
   const dirty = [3, Math.floor(regions / 2), regions - 1];
-  const primary = openDevice(legs[0], { write: true });
+  const primary = await openDevice(legs[0], { write: true });
   try {
     const data = Buffer.alloc(regionSize * SECTOR_BYTES, 0x77);
     for (const r of dirty) await primary.write(data, 0, Math.min(data.length, primary.sizeBytes - r * data.length), r * data.length);

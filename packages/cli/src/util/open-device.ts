@@ -1,7 +1,9 @@
 import { BlockDevice, DeviceResolver, FaultInjector, withFaults } from '@dmtool/devices';
 import { fileResolver, OpenOptions } from '@dmtool/native';
+import { looksLikeNbdUri, nbdIdentity, NbdDevice, NbdDeviceOptions, parseNbdUri } from '@dmtool/nbd';
 
 let faults: FaultInjector | undefined;
+let nbdOptions: Omit<NbdDeviceOptions, 'write'> = {};
 
 /**
  * Arm a fault plan (the DMTOOL_FAULTS JSON) for every device this process
@@ -13,13 +15,39 @@ export function armFaults(planJson: string | undefined): void {
   faults?.armCrashPoints();
 }
 
-/** The one place the CLI turns names into devices. */
+const NBD_ENV = {
+  DMTOOL_NBD_TIMEOUT_MS: 'requestTimeoutMs',
+  DMTOOL_NBD_RECONNECT_ATTEMPTS: 'reconnectAttempts',
+  DMTOOL_NBD_RECONNECT_DELAY_MS: 'reconnectDelayMs',
+} as const;
+
+/**
+ * The NBD client's request timeout and reconnection policy from the
+ * environment (whole numbers; unset keeps the library's defaults). Only the
+ * CLI entry point calls this.
+ */
+export function configureNbd(env: NodeJS.ProcessEnv): void {
+  const opts: Record<string, number> = {};
+  for (const [name, key] of Object.entries(NBD_ENV)) {
+    const v = env[name];
+    if (v === undefined || v === '') continue;
+    if (!/^\d{1,9}$/.test(v) || (key !== 'reconnectAttempts' && Number(v) === 0)) {
+      throw new Error(`${name} must be a whole number${key === 'reconnectAttempts' ? '' : ' above 0'} (got ${JSON.stringify(v)})`);
+    }
+    opts[key] = Number(v);
+  }
+  nbdOptions = opts;
+}
+
+/** The one place the CLI turns names into devices: NBD URIs become NbdDevices, anything else a file or block device. */
 export const resolver: DeviceResolver = {
-  identify: (name, role) => fileResolver.identify(name, role),
+  identify: (name, role) => (looksLikeNbdUri(name) ? nbdIdentity(parseNbdUri(name, process.cwd())) : fileResolver.identify(name, role)),
   open: (name, opts) => openDevice(name, opts),
 };
 
-export function openDevice(name: string, opts: OpenOptions & { write: boolean }): BlockDevice {
-  const device = fileResolver.open(name, opts);
+export async function openDevice(name: string, opts: OpenOptions & { write: boolean }): Promise<BlockDevice> {
+  const device = looksLikeNbdUri(name)
+    ? await NbdDevice.open(name, { ...nbdOptions, write: opts.write })
+    : await fileResolver.open(name, opts);
   return faults ? withFaults(device, faults) : device;
 }
