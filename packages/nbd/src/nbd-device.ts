@@ -122,7 +122,9 @@ class Slots {
   }
 }
 
-const why = (e: unknown) => (e instanceof Error ? e.message : String(e));
+/** An error's message; errors from Node's own modules may come from another realm, so no instanceof. */
+const why = (e: unknown) =>
+  typeof e === 'object' && e !== null && typeof (e as Error).message === 'string' ? (e as Error).message : String(e);
 
 export class NbdDevice implements BlockDevice {
   readonly path: string;
