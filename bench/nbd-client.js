@@ -113,7 +113,7 @@ async function main() {
     makeSparse(log, 1 << 20);
     const resync = bestOf(() => {
       fresh(dests.slice(0, 1));
-      dmtool(['mirror-create', '--log', log, input, uris[0]]);
+      dmtool(['mirror-create', '--force', '--log', log, input, uris[0]]);
       dropCaches();
       return dmtool(['mirror-resync', '--log', log, input, uris[0]]).seconds;
     });
