@@ -7,7 +7,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { dmtool, startDmtool } from '../support/cli';
-import { ServerProcess, startNbdkit, startQemuNbd } from '../support/nbd-servers';
+import { ServerProcess, startNbdkit, startNbdkitTcp, startQemuNbd } from '../support/nbd-servers';
 import { havePeer, nbdUri, randomFile, sha256, startServe } from './serve-process';
 
 jest.setTimeout(90000);
@@ -226,4 +226,17 @@ test('copy --help mentions NBD URIs', () => {
   const r = dmtool(['copy', '--help']);
   expect(r.stdout).toContain('source file, block device or NBD URI');
   expect(r.stdout).toContain('nbd+unix:///EXPORT?socket=PATH');
+});
+
+when(nbdkit)('TCP on 127.0.0.1: copy to an nbd:// export', async () => {
+  const { src, dst } = files(4 * MiB);
+  const server = await startNbdkitTcp(['file', dst]);
+  try {
+    const r = dmtool(['copy', src, `nbd://127.0.0.1:${server.port}/`]);
+    expect([r.status, r.stderr]).toEqual([0, '']);
+    expect(r.stdout).toMatch(new RegExp(`^copied 8192 sectors from ${src} to 1 destination: `));
+  } finally {
+    await server.stop();
+  }
+  expect(sha256(dst)).toBe(sha256(src));
 });

@@ -16,9 +16,9 @@ export interface ServerProcess {
   stop(signal?: NodeJS.Signals, timeoutMs?: number): Promise<void>;
 }
 
-function canConnect(socketPath: string): Promise<boolean> {
+function canConnect(to: { path: string } | { host: string; port: number }): Promise<boolean> {
   return new Promise((resolve) => {
-    const s = net.connect({ path: socketPath });
+    const s = net.connect(to);
     s.once('connect', () => {
       s.destroy();
       resolve(true);
@@ -27,8 +27,14 @@ function canConnect(socketPath: string): Promise<boolean> {
   });
 }
 
-async function startServer(cmd: string, args: string[], socketPath: string, timeoutMs = 10000): Promise<ServerProcess> {
-  fs.rmSync(socketPath, { force: true });
+async function startServer(
+  cmd: string,
+  args: string[],
+  socketPath: string,
+  listening: () => Promise<boolean>,
+  timeoutMs = 10000,
+): Promise<ServerProcess> {
+  if (socketPath) fs.rmSync(socketPath, { force: true });
   const child = spawn(cmd, args, {
     stdio: ['ignore', 'ignore', 'pipe'],
     env: { ...process.env, PATH: `/usr/bin:/bin:${process.env.PATH ?? ''}` },
@@ -48,9 +54,9 @@ async function startServer(cmd: string, args: string[], socketPath: string, time
   for (;;) {
     if (!running || Date.now() > until) {
       await stop('SIGKILL');
-      throw new Error(`${cmd} did not start listening on ${socketPath}: ${stderr}`);
+      throw new Error(`${cmd} did not start listening: ${stderr}`);
     }
-    if (fs.existsSync(socketPath) && (await canConnect(socketPath))) break;
+    if (await listening()) break;
     await new Promise((r) => setTimeout(r, 20));
   }
   return { pid: child.pid as number, socketPath, stderr: () => stderr, stop };
@@ -58,10 +64,33 @@ async function startServer(cmd: string, args: string[], socketPath: string, time
 
 /** `nbdkit -f -U SOCKET ARGS...` (plugin, its parameters, filters). */
 export function startNbdkit(args: string[], socketPath: string): Promise<ServerProcess> {
-  return startServer('nbdkit', ['-f', '--exit-with-parent', '-U', socketPath, ...args], socketPath);
+  return startServer('nbdkit', ['-f', '--exit-with-parent', '-U', socketPath, ...args], socketPath, () => unixListening(socketPath));
+}
+
+const unixListening = async (socketPath: string) => fs.existsSync(socketPath) && (await canConnect({ path: socketPath }));
+
+/** A TCP port on 127.0.0.1 that was free a moment ago (the kernel's choice). */
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const port = (srv.address() as net.AddressInfo).port;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/** `nbdkit -f -i 127.0.0.1 -p PORT ARGS...`: loopback only, on a port the kernel picked. */
+export async function startNbdkitTcp(args: string[]): Promise<ServerProcess & { port: number }> {
+  const port = await freePort();
+  const s = await startServer('nbdkit', ['-f', '--exit-with-parent', '-i', '127.0.0.1', '-p', String(port), ...args], '', () =>
+    canConnect({ host: '127.0.0.1', port }),
+  );
+  return { ...s, port };
 }
 
 /** `qemu-nbd -k SOCKET --persistent ARGS...` */
 export function startQemuNbd(args: string[], socketPath: string): Promise<ServerProcess> {
-  return startServer('qemu-nbd', ['-k', socketPath, '--persistent', ...args], socketPath);
+  return startServer('qemu-nbd', ['-k', socketPath, '--persistent', ...args], socketPath, () => unixListening(socketPath));
 }
