@@ -240,3 +240,40 @@ when(nbdkit)('TCP on 127.0.0.1: copy to an nbd:// export', async () => {
   }
   expect(sha256(dst)).toBe(sha256(src));
 });
+
+when(nbdkit)(
+  'an NBD leg whose writes fail: marked failed (S), its regions left out of sync; resynced once the server is well',
+  async () => {
+    const { src: leg0, dst: leg1 } = files(16 * MiB);
+    const log = path.join(dir, 'log.img');
+    fs.writeFileSync(log, Buffer.alloc(MiB));
+    const trigger = path.join(dir, 'trigger');
+    const sock = path.join(dir, 'leg.sock');
+    const remote = nbdUri(sock, '');
+    const server = await startNbdkit(
+      ['--filter=error', 'file', leg1, 'error=EIO', 'error-pwrite-rate=100%', `error-pwrite-file=${trigger}`],
+      sock,
+    );
+    try {
+      expect(dmtool(['mirror-create', '--log', log, leg0, remote]).status).toBe(0);
+      fs.writeFileSync(trigger, '');
+      const failed = dmtool(['mirror-resync', '--log', log, leg0, remote]);
+      expect(failed.status).toBe(1);
+      const esc = (s: string) => s.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
+      expect(failed.stderr).toMatch(
+        new RegExp(
+          `^dmtool: leg 1 ${esc(remote)} failed \\(S\\): EIO: write failed on ${esc(remote)} at sector \\d+ \\(\\+1024 sectors\\): I/O error\\n` +
+            `dmtool: 32 regions left out of sync: 0-31\\n$`,
+        ),
+      );
+      expect(failed.stdout.split('\n')[1]).toBe(`0 32768 mirror 2 ${leg0} ${remote} 0/32 1 AS 3 disk ${log} A`);
+      fs.rmSync(trigger);
+      const ok = dmtool(['mirror-resync', '--log', log, leg0, remote]);
+      expect([ok.status, ok.stderr]).toEqual([0, '']);
+      expect(ok.stdout).toMatch(/^resynced 32 of 32 out-of-sync regions /);
+    } finally {
+      await server.stop();
+    }
+    expect(sha256(leg1)).toBe(sha256(leg0));
+  },
+);
