@@ -277,3 +277,31 @@ when(nbdkit)(
     expect(sha256(leg1)).toBe(sha256(leg0));
   },
 );
+
+when(nbdkit)('a snapshot whose COW is an NBD export: copy-on-write keeps the old origin data readable', async () => {
+  const { src: origin, dst: cowFile } = files(8 * MiB);
+  const before = fs.readFileSync(origin).subarray(0, 64 * 1024);
+  const sock = path.join(dir, 'cow.sock');
+  const cow = nbdUri(sock, '');
+  const zeroes = path.join(dir, 'zeroes');
+  fs.writeFileSync(zeroes, Buffer.alloc(64 * 1024));
+  const view = path.join(dir, 'view');
+  const server = await startNbdkit(['file', cowFile], sock);
+  try {
+    const c = dmtool(['snapshot-create', origin, cow, '--chunk-size', '8']);
+    expect([c.status, c.stderr]).toEqual([0, '']);
+    const w = dmtool(['snapshot-write', origin, cow, '--target', 'origin', '--offset', '0', '-i', zeroes]);
+    expect([w.status, w.stderr, w.stdout]).toEqual([0, '', 'wrote 128 sectors to the origin at sector 0; status 144/16384 16\n']);
+    const r = dmtool(['snapshot-read', origin, cow, '--length', '128', '-o', view]);
+    expect([r.status, r.stderr]).toEqual([0, '']);
+  } finally {
+    await server.stop();
+  }
+  expect(fs.readFileSync(view).equals(before)).toBe(true);
+  expect(
+    fs
+      .readFileSync(origin)
+      .subarray(0, 64 * 1024)
+      .equals(Buffer.alloc(64 * 1024)),
+  ).toBe(true);
+});
