@@ -8,7 +8,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { dmtool, startDmtool } from '../support/cli';
 import { ServerProcess, startNbdkit, startNbdkitTcp, startQemuNbd } from '../support/nbd-servers';
-import { havePeer, nbdUri, randomFile, sha256, startServe } from './serve-process';
+import { havePeer, nbdUri, peer, randomFile, sha256, startServe } from './serve-process';
 
 jest.setTimeout(90000);
 
@@ -305,3 +305,34 @@ when(nbdkit)('a snapshot whose COW is an NBD export: copy-on-write keeps the old
       .equals(Buffer.alloc(64 * 1024)),
   ).toBe(true);
 });
+
+when(nbdkit)(
+  'NBD URIs in table lines: a mirror table with an NBD leg, and `dmtool serve` re-exporting a range of an NBD export',
+  async () => {
+    const { src: leg0, dst: leg1 } = files(8 * MiB);
+    const log = path.join(dir, 'log.img');
+    fs.writeFileSync(log, Buffer.alloc(MiB));
+    const sock = path.join(dir, 'leg.sock');
+    const remote = nbdUri(sock, '');
+    const server = await startNbdkit(['file', leg1], sock);
+    const out = path.join(dir, 'range.out');
+    try {
+      const table = `0 16384 mirror disk 2 ${log} 1024 2 ${leg0} 0 ${remote} 0`;
+      expect(dmtool(['mirror-create', '--table', table]).status).toBe(0);
+      const r = dmtool(['mirror-resync', '--table', table]);
+      expect([r.status, r.stderr]).toEqual([0, '']);
+      const proxySock = path.join(dir, 'proxy.sock');
+      const proxy = await startServe(['--dev', 'px', `0 2048 linear ${remote} 8`], proxySock);
+      try {
+        const c = peer('nbdcopy', [nbdUri(proxySock, 'px'), out]);
+        expect([c.status, c.stderr]).toEqual([0, '']);
+      } finally {
+        await proxy.stop();
+      }
+    } finally {
+      await server.stop();
+    }
+    expect(sha256(leg1)).toBe(sha256(leg0));
+    expect(sha256(out)).toBe(sha256(leg0, 4096, MiB));
+  },
+);
