@@ -159,6 +159,25 @@ const copyCases: Case[] = [
     message: /^dmtool: destination 0 .* is the same device as source/,
   },
   {
+    name: 'copy: TLS NBD URI (not supported yet), password not shown',
+    args: (d) => ['copy', source(d), 'nbds://alice:secret@127.0.0.1/disk'],
+    status: 2,
+    message: /^dmtool: nbds:\/\/127\.0\.0\.1\/disk: TLS is not supported yet \(use nbd:\/\/ or nbd\+unix:\/\/\)$/,
+  },
+  {
+    name: 'copy: nbd+unix URI without a socket',
+    args: (d) => ['copy', source(d), 'nbd+unix:///disk'],
+    status: 2,
+    message: /^dmtool: nbd\+unix:\/\/\/disk: nbd\+unix:\/\/ needs \?socket=PATH$/,
+  },
+  {
+    name: 'copy: the same NBD export twice (refused without connecting)',
+    args: (d) => ['copy', source(d), `nbd+unix:///x?socket=${d}/none.sock`, `nbd+unix:///x?socket=${d}/./none.sock`],
+    status: 2,
+    message:
+      /^dmtool: destination 1 nbd\+unix:\/\/\/x\?socket=.*\/\.\/none\.sock is the same device as destination 0 nbd\+unix:\/\/\/x\?socket=.*\/none\.sock$/,
+  },
+  {
     name: 'copy: range past the source end',
     args: (d) => ['copy', source(d), dest(d), '--offset', '8000', '--length', '1000'],
     status: 2,

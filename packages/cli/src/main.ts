@@ -2,7 +2,7 @@ import yargs from 'yargs';
 import { COMMANDS } from './commands';
 import { CliError } from './util/errors';
 import { ExitCode, ExitCodeValue, EXIT_CODES_HELP } from './util/exit-codes';
-import { armFaults } from './util/open-device';
+import { armFaults, configureNbd } from './util/open-device';
 import { reportFailure } from './util/run';
 
 /** Run the CLI with these arguments; resolves to the process exit code. */
@@ -11,6 +11,12 @@ export async function main(args: string[], env: NodeJS.ProcessEnv = process.env)
     armFaults(env.DMTOOL_FAULTS);
   } catch (e) {
     process.stderr.write(`dmtool: DMTOOL_FAULTS: ${e instanceof Error ? e.message.split('\n')[0] : String(e)}\n`);
+    return ExitCode.USAGE;
+  }
+  try {
+    configureNbd(env);
+  } catch (e) {
+    process.stderr.write(`dmtool: ${e instanceof Error ? e.message : String(e)}\n`);
     return ExitCode.USAGE;
   }
   let selected: Promise<ExitCodeValue> | undefined;

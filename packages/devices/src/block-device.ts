@@ -117,5 +117,6 @@ export interface DeviceResolver {
    * the same device twice before claiming any. `role` names it in errors.
    */
   identify(name: string, role?: string): string;
-  open(name: string, opts: { write: boolean; direct?: boolean }): BlockDevice;
+  /** Local devices open at once; network devices resolve once connected. Callers always await. */
+  open(name: string, opts: { write: boolean; direct?: boolean }): BlockDevice | Promise<BlockDevice>;
 }

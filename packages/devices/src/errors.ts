@@ -23,6 +23,7 @@ const hints: Record<string, string> = {
   ELOOP: 'too many levels of symbolic links',
   ENOTDIR: 'a path component is not a directory',
   ENAMETOOLONG: 'file name too long',
+  ECONNREFUSED: 'connection refused (is the server running?)',
 };
 
 /** The plain-words meaning of an errno name, as error messages show it. */
@@ -47,6 +48,7 @@ const REFUSED_OPEN_CODES = new Set([
   'ELOOP',
   'ENOTDIR',
   'ENAMETOOLONG',
+  'ECONNREFUSED',
 ]);
 
 /** A device refused (missing, busy, locked, read-only, …) or an I/O error. */

@@ -115,11 +115,12 @@ export async function openMirror(cfg: MirrorConfig, resolver: DeviceResolver, op
   ]);
   const opened: BlockDevice[] = [];
   try {
-    const legs = cfg.legs.map((l) => {
-      const d = resolver.open(l.path, { write: opts.writeLegs === true, direct: opts.direct === true });
+    const legs: { device: BlockDevice; offsetSectors: number }[] = [];
+    for (const l of cfg.legs) {
+      const d = await resolver.open(l.path, { write: opts.writeLegs === true, direct: opts.direct === true });
       opened.push(d);
-      return { device: d, offsetSectors: l.offsetSectors ?? 0 };
-    });
+      legs.push({ device: d, offsetSectors: l.offsetSectors ?? 0 });
+    }
     let length = cfg.lengthSectors;
     if (length === undefined) {
       const sizes = legs.map((l) => l.device.sizeSectors - l.offsetSectors);
@@ -158,7 +159,7 @@ export async function openMirror(cfg: MirrorConfig, resolver: DeviceResolver, op
     } else {
       const create = opts.createLog === true;
       const persist = opts.persistLog ?? (opts.writeLegs === true || create);
-      const logDev = resolver.open(cfg.log.path, { write: opts.writeLog ?? persist });
+      const logDev = await resolver.open(cfg.log.path, { write: opts.writeLog ?? persist });
       opened.push(logDev);
       await opts.checkLog?.(logDev);
       let rs = cfg.regionSize;

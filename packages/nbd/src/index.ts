@@ -13,3 +13,8 @@ export {
 export { ALLOCATION_CONTEXT_ID, MAX_OPTION_DATA_BYTES, Negotiated } from './negotiation';
 export { nbdErrorOf } from './errno';
 export { ListenAddress, NbdServer, ServerOptions } from './server';
+export { ClientExport, ClientNegotiationIo, ExportRefused, negotiateClient } from './client-negotiation';
+export { ConnectionClosed, SocketReader } from './socket-reader';
+export { ClientConnection, ClientRequest, ReplyOutcome } from './client-connection';
+export { NbdDevice, NbdDeviceOptions, nbdIdentity } from './nbd-device';
+export { looksLikeNbdUri, NBD_DEFAULT_PORT, NbdAddress, NbdUri, NbdUriError, NbdUriErrorReason, parseNbdUri, redactUserinfo } from './uri';

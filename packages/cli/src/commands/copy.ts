@@ -13,10 +13,10 @@ export const copyCommand = defineCommand({
   command: 'copy <source> <destinations..>',
   describe: 'Copy a sector range from one device to up to 8 destinations (kcopyd)',
   positionals: {
-    source: { schema: z.string().min(1), describe: 'source file or block device (opened read-only)' },
+    source: { schema: z.string().min(1), describe: 'source file, block device or NBD URI (opened read-only)' },
     destinations: {
       schema: z.array(z.string().min(1)).min(1).max(MAX_DESTINATIONS, `at most ${MAX_DESTINATIONS} destinations`),
-      describe: 'destination files or block devices',
+      describe: 'destination files, block devices or NBD URIs',
       array: true,
     },
   },
@@ -40,11 +40,13 @@ export const copyCommand = defineCommand({
   examples: [
     ['$0 copy disk.img /dev/loop1 /dev/loop2', 'copy a whole image to two loop devices'],
     ['$0 copy /dev/sdb backup.img --offset 2048 --length 1G --rate 200M', 'copy 1 GiB from sector 2048 at 200 MB/s'],
+    ['$0 copy disk.img nbd://backup.example:10809/disk', 'copy an image to an NBD export over TCP'],
+    ['$0 copy nbd+unix:///disk?socket=/run/nbd.sock disk.img', 'copy an NBD export over a unix socket into an image'],
   ],
-  epilog: `Sectors are 512 bytes. Destinations are flushed (fdatasync) before the command reports success.\n${EXIT_CODES_HELP}`,
+  epilog: `Sectors are 512 bytes. Destinations are flushed (fdatasync, NBD_CMD_FLUSH) before the command reports success.\nNBD URIs: nbd://HOST[:PORT]/EXPORT and nbd+unix:///EXPORT?socket=PATH (no TLS yet); a dropped connection is retried (DMTOOL_NBD_RECONNECT_ATTEMPTS, default 5, DMTOOL_NBD_RECONNECT_DELAY_MS, default 250, doubled each time), every request times out after DMTOOL_NBD_TIMEOUT_MS (default 30000).\n${EXIT_CODES_HELP}`,
   async run(o) {
     const out = new Output(o.json);
-    const devices = openAll(
+    const devices = await openAll(
       [
         { path: o.source, role: 'source', write: false },
         ...o.destinations.map((p, i) => ({ path: p, role: `destination ${i}`, write: true })),

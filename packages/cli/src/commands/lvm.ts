@@ -53,7 +53,7 @@ export const lvmLsCommand = defineCommand({
     EXIT_CODES_HELP,
   async run(o) {
     const out = new Output(o.json);
-    const devices: BlockDevice[] = openAll(o.pvs.map((p, i) => ({ path: p, role: `PV ${i + 1}`, write: false })));
+    const devices: BlockDevice[] = await openAll(o.pvs.map((p, i) => ({ path: p, role: `PV ${i + 1}`, write: false })));
     try {
       const rows: LvReportRow[] = [];
       for (const vg of await scanVolumeGroups(devices)) {

@@ -52,7 +52,7 @@ const checkCommand = defineCommand({
   epilog: `Exit codes: 0 clean, 1 problems found (or an I/O error), 2 bad usage, 3 device refused (docs/mirror-log-tools.md).\n${LOG_HELP}`,
   async run(o) {
     if (o.quiet && o.json) throw new CliError('usage', '--quiet and --json exclude each other');
-    const devices = openAll([{ path: o.log, role: 'log', write: false }]);
+    const devices = await openAll([{ path: o.log, role: 'log', write: false }]);
     const [log] = devices;
     try {
       const r = checkLogImage(await readLogBytes(log), { logicalBlockSize: log.logicalBlockSize, expectRegions: o.regions });
@@ -89,7 +89,7 @@ const dumpCommand = defineCommand({
   ],
   epilog: `--json makes the dump itself JSON. mirror-log-restore writes either back byte for byte.\n${LOG_HELP}`,
   async run(o) {
-    const devices = openAll([{ path: o.log, role: 'log', write: false }]);
+    const devices = await openAll([{ path: o.log, role: 'log', write: false }]);
     const [log] = devices;
     try {
       if (o.output) refuseOutputOverInput(o.output, [log]);
@@ -106,12 +106,12 @@ const dumpCommand = defineCommand({
         );
       }
       const d: LogDump = { version: image.version, nrRegions: image.nrRegions, unused: image.unused, clean: image.clean };
-      const file = OutputFile.open(o.output);
+      const file = await OutputFile.open(o.output);
       const out = new PieceWriter(file);
       try {
         for (const piece of o.json ? logDumpJson(d) : logDumpText(d)) await out.add(piece);
         await out.flush();
-        file.commit();
+        await file.commit();
       } catch (e) {
         file.discard();
         throw e;
@@ -149,7 +149,7 @@ const restoreCommand = defineCommand({
     } finally {
       input.close();
     }
-    const devices = openAll([{ path: o.log, role: 'log', write: !o.dryRun }]);
+    const devices = await openAll([{ path: o.log, role: 'log', write: !o.dryRun }]);
     const [log] = devices;
     try {
       const buf = encodeLogDump(d, log.logicalBlockSize);

@@ -347,7 +347,7 @@ const checkCommand = defineCommand({
     checkDistinct(resolver, legSpecs);
     const devices: BlockDevice[] = [];
     try {
-      for (const path of o.legs) devices.push(openDevice(path, { write: false }));
+      for (const path of o.legs) devices.push(await openDevice(path, { write: false }));
       let length = o.length;
       if (length === undefined) {
         const differ = devices.findIndex((d) => d.sizeSectors !== devices[0].sizeSectors);

@@ -99,7 +99,7 @@ function plan(o: Options): ExportPlan[] {
 }
 
 /** Each underlying device is opened once, for writing only if some export writes to it. */
-function openBases(plans: ExportPlan[]): Map<string, BlockDevice> {
+async function openBases(plans: ExportPlan[]): Promise<Map<string, BlockDevice>> {
   const byIdentity = new Map<string, { path: string; write: boolean }>();
   const identityOf = new Map<string, string>();
   for (const p of plans) {
@@ -110,7 +110,7 @@ function openBases(plans: ExportPlan[]): Map<string, BlockDevice> {
   }
   const opened = new Map<string, BlockDevice>();
   try {
-    for (const [id, d] of byIdentity) opened.set(id, resolver.open(d.path, { write: d.write }));
+    for (const [id, d] of byIdentity) opened.set(id, await resolver.open(d.path, { write: d.write }));
   } catch (e) {
     closeQuietly([...opened.values()]);
     throw e;
@@ -162,7 +162,7 @@ export const serveCommand = defineCommand({
     `SIGINT or SIGTERM stops accepting, answers the requests in flight, flushes every device and exits 0.\n${EXIT_CODES_HELP}`,
   async run(o) {
     const plans = plan(o);
-    const bases = openBases(plans);
+    const bases = await openBases(plans);
     const opened = [...new Set(bases.values())];
     const table = new ExportTable();
     try {

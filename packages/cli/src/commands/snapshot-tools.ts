@@ -63,12 +63,12 @@ const checkCommand = defineCommand({
   epilog: `Exit codes: 0 clean, 1 problems found (or an I/O error), 2 bad usage, 3 device refused. Each problem names its kind, its metadata area and entry, and its byte offset on the COW (docs/snapshot-check.md).\n${TOOLS_HELP}`,
   async run(o) {
     if (o.quiet && o.json) throw new CliError('usage', '--quiet and --json exclude each other');
-    const devices = openAll([
+    const devices = await openAll([
       { path: o.cow, role: 'COW', write: false },
       ...(o.origin ? [{ path: o.origin, role: 'origin', write: false }] : []),
     ]);
     const [cow, origin] = devices;
-    const out = new PieceWriter(OutputFile.open(undefined));
+    const out = new PieceWriter(await OutputFile.open(undefined));
     try {
       let first = true;
       if (o.json) await out.add(`{\n  "cow": ${JSON.stringify(cow.path)},\n  "problems": [`);
@@ -118,12 +118,12 @@ const dumpCommand = defineCommand({
   epilog: `The table is dumped as stored, up to its terminator, entry by entry (millions of entries take no more memory than a few). snapshot-restore writes it back byte for byte.\n${TOOLS_HELP}`,
   async run(o) {
     if (!o.output && o.json) throw new CliError('usage', '--json needs --output FILE (the dump goes to stdout otherwise)');
-    const devices = openAll([{ path: o.cow, role: 'COW', write: false }]);
+    const devices = await openAll([{ path: o.cow, role: 'COW', write: false }]);
     const [cow] = devices;
     try {
       if (o.output) refuseOutputOverInput(o.output, [cow]);
       const syntax: DumpSyntax = o.format;
-      const file = OutputFile.open(o.output);
+      const file = await OutputFile.open(o.output);
       const out = new PieceWriter(file);
       let chunkSectors = 0;
       let exceptions = 0;
@@ -142,7 +142,7 @@ const dumpCommand = defineCommand({
         });
         await out.add(dumpEpilogue(syntax, count));
         await out.flush();
-        file.commit();
+        await file.commit();
       } catch (e) {
         file.discard();
         throw e;
@@ -179,7 +179,7 @@ const restoreCommand = defineCommand({
   async run(o) {
     const input = openDumpFile(o.input);
     try {
-      const devices = openAll([{ path: o.cow, role: 'COW', write: !o.dryRun }]);
+      const devices = await openAll([{ path: o.cow, role: 'COW', write: !o.dryRun }]);
       const [cow] = devices;
       try {
         const head = Buffer.alloc(Math.min(cow.sizeBytes, 4096));
@@ -242,7 +242,7 @@ const deltaCommand = defineCommand({
   ],
   epilog: `Every exception is a changed chunk: the origin was written after its copy was saved, or the snapshot was written. Ranges are in origin chunks of the COW's chunk size, ascending, neighbours joined. An invalid snapshot is refused: its table no longer lists every change.\n${TOOLS_HELP}`,
   async run(o) {
-    const devices = openAll([
+    const devices = await openAll([
       { path: o.cow, role: 'COW', write: false },
       ...(o.origin ? [{ path: o.origin, role: 'origin', write: false }] : []),
     ]);
@@ -252,7 +252,7 @@ const deltaCommand = defineCommand({
       if (!store.valid)
         throw new CliError('invalid-snapshot', `snapshot in ${cow.path} is invalid: its table no longer lists every changed chunk`);
       const cs = store.chunkSectors;
-      const out = new PieceWriter(OutputFile.open(undefined));
+      const out = new PieceWriter(await OutputFile.open(undefined));
       let first = true;
       if (o.json) await out.add(`{"chunkSectors": ${cs}, "ranges": [`);
       else
@@ -342,7 +342,7 @@ async function repairWith(o: {
   json: boolean;
 }): Promise<ExitCodeValue> {
   {
-    const devices = openAll([
+    const devices = await openAll([
       { path: o.cow, role: 'COW', write: o.inPlace },
       ...(o.output ? [{ path: o.output, role: 'output', write: true }] : []),
       ...(o.origin ? [{ path: o.origin, role: 'origin', write: false }] : []),

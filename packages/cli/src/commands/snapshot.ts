@@ -51,7 +51,7 @@ const createCommand = defineCommand({
   epilog: SNAPSHOT_HELP,
   async run(o) {
     const out = new Output(o.json);
-    const devices = openAll([
+    const devices = await openAll([
       { path: o.origin, role: 'origin', write: false },
       { path: o.cow, role: 'COW', write: true },
     ]);
@@ -96,7 +96,7 @@ async function openStoreReadOnly(
   o: { cow: string; origin?: string },
   fn: (store: PersistentStore) => Promise<ExitCodeValue>,
 ): Promise<ExitCodeValue> {
-  const devices = openAll([
+  const devices = await openAll([
     { path: o.cow, role: 'COW', write: false },
     ...(o.origin ? [{ path: o.origin, role: 'origin', write: false }] : []),
   ]);
@@ -169,7 +169,7 @@ async function withSnapshot(
   write: { origin: boolean; cow: boolean },
   fn: (origin: Origin, snap: Snapshot) => Promise<ExitCodeValue>,
 ): Promise<ExitCodeValue> {
-  const devices = openAll([
+  const devices = await openAll([
     { path: o.origin, role: 'origin', write: write.origin },
     { path: o.cow, role: 'COW', write: write.cow },
   ]);
@@ -214,7 +214,7 @@ const readCommand = defineCommand({
       const started = Date.now();
       const interrupt = interruptSignal();
       try {
-        const output = OutputFile.open(o.output);
+        const output = await OutputFile.open(o.output);
         try {
           const step = 2048;
           const buf = Buffer.alloc(step * SECTOR_BYTES);
@@ -402,7 +402,7 @@ const mergeCommand = defineCommand({
   epilog: `Merging proceeds from the end of the exception table; each batch's data is flushed to the origin before its entries are cleared, so after a crash or kill the same command (or the kernel's snapshot-merge) finishes the job.\n${SNAPSHOT_HELP}`,
   async run(o) {
     const out = new Output(o.json);
-    const devices = openAll([
+    const devices = await openAll([
       { path: o.origin, role: 'origin', write: true },
       { path: o.cow, role: 'COW', write: true },
     ]);

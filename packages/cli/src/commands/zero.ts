@@ -14,7 +14,7 @@ export const zeroCommand = defineCommand({
   positionals: {
     destinations: {
       schema: z.array(z.string().min(1)).min(1).max(MAX_DESTINATIONS, `at most ${MAX_DESTINATIONS} devices`),
-      describe: 'files or block devices to zero',
+      describe: 'files, block devices or NBD URIs to zero',
       array: true,
     },
   },
@@ -28,7 +28,7 @@ export const zeroCommand = defineCommand({
   epilog: `Uses BLKZEROOUT / FALLOC_FL_ZERO_RANGE where available, else writes zeros; flushes before reporting.\n${EXIT_CODES_HELP}`,
   async run(o) {
     const out = new Output(o.json);
-    const devices = openAll(o.destinations.map((p, i) => ({ path: p, role: `device ${i}`, write: true })));
+    const devices = await openAll(o.destinations.map((p, i) => ({ path: p, role: `device ${i}`, write: true })));
     try {
       const smallest = Math.min(...devices.map((d) => d.sizeSectors));
       const length = o.length ?? smallest - o.offset;

@@ -25,11 +25,11 @@ export const copyStep: DemoStep = async (ctx) => {
   writePatternImage(src, ctx.sizeBytes, 'SOURCE');
   const destPaths = [1, 2, 3].map((i) => path.join(ctx.dir, `copy-${i}.img`));
   destPaths.forEach((p) => emptyImage(p, ctx.sizeBytes));
-  const source = openDevice(src, { write: false });
+  const source = await openDevice(src, { write: false });
   const dests: BlockDevice[] = [];
   const client = new KcopydClient();
   try {
-    for (const p of destPaths) dests.push(openDevice(p, { write: true }));
+    for (const p of destPaths) dests.push(await openDevice(p, { write: true }));
     const count = source.sizeSectors;
     const t0 = process.hrtime.bigint();
     const r = await client.copy(
@@ -99,8 +99,8 @@ export const snapshotStep: DemoStep = async (ctx) => {
   writePatternImage(originPath, ctx.sizeBytes, 'ORIGIN');
   emptyImage(cowPath, ctx.sizeBytes / 2);
   const before = sha256File(originPath);
-  const originDev = openDevice(originPath, { write: true });
-  const cowDev = openDevice(cowPath, { write: true });
+  const originDev = await openDevice(originPath, { write: true });
+  const cowDev = await openDevice(cowPath, { write: true });
   try {
     const origin = new Origin(originDev);
     let snap: Snapshot;
@@ -181,7 +181,7 @@ export const mirrorStep: DemoStep = async (ctx) => {
 
   // A crash while writing: leg 0 got new data in three regions, the other legs did not, and the log says those regions are dirty.
   const dirty = [3, Math.floor(regions / 2), regions - 1];
-  const primary = openDevice(legs[0], { write: true });
+  const primary = await openDevice(legs[0], { write: true });
   try {
     const data = Buffer.alloc(regionSize * SECTOR_BYTES, 0x77);
     for (const r of dirty) await primary.write(data, 0, Math.min(data.length, primary.sizeBytes - r * data.length), r * data.length);

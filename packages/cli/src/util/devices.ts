@@ -14,7 +14,7 @@ export interface DeviceSpec {
  * given twice is refused, and a failure to open one closes the others.
  * Block devices are opened with O_EXCL, so a mounted or busy one is refused.
  */
-export function openAll(specs: DeviceSpec[], opts: Omit<OpenOptions, 'write'> = {}): BlockDevice[] {
+export async function openAll(specs: DeviceSpec[], opts: Omit<OpenOptions, 'write'> = {}): Promise<BlockDevice[]> {
   refusePartialSectors(specs);
   const identities = specs.map((s) => resolver.identify(s.path));
   identities.forEach((id, i) => {
@@ -24,7 +24,7 @@ export function openAll(specs: DeviceSpec[], opts: Omit<OpenOptions, 'write'> = 
   });
   const opened: BlockDevice[] = [];
   try {
-    for (const spec of specs) opened.push(openDevice(spec.path, { ...opts, write: spec.write }));
+    for (const spec of specs) opened.push(await openDevice(spec.path, { ...opts, write: spec.write }));
     return opened;
   } catch (e) {
     closeAll(opened);

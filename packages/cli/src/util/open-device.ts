@@ -1,9 +1,11 @@
 import { BlockDevice, DeviceResolver, FaultInjector, withFaults } from '@dmtool/devices';
 import { openVolumeSync, parseVolumeOperand, VolumeOperand } from '@dmtool/lvm';
-import { fileResolver, OpenOptions } from '@dmtool/native';
+import { FileDevice, fileResolver, OpenOptions } from '@dmtool/native';
 import * as fs from 'fs';
+import { looksLikeNbdUri, nbdIdentity, NbdDevice, NbdDeviceOptions, parseNbdUri } from '@dmtool/nbd';
 
 let faults: FaultInjector | undefined;
+let nbdOptions: Omit<NbdDeviceOptions, 'write'> = {};
 
 /**
  * Arm a fault plan (the DMTOOL_FAULTS JSON) for every device this process
@@ -15,13 +17,39 @@ export function armFaults(planJson: string | undefined): void {
   faults?.armCrashPoints();
 }
 
+const NBD_ENV = {
+  DMTOOL_NBD_TIMEOUT_MS: 'requestTimeoutMs',
+  DMTOOL_NBD_RECONNECT_ATTEMPTS: 'reconnectAttempts',
+  DMTOOL_NBD_RECONNECT_DELAY_MS: 'reconnectDelayMs',
+} as const;
+
 /**
- * The one place the CLI turns names into devices: paths of files and block
- * devices, and LVM volumes `PV[,PV...]:VG/LV` (a name that is not an
- * existing path and has that shape).
+ * The NBD client's request timeout and reconnection policy from the
+ * environment (whole numbers; unset keeps the library's defaults). Only the
+ * CLI entry point calls this.
+ */
+export function configureNbd(env: NodeJS.ProcessEnv): void {
+  const opts: Record<string, number> = {};
+  for (const [name, key] of Object.entries(NBD_ENV)) {
+    const v = env[name];
+    if (v === undefined || v === '') continue;
+    if (!/^\d{1,9}$/.test(v) || (key !== 'reconnectAttempts' && Number(v) === 0)) {
+      throw new Error(`${name} must be a whole number${key === 'reconnectAttempts' ? '' : ' above 0'} (got ${JSON.stringify(v)})`);
+    }
+    opts[key] = Number(v);
+  }
+  nbdOptions = opts;
+}
+
+/**
+ * The one place the CLI turns names into devices: NBD URIs become
+ * NbdDevices, LVM volumes `PV[,PV...]:VG/LV` (a name that is not an existing
+ * path and has that shape) devices over their PVs, anything else a file or
+ * block device.
  */
 export const resolver: DeviceResolver = {
   identify: (name, role) => {
+    if (looksLikeNbdUri(name)) return nbdIdentity(parseNbdUri(name, process.cwd()));
     const volume = volumeOperand(name);
     if (!volume) return fileResolver.identify(name, role);
     return `lvm:${volume.pvs.map((pv) => fileResolver.identify(pv, role)).join(',')}:${volume.vg}/${volume.lv}`;
@@ -29,14 +57,18 @@ export const resolver: DeviceResolver = {
   open: (name, opts) => openDevice(name, opts),
 };
 
-export function openDevice(name: string, opts: OpenOptions & { write: boolean }): BlockDevice {
+export async function openDevice(name: string, opts: OpenOptions & { write: boolean }): Promise<BlockDevice> {
+  if (looksLikeNbdUri(name)) {
+    const device = await NbdDevice.open(name, { ...nbdOptions, write: opts.write });
+    return faults ? withFaults(device, faults) : device;
+  }
   const volume = volumeOperand(name);
   if (volume) return openVolumeSync(volume, { write: opts.write, openPv: (pv, write) => openFile(pv, { ...opts, write }) });
   return openFile(name, opts);
 }
 
 function openFile(name: string, opts: OpenOptions & { write: boolean }): BlockDevice {
-  const device = fileResolver.open(name, opts);
+  const device = FileDevice.open(name, opts);
   return faults ? withFaults(device, faults) : device;
 }
 

@@ -24,7 +24,7 @@ export class OutputFile {
       | { kind: 'temp'; fd: number; path: string; target: string },
   ) {}
 
-  static open(target: string | undefined): OutputFile {
+  static async open(target: string | undefined): Promise<OutputFile> {
     if (target === undefined || target === '-') return new OutputFile({ kind: 'stdout' });
     let existing: fs.Stats | undefined;
     try {
@@ -32,7 +32,7 @@ export class OutputFile {
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
     }
-    if (existing?.isBlockDevice()) return new OutputFile({ kind: 'device', device: openDevice(target, { write: true }) });
+    if (existing?.isBlockDevice()) return new OutputFile({ kind: 'device', device: await openDevice(target, { write: true }) });
     if (existing && !existing.isFile()) return new OutputFile({ kind: 'fd', fd: fs.openSync(target, 'w') });
     // Through a symlink: replace the file it names, not the link.
     const final = existing ? fs.realpathSync(target) : target;

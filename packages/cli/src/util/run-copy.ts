@@ -38,9 +38,25 @@ export async function runWithProgress(
   }
 }
 
+/**
+ * One line per distinct error: errors that differ only in their sector
+ * range (a device that failed every request in flight, as a network device
+ * does once its server is gone) are one line, with their count.
+ */
+export function errorLines(errors: readonly DeviceError[]): string[] {
+  const groups = new Map<string, { first: DeviceError; count: number }>();
+  for (const e of errors) {
+    const key = `${e.path}\0${e.message.replace(/ at sector \d+ \(\+\d+ sectors\)/, '')}`;
+    const g = groups.get(key);
+    if (g) g.count++;
+    else groups.set(key, { first: e, count: 1 });
+  }
+  return [...groups.values()].map((g) => (g.count > 1 ? `${g.first.message} (and ${g.count - 1} more requests alike)` : g.first.message));
+}
+
 /** Errors and interruption on stderr, one line each; the exit code for the outcome. */
 export function outcome(out: Output, r: CopyRunResult, totalSectors: number, successLine: string): ExitCodeValue {
-  for (const e of r.errors) process.stderr.write(`dmtool: ${e.message}\n`);
+  for (const line of errorLines(r.errors)) process.stderr.write(`dmtool: ${line}\n`);
   if (r.interrupted) {
     process.stderr.write(`dmtool: interrupted after ${r.sectorsDone} of ${totalSectors} sectors (flushed)\n`);
     return ExitCode.INTERRUPTED;

@@ -1,0 +1,134 @@
+'use strict';
+// NBD client benchmark: `dmtool copy` of a local file to nbdkit file exports
+// over unix sockets, against nbdcopy doing the same copy in the same run
+// (its defaults: multi-conn, 64 requests in flight; --flush, as dmtool
+// flushes its destinations before it reports success). One destination,
+// then three (one dmtool job against three nbdcopy runs in a row), then a
+// mirror resync with one NBD leg against nbdcopy of the same bytes. Page
+// cache dropped before each run; every destination is compared with the
+// source afterwards.
+const { spawn, spawnSync } = require('child_process');
+const fs = require('fs');
+const path = require('path');
+const { benchDir, dmtool, timed, dropCaches, makeRandomFile, makeSparse, table, mbps } = require('./common');
+
+const MIB = Number(process.env.DMTOOL_BENCH_NBD_CLIENT_MIB || 1024);
+const BYTES = MIB << 20;
+const RUNS = Number(process.env.DMTOOL_BENCH_RUNS || 2);
+
+function have(cmd) {
+  return spawnSync(cmd, ['--version'], { stdio: 'ignore' }).status === 0;
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+async function startNbdkit(file, sock) {
+  const child = spawn('nbdkit', ['--foreground', '--exit-with-parent', '--unix', sock, 'file', file], {
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
+  const until = Date.now() + 15000;
+  while (Date.now() < until) {
+    if (child.exitCode !== null) throw new Error(`nbdkit exited (${child.exitCode}) before listening`);
+    if (fs.existsSync(sock) && spawnSync('nbdinfo', ['--size', `nbd+unix:///?socket=${sock}`], { stdio: 'ignore' }).status === 0)
+      return child;
+    await sleep(50);
+  }
+  child.kill('SIGKILL');
+  throw new Error(`nbdkit did not listen on ${sock}`);
+}
+
+async function stop(child) {
+  if (child.exitCode !== null) return;
+  const done = new Promise((r) => child.once('exit', r));
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), 15000);
+  await done;
+  clearTimeout(timer);
+}
+
+function sameAs(a, b) {
+  const r = spawnSync('cmp', ['-s', a, b]);
+  if (r.status !== 0) throw new Error(`${b} differs from ${a}`);
+}
+
+function bestOf(fn) {
+  let top;
+  for (let i = 0; i < RUNS; i++) {
+    const s = fn();
+    if (top === undefined || s < top) top = s;
+  }
+  return top;
+}
+
+async function main() {
+  const missing = ['nbdcopy', 'nbdinfo', 'nbdkit'].filter((c) => !have(c));
+  if (missing.length) {
+    console.log(`## NBD client: skipped (${missing.join(', ')} not installed; apt-get install libnbd-bin nbdkit)`);
+    return;
+  }
+  const dir = benchDir('nbd-client');
+  const servers = [];
+  const rows = [];
+  try {
+    const input = path.join(dir, 'input.img');
+    makeRandomFile(input, MIB);
+    const dests = [0, 1, 2].map((i) => path.join(dir, `remote-${i}.img`));
+    const uris = [];
+    for (const [i, d] of dests.entries()) {
+      makeSparse(d, BYTES);
+      const sock = path.join(dir, `nbd-${i}.sock`);
+      servers.push(await startNbdkit(d, sock));
+      uris.push(`nbd+unix:///?socket=${sock}`);
+    }
+    const fresh = (files) => files.forEach((f) => makeSparse(f, BYTES));
+    const run = (cmd, args) => {
+      dropCaches();
+      return timed(cmd, args).seconds;
+    };
+
+    fresh(dests.slice(0, 1));
+    const nbdcopy1 = bestOf(() => run('nbdcopy', ['--flush', input, uris[0]]));
+    sameAs(input, dests[0]);
+    fresh(dests.slice(0, 1));
+    const dmtool1 = bestOf(() => {
+      dropCaches();
+      return dmtool(['copy', input, uris[0]]).seconds;
+    });
+    sameAs(input, dests[0]);
+    rows.push(['1 destination', 'nbdcopy --flush', nbdcopy1.toFixed(2), mbps(BYTES, nbdcopy1), '1.00']);
+    rows.push(['1 destination', 'dmtool copy', dmtool1.toFixed(2), mbps(BYTES, dmtool1), (nbdcopy1 / dmtool1).toFixed(2)]);
+
+    fresh(dests);
+    const nbdcopy3 = bestOf(() => uris.reduce((s, u) => s + run('nbdcopy', ['--flush', input, u]), 0));
+    fresh(dests);
+    const dmtool3 = bestOf(() => {
+      dropCaches();
+      return dmtool(['copy', input, ...uris]).seconds;
+    });
+    dests.forEach((d) => sameAs(input, d));
+    rows.push(['3 destinations', '3 × nbdcopy --flush in a row', nbdcopy3.toFixed(2), mbps(3 * BYTES, nbdcopy3), '1.00']);
+    rows.push(['3 destinations', 'dmtool copy (one job)', dmtool3.toFixed(2), mbps(3 * BYTES, dmtool3), (nbdcopy3 / dmtool3).toFixed(2)]);
+
+    const log = path.join(dir, 'log.img');
+    makeSparse(log, 1 << 20);
+    const resync = bestOf(() => {
+      fresh(dests.slice(0, 1));
+      dmtool(['mirror-create', '--force', '--log', log, input, uris[0]]);
+      dropCaches();
+      return dmtool(['mirror-resync', '--log', log, input, uris[0]]).seconds;
+    });
+    sameAs(input, dests[0]);
+    rows.push(['mirror resync, 1 NBD leg', 'nbdcopy --flush (same bytes)', nbdcopy1.toFixed(2), mbps(BYTES, nbdcopy1), '1.00']);
+    rows.push(['mirror resync, 1 NBD leg', 'dmtool mirror-resync', resync.toFixed(2), mbps(BYTES, resync), (nbdcopy1 / resync).toFixed(2)]);
+  } finally {
+    for (const s of servers) await stop(s);
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+  console.log(`## NBD client: ${MIB} MiB local file to nbdkit file exports over unix sockets, best of ${RUNS}\n`);
+  console.log(table(['case', 'tool', 'seconds', 'MB/s written', 'speed vs nbdcopy'], rows));
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exitCode = 1;
+});

@@ -1,0 +1,140 @@
+/**
+ * The client's half of the fixed newstyle handshake: structured replies
+ * asked for, then NBD_OPT_GO with the block-size information, or
+ * NBD_OPT_EXPORT_NAME when the server does not know NBD_OPT_GO.
+ */
+import {
+  EXPORT_NAME_ZEROES_BYTES,
+  GREETING_BYTES,
+  NBD_FLAG_C_FIXED_NEWSTYLE,
+  NBD_FLAG_C_NO_ZEROES,
+  NBD_FLAG_FIXED_NEWSTYLE,
+  NBD_FLAG_NO_ZEROES,
+  NBD_INFO_BLOCK_SIZE,
+  NBD_INFO_EXPORT,
+  NBD_OPT_EXPORT_NAME,
+  NBD_OPT_GO,
+  NBD_OPT_STRUCTURED_REPLY,
+  NBD_REP_ACK,
+  NBD_REP_ERR_POLICY,
+  NBD_REP_ERR_TLS_REQD,
+  NBD_REP_ERR_UNKNOWN,
+  NBD_REP_ERR_UNSUP,
+  NBD_REP_INFO,
+  OPTION_REPLY_HEADER_BYTES,
+  isErrorReply,
+} from './constants';
+import {
+  BlockSizeInfo,
+  decodeExportNameReply,
+  decodeGreeting,
+  decodeInfo,
+  decodeOptionReplyHeader,
+  encodeClientFlags,
+  encodeInfoRequest,
+  encodeOption,
+  ProtocolError,
+} from './codec';
+import type { SocketReader } from './socket-reader';
+
+/** What the client learnt about the export it went on to use. */
+export interface ClientExport {
+  sizeBytes: number;
+  transmissionFlags: number;
+  structuredReplies: boolean;
+  /** Present when the server sent NBD_INFO_BLOCK_SIZE. */
+  blockSizes?: BlockSizeInfo;
+}
+
+/** Why the server refused the export: `code` is the errno the device error carries. */
+export class ExportRefused extends Error {
+  constructor(
+    readonly code: 'ENOENT' | 'EACCES' | 'EPROTO',
+    message: string,
+  ) {
+    super(message);
+    this.name = 'ExportRefused';
+  }
+}
+
+export interface ClientNegotiationIo {
+  reader: SocketReader;
+  send(bytes: Buffer): void;
+  timeoutMs: number;
+}
+
+/** Option replies with data longer than this are a broken server. */
+const MAX_OPTION_REPLY_BYTES = 64 << 10;
+
+async function readOptionReply(io: ClientNegotiationIo, option: number): Promise<{ replyType: number; data: Buffer }> {
+  const h = decodeOptionReplyHeader(await io.reader.read(OPTION_REPLY_HEADER_BYTES, io.timeoutMs));
+  if (h.option !== option) throw new ProtocolError('invalid', `reply to option ${h.option} while option ${option} was asked`);
+  if (h.dataBytes > MAX_OPTION_REPLY_BYTES) throw new ProtocolError('too-big', `option reply of ${h.dataBytes} bytes`);
+  const data = h.dataBytes ? await io.reader.read(h.dataBytes, io.timeoutMs) : Buffer.alloc(0);
+  return { replyType: h.replyType, data };
+}
+
+function refusal(replyType: number, data: Buffer, exportName: string): ExportRefused {
+  const said = data.length ? `: ${data.toString('utf8').replace(/[\r\n]+/g, ' ')}` : '';
+  if (replyType === NBD_REP_ERR_UNKNOWN) return new ExportRefused('ENOENT', `the server has no export named "${exportName}"${said}`);
+  if (replyType === NBD_REP_ERR_TLS_REQD) return new ExportRefused('EACCES', 'the server requires TLS, which is not supported yet');
+  if (replyType === NBD_REP_ERR_POLICY) return new ExportRefused('EACCES', `the server refused the export by policy${said}`);
+  return new ExportRefused('EPROTO', `the server refused the export (reply 0x${replyType.toString(16)})${said}`);
+}
+
+/** Run the handshake on a connected socket; afterwards the connection is in transmission. */
+export async function negotiateClient(io: ClientNegotiationIo, exportName: string): Promise<ClientExport> {
+  const { handshakeFlags } = decodeGreeting(await io.reader.read(GREETING_BYTES, io.timeoutMs));
+  if (!(handshakeFlags & NBD_FLAG_FIXED_NEWSTYLE)) throw new ExportRefused('EPROTO', 'the server does not speak fixed newstyle NBD');
+  const noZeroes = (handshakeFlags & NBD_FLAG_NO_ZEROES) !== 0;
+  io.send(encodeClientFlags(NBD_FLAG_C_FIXED_NEWSTYLE | (noZeroes ? NBD_FLAG_C_NO_ZEROES : 0)));
+
+  io.send(encodeOption(NBD_OPT_STRUCTURED_REPLY));
+  const sr = await readOptionReply(io, NBD_OPT_STRUCTURED_REPLY);
+  const structuredReplies = sr.replyType === NBD_REP_ACK;
+  if (!structuredReplies && !isErrorReply(sr.replyType))
+    throw new ProtocolError('invalid', `reply 0x${sr.replyType.toString(16)} to NBD_OPT_STRUCTURED_REPLY`);
+
+  io.send(encodeOption(NBD_OPT_GO, encodeInfoRequest({ name: exportName, infoTypes: [NBD_INFO_BLOCK_SIZE] })));
+  let sizeBytes: number | undefined;
+  let transmissionFlags = 0;
+  let blockSizes: BlockSizeInfo | undefined;
+  for (let replies = 0; replies < 64; replies++) {
+    const r = await readOptionReply(io, NBD_OPT_GO);
+    if (r.replyType === NBD_REP_INFO) {
+      const info = decodeInfo(r.data);
+      if (info.type === NBD_INFO_EXPORT && 'sizeBytes' in info) ({ sizeBytes, transmissionFlags } = info);
+      else if (info.type === NBD_INFO_BLOCK_SIZE && 'minimumBytes' in info) blockSizes = info;
+      continue;
+    }
+    if (r.replyType === NBD_REP_ACK) {
+      if (sizeBytes === undefined) throw new ProtocolError('invalid', 'NBD_OPT_GO acknowledged without NBD_INFO_EXPORT');
+      return { sizeBytes, transmissionFlags, structuredReplies, blockSizes: validBlockSizes(blockSizes) };
+    }
+    if (r.replyType === NBD_REP_ERR_UNSUP) return exportNameFallback(io, exportName, noZeroes, structuredReplies);
+    if (isErrorReply(r.replyType)) throw refusal(r.replyType, r.data, exportName);
+    throw new ProtocolError('invalid', `reply 0x${r.replyType.toString(16)} to NBD_OPT_GO`);
+  }
+  throw new ProtocolError('too-big', 'more than 64 replies to NBD_OPT_GO');
+}
+
+/** A server without NBD_OPT_GO: the old way, which also ends negotiation (and closes on an unknown name). */
+async function exportNameFallback(
+  io: ClientNegotiationIo,
+  exportName: string,
+  noZeroes: boolean,
+  structuredReplies: boolean,
+): Promise<ClientExport> {
+  io.send(encodeOption(NBD_OPT_EXPORT_NAME, Buffer.from(exportName, 'utf8')));
+  const reply = await io.reader.read(10 + (noZeroes ? 0 : EXPORT_NAME_ZEROES_BYTES), io.timeoutMs);
+  return { ...decodeExportNameReply(reply), structuredReplies };
+}
+
+/** The protocol's rules for the three sizes; a server breaking them is ignored rather than trusted. */
+function validBlockSizes(b: BlockSizeInfo | undefined): BlockSizeInfo | undefined {
+  if (!b) return undefined;
+  const pow2 = (n: number) => n > 0 && (n & (n - 1)) === 0;
+  if (!pow2(b.minimumBytes) || b.minimumBytes > 65536 || !pow2(b.preferredBytes) || b.preferredBytes < b.minimumBytes) return undefined;
+  if (b.maximumBytes < b.minimumBytes || (b.maximumBytes !== 0xffffffff && b.maximumBytes % b.minimumBytes !== 0)) return undefined;
+  return b;
+}

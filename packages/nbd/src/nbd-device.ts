@@ -1,0 +1,408 @@
+/**
+ * A BlockDevice on an NBD export. Requests are split to the export's
+ * maximum block size and at most `maxInFlight` are on the wire at once. A
+ * dropped connection is re-made with bounded backoff and every request that
+ * had no reply is sent again (reads, writes with the data still held,
+ * flushes, zeroes and trims are all idempotent); once the attempts are used
+ * up the device is failed and every request fails with EIO. A request
+ * resolves only on the server's reply, so nothing is reported done that the
+ * server did not acknowledge. See docs/nbd.md#client.
+ */
+import * as net from 'net';
+import { constants } from 'os';
+import { BlockDevice, checkIo, checkRange, DeviceError, DeviceOp, errnoOf, SECTOR_BYTES } from '@dmtool/devices';
+import { ClientConnection, ClientRequest } from './client-connection';
+import { ClientExport, ExportRefused, negotiateClient } from './client-negotiation';
+import {
+  NBD_CMD_FLUSH,
+  NBD_CMD_READ,
+  NBD_CMD_TRIM,
+  NBD_CMD_WRITE,
+  NBD_CMD_WRITE_ZEROES,
+  NBD_FLAG_READ_ONLY,
+  NBD_FLAG_SEND_FLUSH,
+  NBD_FLAG_SEND_TRIM,
+  NBD_FLAG_SEND_WRITE_ZEROES,
+} from './constants';
+import { ProtocolError } from './codec';
+import { ConnectionClosed, SocketReader } from './socket-reader';
+import { NbdAddress, NbdUri, parseNbdUri } from './uri';
+
+export interface NbdDeviceOptions {
+  write: boolean;
+  /** Milliseconds a request may wait for its reply before the connection is treated as dropped (default 30000). */
+  requestTimeoutMs?: number;
+  /** Milliseconds to connect and finish the handshake (default 10000). */
+  connectTimeoutMs?: number;
+  /** Reconnections tried after a drop before the device is failed (default 5). */
+  reconnectAttempts?: number;
+  /** Wait before the first reconnection; doubled for each next one, at most 8 s (default 250). */
+  reconnectDelayMs?: number;
+  /** Requests on the wire at once (default 16). */
+  maxInFlight?: number;
+  /** Resolves a relative `socket=` path (default the process's working directory). */
+  cwd?: string;
+}
+
+/** The protocol's default maximum payload when the server states none. */
+const DEFAULT_MAXIMUM_BYTES = 32 << 20;
+/** Requests without a payload (zero, trim) are split at this size. */
+const MAX_NO_PAYLOAD_BYTES = 1 << 30;
+const MAX_RECONNECT_DELAY_MS = 8000;
+
+/** NBD error values are Linux errno numbers; the few the protocol allows map to their names. */
+const NBD_ERRNO_NAMES: Record<number, string> = {
+  1: 'EPERM',
+  5: 'EIO',
+  12: 'ENOMEM',
+  22: 'EINVAL',
+  28: 'ENOSPC',
+  75: 'EOVERFLOW',
+  95: 'EOPNOTSUPP',
+};
+
+function errnoFromNbd(error: number): number {
+  return errnoOf(NBD_ERRNO_NAMES[error] ?? 'EIO');
+}
+
+function connectSocket(address: NbdAddress, timeoutMs: number): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const socket =
+      address.transport === 'unix' ? net.connect({ path: address.socketPath }) : net.connect({ host: address.host, port: address.port });
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(Object.assign(new Error(`no connection within ${timeoutMs} ms`), { code: 'ETIMEDOUT' }));
+    }, timeoutMs);
+    socket.once('connect', () => {
+      clearTimeout(timer);
+      socket.removeListener('error', reject);
+      if (address.transport === 'tcp') socket.setNoDelay(true);
+      resolve(socket);
+    });
+    socket.once('error', (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+  });
+}
+
+/** Connect and negotiate; the connection is in transmission when this resolves. */
+async function dial(uri: NbdUri, timeoutMs: number, requestTimeoutMs: number): Promise<{ conn: ClientConnection; info: ClientExport }> {
+  const socket = await connectSocket(uri.address, timeoutMs);
+  socket.on('error', () => undefined);
+  const reader = new SocketReader(socket);
+  const deadline = setTimeout(() => socket.destroy(), timeoutMs);
+  try {
+    const info = await negotiateClient({ reader, send: (b) => socket.write(b), timeoutMs }, uri.exportName);
+    return { conn: new ClientConnection(socket, reader, info.structuredReplies, requestTimeoutMs), info };
+  } catch (e) {
+    socket.destroy();
+    throw e;
+  } finally {
+    clearTimeout(deadline);
+  }
+}
+
+/** A bounded count of requests on the wire; the rest wait in order. */
+class Slots {
+  private used = 0;
+  private readonly waiting: (() => void)[] = [];
+  constructor(private readonly limit: number) {}
+  async take(): Promise<void> {
+    if (this.used < this.limit) {
+      this.used++;
+      return;
+    }
+    await new Promise<void>((resolve) => this.waiting.push(resolve));
+  }
+  give(): void {
+    const next = this.waiting.shift();
+    if (next) next();
+    else this.used--;
+  }
+}
+
+/** An error's message; errors from Node's own modules may come from another realm, so no instanceof. */
+const why = (e: unknown) =>
+  typeof e === 'object' && e !== null && typeof (e as Error).message === 'string' ? (e as Error).message : String(e);
+
+export class NbdDevice implements BlockDevice {
+  readonly path: string;
+  readonly identity: string;
+  readonly sizeBytes: number;
+  readonly sizeSectors: number;
+  readonly logicalBlockSize: number;
+  readonly physicalBlockSize: number;
+  readonly writable: boolean;
+  readonly ioAlignmentBytes = 1;
+  /** Smallest unit the export accepts; requests not aligned to it are refused. */
+  readonly minimumBlockBytes: number;
+  /** Largest payload of one request; longer reads and writes are split. */
+  readonly maximumRequestBytes: number;
+  private readonly transmissionFlags: number;
+  private conn: ClientConnection | undefined;
+  private reconnecting: Promise<ClientConnection> | undefined;
+  private failure: string | undefined;
+  private closed = false;
+  private readonly slots: Slots;
+  private readonly opts: Required<Omit<NbdDeviceOptions, 'cwd'>>;
+  private wakeClose: (() => void) | undefined;
+  /** Connections made after a drop, for tests and status. */
+  reconnections = 0;
+
+  private constructor(
+    private readonly uri: NbdUri,
+    conn: ClientConnection,
+    info: ClientExport,
+    opts: Required<Omit<NbdDeviceOptions, 'cwd'>>,
+  ) {
+    this.path = uri.display;
+    this.identity = nbdIdentity(uri);
+    this.conn = conn;
+    this.opts = opts;
+    this.sizeBytes = info.sizeBytes;
+    this.sizeSectors = Math.floor(info.sizeBytes / SECTOR_BYTES);
+    this.transmissionFlags = info.transmissionFlags;
+    this.minimumBlockBytes = info.blockSizes?.minimumBytes ?? 1;
+    const max = Math.min(info.blockSizes?.maximumBytes ?? DEFAULT_MAXIMUM_BYTES, DEFAULT_MAXIMUM_BYTES);
+    this.maximumRequestBytes = max - (max % this.minimumBlockBytes);
+    this.logicalBlockSize = Math.max(SECTOR_BYTES, this.minimumBlockBytes);
+    this.physicalBlockSize = Math.max(this.logicalBlockSize, Math.min(info.blockSizes?.preferredBytes ?? 0, 1 << 20));
+    this.writable = opts.write;
+    this.slots = new Slots(opts.maxInFlight);
+  }
+
+  /** Connect to the export a URI names. A refused export or connection is a DeviceError of `open` naming the URI. */
+  static async open(name: string, options: NbdDeviceOptions): Promise<NbdDevice> {
+    const uri = parseNbdUri(name, options.cwd ?? process.cwd());
+    const opts = {
+      write: options.write,
+      requestTimeoutMs: options.requestTimeoutMs ?? 30000,
+      connectTimeoutMs: options.connectTimeoutMs ?? 10000,
+      reconnectAttempts: options.reconnectAttempts ?? 5,
+      reconnectDelayMs: options.reconnectDelayMs ?? 250,
+      maxInFlight: options.maxInFlight ?? 16,
+    };
+    let dialed: { conn: ClientConnection; info: ClientExport };
+    try {
+      dialed = await dial(uri, opts.connectTimeoutMs, opts.requestTimeoutMs);
+    } catch (e) {
+      throw openError(uri, e);
+    }
+    if (opts.write && dialed.info.transmissionFlags & NBD_FLAG_READ_ONLY) {
+      dialed.conn.disconnect();
+      throw new DeviceError(errnoOf('EROFS'), 'open', uri.display, 0, 0, 'the export is read-only');
+    }
+    return new NbdDevice(uri, dialed.conn, dialed.info, opts);
+  }
+
+  get isOpen(): boolean {
+    return !this.closed;
+  }
+
+  /** Whether the server takes NBD_CMD_WRITE_ZEROES (else zeroRange writes zeroes). */
+  get sendsWriteZeroes(): boolean {
+    return (this.transmissionFlags & NBD_FLAG_SEND_WRITE_ZEROES) !== 0;
+  }
+
+  async read(buf: Buffer, bufOffset: number, bytes: number, byteOffset: number): Promise<void> {
+    this.checkAligned('read', byteOffset, bytes);
+    checkIo(this, 'read', buf, bufOffset, bytes, byteOffset);
+    await this.pieces('read', byteOffset, bytes, this.maximumRequestBytes, (at, n) => ({
+      type: NBD_CMD_READ,
+      flags: 0,
+      offsetBytes: at,
+      lengthBytes: n,
+      data: buf.subarray(bufOffset + at - byteOffset, bufOffset + at - byteOffset + n),
+    }));
+  }
+
+  async write(buf: Buffer, bufOffset: number, bytes: number, byteOffset: number): Promise<void> {
+    this.checkAligned('write', byteOffset, bytes);
+    checkIo(this, 'write', buf, bufOffset, bytes, byteOffset);
+    await this.pieces('write', byteOffset, bytes, this.maximumRequestBytes, (at, n) => ({
+      type: NBD_CMD_WRITE,
+      flags: 0,
+      offsetBytes: at,
+      lengthBytes: n,
+      data: buf.subarray(bufOffset + at - byteOffset, bufOffset + at - byteOffset + n),
+    }));
+  }
+
+  async flush(): Promise<void> {
+    if (this.closed) throw new DeviceError(errnoOf('EBADF'), 'flush', this.path, 0, 0, 'device is closed');
+    if (!this.writable || !(this.transmissionFlags & NBD_FLAG_SEND_FLUSH)) return;
+    await this.request('flush', { type: NBD_CMD_FLUSH, flags: 0, offsetBytes: 0, lengthBytes: 0 });
+  }
+
+  async zeroRange(byteOffset: number, bytes: number): Promise<void> {
+    this.checkAligned('zero', byteOffset, bytes);
+    checkRange(this, 'zero', byteOffset, bytes);
+    if (this.sendsWriteZeroes) {
+      const step = MAX_NO_PAYLOAD_BYTES - (MAX_NO_PAYLOAD_BYTES % this.minimumBlockBytes);
+      await this.pieces('zero', byteOffset, bytes, step, (at, n) => ({
+        type: NBD_CMD_WRITE_ZEROES,
+        flags: 0,
+        offsetBytes: at,
+        lengthBytes: n,
+      }));
+      return;
+    }
+    const zeroes = Buffer.alloc(Math.min(this.maximumRequestBytes, 1 << 20, bytes));
+    await this.pieces('zero', byteOffset, bytes, zeroes.length, (at, n) => ({
+      type: NBD_CMD_WRITE,
+      flags: 0,
+      offsetBytes: at,
+      lengthBytes: n,
+      data: zeroes.subarray(0, n),
+    }));
+  }
+
+  async discard(byteOffset: number, bytes: number): Promise<void> {
+    this.checkAligned('discard', byteOffset, bytes);
+    checkRange(this, 'discard', byteOffset, bytes);
+    // Without trim the range keeps its data, which a discard allows.
+    if (!(this.transmissionFlags & NBD_FLAG_SEND_TRIM)) return;
+    const step = MAX_NO_PAYLOAD_BYTES - (MAX_NO_PAYLOAD_BYTES % this.minimumBlockBytes);
+    await this.pieces('discard', byteOffset, bytes, step, (at, n) => ({ type: NBD_CMD_TRIM, flags: 0, offsetBytes: at, lengthBytes: n }));
+  }
+
+  /** NBD_CMD_DISC and close; requests still waiting fail with EBADF. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.conn?.disconnect();
+    this.conn = undefined;
+    this.wakeClose?.();
+  }
+
+  private checkAligned(op: DeviceOp, byteOffset: number, bytes: number): void {
+    const min = this.minimumBlockBytes;
+    if (min > 1 && (byteOffset % min !== 0 || bytes % min !== 0)) {
+      throw new DeviceError(
+        errnoOf('EINVAL'),
+        op,
+        this.path,
+        byteOffset,
+        bytes,
+        `the export needs ${min}-byte aligned offsets and lengths`,
+      );
+    }
+  }
+
+  private async pieces(
+    op: DeviceOp,
+    byteOffset: number,
+    bytes: number,
+    step: number,
+    make: (at: number, n: number) => ClientRequest,
+  ): Promise<void> {
+    const all: Promise<void>[] = [];
+    for (let at = byteOffset; at < byteOffset + bytes; at += step)
+      all.push(this.request(op, make(at, Math.min(step, byteOffset + bytes - at))));
+    const settled = await Promise.allSettled(all);
+    const failed = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
+    if (failed) throw failed.reason;
+  }
+
+  /** One request: sent again on a new connection after each drop, at most `reconnectAttempts` times. */
+  private async request(op: DeviceOp, req: ClientRequest): Promise<void> {
+    await this.slots.take();
+    try {
+      for (let sends = 0; ; sends++) {
+        const conn = await this.connection(op, req);
+        try {
+          const outcome = await conn.send(req);
+          if (outcome.error === 0) return;
+          const detail = outcome.message ? `the server said: ${outcome.message}` : undefined;
+          throw new DeviceError(errnoFromNbd(outcome.error), op, this.path, req.offsetBytes, req.lengthBytes, detail);
+        } catch (e) {
+          if (!(e instanceof ConnectionClosed)) throw e;
+          if (this.closed) throw this.closedError(op, req);
+          if (sends >= this.opts.reconnectAttempts) {
+            this.fail(`the request was sent ${sends + 1} times and the connection dropped each time: ${e.message}`);
+          }
+        }
+      }
+    } finally {
+      this.slots.give();
+    }
+  }
+
+  private closedError(op: DeviceOp, req: ClientRequest): DeviceError {
+    return new DeviceError(errnoOf('EBADF'), op, this.path, req.offsetBytes, req.lengthBytes, 'device is closed');
+  }
+
+  private fail(reason: string): void {
+    this.failure ??= reason;
+    this.conn?.end(new ConnectionClosed(reason));
+    this.conn = undefined;
+  }
+
+  /** The live connection, a new one after a drop, or the device's failure. */
+  private async connection(op: DeviceOp, req: ClientRequest): Promise<ClientConnection> {
+    if (this.closed) throw this.closedError(op, req);
+    if (this.failure === undefined && this.conn?.alive) return this.conn;
+    if (this.failure === undefined) {
+      this.reconnecting ??= this.reconnect().finally(() => (this.reconnecting = undefined));
+      try {
+        return await this.reconnecting;
+      } catch {
+        // the failure is recorded; reported below
+      }
+    }
+    if (this.closed) throw this.closedError(op, req);
+    throw new DeviceError(errnoOf('EIO'), op, this.path, req.offsetBytes, req.lengthBytes, `device failed: ${this.failure}`);
+  }
+
+  private async reconnect(): Promise<ClientConnection> {
+    let last = 'connection lost';
+    for (let attempt = 1; attempt <= this.opts.reconnectAttempts; attempt++) {
+      const delayMs = Math.min(this.opts.reconnectDelayMs * 2 ** (attempt - 1), MAX_RECONNECT_DELAY_MS);
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, delayMs);
+        this.wakeClose = () => {
+          clearTimeout(t);
+          resolve();
+        };
+      });
+      this.wakeClose = undefined;
+      if (this.closed) throw new Error('closed');
+      try {
+        const { conn, info } = await dial(this.uri, this.opts.connectTimeoutMs, this.opts.requestTimeoutMs);
+        if (info.sizeBytes !== this.sizeBytes || (this.writable && info.transmissionFlags & NBD_FLAG_READ_ONLY)) {
+          conn.disconnect();
+          this.fail(`the export changed on reconnection (now ${info.sizeBytes} bytes, flags 0x${info.transmissionFlags.toString(16)})`);
+          throw new Error(this.failure);
+        }
+        if (this.closed) {
+          conn.disconnect();
+          throw new Error('closed');
+        }
+        this.reconnections++;
+        this.conn = conn;
+        return conn;
+      } catch (e) {
+        if (this.failure !== undefined || this.closed) throw e;
+        last = why(e);
+      }
+    }
+    this.fail(`connection lost; ${this.opts.reconnectAttempts} reconnection attempts failed (last: ${last})`);
+    throw new Error(this.failure);
+  }
+}
+
+/** The identity of an export: the same for every spelling of its URI, without connecting. */
+export function nbdIdentity(uri: NbdUri): string {
+  return `nbd:${uri.display}`;
+}
+
+function openError(uri: NbdUri, e: unknown): DeviceError {
+  if (e instanceof ExportRefused) return new DeviceError(errnoOf(e.code), 'open', uri.display, 0, 0, e.message);
+  if (e instanceof ProtocolError || e instanceof ConnectionClosed) {
+    return new DeviceError(errnoOf('EPROTO'), 'open', uri.display, 0, 0, `the NBD handshake failed: ${e.message}`);
+  }
+  const code = (e as { code?: unknown }).code;
+  const known = typeof code === 'string' && code in constants.errno;
+  return new DeviceError(errnoOf(known ? (code as string) : 'EIO'), 'open', uri.display, 0, 0, `cannot connect: ${why(e)}`);
+}
