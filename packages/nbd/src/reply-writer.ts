@@ -8,9 +8,6 @@ export interface ReplyLimits {
   drainTimeoutMs: number;
 }
 
-/** Smallest backlog: above the socket's high-water mark, so that exceeding it always leads to a 'drain' event. */
-export const MIN_REPLY_BACKLOG_BYTES = 64 << 10;
-
 /**
  * Replies to one client. A client that does not read its replies is met
  * with backpressure: `drained()` holds back the next request until the
@@ -23,10 +20,6 @@ export class ReplyWriter {
     private readonly limits: ReplyLimits,
     private readonly onTimeout: (message: string) => void,
   ) {}
-
-  get queuedBytes(): number {
-    return this.socket.writableLength;
-  }
 
   /** One reply's buffers, back to back; `written` runs once the socket took them, or failed. */
   send(buffers: Buffer[], written?: () => void): void {
@@ -53,7 +46,9 @@ export class ReplyWriter {
 
   /** Resolves once the queued replies are within the backlog; rejects if the connection closes or stays over it too long. */
   drained(): Promise<void> {
-    if (this.socket.writableLength <= this.limits.backlogBytes) return Promise.resolve();
+    // 'drain' comes only for a queue that reached the high-water mark, so a smaller backlog is never waited for.
+    const backlogBytes = Math.max(this.limits.backlogBytes, this.socket.writableHighWaterMark);
+    if (this.socket.writableLength <= backlogBytes) return Promise.resolve();
     return new Promise((resolve, reject) => {
       const done = (e?: Error) => {
         clearTimeout(timer);
@@ -63,7 +58,7 @@ export class ReplyWriter {
         else resolve();
       };
       const check = () => {
-        if (this.socket.writableLength <= this.limits.backlogBytes) done();
+        if (this.socket.writableLength <= backlogBytes) done();
       };
       const closed = () => done(new ConnectionClosed('connection closed'));
       const timer = setTimeout(() => {

@@ -2,7 +2,6 @@ import * as fs from 'fs';
 import * as net from 'net';
 import * as path from 'path';
 import { Connection } from './connection';
-import { MIN_REPLY_BACKLOG_BYTES } from './reply-writer';
 import { MAXIMUM_PAYLOAD_BYTES } from './export-table';
 import type { ExportTable } from './export-table';
 
@@ -21,7 +20,7 @@ export interface ServerOptions {
    * share, which must still be 32 MiB.
    */
   serverBudgetBytes?: number;
-  /** Reply bytes a client may leave unread before its connection is no longer read (default 1 MiB, at least 64 KiB). */
+  /** Reply bytes a client may leave unread before its connection is no longer read (default 1 MiB; no less than the socket's high-water mark is used). */
   replyBacklogBytes?: number;
   /** Unread replies over the backlog, or a held read reply, must drain within this time (default 30 s). */
   replyDrainTimeoutMs?: number;
@@ -78,8 +77,6 @@ export class NbdServer {
         `each connection's budget and share of the server budget must be at least ${MAXIMUM_PAYLOAD_BYTES} bytes (the largest request)`,
       );
     }
-    if (this.opts.replyBacklogBytes < MIN_REPLY_BACKLOG_BYTES)
-      throw new RangeError(`the reply backlog must be at least ${MIN_REPLY_BACKLOG_BYTES} bytes`);
     this.server = net.createServer({ allowHalfOpen: true, pauseOnConnect: false }, (socket) => this.accept(socket));
   }
 
