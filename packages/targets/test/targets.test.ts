@@ -226,3 +226,28 @@ describe('table lines', () => {
     expect(fs.readFileSync(cow).every((x) => x === 0)).toBe(true);
   });
 });
+
+test('a target device takes any buffer memory, and only whole sectors', async () => {
+  const origin = file('origin.img', MiB, 9);
+  const cow = file('cow.img', MiB);
+  const set = await TargetSet.open(
+    [
+      { name: 'o', table: `0 2048 snapshot-origin ${origin}` },
+      { name: 's', table: `0 2048 snapshot ${origin} ${cow} P 8` },
+    ],
+    fileResolver,
+  );
+  try {
+    const o = set.devices.get('o')!;
+    // A payload at an odd place in a larger buffer, as a socket reader hands it over.
+    const payload = Buffer.alloc(4096 + 3, 0x3c).subarray(3);
+    await o.write(payload, 0, 4096, 8192);
+    const back = Buffer.alloc(4096 + 1).subarray(1);
+    await o.read(back, 0, 4096, 8192);
+    expect(back.every((b) => b === 0x3c)).toBe(true);
+    await expect(o.write(payload, 0, 4096, 100)).rejects.toThrow(/offset and length must be whole 512-byte sectors/);
+    await expect(o.zeroRange(0, 1000)).rejects.toMatchObject({ code: 'EINVAL' });
+  } finally {
+    await set.close();
+  }
+});
