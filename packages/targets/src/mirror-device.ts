@@ -91,9 +91,10 @@ export class MirrorDevice extends SectorDevice {
     }, this.cleanDelayMs);
   }
 
-  /** A FLUSH: regions whose writes ended are recorded clean, every leg is flushed. */
+  /** A FLUSH: regions whose writes ended are recorded clean, every leg and the log are flushed. */
   async flush(): Promise<void> {
     await this.mirror.flush();
+    await this.mirror.log.sync();
   }
 
   statusLine(): string {
