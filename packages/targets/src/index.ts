@@ -9,7 +9,7 @@ export { LinearDevice, LinearDeviceOptions } from './linear-device';
 export { MirrorDevice, MirrorDeviceOptions } from './mirror-device';
 export { SectorDevice } from './sector-device';
 export { SnapshotDevice, SnapshotOriginDevice, TargetDeviceOptions } from './snapshot-devices';
-export { planTargets, TargetDevice, TargetSet, TargetSetOptions, TargetSpec, TargetSpecError } from './target-set';
+export { planTargets, TargetDevice, TargetPlan, TargetSet, TargetSetOptions, TargetSpec, TargetSpecError } from './target-set';
 export {
   linearArgs,
   parseSectors,

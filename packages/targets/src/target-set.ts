@@ -21,7 +21,8 @@ export interface TargetSetOptions {
   mirror?: MirrorDeviceOptions;
 }
 
-type Plan =
+/** A parsed table line: what `TargetSet` builds for one device. */
+export type TargetPlan =
   | { kind: 'linear'; spec: TargetSpec; lengthSectors: number; device: string; offsetSectors: number }
   | { kind: 'snapshot-origin'; spec: TargetSpec; lengthSectors: number; origin: string }
   | ({ kind: 'snapshot'; spec: TargetSpec; lengthSectors: number } & SnapshotArgs)
@@ -49,7 +50,7 @@ export class TargetSpecError extends TableError {
   }
 }
 
-function planOne(spec: TargetSpec): Plan {
+function planOne(spec: TargetSpec): TargetPlan {
   const t = parseTableLine(spec.table);
   if (t.startSectors !== 0) throw new TableError('a device is one table line starting at sector 0');
   switch (t.target) {
@@ -71,7 +72,7 @@ function planOne(spec: TargetSpec): Plan {
 }
 
 /** Parse every table line; one error naming the device for the first bad one. */
-export function planTargets(specs: readonly TargetSpec[]): Plan[] {
+export function planTargets(specs: readonly TargetSpec[]): TargetPlan[] {
   const names = new Set<string>();
   return specs.map((spec) => {
     if (names.has(spec.name)) throw new TargetSpecError(spec.name, `device ${spec.name} is given twice`);
@@ -118,7 +119,7 @@ export class TargetSet {
     return set;
   }
 
-  private openShared(plans: readonly Plan[], resolver: DeviceResolver): void {
+  private openShared(plans: readonly TargetPlan[], resolver: DeviceResolver): void {
     const uses: Use[] = [];
     const writableOrigins = new Set<string>();
     for (const p of plans) {
@@ -168,7 +169,7 @@ export class TargetSet {
     return new BorrowedDevice(d);
   }
 
-  private async build(p: Plan, resolver: DeviceResolver, opts: TargetSetOptions): Promise<TargetDevice> {
+  private async build(p: TargetPlan, resolver: DeviceResolver, opts: TargetSetOptions): Promise<TargetDevice> {
     const name = p.spec.name;
     const readOnly = p.spec.readOnly === true;
     const fail = (message: string) => new TargetSpecError(name, message);

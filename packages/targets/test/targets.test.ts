@@ -3,7 +3,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { decodeDiskLog } from '@dmtool/dm-mirror';
-import { Origin, Snapshot } from '@dmtool/dm-snapshot';
+import { ChunkTracker, Origin, Snapshot } from '@dmtool/dm-snapshot';
 import { FileDevice, fileResolver } from '@dmtool/native';
 import {
   MirrorDevice,
@@ -15,7 +15,6 @@ import {
   TargetSet,
   TargetSpecError,
 } from '@dmtool/targets';
-import { ChunkTracker } from '../../dm-snapshot/src/chunk-tracker';
 
 const MiB = 1 << 20;
 let dir: string;
