@@ -11,7 +11,8 @@ import { spawn } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { dmtool } from '../support/cli';
+import { decodeDiskLog } from '@dmtool/dm-mirror';
+import { dmtool, waitFor } from '../support/cli';
 import { makeBaseOrigin, makeZeroFile, PlannedWrite, unpackFixture, writeData } from '../support/fixtures';
 import { havePeer, nbdUri, peer, randomFile, ServeProcess, sha256, startServe } from './serve-process';
 
@@ -240,6 +241,32 @@ print("ok")
     const st = dmtool(['mirror-status', '--table', m.table]);
     expect(st.stdout).toContain(`0 32768 mirror 2 ${m.legs[0]} ${m.legs[1]} 31/32 1 AA 3 disk ${m.log} A\n`);
     expect(st.stdout).toContain('31/32 regions in sync (region 1024 sectors = 512.0 KiB); dirty: 2\n');
+  });
+
+  when(nbdcopy)('an out-of-sync mirror is resynced in the background while it is served and read', async () => {
+    const legs = [path.join(dir, 'leg0.img'), path.join(dir, 'leg1.img')];
+    const log = path.join(dir, 'log.img');
+    randomFile(legs[0], 16 * MiB, 21);
+    randomFile(legs[1], 16 * MiB, 22);
+    makeZeroFile(log, MiB);
+    // A new log: every region out of sync, to be copied from leg 0.
+    expect(dmtool(['mirror-create', '--log', log, '--region-size', '1024', ...legs]).status).toBe(0);
+    const primary = sha256(legs[0]);
+    const table = `0 32768 mirror disk 2 ${log} 1024 2 ${legs[0]} 0 ${legs[1]} 0`;
+    const s = await serve(['--dev', 'm', table]);
+    const view = path.join(dir, 'view.img');
+    expect(peer('nbdcopy', [nbdUri(s.socketPath, 'm'), view]).status).toBe(0);
+    expect(sha256(view)).toBe(primary);
+    // The server holds the log's lock; its bytes on disk show the progress (bounded wait).
+    const inSync = () => {
+      const image = decodeDiskLog(fs.readFileSync(log), { path: log });
+      return Array.from({ length: 32 }, (_, r) => image.clean.get(r)).every(Boolean);
+    };
+    expect(await waitFor(inSync, 30000)).toBe(true);
+    await stop(s);
+    expect(s.stdout()).toContain(`status m: 0 32768 mirror 2 ${legs[0]} ${legs[1]} 32/32 1 AA 3 disk ${log} A\n`);
+    expect(sha256(legs[1])).toBe(primary);
+    expect(sha256(legs[0])).toBe(primary);
   });
 
   function writeOf(byte: number, bytes: number): string {
