@@ -269,6 +269,26 @@ print("ok")
     expect(sha256(legs[0])).toBe(primary);
   });
 
+  test('SIGTERM during the background resync: the status printed is what the log records; a restart finishes it', async () => {
+    const legs = [path.join(dir, 'leg0.img'), path.join(dir, 'leg1.img')];
+    const log = path.join(dir, 'log.img');
+    for (const f of legs) makeZeroFile(f, 256 * MiB);
+    makeZeroFile(log, MiB);
+    expect(dmtool(['mirror-create', '--log', log, '--region-size', '1024', ...legs]).status).toBe(0);
+    const table = `0 524288 mirror disk 2 ${log} 1024 2 ${legs[0]} 0 ${legs[1]} 0`;
+    const first = await serve(['--dev', 'm', table]);
+    await stop(first);
+    const synced = /status m: 0 524288 mirror 2 \S+ \S+ (\d+)\/512 1 AA 3 disk \S+ A\n/.exec(first.stdout());
+    expect(synced).not.toBeNull();
+    const st = dmtool(['mirror-status', '--table', table]);
+    expect(st.stdout).toContain(`${synced![1]}/512 regions in sync`);
+    const second = await serve(['--dev', 'm', table]);
+    const inSync = () => decodeDiskLog(fs.readFileSync(log), { path: log }).clean.count() === 512;
+    expect(await waitFor(inSync, 60000)).toBe(true);
+    await stop(second);
+    expect(second.stdout()).toContain(`status m: 0 524288 mirror 2 ${legs[0]} ${legs[1]} 512/512 1 AA 3 disk ${log} A\n`);
+  });
+
   function writeOf(byte: number, bytes: number): string {
     const f = path.join(dir, `fill-${byte}.bin`);
     fs.writeFileSync(f, Buffer.alloc(bytes, byte));

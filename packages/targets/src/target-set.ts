@@ -96,6 +96,7 @@ export class TargetSet {
   readonly devices = new Map<string, TargetDevice>();
   private readonly opened = new Map<string, BlockDevice>();
   private readonly origins = new Map<string, Origin>();
+  private stopping?: Promise<void>;
   private closing?: Promise<void>;
 
   private constructor() {}
@@ -226,9 +227,32 @@ export class TargetSet {
   }
 
   /**
-   * Stop background work, record mirror regions clean, flush every device
-   * opened for writing and close everything. The first failure is thrown
-   * once everything was tried.
+   * Stop background work (a mirror's resync) and record finished mirror
+   * regions clean, so that status lines show what the devices hold when
+   * serving ends. The devices stay open.
+   */
+  stop(): Promise<void> {
+    this.stopping ??= this.stopNow();
+    return this.stopping;
+  }
+
+  private async stopNow(): Promise<void> {
+    let failed: unknown;
+    for (const d of this.devices.values()) {
+      if (!(d instanceof MirrorDevice)) continue;
+      try {
+        await d.stop();
+      } catch (e) {
+        failed ??= e;
+      }
+      if (d.backgroundError !== undefined) failed ??= d.backgroundError;
+    }
+    if (failed !== undefined) throw failed;
+  }
+
+  /**
+   * stop(), then flush every device opened for writing and close
+   * everything. The first failure is thrown once everything was tried.
    */
   close(): Promise<void> {
     this.closing ??= this.closeNow();
@@ -244,13 +268,8 @@ export class TargetSet {
         failed ??= e;
       }
     };
-    for (const d of this.devices.values()) {
-      if (d instanceof MirrorDevice) {
-        await attempt(() => d.stop());
-        if (d.backgroundError !== undefined) failed ??= d.backgroundError;
-      }
-      await attempt(() => d.close());
-    }
+    await attempt(() => this.stop());
+    for (const d of this.devices.values()) await attempt(() => d.close());
     for (const o of this.origins.values()) await attempt(() => o.close());
     for (const d of this.opened.values()) if (d.writable && d.isOpen) await attempt(() => d.flush());
     for (const d of this.opened.values()) await attempt(() => d.isOpen && d.close());

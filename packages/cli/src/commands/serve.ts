@@ -195,9 +195,12 @@ export const serveCommand = defineCommand({
     const sig = await stopped;
     process.stderr.write(`dmtool serve: ${sig}: finishing requests in flight\n`);
     await server.close();
+    let stopFailed: unknown;
+    await targets.stop().catch((e: unknown) => (stopFailed = e));
     // What dmsetup status would print, as the devices stand when serving ends.
     for (const line of targets.statusLines()) process.stdout.write(`status ${line}\n`);
     await targets.close();
+    if (stopFailed !== undefined) throw stopFailed;
     process.stdout.write('stopped; every device flushed\n');
     return ExitCode.OK;
   },
