@@ -6,6 +6,7 @@ import { decodeDiskLog } from '@dmtool/dm-mirror';
 import { ChunkTracker, Origin, Snapshot } from '@dmtool/dm-snapshot';
 import { FileDevice, fileResolver } from '@dmtool/native';
 import {
+  BorrowedDevice,
   MirrorDevice,
   planTargets,
   snapshotArgs,
@@ -246,6 +247,98 @@ test('a target device takes any buffer memory, and only whole sectors', async ()
     expect(back.every((b) => b === 0x3c)).toBe(true);
     await expect(o.write(payload, 0, 4096, 100)).rejects.toThrow(/offset and length must be whole 512-byte sectors/);
     await expect(o.zeroRange(0, 1000)).rejects.toMatchObject({ code: 'EINVAL' });
+  } finally {
+    await set.close();
+  }
+});
+
+/** A real device whose reads, while armed, wait for a gate before they are issued: a slow read, deterministically. */
+class GatedReads extends BorrowedDevice {
+  armed = false;
+  private release!: () => void;
+  private readonly gate = new Promise<void>((r) => (this.release = r));
+
+  override read(buf: Buffer, bufOffset: number, bytes: number, byteOffset: number): Promise<void> {
+    if (!this.armed) return super.read(buf, bufOffset, bytes, byteOffset);
+    return this.gate.then(() => super.read(buf, bufOffset, bytes, byteOffset));
+  }
+
+  openGate(): void {
+    this.release();
+  }
+}
+
+test('an origin write waits for a snapshot read that is still reading its chunk from the origin', async () => {
+  const origin = file('origin.img', MiB, 13);
+  const before = fs.readFileSync(origin);
+  const cow = file('cow.img', MiB);
+  let gated: GatedReads | undefined;
+  const resolver = {
+    identify: fileResolver.identify,
+    open: (name: string, opts: { write: boolean }) =>
+      name === origin ? (gated = new GatedReads(FileDevice.open(name, opts))) : fileResolver.open(name, opts),
+  };
+  const set = await TargetSet.open(
+    [
+      { name: 'o', table: `0 2048 snapshot-origin ${origin}` },
+      { name: 's', table: `0 2048 snapshot ${origin} ${cow} P 8` },
+    ],
+    resolver,
+  );
+  try {
+    const view = Buffer.alloc(4096);
+    gated!.armed = true;
+    const reading = set.devices.get('s')!.read(view, 0, 4096, 5 * 4096);
+    gated!.armed = false;
+    let written = false;
+    const writing = set.devices
+      .get('o')!
+      .write(Buffer.alloc(4096, 0xee), 0, 4096, 5 * 4096)
+      .then(() => (written = true));
+    // The copy-out and the commit run; the origin write itself must wait for the read.
+    await new Promise((r) => setTimeout(r, 300));
+    expect(written).toBe(false);
+    gated!.openGate();
+    await Promise.all([reading, writing]);
+    expect(sha(view)).toBe(sha(before.subarray(5 * 4096, 6 * 4096)));
+    expect(
+      fs
+        .readFileSync(origin)
+        .subarray(5 * 4096, 6 * 4096)
+        .every((b) => b === 0xee),
+    ).toBe(true);
+  } finally {
+    await set.close();
+    gated?.base.close();
+  }
+});
+
+test('snapshot reads racing origin writes of the same chunks always see the old data', async () => {
+  const origin = file('origin.img', 4 * MiB, 12);
+  const before = fs.readFileSync(origin);
+  const cow = file('cow.img', 4 * MiB);
+  const set = await TargetSet.open(
+    [
+      { name: 'o', table: `0 8192 snapshot-origin ${origin}` },
+      { name: 's', table: `0 8192 snapshot ${origin} ${cow} P 8` },
+    ],
+    fileResolver,
+  );
+  try {
+    const o = set.devices.get('o')!;
+    const s = set.devices.get('s')!;
+    const reads: Promise<boolean>[] = [];
+    const writes: Promise<void>[] = [];
+    for (let chunk = 0; chunk < 256; chunk++) {
+      const at = chunk * 4096;
+      const view = Buffer.alloc(4096);
+      // The read is issued first: it looks the chunk up before the write's exception exists.
+      reads.push(s.read(view, 0, 4096, at).then(() => view.equals(before.subarray(at, at + 4096))));
+      writes.push(o.write(Buffer.alloc(4096, 0xee), 0, 4096, at));
+    }
+    await Promise.all(writes);
+    expect((await Promise.all(reads)).filter((ok) => !ok)).toHaveLength(0);
+    expect(sha(await readAll(s))).toBe(sha(before));
   } finally {
     await set.close();
   }
