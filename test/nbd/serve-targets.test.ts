@@ -188,6 +188,34 @@ when(nbdcopy && qemuIo)(
   },
 );
 
+describe.each([2, 9, 20])('a power cut while a served origin is written (after %i cached writes reach the disk)', (appliedWrites) => {
+  when(nbdcopy)('leaves a valid COW whose snapshot view is still the origin as it was', async () => {
+    const origin = path.join(dir, 'origin.img');
+    const cow = path.join(dir, 'cow.img');
+    randomFile(origin, 8 * MiB, 31);
+    makeZeroFile(cow, 8 * MiB);
+    expect(dmtool(['snapshot-create', origin, cow, '--chunk-size', '8']).status).toBe(0);
+    const before = sha256(origin);
+    const input = path.join(dir, 'input.img');
+    randomFile(input, 4 * MiB, 32);
+    // Writes stay in a volatile cache until a flush, which applies them in reverse order; the process is
+    // killed once that many of them reached the disk: a power cut in the middle of a commit.
+    const faults = { volatileCache: { order: 'reverse' }, crashDuringFlush: appliedWrites };
+    const s = await serve(
+      ['--dev', 'data', `0 16384 snapshot-origin ${origin}`, '--dev', 'snap', `0 16384 snapshot ${origin} ${cow} P 8`],
+      { ...process.env, DMTOOL_FAULTS: JSON.stringify(faults) },
+    );
+    peer('nbdcopy', [input, nbdUri(s.socketPath, 'data')]);
+    servers.splice(servers.indexOf(s), 1);
+    expect(await s.stop()).toEqual({ status: null, signal: 'SIGKILL' });
+    const view = path.join(dir, 'view.img');
+    const r = dmtool(['snapshot-read', origin, cow, '-o', view]);
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(0);
+    expect(sha256(view)).toBe(before);
+  });
+});
+
 describe('a served mirror', () => {
   function makeMirror(): { legs: string[]; log: string; table: string } {
     const legs = [path.join(dir, 'leg0.img'), path.join(dir, 'leg1.img')];
