@@ -1189,6 +1189,113 @@ const lvmCases: Case[] = [
   },
 ];
 
+/** `dmtool serve` refusing its devices: every case exits before it listens (the socket would be in the folder). */
+const serveArgs = (d: string, ...args: string[]) => ['serve', ...args, '--socket', path.join(d, 'nbd.sock')];
+
+const serveCases: Case[] = [
+  {
+    name: 'serve: a snapshot chunk size that is not a power of two',
+    args: (d) => {
+      const k = kernelCow(d);
+      return serveArgs(d, '--dev', 's', `0 131072 snapshot ${k.origin} ${k.cow} P 12`);
+    },
+    status: 2,
+    message: /^dmtool: device s: chunk size must be a power of two number of sectors, got 12$/,
+  },
+  {
+    name: "serve: a kernel COW served with another chunk size than its header's",
+    args: (d) => {
+      const k = kernelCow(d);
+      return serveArgs(d, '--dev', 's', `0 131072 snapshot ${k.origin} ${k.cow} P 16`);
+    },
+    status: 2,
+    message: /chunk size 16 does not match the COW header's 8 sectors/,
+  },
+  {
+    name: 'serve: a COW that holds a mirror log',
+    args: (d) => {
+      const m = mirror(d);
+      return serveArgs(d, '--dev', 's', `0 16384 snapshot ${m.legs[0]} ${m.log} P 8`);
+    },
+    status: 2,
+    message:
+      /^dmtool: ENXIO: invalid or corrupt snapshot: bad magic 0x4d695272 \(expected 0x70416e53 "SnAp"\) \(.*log\.img sectors 0\.\.0\)$/,
+  },
+  {
+    name: 'serve: the COW of one device is the linear base of another',
+    args: (d) => {
+      const k = kernelCow(d);
+      return serveArgs(d, '--dev', 'a', `0 131072 snapshot ${k.origin} ${k.cow} P 8`, '--dev', 'b', `0 8 linear ${k.cow} 0`);
+    },
+    status: 2,
+    message: /^dmtool: device b: .*cow\.img is the linear base of b and already the COW of a$/,
+  },
+  {
+    name: 'serve: a snapshot-origin shorter than the origin',
+    args: (d) => {
+      const k = kernelCow(d);
+      return serveArgs(d, '--dev', 'o', `0 65536 snapshot-origin ${k.origin}`);
+    },
+    status: 2,
+    message: /^dmtool: device o: length 65536 must be the origin's size \(.*origin\.img has 131072 sectors\)$/,
+  },
+  {
+    name: 'serve: a mirror whose log records another region count',
+    args: (d) => {
+      const m = mirror(d);
+      return serveArgs(d, '--dev', 'm', `0 16384 mirror disk 2 ${m.log} 512 2 ${m.legs[0]} 0 ${m.legs[1]} 0`);
+    },
+    status: 2,
+    message: /^dmtool: dirty log .*log\.img records 16 regions at sector 0, but the mirror has 32: wrong region count/,
+  },
+  {
+    name: 'serve: a mirror longer than its legs',
+    args: (d) => {
+      const m = mirror(d);
+      return serveArgs(d, '--dev', 'm', `0 32768 mirror core 1 1024 2 ${m.legs[0]} 0 ${m.legs[1]} 0`);
+    },
+    status: 2,
+    message: /^dmtool: leg .*leg0\.img is smaller than the mirror: it has 16384 sectors, the mirror needs sectors 0\.\.32767$/,
+  },
+  {
+    name: 'serve: a target it does not serve',
+    args: (d) => serveArgs(d, '--dev', 'z', '0 8 zero'),
+    status: 2,
+    message: /^dmtool: device z: target zero cannot be served \(linear, snapshot-origin, snapshot and mirror can\)$/,
+  },
+  {
+    name: 'serve: --config that is not JSON',
+    args: (d) => {
+      fs.writeFileSync(path.join(d, 'devices.json'), '{"devices": [');
+      return serveArgs(d, '--config', path.join(d, 'devices.json'));
+    },
+    status: 2,
+    message: /^dmtool: --config .*devices\.json: not JSON: /,
+  },
+  {
+    name: 'serve: --config with a field it does not know',
+    args: (d) => {
+      const k = kernelCow(d);
+      fs.writeFileSync(
+        path.join(d, 'devices.json'),
+        JSON.stringify({ devices: [{ name: 'o', table: `0 131072 snapshot-origin ${k.origin}`, ro: true }] }),
+      );
+      return serveArgs(d, '--config', path.join(d, 'devices.json'));
+    },
+    status: 2,
+    message: /^dmtool: --config .*devices\.json: devices\.0: Unrecognized key\(s\) in object: 'ro'/,
+  },
+  {
+    name: 'serve: --read-only names no device',
+    args: (d) => {
+      const k = kernelCow(d);
+      return serveArgs(d, '--dev', 'o', `0 131072 snapshot-origin ${k.origin}`, '--read-only', 'snap');
+    },
+    status: 2,
+    message: /^dmtool: no device named snap \(give it with --dev or --config\)$/,
+  },
+];
+
 function runCorpus(cases: Case[]): void {
   it.each(cases.map((c) => [c.name, c] as const))('%s', (_name, c) => {
     const dir = tempDir('dmtool-bad-');
@@ -1218,6 +1325,7 @@ describe('bad input is refused with one line, a non-zero exit and nothing writte
   describe('images not a whole number of sectors', () => runCorpus(partialSectorCases));
   describe('toolbox: snapshot and mirror-log check, dump, restore, delta', () => runCorpus(toolboxCases));
   describe('LVM volumes', () => runCorpus(lvmCases));
+  describe('serve', () => runCorpus(serveCases));
 
   it('holds at least 40 cases', () => {
     expect(copyCases.length + mirrorCases.length + snapshotCases.length + partialSectorCases.length).toBeGreaterThanOrEqual(40);

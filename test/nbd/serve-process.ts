@@ -16,9 +16,14 @@ export interface ServeProcess {
   stop(timeoutMs?: number): Promise<{ status: number | null; signal: NodeJS.Signals | null }>;
 }
 
-/** Start `dmtool serve ARGS --socket SOCKET` and wait until it listens; killed if that takes over `timeoutMs`. */
-export async function startServe(args: string[], socketPath: string, timeoutMs = 15000): Promise<ServeProcess> {
-  const child = spawn(process.execPath, [DMTOOL, 'serve', ...args, '--socket', socketPath], { stdio: ['ignore', 'pipe', 'pipe'] });
+/** Start `dmtool serve ARGS --socket SOCKET` (environment `env`) and wait until it listens; killed if that takes over `timeoutMs`. */
+export async function startServe(
+  args: string[],
+  socketPath: string,
+  timeoutMs = 15000,
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<ServeProcess> {
+  const child = spawn(process.execPath, [DMTOOL, 'serve', ...args, '--socket', socketPath], { stdio: ['ignore', 'pipe', 'pipe'], env });
   let stdout = '';
   let stderr = '';
   child.stdout.on('data', (d) => (stdout += d));

@@ -18,6 +18,7 @@ export { PersistentStore, probeHeader } from './persistent-store';
 export type { OpenStoreOptions, FormatOptions } from './persistent-store';
 export { TransientStore } from './transient-store';
 export { Origin, Snapshot, snapshotBuffer } from './snapshot';
+export { ChunkTracker } from './chunk-tracker';
 export { formatUsage, storeStatus } from './status';
 export type { OriginOptions, CreateSnapshotOptions, OpenSnapshotOptions, WritePlan } from './snapshot';
 export { mergeSnapshot, planMerge } from './merge';

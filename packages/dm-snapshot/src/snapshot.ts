@@ -3,6 +3,7 @@ import { BlockDevice, SECTOR_BYTES } from '@dmtool/devices';
 import { allocBuffer } from '@dmtool/native';
 import { SnapshotError } from './errors';
 import { PersistentStore } from './persistent-store';
+import { ChunkTracker } from './chunk-tracker';
 import { formatUsage, storeStatus } from './status';
 import { ExceptionPlan, ExceptionStore, StoreUsage } from './store';
 import { TransientStore } from './transient-store';
@@ -195,6 +196,10 @@ export class Origin {
           // The store invalidated itself; the origin write still proceeds.
         }
       }
+      // Snapshot reads that looked a chunk up before its exception existed
+      // read it from the origin: the write waits for them, as the kernel's
+      // __check_for_conflicting_io does (later reads find the exception).
+      for (const [snap, entries] of perSnap) await snap.originReads.drain(entries.map((e) => e.oldChunk));
     }
     await this.device.write(data, 0, data.length, sector * SECTOR_BYTES);
   }
@@ -277,6 +282,8 @@ export class Snapshot {
   private overflowFlag = false;
   /** Set while a merge owns this snapshot: origin writes skip it. */
   merging = false;
+  /** @internal Snapshot reads in flight that go to the origin, by origin chunk. */
+  readonly originReads = new ChunkTracker();
 
   private constructor(origin: Origin, store: ExceptionStore) {
     this.origin = origin;
@@ -411,24 +418,27 @@ export class Snapshot {
     this.checkUsable('snapshot read', sector, sectors);
     const cs = this.chunkSectors;
     const table = this.store.table;
-    // Coalesce neighbouring pieces that land next to each other on one device.
-    let run: { device: BlockDevice; devSector: number; sectors: number; bufByte: number } | undefined;
-    const flush = async () => {
-      if (run) await run.device.read(buf, run.bufByte, run.sectors * SECTOR_BYTES, run.devSector * SECTOR_BYTES);
-      run = undefined;
-    };
+    // Every chunk is looked up before the first read is issued, and chunks
+    // read from the origin are tracked until their read is done, so an
+    // origin write that adds their exception meanwhile waits for the read.
+    const runs: { device: BlockDevice; devSector: number; sectors: number; bufByte: number }[] = [];
+    const fromOrigin: number[] = [];
     for (const p of pieces(sector, sectors, cs)) {
       const nc = table.lookup(p.chunk);
       const device = nc >= 0 ? this.cow : this.origin.device;
+      if (nc < 0) fromOrigin.push(p.chunk);
       const devSector = (nc >= 0 ? nc : p.chunk) * cs + p.offsetSectors;
-      if (run && run.device === device && run.devSector + run.sectors === devSector) {
-        run.sectors += p.sectors;
-        continue;
-      }
-      await flush();
-      run = { device, devSector, sectors: p.sectors, bufByte: p.bufByte };
+      const run = runs[runs.length - 1];
+      // Coalesce neighbouring pieces that land next to each other on one device.
+      if (run && run.device === device && run.devSector + run.sectors === devSector) run.sectors += p.sectors;
+      else runs.push({ device, devSector, sectors: p.sectors, bufByte: p.bufByte });
     }
-    await flush();
+    this.originReads.add(fromOrigin);
+    try {
+      for (const run of runs) await run.device.read(buf, run.bufByte, run.sectors * SECTOR_BYTES, run.devSector * SECTOR_BYTES);
+    } finally {
+      this.originReads.remove(fromOrigin);
+    }
   }
 
   /**

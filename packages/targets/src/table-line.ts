@@ -41,3 +41,30 @@ export function linearArgs(t: TableLine): { device: string; offsetSectors: numbe
   if (t.args.length !== 2) throw new TableError(`linear takes <device> <offset>, got ${t.args.length} arguments`);
   return { device: t.args[0], offsetSectors: parseSectors(t.args[1], 'linear offset') };
 }
+
+/** `snapshot-origin <origin>`. */
+export function snapshotOriginArgs(t: TableLine): { origin: string } {
+  if (t.args.length !== 1) throw new TableError(`snapshot-origin takes <origin>, got ${t.args.length} arguments`);
+  return { origin: t.args[0] };
+}
+
+export interface SnapshotArgs {
+  origin: string;
+  cow: string;
+  /** P (persistent), PO (persistent, overflow-aware) or N (transient). */
+  type: 'P' | 'PO' | 'N';
+  chunkSectors: number;
+}
+
+/** `snapshot <origin> <COW> <P|PO|N> <chunk size>`. */
+export function snapshotArgs(t: TableLine): SnapshotArgs {
+  if (t.args.length !== 4) throw new TableError(`snapshot takes <origin> <COW> <P|PO|N> <chunk size>, got ${t.args.length} arguments`);
+  const [origin, cow, typeWord, chunk] = t.args;
+  const type = typeWord.toUpperCase();
+  if (type !== 'P' && type !== 'PO' && type !== 'N')
+    throw new TableError(`snapshot type must be P, PO or N, got ${JSON.stringify(typeWord)}`);
+  const chunkSectors = parseSectors(chunk, 'chunk size');
+  if (chunkSectors === 0 || (chunkSectors & (chunkSectors - 1)) !== 0)
+    throw new TableError(`chunk size must be a power of two number of sectors, got ${chunk}`);
+  return { origin, cow, type, chunkSectors };
+}

@@ -1,13 +1,13 @@
 import * as fs from 'fs';
 import * as path from 'path';
-import type { BlockDevice } from '@dmtool/devices';
-import { ExportTable, NbdServer } from '@dmtool/nbd';
-import { LinearDevice, linearArgs, parseTableLine, TableError } from '@dmtool/targets';
+import { ExportTable, MAXIMUM_PAYLOAD_BYTES, NbdServer } from '@dmtool/nbd';
+import { MirrorDevice, SnapshotDevice, SnapshotOriginDevice, TargetDevice, TargetSet, TargetSpec, TargetSpecError } from '@dmtool/targets';
 import { z } from 'zod';
 import { ArgsOf, defineCommand } from '../util/define-command';
 import { CliError } from '../util/errors';
 import { ExitCode, EXIT_CODES_HELP } from '../util/exit-codes';
 import { resolver } from '../util/open-device';
+import { readServeConfig } from '../util/serve-config';
 
 const SECTOR_BYTES = 512;
 
@@ -15,12 +15,17 @@ const serveOptions = {
   dev: {
     schema: z
       .array(z.string())
-      .min(2, 'give at least one export: --dev NAME "TABLE LINE"')
-      .refine((a) => a.length % 2 === 0, '--dev takes two values: NAME "TABLE LINE"'),
+      .refine((a) => a.length % 2 === 0, '--dev takes two values: NAME "TABLE LINE"')
+      .default([]),
     type: 'string',
     array: true,
     nargs: 2,
-    describe: 'an export: NAME "0 LENGTH linear DEVICE OFFSET" (repeatable)',
+    describe: 'a device: NAME "0 LENGTH TARGET ARGS..." (linear, snapshot-origin, snapshot, mirror; repeatable)',
+  },
+  config: {
+    schema: z.string().min(1).optional(),
+    type: 'string',
+    describe: 'a JSON file of devices: {"devices":[{"name":..,"table":..,"readOnly":bool}]}',
   },
   socket: {
     schema: z.string().min(1).optional(),
@@ -59,74 +64,45 @@ const serveOptions = {
 const noPositionals = {};
 type Options = ArgsOf<typeof noPositionals, typeof serveOptions>;
 
-interface ExportPlan {
-  name: string;
-  line: string;
-  device: string;
-  offsetSectors: number;
-  lengthSectors: number;
-  readOnly: boolean;
-  preferredBlockBytes?: number;
+/** The devices to serve, from --dev pairs and --config, with --read-only applied. */
+function specsOf(o: Options): TargetSpec[] {
+  const specs: TargetSpec[] = [];
+  for (let i = 0; i < o.dev.length; i += 2) specs.push({ name: o.dev[i], table: o.dev[i + 1], readOnly: false });
+  if (o.config !== undefined) specs.push(...readServeConfig(o.config));
+  if (specs.length === 0) throw new CliError('usage', 'give at least one device: --dev NAME "TABLE LINE" or --config FILE');
+  for (const n of o.readOnly) {
+    const spec = specs.find((s) => s.name === n);
+    if (!spec) throw new CliError('usage', `no device named ${n} (give it with --dev or --config)`);
+    spec.readOnly = true;
+  }
+  return specs;
 }
 
-function plan(o: Options): ExportPlan[] {
+function preferredSizes(o: Options, specs: TargetSpec[]): Map<string, number> {
   const preferred = new Map(o.preferredBlockSize.map((p) => [p.slice(0, p.indexOf('=')), Number(p.slice(p.indexOf('=') + 1))]));
-  const plans: ExportPlan[] = [];
-  for (let i = 0; i < o.dev.length; i += 2) {
-    const [name, line] = [o.dev[i], o.dev[i + 1]];
-    try {
-      const t = parseTableLine(line);
-      if (t.startSectors !== 0) throw new TableError('a device is one table line starting at sector 0');
-      if (t.target !== 'linear') throw new TableError(`target ${t.target} cannot be served yet (linear can)`);
-      const a = linearArgs(t);
-      plans.push({
-        name,
-        line,
-        device: a.device,
-        offsetSectors: a.offsetSectors,
-        lengthSectors: t.lengthSectors,
-        readOnly: o.readOnly.includes(name),
-        preferredBlockBytes: preferred.get(name),
-      });
-    } catch (e) {
-      throw new CliError('usage', `--dev ${name}: ${e instanceof Error ? e.message : String(e)}`);
-    }
+  for (const n of preferred.keys()) {
+    if (!specs.some((s) => s.name === n)) throw new CliError('usage', `no device named ${n} (give it with --dev or --config)`);
   }
-  for (const n of [...o.readOnly, ...preferred.keys()]) {
-    if (!plans.some((p) => p.name === n)) throw new CliError('usage', `no export named ${n} (give it with --dev)`);
-  }
-  return plans;
+  return preferred;
 }
 
-/** Each underlying device is opened once, for writing only if some export writes to it. */
-async function openBases(plans: ExportPlan[]): Promise<Map<string, BlockDevice>> {
-  const byIdentity = new Map<string, { path: string; write: boolean }>();
-  const identityOf = new Map<string, string>();
-  for (const p of plans) {
-    const id = resolver.identify(p.device, `export ${p.name}`);
-    identityOf.set(p.name, id);
-    const seen = byIdentity.get(id);
-    byIdentity.set(id, { path: seen?.path ?? p.device, write: (seen?.write ?? false) || !p.readOnly });
+/** The block size a client should prefer: the chunk of a snapshot, the region of a mirror (kernel io_min hints). */
+function naturalBlockBytes(d: TargetDevice): number | undefined {
+  if (d instanceof SnapshotDevice) return d.snapshot.chunkSectors * SECTOR_BYTES;
+  if (d instanceof SnapshotOriginDevice) {
+    const chunks = d.origin.snapshots.map((s) => s.chunkSectors);
+    return chunks.length > 0 ? Math.min(...chunks) * SECTOR_BYTES : undefined;
   }
-  const opened = new Map<string, BlockDevice>();
+  if (d instanceof MirrorDevice) return Math.min(d.mirror.regionSize * SECTOR_BYTES, MAXIMUM_PAYLOAD_BYTES);
+  return undefined;
+}
+
+async function openTargets(specs: TargetSpec[]): Promise<TargetSet> {
   try {
-    for (const [id, d] of byIdentity) opened.set(id, await resolver.open(d.path, { write: d.write }));
+    return await TargetSet.open(specs, resolver);
   } catch (e) {
-    closeQuietly([...opened.values()]);
+    if (e instanceof TargetSpecError) throw new CliError('usage', `device ${e.exportName}: ${e.message}`);
     throw e;
-  }
-  const byName = new Map<string, BlockDevice>();
-  for (const p of plans) byName.set(p.name, opened.get(identityOf.get(p.name)!)!);
-  return byName;
-}
-
-function closeQuietly(devices: BlockDevice[]): void {
-  for (const d of devices) {
-    try {
-      d.close();
-    } catch {
-      // closing is best effort once an error is being reported
-    }
   }
 }
 
@@ -155,26 +131,35 @@ export const serveCommand = defineCommand({
   examples: [
     ['$0 serve --dev disk "0 131072 linear disk.img 0"', 'serve the first 64 MiB of disk.img as export "disk"'],
     ['nbdinfo "nbd+unix:///disk?socket=/run/dmtool/nbd.sock"', 'look at it from another shell'],
+    [
+      '$0 serve --dev data "0 131072 snapshot-origin origin.img" --dev snap "0 131072 snapshot origin.img cow.img P 8"',
+      'serve an origin and a snapshot of it: writes to data copy old chunks into cow.img first',
+    ],
+    ['$0 serve --dev m "0 2097152 mirror disk 2 log.img 1024 2 leg0.img 0 leg1.img 0"', 'serve a two-leg mirror with a disk log'],
+    ['$0 serve --config devices.json', 'the devices from a JSON file: {"devices":[{"name":..,"table":..,"readOnly":bool}]}'],
   ],
   epilog:
-    `Each export is one device-mapper table line starting at sector 0; this version serves the linear target. ` +
-    `A device named by several exports is opened once (locked exclusively if any export writes to it). ` +
-    `SIGINT or SIGTERM stops accepting, answers the requests in flight, flushes every device and exits 0.\n${EXIT_CODES_HELP}`,
+    `Each export is one device-mapper table line starting at sector 0: linear, snapshot-origin, snapshot or mirror. ` +
+    `A device named by several exports is opened once (locked exclusively if any export writes to it), and the ` +
+    `snapshot-origin and snapshot lines of one origin share it, so origin writes copy into every snapshot. ` +
+    `SIGINT or SIGTERM stops accepting, answers the requests in flight, prints each device's status line, ` +
+    `flushes every device and exits 0.\n${EXIT_CODES_HELP}`,
   async run(o) {
-    const plans = plan(o);
-    const bases = await openBases(plans);
-    const opened = [...new Set(bases.values())];
+    const specs = specsOf(o);
+    const preferred = preferredSizes(o, specs);
+    const targets = await openTargets(specs);
     const table = new ExportTable();
     try {
-      for (const p of plans) {
-        const linear = new LinearDevice(bases.get(p.name)!, p.offsetSectors * SECTOR_BYTES, p.lengthSectors * SECTOR_BYTES, {
-          name: p.name,
-          readOnly: p.readOnly,
+      for (const spec of specs) {
+        const device = targets.devices.get(spec.name)!;
+        table.add(spec.name, device, {
+          description: spec.table,
+          readOnly: spec.readOnly,
+          preferredBlockBytes: preferred.get(spec.name) ?? naturalBlockBytes(device),
         });
-        table.add(p.name, linear, { description: p.line, readOnly: p.readOnly, preferredBlockBytes: p.preferredBlockBytes });
       }
     } catch (e) {
-      closeQuietly(opened);
+      await targets.close().catch(() => undefined);
       throw e instanceof RangeError ? new CliError('usage', e.message) : e;
     }
     const server = new NbdServer(table, {
@@ -196,7 +181,7 @@ export const serveCommand = defineCommand({
         where = socketPath;
       }
     } catch (e) {
-      closeQuietly(opened);
+      await targets.close().catch(() => undefined);
       const code = (e as { code?: unknown }).code;
       if (code === 'EADDRINUSE' || code === 'EEXIST' || code === 'EACCES')
         throw new CliError('usage', `cannot listen: ${(e as Error).message}`);
@@ -210,16 +195,12 @@ export const serveCommand = defineCommand({
     const sig = await stopped;
     process.stderr.write(`dmtool serve: ${sig}: finishing requests in flight\n`);
     await server.close();
-    let failed: unknown;
-    for (const d of opened) {
-      try {
-        if (d.writable) await d.flush();
-      } catch (e) {
-        failed ??= e;
-      }
-    }
-    closeQuietly(opened);
-    if (failed) throw failed;
+    let stopFailed: unknown;
+    await targets.stop().catch((e: unknown) => (stopFailed = e));
+    // What dmsetup status would print, as the devices stand when serving ends.
+    for (const line of targets.statusLines()) process.stdout.write(`status ${line}\n`);
+    await targets.close();
+    if (stopFailed !== undefined) throw stopFailed;
     process.stdout.write('stopped; every device flushed\n');
     return ExitCode.OK;
   },

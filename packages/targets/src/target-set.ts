@@ -1,0 +1,284 @@
+import { BlockDevice, DeviceResolver } from '@dmtool/devices';
+import { Origin, probeHeader, Snapshot } from '@dmtool/dm-snapshot';
+import { configFromTable, MirrorTable, openMirror, parseMirrorTable } from '@dmtool/dm-mirror';
+import { BorrowedDevice } from './borrowed-device';
+import { LinearDevice } from './linear-device';
+import { MirrorDevice, MirrorDeviceOptions } from './mirror-device';
+import { SnapshotDevice, SnapshotOriginDevice } from './snapshot-devices';
+import { linearArgs, parseTableLine, snapshotArgs, snapshotOriginArgs, SnapshotArgs, TableError } from './table-line';
+
+/** One device to build: a name and a one-line table starting at sector 0. */
+export interface TargetSpec {
+  name: string;
+  table: string;
+  readOnly?: boolean;
+}
+
+export type TargetDevice = LinearDevice | SnapshotOriginDevice | SnapshotDevice | MirrorDevice;
+
+export interface TargetSetOptions {
+  /** Options for every mirror device (clean delay, background resync). */
+  mirror?: MirrorDeviceOptions;
+}
+
+/** A parsed table line: what `TargetSet` builds for one device. */
+export type TargetPlan =
+  | { kind: 'linear'; spec: TargetSpec; lengthSectors: number; device: string; offsetSectors: number }
+  | { kind: 'snapshot-origin'; spec: TargetSpec; lengthSectors: number; origin: string }
+  | ({ kind: 'snapshot'; spec: TargetSpec; lengthSectors: number } & SnapshotArgs)
+  | { kind: 'mirror'; spec: TargetSpec; table: MirrorTable };
+
+type Role = 'linear base' | 'origin' | 'COW' | 'mirror leg' | 'mirror log';
+/** Roles several exports may give one device. */
+const SHARABLE: ReadonlySet<Role> = new Set(['linear base', 'origin']);
+
+interface Use {
+  path: string;
+  role: Role;
+  spec: TargetSpec;
+  write: boolean;
+}
+
+/** A table line refused before anything was opened; `exportName` names the device it belongs to. */
+export class TargetSpecError extends TableError {
+  constructor(
+    readonly exportName: string,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'TargetSpecError';
+  }
+}
+
+function planOne(spec: TargetSpec): TargetPlan {
+  const t = parseTableLine(spec.table);
+  if (t.startSectors !== 0) throw new TableError('a device is one table line starting at sector 0');
+  switch (t.target) {
+    case 'linear':
+      return { kind: 'linear', spec, lengthSectors: t.lengthSectors, ...linearArgs(t) };
+    case 'snapshot-origin':
+      return { kind: 'snapshot-origin', spec, lengthSectors: t.lengthSectors, ...snapshotOriginArgs(t) };
+    case 'snapshot':
+      return { kind: 'snapshot', spec, lengthSectors: t.lengthSectors, ...snapshotArgs(t) };
+    case 'mirror':
+      try {
+        return { kind: 'mirror', spec, table: parseMirrorTable(spec.table) };
+      } catch (e) {
+        throw new TableError(e instanceof Error ? e.message : String(e));
+      }
+    default:
+      throw new TableError(`target ${t.target} cannot be served (linear, snapshot-origin, snapshot and mirror can)`);
+  }
+}
+
+/** Parse every table line; one error naming the device for the first bad one. */
+export function planTargets(specs: readonly TargetSpec[]): TargetPlan[] {
+  const names = new Set<string>();
+  return specs.map((spec) => {
+    if (names.has(spec.name)) throw new TargetSpecError(spec.name, `device ${spec.name} is given twice`);
+    names.add(spec.name);
+    try {
+      return planOne(spec);
+    } catch (e) {
+      throw new TargetSpecError(spec.name, e instanceof Error ? e.message : String(e));
+    }
+  });
+}
+
+/**
+ * Devices built from table lines, as device-mapper builds them: every
+ * underlying device is opened once (for writing if any device writes to
+ * it) and shared, and every `snapshot-origin` and `snapshot` line naming
+ * the same origin shares one Origin, so a write to the origin copies into
+ * every snapshot of it.
+ */
+export class TargetSet {
+  readonly devices = new Map<string, TargetDevice>();
+  private readonly opened = new Map<string, BlockDevice>();
+  private readonly origins = new Map<string, Origin>();
+  private stopping?: Promise<void>;
+  private closing?: Promise<void>;
+
+  private constructor() {}
+
+  /**
+   * Open and build every device. Nothing is written before every line was
+   * parsed and every device opened, except what the kernel also writes
+   * when a table is loaded: a fresh persistent COW gets its header, a
+   * mirror's disk log is resumed.
+   */
+  static async open(specs: readonly TargetSpec[], resolver: DeviceResolver, opts: TargetSetOptions = {}): Promise<TargetSet> {
+    const plans = planTargets(specs);
+    const set = new TargetSet();
+    try {
+      await set.openShared(plans, resolver);
+      for (const p of plans) set.devices.set(p.spec.name, await set.build(p, resolver, opts));
+    } catch (e) {
+      await set.close().catch(() => undefined);
+      throw e;
+    }
+    return set;
+  }
+
+  private async openShared(plans: readonly TargetPlan[], resolver: DeviceResolver): Promise<void> {
+    const uses: Use[] = [];
+    const writableOrigins = new Set<string>();
+    for (const p of plans) {
+      if (p.kind === 'snapshot-origin' && p.spec.readOnly !== true)
+        writableOrigins.add(resolver.identify(p.origin, `origin of ${p.spec.name}`));
+    }
+    for (const p of plans) {
+      const write = p.spec.readOnly !== true;
+      if (p.kind === 'linear') uses.push({ path: p.device, role: 'linear base', spec: p.spec, write });
+      else if (p.kind === 'snapshot-origin') uses.push({ path: p.origin, role: 'origin', spec: p.spec, write });
+      else if (p.kind === 'snapshot') {
+        const originWritten = writableOrigins.has(resolver.identify(p.origin, `origin of ${p.spec.name}`));
+        uses.push({ path: p.origin, role: 'origin', spec: p.spec, write: false });
+        uses.push({ path: p.cow, role: 'COW', spec: p.spec, write: write || originWritten });
+      } else {
+        for (const l of p.table.legs) uses.push({ path: l.path, role: 'mirror leg', spec: p.spec, write });
+        if (p.table.log.type === 'disk') uses.push({ path: p.table.log.path, role: 'mirror log', spec: p.spec, write });
+      }
+    }
+    const byIdentity = new Map<string, Use & { write: boolean }>();
+    for (const u of uses) {
+      const id = resolver.identify(u.path, `${u.role} of ${u.spec.name}`);
+      const seen = byIdentity.get(id);
+      if (!seen) {
+        byIdentity.set(id, { ...u });
+        continue;
+      }
+      const sameMirror = seen.spec === u.spec && seen.role.startsWith('mirror');
+      if (!sameMirror && (seen.role !== u.role || !SHARABLE.has(u.role))) {
+        throw new TargetSpecError(
+          u.spec.name,
+          `${u.path} is the ${u.role} of ${u.spec.name} and already the ${seen.role} of ${seen.spec.name}`,
+        );
+      }
+      seen.write ||= u.write;
+    }
+    for (const [id, u] of byIdentity) {
+      // Two names of one mirror's devices are refused by openMirror, with its own message.
+      if (!this.opened.has(id)) this.opened.set(id, await resolver.open(u.path, { write: u.write }));
+    }
+  }
+
+  /** The shared open of a device, as a handle whose close() leaves it open. */
+  private borrow(resolver: DeviceResolver, path: string): BorrowedDevice {
+    const d = this.opened.get(resolver.identify(path));
+    if (!d) throw new Error(`${path} was not opened`);
+    return new BorrowedDevice(d);
+  }
+
+  private async build(p: TargetPlan, resolver: DeviceResolver, opts: TargetSetOptions): Promise<TargetDevice> {
+    const name = p.spec.name;
+    const readOnly = p.spec.readOnly === true;
+    const fail = (message: string) => new TargetSpecError(name, message);
+    switch (p.kind) {
+      case 'linear': {
+        const base = this.borrow(resolver, p.device);
+        try {
+          return new LinearDevice(base, p.offsetSectors * 512, p.lengthSectors * 512, { name, readOnly });
+        } catch (e) {
+          throw fail(e instanceof Error ? e.message : String(e));
+        }
+      }
+      case 'snapshot-origin': {
+        const origin = this.originFor(resolver, p.origin);
+        checkLength(p.lengthSectors, origin, fail);
+        return new SnapshotOriginDevice(origin, { name, readOnly });
+      }
+      case 'snapshot': {
+        const origin = this.originFor(resolver, p.origin);
+        checkLength(p.lengthSectors, origin, fail);
+        const cow = this.borrow(resolver, p.cow);
+        let snap: Snapshot;
+        if (p.type === 'N') snap = await Snapshot.create(origin, cow, { chunkSectors: p.chunkSectors, type: 'N' });
+        else if ((await probeHeader(cow)).kind === 'fresh' && cow.writable) {
+          // As the kernel does for a COW whose magic is 0: a new snapshot.
+          snap = await Snapshot.create(origin, cow, { chunkSectors: p.chunkSectors, type: p.type });
+        } else snap = await Snapshot.open(origin, cow, { chunkSectors: p.chunkSectors, overflow: p.type === 'PO' });
+        return new SnapshotDevice(snap, { name, readOnly });
+      }
+      case 'mirror': {
+        const shared: DeviceResolver = {
+          identify: (n, role) => resolver.identify(n, role),
+          open: (n) => this.borrow(resolver, n),
+        };
+        const mirror = await openMirror(configFromTable(p.table), shared, { writeLegs: !readOnly });
+        return new MirrorDevice(mirror, { ...opts.mirror, name, readOnly });
+      }
+    }
+  }
+
+  private originFor(resolver: DeviceResolver, path: string): Origin {
+    const id = resolver.identify(path);
+    let o = this.origins.get(id);
+    if (!o) {
+      o = new Origin(this.borrow(resolver, path));
+      this.origins.set(id, o);
+    }
+    return o;
+  }
+
+  /** `NAME: <dmsetup status line>` for every device. */
+  statusLines(): string[] {
+    return [...this.devices].map(([name, d]) => `${name}: ${'statusLine' in d ? d.statusLine() : `0 ${d.sizeSectors} linear `}`);
+  }
+
+  /**
+   * Stop background work (a mirror's resync) and record finished mirror
+   * regions clean, so that status lines show what the devices hold when
+   * serving ends. The devices stay open.
+   */
+  stop(): Promise<void> {
+    this.stopping ??= this.stopNow();
+    return this.stopping;
+  }
+
+  private async stopNow(): Promise<void> {
+    let failed: unknown;
+    for (const d of this.devices.values()) {
+      if (!(d instanceof MirrorDevice)) continue;
+      try {
+        await d.stop();
+      } catch (e) {
+        failed ??= e;
+      }
+      if (d.backgroundError !== undefined) failed ??= d.backgroundError;
+    }
+    if (failed !== undefined) throw failed;
+  }
+
+  /**
+   * stop(), then flush every device opened for writing and close
+   * everything. The first failure is thrown once everything was tried.
+   */
+  close(): Promise<void> {
+    this.closing ??= this.closeNow();
+    return this.closing;
+  }
+
+  private async closeNow(): Promise<void> {
+    let failed: unknown;
+    const attempt = async (work: () => unknown) => {
+      try {
+        await work();
+      } catch (e) {
+        failed ??= e;
+      }
+    };
+    await attempt(() => this.stop());
+    for (const d of this.devices.values()) await attempt(() => d.close());
+    for (const o of this.origins.values()) await attempt(() => o.close());
+    for (const d of this.opened.values()) if (d.writable && d.isOpen) await attempt(() => d.flush());
+    for (const d of this.opened.values()) await attempt(() => d.isOpen && d.close());
+    if (failed !== undefined) throw failed;
+  }
+}
+
+function checkLength(lengthSectors: number, origin: Origin, fail: (m: string) => Error): void {
+  if (lengthSectors !== origin.sizeSectors) {
+    throw fail(`length ${lengthSectors} must be the origin's size (${origin.device.path} has ${origin.sizeSectors} sectors)`);
+  }
+}
