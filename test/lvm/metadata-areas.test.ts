@@ -218,6 +218,18 @@ describeLvm2('metadata areas written by lvm2', () => {
       ]);
     });
 
+    test('a read error on a metadata area: one line, exit 1, through the fault plan as any device read', () => {
+      const faults = { rules: [{ op: 'read', code: 'EIO', path: 'good1.img', fromByte: 4096, toByte: 4608 }] };
+      const line = `dmtool: EIO: read failed on ${good1} at sector 8 (+1 sectors): injected fault\n`;
+      const ls = dmtool(['lvm-ls', good1, good2], { faults });
+      expect([ls.status, ls.stderr, ls.stdout]).toEqual([1, line, '']);
+      // The volume operand reads the metadata synchronously (the resolver opens devices synchronously): the same rule applies.
+      const out = path.join(dir, 'out.bin');
+      fs.writeFileSync(out, Buffer.alloc(MIB));
+      const copy = dmtool(['copy', `${good1},${good2}:vg0/data`, out], { faults });
+      expect([copy.status, copy.stderr, copy.stdout]).toEqual([1, line, '']);
+    });
+
     test('a file that is not a PV', () => {
       const r = dmtool(['lvm-ls', input]);
       expect(r.stderr).toBe(`dmtool: no LVM2 label (LABELONE) in sectors 0-3: not a physical volume (${input} sectors 0..3)\n`);
