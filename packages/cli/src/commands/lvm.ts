@@ -71,7 +71,7 @@ export const lvmLsCommand = defineCommand({
     const devices: BlockDevice[] = openAll(o.pvs.map((p, i) => ({ path: p, role: `PV ${i + 1}`, write: false })));
     try {
       const rows: LvReportRow[] = [];
-      for (const vg of await scanVolumeGroups(devices)) {
+      for (const vg of await scanVolumeGroups(devices, { ignoreOrphans: true })) {
         if (vg.missing.length > 0) {
           process.stderr.write(
             `dmtool: warning: VG ${vg.metadata.name} is missing ${vg.missing.join(', ')}; its LVs on them are partial (p)\n`,
