@@ -50,7 +50,12 @@ describeLvm2('metadata areas written by lvm2', () => {
 
   beforeAll(() => {
     dir = tempDir('dmtool-lvm2-mda-');
-    loops = [makeLoop(dir, 'small.img', 64 * MIB), makeLoop(dir, 'pv1.img', 32 * MIB), makeLoop(dir, 'pv2.img', 32 * MIB)];
+    loops = [
+      makeLoop(dir, 'small.img', 64 * MIB),
+      makeLoop(dir, 'pv1.img', 32 * MIB),
+      makeLoop(dir, 'pv2.img', 32 * MIB),
+      makeLoop(dir, 'orphan.img', 8 * MIB),
+    ];
     lvm = new Lvm2(
       dir,
       loops.map((l) => l.path),
@@ -62,6 +67,21 @@ describeLvm2('metadata areas written by lvm2', () => {
     lvm.run('vgcreate', '--physicalextentsize', '1m', 'vg0', loops[1].path, loops[2].path);
     lvm.run('lvcreate', '-an', '-Zn', '-L', '2m', '-n', 'data', 'vg0', loops[1].path);
     lvm.run('lvcreate', '-an', '-Zn', '-i', '2', '-I', '8k', '-L', '4m', '-n', 'striped', 'vg0');
+    lvm.run('pvcreate', loops[3].path);
+  });
+
+  test('a PV in no VG: lvm-ls leaves it out as lvs does, a volume operand refuses it', () => {
+    const [pv1, pv2, orphan] = [loops[1].path, loops[2].path, loops[3].path];
+    const ls = dmtool(['lvm-ls', '--json', orphan, pv1, pv2]);
+    expect([ls.status, ls.stderr]).toEqual([0, '']);
+    expect(JSON.parse(ls.stdout)).toEqual({ report: [{ lv: lvm.lvsJson('vg0') }] });
+    const out = path.join(dir, 'orphan-out.bin');
+    fs.writeFileSync(out, Buffer.alloc(2 * MIB));
+    const copy = dmtool(['copy', `${orphan},${pv1},${pv2}:vg0/data`, out]);
+    expect(copy.stderr).toMatch(
+      new RegExp(`^dmtool: PV [\\w-]+ belongs to no VG whose metadata was found on the given devices \\(${orphan}\\)\\n$`),
+    );
+    expect(copy.status).toBe(2);
   });
 
   afterAll(() => {
@@ -216,6 +236,18 @@ describeLvm2('metadata areas written by lvm2', () => {
         ['newer', '-wi-XX----'],
         ['striped', '-wi-XX--p-'],
       ]);
+    });
+
+    test('a read error on a metadata area: one line, exit 1, through the fault plan as any device read', () => {
+      const faults = { rules: [{ op: 'read', code: 'EIO', path: 'good1.img', fromByte: 4096, toByte: 4608 }] };
+      const line = `dmtool: EIO: read failed on ${good1} at sector 8 (+1 sectors): injected fault\n`;
+      const ls = dmtool(['lvm-ls', good1, good2], { faults });
+      expect([ls.status, ls.stderr, ls.stdout]).toEqual([1, line, '']);
+      // The volume operand reads the metadata synchronously (the resolver opens devices synchronously): the same rule applies.
+      const out = path.join(dir, 'out.bin');
+      fs.writeFileSync(out, Buffer.alloc(MIB));
+      const copy = dmtool(['copy', `${good1},${good2}:vg0/data`, out], { faults });
+      expect([copy.status, copy.stderr, copy.stdout]).toEqual([1, line, '']);
     });
 
     test('a file that is not a PV', () => {

@@ -33,7 +33,7 @@ export { readPhysicalVolume, readPhysicalVolumeSync } from './read-pv';
 export type { MetadataCopy, PhysicalVolume, ReadRequest } from './read-pv';
 export { readDeviceSync } from './sync-read';
 export { findVolumeGroup, groupVolumeGroups, requireAllPvs, scanVolumeGroups, scanVolumeGroupsSync } from './scan';
-export type { VolumeGroup } from './scan';
+export type { ScanOptions, VolumeGroup } from './scan';
 export { isSnapshotCarrier, mirrorPart, originSnapshots, snapshotOfCow, snapshotSegments, vgRelations } from './relations';
 export type { VgRelations } from './relations';
 export { mapLvDevice, openLogicalVolume } from './lv-device';

@@ -22,10 +22,19 @@ export interface VolumeGroup {
  * copies of a VG (every area of every PV) the highest `seqno` wins, as in
  * lvm2's scan. A device without an LVM2 label is refused.
  */
-export async function scanVolumeGroups(devices: readonly BlockDevice[]): Promise<VolumeGroup[]> {
+export async function scanVolumeGroups(devices: readonly BlockDevice[], opts: ScanOptions = {}): Promise<VolumeGroup[]> {
   const pvs: PhysicalVolume[] = [];
   for (const d of devices) pvs.push(await readPhysicalVolume(d));
-  return groupVolumeGroups(pvs);
+  return groupVolumeGroups(pvs, opts);
+}
+
+export interface ScanOptions {
+  /**
+   * Leave out PVs that belong to no VG found (a PV not yet in a VG, or one
+   * without metadata areas whose VG's other PVs were not given), as `lvs`
+   * does; by default they are refused, naming the device.
+   */
+  ignoreOrphans?: boolean;
 }
 
 /** `scanVolumeGroups` with synchronous reads (see `readPhysicalVolumeSync`). */
@@ -37,7 +46,7 @@ export function scanVolumeGroupsSync(
 }
 
 /** Group PVs into VGs by the metadata they carry; the highest seqno of each VG wins. */
-export function groupVolumeGroups(pvs: readonly PhysicalVolume[]): VolumeGroup[] {
+export function groupVolumeGroups(pvs: readonly PhysicalVolume[], opts: ScanOptions = {}): VolumeGroup[] {
   const newest = new Map<string, { copy: MetadataCopy; pv: PhysicalVolume; copies: MetadataCopy[] }>();
   for (const pv of pvs) {
     for (const copy of pv.copies) {
@@ -73,7 +82,7 @@ export function groupVolumeGroups(pvs: readonly PhysicalVolume[]): VolumeGroup[]
     });
   }
   const orphan = pvs.find((p) => !claimed.has(p));
-  if (orphan) {
+  if (orphan && !opts.ignoreOrphans) {
     throw new LvmError('no-metadata', `PV ${orphan.uuid} belongs to no VG whose metadata was found on the given devices`, {
       path: orphan.device.path,
     });

@@ -7,28 +7,43 @@ import { ExitCode, EXIT_CODES_HELP } from '../util/exit-codes';
 import { jsonOption } from '../util/options';
 import { Output } from '../util/output';
 
-/** The columns of `lvs`, in its order: heading, field, and whether the values align right. */
-const COLUMNS: [string, keyof LvReportRow, boolean][] = [
-  ['LV', 'lv_name', false],
-  ['VG', 'vg_name', false],
-  ['Attr', 'lv_attr', false],
-  ['LSize', 'lv_size', true],
-  ['Pool', 'pool_lv', false],
-  ['Origin', 'origin', false],
-  ['Data%', 'data_percent', true],
-  ['Meta%', 'metadata_percent', true],
-  ['Move', 'move_pv', false],
-  ['Log', 'mirror_log', false],
-  ['Cpy%Sync', 'copy_percent', true],
-  ['Convert', 'convert_lv', false],
+/** The columns of `lvs`, in its order: heading, field, and the least width of a right-aligned (numeric) column. */
+const COLUMNS: [string, keyof LvReportRow, number | undefined][] = [
+  ['LV', 'lv_name', undefined],
+  ['VG', 'vg_name', undefined],
+  ['Attr', 'lv_attr', undefined],
+  ['LSize', 'lv_size', 0],
+  ['Pool', 'pool_lv', undefined],
+  ['Origin', 'origin', undefined],
+  ['Data%', 'data_percent', 6],
+  ['Meta%', 'metadata_percent', 6],
+  ['Move', 'move_pv', undefined],
+  ['Log', 'mirror_log', undefined],
+  ['Cpy%Sync', 'copy_percent', 6],
+  ['Convert', 'convert_lv', undefined],
 ];
 
-/** The rows as lvs lays them out: two spaces, then columns as wide as their widest cell. */
+/**
+ * The rows as lvs lays them out: two spaces, then columns as wide as their
+ * widest cell; headings to the left, numbers to the right (trailing blanks
+ * left out).
+ */
 export function formatLvTable(rows: LvReportRow[]): string[] {
-  const widths = COLUMNS.map(([head, key]) => Math.max(head.length, ...rows.map((r) => r[key].length)));
-  const line = (cells: string[]) =>
-    `  ${cells.map((c, i) => (COLUMNS[i][2] ? c.padStart(widths[i]) : c.padEnd(widths[i]))).join(' ')}`.trimEnd();
-  return [line(COLUMNS.map(([head]) => head)), ...rows.map((r) => line(COLUMNS.map(([, key]) => r[key])))];
+  const widths = COLUMNS.map(([head, key, least]) => Math.max(head.length, least ?? 0, ...rows.map((r) => r[key].length)));
+  const line = (cells: string[], heading: boolean) =>
+    `  ${cells.map((c, i) => (COLUMNS[i][2] !== undefined && !heading ? c.padStart(widths[i]) : c.padEnd(widths[i]))).join(' ')}`.trimEnd();
+  return [
+    line(
+      COLUMNS.map(([head]) => head),
+      true,
+    ),
+    ...rows.map((r) =>
+      line(
+        COLUMNS.map(([, key]) => r[key]),
+        false,
+      ),
+    ),
+  ];
 }
 
 export const lvmLsCommand = defineCommand({
@@ -56,7 +71,7 @@ export const lvmLsCommand = defineCommand({
     const devices: BlockDevice[] = await openAll(o.pvs.map((p, i) => ({ path: p, role: `PV ${i + 1}`, write: false })));
     try {
       const rows: LvReportRow[] = [];
-      for (const vg of await scanVolumeGroups(devices)) {
+      for (const vg of await scanVolumeGroups(devices, { ignoreOrphans: true })) {
         if (vg.missing.length > 0) {
           process.stderr.write(
             `dmtool: warning: VG ${vg.metadata.name} is missing ${vg.missing.join(', ')}; its LVs on them are partial (p)\n`,
