@@ -297,12 +297,25 @@ export class NbdDevice implements BlockDevice {
     step: number,
     make: (at: number, n: number) => ClientRequest,
   ): Promise<void> {
-    const all: Promise<void>[] = [];
-    for (let at = byteOffset; at < byteOffset + bytes; at += step)
-      all.push(this.request(op, make(at, Math.min(step, byteOffset + bytes - at))));
-    const settled = await Promise.allSettled(all);
-    const failed = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
-    if (failed) throw failed.reason;
+    // A few workers take the pieces in order, so a long range holds a bounded
+    // number of requests, and nothing more is sent after the first failure.
+    const end = byteOffset + bytes;
+    let next = byteOffset;
+    let failed: { error: unknown } | undefined;
+    const worker = async () => {
+      while (next < end && !failed) {
+        const at = next;
+        next += step;
+        try {
+          await this.request(op, make(at, Math.min(step, end - at)));
+        } catch (error) {
+          failed ??= { error };
+        }
+      }
+    };
+    const workers = Math.min(this.opts.maxInFlight, Math.ceil(bytes / step));
+    await Promise.all(Array.from({ length: workers }, worker));
+    if (failed) throw failed.error;
   }
 
   /** One request: sent again on a new connection after each drop, at most `reconnectAttempts` times. */
