@@ -74,9 +74,9 @@ function jsonToken(input: Input): Token {
   const ch = String.fromCharCode(c);
   if ('{}[]:,'.includes(ch)) return { t: 'punct', v: ch };
   if (ch === '"') return { t: 'string', v: jsonString(input) };
-  if (ch === '-' || (ch >= '0' && ch <= '9')) {
+  if (c === 0x2d || (c >= 0x30 && c <= 0x39)) {
     let text = ch;
-    for (let d = input.peek(); d >= 0 && /[0-9eE.+-]/.test(String.fromCharCode(d)); d = input.peek()) {
+    for (let d = input.peek(); isNumberByte(d); d = input.peek()) {
       text += String.fromCharCode(input.take());
       if (text.length > MAX_TOKEN_BYTES) input.fail('number too long');
     }
@@ -93,6 +93,11 @@ function jsonToken(input: Input): Token {
     input.fail(`unexpected ${word}`);
   }
   return input.fail(`unexpected character ${JSON.stringify(ch)}`);
+}
+
+/** Digits, sign, point and exponent: the bytes a JSON number is made of. */
+function isNumberByte(c: number): boolean {
+  return (c >= 0x30 && c <= 0x39) || c === 0x2d || c === 0x2b || c === 0x2e || c === 0x65 || c === 0x45;
 }
 
 function jsonString(input: Input): string {
@@ -197,15 +202,38 @@ function* jsonEntries(input: Input): Generator<DumpEvent> {
   if (t.t === 'punct' && t.v === ']') return;
   for (let index = 0; ; index++) {
     if (t.t !== 'punct' || t.v !== '{') input.fail(`exception ${index}: expected { "oldChunk": N, "newChunk": N }`);
-    const e = jsonValue(input, t) as Record<string, unknown>;
-    const keys = Object.keys(e).sort().join(',');
-    if (keys !== 'newChunk,oldChunk') input.fail(`exception ${index}: expected exactly "oldChunk" and "newChunk"`);
-    yield { kind: 'entry', oldChunk: chunkNumber(input, e.oldChunk, index), newChunk: chunkNumber(input, e.newChunk, index) };
+    yield jsonEntry(input, index);
     t = jsonToken(input);
     if (t.t === 'punct' && t.v === ']') return;
     expectPunct(input, t, ',');
     t = jsonToken(input);
   }
+}
+
+/** One `{ "oldChunk": N, "newChunk": N }` after its "{", the keys in either order. */
+function jsonEntry(input: Input, index: number): DumpEvent {
+  let oldChunk = -1;
+  let newChunk = -1;
+  for (let member = 0; ; member++) {
+    const key = jsonToken(input);
+    if (key.t !== 'string' || (key.v !== 'oldChunk' && key.v !== 'newChunk') || member > 1) {
+      input.fail(`exception ${index}: expected exactly "oldChunk" and "newChunk"`);
+    }
+    expectPunct(input, jsonToken(input), ':');
+    const value = chunkNumber(input, jsonToken(input).v, index);
+    if (key.v === 'oldChunk') {
+      if (oldChunk >= 0) input.fail(`exception ${index}: expected exactly "oldChunk" and "newChunk"`);
+      oldChunk = value;
+    } else {
+      if (newChunk >= 0) input.fail(`exception ${index}: expected exactly "oldChunk" and "newChunk"`);
+      newChunk = value;
+    }
+    const t = jsonToken(input);
+    if (t.t === 'punct' && t.v === '}') break;
+    expectPunct(input, t, ',');
+  }
+  if (oldChunk < 0 || newChunk < 0) input.fail(`exception ${index}: expected exactly "oldChunk" and "newChunk"`);
+  return { kind: 'entry', oldChunk, newChunk };
 }
 
 function chunkNumber(input: Input, v: unknown, index: number): number {
