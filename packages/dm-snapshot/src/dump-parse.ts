@@ -251,6 +251,14 @@ interface Tag {
   attrs: Record<string, string>;
 }
 
+const tagBytes = Buffer.alloc(MAX_TOKEN_BYTES);
+/** An entry exactly as snapshot-dump writes it: read without the general attribute parsing. */
+const EXCEPTION_TAG = /^exception old_chunk="(\d+)" new_chunk="(\d+)"\/$/;
+
+function endsWithDashes(n: number): boolean {
+  return n >= 5 && tagBytes[n - 1] === 0x2d && tagBytes[n - 2] === 0x2d;
+}
+
 /** The next tag, skipping the declaration and comments; undefined at the end. Text between tags must be blank. */
 function xmlTag(input: Input): Tag | undefined {
   for (;;) {
@@ -258,15 +266,18 @@ function xmlTag(input: Input): Tag | undefined {
     const c = input.take();
     if (c < 0) return undefined;
     if (c !== 0x3c) input.fail('text outside a tag');
-    let text = '';
+    let n = 0;
     for (;;) {
       const d = input.take();
       if (d < 0) input.fail('unterminated tag');
-      if (d === 0x3e && (!text.startsWith('!--') || text.endsWith('--'))) break;
-      text += String.fromCharCode(d);
-      if (text.length > MAX_TOKEN_BYTES) input.fail('tag too long');
+      if (d === 0x3e && !(n >= 3 && tagBytes[0] === 0x21 && tagBytes[1] === 0x2d && tagBytes[2] === 0x2d && !endsWithDashes(n))) break;
+      if (n >= MAX_TOKEN_BYTES) input.fail('tag too long');
+      tagBytes[n++] = d;
     }
+    const text = tagBytes.toString('latin1', 0, n);
     if (text.startsWith('?') || text.startsWith('!--')) continue;
+    const entry = EXCEPTION_TAG.exec(text);
+    if (entry) return { name: 'exception', closing: false, selfClosing: true, attrs: { old_chunk: entry[1], new_chunk: entry[2] } };
     const closing = text.startsWith('/');
     const selfClosing = text.endsWith('/');
     const body = text.slice(closing ? 1 : 0, selfClosing ? -1 : undefined);
