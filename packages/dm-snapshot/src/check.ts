@@ -145,9 +145,8 @@ export async function checkCow(cow: BlockDevice, opts: CowCheckOptions): Promise
       message: `header chunk byte ${padding} is not zero (the kernel writes zeros after byte 16)`,
     });
   }
-  const before = problems;
   const table = await checkTable(cow, g, chunk, opts.originSectors, report);
-  if (problems > before) await reportOtherChunkSize(cow, chunkSectors, report);
+  if (problems > 0) await reportOtherChunkSize(cow, chunkSectors, report);
   return summary({ ...base, ...table });
 }
 
@@ -155,7 +154,7 @@ export async function checkCow(cow: BlockDevice, opts: CowCheckOptions): Promise
 const GUESS_MAX_CHUNK_SECTORS = 2048;
 
 /**
- * When the header's chunk size leaves a broken table, look for the chunk
+ * When the COW has problems, look for the chunk
  * size the areas were written with: one whose area 0 holds entries exactly
  * in the kernel's allocation order. A header edited or flipped to another
  * chunk size shows up here, and `snapshot-repair --chunk-size` can use it.
