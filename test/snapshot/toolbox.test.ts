@@ -258,3 +258,14 @@ describe('snapshot-revalidate', () => {
     expect(sha256File(cow)).toBe(before);
   });
 });
+
+test('every toolbox command has --help with examples and --json', () => {
+  const commands = ['snapshot-check', 'snapshot-dump', 'snapshot-restore', 'snapshot-delta', 'snapshot-repair', 'snapshot-revalidate'];
+  for (const cmd of [...commands, 'mirror-log-check', 'mirror-log-dump', 'mirror-log-restore']) {
+    const r = dmtool([cmd, '--help']);
+    expect(r.status).toBe(0);
+    expect(r.stdout).toContain(`dmtool ${cmd}`);
+    expect(r.stdout).toContain('Examples:');
+    expect(r.stdout).toContain('--json');
+  }
+});
