@@ -224,3 +224,48 @@ describe('snapshot-repair', () => {
     expect(fs.existsSync(out)).toBe(false);
   });
 });
+
+describe('snapshot-revalidate', () => {
+  test('an invalidated COW with a sound table: --dry-run says what it protects, then the flag is cleared', () => {
+    const cow = copyCow('invalid.img');
+    patch(cow, 4, Buffer.from([0]));
+    const invalid = sha256File(cow);
+    const protects =
+      'it holds 310 saved chunks of 8 sectors; origin chunks written after the invalidation and not among them are not protected';
+    expect(dmtool(['snapshot-revalidate', cow, '--dry-run'])).toMatchObject({
+      status: 0,
+      stdout: `would clear the invalid flag of ${cow}: ${protects}\n`,
+    });
+    expect(sha256File(cow)).toBe(invalid);
+    expect(dmtool(['snapshot-revalidate', cow, '--origin', path.join(fx, 'origin.img')])).toMatchObject({
+      status: 0,
+      stdout: `cleared the invalid flag of ${cow}: ${protects}\n`,
+    });
+    expect(sha256File(cow)).toBe(sha256File(path.join(fx, 'cow.img')));
+    expect(dmtool(['snapshot-revalidate', cow])).toMatchObject({ status: 0, stdout: `${cow} is valid already; nothing written\n` });
+  });
+
+  test('any other problem: refused, nothing written', () => {
+    const cow = copyCow('invalid-damaged.img');
+    patch(cow, 4, Buffer.from([0]));
+    patch(cow, 4096 + 3 * 16 + 8, Buffer.from([1]));
+    const before = sha256File(cow);
+    expect(dmtool(['snapshot-revalidate', cow])).toMatchObject({
+      status: 2,
+      stdout: '',
+      stderr: `dmtool: ${cow}: check found 2 problems besides the invalid flag, first entry-in-metadata at byte 4152; nothing written (run snapshot-check, then snapshot-repair)\n`,
+    });
+    expect(sha256File(cow)).toBe(before);
+  });
+});
+
+test('every toolbox command has --help with examples and --json', () => {
+  const commands = ['snapshot-check', 'snapshot-dump', 'snapshot-restore', 'snapshot-delta', 'snapshot-repair', 'snapshot-revalidate'];
+  for (const cmd of [...commands, 'mirror-log-check', 'mirror-log-dump', 'mirror-log-restore']) {
+    const r = dmtool([cmd, '--help']);
+    expect(r.status).toBe(0);
+    expect(r.stdout).toContain(`dmtool ${cmd}`);
+    expect(r.stdout).toContain('Examples:');
+    expect(r.stdout).toContain('--json');
+  }
+});

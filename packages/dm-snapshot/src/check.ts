@@ -28,6 +28,7 @@ export const COW_PROBLEM_KINDS = [
   'allocation-order',
   'stale-after-terminator',
   'stale-area',
+  'header-area-mismatch',
 ] as const;
 
 export type CowProblemKind = (typeof COW_PROBLEM_KINDS)[number];
@@ -121,6 +122,7 @@ export async function checkCow(cow: BlockDevice, opts: CowCheckOptions): Promise
       byteOffset: 12,
       message: `header chunk size: ${e.message.replace(/^EINVAL: /, '').replace(/ \(.*\)$/, '')}`,
     });
+    await reportOtherChunkSize(cow, chunkSectors, report);
     return summary({ valid: validWord !== 0, exceptions: 0, areas: 0 });
   }
   const g = new CowGeometry(chunkSectors, cow.sizeSectors);
@@ -144,7 +146,45 @@ export async function checkCow(cow: BlockDevice, opts: CowCheckOptions): Promise
     });
   }
   const table = await checkTable(cow, g, chunk, opts.originSectors, report);
+  if (problems > 0) await reportOtherChunkSize(cow, chunkSectors, report);
   return summary({ ...base, ...table });
+}
+
+/** Chunk sizes tried when the table does not fit the header's: up to 1 MiB chunks (lvm2 allows up to 512 KiB). */
+const GUESS_MAX_CHUNK_SECTORS = 2048;
+
+/**
+ * When the COW has problems, look for the chunk
+ * size the areas were written with: one whose area 0 holds entries exactly
+ * in the kernel's allocation order. A header edited or flipped to another
+ * chunk size shows up here, and `snapshot-repair --chunk-size` can use it.
+ */
+async function reportOtherChunkSize(cow: BlockDevice, headerChunkSectors: number, report: Report): Promise<void> {
+  for (let cs = 1; cs <= GUESS_MAX_CHUNK_SECTORS; cs *= 2) {
+    if (cs === headerChunkSectors) continue;
+    const g = new CowGeometry(cs, cow.sizeSectors);
+    if (g.cowChunks < 3) break;
+    const buf = allocBuffer(g.chunkBytes);
+    const areaByte = g.chunkToByte(g.areaChunk(0));
+    await cow.read(buf, 0, g.chunkBytes, areaByte);
+    let entries = 0;
+    for (; entries < g.exceptionsPerArea; entries++) {
+      const newChunk = buf.readUInt32LE(entries * ENTRY_BYTES + 12) * TWO32 + buf.readUInt32LE(entries * ENTRY_BYTES + 8);
+      if (newChunk === 0) break;
+      if (newChunk !== g.dataChunkOfIndex(entries) || newChunk + 1 > g.cowChunks) {
+        entries = -1;
+        break;
+      }
+    }
+    if (entries > 0) {
+      await report({
+        kind: 'header-area-mismatch',
+        byteOffset: 12,
+        message: `the areas fit chunk size ${cs} sectors (area 0 at byte ${areaByte} holds ${entries} entries in the kernel's allocation order), not the header's ${headerChunkSectors}`,
+      });
+      return;
+    }
+  }
 }
 
 /** Walk the areas up to the terminator, then what lies after it. */

@@ -37,3 +37,5 @@ export { coalesceChunks, deltaRanges } from './delta';
 export type { ChunkRange } from './delta';
 export { planRepair } from './repair';
 export type { DropReason, DroppedEntry, RepairOptions, RepairPlan } from './repair';
+export { revalidateCow } from './revalidate';
+export type { RevalidateResult } from './revalidate';

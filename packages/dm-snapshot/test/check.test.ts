@@ -121,6 +121,20 @@ describe('checkCow names each problem exactly', () => {
   });
 });
 
+test('a header whose chunk size was edited: the chunk size the areas fit is named', async () => {
+  const image = kernelCow(8);
+  image.bytes.writeUInt32LE(16, 12);
+  const problems = await check(image);
+  expect(problems.at(-1)).toEqual({
+    kind: 'header-area-mismatch',
+    byteOffset: 12,
+    message:
+      "the areas fit chunk size 8 sectors (area 0 at byte 4096 holds 256 entries in the kernel's allocation order), not the header's 16",
+  });
+  image.bytes.writeUInt32LE(12, 12);
+  expect((await check(image)).map((p) => p.kind)).toEqual(['bad-chunk-size', 'header-area-mismatch']);
+});
+
 describe('generated damage', () => {
   const bases: [string, () => CowImage][] = [
     ['kernel chunk 8', () => kernelCow(8)],

@@ -233,8 +233,18 @@ const zeroEntry: Damage = (image, rand) => {
   return { name: `zero entry ${j}`, image: out, expect: ['stale-after-terminator', 'stale-area'] };
 };
 
+const chunkSizeEdit: Damage = (image, rand) => {
+  const l = layout(image);
+  if (l.exceptions === 0) return undefined;
+  const other = image.chunkSectors > 1 && rand() < 0.5 ? image.chunkSectors / 2 : image.chunkSectors * 2;
+  const out = copyOf(image);
+  out.bytes.writeUInt32LE(other, 12);
+  return { name: `header chunk size ${image.chunkSectors} → ${other}`, image: out, expect: ['header-area-mismatch'] };
+};
+
 export const DAMAGES: Record<string, Damage> = {
   headerByte,
+  chunkSizeEdit,
   zeroArea,
   corruptNewChunk,
   oldPastOrigin,

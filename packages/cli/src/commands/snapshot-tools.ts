@@ -13,6 +13,7 @@ import {
   DroppedEntry,
   readDump,
   restoreCow,
+  revalidateCow,
   SNAP_MAGIC,
   storeStatus,
 } from '@dmtool/dm-snapshot';
@@ -402,4 +403,58 @@ function refusePartialSectorsOf(cow: string): void {
   }
 }
 
-export const snapshotToolCommands: DmtoolCommand[] = [checkCommand, dumpCommand, restoreCommand, deltaCommand, repairCommand];
+// ---------------------------------------------------------------- revalidate
+
+const revalidateCommand = defineCommand({
+  command: 'snapshot-revalidate <cow>',
+  describe: 'Clear the invalid flag of a snapshot, only when a full check finds nothing else wrong',
+  positionals: cowPositional,
+  options: { ...originOption, dryRun: flag('check, and say what would be done; write nothing'), ...jsonOption },
+  examples: [
+    ['$0 snapshot-revalidate cow.img --dry-run', 'check an overflowed COW and say what it still protects'],
+    ['$0 snapshot-revalidate cow.img --origin origin.img', 'make it usable again'],
+  ],
+  epilog: `An invalidated snapshot stopped saving origin chunks when it was invalidated: chunks of the origin written since then, and not in its table, now read as the origin's new data. Revalidating makes the table usable again (to read the chunks it holds, or to merge them back); it does not bring back what was not saved.\n${TOOLS_HELP}`,
+  async run(o) {
+    const devices = openAll([
+      { path: o.cow, role: 'COW', write: !o.dryRun },
+      ...(o.origin ? [{ path: o.origin, role: 'origin', write: false }] : []),
+    ]);
+    const [cow, origin] = devices;
+    try {
+      const r = await revalidateCow(cow, { originSectors: origin?.sizeSectors, origin, dryRun: o.dryRun });
+      if (r.blocking.length > 0) {
+        const first = r.blocking[0];
+        throw new CliError(
+          'invalid-snapshot',
+          `${cow.path}: check found ${r.blocking.length} problem${r.blocking.length === 1 ? '' : 's'} besides the invalid flag, first ${first.kind} at byte ${first.byteOffset}; nothing written (run snapshot-check, then snapshot-repair)`,
+        );
+      }
+      const out = new Output(o.json);
+      const n = r.summary.exceptions;
+      const protects = `it holds ${n} saved chunk${n === 1 ? '' : 's'} of ${r.summary.chunkSectors} sectors; origin chunks written after the invalidation and not among them are not protected`;
+      if (r.summary.valid !== false) out.line(`${cow.path} is valid already; nothing written`);
+      else if (o.dryRun) out.line(`would clear the invalid flag of ${cow.path}: ${protects}`);
+      else out.line(`cleared the invalid flag of ${cow.path}: ${protects}`);
+      out.result({
+        cow: cow.path,
+        wasValid: r.summary.valid !== false,
+        written: r.written,
+        exceptions: n,
+        chunkSectors: r.summary.chunkSectors,
+      });
+      return ExitCode.OK;
+    } finally {
+      closeAll(devices);
+    }
+  },
+});
+
+export const snapshotToolCommands: DmtoolCommand[] = [
+  checkCommand,
+  dumpCommand,
+  restoreCommand,
+  deltaCommand,
+  repairCommand,
+  revalidateCommand,
+];
