@@ -75,7 +75,7 @@ function planOne(spec: TargetSpec): TargetPlan {
 export function planTargets(specs: readonly TargetSpec[]): TargetPlan[] {
   const names = new Set<string>();
   return specs.map((spec) => {
-    if (names.has(spec.name)) throw new TargetSpecError(spec.name, `device ${spec.name} is given twice`);
+    if (names.has(spec.name)) throw new TargetSpecError(spec.name, 'the name is given twice');
     names.add(spec.name);
     try {
       return planOne(spec);

@@ -343,3 +343,12 @@ test('snapshot reads racing origin writes of the same chunks always see the old 
     await set.close();
   }
 });
+
+test('a device name given twice is refused', () => {
+  expect(() =>
+    planTargets([
+      { name: 'a', table: '0 8 linear x 0' },
+      { name: 'a', table: '0 8 linear y 0' },
+    ]),
+  ).toThrow(new TargetSpecError('a', 'the name is given twice'));
+});
