@@ -416,7 +416,7 @@ const revalidateCommand = defineCommand({
   ],
   epilog: `An invalidated snapshot stopped saving origin chunks when it was invalidated: chunks of the origin written since then, and not in its table, now read as the origin's new data. Revalidating makes the table usable again (to read the chunks it holds, or to merge them back); it does not bring back what was not saved.\n${TOOLS_HELP}`,
   async run(o) {
-    const devices = openAll([
+    const devices = await openAll([
       { path: o.cow, role: 'COW', write: !o.dryRun },
       ...(o.origin ? [{ path: o.origin, role: 'origin', write: false }] : []),
     ]);
