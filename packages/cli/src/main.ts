@@ -14,7 +14,7 @@ export async function main(args: string[], env: NodeJS.ProcessEnv = process.env)
     return ExitCode.USAGE;
   }
   let selected: Promise<ExitCodeValue> | undefined;
-  const top = yargs(args)
+  const top = yargs(args.map(standaloneProgress))
     .scriptName('dmtool')
     .usage(
       "$0 <command> [options]\n\nLinux device-mapper copy engine (kcopyd), snapshot COW merge and mirror resync, in user space, on the kernel's on-disk formats.",
@@ -54,4 +54,9 @@ export async function main(args: string[], env: NodeJS.ProcessEnv = process.env)
     return reportFailure(e);
   }
   return (await selected) ?? ExitCode.OK;
+}
+
+/** A bare --progress never takes the next argument as its FD (only --progress=FD does), as with nbdcopy. */
+function standaloneProgress(arg: string): string {
+  return arg === '--progress' ? '--progress=' : arg;
 }

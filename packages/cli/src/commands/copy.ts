@@ -4,7 +4,8 @@ import { closeAll, openAll } from '../util/devices';
 import { CliError } from '../util/errors';
 import { ExitCode, EXIT_CODES_HELP } from '../util/exit-codes';
 import { defineCommand } from '../util/define-command';
-import { flag, jsonOption, optionalSectorsOption, sectorsOption } from '../util/options';
+import { flag, jsonOption, optionalSectorsOption, progressOptions, sectorsOption } from '../util/options';
+import { progressModeFor } from '../util/progress-mode';
 import { Output } from '../util/output';
 import { outcome, runWithProgress } from '../util/run-copy';
 import { rateLimitSchema, throttleSchema } from '../util/units';
@@ -36,6 +37,7 @@ export const copyCommand = defineCommand({
     ignoreErrors: flag('keep copying after I/O errors (kcopyd IGNORE_ERROR)'),
     dryRun: flag('check everything and print the plan; write nothing'),
     ...jsonOption,
+    ...progressOptions,
   },
   examples: [
     ['$0 copy disk.img /dev/loop1 /dev/loop2', 'copy a whole image to two loop devices'],
@@ -44,6 +46,7 @@ export const copyCommand = defineCommand({
   epilog: `Sectors are 512 bytes. Destinations are flushed (fdatasync) before the command reports success.\n${EXIT_CODES_HELP}`,
   async run(o) {
     const out = new Output(o.json);
+    const progressMode = progressModeFor(o);
     const devices = openAll(
       [
         { path: o.source, role: 'source', write: false },
@@ -72,7 +75,7 @@ export const copyCommand = defineCommand({
       const r = await runWithProgress(
         'copy',
         { subJobSectors: o.subJobSize, throttlePercent: o.throttle, rateBytesPerSecond: o.rate },
-        o.json,
+        progressMode,
         {
           from: { device: src, sector: o.offset, count: length },
           to: dests.map((d) => ({ device: d, sector: o.destOffset })),

@@ -21,7 +21,8 @@ import { FoundFormat, probeFormat } from '../util/formats';
 import { CliError } from '../util/errors';
 import { ExitCode, EXIT_CODES_HELP } from '../util/exit-codes';
 import { ArgsOf, defineCommand, DmtoolCommand } from '../util/define-command';
-import { flag, jsonOption, optionalSectorsOption, sectorsOption } from '../util/options';
+import { flag, jsonOption, optionalSectorsOption, progressOptions, sectorsOption } from '../util/options';
+import { progressModeFor } from '../util/progress-mode';
 import { Output } from '../util/output';
 import { Progress } from '../util/progress';
 import { formatBytes, formatRate, rateLimitSchema, throttleSchema } from '../util/units';
@@ -251,6 +252,7 @@ const resyncCommand = defineCommand({
     },
     direct: flag('O_DIRECT on the legs'),
     dryRun: flag('show what would be copied; write nothing'),
+    ...progressOptions,
   },
   examples: [
     ['$0 mirror-resync --log log.img leg0.img leg1.img leg2.img', 'resync three legs from leg0'],
@@ -265,6 +267,8 @@ const resyncCommand = defineCommand({
     `${TABLE_HELP}\n${EXIT_CODES_HELP}`,
   async run(o) {
     const out = new Output(o.json);
+    const progressMode = progressModeFor(o);
+    const progress = new Progress('resync', { mode: o.dryRun ? { kind: 'off' } : progressMode, rateBytesPerSecond: o.rate });
     const cfg = mirrorConfig(o);
     refusePartialSectors(mirrorDevices(cfg));
     const m = await openMirror(cfg, resolver, {
@@ -284,7 +288,7 @@ const resyncCommand = defineCommand({
         out.result({ dryRun: true, regionsToCopy: plan.regions.length, bytesToCopy: todoSectors * SECTOR_BYTES, status: statusJson(m) });
         return ExitCode.OK;
       }
-      const progress = new Progress('resync', todoSectors * SECTOR_BYTES, !o.json && process.stderr.isTTY === true);
+      progress.setTotal(todoSectors * SECTOR_BYTES);
       const interrupt = interruptSignal();
       let r: ResyncResult;
       try {
@@ -319,6 +323,7 @@ const resyncCommand = defineCommand({
       }
       return ExitCode.OK;
     } finally {
+      progress.stop();
       m.close();
     }
   },
@@ -340,11 +345,13 @@ const checkCommand = defineCommand({
     regionSize: sectorsOption('region size in sectors', { default: String(DEFAULT_REGION_SIZE) }),
     length: optionalSectorsOption("sectors to compare (default: the legs' common size)"),
     ...jsonOption,
+    ...progressOptions,
   },
   examples: [['$0 mirror-check leg0.img leg1.img --region-size 1024', 'which 512 KiB regions differ']],
   epilog: `Exit code 0: legs identical; 1: some region differs (or an I/O error).\n${EXIT_CODES_HELP}`,
   async run(o) {
     const out = new Output(o.json);
+    const progress = new Progress('check', { mode: progressModeFor(o) });
     if (o.regionSize < 1) throw new CliError('usage', '--region-size must be at least 1 sector');
     const legSpecs = o.legs.map((path, i) => ({ path, role: `leg ${i}` }));
     refusePartialSectors(legSpecs);
@@ -371,7 +378,7 @@ const checkCommand = defineCommand({
           );
       }
       if (length <= 0) throw new CliError('out-of-range', 'nothing to compare: the legs are empty');
-      const progress = new Progress('check', length * SECTOR_BYTES, !o.json && process.stderr.isTTY === true);
+      progress.setTotal(length * SECTOR_BYTES);
       const interrupt = interruptSignal();
       let r;
       const started = Date.now();
@@ -405,6 +412,7 @@ const checkCommand = defineCommand({
       }
       return ExitCode.IO_ERROR;
     } finally {
+      progress.stop();
       closeAll(devices);
     }
   },

@@ -6,7 +6,8 @@ import { closeAll, interruptSignal, openAll } from '../util/devices';
 import { CliError } from '../util/errors';
 import { ExitCode, ExitCodeValue, EXIT_CODES_HELP } from '../util/exit-codes';
 import { defineCommand, DmtoolCommand } from '../util/define-command';
-import { flag, jsonOption, optionalSectorsOption, sectorsOption } from '../util/options';
+import { flag, jsonOption, optionalSectorsOption, progressOptions, sectorsOption } from '../util/options';
+import { progressModeFor } from '../util/progress-mode';
 import { Output } from '../util/output';
 import { OutputFile } from '../util/output-file';
 import { Progress } from '../util/progress';
@@ -192,6 +193,7 @@ const readCommand = defineCommand({
     length: optionalSectorsOption('how much (default: to the end)'),
     output: { schema: z.string().min(1).optional(), type: 'string', alias: 'o', describe: 'write to this file (default: stdout)' },
     ...jsonOption,
+    ...progressOptions,
   },
   examples: [
     ['$0 snapshot-read origin.img cow.img -o view.img', 'rebuild the whole snapshot image'],
@@ -201,6 +203,7 @@ const readCommand = defineCommand({
   async run(o) {
     if (!o.output && o.json) throw new CliError('usage', '--json needs --output FILE (the data goes to stdout otherwise)');
     const out = new Output(o.json);
+    const progressMode = progressModeFor(o);
     return withSnapshot(o, { origin: false, cow: false }, async (_origin, snap) => {
       const length = o.length ?? snap.sizeSectors - o.offset;
       if (length <= 0 || o.offset + length > snap.sizeSectors) {
@@ -213,6 +216,7 @@ const readCommand = defineCommand({
       if (o.output) refuseOutputOverInput(o.output, [snap.origin.device, snap.cow]);
       const started = Date.now();
       const interrupt = interruptSignal();
+      const progress = new Progress('read', { mode: progressMode }, length * SECTOR_BYTES);
       try {
         const output = OutputFile.open(o.output);
         try {
@@ -226,6 +230,7 @@ const readCommand = defineCommand({
             const part = buf.subarray(0, n * SECTOR_BYTES);
             await snap.read(part, s);
             await output.write(part);
+            progress.update((s + n - o.offset) * SECTOR_BYTES);
           }
           output.commit();
         } catch (e) {
@@ -233,6 +238,7 @@ const readCommand = defineCommand({
           throw e;
         }
       } finally {
+        progress.stop();
         interrupt.dispose();
       }
       if (o.output) {
@@ -272,11 +278,13 @@ const writeCommand = defineCommand({
     allowInvalidate: flag('write even if the COW cannot hold the new exceptions (the snapshot is invalidated, as the kernel does)'),
     dryRun: flag('check everything and predict the status, write nothing'),
     ...jsonOption,
+    ...progressOptions,
   },
   examples: [['$0 snapshot-write origin.img cow.img --target origin --offset 2048 -i block.bin', 'origin write with copy-on-write']],
   epilog: SNAPSHOT_HELP,
   async run(o) {
     const out = new Output(o.json);
+    const progressMode = progressModeFor(o);
     const input = openInput(o.input);
     try {
       return await withSnapshot(o, { origin: o.target === 'origin', cow: true }, async (origin, snap) => {
@@ -341,12 +349,18 @@ const writeCommand = defineCommand({
         const pieceBytes = pieceSectors * SECTOR_BYTES;
         const pieces = data ? bufferPieces(data, firstBytes, pieceBytes) : filePieces(input, firstBytes, pieceBytes);
         let sector = o.offset;
-        for await (const piece of pieces) {
-          if (sector + piece.length / SECTOR_BYTES > o.offset + sectors)
-            throw new CliError('input-changed', `--input ${o.input} grew while it was being read`);
-          if (o.target === 'origin') await origin.write(piece, sector);
-          else await snap.write(piece, sector);
-          sector += piece.length / SECTOR_BYTES;
+        const progress = new Progress('write', { mode: progressMode }, bytes);
+        try {
+          for await (const piece of pieces) {
+            if (sector + piece.length / SECTOR_BYTES > o.offset + sectors)
+              throw new CliError('input-changed', `--input ${o.input} grew while it was being read`);
+            if (o.target === 'origin') await origin.write(piece, sector);
+            else await snap.write(piece, sector);
+            sector += piece.length / SECTOR_BYTES;
+            progress.update((sector - o.offset) * SECTOR_BYTES);
+          }
+        } finally {
+          progress.stop();
         }
         if (sector !== o.offset + sectors) throw new CliError('input-changed', `--input ${o.input} shrank while it was being read`);
         await snap.flush();
@@ -394,6 +408,7 @@ const mergeCommand = defineCommand({
     kernelBatches: flag("one run of consecutive chunks per batch, exactly as the kernel's snapshot-merge"),
     dryRun: flag('validate the COW and print the plan, write nothing'),
     ...jsonOption,
+    ...progressOptions,
   },
   examples: [
     ['$0 snapshot-merge /dev/vg/data /dev/vg/data-cow', 'roll the origin back to the snapshot'],
@@ -402,13 +417,13 @@ const mergeCommand = defineCommand({
   epilog: `Merging proceeds from the end of the exception table; each batch's data is flushed to the origin before its entries are cleared, so after a crash or kill the same command (or the kernel's snapshot-merge) finishes the job.\n${SNAPSHOT_HELP}`,
   async run(o) {
     const out = new Output(o.json);
+    const progress = new Progress('merge', { mode: o.dryRun ? { kind: 'off' } : progressModeFor(o), rateBytesPerSecond: o.rate });
     const devices = openAll([
       { path: o.origin, role: 'origin', write: true },
       { path: o.cow, role: 'COW', write: true },
     ]);
     const [originDev, cowDev] = devices;
     const interrupt = interruptSignal();
-    let progress: Progress | undefined;
     try {
       const r = await mergeSnapshot(originDev, cowDev, {
         rateBytesPerSecond: o.rate,
@@ -416,12 +431,13 @@ const mergeCommand = defineCommand({
         kernelBatches: o.kernelBatches,
         dryRun: o.dryRun,
         signal: interrupt.signal,
+        // Copied bytes, not only retired batches: a large batch shows progress as it goes.
         onProgress: (p) => {
-          progress ??= new Progress('merge', p.totalBytes, !o.json && process.stderr.isTTY === true);
-          progress.update(p.mergedBytes);
+          progress.setTotal(p.totalBytes);
+          progress.update(p.copiedBytes);
         },
       });
-      progress?.stop();
+      progress.stop();
       const summary = mergeSummary(r, originDev.path, cowDev.path);
       if (r.dryRun) {
         out.line(
@@ -435,7 +451,7 @@ const mergeCommand = defineCommand({
       out.result(summary);
       return ExitCode.OK;
     } finally {
-      progress?.stop();
+      progress.stop();
       interrupt.dispose();
       closeAll(devices);
     }

@@ -4,7 +4,8 @@ import { closeAll, openAll } from '../util/devices';
 import { CliError } from '../util/errors';
 import { ExitCode, EXIT_CODES_HELP } from '../util/exit-codes';
 import { defineCommand } from '../util/define-command';
-import { flag, jsonOption, optionalSectorsOption, sectorsOption } from '../util/options';
+import { flag, jsonOption, optionalSectorsOption, progressOptions, sectorsOption } from '../util/options';
+import { progressModeFor } from '../util/progress-mode';
 import { Output } from '../util/output';
 import { outcome, runWithProgress } from '../util/run-copy';
 
@@ -23,11 +24,13 @@ export const zeroCommand = defineCommand({
     length: optionalSectorsOption('how much to zero (default: to the end of the smallest device)'),
     dryRun: flag('check and print the plan; write nothing'),
     ...jsonOption,
+    ...progressOptions,
   },
   examples: [['$0 zero /dev/loop1 --offset 0 --length 8', 'zero the first 4 KiB of a loop device']],
   epilog: `Uses BLKZEROOUT / FALLOC_FL_ZERO_RANGE where available, else writes zeros; flushes before reporting.\n${EXIT_CODES_HELP}`,
   async run(o) {
     const out = new Output(o.json);
+    const progressMode = progressModeFor(o);
     const devices = openAll(o.destinations.map((p, i) => ({ path: p, role: `device ${i}`, write: true })));
     try {
       const smallest = Math.min(...devices.map((d) => d.sizeSectors));
@@ -47,7 +50,7 @@ export const zeroCommand = defineCommand({
         out.result({ dryRun: true, devices: devices.map((d) => d.path), offset: o.offset, sectors: length });
         return ExitCode.OK;
       }
-      const r = await runWithProgress('zero', {}, o.json, {
+      const r = await runWithProgress('zero', {}, progressMode, {
         to: devices.map((d) => ({ device: d, sector: o.offset })),
         count: length,
         flags: 0,

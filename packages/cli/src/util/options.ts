@@ -55,3 +55,13 @@ export function optionalSectorsOption(describe: string): OptionSpec<z.ZodOptiona
 
 /** --json, as most commands have it. */
 export const jsonOption = { json: flag('print the result as JSON') };
+
+/** --progress[=FD] and --quiet, for commands that show progress (docs/json.md#progress-lines). */
+export const progressOptions = {
+  progress: {
+    schema: z.string().regex(/^\d*$/, 'takes a file descriptor number: --progress or --progress=FD').optional(),
+    type: 'string',
+    describe: 'progress on stderr, or on file descriptor FD (--progress=FD): a bar on a terminal, else lines "progress DONE TOTAL PERCENT"',
+  },
+  quiet: flag('no progress bar and no progress lines; only errors'),
+} satisfies Record<string, OptionSpec>;

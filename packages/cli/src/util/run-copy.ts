@@ -2,7 +2,7 @@ import { AbortError, ClientOptions, DestinationRegion, DeviceError, KcopydClient
 import { interruptSignal } from './devices';
 import { ExitCode, ExitCodeValue } from './exit-codes';
 import { Output } from './output';
-import { Progress } from './progress';
+import { Progress, ProgressMode } from './progress';
 import { formatBytes, formatRate } from './units';
 
 const PROGRESS_FLUSH_MS = 1000;
@@ -17,17 +17,17 @@ export interface CopyRun {
 }
 
 /**
- * A copy or zero job as a command runs it: its own kcopyd client, a
- * progress bar on a TTY, SIGINT/SIGTERM turned into an abort.
+ * A copy or zero job as a command runs it: its own kcopyd client, its
+ * progress, SIGINT/SIGTERM turned into an abort.
  */
 export async function runWithProgress(
   label: string,
   clientOpts: ClientOptions,
-  json: boolean,
+  mode: ProgressMode,
   job: Omit<CopyRun, 'signal' | 'onProgress'> & { count: number },
 ): Promise<CopyRunResult> {
   const client = new KcopydClient(clientOpts);
-  const progress = new Progress(label, job.count * SECTOR_BYTES, !json && process.stderr.isTTY === true);
+  const progress = new Progress(label, { mode, rateBytesPerSecond: clientOpts.rateBytesPerSecond }, job.count * SECTOR_BYTES);
   const interrupt = interruptSignal();
   try {
     return await run(client, { ...job, signal: interrupt.signal, onProgress: (s) => progress.update(s * SECTOR_BYTES) });
