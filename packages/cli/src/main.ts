@@ -51,7 +51,9 @@ export async function main(args: string[], env: NodeJS.ProcessEnv = process.env)
   try {
     await parser.parseAsync();
   } catch (e) {
-    return reportFailure(e);
+    // Refused before a command ran (unknown option or command): --json still gets its document.
+    const command = args.find((a) => !a.startsWith('-'));
+    return reportFailure(e, { json: args.includes('--json'), command, dryRun: args.includes('--dry-run') });
   }
   return (await selected) ?? ExitCode.OK;
 }

@@ -7,7 +7,7 @@ import { defineCommand } from '../util/define-command';
 import { flag, jsonOption, optionalSectorsOption, progressOptions, sectorsOption } from '../util/options';
 import { progressModeFor } from '../util/progress-mode';
 import { Output } from '../util/output';
-import { outcome, runWithProgress } from '../util/run-copy';
+import { jobJson, outcome, runWithProgress } from '../util/run-copy';
 import { rateLimitSchema, throttleSchema } from '../util/units';
 
 export const copyCommand = defineCommand({
@@ -45,7 +45,7 @@ export const copyCommand = defineCommand({
   ],
   epilog: `Sectors are 512 bytes. Destinations are flushed (fdatasync) before the command reports success.\n${EXIT_CODES_HELP}`,
   async run(o) {
-    const out = new Output(o.json);
+    const out = new Output(o.json, 'copy');
     const progressMode = progressModeFor(o);
     const devices = openAll(
       [
@@ -69,6 +69,7 @@ export const copyCommand = defineCommand({
           offset: o.offset,
           destOffset: o.destOffset,
           sectors: length,
+          bytes: length * SECTOR_BYTES,
         });
         return ExitCode.OK;
       }
@@ -83,25 +84,27 @@ export const copyCommand = defineCommand({
           flags: o.ignoreErrors ? KcopydFlags.IGNORE_ERROR : 0,
         },
       );
-      out.result({
-        source: src.path,
-        destinations: dests.map((d) => d.path),
-        sectors: length,
-        bytes: length * SECTOR_BYTES,
-        sectorsDone: r.sectorsDone,
-        seconds: r.seconds,
-        bytesPerSecond: r.seconds > 0 ? Math.round((r.sectorsDone * SECTOR_BYTES) / r.seconds) : 0,
-        readErr: r.readErr,
-        writeErr: r.writeErr,
-        interrupted: r.interrupted,
-        errors: r.errors.map((e) => e.message),
-      });
-      return outcome(
+      const code = outcome(
         out,
         r,
         length,
         `copied ${length} sectors from ${src.path} to ${dests.length} destination${dests.length > 1 ? 's' : ''}`,
       );
+      out.result(
+        {
+          dryRun: false,
+          source: src.path,
+          destinations: dests.map((d) => d.path),
+          offset: o.offset,
+          destOffset: o.destOffset,
+          sectors: length,
+          bytes: length * SECTOR_BYTES,
+          readErr: r.readErr,
+          ...jobJson(r, length),
+        },
+        code === ExitCode.OK,
+      );
+      return code;
     } finally {
       closeAll(devices);
     }

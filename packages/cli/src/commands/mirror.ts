@@ -23,6 +23,7 @@ import { ExitCode, EXIT_CODES_HELP } from '../util/exit-codes';
 import { ArgsOf, defineCommand, DmtoolCommand } from '../util/define-command';
 import { flag, jsonOption, optionalSectorsOption, progressOptions, sectorsOption } from '../util/options';
 import { progressModeFor } from '../util/progress-mode';
+import { bytesPerSecond, percentOf } from '../json/schemas';
 import { Output } from '../util/output';
 import { Progress } from '../util/progress';
 import { formatBytes, formatRate, rateLimitSchema, throttleSchema } from '../util/units';
@@ -88,10 +89,17 @@ function mirrorDevices(cfg: MirrorConfig): { path: string; role: string }[] {
   ];
 }
 
+/** The mirror's status as every mirror command's JSON gives it (docs/json.md#mirror-status). */
 function statusJson(m: MirrorSet) {
-  const s = m.status();
-  // Ranges, not one entry per region: a large log stays a short document.
-  return { ...s, dirtyRegionRanges: regionRuns(m.log.dirtyRegions()), outOfSyncRegions: m.regionCount - m.log.getSyncCount() };
+  const { dirtyRegions: _dirty, log, ...s } = m.status();
+  return {
+    ...s,
+    outOfSyncRegions: m.regionCount - m.log.getSyncCount(),
+    syncPercent: percentOf(s.inSyncRegions, s.regions),
+    // Ranges, not one entry per region: a large log stays a short document.
+    outOfSyncRanges: regionRuns(m.log.dirtyRegions()),
+    log: { ...log, path: log.path ?? null },
+  };
 }
 
 function printStatus(out: Output, m: MirrorSet): void {
@@ -151,7 +159,7 @@ const createCommand = defineCommand({
   ],
   epilog: `The log is written in the kernel's dm-log format (magic MiRr, version 2). Legs are only read (sizes).\n${TABLE_HELP}\n${EXIT_CODES_HELP}`,
   async run(o) {
-    const out = new Output(o.json);
+    const out = new Output(o.json, 'mirror-create');
     const cfg = mirrorConfig(o, { nosync: o.nosync });
     if (cfg.log.type !== 'disk') throw new CliError('usage', 'a core log keeps nothing on disk: there is nothing to create');
     cfg.regionSize = cfg.regionSize ?? DEFAULT_REGION_SIZE;
@@ -176,7 +184,7 @@ const createCommand = defineCommand({
         out.line(
           `would write a ${log.bufferBytes}-byte dirty log (sectors 0..${log.bufferBytes / SECTOR_BYTES - 1}) to ${cfg.log.path}: ${m.regionCount} regions of ${m.regionSize} sectors, ${o.nosync ? 'all in sync' : 'all out of sync'}`,
         );
-        out.result({ dryRun: true, logBytes: log.bufferBytes, replaces: old ?? null, ...s });
+        out.result({ dryRun: true, logBytes: log.bufferBytes, replaces: old ?? null, mirror: s });
         return ExitCode.OK;
       }
       await log.sync();
@@ -184,7 +192,7 @@ const createCommand = defineCommand({
         `wrote a dirty log to ${cfg.log.path}: ${m.regionCount} regions of ${m.regionSize} sectors, ${o.nosync ? 'all in sync' : 'all out of sync (run mirror-resync)'}`,
       );
       printStatus(out, m);
-      out.result({ logBytes: log.bufferBytes, replaced: old ?? null, ...s });
+      out.result({ dryRun: false, logBytes: log.bufferBytes, replaces: old ?? null, mirror: s });
       return ExitCode.OK;
     } finally {
       m.close();
@@ -205,13 +213,13 @@ const statusCommand = defineCommand({
   ],
   epilog: `Nothing is written. Without --region-size it is derived from the log's region count and the leg size.\n${TABLE_HELP}\n${EXIT_CODES_HELP}`,
   async run(o) {
-    const out = new Output(o.json);
+    const out = new Output(o.json, 'mirror-status');
     const cfg = mirrorConfig(o);
     refusePartialSectors(mirrorDevices(cfg));
     const m = await openMirror(cfg, resolver, { persistLog: false, adoptLog: o.adoptLog });
     try {
       printStatus(out, m);
-      out.result(statusJson(m));
+      out.result({ dryRun: false, mirror: statusJson(m) });
       return ExitCode.OK;
     } finally {
       m.close();
@@ -221,12 +229,23 @@ const statusCommand = defineCommand({
 
 // ---------------------------------------------------------------- mirror-resync
 
-function resyncSummary(r: ResyncResult, m: MirrorSet) {
+function resyncSummary(r: ResyncResult, m: MirrorSet, bytesToCopy: number) {
+  const seconds = r.elapsedMs / 1000;
+  const bytesCopied = r.sectorsCopied * SECTOR_BYTES;
   return {
-    ...r,
-    bytesCopied: r.sectorsCopied * SECTOR_BYTES,
-    bytesPerSecond: r.elapsedMs > 0 ? Math.round((r.sectorsCopied * SECTOR_BYTES * 1000) / r.elapsedMs) : 0,
-    status: statusJson(m),
+    dryRun: false,
+    regionsToSync: r.regionsTotal,
+    regionsSynced: r.regionsSynced,
+    regionsFailed: r.regionsFailed.length,
+    failedRanges: regionRuns(r.regionsFailed),
+    percent: percentOf(r.regionsSynced, r.regionsTotal),
+    bytesToCopy,
+    bytesCopied,
+    seconds,
+    bytesPerSecond: bytesPerSecond(bytesCopied, seconds),
+    failedLegs: r.failedLegs.map((f) => ({ index: f.index, path: f.path, health: f.health, message: f.error ?? null })),
+    interrupted: r.aborted,
+    mirror: statusJson(m),
   };
 }
 
@@ -266,7 +285,7 @@ const resyncCommand = defineCommand({
     `simply continues on the next run. A leg that fails is reported (status S) and the other legs are finished.\n` +
     `${TABLE_HELP}\n${EXIT_CODES_HELP}`,
   async run(o) {
-    const out = new Output(o.json);
+    const out = new Output(o.json, 'mirror-resync');
     const progressMode = progressModeFor(o);
     const progress = new Progress('resync', { mode: o.dryRun ? { kind: 'off' } : progressMode, rateBytesPerSecond: o.rate });
     const cfg = mirrorConfig(o);
@@ -285,7 +304,7 @@ const resyncCommand = defineCommand({
         out.line(
           `would copy ${plan.regions.length} of ${m.regionCount} regions (${formatBytes(todoSectors * SECTOR_BYTES)}) from ${m.legs[0].device.path} to ${m.legs.length - 1} legs`,
         );
-        out.result({ dryRun: true, regionsToCopy: plan.regions.length, bytesToCopy: todoSectors * SECTOR_BYTES, status: statusJson(m) });
+        out.result({ dryRun: true, regionsToSync: plan.regions.length, bytesToCopy: todoSectors * SECTOR_BYTES, mirror: statusJson(m) });
         return ExitCode.OK;
       }
       progress.setTotal(todoSectors * SECTOR_BYTES);
@@ -305,7 +324,8 @@ const resyncCommand = defineCommand({
         interrupt.dispose();
       }
       const seconds = r.elapsedMs / 1000;
-      out.result(resyncSummary(r, m));
+      const ok = !r.aborted && r.failedLegs.length === 0 && r.regionsOutOfSync.length === 0;
+      out.result(resyncSummary(r, m, todoSectors * SECTOR_BYTES), ok);
       for (const f of r.failedLegs) process.stderr.write(`dmtool: leg ${f.index} ${f.path} failed (${f.health}): ${f.error ?? 'error'}\n`);
       out.line(
         `resynced ${r.regionsSynced} of ${r.regionsTotal} out-of-sync regions (${formatBytes(r.sectorsCopied * SECTOR_BYTES)} in ${seconds.toFixed(2)} s, ${formatRate(r.sectorsCopied * SECTOR_BYTES, seconds)})`,
@@ -350,7 +370,7 @@ const checkCommand = defineCommand({
   examples: [['$0 mirror-check leg0.img leg1.img --region-size 1024', 'which 512 KiB regions differ']],
   epilog: `Exit code 0: legs identical; 1: some region differs (or an I/O error).\n${EXIT_CODES_HELP}`,
   async run(o) {
-    const out = new Output(o.json);
+    const out = new Output(o.json, 'mirror-check');
     const progress = new Progress('check', { mode: progressModeFor(o) });
     if (o.regionSize < 1) throw new CliError('usage', '--region-size must be at least 1 sector');
     const legSpecs = o.legs.map((path, i) => ({ path, role: `leg ${i}` }));
@@ -394,7 +414,18 @@ const checkCommand = defineCommand({
         interrupt.dispose();
       }
       const seconds = (Date.now() - started) / 1000;
-      out.result({ legs: o.legs, ...r, identical: r.differingRegions.length === 0, seconds });
+      const identical = r.differingRegions.length === 0;
+      out.result(
+        {
+          dryRun: false,
+          legs: o.legs,
+          ...r,
+          identical,
+          seconds,
+          bytesPerSecond: bytesPerSecond(length * SECTOR_BYTES, seconds),
+        },
+        identical,
+      );
       if (r.differingRegions.length === 0) {
         out.line(
           `legs identical: ${r.regions} regions of ${o.regionSize} sectors compared (${formatBytes(length * SECTOR_BYTES)}, ${formatRate(length * SECTOR_BYTES, seconds)})`,

@@ -8,6 +8,7 @@ import { ExitCode, ExitCodeValue, EXIT_CODES_HELP } from '../util/exit-codes';
 import { defineCommand, DmtoolCommand } from '../util/define-command';
 import { flag, jsonOption, optionalSectorsOption, progressOptions, sectorsOption } from '../util/options';
 import { progressModeFor } from '../util/progress-mode';
+import { bytesPerSecond, percentOf } from '../json/schemas';
 import { Output } from '../util/output';
 import { OutputFile } from '../util/output-file';
 import { Progress } from '../util/progress';
@@ -33,6 +34,7 @@ function statusJson(snapStatus: string, store: PersistentStore) {
     metadataSectors: u.metadataSectors,
     currentArea: store.currentArea,
     exceptionsPerArea: store.exceptionsPerArea,
+    dataPercent: percentOf(u.allocatedSectors, u.totalSectors),
   };
 }
 
@@ -51,7 +53,7 @@ const createCommand = defineCommand({
   examples: [['$0 snapshot-create /dev/vg/data /dev/vg/data-cow --chunk-size 8', 'take a snapshot with 4 KiB chunks']],
   epilog: SNAPSHOT_HELP,
   async run(o) {
-    const out = new Output(o.json);
+    const out = new Output(o.json, 'snapshot-create');
     const devices = openAll([
       { path: o.origin, role: 'origin', write: false },
       { path: o.cow, role: 'COW', write: true },
@@ -62,13 +64,14 @@ const createCommand = defineCommand({
       if (o.dryRun) {
         const status = await Snapshot.planCreate(origin, cowDev, { chunkSectors: o.chunkSize, force: o.force });
         out.line(`would format ${cowDev.path} with chunk size ${o.chunkSize}; status would be ${status}`);
-        out.result({ dryRun: true, origin: originDev.path, cow: cowDev.path, chunkSectors: o.chunkSize, status });
+        out.result({ dryRun: true, origin: originDev.path, cow: cowDev.path, chunkSectors: o.chunkSize, status, table: null });
         return ExitCode.OK;
       }
       const snap = await Snapshot.create(origin, cowDev, { chunkSectors: o.chunkSize, force: o.force });
       out.line(snap.tableLine());
       out.line(snap.statusLine());
       out.result({
+        dryRun: false,
         origin: originDev.path,
         cow: cowDev.path,
         chunkSectors: snap.chunkSectors,
@@ -119,11 +122,11 @@ const statusCommand = defineCommand({
   examples: [['$0 snapshot-status /dev/vg/data-cow', 'prints e.g. 2504/32768 24']],
   epilog: SNAPSHOT_HELP,
   async run(o) {
-    const out = new Output(o.json);
+    const out = new Output(o.json, 'snapshot-status');
     return openStoreReadOnly(o, async (store) => {
       const status = storeStatus(store);
       out.line(status);
-      out.result({ cow: store.cow.path, ...statusJson(status, store) });
+      out.result({ dryRun: false, cow: store.cow.path, ...statusJson(status, store) });
       return ExitCode.OK;
     });
   },
@@ -136,15 +139,17 @@ const listCommand = defineCommand({
   examples: [['$0 snapshot-list cow.img --json', 'every exception as JSON']],
   epilog: SNAPSHOT_HELP,
   async run(o) {
-    const out = new Output(o.json);
+    const out = new Output(o.json, 'snapshot-list');
     return openStoreReadOnly(o, async (store) => {
       const cs = store.chunkSectors;
       const t = store.table;
       const status = storeStatus(store);
       if (o.json) {
-        const exceptions = [];
-        for (let i = 0; i < t.size; i++) exceptions.push({ oldChunk: t.oldAt(i), newChunk: t.newAt(i) });
-        out.result({ cow: store.cow.path, ...statusJson(status, store), exceptions });
+        const table = [];
+        for (let i = 0; i < t.size; i++) {
+          table.push({ index: i, oldChunk: t.oldAt(i), newChunk: t.newAt(i), originSector: t.oldAt(i) * cs, cowSector: t.newAt(i) * cs });
+        }
+        out.result({ dryRun: false, cow: store.cow.path, ...statusJson(status, store), table });
         return ExitCode.OK;
       }
       out.line(`# ${store.cow.path}: chunk ${cs} sectors, ${t.size} exceptions, status ${status}`);
@@ -202,7 +207,7 @@ const readCommand = defineCommand({
   epilog: SNAPSHOT_HELP,
   async run(o) {
     if (!o.output && o.json) throw new CliError('usage', '--json needs --output FILE (the data goes to stdout otherwise)');
-    const out = new Output(o.json);
+    const out = new Output(o.json, 'snapshot-read');
     const progressMode = progressModeFor(o);
     return withSnapshot(o, { origin: false, cow: false }, async (_origin, snap) => {
       const length = o.length ?? snap.sizeSectors - o.offset;
@@ -246,7 +251,18 @@ const readCommand = defineCommand({
         out.line(
           `read ${length} sectors of the snapshot into ${o.output} (${formatBytes(length * SECTOR_BYTES)}, ${formatRate(length * SECTOR_BYTES, seconds)})`,
         );
-        out.result({ origin: o.origin, cow: o.cow, offset: o.offset, sectors: length, output: o.output, seconds });
+        const bytes = length * SECTOR_BYTES;
+        out.result({
+          dryRun: false,
+          origin: o.origin,
+          cow: o.cow,
+          offset: o.offset,
+          sectors: length,
+          bytes,
+          output: o.output,
+          seconds,
+          bytesPerSecond: bytesPerSecond(bytes, seconds),
+        });
       }
       return ExitCode.OK;
     });
@@ -283,8 +299,9 @@ const writeCommand = defineCommand({
   examples: [['$0 snapshot-write origin.img cow.img --target origin --offset 2048 -i block.bin', 'origin write with copy-on-write']],
   epilog: SNAPSHOT_HELP,
   async run(o) {
-    const out = new Output(o.json);
+    const out = new Output(o.json, 'snapshot-write');
     const progressMode = progressModeFor(o);
+    const started = Date.now();
     const input = openInput(o.input);
     try {
       return await withSnapshot(o, { origin: o.target === 'origin', cow: true }, async (origin, snap) => {
@@ -337,6 +354,7 @@ const writeCommand = defineCommand({
             offset: o.offset,
             sectors,
             status: snap.status(),
+            exceptions: snap.exceptionCount,
             newExceptions: plan.chunks,
             fits: plan.fits,
             statusAfter: plan.statusAfter,
@@ -366,7 +384,19 @@ const writeCommand = defineCommand({
         await snap.flush();
         if (o.target === 'origin') await origin.flush();
         out.line(`wrote ${sectors} sectors to the ${o.target} at sector ${o.offset}; status ${snap.status()}`);
-        out.result({ target: o.target, offset: o.offset, sectors, status: snap.status(), exceptions: snap.exceptionCount });
+        out.result(
+          {
+            dryRun: false,
+            target: o.target,
+            offset: o.offset,
+            sectors,
+            status: snap.status(),
+            exceptions: snap.exceptionCount,
+            invalidated: !snap.valid,
+            seconds: (Date.now() - started) / 1000,
+          },
+          snap.valid,
+        );
         if (!snap.valid) {
           process.stderr.write(`dmtool: snapshot in ${snap.cow.path} was invalidated (COW full or I/O error)\n`);
           return ExitCode.IO_ERROR;
@@ -389,10 +419,11 @@ function mergeSummary(r: MergeResult, origin: string, cow: string) {
     exceptions: r.exceptions,
     mergedChunks: r.mergedChunks,
     mergedBytes: r.mergedBytes,
+    percent: percentOf(r.mergedChunks, r.exceptions),
     batches: r.batches,
     runs: r.runs,
     seconds: r.seconds,
-    bytesPerSecond: r.seconds > 0 ? Math.round(r.mergedBytes / r.seconds) : 0,
+    bytesPerSecond: bytesPerSecond(r.mergedBytes, r.seconds),
     dryRun: r.dryRun,
     status: r.status,
   };
@@ -416,7 +447,7 @@ const mergeCommand = defineCommand({
   ],
   epilog: `Merging proceeds from the end of the exception table; each batch's data is flushed to the origin before its entries are cleared, so after a crash or kill the same command (or the kernel's snapshot-merge) finishes the job.\n${SNAPSHOT_HELP}`,
   async run(o) {
-    const out = new Output(o.json);
+    const out = new Output(o.json, 'snapshot-merge');
     const progress = new Progress('merge', { mode: o.dryRun ? { kind: 'off' } : progressModeFor(o), rateBytesPerSecond: o.rate });
     const devices = openAll([
       { path: o.origin, role: 'origin', write: true },

@@ -2,7 +2,7 @@ import type { Argv, Options, PositionalOptions } from 'yargs';
 import { z } from 'zod';
 import { ExitCodeValue } from './exit-codes';
 import { OptionSpec, parseOptions, PositionalSpec } from './options';
-import { runCommand } from './run';
+import { FailureContext, runCommand } from './run';
 
 export type OptionTable = Record<string, OptionSpec>;
 export type PositionalTable = Record<string, PositionalSpec>;
@@ -70,6 +70,12 @@ export function defineCommand<P extends PositionalTable, O extends OptionTable>(
       for (const [command, describe] of spec.examples ?? []) b = b.example(command, describe);
       return spec.epilog === undefined ? b : b.epilog(spec.epilog);
     },
-    handler: (argv) => runCommand(() => spec.run(parseOptions(schema, argv))),
+    handler: (argv) => runCommand(() => spec.run(parseOptions(schema, argv)), failureContext(spec.command, argv)),
   };
+}
+
+/** How a failure of this command is reported, from the raw arguments (they may not have passed validation). */
+function failureContext(command: string, argv: unknown): FailureContext {
+  const a = (argv ?? {}) as { json?: unknown; dryRun?: unknown };
+  return { json: a.json === true, command: command.split(' ')[0], dryRun: a.dryRun === true };
 }

@@ -1,4 +1,6 @@
 import { AbortError, ClientOptions, DestinationRegion, DeviceError, KcopydClient, Region, SECTOR_BYTES } from '@dmtool/kcopyd';
+import { errorJson } from '../json/error-json';
+import { bytesPerSecond, percentOf } from '../json/schemas';
 import { interruptSignal } from './devices';
 import { ExitCode, ExitCodeValue } from './exit-codes';
 import { Output } from './output';
@@ -51,6 +53,21 @@ export function outcome(out: Output, r: CopyRunResult, totalSectors: number, suc
   }
   out.line(r.report(successLine));
   return ExitCode.OK;
+}
+
+/** The outcome fields of a copy or zero job's JSON (docs/json.md#copy-and-zero). */
+export function jobJson(r: CopyRunResult, totalSectors: number) {
+  const bytesDone = r.sectorsDone * SECTOR_BYTES;
+  return {
+    sectorsDone: r.sectorsDone,
+    bytesDone,
+    percent: percentOf(r.sectorsDone, totalSectors),
+    seconds: r.seconds,
+    bytesPerSecond: bytesPerSecond(bytesDone, r.seconds),
+    writeErr: r.writeErr,
+    interrupted: r.interrupted,
+    errors: r.errors.map(errorJson),
+  };
 }
 
 export interface CopyRunResult {
