@@ -77,7 +77,7 @@ describe('no inspector, SIGUSR1 prints progress', () => {
       child.signal('SIGTERM');
     }
     const r = await child.done;
-    expect(r.status).toBe(130);
+    expect(r.status).toBe(143);
     expect(r.stderr).not.toMatch(/Debugger listening|inspector/i);
   });
 
@@ -99,7 +99,7 @@ describe('no inspector, SIGUSR1 prints progress', () => {
         child.signal('SIGTERM');
       }
       const r = await child.done;
-      expect(r.status).toBe(130);
+      expect(r.status).toBe(143);
       expect(r.stderr).not.toMatch(/Debugger listening/);
     },
   );

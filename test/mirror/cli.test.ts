@@ -91,7 +91,7 @@ describeLoop('dmtool mirror-* on loop devices', () => {
     const shas = [legs[0], legs[1], log].map((d) => sha256File(d.path));
     const dry = dmtool(['mirror-resync', '--table', table, '--dry-run']);
     expect(dry.code).toBe(0);
-    expect(dry.stdout).toBe(`would copy 3 of 128 regions (384.0 KiB) from ${legs[0].path} to 1 legs\n`);
+    expect(dry.stdout).toBe(`would copy 3 of 128 regions (384.0 KiB) from ${legs[0].path} to 1 leg\n`);
     expect([legs[0], legs[1], log].map((d) => sha256File(d.path))).toEqual(shas);
     const r = dmtool(['mirror-resync', '--table', table]);
     expect(r.code).toBe(0);

@@ -46,7 +46,7 @@ describe('dmtool snapshot-* end to end on image files', () => {
 
     const w1 = writeData('CLI1', 25, 1);
     expect(ok(['snapshot-write', p.origin, p.cow, '--target', 'origin', '--offset', '25', '-i', file('w1', w1)])).toBe(
-      'wrote 1 sectors to the origin at sector 25; status 24/2048 16\n',
+      'wrote 1 sector to the origin at sector 25; status 24/2048 16\n',
     );
     const w2 = writeData('CLI2', 100, 8);
     const r = dmtool(['snapshot-write', p.origin, p.cow, '--target', 'snapshot', '--offset', '100', '--json'], { input: w2 });
@@ -272,7 +272,9 @@ describe('snapshot-read replaces its output file only when the whole read succee
     while (!fs.readdirSync(sub).some((f) => f.endsWith('.partial')) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 2));
     child.kill('SIGINT');
     expect(await exited).toBe(130);
-    expect(stderr).toMatch(/^dmtool: interrupted at sector \d+; .*view\.bin left as it was\n$/);
+    expect(stderr).toMatch(
+      /^dmtool: interrupted by SIGINT: read stopped at sector \d+, .*view\.bin left as it was; run the command again to read the range\n$/,
+    );
     expect(fs.readFileSync(out, 'utf8')).toBe('the previous contents\n');
     expect(fs.readdirSync(sub).sort()).toEqual(listing);
   });

@@ -8,7 +8,7 @@ import { flag, jsonOption, optionalSectorsOption, progressOptions, sectorsOption
 import { progressModeFor } from '../util/progress-mode';
 import { Output } from '../util/output';
 import { jobJson, outcome, runWithProgress } from '../util/run-copy';
-import { rateLimitSchema, throttleSchema } from '../util/units';
+import { plural, rateLimitSchema, throttleSchema } from '../util/units';
 
 export const copyCommand = defineCommand({
   command: 'copy <source> <destinations..>',
@@ -26,7 +26,11 @@ export const copyCommand = defineCommand({
     destOffset: sectorsOption('destination start (same units)', { default: '0' }),
     length: optionalSectorsOption('how much to copy (default: to the end of the source)'),
     direct: flag('O_DIRECT: bypass the page cache'),
-    rate: { schema: rateLimitSchema.optional(), type: 'string', describe: 'limit to this many bytes per second, e.g. 100M' },
+    rate: {
+      schema: rateLimitSchema.optional(),
+      type: 'string',
+      describe: 'limit to this many bytes per second, e.g. 100M (100 MiB/s; k, M, G are binary)',
+    },
     throttle: {
       schema: throttleSchema,
       type: 'number',
@@ -41,7 +45,7 @@ export const copyCommand = defineCommand({
   },
   examples: [
     ['$0 copy disk.img /dev/loop1 /dev/loop2', 'copy a whole image to two loop devices'],
-    ['$0 copy /dev/sdb backup.img --offset 2048 --length 1G --rate 200M', 'copy 1 GiB from sector 2048 at 200 MB/s'],
+    ['$0 copy /dev/sdb backup.img --offset 2048 --length 1G --rate 200M', 'copy 1 GiB from sector 2048 at 200 MiB/s'],
   ],
   epilog: `Sectors are 512 bytes. Destinations are flushed (fdatasync) before the command reports success.\n${EXIT_CODES_HELP}`,
   async run(o) {
@@ -60,7 +64,7 @@ export const copyCommand = defineCommand({
       checkRanges(src, dests, o.offset, o.destOffset, length);
       if (o.dryRun) {
         out.line(
-          `would copy ${length} sectors from ${src.path} sector ${o.offset} to ${dests.map((d) => `${d.path} sector ${o.destOffset}`).join(', ')}`,
+          `would copy ${plural(length, 'sector')} from ${src.path} sector ${o.offset} to ${dests.map((d) => `${d.path} sector ${o.destOffset}`).join(', ')}`,
         );
         out.result({
           dryRun: true,
@@ -84,12 +88,10 @@ export const copyCommand = defineCommand({
           flags: o.ignoreErrors ? KcopydFlags.IGNORE_ERROR : 0,
         },
       );
-      const code = outcome(
-        out,
-        r,
-        length,
-        `copied ${length} sectors from ${src.path} to ${dests.length} destination${dests.length > 1 ? 's' : ''}`,
-      );
+      const code = outcome(out, r, length, {
+        success: `copied ${plural(length, 'sector')} from ${src.path} to ${plural(dests.length, 'destination')}`,
+        verb: 'copied',
+      });
       out.result(
         {
           dryRun: false,

@@ -2,8 +2,9 @@ import { mergeSnapshot, MergeResult, Origin, PersistentStore, Snapshot, storeSta
 import { BlockDevice, SECTOR_BYTES } from '@dmtool/kcopyd';
 import { resolver } from '../util/open-device';
 import { z } from 'zod';
-import { closeAll, interruptSignal, openAll } from '../util/devices';
-import { CliError } from '../util/errors';
+import { closeAll, openAll } from '../util/devices';
+import { interruptedMessage, interruptSignal } from '../util/interrupt';
+import { CliError, kindOf } from '../util/errors';
 import { ExitCode, ExitCodeValue, EXIT_CODES_HELP } from '../util/exit-codes';
 import { defineCommand, DmtoolCommand } from '../util/define-command';
 import { flag, jsonOption, optionalSectorsOption, progressOptions, sectorsOption } from '../util/options';
@@ -13,7 +14,7 @@ import { Output } from '../util/output';
 import { OutputFile } from '../util/output-file';
 import { Progress } from '../util/progress';
 import { bufferPieces, filePieces, openInput, PIPE_INPUT_LIMIT_BYTES, readBounded } from '../util/input';
-import { formatBytes, formatRate, rateLimitSchema, rateSchema } from '../util/units';
+import { formatBytes, formatRate, plural, rateLimitSchema, rateSchema } from '../util/units';
 
 const SNAPSHOT_HELP = `Sectors are 512 bytes. The COW uses the kernel's persistent format (dm-snapshot "P"), so LVM/kernel snapshots can be read and merged offline, and what dmtool writes the kernel accepts.\n${EXIT_CODES_HELP}`;
 
@@ -152,7 +153,7 @@ const listCommand = defineCommand({
         out.result({ dryRun: false, cow: store.cow.path, ...statusJson(status, store), table });
         return ExitCode.OK;
       }
-      out.line(`# ${store.cow.path}: chunk ${cs} sectors, ${t.size} exceptions, status ${status}`);
+      out.line(`# ${store.cow.path}: chunk ${plural(cs, 'sector')}, ${plural(t.size, 'exception')}, status ${status}`);
       out.line('# index old_chunk new_chunk origin_sector cow_sector');
       const lines: string[] = [];
       for (let i = 0; i < t.size; i++) {
@@ -229,7 +230,8 @@ const readCommand = defineCommand({
           const buf = Buffer.alloc(step * SECTOR_BYTES);
           for (let s = o.offset; s < o.offset + length; s += step) {
             if (interrupt.signal.aborted) {
-              throw new CliError('interrupted', `interrupted at sector ${s}${output.replacesWhole ? `; ${o.output} left as it was` : ''}`);
+              const state = `read stopped at sector ${s}${output.replacesWhole ? `, ${o.output} left as it was` : ''}`;
+              throw new CliError('interrupted', interruptedMessage(state, 'read the range'));
             }
             const n = Math.min(step, o.offset + length - s);
             const part = buf.subarray(0, n * SECTOR_BYTES);
@@ -249,7 +251,7 @@ const readCommand = defineCommand({
       if (o.output) {
         const seconds = (Date.now() - started) / 1000;
         out.line(
-          `read ${length} sectors of the snapshot into ${o.output} (${formatBytes(length * SECTOR_BYTES)}, ${formatRate(length * SECTOR_BYTES, seconds)})`,
+          `read ${plural(length, 'sector')} of the snapshot into ${o.output} (${formatBytes(length * SECTOR_BYTES)}, ${formatRate(length * SECTOR_BYTES, seconds)})`,
         );
         const bytes = length * SECTOR_BYTES;
         out.result({
@@ -346,7 +348,7 @@ const writeCommand = defineCommand({
           throw new CliError('would-overflow', overflowRefusal(o.target, dev, o.offset, sectors, snap, plan));
         if (o.dryRun) {
           out.line(
-            `would write ${sectors} sectors to the ${o.target} at sector ${o.offset} (${plan.chunks} new exceptions); status now ${snap.status()}, after ${plan.statusAfter}`,
+            `would write ${plural(sectors, 'sector')} to the ${o.target} at sector ${o.offset} (${plural(plan.chunks, 'new exception')}); status now ${snap.status()}, after ${plan.statusAfter}`,
           );
           out.result({
             dryRun: true,
@@ -383,7 +385,7 @@ const writeCommand = defineCommand({
         if (sector !== o.offset + sectors) throw new CliError('input-changed', `--input ${o.input} shrank while it was being read`);
         await snap.flush();
         if (o.target === 'origin') await origin.flush();
-        out.line(`wrote ${sectors} sectors to the ${o.target} at sector ${o.offset}; status ${snap.status()}`);
+        out.line(`wrote ${plural(sectors, 'sector')} to the ${o.target} at sector ${o.offset}; status ${snap.status()}`);
         out.result(
           {
             dryRun: false,
@@ -434,7 +436,11 @@ const mergeCommand = defineCommand({
   describe: 'Merge a snapshot back into its origin, offline; crash-safe and resumable (rerun to finish)',
   positionals: pairPositionals,
   options: {
-    rate: { schema: rateLimitSchema.optional(), type: 'string', describe: 'limit copying to this many bytes per second, e.g. 100M' },
+    rate: {
+      schema: rateLimitSchema.optional(),
+      type: 'string',
+      describe: 'limit copying to this many bytes per second, e.g. 100M (100 MiB/s; k, M, G are binary)',
+    },
     batchSize: { schema: rateSchema.optional(), type: 'string', describe: 'data copied per origin flush + table update (default 64M)' },
     kernelBatches: flag("one run of consecutive chunks per batch, exactly as the kernel's snapshot-merge"),
     dryRun: flag('validate the COW and print the plan, write nothing'),
@@ -443,7 +449,7 @@ const mergeCommand = defineCommand({
   },
   examples: [
     ['$0 snapshot-merge /dev/vg/data /dev/vg/data-cow', 'roll the origin back to the snapshot'],
-    ['$0 snapshot-merge origin.img cow.img --rate 50M --json', 'merge at most 50 MB/s, print JSON'],
+    ['$0 snapshot-merge origin.img cow.img --rate 50M --json', 'merge at most 50 MiB/s, print JSON'],
   ],
   epilog: `Merging proceeds from the end of the exception table; each batch's data is flushed to the origin before its entries are cleared, so after a crash or kill the same command (or the kernel's snapshot-merge) finishes the job.\n${SNAPSHOT_HELP}`,
   async run(o) {
@@ -455,6 +461,7 @@ const mergeCommand = defineCommand({
     ]);
     const [originDev, cowDev] = devices;
     const interrupt = interruptSignal();
+    let exceptionsLeft: number | undefined;
     try {
       const r = await mergeSnapshot(originDev, cowDev, {
         rateBytesPerSecond: o.rate,
@@ -464,6 +471,7 @@ const mergeCommand = defineCommand({
         signal: interrupt.signal,
         // Copied bytes, not only retired batches: a large batch shows progress as it goes.
         onProgress: (p) => {
+          exceptionsLeft = p.totalChunks - p.mergedChunks;
           progress.setTotal(p.totalBytes);
           progress.update(p.copiedBytes);
         },
@@ -472,15 +480,19 @@ const mergeCommand = defineCommand({
       const summary = mergeSummary(r, originDev.path, cowDev.path);
       if (r.dryRun) {
         out.line(
-          `would merge ${r.exceptions} exceptions (${formatBytes(r.mergedBytes)}) in ${r.batches} batches of ${r.runs} runs; status after: ${r.status}`,
+          `would merge ${plural(r.exceptions, 'exception')} (${formatBytes(r.mergedBytes)}) in ${plural(r.batches, 'batch')} of ${plural(r.runs, 'run')}; status after: ${r.status}`,
         );
       } else {
         out.line(
-          `merged ${r.mergedChunks} exceptions (${formatBytes(r.mergedBytes)}) in ${r.batches} batch${r.batches === 1 ? '' : 'es'}, ${r.seconds.toFixed(2)} s (${formatRate(r.mergedBytes, r.seconds)}); status ${r.status}`,
+          `merged ${plural(r.mergedChunks, 'exception')} (${formatBytes(r.mergedBytes)}) in ${plural(r.batches, 'batch')}, ${r.seconds.toFixed(2)} s (${formatRate(r.mergedBytes, r.seconds)}); status ${r.status}`,
         );
       }
       out.result(summary);
       return ExitCode.OK;
+    } catch (e) {
+      if (kindOf(e) !== 'interrupted' || exceptionsLeft === undefined) throw e;
+      const state = `${plural(exceptionsLeft, 'exception')} left to merge, the merged ones flushed and retired`;
+      throw new CliError('interrupted', interruptedMessage(state, 'finish the merge (it resumes where it stopped)'));
     } finally {
       progress.stop();
       interrupt.dispose();
@@ -494,7 +506,8 @@ export const snapshotCommands: DmtoolCommand[] = [createCommand, statusCommand, 
 /** One line: the COW space a write needs and has, when it would overflow the COW. */
 function overflowRefusal(target: string, dev: BlockDevice, offset: number, sectors: number, snap: Snapshot, plan: WritePlan): string {
   const cs = snap.chunkSectors;
-  const amount = (chunks: number) => `${chunks} chunks = ${chunks * cs} sectors = ${formatBytes(chunks * cs * SECTOR_BYTES)}`;
+  const amount = (chunks: number) =>
+    `${plural(chunks, 'chunk')} = ${plural(chunks * cs, 'sector')} = ${formatBytes(chunks * cs * SECTOR_BYTES)}`;
   return (
     `${target} write to ${dev.path} sectors ${offset}..${offset + sectors - 1} needs ${amount(plan.chunks)} of new COW space, ` +
     `${snap.cow.path} has room for ${amount(plan.roomChunks)}: the snapshot would be invalidated (give --allow-invalidate to write anyway)`

@@ -8,6 +8,7 @@ import { flag, jsonOption, optionalSectorsOption, progressOptions, sectorsOption
 import { progressModeFor } from '../util/progress-mode';
 import { Output } from '../util/output';
 import { jobJson, outcome, runWithProgress } from '../util/run-copy';
+import { plural } from '../util/units';
 
 export const zeroCommand = defineCommand({
   command: 'zero <destinations..>',
@@ -55,7 +56,10 @@ export const zeroCommand = defineCommand({
         count: length,
         flags: 0,
       });
-      const code = outcome(out, r, length, `zeroed ${length} sectors on ${devices.length} device${devices.length > 1 ? 's' : ''}`);
+      const code = outcome(out, r, length, {
+        success: `zeroed ${plural(length, 'sector')} on ${plural(devices.length, 'device')}`,
+        verb: 'zeroed',
+      });
       out.result(
         {
           dryRun: false,

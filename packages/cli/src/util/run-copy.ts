@@ -1,11 +1,11 @@
 import { AbortError, ClientOptions, DestinationRegion, DeviceError, KcopydClient, Region, SECTOR_BYTES } from '@dmtool/kcopyd';
 import { errorJson } from '../json/error-json';
 import { bytesPerSecond, percentOf } from '../json/schemas';
-import { interruptSignal } from './devices';
+import { interruptedMessage, interruptExitCode, interruptSignal } from './interrupt';
 import { ExitCode, ExitCodeValue } from './exit-codes';
 import { Output } from './output';
 import { Progress, ProgressMode } from './progress';
-import { formatBytes, formatRate } from './units';
+import { formatBytes, formatRate, plural } from './units';
 
 const PROGRESS_FLUSH_MS = 1000;
 
@@ -41,17 +41,24 @@ export async function runWithProgress(
 }
 
 /** Errors and interruption on stderr, one line each; the exit code for the outcome. */
-export function outcome(out: Output, r: CopyRunResult, totalSectors: number, successLine: string): ExitCodeValue {
+export function outcome(
+  out: Output,
+  r: CopyRunResult,
+  totalSectors: number,
+  lines: { success: string; verb: 'copied' | 'zeroed' },
+): ExitCodeValue {
   for (const e of r.errors) process.stderr.write(`dmtool: ${e.message}\n`);
   if (r.interrupted) {
-    process.stderr.write(`dmtool: interrupted after ${r.sectorsDone} of ${totalSectors} sectors (flushed)\n`);
-    return ExitCode.INTERRUPTED;
+    // Sub-jobs complete out of order, so what was done is a count, not a prefix: a rerun does the whole range.
+    const state = `${r.sectorsDone} of ${plural(totalSectors, 'sector')} ${lines.verb} and flushed`;
+    process.stderr.write(`dmtool: ${interruptedMessage(state, `${lines.verb === 'copied' ? 'copy' : 'zero'} the whole range`)}\n`);
+    return interruptExitCode();
   }
   if (r.readErr || r.writeErr) {
     process.stderr.write(`dmtool: finished with errors: readErr=${r.readErr ? 1 : 0} writeErr=0x${r.writeErr.toString(16)}\n`);
     return ExitCode.IO_ERROR;
   }
-  out.line(r.report(successLine));
+  out.line(r.report(lines.success));
   return ExitCode.OK;
 }
 

@@ -96,3 +96,8 @@ export function formatDuration(seconds: number): string {
   if (s < 3600) return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s`;
   return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m`;
 }
+
+/** "1 region", "2 regions", "1 batch", "3 batches". */
+export function plural(n: number, noun: string, nouns = /(s|sh|ch|x)$/.test(noun) ? `${noun}es` : `${noun}s`): string {
+  return `${n} ${n === 1 ? noun : nouns}`;
+}
