@@ -1,4 +1,13 @@
-import { AbortError, ClientOptions, DestinationRegion, DeviceError, KcopydClient, Region, SECTOR_BYTES } from '@dmtool/kcopyd';
+import {
+  AbortError,
+  ClientOptions,
+  DestinationRegion,
+  DeviceError,
+  KcopydClient,
+  KcopydIoError,
+  Region,
+  SECTOR_BYTES,
+} from '@dmtool/kcopyd';
 import { errorJson } from '../json/error-json';
 import { bytesPerSecond, percentOf } from '../json/schemas';
 import { interruptedMessage, interruptExitCode, interruptSignal } from './interrupt';
@@ -139,9 +148,14 @@ export async function run(client: KcopydClient, job: CopyRun): Promise<CopyRunRe
         );
     ({ readErr, writeErr, errors, sectorsDone } = r);
   } catch (e) {
-    if (!(e instanceof AbortError)) throw e;
-    interrupted = true;
-    sectorsDone = e.sectorsDone;
+    if (e instanceof KcopydIoError) {
+      ({ readErr, writeErr, errors, sectorsDone } = e);
+    } else if (e instanceof AbortError) {
+      interrupted = true;
+      sectorsDone = e.sectorsDone;
+    } else {
+      throw e;
+    }
   } finally {
     clearInterval(ticker);
     await flushing;
