@@ -29,8 +29,13 @@ export interface CopyOptions {
   onProgress?: (p: CopyProgress) => void;
 }
 
-/** Kernel-style completion: (readErr, writeErr bit-mask, context). */
-export type NotifyFn<C> = (readErr: boolean, writeErr: number, context: C) => void;
+/**
+ * Kernel-style completion: (readErr, writeErr bit-mask, context). `stopped`
+ * is given only when the job did not run to its end (an AbortError when its
+ * signal fired, or a failure below kcopyd); readErr and writeErr are then
+ * true and ~0, as the kernel reports a job it could not run.
+ */
+export type NotifyFn<C> = (readErr: boolean, writeErr: number, context: C, stopped?: Error) => void;
 
 const MAX_SUB_JOB_SECTORS = 1 << 16;
 
@@ -116,14 +121,22 @@ export class KcopydClient {
    * errors or not, as dm_kcopyd_copy's callback does. A request kcopyd
    * refuses (a bad region or count, a destroyed client) throws a
    * KcopydError at once, before any I/O, and notify is never called.
+   * `opts` takes a signal and a progress callback, as copy() does.
    */
-  copyNotify<C>(from: Region | undefined, to: readonly DestinationRegion[], flags: number, notify: NotifyFn<C>, context: C): void {
+  copyNotify<C>(
+    from: Region | undefined,
+    to: readonly DestinationRegion[],
+    flags: number,
+    notify: NotifyFn<C>,
+    context: C,
+    opts: Omit<CopyOptions, 'flags'> = {},
+  ): void {
     const count = from ? from.count : (to[0]?.count ?? 0);
-    const job = this.prepare(from, to, count, { flags });
+    const job = this.prepare(from, to, count, { ...opts, flags });
     this.track(job.run()).then(
       (r) => notify(r.readErr, r.writeErr, context),
-      // Only a failure below kcopyd (not an I/O error, which the result carries) gets here.
-      () => notify(true, ~0, context),
+      // An abort, or a failure below kcopyd: I/O errors are in the result, never here.
+      (e: unknown) => notify(true, ~0, context, e instanceof Error ? e : new Error(String(e))),
     );
   }
 

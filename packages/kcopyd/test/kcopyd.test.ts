@@ -184,6 +184,7 @@ describe('KcopydClient on image files', () => {
   it('delivers the kernel-style notify callback once, with the context', async () => {
     const client = new KcopydClient();
     const calls: [boolean, number, string][] = [];
+    const progress: number[] = [];
     await new Promise<void>((resolve) =>
       client.copyNotify(
         { device: src, sector: 0, count: 512 },
@@ -194,8 +195,10 @@ describe('KcopydClient on image files', () => {
           resolve();
         },
         'ctx-1',
+        { onProgress: (p) => progress.push(p.doneBytes) },
       ),
     );
+    expect(progress.at(-1)).toBe(512 * 512);
     // An I/O error is the kernel's (readErr, writeErr), not a rejection.
     setFaultPlan({ rules: [{ op: 'write', code: 'EIO', path: 'd1.img' }] });
     await new Promise<void>((resolve) =>
@@ -213,6 +216,24 @@ describe('KcopydClient on image files', () => {
         'ctx-io',
       ),
     );
+    // The callback form takes a signal and a progress callback; an abort is (true, ~0) with the AbortError.
+    const ctl = new AbortController();
+    ctl.abort('stop');
+    const stopped = await new Promise<Error | undefined>((resolve) =>
+      client.copyNotify(
+        { device: src, sector: 0, count: 512 },
+        [{ device: dests[0], sector: 0 }],
+        0,
+        (re, we, ctx: string, e) => {
+          calls.push([re, we, ctx]);
+          resolve(e);
+        },
+        'ctx-abort',
+        { signal: ctl.signal },
+      ),
+    );
+    expect(stopped).toBeInstanceOf(AbortError);
+    expect((stopped as AbortError).cause).toBe('stop');
     // A request kcopyd refuses throws at once; notify is never called.
     const impossible = () =>
       client.copyNotify(
@@ -230,6 +251,7 @@ describe('KcopydClient on image files', () => {
     expect(calls).toEqual([
       [false, 0, 'ctx-1'],
       [false, 0b10, 'ctx-io'],
+      [true, ~0, 'ctx-abort'],
       [false, 3, 'ctx-2'],
     ]);
   });
