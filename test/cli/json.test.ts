@@ -97,6 +97,12 @@ describe('--json documents', () => {
     expect(run('mirror-check', legs, 1)).toMatchObject({ identical: false, differingRegions: [2], differingLegs: { 2: [1] } });
   });
 
+  it('demo', () => {
+    const d = run('demo', ['--size', '4M', '--keep', f('demo')]);
+    expect(d).toMatchObject({ dryRun: false, dir: f('demo'), kept: true });
+    expect(d.steps.every((s) => s.ok)).toBe(true);
+  });
+
   it('a failure is one JSON document on stdout besides the stderr line', () => {
     const r = dmtool(['copy', f('missing.img'), f('dst.img'), '--json']);
     expect(r.status).toBe(3);

@@ -75,6 +75,13 @@ const mirrorStatus = z
   .strict();
 
 export const JSON_SCHEMAS = {
+  demo: doc('demo', {
+    dir: z.string(),
+    kept: z.boolean(),
+    steps: z.array(
+      z.object({ step: z.string(), detail: z.string(), bytes: count.optional(), seconds: seconds.optional(), ok: z.boolean() }).strict(),
+    ),
+  }),
   copy: doc('copy', {
     source: z.string(),
     destinations: z.array(z.string()),
