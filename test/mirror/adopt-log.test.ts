@@ -42,7 +42,7 @@ describe('a log from before the mirror grew (--adopt-log, the kernel activation 
     const old1 = sha256Range(l1, 0, 8 * MiB);
     const r = dmtool(['mirror-resync', '--log', log, l0, l1, '--adopt-log', '--region-size', '1024', '--json']);
     expect(r.status).toBe(0);
-    expect(JSON.parse(r.stdout)).toMatchObject({ regionsTotal: 8, regionsSynced: 8, inSync: true });
+    expect(JSON.parse(r.stdout)).toMatchObject({ regionsToSync: 8, regionsSynced: 8, mirror: { inSync: true } });
     expect(sha256Range(l1, 8 * MiB, 4 * MiB)).toBe(sha256Range(l0, 8 * MiB, 4 * MiB));
     expect(sha256Range(l1, 0, 8 * MiB)).toBe(old1); // regions the log called in sync are left alone
     // The log now records 24 regions, all clean.

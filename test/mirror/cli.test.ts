@@ -55,7 +55,7 @@ describeLoop('dmtool mirror-* on loop devices', () => {
     expect(c.stdout.split('\n')).toContain(info);
     const st = dmtool(['mirror-status', '--log', log.path, ...legPaths(), '--json']);
     expect(st.code).toBe(0);
-    const sj = JSON.parse(st.stdout);
+    const sj = JSON.parse(st.stdout).mirror;
     expect(sj.info).toBe(info);
     expect(sj.table).toBe(
       `0 ${LEG_BYTES / 512} mirror disk 2 ${log.path} ${REGION} 3 ${legPaths()
@@ -64,7 +64,7 @@ describeLoop('dmtool mirror-* on loop devices', () => {
     );
     expect(sj.regionSize).toBe(REGION);
     expect(sj.outOfSyncRegions).toBe(REGIONS);
-    expect(sj.dirtyRegionRanges).toEqual([[0, REGIONS - 1]]);
+    expect(sj.outOfSyncRanges).toEqual([[0, REGIONS - 1]]);
 
     const chk = dmtool(['mirror-check', ...legPaths(), '--region-size', String(REGION), '--json']);
     expect(chk.code).toBe(1);
@@ -75,7 +75,7 @@ describeLoop('dmtool mirror-* on loop devices', () => {
     expect(r.code).toBe(0);
     const rj = JSON.parse(r.stdout);
     expect(rj.regionsSynced).toBe(REGIONS);
-    expect(rj.status.info).toBe(`0 ${LEG_BYTES / 512} mirror 3 ${legPaths().join(' ')} ${REGIONS}/${REGIONS} 1 AAA 3 disk ${log.path} A`);
+    expect(rj.mirror.info).toBe(`0 ${LEG_BYTES / 512} mirror 3 ${legPaths().join(' ')} ${REGIONS}/${REGIONS} 1 AAA 3 disk ${log.path} A`);
     expect(logClean().count()).toBe(REGIONS);
     const ok = dmtool(['mirror-check', ...legPaths(), '--region-size', String(REGION)]);
     expect(ok.code).toBe(0);
@@ -91,7 +91,7 @@ describeLoop('dmtool mirror-* on loop devices', () => {
     const shas = [legs[0], legs[1], log].map((d) => sha256File(d.path));
     const dry = dmtool(['mirror-resync', '--table', table, '--dry-run']);
     expect(dry.code).toBe(0);
-    expect(dry.stdout).toBe(`would copy 3 of 128 regions (384.0 KiB) from ${legs[0].path} to 1 legs\n`);
+    expect(dry.stdout).toBe(`would copy 3 of 128 regions (384.0 KiB) from ${legs[0].path} to 1 leg\n`);
     expect([legs[0], legs[1], log].map((d) => sha256File(d.path))).toEqual(shas);
     const r = dmtool(['mirror-resync', '--table', table]);
     expect(r.code).toBe(0);
@@ -114,11 +114,11 @@ describeLoop('dmtool mirror-* on loop devices', () => {
     );
     const j = JSON.parse(r.stdout);
     expect(j.failedLegs.map((f: { index: number }) => f.index)).toEqual([1]);
-    expect(j.status.info).toMatch(/ 1 ASA 3 disk /);
+    expect(j.mirror.info).toMatch(/ 1 ASA 3 disk /);
     expect(sha256File(legs[2].path)).toBe(sha256File(legs[0].path));
     expect(sha256Range(legs[1].path, 0, 10 * REGION * 512)).toBe(sha256Range(legs[0].path, 0, 10 * REGION * 512));
-    expect(logClean().zeros()).toEqual(j.regionsFailed);
-    expect(j.regionsFailed[0]).toBe(10);
+    expect(logClean().zeros()).toEqual(Array.from({ length: REGIONS - 10 }, (_, i) => 10 + i));
+    expect([j.regionsFailed, j.failedRanges]).toEqual([REGIONS - 10, [[10, REGIONS - 1]]]);
   });
 
   test.each([
@@ -136,7 +136,7 @@ describeLoop('dmtool mirror-* on loop devices', () => {
     expect(dirtyAfterCrash).toBeLessThan(REGIONS);
     const again = dmtool(['mirror-resync', '--log', log.path, ...legPaths(), '--json']);
     expect(again.code).toBe(0);
-    expect(JSON.parse(again.stdout).regionsTotal).toBe(dirtyAfterCrash);
+    expect(JSON.parse(again.stdout).regionsToSync).toBe(dirtyAfterCrash);
     const s0 = sha256File(legs[0].path);
     expect(sha256File(legs[1].path)).toBe(s0);
     expect(sha256File(legs[2].path)).toBe(s0);
@@ -187,7 +187,7 @@ describeLoop('dmtool mirror-* on loop devices', () => {
     expect(left).toBeLessThan(REGIONS);
     const again = dmtool(['mirror-resync', '--log', log.path, ...legPaths(), '--json']);
     expect(again.code).toBe(0);
-    expect(JSON.parse(again.stdout).regionsTotal).toBe(left);
+    expect(JSON.parse(again.stdout).regionsToSync).toBe(left);
     const s0 = sha256File(legs[0].path);
     expect(sha256File(legs[1].path)).toBe(s0);
     expect(sha256File(legs[2].path)).toBe(s0);
@@ -270,8 +270,14 @@ describeLoop('dmtool mirror-* on loop devices', () => {
         'dmtool: 128 regions left out of sync: 0-127\n',
     );
     const j = JSON.parse(r.stdout);
-    expect([j.regionsSynced, j.syncCount, j.inSync, j.regionsOutOfSync]).toEqual([0, 0, false, regionRange(0, 128)]);
-    expect(j.status.info).toBe(`0 32768 mirror 3 ${legPaths().join(' ')} 0/128 1 AFA 3 disk ${log.path} A`);
+    expect([j.ok, j.regionsSynced, j.mirror.inSyncRegions, j.mirror.inSync, j.mirror.outOfSyncRanges]).toEqual([
+      false,
+      0,
+      0,
+      false,
+      [[0, 127]],
+    ]);
+    expect(j.mirror.info).toBe(`0 32768 mirror 3 ${legPaths().join(' ')} 0/128 1 AFA 3 disk ${log.path} A`);
     expect(logClean().count()).toBe(0);
     const human = dmtool(['mirror-resync', '--log', log.path, ...legPaths()], {
       rules: [{ op: 'flush', code: 'EIO', path: legs[1].path }],

@@ -46,12 +46,23 @@ describe('dmtool snapshot-* end to end on image files', () => {
 
     const w1 = writeData('CLI1', 25, 1);
     expect(ok(['snapshot-write', p.origin, p.cow, '--target', 'origin', '--offset', '25', '-i', file('w1', w1)])).toBe(
-      'wrote 1 sectors to the origin at sector 25; status 24/2048 16\n',
+      'wrote 1 sector to the origin at sector 25; status 24/2048 16\n',
     );
     const w2 = writeData('CLI2', 100, 8);
     const r = dmtool(['snapshot-write', p.origin, p.cow, '--target', 'snapshot', '--offset', '100', '--json'], { input: w2 });
     expect(r.status).toBe(0);
-    expect(JSON.parse(r.stdout)).toEqual({ target: 'snapshot', offset: 100, sectors: 8, status: '40/2048 16', exceptions: 3 });
+    expect(JSON.parse(r.stdout)).toEqual({
+      command: 'snapshot-write',
+      ok: true,
+      dryRun: false,
+      target: 'snapshot',
+      offset: 100,
+      sectors: 8,
+      status: '40/2048 16',
+      exceptions: 3,
+      invalidated: false,
+      seconds: expect.any(Number),
+    });
 
     expect(readRange(p.origin, 25 * 512, 512)).toEqual(w1);
     const view = path.join(dir, 'view.img');
@@ -63,10 +74,10 @@ describe('dmtool snapshot-* end to end on image files', () => {
     expect(Buffer.from(piece.stdout, 'latin1')).toEqual(baseBlock('BASE', 3));
 
     const list = JSON.parse(ok(['snapshot-list', p.cow, '--json']));
-    expect(list.exceptions).toEqual([
-      { oldChunk: 3, newChunk: 2 },
-      { oldChunk: 12, newChunk: 3 },
-      { oldChunk: 13, newChunk: 4 },
+    expect(list.table).toEqual([
+      { index: 0, oldChunk: 3, newChunk: 2, originSector: 24, cowSector: 16 },
+      { index: 1, oldChunk: 12, newChunk: 3, originSector: 96, cowSector: 24 },
+      { index: 2, oldChunk: 13, newChunk: 4, originSector: 104, cowSector: 32 },
     ]);
     expect(ok(['snapshot-list', p.cow]).split('\n').slice(2, 5)).toEqual(['0 3 2 24 16', '1 12 3 96 24', '2 13 4 104 32']);
 
@@ -261,7 +272,9 @@ describe('snapshot-read replaces its output file only when the whole read succee
     while (!fs.readdirSync(sub).some((f) => f.endsWith('.partial')) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 2));
     child.kill('SIGINT');
     expect(await exited).toBe(130);
-    expect(stderr).toMatch(/^dmtool: interrupted at sector \d+; .*view\.bin left as it was\n$/);
+    expect(stderr).toMatch(
+      /^dmtool: interrupted by SIGINT: read stopped at sector \d+, .*view\.bin left as it was; run the command again to read the range\n$/,
+    );
     expect(fs.readFileSync(out, 'utf8')).toBe('the previous contents\n');
     expect(fs.readdirSync(sub).sort()).toEqual(listing);
   });

@@ -4,6 +4,7 @@ import { CliError } from './util/errors';
 import { ExitCode, ExitCodeValue, EXIT_CODES_HELP } from './util/exit-codes';
 import { armFaults, configureNbd } from './util/open-device';
 import { reportFailure } from './util/run';
+import { unknownCommandMessage } from './util/suggest';
 
 /** Run the CLI with these arguments; resolves to the process exit code. */
 export async function main(args: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
@@ -19,8 +20,13 @@ export async function main(args: string[], env: NodeJS.ProcessEnv = process.env)
     process.stderr.write(`dmtool: ${e instanceof Error ? e.message : String(e)}\n`);
     return ExitCode.USAGE;
   }
+  const names = [...COMMANDS.map((c) => c.command.split(' ')[0]), 'completion'];
+  const typed = args[0];
+  if (typed !== undefined && !typed.startsWith('-') && !names.includes(typed)) {
+    return reportFailure(new CliError('usage', unknownCommandMessage(typed, names)), { json: args.includes('--json') });
+  }
   let selected: Promise<ExitCodeValue> | undefined;
-  const top = yargs(args)
+  const top = yargs(args.map(standaloneProgress))
     .scriptName('dmtool')
     .usage(
       "$0 <command> [options]\n\nLinux device-mapper copy engine (kcopyd), snapshot COW merge and mirror resync, in user space, on the kernel's on-disk formats.",
@@ -39,9 +45,9 @@ export async function main(args: string[], env: NodeJS.ProcessEnv = process.env)
       }),
     top,
   )
+    .completion('completion', 'print a bash/zsh completion script: dmtool completion >> ~/.bashrc')
     .demandCommand(1, 'name a command (dmtool --help lists them)')
     .strict()
-    .recommendCommands()
     .parserConfiguration({ 'camel-case-expansion': true })
     .epilog(
       `Sectors are 512 bytes everywhere. Block devices are opened with O_EXCL: a mounted or busy device is refused.\n${EXIT_CODES_HELP}`,
@@ -49,7 +55,8 @@ export async function main(args: string[], env: NodeJS.ProcessEnv = process.env)
     .help()
     .alias('help', 'h')
     .version()
-    .wrap(Math.min(110, process.stdout.columns || 100))
+    // Never wrapped: an example or a table line broken by the help text could not be copied.
+    .wrap(null)
     .fail((msg, err) => {
       // Throwing stops yargs before any command handler runs.
       throw err ?? new CliError('usage', msg);
@@ -57,7 +64,14 @@ export async function main(args: string[], env: NodeJS.ProcessEnv = process.env)
   try {
     await parser.parseAsync();
   } catch (e) {
-    return reportFailure(e);
+    // Refused before a command ran (unknown option or command): --json still gets its document.
+    const command = args.find((a) => !a.startsWith('-'));
+    return reportFailure(e, { json: args.includes('--json'), command, dryRun: args.includes('--dry-run') });
   }
   return (await selected) ?? ExitCode.OK;
+}
+
+/** A bare --progress never takes the next argument as its FD (only --progress=FD does), as with nbdcopy. */
+function standaloneProgress(arg: string): string {
+  return arg === '--progress' ? '--progress=' : arg;
 }

@@ -4,7 +4,8 @@ import * as path from 'path';
 import yargs from 'yargs';
 import { z } from 'zod';
 import { main } from '../src/main';
-import { argsSchema, defineCommand, kebabCase } from '../src/util/define-command';
+import { argsSchema, defineCommand } from '../src/util/define-command';
+import { kebabCase } from '../src/util/options';
 import { flag } from '../src/util/options';
 
 /** Capture what a piece of work writes on stdout and stderr. */

@@ -1,4 +1,4 @@
-import { AbortError, crashPoint, KcopydClient, DeviceError } from '@dmtool/kcopyd';
+import { AbortError, crashPoint, CopyResult, KcopydClient, KcopydIoError, DeviceError } from '@dmtool/kcopyd';
 import { setMaxListeners } from 'events';
 import { MirrorSet } from './mirror-set';
 
@@ -155,10 +155,12 @@ export async function resync(mirror: MirrorSet, opts: ResyncOptions = {}): Promi
     for (;;) {
       const dests = mirror.legs.map((l, i) => ({ leg: l, i })).filter(({ leg, i }) => i !== mirror.defaultLeg && !leg.failed);
       if (dests.length === 0 || source.failed) break;
-      const result = await client.copy(
-        { device: source.device, sector: source.offsetSectors + sector, count },
-        dests.map(({ leg }) => ({ device: leg.device, sector: leg.offsetSectors + sector })),
-        { signal: opts.signal },
+      const result = await copySummary(
+        client.copy(
+          { device: source.device, sector: source.offsetSectors + sector, count },
+          dests.map(({ leg }) => ({ device: leg.device, sector: leg.offsetSectors + sector })),
+          { signal: opts.signal },
+        ),
       );
       if (result.readErr) {
         mirror.failLeg(
@@ -265,4 +267,14 @@ export async function resync(mirror: MirrorSet, opts: ResyncOptions = {}): Promi
     aborted,
     elapsedMs: Date.now() - started,
   };
+}
+
+/** The kernel's (readErr, writeErr) summary of a copy, whether it succeeded or met I/O errors. */
+async function copySummary(copy: Promise<CopyResult>): Promise<CopyResult> {
+  try {
+    return await copy;
+  } catch (e) {
+    if (e instanceof KcopydIoError) return e.result;
+    throw e;
+  }
 }

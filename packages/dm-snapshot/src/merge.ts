@@ -19,10 +19,17 @@ export interface MergeOptions {
   dryRun?: boolean;
 }
 
+/**
+ * Reported once before the first batch (nothing merged yet), as copies
+ * complete, and after each batch is retired.
+ */
 export interface MergeProgress {
   mergedChunks: number;
   totalChunks: number;
+  /** Bytes whose exceptions are retired (durable in the origin, cleared from the table). */
   mergedBytes: number;
+  /** Bytes written to the origin so far, retired or not: runs ahead of mergedBytes within a batch. */
+  copiedBytes: number;
   totalBytes: number;
   batches: number;
 }
@@ -120,7 +127,7 @@ export async function mergeSnapshot(origin: BlockDevice, cow: BlockDevice, opts:
   const kernelBatches = opts.kernelBatches === true;
   const runBytes = (r: Run) => Math.min(r.chunks * cs, originSectors - r.oldChunk * cs) * SECTOR_BYTES;
 
-  const progress: MergeProgress = { mergedChunks: 0, totalChunks: total, mergedBytes: 0, totalBytes: 0, batches: 0 };
+  const progress: MergeProgress = { mergedChunks: 0, totalChunks: total, mergedBytes: 0, copiedBytes: 0, totalBytes: 0, batches: 0 };
   for (let i = 0; i < total; i++) progress.totalBytes += Math.min(cs, originSectors - store.table.oldAt(i) * cs) * SECTOR_BYTES;
   let runCount = 0;
 
@@ -144,6 +151,7 @@ export async function mergeSnapshot(origin: BlockDevice, cow: BlockDevice, opts:
       const batch = nextBatch(store, kernelBatches, maxChunks, remaining);
       runCount += batch.runs.length;
       for (const r of batch.runs) progress.mergedBytes += runBytes(r);
+      progress.copiedBytes = progress.mergedBytes;
       progress.batches++;
       progress.mergedChunks += batch.chunks;
       remaining -= batch.chunks;
@@ -163,6 +171,7 @@ export async function mergeSnapshot(origin: BlockDevice, cow: BlockDevice, opts:
     new SnapshotError('ECANCELED', 'aborted', `merge stopped with ${store.table.size} exceptions left; run it again to finish`, {
       path: cow.path,
     });
+  opts.onProgress?.({ ...progress });
   try {
     while (store.table.size > 0) {
       if (opts.signal?.aborted) throw stopped();
@@ -176,7 +185,13 @@ export async function mergeSnapshot(origin: BlockDevice, cow: BlockDevice, opts:
           cow,
           origin,
           batch.runs.map((run) => ({ srcSector: run.newChunk * cs, destSector: run.oldChunk * cs, count: runBytes(run) / SECTOR_BYTES })),
-          { signal: opts.signal },
+          {
+            signal: opts.signal,
+            onProgress: (p) => {
+              progress.copiedBytes = progress.mergedBytes + p.doneSectors * SECTOR_BYTES;
+              opts.onProgress?.({ ...progress });
+            },
+          },
         );
       } catch (e) {
         if (!(e instanceof AbortError)) throw e;
@@ -194,6 +209,7 @@ export async function mergeSnapshot(origin: BlockDevice, cow: BlockDevice, opts:
       progress.batches++;
       progress.mergedChunks += batch.chunks;
       for (const r of batch.runs) progress.mergedBytes += runBytes(r);
+      progress.copiedBytes = progress.mergedBytes;
       opts.onProgress?.({ ...progress });
     }
   } finally {

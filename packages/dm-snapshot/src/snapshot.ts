@@ -1,4 +1,4 @@
-import { DestinationRegion, KcopydClient, MAX_DESTINATIONS } from '@dmtool/kcopyd';
+import { DestinationRegion, KcopydClient, KcopydIoError, MAX_DESTINATIONS } from '@dmtool/kcopyd';
 import { BlockDevice, SECTOR_BYTES } from '@dmtool/devices';
 import { allocBuffer } from '@dmtool/native';
 import { SnapshotError } from './errors';
@@ -238,12 +238,12 @@ export class Origin {
       const count = Math.min(job.chunks * job.chunkSectors, originSectors - sector);
       const to: DestinationRegion[] = job.dests.map((d) => ({ device: d.snap.cow, sector: d.newChunk * job.chunkSectors }));
       try {
-        const r = await this.kcopyd.copy({ device: this.device, sector, count }, to);
+        await this.kcopyd.copy({ device: this.device, sector, count }, to);
+      } catch (e) {
+        // A COW that missed its copy is invalidated; the others keep theirs.
         job.dests.forEach((d, i) => {
-          if (r.readErr || (r.writeErr & (1 << i)) !== 0) failed.add(d.snap);
+          if (!(e instanceof KcopydIoError) || e.readErr || (e.writeErr & (1 << i)) !== 0) failed.add(d.snap);
         });
-      } catch {
-        job.dests.forEach((d) => failed.add(d.snap));
       }
     });
     return failed;

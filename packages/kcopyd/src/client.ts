@@ -1,6 +1,7 @@
 import { BlockDevice, SECTOR_BYTES } from '@dmtool/devices';
 import { BufferPool } from './buffer-pool';
-import { KcopydError } from './errors';
+import { KcopydError, KcopydIoError } from './errors';
+import { KcopydFlags } from './flags';
 import { Extent, ExtentJob } from './extents';
 import { CopyJob, CopyProgress, CopyResult, JobResources } from './job';
 import { DestinationRegion, Region, validateJob } from './region';
@@ -28,8 +29,13 @@ export interface CopyOptions {
   onProgress?: (p: CopyProgress) => void;
 }
 
-/** Kernel-style completion: (readErr, writeErr bit-mask, context). */
-export type NotifyFn<C> = (readErr: boolean, writeErr: number, context: C) => void;
+/**
+ * Kernel-style completion: (readErr, writeErr bit-mask, context). `stopped`
+ * is given only when the job did not run to its end (an AbortError when its
+ * signal fired, or a failure below kcopyd); readErr and writeErr are then
+ * true and ~0, as the kernel reports a job it could not run.
+ */
+export type NotifyFn<C> = (readErr: boolean, writeErr: number, context: C, stopped?: Error) => void;
 
 const MAX_SUB_JOB_SECTORS = 1 << 16;
 
@@ -74,9 +80,14 @@ export class KcopydClient {
     return this.jobs.size;
   }
 
-  /** Copy `from` to every destination (1..8). Resolves once, with the error summary. */
+  /**
+   * Copy `from` to every destination (1..8). Resolves once the whole range
+   * is written; rejects with a KcopydIoError (readErr, writeErr,
+   * sectorsDone, the failing ranges) on an I/O error, or, with
+   * IGNORE_ERROR, resolves with the error summary after doing all it could.
+   */
   copy(from: Region, to: readonly DestinationRegion[], opts: CopyOptions = {}): Promise<CopyResult> {
-    return this.start(from, to, from?.count, opts);
+    return this.start(from, to, from?.count, opts).then((r) => checked(r, opts.flags ?? 0));
   }
 
   /**
@@ -98,18 +109,34 @@ export class KcopydClient {
     return this.track(job.run());
   }
 
-  /** Zero every destination region. */
+  /** Zero every destination region; errors as copy() reports them. */
   zero(to: readonly Region[], opts: CopyOptions = {}): Promise<CopyResult> {
     const count = to[0]?.count;
-    return this.start(undefined, to, count, opts);
+    return this.start(undefined, to, count, opts).then((r) => checked(r, opts.flags ?? 0));
   }
 
-  /** The kernel's callback form of copy (or zero, with `from` undefined). */
-  copyNotify<C>(from: Region | undefined, to: readonly DestinationRegion[], flags: number, notify: NotifyFn<C>, context: C): void {
+  /**
+   * The kernel's callback form of copy (or zero, with `from` undefined):
+   * notify gets (readErr, writeErr bit-mask, context) once the job ends,
+   * errors or not, as dm_kcopyd_copy's callback does. A request kcopyd
+   * refuses (a bad region or count, a destroyed client) throws a
+   * KcopydError at once, before any I/O, and notify is never called.
+   * `opts` takes a signal and a progress callback, as copy() does.
+   */
+  copyNotify<C>(
+    from: Region | undefined,
+    to: readonly DestinationRegion[],
+    flags: number,
+    notify: NotifyFn<C>,
+    context: C,
+    opts: Omit<CopyOptions, 'flags'> = {},
+  ): void {
     const count = from ? from.count : (to[0]?.count ?? 0);
-    this.start(from, to, count, { flags }).then(
+    const job = this.prepare(from, to, count, { ...opts, flags });
+    this.track(job.run()).then(
       (r) => notify(r.readErr, r.writeErr, context),
-      () => notify(true, ~0, context),
+      // An abort, or a failure below kcopyd: I/O errors are in the result, never here.
+      (e: unknown) => notify(true, ~0, context, e instanceof Error ? e : new Error(String(e))),
     );
   }
 
@@ -145,24 +172,30 @@ export class KcopydClient {
     count: number | undefined,
     opts: CopyOptions,
   ): Promise<CopyResult> {
+    let job: CopyJob;
     try {
-      this.checkUsable();
-      if (!Array.isArray(to)) throw new KcopydError('no-destination', 'destinations must be an array of regions');
-      validateJob(from, to, count ?? 0);
-      if (!from) {
-        to.forEach((d, i) => {
-          if (d.count !== count)
-            throw new KcopydError('bad-count', `zero: region ${i} count ${d.count} differs from region 0 count ${count}`);
-        });
-      }
+      job = this.prepare(from, to, count, opts);
     } catch (e) {
       return Promise.reject(e);
     }
-    const job = new CopyJob(
+    return this.track(job.run());
+  }
+
+  /** A job on checked arguments: a bad request throws a KcopydError here, before any I/O. */
+  private prepare(from: Region | undefined, to: readonly DestinationRegion[], count: number | undefined, opts: CopyOptions): CopyJob {
+    this.checkUsable();
+    if (!Array.isArray(to)) throw new KcopydError('no-destination', 'destinations must be an array of regions');
+    validateJob(from, to, count ?? 0);
+    if (!from) {
+      to.forEach((d, i) => {
+        if (d.count !== count)
+          throw new KcopydError('bad-count', `zero: region ${i} count ${d.count} differs from region 0 count ${count}`);
+      });
+    }
+    return new CopyJob(
       { from, to, count: count as number, flags: opts.flags ?? 0, signal: opts.signal, onProgress: opts.onProgress },
       this.resources(),
     );
-    return this.track(job.run());
   }
 
   private resources(): JobResources {
@@ -185,4 +218,10 @@ export class KcopydClient {
   private checkUsable(): void {
     if (this.destroyed) throw new KcopydError('destroyed', 'kcopyd client has been destroyed', 'ESHUTDOWN');
   }
+}
+
+/** The promise form's rule: an I/O error rejects, unless IGNORE_ERROR asked for the summary. */
+function checked(r: CopyResult, flags: number): CopyResult {
+  if ((r.readErr || r.writeErr !== 0) && (flags & KcopydFlags.IGNORE_ERROR) === 0) throw new KcopydIoError(r);
+  return r;
 }

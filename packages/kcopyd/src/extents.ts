@@ -5,7 +5,7 @@ import { BufferPool } from './buffer-pool';
 import { AbortError, KcopydError } from './errors';
 import { KcopydFlags } from './flags';
 import { runSubJobs } from './sub-jobs';
-import { CopyProgress, CopyResult, JobResources } from './job';
+import { copyProgress, CopyProgress, CopyResult, JobResources } from './job';
 
 /** One copy of `count` sectors from `srcSector` (source device) to `destSector` (destination device). */
 export interface Extent {
@@ -146,7 +146,7 @@ export class ExtentJob {
 
   async run(): Promise<CopyResult> {
     const { signal } = this.spec;
-    if (signal?.aborted) throw new AbortError(0);
+    if (signal?.aborted) throw new AbortError(0, signal.reason);
     const onAbort = () => {
       this.aborted = true;
       this.abortPacing.abort();
@@ -163,7 +163,7 @@ export class ExtentJob {
     } finally {
       signal?.removeEventListener('abort', onAbort);
     }
-    if (this.aborted && this.result.sectorsDone < this.total) throw new AbortError(this.result.sectorsDone);
+    if (this.aborted && this.result.sectorsDone < this.total) throw new AbortError(this.result.sectorsDone, signal?.reason);
     return this.result;
   }
 
@@ -205,7 +205,7 @@ export class ExtentJob {
     }
     if (!readError && !writeError) {
       this.result.sectorsDone += g.sectors;
-      this.spec.onProgress?.({ doneSectors: this.result.sectorsDone, totalSectors: this.total });
+      this.spec.onProgress?.(copyProgress(this.result.sectorsDone, this.total));
     }
   }
 }

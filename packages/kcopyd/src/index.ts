@@ -12,7 +12,7 @@ export { KcopydFlags, MAX_DESTINATIONS } from './flags';
 export { Region, DestinationRegion } from './region';
 export { Throttle, RateLimiter } from './throttle';
 export { BufferPool } from './buffer-pool';
-export { KcopydError, KcopydErrorReason, AbortError } from './errors';
+export { KcopydError, KcopydErrorReason, KcopydIoError, FailedRange, AbortError } from './errors';
 export { copyOut, CopyOutResult, CopyOutTarget, copyPathCounters } from './copy-out';
 export { scatterCopy, ScatterPiece, ScatterResult } from './scatter';
 export { BlockDevice, DeviceError, MemoryDevice, SECTOR_BYTES, crashPoint } from '@dmtool/devices';

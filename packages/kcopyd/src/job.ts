@@ -12,6 +12,14 @@ export interface CopyProgress {
   /** Sectors whose writes to every destination have completed. */
   doneSectors: number;
   totalSectors: number;
+  /** The same in bytes. */
+  doneBytes: number;
+  totalBytes: number;
+}
+
+/** A progress report for `doneSectors` of `totalSectors`. */
+export function copyProgress(doneSectors: number, totalSectors: number): CopyProgress {
+  return { doneSectors, totalSectors, doneBytes: doneSectors * SECTOR_BYTES, totalBytes: totalSectors * SECTOR_BYTES };
 }
 
 export interface CopyResult {
@@ -76,7 +84,7 @@ export class CopyJob {
 
   async run(): Promise<CopyResult> {
     const { signal } = this.spec;
-    if (signal?.aborted) throw new AbortError(0);
+    if (signal?.aborted) throw new AbortError(0, signal.reason);
     const onAbort = () => {
       this.aborted = true;
       this.abortPacing.abort();
@@ -95,7 +103,7 @@ export class CopyJob {
     } finally {
       signal?.removeEventListener('abort', onAbort);
     }
-    if (this.aborted && this.result.sectorsDone < this.spec.count) throw new AbortError(this.result.sectorsDone);
+    if (this.aborted && this.result.sectorsDone < this.spec.count) throw new AbortError(this.result.sectorsDone, signal?.reason);
     return this.result;
   }
 
@@ -239,7 +247,7 @@ export class CopyJob {
     });
     if (!readError && writeErrors.every((e) => !e)) {
       this.result.sectorsDone += piece.count;
-      this.spec.onProgress?.({ doneSectors: this.result.sectorsDone, totalSectors: this.spec.count });
+      this.spec.onProgress?.(copyProgress(this.result.sectorsDone, this.spec.count));
     }
   }
 }

@@ -1,6 +1,6 @@
 import * as path from 'path';
 import { FaultInjector, MemoryDevice, withFaults } from '@dmtool/devices';
-import { BlockDevice, copyPathCounters, FileDevice, KcopydClient } from '@dmtool/kcopyd';
+import { BlockDevice, copyPathCounters, FileDevice, KcopydClient, KcopydIoError } from '@dmtool/kcopyd';
 import { makeImage, patternBytes, readRange, sha256 } from '../../../test/support/images';
 import { removeDir, tempDir } from '../../../test/support/loop';
 
@@ -12,10 +12,16 @@ async function copyAll(src: BlockDevice, dests: BlockDevice[]) {
   const before = { ...copyPathCounters };
   const client = new KcopydClient({ subJobSectors: 256 });
   try {
-    const r = await client.copy(
-      { device: src, sector: 0, count: SECTORS },
-      dests.map((d) => ({ device: d, sector: 0 })),
-    );
+    // The report, whether the copy succeeded or rejected with it.
+    const r = await client
+      .copy(
+        { device: src, sector: 0, count: SECTORS },
+        dests.map((d) => ({ device: d, sector: 0 })),
+      )
+      .catch((e: unknown) => {
+        if (e instanceof KcopydIoError) return e.result;
+        throw e;
+      });
     return { r, native: copyPathCounters.native - before.native, generic: copyPathCounters.generic - before.generic };
   } finally {
     await client.destroy();

@@ -1,6 +1,6 @@
 import * as fs from 'fs';
 import * as path from 'path';
-import { AbortError, BlockDevice, KcopydClient, KcopydError, KcopydFlags } from '@dmtool/kcopyd';
+import { AbortError, BlockDevice, KcopydClient, KcopydError, KcopydFlags, KcopydIoError } from '@dmtool/kcopyd';
 import { openFaulty, setFaultPlan } from '../../../test/support/faults';
 import { makeImage, patternBytes, readRange, sha256, sha256File } from '../../../test/support/images';
 import { removeDir, tempDir } from '../../../test/support/loop';
@@ -97,13 +97,15 @@ describe('KcopydClient on image files', () => {
     await client.destroy();
   });
 
-  it('stops claiming pieces after the first error without IGNORE_ERROR', async () => {
+  it('stops claiming pieces after the first error without IGNORE_ERROR, and rejects with a KcopydIoError', async () => {
     setFaultPlan({ rules: [{ op: 'read', code: 'EIO', fromByte: 0, toByte: 512 }] });
     const client = new KcopydClient({ subJobSectors: 64, subJobsPerJob: 1 });
-    const r = await client.copy({ device: src, sector: 0, count: srcSectors }, [{ device: dests[0], sector: 0 }]);
-    expect(r.readErr).toBe(true);
-    expect(r.writeErr).toBe(0);
-    expect(r.sectorsDone).toBe(0);
+    const r = await client.copy({ device: src, sector: 0, count: srcSectors }, [{ device: dests[0], sector: 0 }]).catch((e: unknown) => e);
+    expect(r).toBeInstanceOf(KcopydIoError);
+    const e = r as KcopydIoError;
+    expect([e.kind, e.reason, e.code, e.readErr, e.writeErr, e.sectorsDone]).toEqual(['io', 'read-failed', 'EIO', true, 0, 0]);
+    expect(e.failedRanges).toEqual([{ op: 'read', path: src.path, sector: 0, sectors: 64 }]);
+    expect(e.message).toMatch(/^copy failed after 0 sectors \(readErr=true, writeErr=0\): EIO: read failed on .*src\.img at sector 0/);
     expect(fs.statSync(path.join(dir, 'd0.img')).blocks).toBe(0);
     await client.destroy();
   });
@@ -111,11 +113,15 @@ describe('KcopydClient on image files', () => {
   it('reports a short write as an error on that destination only', async () => {
     setFaultPlan({ rules: [{ op: 'write', code: 'ENOSPC', path: 'd2.img', shortBytes: 1024, times: 1 }] });
     const client = new KcopydClient({ subJobSectors: 64, subJobsPerJob: 1 });
-    const r = await client.copy(
-      { device: src, sector: 0, count: 64 },
-      dests.map((d) => ({ device: d, sector: 0 })),
-    );
-    expect(r.writeErr).toBe(0b100);
+    const r = (await client
+      .copy(
+        { device: src, sector: 0, count: 64 },
+        dests.map((d) => ({ device: d, sector: 0 })),
+      )
+      .catch((e: unknown) => e)) as KcopydIoError;
+    expect(r).toBeInstanceOf(KcopydIoError);
+    expect([r.reason, r.code, r.writeErr, r.sectorsDone]).toEqual(['write-failed', 'ENOSPC', 0b100, 0]);
+    expect(r.failedRanges).toEqual([{ op: 'write', path: dests[2].path, sector: 0, sectors: 64 }]);
     expect(r.errors[0].code).toBe('ENOSPC');
     const d2 = readRange(path.join(dir, 'd2.img'), 0, 64 * 512);
     expect(d2.subarray(0, 1024).equals(patternBytes('SRC', 0, 2))).toBe(true);
@@ -145,7 +151,8 @@ describe('KcopydClient on image files', () => {
       signal: ctl.signal,
       onProgress: (p) => {
         reported = p.doneSectors;
-        if (p.doneSectors >= 1024) ctl.abort();
+        expect([p.doneBytes, p.totalBytes]).toEqual([p.doneSectors * 512, srcSectors * 512]);
+        if (p.doneSectors >= 1024) ctl.abort('SIGINT');
       },
     });
     const err = await job.then(
@@ -153,6 +160,7 @@ describe('KcopydClient on image files', () => {
       (e: unknown) => e,
     );
     expect(err).toBeInstanceOf(AbortError);
+    expect((err as AbortError).cause).toBe('SIGINT');
     const done = (err as AbortError).sectorsDone;
     expect(done).toBe(reported);
     expect(done).toBeGreaterThanOrEqual(1024);
@@ -176,6 +184,7 @@ describe('KcopydClient on image files', () => {
   it('delivers the kernel-style notify callback once, with the context', async () => {
     const client = new KcopydClient();
     const calls: [boolean, number, string][] = [];
+    const progress: number[] = [];
     await new Promise<void>((resolve) =>
       client.copyNotify(
         { device: src, sector: 0, count: 512 },
@@ -186,13 +195,63 @@ describe('KcopydClient on image files', () => {
           resolve();
         },
         'ctx-1',
+        { onProgress: (p) => progress.push(p.doneBytes) },
       ),
     );
+    expect(progress.at(-1)).toBe(512 * 512);
+    // An I/O error is the kernel's (readErr, writeErr), not a rejection.
+    setFaultPlan({ rules: [{ op: 'write', code: 'EIO', path: 'd1.img' }] });
+    await new Promise<void>((resolve) =>
+      client.copyNotify(
+        { device: src, sector: 0, count: 512 },
+        [
+          { device: dests[0], sector: 0 },
+          { device: dests[1], sector: 0 },
+        ],
+        0,
+        (re, we, ctx: string) => {
+          calls.push([re, we, ctx]);
+          resolve();
+        },
+        'ctx-io',
+      ),
+    );
+    // The callback form takes a signal and a progress callback; an abort is (true, ~0) with the AbortError.
+    const ctl = new AbortController();
+    ctl.abort('stop');
+    const stopped = await new Promise<Error | undefined>((resolve) =>
+      client.copyNotify(
+        { device: src, sector: 0, count: 512 },
+        [{ device: dests[0], sector: 0 }],
+        0,
+        (re, we, ctx: string, e) => {
+          calls.push([re, we, ctx]);
+          resolve(e);
+        },
+        'ctx-abort',
+        { signal: ctl.signal },
+      ),
+    );
+    expect(stopped).toBeInstanceOf(AbortError);
+    expect((stopped as AbortError).cause).toBe('stop');
+    // A request kcopyd refuses throws at once; notify is never called.
+    const impossible = () =>
+      client.copyNotify(
+        { device: src, sector: 0, count: -1 },
+        [{ device: dests[0], sector: 0 }],
+        0,
+        () => calls.push([true, -1, 'never']),
+        'x',
+      );
+    expect(impossible).toThrow(KcopydError);
+    expect(impossible).toThrow(expect.objectContaining({ reason: 'bad-count', kind: 'bad-input' }));
     const fire = client.prepareCallback((re, we, ctx: string) => calls.push([re, we, ctx]), 'ctx-2');
     fire(false, 0b11);
     await client.destroy();
     expect(calls).toEqual([
       [false, 0, 'ctx-1'],
+      [false, 0b10, 'ctx-io'],
+      [true, ~0, 'ctx-abort'],
       [false, 3, 'ctx-2'],
     ]);
   });

@@ -4,10 +4,11 @@ import { closeAll, openAll } from '../util/devices';
 import { CliError } from '../util/errors';
 import { ExitCode, EXIT_CODES_HELP } from '../util/exit-codes';
 import { defineCommand } from '../util/define-command';
-import { flag, jsonOption, optionalSectorsOption, sectorsOption } from '../util/options';
+import { flag, jsonOption, optionalSectorsOption, progressOptions, sectorsOption } from '../util/options';
+import { progressModeFor } from '../util/progress-mode';
 import { Output } from '../util/output';
-import { outcome, runWithProgress } from '../util/run-copy';
-import { rateLimitSchema, throttleSchema } from '../util/units';
+import { jobJson, outcome, runWithProgress } from '../util/run-copy';
+import { plural, rateLimitSchema, throttleSchema } from '../util/units';
 
 export const copyCommand = defineCommand({
   command: 'copy <source> <destinations..>',
@@ -25,7 +26,11 @@ export const copyCommand = defineCommand({
     destOffset: sectorsOption('destination start (same units)', { default: '0' }),
     length: optionalSectorsOption('how much to copy (default: to the end of the source)'),
     direct: flag('O_DIRECT: bypass the page cache'),
-    rate: { schema: rateLimitSchema.optional(), type: 'string', describe: 'limit to this many bytes per second, e.g. 100M' },
+    rate: {
+      schema: rateLimitSchema.optional(),
+      type: 'string',
+      describe: 'limit to this many bytes per second, e.g. 100M (100 MiB/s; k, M, G are binary)',
+    },
     throttle: {
       schema: throttleSchema,
       type: 'number',
@@ -36,16 +41,18 @@ export const copyCommand = defineCommand({
     ignoreErrors: flag('keep copying after I/O errors (kcopyd IGNORE_ERROR)'),
     dryRun: flag('check everything and print the plan; write nothing'),
     ...jsonOption,
+    ...progressOptions,
   },
   examples: [
     ['$0 copy disk.img /dev/loop1 /dev/loop2', 'copy a whole image to two loop devices'],
-    ['$0 copy /dev/sdb backup.img --offset 2048 --length 1G --rate 200M', 'copy 1 GiB from sector 2048 at 200 MB/s'],
+    ['$0 copy /dev/sdb backup.img --offset 2048 --length 1G --rate 200M', 'copy 1 GiB from sector 2048 at 200 MiB/s'],
     ['$0 copy disk.img nbd://backup.example:10809/disk', 'copy an image to an NBD export over TCP'],
     ['$0 copy nbd+unix:///disk?socket=/run/nbd.sock disk.img', 'copy an NBD export over a unix socket into an image'],
   ],
   epilog: `Sectors are 512 bytes. Destinations are flushed (fdatasync, NBD_CMD_FLUSH) before the command reports success.\nNBD URIs: nbd://HOST[:PORT]/EXPORT and nbd+unix:///EXPORT?socket=PATH (no TLS yet); a dropped connection is retried (DMTOOL_NBD_RECONNECT_ATTEMPTS, default 5, DMTOOL_NBD_RECONNECT_DELAY_MS, default 250, doubled each time), every request times out after DMTOOL_NBD_TIMEOUT_MS (default 30000).\n${EXIT_CODES_HELP}`,
   async run(o) {
-    const out = new Output(o.json);
+    const out = new Output(o.json, 'copy');
+    const progressMode = progressModeFor(o);
     const devices = await openAll(
       [
         { path: o.source, role: 'source', write: false },
@@ -59,7 +66,7 @@ export const copyCommand = defineCommand({
       checkRanges(src, dests, o.offset, o.destOffset, length);
       if (o.dryRun) {
         out.line(
-          `would copy ${length} sectors from ${src.path} sector ${o.offset} to ${dests.map((d) => `${d.path} sector ${o.destOffset}`).join(', ')}`,
+          `would copy ${plural(length, 'sector')} from ${src.path} sector ${o.offset} to ${dests.map((d) => `${d.path} sector ${o.destOffset}`).join(', ')}`,
         );
         out.result({
           dryRun: true,
@@ -68,13 +75,14 @@ export const copyCommand = defineCommand({
           offset: o.offset,
           destOffset: o.destOffset,
           sectors: length,
+          bytes: length * SECTOR_BYTES,
         });
         return ExitCode.OK;
       }
       const r = await runWithProgress(
         'copy',
         { subJobSectors: o.subJobSize, throttlePercent: o.throttle, rateBytesPerSecond: o.rate },
-        o.json,
+        progressMode,
         {
           from: { device: src, sector: o.offset, count: length },
           to: dests.map((d) => ({ device: d, sector: o.destOffset })),
@@ -82,25 +90,25 @@ export const copyCommand = defineCommand({
           flags: o.ignoreErrors ? KcopydFlags.IGNORE_ERROR : 0,
         },
       );
-      out.result({
-        source: src.path,
-        destinations: dests.map((d) => d.path),
-        sectors: length,
-        bytes: length * SECTOR_BYTES,
-        sectorsDone: r.sectorsDone,
-        seconds: r.seconds,
-        bytesPerSecond: r.seconds > 0 ? Math.round((r.sectorsDone * SECTOR_BYTES) / r.seconds) : 0,
-        readErr: r.readErr,
-        writeErr: r.writeErr,
-        interrupted: r.interrupted,
-        errors: r.errors.map((e) => e.message),
+      const code = outcome(out, r, length, {
+        success: `copied ${plural(length, 'sector')} from ${src.path} to ${plural(dests.length, 'destination')}`,
+        verb: 'copied',
       });
-      return outcome(
-        out,
-        r,
-        length,
-        `copied ${length} sectors from ${src.path} to ${dests.length} destination${dests.length > 1 ? 's' : ''}`,
+      out.result(
+        {
+          dryRun: false,
+          source: src.path,
+          destinations: dests.map((d) => d.path),
+          offset: o.offset,
+          destOffset: o.destOffset,
+          sectors: length,
+          bytes: length * SECTOR_BYTES,
+          readErr: r.readErr,
+          ...jobJson(r, length),
+        },
+        code === ExitCode.OK,
       );
+      return code;
     } finally {
       closeAll(devices);
     }

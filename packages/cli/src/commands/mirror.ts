@@ -16,15 +16,19 @@ import {
 import { BlockDevice, SECTOR_BYTES } from '@dmtool/kcopyd';
 import { openDevice, resolver } from '../util/open-device';
 import { z } from 'zod';
-import { closeAll, interruptSignal, refusePartialSectors } from '../util/devices';
+import { closeAll, refusePartialSectors } from '../util/devices';
+import { interruptedMessage, interruptExitCode, interruptSignal } from '../util/interrupt';
 import { probeFormat } from '../util/formats';
-import { CliError } from '../util/errors';
-import { ExitCode, EXIT_CODES_HELP } from '../util/exit-codes';
+import { CliError, kindOf } from '../util/errors';
+import { reportFailure } from '../util/run';
+import { ExitCode, ExitCodeValue, EXIT_CODES_HELP } from '../util/exit-codes';
 import { ArgsOf, defineCommand, DmtoolCommand } from '../util/define-command';
-import { flag, jsonOption, optionalSectorsOption, sectorsOption } from '../util/options';
+import { flag, jsonOption, optionalSectorsOption, progressOptions, sectorsOption } from '../util/options';
+import { progressModeFor } from '../util/progress-mode';
+import { bytesPerSecond, percentOf } from '../json/schemas';
 import { Output } from '../util/output';
 import { Progress } from '../util/progress';
-import { formatBytes, formatRate, rateLimitSchema, throttleSchema } from '../util/units';
+import { formatBytes, formatRate, plural, rateLimitSchema, throttleSchema } from '../util/units';
 
 const TABLE_HELP =
   'Instead of --log and legs, a kernel table line may be given: --table "0 <len> mirror disk 2 <log> <region> 2 <leg0> 0 <leg1> 0".';
@@ -87,10 +91,17 @@ function mirrorDevices(cfg: MirrorConfig): { path: string; role: string }[] {
   ];
 }
 
+/** The mirror's status as every mirror command's JSON gives it (docs/json.md#mirror-status). */
 function statusJson(m: MirrorSet) {
-  const s = m.status();
-  // Ranges, not one entry per region: a large log stays a short document.
-  return { ...s, dirtyRegionRanges: regionRuns(m.log.dirtyRegions()), outOfSyncRegions: m.regionCount - m.log.getSyncCount() };
+  const { dirtyRegions: _dirty, log, ...s } = m.status();
+  return {
+    ...s,
+    outOfSyncRegions: m.regionCount - m.log.getSyncCount(),
+    syncPercent: percentOf(s.inSyncRegions, s.regions),
+    // Ranges, not one entry per region: a large log stays a short document.
+    outOfSyncRanges: regionRuns(m.log.dirtyRegions()),
+    log: { ...log, path: log.path ?? null },
+  };
 }
 
 function printStatus(out: Output, m: MirrorSet): void {
@@ -99,7 +110,7 @@ function printStatus(out: Output, m: MirrorSet): void {
   out.line(s.table);
   const dirty = m.log.dirtyRegions();
   out.line(
-    `${s.inSyncRegions}/${s.regions} regions in sync (region ${s.regionSize} sectors = ${formatBytes(s.regionSize * SECTOR_BYTES)})` +
+    `${s.inSyncRegions}/${plural(s.regions, 'region')} in sync (region ${plural(s.regionSize, 'sector')} = ${formatBytes(s.regionSize * SECTOR_BYTES)})` +
       (dirty.length > 0 ? `; dirty: ${compactList(dirty)}` : ''),
   );
 }
@@ -119,7 +130,7 @@ function regionRuns(values: number[]): [number, number][] {
 /** "0-3,7,9-12", shortened after 20 runs. */
 function compactList(values: number[]): string {
   const runs = regionRuns(values).map(([a, b]) => (a === b ? `${a}` : `${a}-${b}`));
-  return runs.length > 20 ? `${runs.slice(0, 20).join(',')},... (${values.length} regions)` : runs.join(',');
+  return runs.length > 20 ? `${runs.slice(0, 20).join(',')},... (${plural(values.length, 'region')})` : runs.join(',');
 }
 
 // ---------------------------------------------------------------- mirror-create
@@ -141,7 +152,7 @@ const createCommand = defineCommand({
   ],
   epilog: `The log is written in the kernel's dm-log format (magic MiRr, version 2). Legs are only read (sizes).\n${TABLE_HELP}\n${EXIT_CODES_HELP}`,
   async run(o) {
-    const out = new Output(o.json);
+    const out = new Output(o.json, 'mirror-create');
     const cfg = mirrorConfig(o, { nosync: o.nosync });
     if (cfg.log.type !== 'disk') throw new CliError('usage', 'a core log keeps nothing on disk: there is nothing to create');
     cfg.regionSize = cfg.regionSize ?? DEFAULT_REGION_SIZE;
@@ -156,7 +167,7 @@ const createCommand = defineCommand({
       if (old && !o.force) {
         throw new CliError(
           'format-present',
-          `${logPath} already holds a dm-mirror log (${old.regions} regions, sector 0); give --force to replace it`,
+          `${logPath} already holds a dm-mirror log (${plural(old.regions, 'region')}, sector 0); give --force to replace it`,
         );
       }
       if (found && !old && !o.force) {
@@ -169,17 +180,17 @@ const createCommand = defineCommand({
       const log = m.log as DiskLog;
       if (o.dryRun) {
         out.line(
-          `would write a ${log.bufferBytes}-byte dirty log (sectors 0..${log.bufferBytes / SECTOR_BYTES - 1}) to ${cfg.log.path}: ${m.regionCount} regions of ${m.regionSize} sectors, ${o.nosync ? 'all in sync' : 'all out of sync'}`,
+          `would write a ${log.bufferBytes}-byte dirty log (sectors 0..${log.bufferBytes / SECTOR_BYTES - 1}) to ${cfg.log.path}: ${plural(m.regionCount, 'region')} of ${plural(m.regionSize, 'sector')}, ${o.nosync ? 'all in sync' : 'all out of sync'}`,
         );
-        out.result({ dryRun: true, logBytes: log.bufferBytes, replaces: old ?? null, ...s });
+        out.result({ dryRun: true, logBytes: log.bufferBytes, replaces: old ?? null, mirror: s });
         return ExitCode.OK;
       }
       await log.sync();
       out.line(
-        `wrote a dirty log to ${cfg.log.path}: ${m.regionCount} regions of ${m.regionSize} sectors, ${o.nosync ? 'all in sync' : 'all out of sync (run mirror-resync)'}`,
+        `wrote a dirty log to ${cfg.log.path}: ${plural(m.regionCount, 'region')} of ${plural(m.regionSize, 'sector')}, ${o.nosync ? 'all in sync' : 'all out of sync (run mirror-resync)'}`,
       );
       printStatus(out, m);
-      out.result({ logBytes: log.bufferBytes, replaced: old ?? null, ...s });
+      out.result({ dryRun: false, logBytes: log.bufferBytes, replaces: old ?? null, mirror: s });
       return ExitCode.OK;
     } finally {
       m.close();
@@ -200,13 +211,13 @@ const statusCommand = defineCommand({
   ],
   epilog: `Nothing is written. Without --region-size it is derived from the log's region count and the leg size.\n${TABLE_HELP}\n${EXIT_CODES_HELP}`,
   async run(o) {
-    const out = new Output(o.json);
+    const out = new Output(o.json, 'mirror-status');
     const cfg = mirrorConfig(o);
     refusePartialSectors(mirrorDevices(cfg));
     const m = await openMirror(cfg, resolver, { persistLog: false, adoptLog: o.adoptLog });
     try {
       printStatus(out, m);
-      out.result(statusJson(m));
+      out.result({ dryRun: false, mirror: statusJson(m) });
       return ExitCode.OK;
     } finally {
       m.close();
@@ -216,12 +227,23 @@ const statusCommand = defineCommand({
 
 // ---------------------------------------------------------------- mirror-resync
 
-function resyncSummary(r: ResyncResult, m: MirrorSet) {
+function resyncSummary(r: ResyncResult, m: MirrorSet, bytesToCopy: number) {
+  const seconds = r.elapsedMs / 1000;
+  const bytesCopied = r.sectorsCopied * SECTOR_BYTES;
   return {
-    ...r,
-    bytesCopied: r.sectorsCopied * SECTOR_BYTES,
-    bytesPerSecond: r.elapsedMs > 0 ? Math.round((r.sectorsCopied * SECTOR_BYTES * 1000) / r.elapsedMs) : 0,
-    status: statusJson(m),
+    dryRun: false,
+    regionsToSync: r.regionsTotal,
+    regionsSynced: r.regionsSynced,
+    regionsFailed: r.regionsFailed.length,
+    failedRanges: regionRuns(r.regionsFailed),
+    percent: percentOf(r.regionsSynced, r.regionsTotal),
+    bytesToCopy,
+    bytesCopied,
+    seconds,
+    bytesPerSecond: bytesPerSecond(bytesCopied, seconds),
+    failedLegs: r.failedLegs.map((f) => ({ index: f.index, path: f.path, health: f.health, message: f.error ?? null })),
+    interrupted: r.aborted,
+    mirror: statusJson(m),
   };
 }
 
@@ -232,7 +254,11 @@ const resyncCommand = defineCommand({
   options: {
     ...mirrorArgs.options,
     ...adoptLogOption,
-    rate: { schema: rateLimitSchema.optional(), type: 'string', describe: 'limit to this many bytes per second, e.g. 100M' },
+    rate: {
+      schema: rateLimitSchema.optional(),
+      type: 'string',
+      describe: 'limit to this many bytes per second, e.g. 100M (100 MiB/s; k, M, G are binary)',
+    },
     throttle: {
       schema: throttleSchema,
       type: 'number',
@@ -247,12 +273,13 @@ const resyncCommand = defineCommand({
     },
     direct: flag('O_DIRECT on the legs'),
     dryRun: flag('show what would be copied; write nothing'),
+    ...progressOptions,
   },
   examples: [
     ['$0 mirror-resync --log log.img leg0.img leg1.img leg2.img', 'resync three legs from leg0'],
     [
       '$0 mirror-resync --table "0 2097152 mirror disk 2 /dev/loop9 1024 2 /dev/loop1 0 /dev/loop2 0" --rate 200M',
-      'from a table line, at 200 MB/s',
+      'from a table line, at 200 MiB/s',
     ],
   ],
   epilog:
@@ -260,7 +287,9 @@ const resyncCommand = defineCommand({
     `simply continues on the next run. A leg that fails is reported (status S) and the other legs are finished.\n` +
     `${TABLE_HELP}\n${EXIT_CODES_HELP}`,
   async run(o) {
-    const out = new Output(o.json);
+    const out = new Output(o.json, 'mirror-resync');
+    const progressMode = progressModeFor(o);
+    const progress = new Progress('resync', { mode: o.dryRun ? { kind: 'off' } : progressMode, rateBytesPerSecond: o.rate });
     const cfg = mirrorConfig(o);
     refusePartialSectors(mirrorDevices(cfg));
     const m = await openMirror(cfg, resolver, {
@@ -275,12 +304,12 @@ const resyncCommand = defineCommand({
       const todoSectors = plan.sectors;
       if (o.dryRun) {
         out.line(
-          `would copy ${plan.regions.length} of ${m.regionCount} regions (${formatBytes(todoSectors * SECTOR_BYTES)}) from ${m.legs[0].device.path} to ${m.legs.length - 1} legs`,
+          `would copy ${plan.regions.length} of ${plural(m.regionCount, 'region')} (${formatBytes(todoSectors * SECTOR_BYTES)}) from ${m.legs[0].device.path} to ${plural(m.legs.length - 1, 'leg')}`,
         );
-        out.result({ dryRun: true, regionsToCopy: plan.regions.length, bytesToCopy: todoSectors * SECTOR_BYTES, status: statusJson(m) });
+        out.result({ dryRun: true, regionsToSync: plan.regions.length, bytesToCopy: todoSectors * SECTOR_BYTES, mirror: statusJson(m) });
         return ExitCode.OK;
       }
-      const progress = new Progress('resync', todoSectors * SECTOR_BYTES, !o.json && process.stderr.isTTY === true);
+      progress.setTotal(todoSectors * SECTOR_BYTES);
       const interrupt = interruptSignal();
       let r: ResyncResult;
       try {
@@ -297,24 +326,27 @@ const resyncCommand = defineCommand({
         interrupt.dispose();
       }
       const seconds = r.elapsedMs / 1000;
-      out.result(resyncSummary(r, m));
+      const ok = !r.aborted && r.failedLegs.length === 0 && r.regionsOutOfSync.length === 0;
+      out.result(resyncSummary(r, m, todoSectors * SECTOR_BYTES), ok);
       for (const f of r.failedLegs) process.stderr.write(`dmtool: leg ${f.index} ${f.path} failed (${f.health}): ${f.error ?? 'error'}\n`);
       out.line(
         `resynced ${r.regionsSynced} of ${r.regionsTotal} out-of-sync regions (${formatBytes(r.sectorsCopied * SECTOR_BYTES)} in ${seconds.toFixed(2)} s, ${formatRate(r.sectorsCopied * SECTOR_BYTES, seconds)})`,
       );
       out.line(m.status().info);
       if (r.aborted) {
-        process.stderr.write(
-          `dmtool: interrupted: ${r.regionsOutOfSync.length} regions still out of sync; run mirror-resync again to continue\n`,
-        );
-        return ExitCode.INTERRUPTED;
+        const state = `${plural(r.regionsOutOfSync.length, 'region')} still out of sync, the copied ones flushed and recorded`;
+        process.stderr.write(`dmtool: ${interruptedMessage(state, 'finish the resync (it resumes where it stopped)')}\n`);
+        return interruptExitCode();
       }
       if (r.failedLegs.length > 0 || r.regionsOutOfSync.length > 0) {
-        process.stderr.write(`dmtool: ${r.regionsOutOfSync.length} regions left out of sync: ${compactList(r.regionsOutOfSync)}\n`);
+        process.stderr.write(
+          `dmtool: ${plural(r.regionsOutOfSync.length, 'region')} left out of sync: ${compactList(r.regionsOutOfSync)}\n`,
+        );
         return ExitCode.IO_ERROR;
       }
       return ExitCode.OK;
     } finally {
+      progress.stop();
       m.close();
     }
   },
@@ -322,88 +354,131 @@ const resyncCommand = defineCommand({
 
 // ---------------------------------------------------------------- mirror-check
 
+const checkPositionals = {
+  legs: {
+    schema: z.array(z.string().min(1)).min(2, 'give at least 2 legs').max(MAX_LEGS, `at most ${MAX_LEGS} legs`),
+    describe: 'leg devices or files',
+    array: true,
+  },
+} as const;
+
+const checkOptions = {
+  regionSize: sectorsOption('region size in sectors', { default: String(DEFAULT_REGION_SIZE) }),
+  length: optionalSectorsOption("sectors to compare (default: the legs' common size)"),
+  ...jsonOption,
+  ...progressOptions,
+} as const;
+
 const checkCommand = defineCommand({
   command: 'mirror-check <legs..>',
   describe: 'Compare legs region by region against the first; report the regions that differ (read-only)',
-  positionals: {
-    legs: {
-      schema: z.array(z.string().min(1)).min(2, 'give at least 2 legs').max(MAX_LEGS, `at most ${MAX_LEGS} legs`),
-      describe: 'leg devices or files',
-      array: true,
-    },
-  },
-  options: {
-    regionSize: sectorsOption('region size in sectors', { default: String(DEFAULT_REGION_SIZE) }),
-    length: optionalSectorsOption("sectors to compare (default: the legs' common size)"),
-    ...jsonOption,
-  },
+  positionals: checkPositionals,
+  options: checkOptions,
   examples: [['$0 mirror-check leg0.img leg1.img --region-size 1024', 'which 512 KiB regions differ']],
-  epilog: `Exit code 0: legs identical; 1: some region differs (or an I/O error).\n${EXIT_CODES_HELP}`,
+  epilog:
+    'Exit codes, as cmp: 0 legs identical, 1 some region differs, 2 bad input, 3 device refused ' +
+    '(missing, busy/mounted, locked), 4 an I/O error (the legs could not be compared), 130/143 interrupted.',
   async run(o) {
-    const out = new Output(o.json);
-    if (o.regionSize < 1) throw new CliError('usage', '--region-size must be at least 1 sector');
-    const legSpecs = o.legs.map((path, i) => ({ path, role: `leg ${i}` }));
-    refusePartialSectors(legSpecs);
-    checkDistinct(resolver, legSpecs);
-    const devices: BlockDevice[] = [];
     try {
-      for (const path of o.legs) devices.push(await openDevice(path, { write: false }));
-      let length = o.length;
-      if (length === undefined) {
-        const differ = devices.findIndex((d) => d.sizeSectors !== devices[0].sizeSectors);
-        if (differ >= 0) {
-          throw new CliError(
-            'size-mismatch',
-            `legs differ in size: ${devices[0].path} has ${devices[0].sizeSectors} sectors, ${devices[differ].path} has ${devices[differ].sizeSectors} (give --length)`,
-          );
-        }
-        length = devices[0].sizeSectors;
-      }
-      for (const d of devices) {
-        if (d.sizeSectors < length)
-          throw new CliError(
-            'out-of-range',
-            `leg ${d.path} has ${d.sizeSectors} sectors, fewer than --length ${length} (sectors 0..${length - 1})`,
-          );
-      }
-      if (length <= 0) throw new CliError('out-of-range', 'nothing to compare: the legs are empty');
-      const progress = new Progress('check', length * SECTOR_BYTES, !o.json && process.stderr.isTTY === true);
-      const interrupt = interruptSignal();
-      let r;
-      const started = Date.now();
-      try {
-        r = await checkLegs(devices, {
-          regionSize: o.regionSize,
-          lengthSectors: length,
-          signal: interrupt.signal,
-          onProgress: (p) => progress.update(p.sectorsDone * SECTOR_BYTES),
-        });
-      } finally {
-        progress.stop();
-        interrupt.dispose();
-      }
-      const seconds = (Date.now() - started) / 1000;
-      out.result({ legs: o.legs, ...r, identical: r.differingRegions.length === 0, seconds });
-      if (r.differingRegions.length === 0) {
-        out.line(
-          `legs identical: ${r.regions} regions of ${o.regionSize} sectors compared (${formatBytes(length * SECTOR_BYTES)}, ${formatRate(length * SECTOR_BYTES, seconds)})`,
-        );
-        return ExitCode.OK;
-      }
-      out.line(`${r.differingRegions.length} of ${r.regions} regions differ: ${compactList(r.differingRegions)}`);
-      for (const region of r.differingRegions.slice(0, 50)) {
-        const start = region * o.regionSize;
-        const end = Math.min(length, start + o.regionSize) - 1;
-        const legs = r.differingLegs[region].map((i) => o.legs[i]);
-        out.line(
-          `region ${region} (sectors ${start}..${end}): ${legs.join(', ')} ${legs.length === 1 ? 'differs' : 'differ'} from ${o.legs[0]}`,
-        );
-      }
-      return ExitCode.IO_ERROR;
-    } finally {
-      closeAll(devices);
+      return await check(o);
+    } catch (e) {
+      // cmp's convention: 1 means "differ", so trouble reading is not 1.
+      if (kindOf(e) !== 'io') throw e;
+      reportFailure(e, { json: o.json, command: 'mirror-check' });
+      return ExitCode.CHECK_TROUBLE;
     }
   },
 });
+
+async function check(o: ArgsOf<typeof checkPositionals, typeof checkOptions>): Promise<ExitCodeValue> {
+  const out = new Output(o.json, 'mirror-check');
+  const progress = new Progress('check', { mode: progressModeFor(o) });
+  if (o.regionSize < 1) throw new CliError('usage', '--region-size must be at least 1 sector');
+  const legSpecs = o.legs.map((path, i) => ({ path, role: `leg ${i}` }));
+  refusePartialSectors(legSpecs);
+  checkDistinct(resolver, legSpecs);
+  const devices: BlockDevice[] = [];
+  try {
+    for (const path of o.legs) devices.push(await openDevice(path, { write: false }));
+    let length = o.length;
+    if (length === undefined) {
+      const differ = devices.findIndex((d) => d.sizeSectors !== devices[0].sizeSectors);
+      if (differ >= 0) {
+        throw new CliError(
+          'size-mismatch',
+          `legs differ in size: ${devices[0].path} has ${devices[0].sizeSectors} sectors, ${devices[differ].path} has ${devices[differ].sizeSectors} (give --length)`,
+        );
+      }
+      length = devices[0].sizeSectors;
+    }
+    for (const d of devices) {
+      if (d.sizeSectors < length)
+        throw new CliError(
+          'out-of-range',
+          `leg ${d.path} has ${d.sizeSectors} sectors, fewer than --length ${length} (sectors 0..${length - 1})`,
+        );
+    }
+    if (length <= 0) throw new CliError('out-of-range', 'nothing to compare: the legs are empty');
+    progress.setTotal(length * SECTOR_BYTES);
+    const interrupt = interruptSignal();
+    let r;
+    const started = Date.now();
+    let comparedSectors = 0;
+    try {
+      r = await checkLegs(devices, {
+        regionSize: o.regionSize,
+        lengthSectors: length,
+        signal: interrupt.signal,
+        onProgress: (p) => {
+          comparedSectors = p.sectorsDone;
+          progress.update(p.sectorsDone * SECTOR_BYTES);
+        },
+      });
+    } catch (e) {
+      if (kindOf(e) !== 'interrupted') throw e;
+      throw new CliError(
+        'interrupted',
+        interruptedMessage(`${comparedSectors} of ${plural(length, 'sector')} compared`, 'compare the legs'),
+      );
+    } finally {
+      progress.stop();
+      interrupt.dispose();
+    }
+    const seconds = (Date.now() - started) / 1000;
+    const identical = r.differingRegions.length === 0;
+    out.result(
+      {
+        dryRun: false,
+        legs: o.legs,
+        ...r,
+        identical,
+        seconds,
+        bytesPerSecond: bytesPerSecond(length * SECTOR_BYTES, seconds),
+      },
+      identical,
+    );
+    if (r.differingRegions.length === 0) {
+      out.line(
+        `legs identical: ${plural(r.regions, 'region')} of ${plural(o.regionSize, 'sector')} compared (${formatBytes(length * SECTOR_BYTES)}, ${formatRate(length * SECTOR_BYTES, seconds)})`,
+      );
+      return ExitCode.OK;
+    }
+    out.line(
+      `${r.differingRegions.length} of ${plural(r.regions, 'region')} ${r.differingRegions.length === 1 ? 'differs' : 'differ'}: ${compactList(r.differingRegions)}`,
+    );
+    for (const region of r.differingRegions.slice(0, 50)) {
+      const start = region * o.regionSize;
+      const end = Math.min(length, start + o.regionSize) - 1;
+      const legs = r.differingLegs[region].map((i) => o.legs[i]);
+      out.line(
+        `region ${region} (sectors ${start}..${end}): ${legs.join(', ')} ${legs.length === 1 ? 'differs' : 'differ'} from ${o.legs[0]}`,
+      );
+    }
+    return ExitCode.IO_ERROR;
+  } finally {
+    progress.stop();
+    closeAll(devices);
+  }
+}
 
 export const mirrorCommands: DmtoolCommand[] = [createCommand, statusCommand, resyncCommand, checkCommand];

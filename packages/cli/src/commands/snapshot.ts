@@ -2,16 +2,19 @@ import { mergeSnapshot, MergeResult, Origin, PersistentStore, Snapshot, storeSta
 import { BlockDevice, SECTOR_BYTES } from '@dmtool/kcopyd';
 import { resolver } from '../util/open-device';
 import { z } from 'zod';
-import { closeAll, interruptSignal, openAll } from '../util/devices';
-import { CliError } from '../util/errors';
+import { closeAll, openAll } from '../util/devices';
+import { interruptedMessage, interruptSignal } from '../util/interrupt';
+import { CliError, kindOf } from '../util/errors';
 import { ExitCode, ExitCodeValue, EXIT_CODES_HELP } from '../util/exit-codes';
 import { defineCommand, DmtoolCommand } from '../util/define-command';
-import { flag, jsonOption, optionalSectorsOption, sectorsOption } from '../util/options';
+import { flag, jsonOption, optionalSectorsOption, progressOptions, sectorsOption } from '../util/options';
+import { progressModeFor } from '../util/progress-mode';
+import { bytesPerSecond, percentOf } from '../json/schemas';
 import { Output } from '../util/output';
 import { OutputFile } from '../util/output-file';
 import { Progress } from '../util/progress';
 import { bufferPieces, filePieces, openInput, PIPE_INPUT_LIMIT_BYTES, readBounded } from '../util/input';
-import { formatBytes, formatRate, rateLimitSchema, rateSchema } from '../util/units';
+import { formatBytes, formatRate, plural, rateLimitSchema, rateSchema } from '../util/units';
 
 const SNAPSHOT_HELP = `Sectors are 512 bytes. The COW uses the kernel's persistent format (dm-snapshot "P"), so LVM/kernel snapshots can be read and merged offline, and what dmtool writes the kernel accepts.\n${EXIT_CODES_HELP}`;
 
@@ -32,6 +35,7 @@ function statusJson(snapStatus: string, store: PersistentStore) {
     metadataSectors: u.metadataSectors,
     currentArea: store.currentArea,
     exceptionsPerArea: store.exceptionsPerArea,
+    dataPercent: percentOf(u.allocatedSectors, u.totalSectors),
   };
 }
 
@@ -50,7 +54,7 @@ const createCommand = defineCommand({
   examples: [['$0 snapshot-create /dev/vg/data /dev/vg/data-cow --chunk-size 8', 'take a snapshot with 4 KiB chunks']],
   epilog: SNAPSHOT_HELP,
   async run(o) {
-    const out = new Output(o.json);
+    const out = new Output(o.json, 'snapshot-create');
     const devices = await openAll([
       { path: o.origin, role: 'origin', write: false },
       { path: o.cow, role: 'COW', write: true },
@@ -61,13 +65,14 @@ const createCommand = defineCommand({
       if (o.dryRun) {
         const status = await Snapshot.planCreate(origin, cowDev, { chunkSectors: o.chunkSize, force: o.force });
         out.line(`would format ${cowDev.path} with chunk size ${o.chunkSize}; status would be ${status}`);
-        out.result({ dryRun: true, origin: originDev.path, cow: cowDev.path, chunkSectors: o.chunkSize, status });
+        out.result({ dryRun: true, origin: originDev.path, cow: cowDev.path, chunkSectors: o.chunkSize, status, table: null });
         return ExitCode.OK;
       }
       const snap = await Snapshot.create(origin, cowDev, { chunkSectors: o.chunkSize, force: o.force });
       out.line(snap.tableLine());
       out.line(snap.statusLine());
       out.result({
+        dryRun: false,
         origin: originDev.path,
         cow: cowDev.path,
         chunkSectors: snap.chunkSectors,
@@ -118,11 +123,11 @@ const statusCommand = defineCommand({
   examples: [['$0 snapshot-status /dev/vg/data-cow', 'prints e.g. 2504/32768 24']],
   epilog: SNAPSHOT_HELP,
   async run(o) {
-    const out = new Output(o.json);
+    const out = new Output(o.json, 'snapshot-status');
     return openStoreReadOnly(o, async (store) => {
       const status = storeStatus(store);
       out.line(status);
-      out.result({ cow: store.cow.path, ...statusJson(status, store) });
+      out.result({ dryRun: false, cow: store.cow.path, ...statusJson(status, store) });
       return ExitCode.OK;
     });
   },
@@ -135,18 +140,20 @@ const listCommand = defineCommand({
   examples: [['$0 snapshot-list cow.img --json', 'every exception as JSON']],
   epilog: SNAPSHOT_HELP,
   async run(o) {
-    const out = new Output(o.json);
+    const out = new Output(o.json, 'snapshot-list');
     return openStoreReadOnly(o, async (store) => {
       const cs = store.chunkSectors;
       const t = store.table;
       const status = storeStatus(store);
       if (o.json) {
-        const exceptions = [];
-        for (let i = 0; i < t.size; i++) exceptions.push({ oldChunk: t.oldAt(i), newChunk: t.newAt(i) });
-        out.result({ cow: store.cow.path, ...statusJson(status, store), exceptions });
+        const table = [];
+        for (let i = 0; i < t.size; i++) {
+          table.push({ index: i, oldChunk: t.oldAt(i), newChunk: t.newAt(i), originSector: t.oldAt(i) * cs, cowSector: t.newAt(i) * cs });
+        }
+        out.result({ dryRun: false, cow: store.cow.path, ...statusJson(status, store), table });
         return ExitCode.OK;
       }
-      out.line(`# ${store.cow.path}: chunk ${cs} sectors, ${t.size} exceptions, status ${status}`);
+      out.line(`# ${store.cow.path}: chunk ${plural(cs, 'sector')}, ${plural(t.size, 'exception')}, status ${status}`);
       out.line('# index old_chunk new_chunk origin_sector cow_sector');
       const lines: string[] = [];
       for (let i = 0; i < t.size; i++) {
@@ -192,6 +199,7 @@ const readCommand = defineCommand({
     length: optionalSectorsOption('how much (default: to the end)'),
     output: { schema: z.string().min(1).optional(), type: 'string', alias: 'o', describe: 'write to this file (default: stdout)' },
     ...jsonOption,
+    ...progressOptions,
   },
   examples: [
     ['$0 snapshot-read origin.img cow.img -o view.img', 'rebuild the whole snapshot image'],
@@ -200,7 +208,8 @@ const readCommand = defineCommand({
   epilog: SNAPSHOT_HELP,
   async run(o) {
     if (!o.output && o.json) throw new CliError('usage', '--json needs --output FILE (the data goes to stdout otherwise)');
-    const out = new Output(o.json);
+    const out = new Output(o.json, 'snapshot-read');
+    const progressMode = progressModeFor(o);
     return withSnapshot(o, { origin: false, cow: false }, async (_origin, snap) => {
       const length = o.length ?? snap.sizeSectors - o.offset;
       if (length <= 0 || o.offset + length > snap.sizeSectors) {
@@ -213,6 +222,7 @@ const readCommand = defineCommand({
       if (o.output) refuseOutputOverInput(o.output, [snap.origin.device, snap.cow]);
       const started = Date.now();
       const interrupt = interruptSignal();
+      const progress = new Progress('read', { mode: progressMode }, length * SECTOR_BYTES);
       try {
         const output = await OutputFile.open(o.output);
         try {
@@ -220,12 +230,14 @@ const readCommand = defineCommand({
           const buf = Buffer.alloc(step * SECTOR_BYTES);
           for (let s = o.offset; s < o.offset + length; s += step) {
             if (interrupt.signal.aborted) {
-              throw new CliError('interrupted', `interrupted at sector ${s}${output.replacesWhole ? `; ${o.output} left as it was` : ''}`);
+              const state = `read stopped at sector ${s}${output.replacesWhole ? `, ${o.output} left as it was` : ''}`;
+              throw new CliError('interrupted', interruptedMessage(state, 'read the range'));
             }
             const n = Math.min(step, o.offset + length - s);
             const part = buf.subarray(0, n * SECTOR_BYTES);
             await snap.read(part, s);
             await output.write(part);
+            progress.update((s + n - o.offset) * SECTOR_BYTES);
           }
           await output.commit();
         } catch (e) {
@@ -233,14 +245,26 @@ const readCommand = defineCommand({
           throw e;
         }
       } finally {
+        progress.stop();
         interrupt.dispose();
       }
       if (o.output) {
         const seconds = (Date.now() - started) / 1000;
         out.line(
-          `read ${length} sectors of the snapshot into ${o.output} (${formatBytes(length * SECTOR_BYTES)}, ${formatRate(length * SECTOR_BYTES, seconds)})`,
+          `read ${plural(length, 'sector')} of the snapshot into ${o.output} (${formatBytes(length * SECTOR_BYTES)}, ${formatRate(length * SECTOR_BYTES, seconds)})`,
         );
-        out.result({ origin: o.origin, cow: o.cow, offset: o.offset, sectors: length, output: o.output, seconds });
+        const bytes = length * SECTOR_BYTES;
+        out.result({
+          dryRun: false,
+          origin: o.origin,
+          cow: o.cow,
+          offset: o.offset,
+          sectors: length,
+          bytes,
+          output: o.output,
+          seconds,
+          bytesPerSecond: bytesPerSecond(bytes, seconds),
+        });
       }
       return ExitCode.OK;
     });
@@ -272,11 +296,14 @@ const writeCommand = defineCommand({
     allowInvalidate: flag('write even if the COW cannot hold the new exceptions (the snapshot is invalidated, as the kernel does)'),
     dryRun: flag('check everything and predict the status, write nothing'),
     ...jsonOption,
+    ...progressOptions,
   },
   examples: [['$0 snapshot-write origin.img cow.img --target origin --offset 2048 -i block.bin', 'origin write with copy-on-write']],
   epilog: SNAPSHOT_HELP,
   async run(o) {
-    const out = new Output(o.json);
+    const out = new Output(o.json, 'snapshot-write');
+    const progressMode = progressModeFor(o);
+    const started = Date.now();
     const input = openInput(o.input);
     try {
       return await withSnapshot(o, { origin: o.target === 'origin', cow: true }, async (origin, snap) => {
@@ -321,7 +348,7 @@ const writeCommand = defineCommand({
           throw new CliError('would-overflow', overflowRefusal(o.target, dev, o.offset, sectors, snap, plan));
         if (o.dryRun) {
           out.line(
-            `would write ${sectors} sectors to the ${o.target} at sector ${o.offset} (${plan.chunks} new exceptions); status now ${snap.status()}, after ${plan.statusAfter}`,
+            `would write ${plural(sectors, 'sector')} to the ${o.target} at sector ${o.offset} (${plural(plan.chunks, 'new exception')}); status now ${snap.status()}, after ${plan.statusAfter}`,
           );
           out.result({
             dryRun: true,
@@ -329,6 +356,7 @@ const writeCommand = defineCommand({
             offset: o.offset,
             sectors,
             status: snap.status(),
+            exceptions: snap.exceptionCount,
             newExceptions: plan.chunks,
             fits: plan.fits,
             statusAfter: plan.statusAfter,
@@ -341,18 +369,36 @@ const writeCommand = defineCommand({
         const pieceBytes = pieceSectors * SECTOR_BYTES;
         const pieces = data ? bufferPieces(data, firstBytes, pieceBytes) : filePieces(input, firstBytes, pieceBytes);
         let sector = o.offset;
-        for await (const piece of pieces) {
-          if (sector + piece.length / SECTOR_BYTES > o.offset + sectors)
-            throw new CliError('input-changed', `--input ${o.input} grew while it was being read`);
-          if (o.target === 'origin') await origin.write(piece, sector);
-          else await snap.write(piece, sector);
-          sector += piece.length / SECTOR_BYTES;
+        const progress = new Progress('write', { mode: progressMode }, bytes);
+        try {
+          for await (const piece of pieces) {
+            if (sector + piece.length / SECTOR_BYTES > o.offset + sectors)
+              throw new CliError('input-changed', `--input ${o.input} grew while it was being read`);
+            if (o.target === 'origin') await origin.write(piece, sector);
+            else await snap.write(piece, sector);
+            sector += piece.length / SECTOR_BYTES;
+            progress.update((sector - o.offset) * SECTOR_BYTES);
+          }
+        } finally {
+          progress.stop();
         }
         if (sector !== o.offset + sectors) throw new CliError('input-changed', `--input ${o.input} shrank while it was being read`);
         await snap.flush();
         if (o.target === 'origin') await origin.flush();
-        out.line(`wrote ${sectors} sectors to the ${o.target} at sector ${o.offset}; status ${snap.status()}`);
-        out.result({ target: o.target, offset: o.offset, sectors, status: snap.status(), exceptions: snap.exceptionCount });
+        out.line(`wrote ${plural(sectors, 'sector')} to the ${o.target} at sector ${o.offset}; status ${snap.status()}`);
+        out.result(
+          {
+            dryRun: false,
+            target: o.target,
+            offset: o.offset,
+            sectors,
+            status: snap.status(),
+            exceptions: snap.exceptionCount,
+            invalidated: !snap.valid,
+            seconds: (Date.now() - started) / 1000,
+          },
+          snap.valid,
+        );
         if (!snap.valid) {
           process.stderr.write(`dmtool: snapshot in ${snap.cow.path} was invalidated (COW full or I/O error)\n`);
           return ExitCode.IO_ERROR;
@@ -375,10 +421,11 @@ function mergeSummary(r: MergeResult, origin: string, cow: string) {
     exceptions: r.exceptions,
     mergedChunks: r.mergedChunks,
     mergedBytes: r.mergedBytes,
+    percent: percentOf(r.mergedChunks, r.exceptions),
     batches: r.batches,
     runs: r.runs,
     seconds: r.seconds,
-    bytesPerSecond: r.seconds > 0 ? Math.round(r.mergedBytes / r.seconds) : 0,
+    bytesPerSecond: bytesPerSecond(r.mergedBytes, r.seconds),
     dryRun: r.dryRun,
     status: r.status,
   };
@@ -389,26 +436,32 @@ const mergeCommand = defineCommand({
   describe: 'Merge a snapshot back into its origin, offline; crash-safe and resumable (rerun to finish)',
   positionals: pairPositionals,
   options: {
-    rate: { schema: rateLimitSchema.optional(), type: 'string', describe: 'limit copying to this many bytes per second, e.g. 100M' },
+    rate: {
+      schema: rateLimitSchema.optional(),
+      type: 'string',
+      describe: 'limit copying to this many bytes per second, e.g. 100M (100 MiB/s; k, M, G are binary)',
+    },
     batchSize: { schema: rateSchema.optional(), type: 'string', describe: 'data copied per origin flush + table update (default 64M)' },
     kernelBatches: flag("one run of consecutive chunks per batch, exactly as the kernel's snapshot-merge"),
     dryRun: flag('validate the COW and print the plan, write nothing'),
     ...jsonOption,
+    ...progressOptions,
   },
   examples: [
     ['$0 snapshot-merge /dev/vg/data /dev/vg/data-cow', 'roll the origin back to the snapshot'],
-    ['$0 snapshot-merge origin.img cow.img --rate 50M --json', 'merge at most 50 MB/s, print JSON'],
+    ['$0 snapshot-merge origin.img cow.img --rate 50M --json', 'merge at most 50 MiB/s, print JSON'],
   ],
   epilog: `Merging proceeds from the end of the exception table; each batch's data is flushed to the origin before its entries are cleared, so after a crash or kill the same command (or the kernel's snapshot-merge) finishes the job.\n${SNAPSHOT_HELP}`,
   async run(o) {
-    const out = new Output(o.json);
+    const out = new Output(o.json, 'snapshot-merge');
+    const progress = new Progress('merge', { mode: o.dryRun ? { kind: 'off' } : progressModeFor(o), rateBytesPerSecond: o.rate });
     const devices = await openAll([
       { path: o.origin, role: 'origin', write: true },
       { path: o.cow, role: 'COW', write: true },
     ]);
     const [originDev, cowDev] = devices;
     const interrupt = interruptSignal();
-    let progress: Progress | undefined;
+    let exceptionsLeft: number | undefined;
     try {
       const r = await mergeSnapshot(originDev, cowDev, {
         rateBytesPerSecond: o.rate,
@@ -416,26 +469,32 @@ const mergeCommand = defineCommand({
         kernelBatches: o.kernelBatches,
         dryRun: o.dryRun,
         signal: interrupt.signal,
+        // Copied bytes, not only retired batches: a large batch shows progress as it goes.
         onProgress: (p) => {
-          progress ??= new Progress('merge', p.totalBytes, !o.json && process.stderr.isTTY === true);
-          progress.update(p.mergedBytes);
+          exceptionsLeft = p.totalChunks - p.mergedChunks;
+          progress.setTotal(p.totalBytes);
+          progress.update(p.copiedBytes);
         },
       });
-      progress?.stop();
+      progress.stop();
       const summary = mergeSummary(r, originDev.path, cowDev.path);
       if (r.dryRun) {
         out.line(
-          `would merge ${r.exceptions} exceptions (${formatBytes(r.mergedBytes)}) in ${r.batches} batches of ${r.runs} runs; status after: ${r.status}`,
+          `would merge ${plural(r.exceptions, 'exception')} (${formatBytes(r.mergedBytes)}) in ${plural(r.batches, 'batch')} of ${plural(r.runs, 'run')}; status after: ${r.status}`,
         );
       } else {
         out.line(
-          `merged ${r.mergedChunks} exceptions (${formatBytes(r.mergedBytes)}) in ${r.batches} batch${r.batches === 1 ? '' : 'es'}, ${r.seconds.toFixed(2)} s (${formatRate(r.mergedBytes, r.seconds)}); status ${r.status}`,
+          `merged ${plural(r.mergedChunks, 'exception')} (${formatBytes(r.mergedBytes)}) in ${plural(r.batches, 'batch')}, ${r.seconds.toFixed(2)} s (${formatRate(r.mergedBytes, r.seconds)}); status ${r.status}`,
         );
       }
       out.result(summary);
       return ExitCode.OK;
+    } catch (e) {
+      if (kindOf(e) !== 'interrupted' || exceptionsLeft === undefined) throw e;
+      const state = `${plural(exceptionsLeft, 'exception')} left to merge, the merged ones flushed and retired`;
+      throw new CliError('interrupted', interruptedMessage(state, 'finish the merge (it resumes where it stopped)'));
     } finally {
-      progress?.stop();
+      progress.stop();
       interrupt.dispose();
       closeAll(devices);
     }
@@ -447,7 +506,8 @@ export const snapshotCommands: DmtoolCommand[] = [createCommand, statusCommand, 
 /** One line: the COW space a write needs and has, when it would overflow the COW. */
 function overflowRefusal(target: string, dev: BlockDevice, offset: number, sectors: number, snap: Snapshot, plan: WritePlan): string {
   const cs = snap.chunkSectors;
-  const amount = (chunks: number) => `${chunks} chunks = ${chunks * cs} sectors = ${formatBytes(chunks * cs * SECTOR_BYTES)}`;
+  const amount = (chunks: number) =>
+    `${plural(chunks, 'chunk')} = ${plural(chunks * cs, 'sector')} = ${formatBytes(chunks * cs * SECTOR_BYTES)}`;
   return (
     `${target} write to ${dev.path} sectors ${offset}..${offset + sectors - 1} needs ${amount(plan.chunks)} of new COW space, ` +
     `${snap.cow.path} has room for ${amount(plan.roomChunks)}: the snapshot would be invalidated (give --allow-invalidate to write anyway)`

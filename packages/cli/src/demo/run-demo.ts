@@ -24,7 +24,7 @@ export interface StepReport {
 
 /** Run every demo step on images in a fresh folder; remove it afterwards unless --keep. */
 export async function runDemo(o: DemoOptions): Promise<ExitCodeValue> {
-  const out = new Output(o.json);
+  const out = new Output(o.json, 'demo');
   const sizeBytes = parseBytes(o.size);
   if (sizeBytes < 4 * 2 ** 20 || sizeBytes > 4 * 2 ** 30 || sizeBytes % 2 ** 20 !== 0) {
     throw new CliError('usage', '--size must be a whole number of MiB between 4M and 4G');
@@ -48,7 +48,7 @@ export async function runDemo(o: DemoOptions): Promise<ExitCodeValue> {
     if (!o.keep) fs.rmSync(dir, { recursive: true, force: true });
   }
   const ok = reports.every((r) => r.ok);
-  out.result({ dir, kept: Boolean(o.keep), ok, steps: reports });
+  out.result({ dryRun: false, dir, kept: Boolean(o.keep), steps: reports }, ok);
   out.line(
     ok ? `all ${reports.length} steps passed${o.keep ? `; images kept in ${dir}` : '; temporary images removed'}` : 'some steps failed',
   );

@@ -1,8 +1,8 @@
 import type { Argv, Options, PositionalOptions } from 'yargs';
 import { z } from 'zod';
 import { ExitCodeValue } from './exit-codes';
-import { OptionSpec, parseOptions, PositionalSpec } from './options';
-import { runCommand } from './run';
+import { kebabCase, OptionSpec, parseOptions, PositionalSpec } from './options';
+import { FailureContext, runCommand } from './run';
 
 export type OptionTable = Record<string, OptionSpec>;
 export type PositionalTable = Record<string, PositionalSpec>;
@@ -31,10 +31,6 @@ export interface DmtoolCommand {
   builder(y: Argv): Argv;
   /** Validate yargs' argv and run; an error becomes one line on stderr and its exit code. */
   handler(argv: unknown): Promise<ExitCodeValue>;
-}
-
-export function kebabCase(name: string): string {
-  return name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
 }
 
 function yargsOption(spec: OptionSpec): Options {
@@ -67,9 +63,25 @@ export function defineCommand<P extends PositionalTable, O extends OptionTable>(
       let b = y;
       for (const [name, p] of Object.entries(spec.positionals)) b = b.positional(name, yargsPositional(p));
       for (const [name, o] of Object.entries(spec.options)) b = b.option(kebabCase(name), yargsOption(o));
-      for (const [command, describe] of spec.examples ?? []) b = b.example(command, describe);
-      return spec.epilog === undefined ? b : b.epilog(spec.epilog);
+      const epilog = [examplesText(spec.examples ?? []), spec.epilog].filter((t) => t).join('\n');
+      return epilog === '' ? b : b.epilog(epilog);
     },
-    handler: (argv) => runCommand(() => spec.run(parseOptions(schema, argv))),
+    handler: (argv) =>
+      runCommand(() => spec.run(parseOptions(schema, argv, Object.keys(spec.positionals))), failureContext(spec.command, argv)),
   };
+}
+
+/** How a failure of this command is reported, from the raw arguments (they may not have passed validation). */
+function failureContext(command: string, argv: unknown): FailureContext {
+  const a = (argv ?? {}) as { json?: unknown; dryRun?: unknown };
+  return { json: a.json === true, command: command.split(' ')[0], dryRun: a.dryRun === true };
+}
+
+/**
+ * Examples as a section of the epilog: each command line whole on its own
+ * line (help is never wrapped, so it can be copied), its description below.
+ */
+function examplesText(examples: [string, string][]): string {
+  if (examples.length === 0) return '';
+  return `Examples:\n${examples.map(([command, describe]) => `  ${command}\n      ${describe}\n`).join('')}`;
 }

@@ -66,18 +66,3 @@ export function closeAll(devices: BlockDevice[]): void {
     }
   }
 }
-
-/** An AbortSignal fired by SIGINT/SIGTERM, so long work stops cleanly. */
-export function interruptSignal(): { signal: AbortSignal; dispose(): void } {
-  const ctl = new AbortController();
-  const onSignal = () => ctl.abort();
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
-  return {
-    signal: ctl.signal,
-    dispose() {
-      process.off('SIGINT', onSignal);
-      process.off('SIGTERM', onSignal);
-    },
-  };
-}

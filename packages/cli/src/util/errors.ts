@@ -1,6 +1,7 @@
 import { DmtoolError, ErrorKind } from '@dmtool/devices';
 import { ZodError } from 'zod';
 import { EXIT_CODE_OF_KIND, ExitCodeValue } from './exit-codes';
+import { interruptExitCode } from './interrupt';
 
 /** The rules the CLI itself enforces: the kind of each, and the errno name it is reported under. */
 const REASONS = {
@@ -41,7 +42,8 @@ export function kindOf(e: unknown): ErrorKind {
 }
 
 export function exitCodeFor(e: unknown): ExitCodeValue {
-  return EXIT_CODE_OF_KIND[kindOf(e)];
+  const kind = kindOf(e);
+  return kind === 'interrupted' ? interruptExitCode() : EXIT_CODE_OF_KIND[kind];
 }
 
 /** One line, no stack trace. */

@@ -9,8 +9,12 @@ export const ExitCode = {
   USAGE: 2,
   /** A device could not be opened as asked: missing, busy/mounted, locked by another command, read-only, no permission. */
   DEVICE: 3,
-  /** Interrupted (SIGINT/SIGTERM) after in-flight writes completed and were flushed. */
+  /** mirror-check: the legs could not be compared (an I/O error), as cmp's trouble. */
+  CHECK_TROUBLE: 4,
+  /** Interrupted by SIGINT after in-flight writes completed and were flushed. */
   INTERRUPTED: 130,
+  /** The same, by SIGTERM. */
+  TERMINATED: 143,
 } as const;
 
 export type ExitCodeValue = (typeof ExitCode)[keyof typeof ExitCode];
@@ -25,4 +29,4 @@ export const EXIT_CODE_OF_KIND: Record<ErrorKind, ExitCodeValue> = {
 
 export const EXIT_CODES_HELP =
   'Exit codes: 0 ok, 1 I/O error during the operation, 2 bad input (nothing written), ' +
-  '3 device refused (missing, busy/mounted, locked, read-only), 130 interrupted.';
+  '3 device refused (missing, busy/mounted, locked, read-only), 130 interrupted by SIGINT, 143 by SIGTERM.';

@@ -2,12 +2,22 @@ import { z } from 'zod';
 import { CliError } from './errors';
 import { sectorsSchema } from './units';
 
-/** Validate yargs' argv into a typed options object; any problem is one CliError line. */
-export function parseOptions<S extends z.ZodTypeAny>(schema: S, argv: unknown): z.infer<S> {
+/** An option's name on the command line: `dryRun` is `dry-run`. */
+export function kebabCase(name: string): string {
+  return name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+}
+
+/**
+ * Validate yargs' argv into a typed options object; any problem is one
+ * CliError line, naming the option as it is typed (`--region-size`) or the
+ * positional argument as --help shows it (`<legs>`).
+ */
+export function parseOptions<S extends z.ZodTypeAny>(schema: S, argv: unknown, positionals: readonly string[] = []): z.infer<S> {
   const r = schema.safeParse(argv);
   if (r.success) return r.data;
   const issue = r.error.issues[0];
-  const name = issue.path.length ? `--${String(issue.path[0]).replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}` : 'options';
+  const key = issue.path.length ? String(issue.path[0]) : undefined;
+  const name = key === undefined ? 'options' : positionals.includes(key) ? `<${key}>` : `--${kebabCase(key)}`;
   throw new CliError('usage', `${name}: ${issue.message}`);
 }
 
@@ -55,3 +65,13 @@ export function optionalSectorsOption(describe: string): OptionSpec<z.ZodOptiona
 
 /** --json, as most commands have it. */
 export const jsonOption = { json: flag('print the result as JSON') };
+
+/** --progress[=FD] and --quiet, for commands that show progress (docs/json.md#progress-lines). */
+export const progressOptions = {
+  progress: {
+    schema: z.string().regex(/^\d*$/, 'takes a file descriptor number: --progress or --progress=FD').optional(),
+    type: 'string',
+    describe: 'progress on stderr, or on file descriptor FD (--progress=FD): a bar on a terminal, else lines "progress DONE TOTAL PERCENT"',
+  },
+  quiet: flag('no progress bar and no progress lines; only errors'),
+} satisfies Record<string, OptionSpec>;

@@ -1,9 +1,20 @@
-import { AbortError, ClientOptions, DestinationRegion, DeviceError, KcopydClient, Region, SECTOR_BYTES } from '@dmtool/kcopyd';
-import { interruptSignal } from './devices';
+import {
+  AbortError,
+  ClientOptions,
+  DestinationRegion,
+  DeviceError,
+  KcopydClient,
+  KcopydIoError,
+  Region,
+  SECTOR_BYTES,
+} from '@dmtool/kcopyd';
+import { errorJson } from '../json/error-json';
+import { bytesPerSecond, percentOf } from '../json/schemas';
+import { interruptedMessage, interruptExitCode, interruptSignal } from './interrupt';
 import { ExitCode, ExitCodeValue } from './exit-codes';
 import { Output } from './output';
-import { Progress } from './progress';
-import { formatBytes, formatRate } from './units';
+import { Progress, ProgressMode } from './progress';
+import { formatBytes, formatRate, plural } from './units';
 
 const PROGRESS_FLUSH_MS = 1000;
 
@@ -17,17 +28,17 @@ export interface CopyRun {
 }
 
 /**
- * A copy or zero job as a command runs it: its own kcopyd client, a
- * progress bar on a TTY, SIGINT/SIGTERM turned into an abort.
+ * A copy or zero job as a command runs it: its own kcopyd client, its
+ * progress, SIGINT/SIGTERM turned into an abort.
  */
 export async function runWithProgress(
   label: string,
   clientOpts: ClientOptions,
-  json: boolean,
+  mode: ProgressMode,
   job: Omit<CopyRun, 'signal' | 'onProgress'> & { count: number },
 ): Promise<CopyRunResult> {
   const client = new KcopydClient(clientOpts);
-  const progress = new Progress(label, job.count * SECTOR_BYTES, !json && process.stderr.isTTY === true);
+  const progress = new Progress(label, { mode, rateBytesPerSecond: clientOpts.rateBytesPerSecond }, job.count * SECTOR_BYTES);
   const interrupt = interruptSignal();
   try {
     return await run(client, { ...job, signal: interrupt.signal, onProgress: (s) => progress.update(s * SECTOR_BYTES) });
@@ -55,18 +66,40 @@ export function errorLines(errors: readonly DeviceError[]): string[] {
 }
 
 /** Errors and interruption on stderr, one line each; the exit code for the outcome. */
-export function outcome(out: Output, r: CopyRunResult, totalSectors: number, successLine: string): ExitCodeValue {
+export function outcome(
+  out: Output,
+  r: CopyRunResult,
+  totalSectors: number,
+  lines: { success: string; verb: 'copied' | 'zeroed' },
+): ExitCodeValue {
   for (const line of errorLines(r.errors)) process.stderr.write(`dmtool: ${line}\n`);
   if (r.interrupted) {
-    process.stderr.write(`dmtool: interrupted after ${r.sectorsDone} of ${totalSectors} sectors (flushed)\n`);
-    return ExitCode.INTERRUPTED;
+    // Sub-jobs complete out of order, so what was done is a count, not a prefix: a rerun does the whole range.
+    const state = `${r.sectorsDone} of ${plural(totalSectors, 'sector')} ${lines.verb} and flushed`;
+    process.stderr.write(`dmtool: ${interruptedMessage(state, `${lines.verb === 'copied' ? 'copy' : 'zero'} the whole range`)}\n`);
+    return interruptExitCode();
   }
   if (r.readErr || r.writeErr) {
     process.stderr.write(`dmtool: finished with errors: readErr=${r.readErr ? 1 : 0} writeErr=0x${r.writeErr.toString(16)}\n`);
     return ExitCode.IO_ERROR;
   }
-  out.line(r.report(successLine));
+  out.line(r.report(lines.success));
   return ExitCode.OK;
+}
+
+/** The outcome fields of a copy or zero job's JSON (docs/json.md#copy-and-zero). */
+export function jobJson(r: CopyRunResult, totalSectors: number) {
+  const bytesDone = r.sectorsDone * SECTOR_BYTES;
+  return {
+    sectorsDone: r.sectorsDone,
+    bytesDone,
+    percent: percentOf(r.sectorsDone, totalSectors),
+    seconds: r.seconds,
+    bytesPerSecond: bytesPerSecond(bytesDone, r.seconds),
+    writeErr: r.writeErr,
+    interrupted: r.interrupted,
+    errors: r.errors.map(errorJson),
+  };
 }
 
 export interface CopyRunResult {
@@ -134,9 +167,14 @@ export async function run(client: KcopydClient, job: CopyRun): Promise<CopyRunRe
         );
     ({ readErr, writeErr, errors, sectorsDone } = r);
   } catch (e) {
-    if (!(e instanceof AbortError)) throw e;
-    interrupted = true;
-    sectorsDone = e.sectorsDone;
+    if (e instanceof KcopydIoError) {
+      ({ readErr, writeErr, errors, sectorsDone } = e);
+    } else if (e instanceof AbortError) {
+      interrupted = true;
+      sectorsDone = e.sectorsDone;
+    } else {
+      throw e;
+    }
   } finally {
     clearInterval(ticker);
     await flushing;

@@ -77,10 +77,27 @@ export function formatBytes(bytes: number): string {
     v /= 1024;
     i++;
   }
-  return `${i === 0 ? v : v.toFixed(1)} ${units[i]}`;
+  return `${i === 0 ? Math.round(v) : v.toFixed(1)} ${units[i]}`;
 }
 
+/**
+ * A rate in the binary units --rate accepts: 40M given is 40 MiB/s, and is
+ * shown as "40.0 MiB/s".
+ */
 export function formatRate(bytes: number, seconds: number): string {
   if (seconds <= 0) return 'n/a';
-  return `${(bytes / seconds / 1e6).toFixed(1)} MB/s`;
+  return `${formatBytes(bytes / seconds)}/s`;
+}
+
+/** "45s", "3m05s", "2h07m": for an ETA. */
+export function formatDuration(seconds: number): string {
+  const s = Math.ceil(seconds);
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s`;
+  return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m`;
+}
+
+/** "1 region", "2 regions", "1 batch", "3 batches". */
+export function plural(n: number, noun: string, nouns = /(s|sh|ch|x)$/.test(noun) ? `${noun}es` : `${noun}s`): string {
+  return `${n} ${n === 1 ? noun : nouns}`;
 }

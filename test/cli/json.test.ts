@@ -1,0 +1,137 @@
+import * as fs from 'fs';
+import * as path from 'path';
+import { z } from 'zod';
+import { failureSchema, JSON_SCHEMAS, JsonCommand } from '../../packages/cli/src/json/schemas';
+import { dmtool } from '../support/cli';
+import { makeImage, patternBytes } from '../support/images';
+import { removeDir, tempDir } from '../support/loop';
+
+/** Every command's --json document against its schema (docs/json.md), with a few exact values. */
+const MiB = 1 << 20;
+
+describe('--json documents', () => {
+  let dir: string;
+  const f = (name: string) => path.join(dir, name);
+  beforeAll(() => {
+    dir = tempDir('dmtool-json-');
+    makeImage(f('src.img'), MiB, 'SRC');
+    makeImage(f('dst.img'), MiB);
+    makeImage(f('origin.img'), 4 * MiB, 'ORIGIN');
+    makeImage(f('cow.img'), 2 * MiB);
+    fs.writeFileSync(f('data.bin'), patternBytes('NEW', 0, 16));
+    for (const leg of ['leg0.img', 'leg1.img']) makeImage(f(leg), 2 * MiB, 'LEG');
+    makeImage(f('log.img'), 64 * 1024);
+  });
+  afterAll(() => removeDir(dir));
+
+  function run<C extends JsonCommand>(command: C, args: string[], status = 0): z.infer<(typeof JSON_SCHEMAS)[C]> {
+    const r = dmtool([command, ...args, '--json']);
+    expect({ status: r.status, stderr: r.stderr }).toEqual({ status, stderr: expect.any(String) });
+    const doc = JSON_SCHEMAS[command].parse(JSON.parse(r.stdout)) as z.infer<(typeof JSON_SCHEMAS)[C]>;
+    expect(doc.command).toBe(command);
+    expect(doc.ok).toBe(status === 0);
+    return doc;
+  }
+
+  it('copy and zero: dry run, run', () => {
+    expect(run('copy', [f('src.img'), f('dst.img'), '--dry-run'])).toMatchObject({ dryRun: true, sectors: 2048, bytes: MiB });
+    const c = run('copy', [f('src.img'), f('dst.img'), '--length', '512k']);
+    expect(c).toMatchObject({ dryRun: false, sectors: 1024, sectorsDone: 1024, bytesDone: 512 * 1024, percent: 100 });
+    expect(c).toMatchObject({ readErr: false, writeErr: 0, interrupted: false, errors: [] });
+    expect(run('zero', [f('dst.img'), '--dry-run'])).toMatchObject({ dryRun: true, devices: [f('dst.img')], sectors: 2048 });
+    expect(run('zero', [f('dst.img'), '--length', '8'])).toMatchObject({ dryRun: false, sectorsDone: 8, percent: 100, errors: [] });
+  });
+
+  it('the snapshot commands', () => {
+    const o = f('origin.img');
+    const c = f('cow.img');
+    expect(run('snapshot-create', [o, c, '--chunk-size', '8', '--dry-run'])).toMatchObject({ dryRun: true, table: null });
+    expect(run('snapshot-create', [o, c, '--chunk-size', '8'])).toMatchObject({
+      status: '16/4096 16',
+      table: `0 8192 snapshot ${o} ${c} P 8`,
+    });
+    expect(run('snapshot-write', [o, c, '--target', 'origin', '--offset', '16', '-i', f('data.bin'), '--dry-run'])).toMatchObject({
+      dryRun: true,
+      newExceptions: 2,
+      fits: true,
+      statusAfter: '32/4096 16',
+    });
+    expect(run('snapshot-write', [o, c, '--target', 'origin', '--offset', '16', '-i', f('data.bin')])).toMatchObject({
+      status: '32/4096 16',
+      exceptions: 2,
+      invalidated: false,
+    });
+    expect(run('snapshot-status', [c])).toMatchObject({
+      status: '32/4096 16',
+      allocatedSectors: 32,
+      totalSectors: 4096,
+      dataPercent: 0.78,
+    });
+    expect(run('snapshot-list', [c]).table).toEqual([
+      { index: 0, oldChunk: 2, newChunk: 2, originSector: 16, cowSector: 16 },
+      { index: 1, oldChunk: 3, newChunk: 3, originSector: 24, cowSector: 24 },
+    ]);
+    expect(run('snapshot-read', [o, c, '--length', '32', '-o', f('view.bin')])).toMatchObject({ sectors: 32, bytes: 16384 });
+    expect(run('snapshot-merge', [o, c, '--dry-run'])).toMatchObject({ dryRun: true, exceptions: 2, status: '16/4096 16' });
+    expect(run('snapshot-merge', [o, c])).toMatchObject({ dryRun: false, mergedChunks: 2, percent: 100, status: '16/4096 16' });
+  });
+
+  it('the mirror commands', () => {
+    const legs = [f('leg0.img'), f('leg1.img')];
+    const log = ['--log', f('log.img'), '--region-size', '1024'];
+    expect(run('mirror-create', [...log, ...legs, '--dry-run'])).toMatchObject({ dryRun: true, replaces: null });
+    const created = run('mirror-create', [...log, ...legs]);
+    expect(created.mirror).toMatchObject({ regions: 4, inSyncRegions: 0, outOfSyncRegions: 4, syncPercent: 0, outOfSyncRanges: [[0, 3]] });
+    expect(run('mirror-status', [...log, ...legs]).mirror.log).toEqual({
+      type: 'disk',
+      path: f('log.img'),
+      health: 'A',
+      syncMode: 'default',
+    });
+    expect(run('mirror-resync', [...log, ...legs, '--dry-run'])).toMatchObject({ dryRun: true, regionsToSync: 4, bytesToCopy: 2 * MiB });
+    const r = run('mirror-resync', [...log, ...legs]);
+    expect(r).toMatchObject({ regionsToSync: 4, regionsSynced: 4, percent: 100, interrupted: false, failedLegs: [] });
+    expect(r.mirror).toMatchObject({ inSyncRegions: 4, syncPercent: 100, outOfSyncRanges: [] });
+    expect(run('mirror-check', legs)).toMatchObject({ identical: true, regions: 4, differingRegions: [] });
+    fs.writeSync(fs.openSync(f('leg1.img'), 'r+'), Buffer.from('X'), 0, 1, MiB);
+    expect(run('mirror-check', legs, 1)).toMatchObject({ identical: false, differingRegions: [2], differingLegs: { 2: [1] } });
+  });
+
+  it('demo', () => {
+    const d = run('demo', ['--size', '4M', '--keep', f('demo')]);
+    expect(d).toMatchObject({ dryRun: false, dir: f('demo'), kept: true });
+    expect(d.steps.every((s) => s.ok)).toBe(true);
+  });
+
+  it('a failure is one JSON document on stdout besides the stderr line', () => {
+    const r = dmtool(['copy', f('missing.img'), f('dst.img'), '--json']);
+    expect(r.status).toBe(3);
+    expect(r.stderr.split('\n')).toHaveLength(2);
+    const doc = failureSchema.parse(JSON.parse(r.stdout));
+    expect(doc).toMatchObject({
+      command: 'copy',
+      ok: false,
+      dryRun: false,
+      error: { code: 'ENOENT', kind: 'device-refused', path: f('missing.img') },
+    });
+    const bad = dmtool(['zero', f('dst.img'), '--offset', '4096', '--json', '--dry-run']);
+    expect(bad.status).toBe(2);
+    expect(failureSchema.parse(JSON.parse(bad.stdout))).toEqual({
+      command: 'zero',
+      ok: false,
+      dryRun: true,
+      error: {
+        code: 'ERANGE',
+        kind: 'bad-input',
+        reason: 'out-of-range',
+        path: null,
+        sector: null,
+        sectors: null,
+        message: 'nothing to zero: offset 4096 is at or beyond the end (2048 sectors)',
+      },
+    });
+    const unknown = dmtool(['copy', f('src.img'), f('dst.img'), '--json', '--no-such-option']);
+    expect(unknown.status).toBe(2);
+    expect(failureSchema.parse(JSON.parse(unknown.stdout)).error.kind).toBe('bad-input');
+  });
+});
