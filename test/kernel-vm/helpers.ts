@@ -35,12 +35,9 @@ export function snapStatus(cow: string): string {
 
 export function snapList(cow: string): { oldChunk: number; newChunk: number }[] {
   const j = JSON.parse(ok(['snapshot-list', cow, '--json']));
-  const list = Array.isArray(j) ? j : j.exceptions;
+  const list = j.table;
   if (!Array.isArray(list)) throw new Error(`unexpected snapshot-list --json output: ${JSON.stringify(j).slice(0, 300)}`);
-  return list.map((e: any) => ({
-    oldChunk: Number(e.oldChunk ?? e.old_chunk ?? e.old),
-    newChunk: Number(e.newChunk ?? e.new_chunk ?? e.new),
-  }));
+  return list.map((e: { oldChunk: number; newChunk: number }) => ({ oldChunk: e.oldChunk, newChunk: e.newChunk }));
 }
 
 /**

@@ -5,7 +5,7 @@ import { closeAll, openAll } from '../util/devices';
 import { defineCommand } from '../util/define-command';
 import { ExitCode, EXIT_CODES_HELP } from '../util/exit-codes';
 import { jsonOption } from '../util/options';
-import { Output } from '../util/output';
+import { Output, printJson } from '../util/output';
 
 /** The columns of `lvs`, in its order: heading, field, and the least width of a right-aligned (numeric) column. */
 const COLUMNS: [string, keyof LvReportRow, number | undefined][] = [
@@ -81,7 +81,8 @@ export const lvmLsCommand = defineCommand({
         rows.push(...lvReport(vg.metadata, usages, new Set(vg.missing)));
       }
       for (const l of formatLvTable(rows)) out.line(l);
-      out.result({ report: [{ lv: rows }] });
+      // lvs's own report layout, so tools that read `lvs --reportformat json` read this too.
+      if (o.json) printJson({ report: [{ lv: rows }] });
       return ExitCode.OK;
     } finally {
       closeAll(devices);
