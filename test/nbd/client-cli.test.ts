@@ -7,6 +7,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { dmtool, startDmtool } from '../support/cli';
+import { readRange } from '../support/images';
 import { ServerProcess, startNbdkit, startNbdkitTcp, startQemuNbd } from '../support/nbd-servers';
 import { havePeer, nbdUri, peer, randomFile, sha256, startServe } from './serve-process';
 
@@ -22,6 +23,13 @@ beforeEach(() => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dmtool-nbd-cli-'));
 });
 afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+/** Wait (bounded) until the copy has written its first sector through the server: it is connected and copying. */
+async function copyStarted(src: string, dst: string): Promise<void> {
+  const want = readRange(src, 0, 512);
+  for (let i = 0; i < 300 && !readRange(dst, 0, 512).equals(want); i++) await new Promise((r) => setTimeout(r, 50));
+  expect(readRange(dst, 0, 512).equals(want)).toBe(true);
+}
 
 function files(bytes: number): { src: string; dst: string } {
   const src = path.join(dir, 'src.img');
@@ -140,7 +148,7 @@ when(nbdkit)('the server killed mid-copy and restarted within the retry window: 
     timeoutMs: 60000,
   });
   try {
-    await new Promise((r) => setTimeout(r, 700));
+    await copyStarted(src, dst);
     await server.stop('SIGKILL');
     await new Promise((r) => setTimeout(r, 300));
     server = await startNbdkit(['file', dst], sock);
@@ -165,7 +173,7 @@ when(nbdkit)('the server killed for good: the device fails after the bounded ret
     timeoutMs: 60000,
   });
   try {
-    await new Promise((r) => setTimeout(r, 500));
+    await copyStarted(src, dst);
     await server.stop('SIGKILL');
     const r = await copy.done;
     expect([r.status, r.stdout]).toEqual([1, '']);
