@@ -1199,6 +1199,12 @@ const serveArgs = (d: string, ...args: string[]) => ['serve', ...args, '--socket
 
 const serveCases: Case[] = [
   {
+    name: 'serve: a TCP port above 65535',
+    args: (d) => ['serve', '--dev', 'x', `0 8 linear ${source(d)} 0`, '--tcp', '127.0.0.1:99999'],
+    status: 2,
+    message: /^dmtool: --tcp: port 99999 is not a TCP port \(1\.\.65535\)$/,
+  },
+  {
     name: 'serve: a snapshot chunk size that is not a power of two',
     args: (d) => {
       const k = kernelCow(d);

@@ -11,6 +11,11 @@ import { readServeConfig } from '../util/serve-config';
 
 const SECTOR_BYTES = 512;
 
+/** The port of a HOST:PORT, `[IPv6]:PORT` included. */
+function tcpPort(address: string): number {
+  return Number(/:(\d+)$/.exec(address)?.[1] ?? NaN);
+}
+
 const serveOptions = {
   dev: {
     schema: z
@@ -35,7 +40,11 @@ const serveOptions = {
   tcp: {
     schema: z
       .string()
-      .regex(/^(.+):(\d{1,5})$/, '--tcp takes HOST:PORT')
+      .regex(/^(.+):(\d+)$/, '--tcp takes HOST:PORT')
+      .refine(
+        (v) => tcpPort(v) >= 1 && tcpPort(v) <= 65535,
+        (v) => ({ message: `port ${tcpPort(v)} is not a TCP port (1..65535)` }),
+      )
       .optional(),
     type: 'string',
     describe: 'listen on TCP HOST:PORT instead of a unix socket (no authentication, no TLS)',
@@ -171,7 +180,8 @@ export const serveCommand = defineCommand({
     let where: string;
     try {
       if (o.tcp) {
-        const [, host, port] = /^(.+):(\d+)$/.exec(o.tcp)!;
+        const [, bracketed, port] = /^(.+):(\d+)$/.exec(o.tcp)!;
+        const host = bracketed.replace(/^\[(.*)\]$/, '$1');
         await server.listen({ host, port: Number(port) });
         where = `nbd://${host.includes(':') ? `[${host}]` : host}:${server.tcpPort}`;
       } else {
