@@ -11,6 +11,7 @@ import { flag, jsonOption, optionalSectorsOption, progressOptions, sectorsOption
 import { progressModeFor } from '../util/progress-mode';
 import { bytesPerSecond, percentOf } from '../json/schemas';
 import { Output } from '../util/output';
+import { writeStdout } from '../util/stdio';
 import { OutputFile } from '../util/output-file';
 import { Progress } from '../util/progress';
 import { bufferPieces, filePieces, openInput, PIPE_INPUT_LIMIT_BYTES, readBounded } from '../util/input';
@@ -159,11 +160,12 @@ const listCommand = defineCommand({
       for (let i = 0; i < t.size; i++) {
         lines.push(`${i} ${t.oldAt(i)} ${t.newAt(i)} ${t.oldAt(i) * cs} ${t.newAt(i) * cs}`);
         if (lines.length === 4096) {
-          process.stdout.write(`${lines.join('\n')}\n`);
+          // Waits while a slow reader (a pipe) has not taken the last piece: memory stays bounded.
+          await writeStdout(Buffer.from(`${lines.join('\n')}\n`));
           lines.length = 0;
         }
       }
-      if (lines.length) process.stdout.write(`${lines.join('\n')}\n`);
+      if (lines.length) await writeStdout(Buffer.from(`${lines.join('\n')}\n`));
       return ExitCode.OK;
     });
   },
