@@ -1,4 +1,5 @@
 import { BlockDevice, checkIo, checkRange, NativeEndpoint, NativeIoHook } from './block-device';
+import { DeviceDecorator } from './device-decorator';
 import { DeviceError } from './errors';
 import { FaultInjector, FaultOp } from './fault-plan';
 
@@ -9,47 +10,21 @@ import { FaultInjector, FaultOp } from './fault-plan';
  * adding its checks as hooks, so a copy through a faulty device runs the
  * same native code as one through the bare device.
  */
-export class FaultyDevice implements BlockDevice {
+export class FaultyDevice extends DeviceDecorator {
   constructor(
-    readonly inner: BlockDevice,
+    inner: BlockDevice,
     private readonly faults: FaultInjector,
-  ) {}
-
-  get path(): string {
-    return this.inner.path;
-  }
-  get sizeBytes(): number {
-    return this.inner.sizeBytes;
-  }
-  get sizeSectors(): number {
-    return this.inner.sizeSectors;
-  }
-  get logicalBlockSize(): number {
-    return this.inner.logicalBlockSize;
-  }
-  get physicalBlockSize(): number {
-    return this.inner.physicalBlockSize;
-  }
-  get identity(): string {
-    return this.inner.identity;
-  }
-  get writable(): boolean {
-    return this.inner.writable;
-  }
-  get isOpen(): boolean {
-    return this.inner.isOpen;
-  }
-  get ioAlignmentBytes(): number {
-    return this.inner.ioAlignmentBytes;
+  ) {
+    super(inner);
   }
 
-  async read(buf: Buffer, bufOffset: number, bytes: number, byteOffset: number): Promise<void> {
+  override async read(buf: Buffer, bufOffset: number, bytes: number, byteOffset: number): Promise<void> {
     checkIo(this, 'read', buf, bufOffset, bytes, byteOffset);
     this.throwIfInjected('read', byteOffset, bytes);
     await this.inner.read(buf, bufOffset, bytes, byteOffset);
   }
 
-  async write(buf: Buffer, bufOffset: number, bytes: number, byteOffset: number): Promise<void> {
+  override async write(buf: Buffer, bufOffset: number, bytes: number, byteOffset: number): Promise<void> {
     checkIo(this, 'write', buf, bufOffset, bytes, byteOffset);
     const failed = await this.injectWrite(buf, bufOffset, bytes, byteOffset);
     if (failed) throw failed;
@@ -57,27 +32,19 @@ export class FaultyDevice implements BlockDevice {
     this.faults.writeCompleted();
   }
 
-  async flush(): Promise<void> {
+  override async flush(): Promise<void> {
     checkRange(this, 'read', 0, 1);
     this.throwIfInjected('flush', 0, 0);
     await this.inner.flush();
   }
 
-  async zeroRange(byteOffset: number, bytes: number): Promise<void> {
+  override async zeroRange(byteOffset: number, bytes: number): Promise<void> {
     checkRange(this, 'zero', byteOffset, bytes);
     this.throwIfInjected('zero', byteOffset, bytes);
     await this.inner.zeroRange(byteOffset, bytes);
   }
 
-  discard(byteOffset: number, bytes: number): Promise<void> {
-    return this.inner.discard(byteOffset, bytes);
-  }
-
-  close(): void {
-    this.inner.close();
-  }
-
-  nativeEndpoint(): NativeEndpoint | undefined {
+  override nativeEndpoint(): NativeEndpoint | undefined {
     const inner = this.inner.nativeEndpoint?.();
     if (!inner) return undefined;
     const hook: NativeIoHook = {

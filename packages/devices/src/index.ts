@@ -17,6 +17,7 @@ export {
 } from './block-device';
 export { DmtoolError, ErrorKind, ErrorPlace } from './dmtool-error';
 export { DeviceError, DeviceErrorReason, DeviceOp, deviceErrorKind, errnoHint, errnoName, errnoOf } from './errors';
+export { DeviceDecorator } from './device-decorator';
 export { MemoryDevice, MemoryDeviceOptions } from './memory-device';
 export { crashPoint, CrashPointHandler, onCrashPoint } from './crash-points';
 export { FaultInjector, FaultOp, FaultPlan, faultPlanSchema, FaultRule, faultRuleSchema, InjectedFault } from './fault-plan';

@@ -1,4 +1,5 @@
 import { BlockDevice, checkIo, checkRange } from './block-device';
+import { DeviceDecorator } from './device-decorator';
 
 export type CacheFlushOrder = 'fifo' | 'reverse';
 
@@ -23,50 +24,24 @@ export interface VolatileCacheOptions {
  * write without an earlier one. It offers no native-copy capability: its
  * writes must not reach the device before a flush.
  */
-export class VolatileCacheDevice implements BlockDevice {
+export class VolatileCacheDevice extends DeviceDecorator {
   private cached: CachedWrite[] = [];
   private readonly order: CacheFlushOrder;
 
   constructor(
-    readonly inner: BlockDevice,
+    inner: BlockDevice,
     private readonly opts: VolatileCacheOptions = {},
   ) {
+    super(inner);
     this.order = opts.order ?? 'fifo';
   }
 
-  get path(): string {
-    return this.inner.path;
-  }
-  get sizeBytes(): number {
-    return this.inner.sizeBytes;
-  }
-  get sizeSectors(): number {
-    return this.inner.sizeSectors;
-  }
-  get logicalBlockSize(): number {
-    return this.inner.logicalBlockSize;
-  }
-  get physicalBlockSize(): number {
-    return this.inner.physicalBlockSize;
-  }
-  get identity(): string {
-    return this.inner.identity;
-  }
-  get writable(): boolean {
-    return this.inner.writable;
-  }
-  get isOpen(): boolean {
-    return this.inner.isOpen;
-  }
-  get ioAlignmentBytes(): number {
-    return this.inner.ioAlignmentBytes;
-  }
   /** Writes not yet applied by a flush. */
   get cachedWrites(): number {
     return this.cached.length;
   }
 
-  async read(buf: Buffer, bufOffset: number, bytes: number, byteOffset: number): Promise<void> {
+  override async read(buf: Buffer, bufOffset: number, bytes: number, byteOffset: number): Promise<void> {
     checkIo(this, 'read', buf, bufOffset, bytes, byteOffset);
     await this.inner.read(buf, bufOffset, bytes, byteOffset);
     const end = byteOffset + bytes;
@@ -77,21 +52,17 @@ export class VolatileCacheDevice implements BlockDevice {
     }
   }
 
-  async write(buf: Buffer, bufOffset: number, bytes: number, byteOffset: number): Promise<void> {
+  override async write(buf: Buffer, bufOffset: number, bytes: number, byteOffset: number): Promise<void> {
     checkIo(this, 'write', buf, bufOffset, bytes, byteOffset);
     this.cached.push({ byteOffset, data: Buffer.from(buf.subarray(bufOffset, bufOffset + bytes)) });
   }
 
-  async zeroRange(byteOffset: number, bytes: number): Promise<void> {
+  override async zeroRange(byteOffset: number, bytes: number): Promise<void> {
     checkRange(this, 'zero', byteOffset, bytes);
     this.cached.push({ byteOffset, data: Buffer.alloc(bytes) });
   }
 
-  discard(byteOffset: number, bytes: number): Promise<void> {
-    return this.inner.discard(byteOffset, bytes);
-  }
-
-  async flush(): Promise<void> {
+  override async flush(): Promise<void> {
     checkRange(this, 'read', 0, 1);
     // Each write leaves the cache only once applied: reads meanwhile still
     // see it, and a failed write keeps it (and every later one) cached.
@@ -110,7 +81,7 @@ export class VolatileCacheDevice implements BlockDevice {
    * closed. Writing back is asynchronous; the pending I/O keeps the process
    * alive until it is done.
    */
-  close(): void {
+  override close(): void {
     const pending = this.take('fifo');
     if (pending.length === 0) {
       this.inner.close();
@@ -126,6 +97,11 @@ export class VolatileCacheDevice implements BlockDevice {
       process.stderr.write(`write-back of cached writes to ${this.path} failed: ${e instanceof Error ? e.message : String(e)}\n`);
       process.exitCode = 1;
     });
+  }
+
+  /** None: cached writes must not reach the device before a flush. */
+  override nativeEndpoint(): undefined {
+    return undefined;
   }
 
   private take(order: CacheFlushOrder): CachedWrite[] {

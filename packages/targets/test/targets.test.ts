@@ -309,7 +309,7 @@ test('an origin write waits for a snapshot read that is still reading its chunk 
     ).toBe(true);
   } finally {
     await set.close();
-    gated?.base.close();
+    gated?.inner.close();
   }
 });
 
