@@ -1,3 +1,4 @@
+import { RateLimiter } from '@dmtool/kcopyd';
 import { z } from 'zod';
 
 const SUFFIX: Record<string, number> = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4 };
@@ -53,15 +54,12 @@ export const rateSchema = z.union([z.number(), z.string()]).transform((v, ctx) =
   }
 });
 
-/** The slowest rate the copy engine paces (whole 4 KiB pieces, at least one a second). */
-export const MIN_RATE_BYTES_PER_SECOND = 4096;
-
-/** A --rate limit: a rate (see rateSchema) no slower than MIN_RATE_BYTES_PER_SECOND. */
+/** A --rate limit: a rate (see rateSchema) no slower than the slowest rate kcopyd's limiter paces. */
 export const rateLimitSchema = rateSchema.superRefine((bytes, ctx) => {
-  if (bytes < MIN_RATE_BYTES_PER_SECOND) {
+  if (bytes < RateLimiter.MIN_BYTES_PER_SECOND) {
     ctx.addIssue({
       code: z.ZodIssueCode.custom,
-      message: `${bytes} bytes per second is below the slowest rate dmtool paces, 4k (${MIN_RATE_BYTES_PER_SECOND} bytes per second)`,
+      message: `${bytes} bytes per second is below the slowest rate dmtool paces, 4k (${RateLimiter.MIN_BYTES_PER_SECOND} bytes per second)`,
     });
   }
 });
