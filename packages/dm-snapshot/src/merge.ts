@@ -1,8 +1,10 @@
 import { AbortError, KcopydClient } from '@dmtool/kcopyd';
 import { BlockDevice, crashPoint, DeviceError, SECTOR_BYTES } from '@dmtool/devices';
 import { SnapshotError } from './errors';
-import { PersistentStore } from './persistent-store';
-import { formatUsage } from './status';
+import { readCowHeader } from './persistent-store';
+import { MergeTail } from './merge-tail';
+import { formatUsage, persistentUsage } from './status';
+import { FIRST_FREE_CHUNK, scanTable } from './table-scan';
 
 export interface MergeOptions {
   /** kcopyd client for the copies (default: one made for this merge, with `rateBytesPerSecond`). */
@@ -51,6 +53,9 @@ export interface MergeResult {
   status: string;
 }
 
+/** Data copied per origin flush and table update unless the caller says otherwise. */
+const DEFAULT_BATCH_BYTES = 64 << 20;
+
 interface Run {
   oldChunk: number;
   newChunk: number;
@@ -68,11 +73,10 @@ interface Batch {
  * across a metadata area. Kernel mode: one run. Otherwise runs are taken
  * until `maxChunks`, so one origin flush and one table write cover many.
  */
-function nextBatch(store: PersistentStore, kernelBatches: boolean, maxChunks: number, tableSize = store.table.size): Batch {
-  const t = store.table;
-  const E = store.exceptionsPerArea;
+function nextBatch(t: MergeTail, kernelBatches: boolean, maxChunks: number): Batch {
+  const E = t.geometry.exceptionsPerArea;
   const runs: Run[] = [];
-  let j = tableSize - 1;
+  let j = t.size - 1;
   let taken = 0;
   while (j >= 0 && taken < maxChunks) {
     const areaStart = Math.floor(j / E) * E;
@@ -109,26 +113,32 @@ export async function mergeSnapshot(origin: BlockDevice, cow: BlockDevice, opts:
   if (origin.identity === cow.identity) {
     throw new SnapshotError('EINVAL', 'same-device', 'the COW device and the origin are the same device', { path: cow.path });
   }
-  const store = await PersistentStore.open(cow, { originSectors: origin.sizeSectors, origin });
-  if (!store.valid) {
+  const { valid, geometry } = await readCowHeader(cow, { originSectors: origin.sizeSectors, origin });
+  if (!valid) {
     throw new SnapshotError('EINVAL', 'merge-invalid', "snapshot is invalid: can't merge", { path: cow.path, sector: 0, sectors: 1 });
   }
-  const cs = store.chunkSectors;
+  const cs = geometry.chunkSectors;
   const chunkBytes = cs * SECTOR_BYTES;
-  const total = store.table.size;
   const originSectors = origin.sizeSectors;
-  const batchBytes = opts.batchBytes ?? 64 << 20;
+  const batchBytes = opts.batchBytes ?? DEFAULT_BATCH_BYTES;
   if (!(batchBytes >= chunkBytes)) {
     throw new SnapshotError('EINVAL', 'out-of-range', `batch size ${batchBytes} bytes is smaller than one chunk (${chunkBytes} bytes)`, {
       path: cow.path,
     });
   }
+  // The whole table is validated before anything is written, without holding it (docs/snapshot-format.md#memory).
+  let totalBytes = 0;
+  const shape = await scanTable(cow, geometry, {
+    originSectors,
+    onEntry: (_index, oldChunk) => (totalBytes += Math.min(cs, originSectors - oldChunk * cs) * SECTOR_BYTES),
+  });
+  const total = shape.exceptions;
+  const tail = new MergeTail(cow, geometry, total);
   const maxChunks = Math.floor(batchBytes / chunkBytes);
   const kernelBatches = opts.kernelBatches === true;
   const runBytes = (r: Run) => Math.min(r.chunks * cs, originSectors - r.oldChunk * cs) * SECTOR_BYTES;
 
-  const progress: MergeProgress = { mergedChunks: 0, totalChunks: total, mergedBytes: 0, copiedBytes: 0, totalBytes: 0, batches: 0 };
-  for (let i = 0; i < total; i++) progress.totalBytes += Math.min(cs, originSectors - store.table.oldAt(i) * cs) * SECTOR_BYTES;
+  const progress: MergeProgress = { mergedChunks: 0, totalChunks: total, mergedBytes: 0, copiedBytes: 0, totalBytes, batches: 0 };
   let runCount = 0;
 
   const result = (dryRun: boolean): MergeResult => {
@@ -141,20 +151,22 @@ export async function mergeSnapshot(origin: BlockDevice, cow: BlockDevice, opts:
       runs: runCount,
       seconds: (Date.now() - started) / 1000,
       dryRun,
-      status: formatUsage(dryRun ? store.emptyUsage() : store.usage()),
+      // An empty table: what a fresh COW shows, and the kernel's persistent_commit_merge leaves after the last batch.
+      status: formatUsage(persistentUsage(geometry, cow.sizeSectors, FIRST_FREE_CHUNK, 0)),
     };
   };
 
   if (opts.dryRun) {
     // Plan only: the same batches, from a tail position that moves in memory.
-    for (let remaining = total; remaining > 0;) {
-      const batch = nextBatch(store, kernelBatches, maxChunks, remaining);
+    while (tail.size > 0) {
+      await tail.load(maxChunks);
+      const batch = nextBatch(tail, kernelBatches, maxChunks);
       runCount += batch.runs.length;
       for (const r of batch.runs) progress.mergedBytes += runBytes(r);
       progress.copiedBytes = progress.mergedBytes;
       progress.batches++;
       progress.mergedChunks += batch.chunks;
-      remaining -= batch.chunks;
+      tail.drop(batch.chunks);
     }
     return result(true);
   }
@@ -168,15 +180,16 @@ export async function mergeSnapshot(origin: BlockDevice, cow: BlockDevice, opts:
     );
   const kcopyd = opts.kcopyd ?? new KcopydClient({ rateBytesPerSecond: opts.rateBytesPerSecond, subJobsPerJob: 16 });
   const stopped = () =>
-    new SnapshotError('ECANCELED', 'aborted', `merge stopped with ${store.table.size} exceptions left; run it again to finish`, {
+    new SnapshotError('ECANCELED', 'aborted', `merge stopped with ${tail.size} exceptions left; run it again to finish`, {
       path: cow.path,
     });
   opts.onProgress?.({ ...progress });
   try {
-    while (store.table.size > 0) {
+    while (tail.size > 0) {
       if (opts.signal?.aborted) throw stopped();
       crashPoint('snapshot-merge:batch-start');
-      const batch = nextBatch(store, kernelBatches, maxChunks);
+      await tail.load(maxChunks);
+      const batch = nextBatch(tail, kernelBatches, maxChunks);
       // One kcopyd job per batch: runs whose COW chunks lie close together
       // are read as one span and scattered to the origin in one native call.
       let r;
@@ -203,7 +216,7 @@ export async function mergeSnapshot(origin: BlockDevice, cow: BlockDevice, opts:
       crashPoint('snapshot-merge:copied');
       await origin.flush();
       crashPoint('snapshot-merge:origin-flushed');
-      await store.retireTail(batch.chunks);
+      await tail.retire(batch.chunks);
       crashPoint('snapshot-merge:retired');
       runCount += batch.runs.length;
       progress.batches++;

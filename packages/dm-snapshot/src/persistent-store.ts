@@ -1,11 +1,13 @@
 import { BlockDevice, crashPoint, DeviceError, SECTOR_BYTES } from '@dmtool/devices';
 import { allocBuffer } from '@dmtool/native';
-import { decodeArea, encodeEntry } from './area';
+import { encodeEntry } from './area';
 import { SnapshotError } from './errors';
 import { checkChunkSectors, CowGeometry } from './geometry';
 import { decodeHeader, encodeHeader, HeaderState } from './header';
 import { ExceptionPlan, ExceptionStore, StoreUsage } from './store';
+import { persistentUsage } from './status';
 import { ExceptionTable } from './table';
+import { checkEntry, duplicateNewChunkError, duplicateOldChunkError, FIRST_FREE_CHUNK, forEachArea } from './table-scan';
 
 export interface OpenStoreOptions {
   /** Expected chunk size; an on-disk header with another one is refused. */
@@ -25,9 +27,6 @@ export interface FormatOptions {
   force?: boolean;
 }
 
-/** The first chunk an empty COW allocates: chunk 0 is the header, chunk 1 metadata area 0. */
-const FIRST_FREE_CHUNK = 2;
-
 /** Read the first bytes of a COW: fresh (magic 0) or a snapshot header. */
 export async function probeHeader(cow: BlockDevice): Promise<HeaderState> {
   if (cow.sizeBytes < SECTOR_BYTES) {
@@ -37,6 +36,39 @@ export async function probeHeader(cow: BlockDevice): Promise<HeaderState> {
   const buf = allocBuffer(n);
   await cow.read(buf, 0, n, 0);
   return decodeHeader(buf, cow.path);
+}
+
+/**
+ * Read and check a COW's header (docs/snapshot-format.md#validity): refuses an unformatted COW, a
+ * chunk size other than the caller's, a bad chunk size and a COW too small
+ * for its first area. Nothing is written.
+ */
+export async function readCowHeader(cow: BlockDevice, opts: OpenStoreOptions = {}): Promise<{ valid: boolean; geometry: CowGeometry }> {
+  const state = await probeHeader(cow);
+  if (state.kind === 'fresh') {
+    throw new SnapshotError('EINVAL', 'not-formatted', 'COW has no snapshot header (magic is 0); create the snapshot first', {
+      path: cow.path,
+      sector: 0,
+      sectors: 1,
+    });
+  }
+  const h = state.header;
+  if (opts.chunkSectors !== undefined && opts.chunkSectors !== h.chunkSectors) {
+    throw new SnapshotError(
+      'EINVAL',
+      'chunk-size-mismatch',
+      `chunk size ${opts.chunkSectors} does not match the COW header's ${h.chunkSectors} sectors`,
+      { path: cow.path, sector: 0, sectors: 1 },
+    );
+  }
+  checkChunkSectors(h.chunkSectors, opts.origin ? [cow, opts.origin] : [cow]);
+  const geometry = new CowGeometry(h.chunkSectors, cow.sizeSectors);
+  if (geometry.cowChunks < 2) {
+    throw new SnapshotError('ENOSPC', 'cow-too-small', `COW of ${cow.sizeSectors} sectors is smaller than its header and first area`, {
+      path: cow.path,
+    });
+  }
+  return { valid: h.valid, geometry };
 }
 
 /**
@@ -151,32 +183,9 @@ export class PersistentStore implements ExceptionStore {
    * SnapshotError naming the device and sectors; nothing is written.
    */
   static async open(cow: BlockDevice, opts: OpenStoreOptions = {}): Promise<PersistentStore> {
-    const state = await probeHeader(cow);
-    if (state.kind === 'fresh') {
-      throw new SnapshotError('EINVAL', 'not-formatted', 'COW has no snapshot header (magic is 0); create the snapshot first', {
-        path: cow.path,
-        sector: 0,
-        sectors: 1,
-      });
-    }
-    const h = state.header;
-    if (opts.chunkSectors !== undefined && opts.chunkSectors !== h.chunkSectors) {
-      throw new SnapshotError(
-        'EINVAL',
-        'chunk-size-mismatch',
-        `chunk size ${opts.chunkSectors} does not match the COW header's ${h.chunkSectors} sectors`,
-        { path: cow.path, sector: 0, sectors: 1 },
-      );
-    }
-    checkChunkSectors(h.chunkSectors, opts.origin ? [cow, opts.origin] : [cow]);
-    const geometry = new CowGeometry(h.chunkSectors, cow.sizeSectors);
-    if (geometry.cowChunks < 2) {
-      throw new SnapshotError('ENOSPC', 'cow-too-small', `COW of ${cow.sizeSectors} sectors is smaller than its header and first area`, {
-        path: cow.path,
-      });
-    }
-    const store = new PersistentStore(cow, geometry, h.valid, opts.overflow === true, new ExceptionTable());
-    if (h.valid) await store.readTable(opts.originSectors);
+    const { valid, geometry } = await readCowHeader(cow, opts);
+    const store = new PersistentStore(cow, geometry, valid, opts.overflow === true, new ExceptionTable());
+    if (valid) await store.readTable(opts.originSectors);
     return store;
   }
 
@@ -187,40 +196,12 @@ export class PersistentStore implements ExceptionStore {
     let monotonic = true;
     let lastNew = 0;
     let nextFree = FIRST_FREE_CHUNK;
-    for (let area = 0; ; area++) {
-      const chunk = g.areaChunk(area);
-      if (chunk + 1 > g.cowChunks) {
-        throw new SnapshotError(
-          'EINVAL',
-          'area-past-cow-end',
-          `metadata area ${area} at chunk ${chunk} lies beyond the COW end (${g.cowChunks} chunks): the table has no terminator`,
-          { path, sector: g.chunkToSector(chunk), sectors: g.chunkSectors },
-        );
-      }
-      await this.cow.read(this.area, 0, g.chunkBytes, g.chunkToByte(chunk));
-      const decoded = decodeArea(this.area, E, area, path);
+    await forEachArea(this.cow, g, (area, decoded) => {
       for (let i = 0; i < decoded.olds.length; i++) {
         const oldChunk = decoded.olds[i];
         const newChunk = decoded.news[i];
-        const where = { path, sector: g.chunkToSector(chunk) + Math.floor((i * 16) / SECTOR_BYTES), sectors: 1 };
-        const entry = `area ${area} entry ${i} (old ${oldChunk} → new ${newChunk})`;
-        if (g.isMetadataChunk(newChunk)) {
-          throw new SnapshotError('EINVAL', 'entry-in-metadata', `${entry} points into a metadata chunk`, where);
-        }
-        if (newChunk + 1 > g.cowChunks) {
-          throw new SnapshotError('EINVAL', 'entry-past-cow-end', `${entry} points past the COW end (${g.cowChunks} chunks)`, where);
-        }
-        if (originSectors !== undefined && oldChunk * g.chunkSectors >= originSectors) {
-          throw new SnapshotError(
-            'EINVAL',
-            'entry-past-origin-end',
-            `${entry} names an origin chunk beyond the origin end (${originSectors} sectors)`,
-            where,
-          );
-        }
-        if (!this.table.append(oldChunk, newChunk)) {
-          throw new SnapshotError('EINVAL', 'duplicate-old-chunk', `${entry} repeats origin chunk ${oldChunk}`, where);
-        }
+        checkEntry(g, path, area, i, oldChunk, newChunk, originSectors);
+        if (!this.table.append(oldChunk, newChunk)) throw duplicateOldChunkError(g, path, area * E + i, oldChunk, newChunk);
         if (newChunk <= lastNew) monotonic = false;
         lastNew = newChunk;
         if (nextFree <= newChunk) nextFree = newChunk + 1;
@@ -228,9 +209,8 @@ export class PersistentStore implements ExceptionStore {
       if (!decoded.full) {
         this.currentArea = area;
         this.currentCommitted = decoded.olds.length;
-        break;
       }
-    }
+    });
     if (!monotonic) this.checkDistinctNewChunks();
     this.nextFree = g.skipMetadata(nextFree);
     // Keep the in-memory area exactly as the table says (bytes after the terminator zero).
@@ -243,13 +223,7 @@ export class PersistentStore implements ExceptionStore {
     for (let i = 0; i < n; i++) news[i] = this.table.newAt(i);
     news.sort();
     for (let i = 1; i < n; i++) {
-      if (news[i] === news[i - 1]) {
-        throw new SnapshotError('EINVAL', 'duplicate-new-chunk', `two exceptions share COW chunk ${news[i]}`, {
-          path: this.cow.path,
-          sector: this.geometry.chunkToSector(news[i]),
-          sectors: this.chunkSectors,
-        });
-      }
+      if (news[i] === news[i - 1]) throw duplicateNewChunkError(this.geometry, this.cow.path, news[i]);
     }
   }
 
@@ -380,11 +354,7 @@ export class PersistentStore implements ExceptionStore {
   }
 
   usage(): StoreUsage {
-    return {
-      allocatedSectors: this.nextFree * this.chunkSectors,
-      totalSectors: this.cow.sizeSectors,
-      metadataSectors: (this.currentArea + 2) * this.chunkSectors,
-    };
+    return persistentUsage(this.geometry, this.cow.sizeSectors, this.nextFree, this.currentArea);
   }
 
   /**
