@@ -1,4 +1,14 @@
-import { mergeSnapshot, MergeResult, Origin, PersistentStore, Snapshot, storeStatus, WritePlan } from '@dmtool/dm-snapshot';
+import {
+  CowSummary,
+  forEachArea,
+  mergeSnapshot,
+  MergeResult,
+  Origin,
+  readCowSummary,
+  Snapshot,
+  storeStatus,
+  WritePlan,
+} from '@dmtool/dm-snapshot';
 import { BlockDevice, SECTOR_BYTES } from '@dmtool/kcopyd';
 import { resolver } from '../util/open-device';
 import { z } from 'zod';
@@ -24,13 +34,13 @@ const pairPositionals = {
   cow: { schema: z.string().min(1), describe: 'COW device or image (kernel persistent exception store)' },
 };
 
-function statusJson(snapStatus: string, store: PersistentStore) {
+function statusJson(snapStatus: string, store: CowSummary) {
   const u = store.usage();
   return {
     status: snapStatus,
     valid: store.valid,
     chunkSectors: store.chunkSectors,
-    exceptions: store.table.size,
+    exceptions: store.exceptions,
     allocatedSectors: u.allocatedSectors,
     totalSectors: u.totalSectors,
     metadataSectors: u.metadataSectors,
@@ -98,16 +108,17 @@ const cowOnly = {
   },
 } as const;
 
+/** Open the COW read-only and validate its table without holding it (memory bounded whatever the COW's size). */
 async function openStoreReadOnly(
   o: { cow: string; origin?: string },
-  fn: (store: PersistentStore) => Promise<ExitCodeValue>,
+  fn: (store: CowSummary) => Promise<ExitCodeValue>,
 ): Promise<ExitCodeValue> {
   const devices = await openAll([
     { path: o.cow, role: 'COW', write: false },
     ...(o.origin ? [{ path: o.origin, role: 'origin', write: false }] : []),
   ]);
   try {
-    const store = await PersistentStore.open(devices[0], {
+    const store = await readCowSummary(devices[0], {
       originSectors: devices[1]?.sizeSectors,
       origin: devices[1],
     });
@@ -144,27 +155,33 @@ const listCommand = defineCommand({
     const out = new Output(o.json, 'snapshot-list');
     return openStoreReadOnly(o, async (store) => {
       const cs = store.chunkSectors;
-      const t = store.table;
       const status = storeStatus(store);
+      // A second pass over the areas, after the whole table was validated: entries are streamed, never held.
+      const eachEntry = (fn: (index: number, oldChunk: number, newChunk: number) => void | Promise<void>) =>
+        store.valid && store.exceptions > 0
+          ? forEachArea(store.cow, store.geometry, async (area, d) => {
+              for (let i = 0; i < d.olds.length; i++) await fn(area * store.exceptionsPerArea + i, d.olds[i], d.news[i]);
+            })
+          : Promise.resolve();
       if (o.json) {
-        const table = [];
-        for (let i = 0; i < t.size; i++) {
-          table.push({ index: i, oldChunk: t.oldAt(i), newChunk: t.newAt(i), originSector: t.oldAt(i) * cs, cowSector: t.newAt(i) * cs });
-        }
+        const table: { index: number; oldChunk: number; newChunk: number; originSector: number; cowSector: number }[] = [];
+        await eachEntry((index, oldChunk, newChunk) => {
+          table.push({ index, oldChunk, newChunk, originSector: oldChunk * cs, cowSector: newChunk * cs });
+        });
         out.result({ dryRun: false, cow: store.cow.path, ...statusJson(status, store), table });
         return ExitCode.OK;
       }
-      out.line(`# ${store.cow.path}: chunk ${plural(cs, 'sector')}, ${plural(t.size, 'exception')}, status ${status}`);
+      out.line(`# ${store.cow.path}: chunk ${plural(cs, 'sector')}, ${plural(store.exceptions, 'exception')}, status ${status}`);
       out.line('# index old_chunk new_chunk origin_sector cow_sector');
       const lines: string[] = [];
-      for (let i = 0; i < t.size; i++) {
-        lines.push(`${i} ${t.oldAt(i)} ${t.newAt(i)} ${t.oldAt(i) * cs} ${t.newAt(i) * cs}`);
+      await eachEntry(async (index, oldChunk, newChunk) => {
+        lines.push(`${index} ${oldChunk} ${newChunk} ${oldChunk * cs} ${newChunk * cs}`);
         if (lines.length === 4096) {
           // Waits while a slow reader (a pipe) has not taken the last piece: memory stays bounded.
           await writeStdout(Buffer.from(`${lines.join('\n')}\n`));
           lines.length = 0;
         }
-      }
+      });
       if (lines.length) await writeStdout(Buffer.from(`${lines.join('\n')}\n`));
       return ExitCode.OK;
     });
