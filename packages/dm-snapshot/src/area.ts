@@ -49,6 +49,38 @@ export function decodeArea(buf: Buffer, exceptionsPerArea: number, area: number,
   return { olds, news, full: true };
 }
 
+/** Entries of one area decoded into caller-owned arrays (no allocation per area): `count` entries before the terminator. */
+export interface AreaEntries {
+  olds: Float64Array;
+  news: Float64Array;
+  count: number;
+  full: boolean;
+}
+
+/** decodeArea into `into` (arrays of at least `exceptionsPerArea` elements); the same checks, the same errors. */
+export function decodeAreaInto(buf: Buffer, exceptionsPerArea: number, area: number, into: AreaEntries, path?: string): AreaEntries {
+  into.count = 0;
+  into.full = false;
+  for (let i = 0; i < exceptionsPerArea; i++) {
+    const at = i * ENTRY_BYTES;
+    const newHi = buf.readUInt32LE(at + 12);
+    const oldHi = buf.readUInt32LE(at + 4);
+    if (newHi > MAX_HI || oldHi > MAX_HI) {
+      // The rare case: let readChunk build the error (new_chunk is read first, as in decodeArea).
+      const what = () => `${path ?? 'COW'} area ${area} entry ${i}`;
+      if (readChunk(buf, at + 8, what) === 0) return into;
+      readChunk(buf, at, what);
+    }
+    const newChunk = newHi * TWO32 + buf.readUInt32LE(at + 8);
+    if (newChunk === 0) return into;
+    into.olds[i] = oldHi * TWO32 + buf.readUInt32LE(at);
+    into.news[i] = newChunk;
+    into.count = i + 1;
+  }
+  into.full = true;
+  return into;
+}
+
 /** Write entry `index` of an area buffer. */
 export function encodeEntry(buf: Buffer, index: number, oldChunk: number, newChunk: number): void {
   writeChunk(buf, index * ENTRY_BYTES, oldChunk);

@@ -55,6 +55,8 @@ export interface MergeResult {
 
 /** Data copied per origin flush and table update unless the caller says otherwise. */
 const DEFAULT_BATCH_BYTES = 64 << 20;
+/** Runs per kcopyd job within a batch: bounds the job's bookkeeping (a few hundred bytes per run). */
+const RUNS_PER_COPY_JOB = 4096;
 
 interface Run {
   oldChunk: number;
@@ -192,27 +194,35 @@ export async function mergeSnapshot(origin: BlockDevice, cow: BlockDevice, opts:
       const batch = nextBatch(tail, kernelBatches, maxChunks);
       // One kcopyd job per batch: runs whose COW chunks lie close together
       // are read as one span and scattered to the origin in one native call.
-      let r;
-      try {
-        r = await kcopyd.copyExtents(
-          cow,
-          origin,
-          batch.runs.map((run) => ({ srcSector: run.newChunk * cs, destSector: run.oldChunk * cs, count: runBytes(run) / SECTOR_BYTES })),
-          {
-            signal: opts.signal,
-            onProgress: (p) => {
-              progress.copiedBytes = progress.mergedBytes + p.doneSectors * SECTOR_BYTES;
-              opts.onProgress?.({ ...progress });
+      // Handed to kcopyd a slice at a time, so the job's per-extent
+      // bookkeeping stays small however large the batch; the origin flush
+      // and the table update still come once, after every slice.
+      let copiedSectors = 0;
+      for (let first = 0; first < batch.runs.length; first += RUNS_PER_COPY_JOB) {
+        const runs = batch.runs.slice(first, first + RUNS_PER_COPY_JOB);
+        let r;
+        try {
+          r = await kcopyd.copyExtents(
+            cow,
+            origin,
+            runs.map((run) => ({ srcSector: run.newChunk * cs, destSector: run.oldChunk * cs, count: runBytes(run) / SECTOR_BYTES })),
+            {
+              signal: opts.signal,
+              onProgress: (p) => {
+                progress.copiedBytes = progress.mergedBytes + (copiedSectors + p.doneSectors) * SECTOR_BYTES;
+                opts.onProgress?.({ ...progress });
+              },
             },
-          },
-        );
-      } catch (e) {
-        if (!(e instanceof AbortError)) throw e;
-        // Part of the batch reached the origin; nothing was retired, so a rerun copies it again.
-        await origin.flush();
-        throw stopped();
+          );
+        } catch (e) {
+          if (!(e instanceof AbortError)) throw e;
+          // Part of the batch reached the origin; nothing was retired, so a rerun copies it again.
+          await origin.flush();
+          throw stopped();
+        }
+        if (r.readErr || r.writeErr !== 0) throw copyFailed(runAt(runs, r.errors[0], cs), r.errors[0]);
+        copiedSectors += r.sectorsDone;
       }
-      if (r.readErr || r.writeErr !== 0) throw copyFailed(runAt(batch.runs, r.errors[0], cs), r.errors[0]);
       crashPoint('snapshot-merge:copied');
       await origin.flush();
       crashPoint('snapshot-merge:origin-flushed');

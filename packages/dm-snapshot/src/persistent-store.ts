@@ -197,7 +197,7 @@ export class PersistentStore implements ExceptionStore {
     let lastNew = 0;
     let nextFree = FIRST_FREE_CHUNK;
     await forEachArea(this.cow, g, (area, decoded) => {
-      for (let i = 0; i < decoded.olds.length; i++) {
+      for (let i = 0; i < decoded.count; i++) {
         const oldChunk = decoded.olds[i];
         const newChunk = decoded.news[i];
         checkEntry(g, path, area, i, oldChunk, newChunk, originSectors);
@@ -208,7 +208,7 @@ export class PersistentStore implements ExceptionStore {
       }
       if (!decoded.full) {
         this.currentArea = area;
-        this.currentCommitted = decoded.olds.length;
+        this.currentCommitted = decoded.count;
       }
     });
     if (!monotonic) this.checkDistinctNewChunks();

@@ -1,6 +1,6 @@
 import { BlockDevice, SECTOR_BYTES } from '@dmtool/devices';
 import { allocBuffer } from '@dmtool/native';
-import { decodeArea, DecodedArea } from './area';
+import { AreaEntries, decodeAreaInto } from './area';
 import { SnapshotError } from './errors';
 import { CowGeometry } from './geometry';
 
@@ -44,20 +44,21 @@ export function checkEntry(
   newChunk: number,
   originSectors?: number,
 ): void {
-  const where = { path, sector: entrySector(g, area, slot), sectors: 1 };
-  const entry = `area ${area} entry ${slot} (old ${oldChunk} → new ${newChunk})`;
+  // Built only for a refusal: this runs once per entry of tables of millions.
+  const where = () => ({ path, sector: entrySector(g, area, slot), sectors: 1 });
+  const entry = () => `area ${area} entry ${slot} (old ${oldChunk} → new ${newChunk})`;
   if (g.isMetadataChunk(newChunk)) {
-    throw new SnapshotError('EINVAL', 'entry-in-metadata', `${entry} points into a metadata chunk`, where);
+    throw new SnapshotError('EINVAL', 'entry-in-metadata', `${entry()} points into a metadata chunk`, where());
   }
   if (newChunk + 1 > g.cowChunks) {
-    throw new SnapshotError('EINVAL', 'entry-past-cow-end', `${entry} points past the COW end (${g.cowChunks} chunks)`, where);
+    throw new SnapshotError('EINVAL', 'entry-past-cow-end', `${entry()} points past the COW end (${g.cowChunks} chunks)`, where());
   }
   if (originSectors !== undefined && oldChunk * g.chunkSectors >= originSectors) {
     throw new SnapshotError(
       'EINVAL',
       'entry-past-origin-end',
-      `${entry} names an origin chunk beyond the origin end (${originSectors} sectors)`,
-      where,
+      `${entry()} names an origin chunk beyond the origin end (${originSectors} sectors)`,
+      where(),
     );
   }
 }
@@ -94,15 +95,24 @@ export function duplicateNewChunkError(g: CowGeometry, path: string, newChunk: n
 export async function forEachArea(
   cow: BlockDevice,
   g: CowGeometry,
-  onArea: (area: number, decoded: DecodedArea) => void | Promise<void>,
+  onArea: (area: number, entries: AreaEntries) => void | Promise<void>,
 ): Promise<void> {
+  // One set of arrays for every area: onArea must copy what it keeps.
+  const entries: AreaEntries = {
+    olds: new Float64Array(g.exceptionsPerArea),
+    news: new Float64Array(g.exceptionsPerArea),
+    count: 0,
+    full: false,
+  };
   const depth = Math.max(1, Math.min(MAX_AREAS_IN_FLIGHT, Math.floor(READ_AHEAD_BYTES / g.chunkBytes)));
   const inCow = (area: number) => g.areaChunk(area) + 1 <= g.cowChunks;
+  // One buffer per read in flight, reused: area k is read into buffer k mod depth once area k - depth is decoded.
+  const buffers = Array.from({ length: depth }, () => allocBuffer(g.chunkBytes));
   const reads = new Map<number, Promise<Buffer>>();
   let nextRead = 0;
   const readAhead = () => {
     while (reads.size < depth && inCow(nextRead)) {
-      const buf = allocBuffer(g.chunkBytes);
+      const buf = buffers[nextRead % depth];
       reads.set(
         nextRead,
         cow.read(buf, 0, g.chunkBytes, g.chunkToByte(g.areaChunk(nextRead))).then(() => buf),
@@ -126,9 +136,9 @@ export async function forEachArea(
       if (!pending) throw new Error(`area ${area} was not read`);
       const buf = await pending;
       reads.delete(area);
-      const decoded = decodeArea(buf, g.exceptionsPerArea, area, cow.path);
-      await onArea(area, decoded);
-      if (!decoded.full) return;
+      decodeAreaInto(buf, g.exceptionsPerArea, area, entries, cow.path);
+      await onArea(area, entries);
+      if (!entries.full) return;
     }
   } finally {
     // Reads still in flight past the terminator: let them settle, their errors do not matter.
@@ -160,7 +170,7 @@ export async function scanTable(cow: BlockDevice, g: CowGeometry, opts: ScanOpti
   let currentArea = 0;
   let currentCommitted = 0;
   await forEachArea(cow, g, (area, d) => {
-    for (let i = 0; i < d.olds.length; i++) {
+    for (let i = 0; i < d.count; i++) {
       const oldChunk = d.olds[i];
       const newChunk = d.news[i];
       checkEntry(g, cow.path, area, i, oldChunk, newChunk, opts.originSectors);
@@ -170,10 +180,10 @@ export async function scanTable(cow: BlockDevice, g: CowGeometry, opts: ScanOpti
       if (oldChunk > maxOld) maxOld = oldChunk;
       if (nextFree <= newChunk) nextFree = newChunk + 1;
     }
-    exceptions += d.olds.length;
+    exceptions += d.count;
     if (!d.full) {
       currentArea = area;
-      currentCommitted = d.olds.length;
+      currentCommitted = d.count;
     }
   });
   await checkDistinctOldChunks(cow, g, maxOld);
@@ -189,7 +199,7 @@ async function checkDistinctOldChunks(cow: BlockDevice, g: CowGeometry, maxOld: 
   for (let base = 0; base <= maxOld; base += WINDOW_BITS) {
     bits.fill(0);
     await forEachArea(cow, g, (area, d) => {
-      for (let i = 0; i < d.olds.length; i++) {
+      for (let i = 0; i < d.count; i++) {
         const k = d.olds[i] - base;
         if (k < 0 || k >= WINDOW_BITS) continue;
         const byte = k >>> 3;
@@ -212,7 +222,8 @@ async function checkDistinctNewChunks(cow: BlockDevice, g: CowGeometry): Promise
     bits.fill(0);
     let smallest = Infinity;
     await forEachArea(cow, g, (_area, d) => {
-      for (const newChunk of d.news) {
+      for (let i = 0; i < d.count; i++) {
+        const newChunk = d.news[i];
         const k = newChunk - base;
         if (k < 0 || k >= WINDOW_BITS) continue;
         const byte = k >>> 3;

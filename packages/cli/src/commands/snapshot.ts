@@ -160,7 +160,7 @@ const listCommand = defineCommand({
       const eachEntry = (fn: (index: number, oldChunk: number, newChunk: number) => void | Promise<void>) =>
         store.valid && store.exceptions > 0
           ? forEachArea(store.cow, store.geometry, async (area, d) => {
-              for (let i = 0; i < d.olds.length; i++) await fn(area * store.exceptionsPerArea + i, d.olds[i], d.news[i]);
+              for (let i = 0; i < d.count; i++) await fn(area * store.exceptionsPerArea + i, d.olds[i], d.news[i]);
             })
           : Promise.resolve();
       if (o.json) {
