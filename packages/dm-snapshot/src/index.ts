@@ -11,7 +11,7 @@ export { CowGeometry, checkChunkSectors, cowSectorsForOrigin, ENTRY_BYTES, MAX_C
 export { decodeHeader, encodeHeader, SNAP_MAGIC, DISK_VERSION } from './header';
 export type { CowHeader, HeaderState } from './header';
 export { decodeArea, encodeEntry, clearEntry } from './area';
-export type { DecodedArea } from './area';
+export type { AreaEntries, DecodedArea } from './area';
 export { ExceptionTable } from './table';
 export type { ExceptionPlan, ExceptionStore, StoreUsage } from './store';
 export { PersistentStore, probeHeader, readCowHeader } from './persistent-store';
