@@ -55,8 +55,8 @@ export interface MergeResult {
 
 /** Data copied per origin flush and table update unless the caller says otherwise. */
 const DEFAULT_BATCH_BYTES = 64 << 20;
-/** Runs per kcopyd job within a batch: bounds the job's bookkeeping (a few hundred bytes per run). */
-const RUNS_PER_COPY_JOB = 4096;
+/** Runs per kcopyd job within a batch: bounds the live bookkeeping (a few hundred bytes per run), and with it the heap V8 grows. */
+const RUNS_PER_COPY_JOB = 1024;
 
 interface Run {
   oldChunk: number;
@@ -64,9 +64,20 @@ interface Run {
   chunks: number;
 }
 
+/** A batch as table positions only (no object per run): run i is entries [starts[i], starts[i] + lengths[i]). */
 interface Batch {
-  runs: Run[];
+  starts: number[];
+  lengths: number[];
   chunks: number;
+}
+
+/** Runs first..first+count of a batch, as objects (a slice at a time). */
+function runsOf(t: MergeTail, b: Batch, first: number, count: number): Run[] {
+  const runs: Run[] = [];
+  for (let i = first; i < Math.min(b.starts.length, first + count); i++) {
+    runs.push({ oldChunk: t.oldAt(b.starts[i]), newChunk: t.newAt(b.starts[i]), chunks: b.lengths[i] });
+  }
+  return runs;
 }
 
 /**
@@ -77,7 +88,8 @@ interface Batch {
  */
 function nextBatch(t: MergeTail, kernelBatches: boolean, maxChunks: number): Batch {
   const E = t.geometry.exceptionsPerArea;
-  const runs: Run[] = [];
+  const starts: number[] = [];
+  const lengths: number[] = [];
   let j = t.size - 1;
   let taken = 0;
   while (j >= 0 && taken < maxChunks) {
@@ -92,12 +104,13 @@ function nextBatch(t: MergeTail, kernelBatches: boolean, maxChunks: number): Bat
       lo--;
     }
     const chunks = j - lo + 1;
-    runs.push({ oldChunk: t.oldAt(lo), newChunk: t.newAt(lo), chunks });
+    starts.push(lo);
+    lengths.push(chunks);
     taken += chunks;
     j = lo - 1;
     if (kernelBatches) break;
   }
-  return { runs, chunks: taken };
+  return { starts, lengths, chunks: taken };
 }
 
 /**
@@ -139,6 +152,12 @@ export async function mergeSnapshot(origin: BlockDevice, cow: BlockDevice, opts:
   const maxChunks = Math.floor(batchBytes / chunkBytes);
   const kernelBatches = opts.kernelBatches === true;
   const runBytes = (r: Run) => Math.min(r.chunks * cs, originSectors - r.oldChunk * cs) * SECTOR_BYTES;
+  const batchBytesOf = (b: Batch) => {
+    let bytes = 0;
+    for (let i = 0; i < b.starts.length; i++)
+      bytes += Math.min(b.lengths[i] * cs, originSectors - tail.oldAt(b.starts[i]) * cs) * SECTOR_BYTES;
+    return bytes;
+  };
 
   const progress: MergeProgress = { mergedChunks: 0, totalChunks: total, mergedBytes: 0, copiedBytes: 0, totalBytes, batches: 0 };
   let runCount = 0;
@@ -163,8 +182,8 @@ export async function mergeSnapshot(origin: BlockDevice, cow: BlockDevice, opts:
     while (tail.size > 0) {
       await tail.load(maxChunks);
       const batch = nextBatch(tail, kernelBatches, maxChunks);
-      runCount += batch.runs.length;
-      for (const r of batch.runs) progress.mergedBytes += runBytes(r);
+      runCount += batch.starts.length;
+      progress.mergedBytes += batchBytesOf(batch);
       progress.copiedBytes = progress.mergedBytes;
       progress.batches++;
       progress.mergedChunks += batch.chunks;
@@ -192,14 +211,15 @@ export async function mergeSnapshot(origin: BlockDevice, cow: BlockDevice, opts:
       crashPoint('snapshot-merge:batch-start');
       await tail.load(maxChunks);
       const batch = nextBatch(tail, kernelBatches, maxChunks);
+      const thisBatchBytes = batchBytesOf(batch);
       // One kcopyd job per batch: runs whose COW chunks lie close together
       // are read as one span and scattered to the origin in one native call.
       // Handed to kcopyd a slice at a time, so the job's per-extent
       // bookkeeping stays small however large the batch; the origin flush
       // and the table update still come once, after every slice.
       let copiedSectors = 0;
-      for (let first = 0; first < batch.runs.length; first += RUNS_PER_COPY_JOB) {
-        const runs = batch.runs.slice(first, first + RUNS_PER_COPY_JOB);
+      for (let first = 0; first < batch.starts.length; first += RUNS_PER_COPY_JOB) {
+        const runs = runsOf(tail, batch, first, RUNS_PER_COPY_JOB);
         let r;
         try {
           r = await kcopyd.copyExtents(
@@ -228,10 +248,10 @@ export async function mergeSnapshot(origin: BlockDevice, cow: BlockDevice, opts:
       crashPoint('snapshot-merge:origin-flushed');
       await tail.retire(batch.chunks);
       crashPoint('snapshot-merge:retired');
-      runCount += batch.runs.length;
+      runCount += batch.starts.length;
       progress.batches++;
       progress.mergedChunks += batch.chunks;
-      for (const r of batch.runs) progress.mergedBytes += runBytes(r);
+      progress.mergedBytes += thisBatchBytes;
       progress.copiedBytes = progress.mergedBytes;
       opts.onProgress?.({ ...progress });
     }
