@@ -209,9 +209,10 @@ export const serveCommand = defineCommand({
     await targets.stop().catch((e: unknown) => (stopFailed = e));
     // What dmsetup status would print, as the devices stand when serving ends.
     for (const line of targets.statusLines()) process.stdout.write(`status ${line}\n`);
+    const failedLegs = targets.failedLegIdentities().length;
     await targets.close();
     if (stopFailed !== undefined) throw stopFailed;
-    process.stdout.write('stopped; every device flushed\n');
+    process.stdout.write(failedLegs > 0 ? 'stopped; every device flushed but the failed mirror legs\n' : 'stopped; every device flushed\n');
     return ExitCode.OK;
   },
 });
