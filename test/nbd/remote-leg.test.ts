@@ -13,7 +13,7 @@ import * as path from 'path';
 import { decodeDiskLog } from '@dmtool/dm-mirror';
 import { dmtool, startDmtool, waitFor } from '../support/cli';
 import { ServerProcess, startNbdkit } from '../support/nbd-servers';
-import { readNbdkitLog, writeBytes } from '../support/nbdkit-log';
+import { readNbdkitLog, requestBytes } from '../support/nbdkit-log';
 import { havePeer, nbdUri, peer, randomFile, sha256, startServe } from './serve-process';
 
 jest.setTimeout(120000);
@@ -59,8 +59,8 @@ function regionList(regions: number[]): string {
   return runs.join(',');
 }
 
-/** The regions a set of write requests touched, ascending. */
-function regionsWritten(requests: { byteOffset: number; bytes: number }[]): number[] {
+/** The regions a set of requests touched, ascending. */
+function regionsTouched(requests: { byteOffset: number; bytes: number }[]): number[] {
   const set = new Set<number>();
   for (const r of requests) {
     for (let at = r.byteOffset; at < r.byteOffset + r.bytes; at += 512) set.add(Math.floor(at / REGION_BYTES));
@@ -139,12 +139,74 @@ describe('a mirror with a local and a remote leg whose server dies', () => {
           ),
         );
         const written = readNbdkitLog(secondLog).started.filter((q) => q.kind === 'Write');
-        expect(writeBytes(readNbdkitLog(secondLog))).toBe(dirty.length * REGION_BYTES);
-        expect(regionsWritten(written)).toEqual(dirty);
+        expect(requestBytes(readNbdkitLog(secondLog))).toBe(dirty.length * REGION_BYTES);
+        expect(regionsTouched(written)).toEqual(dirty);
       } finally {
         await server.stop();
       }
       expect(sha256(remoteFile)).toBe(sha256(local));
+      expect(dirtyRegions(log)).toEqual([]);
+    },
+  );
+
+  when(nbdkit)(
+    'the remote leg as primary, its server killed mid-resync: the resync stops as for a failed local primary; after a restart a rerun reads exactly the rest',
+    async () => {
+      const local = path.join(dir, 'local.img');
+      const remoteFile = path.join(dir, 'remote.img');
+      const log = path.join(dir, 'log.img');
+      randomFile(remoteFile, SIZE, 9);
+      zeroFile(local, SIZE);
+      zeroFile(log, MiB);
+      const sock = path.join(dir, 'leg.sock');
+      const remote = nbdUri(sock, '');
+      let server: ServerProcess = await startNbdkit(['file', remoteFile], sock);
+      try {
+        expect(dmtool(['mirror-create', '--log', log, '--region-size', String(REGION_SECTORS), remote, local]).status).toBe(0);
+        const run = startDmtool(['mirror-resync', '--log', log, remote, local, '--rate', '4M', '--parallel', '1'], {
+          env: RETRY_ENV,
+          timeoutMs: 60000,
+        });
+        try {
+          expect(await waitFor(() => dirtyRegions(log).length < REGIONS, 30000)).toBe(true);
+          await server.stop('SIGKILL');
+          const r = await run.done;
+          expect([r.status, r.signal]).toEqual([1, null]);
+          const dirty = dirtyRegions(log);
+          const clean = all(0, REGIONS).filter((x) => !dirty.includes(x));
+          expect([clean.length > 0, dirty.length > 0]).toEqual([true, true]);
+          const m = new RegExp(
+            `^dmtool: leg 0 ${esc(remote)} failed \\(([SF])\\): EIO: (read|flush) failed on ${esc(remote)}( at sector \\d+ \\(\\+\\d+ sectors\\))?: ` +
+              `device failed: connection lost; 2 reconnection attempts failed \\(last: connect ECONNREFUSED ${esc(sock)}\\)\\n` +
+              `dmtool: ${dirty.length} regions left out of sync: ${esc(regionList(dirty))}\\n$`,
+          ).exec(r.stderr);
+          expect([m !== null, r.stderr]).toEqual([true, r.stderr]);
+          expect(r.stdout.split('\n')[1]).toBe(
+            `0 32768 mirror 2 ${remote} ${local} ${clean.length}/${REGIONS} 1 ${(m as RegExpExecArray)[1]}A 3 disk ${log} A`,
+          );
+          for (const region of clean) {
+            expect([region, sha256(local, region * REGION_BYTES, REGION_BYTES)]).toEqual([
+              region,
+              sha256(remoteFile, region * REGION_BYTES, REGION_BYTES),
+            ]);
+          }
+        } finally {
+          run.signal('SIGKILL');
+          await run.done;
+        }
+        const dirty = dirtyRegions(log);
+        const nbdkitLog = path.join(dir, 'nbdkit.log');
+        server = await startNbdkit(['--filter=log', 'file', remoteFile, `logfile=${nbdkitLog}`], sock);
+        const again = dmtool(['mirror-resync', '--log', log, remote, local], { env: RETRY_ENV });
+        expect([again.status, again.stderr]).toEqual([0, '']);
+        expect(again.stdout.split('\n')[0]).toMatch(new RegExp(`^resynced ${dirty.length} of ${dirty.length} out-of-sync regions `));
+        const reads = readNbdkitLog(nbdkitLog).started.filter((q) => q.kind === 'Read');
+        expect(requestBytes(readNbdkitLog(nbdkitLog), 'Read')).toBe(dirty.length * REGION_BYTES);
+        expect(regionsTouched(reads)).toEqual(dirty);
+      } finally {
+        await server.stop();
+      }
+      expect(sha256(local)).toBe(sha256(remoteFile));
       expect(dirtyRegions(log)).toEqual([]);
     },
   );
@@ -232,8 +294,8 @@ describe('a mirror with a local and a remote leg whose server dies', () => {
         expect([r.status, r.stderr]).toEqual([0, '']);
         expect(r.stdout.split('\n')[0]).toMatch(/^resynced 3 of 3 out-of-sync regions \(768\.0 KiB in /);
         const written = readNbdkitLog(secondLog).started.filter((q) => q.kind === 'Write');
-        expect(writeBytes(readNbdkitLog(secondLog))).toBe(3 * REGION_BYTES);
-        expect(regionsWritten(written)).toEqual(missed);
+        expect(requestBytes(readNbdkitLog(secondLog))).toBe(3 * REGION_BYTES);
+        expect(regionsTouched(written)).toEqual(missed);
       } finally {
         await server.stop();
       }

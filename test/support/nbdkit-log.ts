@@ -9,7 +9,7 @@ import * as fs from 'fs';
 export interface NbdkitRequest {
   connection: number;
   id: number;
-  kind: 'Write' | 'Flush' | 'Zero' | 'Trim';
+  kind: 'Read' | 'Write' | 'Flush' | 'Zero' | 'Trim';
   byteOffset: number;
   bytes: number;
 }
@@ -26,8 +26,8 @@ export interface NbdkitLog {
   flushedSectors(sizeBytes: number): Uint8Array;
 }
 
-const START = /connection=(\d+) (Write|Flush|Zero|Trim) id=(\d+)(?: offset=0x([0-9a-f]+) count=0x([0-9a-f]+))?/;
-const RETURN = /connection=(\d+) \.\.\.(Write|Flush|Zero|Trim) id=(\d+) return=(-?\d+)/;
+const START = /connection=(\d+) (Read|Write|Flush|Zero|Trim) id=(\d+)(?: offset=0x([0-9a-f]+) count=0x([0-9a-f]+))?/;
+const RETURN = /connection=(\d+) \.\.\.(Read|Write|Flush|Zero|Trim) id=(\d+) return=(-?\d+)/;
 
 export function readNbdkitLog(file: string): NbdkitLog {
   const text = fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : '';
@@ -81,7 +81,7 @@ export function readNbdkitLog(file: string): NbdkitLog {
   };
 }
 
-/** Bytes of the write requests a server took (started), in total. */
-export function writeBytes(log: NbdkitLog): number {
-  return log.started.filter((r) => r.kind === 'Write').reduce((n, r) => n + r.bytes, 0);
+/** Bytes of the requests of one kind a server took (started), in total. */
+export function requestBytes(log: NbdkitLog, kind: NbdkitRequest['kind'] = 'Write'): number {
+  return log.started.filter((r) => r.kind === kind).reduce((n, r) => n + r.bytes, 0);
 }
