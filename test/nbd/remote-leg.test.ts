@@ -303,4 +303,50 @@ describe('a mirror with a local and a remote leg whose server dies', () => {
       expect(dirtyRegions(log)).toEqual([]);
     },
   );
+
+  when(nbdkit && nbdsh)(
+    'dmtool serve with the server killed and back within the retry window: the leg stays A, every region is recorded clean, the legs are identical',
+    async () => {
+      const local = path.join(dir, 'local.img');
+      const remoteFile = path.join(dir, 'remote.img');
+      const log = path.join(dir, 'log.img');
+      randomFile(local, SIZE, 13);
+      fs.copyFileSync(local, remoteFile);
+      zeroFile(log, MiB);
+      const sock = path.join(dir, 'leg.sock');
+      const remote = nbdUri(sock, '');
+      const table = `0 32768 mirror disk 2 ${log} ${REGION_SECTORS} 2 ${local} 0 ${remote} 0`;
+      let server: ServerProcess = await startNbdkit(['file', remoteFile], sock);
+      const serveSock = path.join(dir, 'serve.sock');
+      const served = nbdUri(serveSock, 'm');
+      try {
+        expect(dmtool(['mirror-create', '--nosync', '--log', log, '--region-size', String(REGION_SECTORS), local, remote]).status).toBe(0);
+        // Five attempts from 200 ms: the server is back long before they are used up.
+        const env = { ...process.env, DMTOOL_NBD_RECONNECT_ATTEMPTS: '5', DMTOOL_NBD_RECONNECT_DELAY_MS: '200' };
+        const s = await startServe(['--dev', 'm', table], serveSock, 15000, env);
+        try {
+          const w1 = peer('nbdsh', ['-u', served, '-c', `h.pwrite(b"\\x11" * ${REGION_BYTES}, 0)\nh.flush()`]);
+          expect([w1.status, w1.stderr]).toEqual([0, '']);
+          await server.stop('SIGKILL');
+          server = await startNbdkit(['file', remoteFile], sock);
+          const w2 = peer('nbdsh', ['-u', served, '-c', `h.pwrite(b"\\x22" * ${2 * REGION_BYTES}, ${20 * REGION_BYTES})\nh.flush()`]);
+          expect([w2.status, w2.stderr]).toEqual([0, '']);
+        } finally {
+          expect(await s.stop()).toEqual({ status: 0, signal: null });
+        }
+        expect(s.stdout()).toContain(`status m: 0 32768 mirror 2 ${local} ${remote} ${REGIONS}/${REGIONS} 1 AA 3 disk ${log} A\n`);
+        expect(s.stdout()).toContain('stopped; every device flushed\n');
+      } finally {
+        await server.stop();
+      }
+      expect(dirtyRegions(log)).toEqual([]);
+      expect(
+        fs
+          .readFileSync(local)
+          .subarray(20 * REGION_BYTES, 22 * REGION_BYTES)
+          .equals(Buffer.alloc(2 * REGION_BYTES, 0x22)),
+      ).toBe(true);
+      expect(sha256(remoteFile)).toBe(sha256(local));
+    },
+  );
 });
