@@ -349,4 +349,48 @@ describe('a mirror with a local and a remote leg whose server dies', () => {
       expect(sha256(remoteFile)).toBe(sha256(local));
     },
   );
+
+  when(nbdkit && nbdsh)(
+    'dmtool serve with a remote leg that hangs (nbdkit delay filter past the request timeout): the leg fails D, the write is answered from the local leg and its region stays dirty',
+    async () => {
+      const local = path.join(dir, 'local.img');
+      const remoteFile = path.join(dir, 'remote.img');
+      const log = path.join(dir, 'log.img');
+      randomFile(local, SIZE, 17);
+      fs.copyFileSync(local, remoteFile);
+      zeroFile(log, MiB);
+      const sock = path.join(dir, 'leg.sock');
+      const remote = nbdUri(sock, '');
+      const table = `0 32768 mirror disk 2 ${log} ${REGION_SECTORS} 2 ${local} 0 ${remote} 0`;
+      // Writes take 3 s on the server; the client gives each request 300 ms, sent three times at most.
+      const server = await startNbdkit(['--filter=delay', 'file', remoteFile, 'delay-write=3'], sock);
+      const serveSock = path.join(dir, 'serve.sock');
+      try {
+        expect(dmtool(['mirror-create', '--nosync', '--log', log, '--region-size', String(REGION_SECTORS), local, remote]).status).toBe(0);
+        const s = await startServe(['--dev', 'm', table], serveSock, 15000, { ...process.env, ...RETRY_ENV, DMTOOL_NBD_TIMEOUT_MS: '300' });
+        let stopped = false;
+        try {
+          const w = peer('nbdsh', ['-u', nbdUri(serveSock, 'm'), '-c', `h.pwrite(b"\\x44" * 4096, ${5 * REGION_BYTES})\nh.flush()`], {
+            timeoutMs: 30000,
+          });
+          expect([w.status, w.stderr]).toEqual([0, '']);
+          expect(dirtyRegions(log)).toEqual([5]);
+          expect(await s.stop()).toEqual({ status: 0, signal: null });
+          stopped = true;
+          expect(s.stdout()).toContain(`status m: 0 32768 mirror 2 ${local} ${remote} ${REGIONS - 1}/${REGIONS} 1 AD 3 disk ${log} A\n`);
+        } finally {
+          if (!stopped) await s.stop();
+        }
+      } finally {
+        await server.stop('SIGKILL');
+      }
+      expect(dirtyRegions(log)).toEqual([5]);
+      expect(
+        fs
+          .readFileSync(local)
+          .subarray(5 * REGION_BYTES, 5 * REGION_BYTES + 4096)
+          .equals(Buffer.alloc(4096, 0x44)),
+      ).toBe(true);
+    },
+  );
 });
