@@ -39,7 +39,7 @@ export interface DirtyLog {
   /** Make everything written so far durable (fdatasync the log device; core: nothing). */
   sync(): Promise<void>;
   setFlushCallback(fn: FlushCallback | undefined): void;
-  /** A leg flush failed once (or a leg had failed): clean bits are no longer set (sticky). */
+  /** A leg flush failed once: clean bits are no longer set (sticky). */
   readonly legFlushFailed: boolean;
   /** Regions whose clean bit is 0. */
   dirtyRegions(): number[];
