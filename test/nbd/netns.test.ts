@@ -12,12 +12,13 @@ import { decodeDiskLog } from '@dmtool/dm-mirror';
 import { waitFor } from '../support/cli';
 import { readRange } from '../support/images';
 import { haveNetns, withNetnsPair } from '../support/netns';
-import { havePeer, randomFile, sha256 } from './serve-process';
+import { havePeer, nbdUri, peer, randomFile, sha256, startServe } from './serve-process';
 
 jest.setTimeout(120000);
 
 const MiB = 1 << 20;
 const nbdkit = havePeer('nbdkit');
+const nbdsh = havePeer('nbdsh');
 const netns = haveNetns();
 const when = (ok: boolean) => (ok ? test : test.skip);
 const esc = (s: string) => s.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
@@ -167,6 +168,45 @@ when(nbdkit && netns)(
       const again = pair.dmtool(['mirror-resync', '--log', log, local, remote], { env });
       expect([again.status, again.stderr]).toEqual([0, '']);
       expect(again.stdout).toMatch(new RegExp(`^resynced ${left.length} of ${left.length} out-of-sync regions `));
+    });
+    expect(sha256(remoteFile)).toBe(sha256(local));
+    expect(dirty()).toEqual([]);
+  },
+);
+
+when(nbdkit && nbdsh && netns)(
+  'dmtool serve in the local namespace, its mirror leg on the remote host over TCP, the server killed while a client writes: the local leg takes the writes, the log keeps what the leg missed, a resync after the restart copies exactly that',
+  async () => {
+    const { src: local, dst: remoteFile } = files(16 * MiB);
+    fs.copyFileSync(local, remoteFile);
+    const log = path.join(dir, 'log.img');
+    fs.writeFileSync(log, Buffer.alloc(MiB));
+    const dirty = () => decodeDiskLog(fs.readFileSync(log), { path: log }).clean.zeros();
+    const env = { DMTOOL_NBD_RECONNECT_ATTEMPTS: '2', DMTOOL_NBD_RECONNECT_DELAY_MS: '100' };
+    await withNetnsPair(async (pair) => {
+      const remote = `nbd://${pair.remoteAddress}:10809/`;
+      const server = await pair.startNbdkit(['file', remoteFile]);
+      expect(pair.dmtool(['mirror-create', '--nosync', '--log', log, '--region-size', '512', local, remote]).status).toBe(0);
+      // A unix socket is a path: the client reaches it from any namespace.
+      const sock = path.join(dir, 'serve.sock');
+      const table = `0 32768 mirror disk 2 ${log} 512 2 ${local} 0 ${remote} 0`;
+      const s = await startServe(['--dev', 'm', table], sock, 15000, { ...process.env, ...env }, ['ip', 'netns', 'exec', pair.local]);
+      let stopped = false;
+      try {
+        await server.stop('SIGKILL');
+        const w = peer('nbdsh', ['-u', nbdUri(sock, 'm'), '-c', `h.pwrite(b"\\x66" * 8192, ${7 * 256 * 1024 - 4096})\nh.flush()`]);
+        expect([w.status, w.stderr]).toEqual([0, '']);
+        expect(dirty()).toEqual([6, 7]);
+        expect(await s.stop()).toEqual({ status: 0, signal: null });
+        stopped = true;
+        expect(s.stdout()).toContain(`status m: 0 32768 mirror 2 ${local} ${remote} 62/64 1 AD 3 disk ${log} A\n`);
+      } finally {
+        if (!stopped) await s.stop();
+      }
+      await pair.startNbdkit(['file', remoteFile]);
+      const r = pair.dmtool(['mirror-resync', '--log', log, local, remote], { env });
+      expect([r.status, r.stderr]).toEqual([0, '']);
+      expect(r.stdout).toMatch(/^resynced 2 of 2 out-of-sync regions \(512\.0 KiB in /);
     });
     expect(sha256(remoteFile)).toBe(sha256(local));
     expect(dirty()).toEqual([]);
