@@ -29,8 +29,8 @@ export interface ServerOptions {
   maxRequestsInFlight?: number;
   /** On close, how long connections get to finish their requests before they are cut (default 10 s). */
   shutdownGraceMs?: number;
-  /** TLS through NBD_OPT_STARTTLS, offered (`on`) or required; the files are read when the server is made. */
-  tls?: ServerTls;
+  /** TLS through NBD_OPT_STARTTLS, offered (`on`) or required; files are read when the server (or the credentials) is made. */
+  tls?: ServerTls | ServerTlsCredentials;
   /** One line per refused or broken connection. */
   log?: (line: string) => void;
 }
@@ -81,7 +81,7 @@ export class NbdServer {
         `each connection's budget and share of the server budget must be at least ${MAXIMUM_PAYLOAD_BYTES} bytes (the largest request)`,
       );
     }
-    this.tls = opts.tls && new ServerTlsCredentials(opts.tls);
+    this.tls = opts.tls instanceof ServerTlsCredentials ? opts.tls : opts.tls && new ServerTlsCredentials(opts.tls);
     this.server = net.createServer({ allowHalfOpen: true, pauseOnConnect: false }, (socket) => this.accept(socket));
   }
 

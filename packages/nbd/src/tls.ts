@@ -23,7 +23,7 @@ export class TlsError extends Error {
 /** The short reason of an OpenSSL error ("tlsv13 alert certificate required"), or Node's own message. */
 export function tlsReason(e: unknown): string {
   const message = typeof e === 'object' && e !== null && typeof (e as Error).message === 'string' ? (e as Error).message : String(e);
-  const openssl = /routines:[^:]*:([^:]+):/.exec(message);
+  const openssl = /routines:[^:]*:([^:\n]+)/.exec(message);
   return openssl ? openssl[1] : message.split('\n')[0];
 }
 
@@ -71,6 +71,7 @@ export interface ServerTls {
 /** A server's credentials, read once; `upgrade` runs the handshake on an accepted socket. */
 export class ServerTlsCredentials {
   readonly mode: 'on' | 'require';
+  readonly verifyClient: boolean;
   private readonly options: tls.TlsOptions;
 
   constructor(config: ServerTls) {
@@ -78,6 +79,7 @@ export class ServerTlsCredentials {
     // Read and parsed here, so bad files are refused before the server listens.
     secureContext(config.files);
     this.mode = config.mode;
+    this.verifyClient = config.verifyClient;
     this.options = {
       ca: config.files.ca === undefined ? undefined : readPem(config.files.ca, 'CA certificate'),
       cert: readPem(config.files.cert, 'certificate'),
