@@ -86,7 +86,8 @@ export class ServerTlsCredentials {
       key: readPem(config.files.key, 'private key'),
       minVersion: TLS_MIN_VERSION,
       requestCert: config.verifyClient,
-      rejectUnauthorized: config.verifyClient,
+      // A missing certificate fails the handshake; a certificate that does not verify is refused in upgrade(), which can say why.
+      rejectUnauthorized: false,
     };
   }
 
@@ -108,7 +109,15 @@ export class ServerTlsCredentials {
       };
       const closed = () => done(new TlsError('the client closed the connection during the TLS handshake'));
       socket.on('close', closed);
-      server.on('secureConnection', (s: tls.TLSSocket) => done(undefined, s));
+      server.on('secureConnection', (s: tls.TLSSocket) => {
+        if (this.verifyClient && !s.authorized) {
+          const sent = Object.keys(s.getPeerCertificate()).length > 0;
+          s.destroy();
+          done(
+            new TlsError(sent ? `the client's certificate is refused (${String(s.authorizationError)})` : 'the client sent no certificate'),
+          );
+        } else done(undefined, s);
+      });
       server.on('tlsClientError', (e: Error) => done(new TlsError(`TLS handshake failed: ${tlsReason(e)}`)));
       server.emit('connection', socket);
     });
