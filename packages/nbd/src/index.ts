@@ -17,7 +17,17 @@ export { ClientExport, ClientNegotiationIo, ExportRefused, negotiateClient } fro
 export { ConnectionClosed, SocketReader } from './socket-reader';
 export { ClientConnection, ClientRequest, ReplyOutcome } from './client-connection';
 export { NbdDevice, NbdDeviceOptions, nbdIdentity } from './nbd-device';
-export { looksLikeNbdUri, NBD_DEFAULT_PORT, NbdAddress, NbdUri, NbdUriError, NbdUriErrorReason, parseNbdUri, redactUserinfo } from './uri';
+export {
+  looksLikeNbdUri,
+  NBD_DEFAULT_PORT,
+  NbdAddress,
+  NbdUri,
+  NbdUriError,
+  NbdUriErrorReason,
+  NbdUriTls,
+  parseNbdUri,
+  redactUserinfo,
+} from './uri';
 export {
   certificatesDirFiles,
   ClientTlsCredentials,
