@@ -1,3 +1,4 @@
+import { nbdIdentity } from '../src/nbd-device';
 import { looksLikeNbdUri, NbdUriError, parseNbdUri, redactUserinfo } from '../src/uri';
 
 describe('parseNbdUri', () => {
@@ -64,6 +65,13 @@ describe('parseNbdUri', () => {
     });
     expect(parseNbdUri('nbds+unix:///d?socket=/run/s&tls-hostname=localhost').tls).toEqual({ hostname: 'localhost', verifyPeer: true });
     expect(parseNbdUri('nbds://alice:secret@h/x').display).toBe('nbds://h:10809/x');
+  });
+
+  test('an export has one identity with TLS or without, so it cannot be given twice that way', () => {
+    expect(nbdIdentity(parseNbdUri('nbds+unix:///d?socket=/s&tls-certificates=/c'))).toBe(
+      nbdIdentity(parseNbdUri('nbd+unix:///d?socket=/s')),
+    );
+    expect(nbdIdentity(parseNbdUri('nbds://h/d'))).toBe('nbd:nbd://h:10809/d');
   });
 
   const refused: [string, string, string][] = [
