@@ -316,28 +316,37 @@ describe("dmtool's client against other servers requiring TLS", () => {
   });
 });
 
-test('TCP on 127.0.0.1: nbds://127.0.0.1:PORT and nbds://localhost:PORT are checked against the certificate', async () => {
-  const port = await freePort();
-  const image = path.join(dir, 'served.img');
-  randomFile(image, 4 * MiB, 16);
-  const server = await startServe(
-    ['--dev', 'disk', `0 8192 linear ${image} 0`, '--tcp', `127.0.0.1:${port}`, '--tls-certificates', certs.server],
-    path.join(dir, 'unused.sock'),
-  );
-  try {
-    expect(server.stdout()).toContain(`export disk: ${4 * MiB} bytes, read-write: nbds://127.0.0.1:${port}/disk\n`);
-    for (const host of ['127.0.0.1', 'localhost']) {
-      const out = path.join(dir, `${host}.img`);
-      fs.writeFileSync(out, Buffer.alloc(0));
-      fs.truncateSync(out, 4 * MiB);
-      const r = dmtool(['copy', '--quiet', '--length', '4M', `nbds://${host}:${port}/disk?tls-certificates=${certs.caOnly}`, out]);
-      expect([host, r.status, r.stderr]).toEqual([host, 0, '']);
-      expect(sha256(out)).toBe(sha256(image));
+when(nbdcopy)(
+  'TCP on 127.0.0.1: nbds://127.0.0.1:PORT and nbds://localhost:PORT are checked against the certificate, by dmtool and libnbd',
+  async () => {
+    const port = await freePort();
+    const image = path.join(dir, 'served.img');
+    randomFile(image, 4 * MiB, 16);
+    const server = await startServe(
+      ['--dev', 'disk', `0 8192 linear ${image} 0`, '--tcp', `127.0.0.1:${port}`, '--tls-certificates', certs.server],
+      path.join(dir, 'unused.sock'),
+    );
+    try {
+      expect(server.stdout()).toContain(`export disk: ${4 * MiB} bytes, read-write: nbds://127.0.0.1:${port}/disk\n`);
+      for (const host of ['127.0.0.1', 'localhost']) {
+        const out = path.join(dir, `${host}.img`);
+        fs.writeFileSync(out, Buffer.alloc(0));
+        fs.truncateSync(out, 4 * MiB);
+        const r = dmtool(['copy', '--quiet', '--length', '4M', `nbds://${host}:${port}/disk?tls-certificates=${certs.caOnly}`, out]);
+        expect([host, r.status, r.stderr]).toEqual([host, 0, '']);
+        expect(sha256(out)).toBe(sha256(image));
+      }
+      // libnbd checks the server over TCP: our CA passes, another CA does not.
+      const ours = peer('nbdinfo', ['--size', `nbds://localhost:${port}/disk?tls-certificates=${certs.caOnly}`]);
+      expect([ours.status, ours.stdout]).toEqual([0, `${4 * MiB}\n`]);
+      const theirs = peer('nbdinfo', ['--size', `nbds://localhost:${port}/disk?tls-certificates=${otherCa.caOnly}`]);
+      expect([theirs.status, theirs.stdout]).toEqual([1, '']);
+      expect(theirs.stderr).toMatch(/certificate|verif/i);
+    } finally {
+      await server.stop();
     }
-  } finally {
-    await server.stop();
-  }
-});
+  },
+);
 
 test('a reconnection redoes TLS: the server restarted under a device that stays open, bytes exact', async () => {
   const sock = path.join(dir, 'inproc.sock');
