@@ -35,13 +35,21 @@ function readPem(file: string, what: string): Buffer {
   }
 }
 
-/** A secure context from PEM material; a malformed file is named without its content. */
-function secureContext(files: { ca?: string; cert?: string; key?: string }): tls.SecureContext {
-  const ca = files.ca === undefined ? undefined : readPem(files.ca, 'CA certificate');
-  const cert = files.cert === undefined ? undefined : readPem(files.cert, 'certificate');
-  const key = files.key === undefined ? undefined : readPem(files.key, 'private key');
+interface Pem {
+  ca?: Buffer;
+  cert?: Buffer;
+  key?: Buffer;
+}
+
+/** The PEM files read, and checked by making a secure context of them (the key matches the certificate); a bad file is named without its content. */
+function readCredentials(files: { ca?: string; cert?: string; key?: string }): { pem: Pem; context: tls.SecureContext } {
+  const pem: Pem = {
+    ca: files.ca === undefined ? undefined : readPem(files.ca, 'CA certificate'),
+    cert: files.cert === undefined ? undefined : readPem(files.cert, 'certificate'),
+    key: files.key === undefined ? undefined : readPem(files.key, 'private key'),
+  };
   try {
-    return tls.createSecureContext({ ca, cert, key, minVersion: TLS_MIN_VERSION });
+    return { pem, context: tls.createSecureContext({ ...pem, minVersion: TLS_MIN_VERSION }) };
   } catch (e) {
     const named = [files.cert, files.key, files.ca].filter((f) => f !== undefined).join(', ');
     throw new TlsError(`the TLS credentials (${named}) cannot be used: ${tlsReason(e)}`);
@@ -76,25 +84,24 @@ export class ServerTlsCredentials {
 
   constructor(config: ServerTls) {
     if (config.verifyClient && config.files.ca === undefined) throw new TlsError('checking client certificates needs a CA certificate');
-    // Read and parsed here, so bad files are refused before the server listens.
-    secureContext(config.files);
+    // Read and checked here, so bad files are refused before the server listens.
+    const { pem } = readCredentials(config.files);
     this.mode = config.mode;
     this.verifyClient = config.verifyClient;
     this.options = {
-      ca: config.files.ca === undefined ? undefined : readPem(config.files.ca, 'CA certificate'),
-      cert: readPem(config.files.cert, 'certificate'),
-      key: readPem(config.files.key, 'private key'),
+      ...pem,
       minVersion: TLS_MIN_VERSION,
       requestCert: config.verifyClient,
-      // A missing certificate fails the handshake; a certificate that does not verify is refused in upgrade(), which can say why.
+      // Checked in upgrade() instead, which can then say why a client is refused (no certificate, or which verify error).
       rejectUnauthorized: false,
     };
   }
 
   /**
    * The server's handshake on `socket`, which must not be read by anyone
-   * else meanwhile. A tls.Server that never listens does the work, so a
-   * client certificate is checked exactly as a listening one checks it.
+   * else meanwhile. A tls.Server that never listens does the work and
+   * verifies the client's certificate chain; with `verifyClient` a client
+   * whose chain did not verify, or who sent none, is refused here.
    */
   upgrade(socket: net.Socket): Promise<tls.TLSSocket> {
     return new Promise((resolve, reject) => {
@@ -152,7 +159,7 @@ export class ClientTlsCredentials {
         `the certificates directory ${opts.certificatesDir} has ${haveCert ? 'client-cert.pem but no client-key.pem' : 'client-key.pem but no client-cert.pem'}`,
       );
     }
-    this.context = secureContext(haveCert ? files : { ca: files.ca });
+    this.context = readCredentials(haveCert ? files : { ca: files.ca }).context;
     this.hasClientCertificate = haveCert;
   }
 
