@@ -5,6 +5,7 @@ import { makeImage, sha256File } from '../support/images';
 import { removeDir, tempDir } from '../support/loop';
 import { dmtool } from '../support/cli';
 import { FIXTURE_DIR } from '../support/fixtures';
+import { makeCerts } from '../support/tls-certs';
 
 /**
  * Bad input, each refused with one clear line on stderr, a non-zero exit,
@@ -164,10 +165,10 @@ const copyCases: Case[] = [
     message: /^dmtool: destination 0 .* is the same device as source/,
   },
   {
-    name: 'copy: TLS NBD URI (not supported yet), password not shown',
-    args: (d) => ['copy', source(d), 'nbds://alice:secret@127.0.0.1/disk'],
+    name: 'copy: TLS NBD URI with a bad tls-verify-peer, password not shown',
+    args: (d) => ['copy', source(d), 'nbds://alice:secret@127.0.0.1/disk?tls-verify-peer=maybe'],
     status: 2,
-    message: /^dmtool: nbds:\/\/127\.0\.0\.1\/disk: TLS is not supported yet \(use nbd:\/\/ or nbd\+unix:\/\/\)$/,
+    message: /^dmtool: nbds:\/\/127\.0\.0\.1\/disk\?tls-verify-peer=maybe: tls-verify-peer=maybe is not 0, 1, false or true$/,
   },
   {
     name: 'copy: nbd+unix URI without a socket',
@@ -1307,6 +1308,69 @@ const serveCases: Case[] = [
   },
 ];
 
+/** TLS options of serve and TLS URIs: refused before anything listens or connects. */
+const tlsCases: Case[] = [
+  {
+    name: 'serve: plaintext on a TCP address other machines reach, without an explicit --tls off',
+    args: (d) => ['serve', '--dev', 'x', `0 8 linear ${source(d)} 0`, '--tcp', '192.0.2.1:10809'],
+    status: 2,
+    message:
+      /^dmtool: --tcp 192\.0\.2\.1 is reachable from other machines: give certificates \(--tls-certificates DIR\), or --tls off to serve in plaintext on purpose$/,
+  },
+  {
+    name: 'serve: --tls require without certificates',
+    args: (d) => serveArgs(d, '--dev', 'x', `0 8 linear ${source(d)} 0`, '--tls', 'require'),
+    status: 2,
+    message: /^dmtool: --tls require needs --tls-certificates DIR, or --tls-cert FILE and --tls-key FILE$/,
+  },
+  {
+    name: 'serve: a private key others may read',
+    args: (d) => {
+      const certs = makeCerts(path.join(d, 'pki'));
+      fs.chmodSync(path.join(certs.server, 'server-key.pem'), 0o644);
+      return serveArgs(d, '--dev', 'x', `0 8 linear ${source(d)} 0`, '--tls-certificates', certs.server);
+    },
+    status: 2,
+    message: /^dmtool: the private key .*\/server-key\.pem is open to others than its owner \(mode 0644\); chmod 600 it$/,
+  },
+  {
+    name: 'serve: --tls-verify-client without a CA',
+    args: (d) => {
+      const certs = makeCerts(path.join(d, 'pki'));
+      const [cert, key] = ['server-cert.pem', 'server-key.pem'].map((f) => path.join(certs.server, f));
+      return serveArgs(d, '--dev', 'x', `0 8 linear ${source(d)} 0`, '--tls-cert', cert, '--tls-key', key, '--tls-verify-client');
+    },
+    status: 2,
+    message: /^dmtool: --tls-verify-client needs a CA certificate \(--tls-ca FILE, or ca-cert\.pem in --tls-certificates DIR\)$/,
+  },
+  {
+    name: 'serve: a certificate that does not match its key',
+    args: (d) => {
+      const certs = makeCerts(path.join(d, 'pki'));
+      const [cert, key] = [path.join(certs.client, 'client-cert.pem'), path.join(certs.server, 'server-key.pem')];
+      return serveArgs(d, '--dev', 'x', `0 8 linear ${source(d)} 0`, '--tls-cert', cert, '--tls-key', key);
+    },
+    status: 2,
+    message: /^dmtool: the TLS credentials \(.*client-cert\.pem, .*server-key\.pem\) cannot be used: key values mismatch$/,
+  },
+  {
+    name: 'copy: an nbds URI whose certificates directory has no ca-cert.pem',
+    args: (d) => {
+      fs.mkdirSync(path.join(d, 'empty'));
+      return ['copy', source(d), `nbds+unix:///?socket=${path.join(d, 'none.sock')}&tls-certificates=${path.join(d, 'empty')}`];
+    },
+    status: 2,
+    message: /^dmtool: nbds\+unix:\/\/\/\?socket=.*none\.sock: the certificates directory .*empty has no ca-cert\.pem$/,
+  },
+  {
+    name: 'copy: an nbds URI with a pre-shared key file',
+    args: (d) => ['copy', source(d), `nbds://alice:secret@127.0.0.1/disk?tls-psk-file=${path.join(d, 'keys.psk')}`],
+    status: 2,
+    message:
+      /^dmtool: nbds:\/\/127\.0\.0\.1\/disk\?tls-psk-file=.*keys\.psk: TLS with a pre-shared key \(tls-psk-file\) is not supported; use X\.509 \(tls-certificates=DIR\)$/,
+  },
+];
+
 function runCorpus(cases: Case[]): void {
   it.each(cases.map((c) => [c.name, c] as const))('%s', (_name, c) => {
     const dir = tempDir('dmtool-bad-');
@@ -1337,6 +1401,7 @@ describe('bad input is refused with one line, a non-zero exit and nothing writte
   describe('toolbox: snapshot and mirror-log check, dump, restore, delta', () => runCorpus(toolboxCases));
   describe('LVM volumes', () => runCorpus(lvmCases));
   describe('serve', () => runCorpus(serveCases));
+  describe('TLS', () => runCorpus(tlsCases));
 
   it('holds at least 40 cases', () => {
     expect(copyCases.length + mirrorCases.length + snapshotCases.length + partialSectorCases.length).toBeGreaterThanOrEqual(40);

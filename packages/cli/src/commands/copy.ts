@@ -49,7 +49,7 @@ export const copyCommand = defineCommand({
     ['$0 copy disk.img nbd://backup.example:10809/disk', 'copy an image to an NBD export over TCP'],
     ['$0 copy nbd+unix:///disk?socket=/run/nbd.sock disk.img', 'copy an NBD export over a unix socket into an image'],
   ],
-  epilog: `Sectors are 512 bytes. Destinations are flushed (fdatasync, NBD_CMD_FLUSH) before the command reports success.\nNBD URIs: nbd://HOST[:PORT]/EXPORT and nbd+unix:///EXPORT?socket=PATH (no TLS yet); a dropped connection is retried (DMTOOL_NBD_RECONNECT_ATTEMPTS, default 5, DMTOOL_NBD_RECONNECT_DELAY_MS, default 250, doubled each time), every request times out after DMTOOL_NBD_TIMEOUT_MS (default 30000).\n${EXIT_CODES_HELP}`,
+  epilog: `Sectors are 512 bytes. Destinations are flushed (fdatasync, NBD_CMD_FLUSH) before the command reports success.\nNBD URIs: nbd://HOST[:PORT]/EXPORT and nbd+unix:///EXPORT?socket=PATH, with TLS nbds://HOST[:PORT]/EXPORT?tls-certificates=DIR and nbds+unix:///EXPORT?socket=PATH&tls-certificates=DIR (ca-cert.pem, client-cert.pem, client-key.pem; also tls-hostname=NAME, tls-verify-peer=0); a dropped connection is retried (DMTOOL_NBD_RECONNECT_ATTEMPTS, default 5, DMTOOL_NBD_RECONNECT_DELAY_MS, default 250, doubled each time), every request times out after DMTOOL_NBD_TIMEOUT_MS (default 30000).\n${EXIT_CODES_HELP}`,
   async run(o) {
     const out = new Output(o.json, 'copy');
     const progressMode = progressModeFor(o);
