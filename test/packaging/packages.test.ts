@@ -149,8 +149,14 @@ describePacked(title, () => {
       const meta = { name: 'kcopyd-user', private: true, allowScripts: { '@dmtool/native': true } };
       fs.writeFileSync(path.join(project, 'package.json'), JSON.stringify(meta));
       const env = noCompilerEnv(path.join(work, 'bin-kcopyd'));
-      // The command packages/kcopyd/README.md gives.
-      const r = npmInstall(project, tarballs('@dmtool/kcopyd', '@dmtool/native', '@dmtool/devices'), env);
+      // The command packages/kcopyd/README.md gives, run as given, beside the tarballs.
+      const readme = fs.readFileSync(path.join(ROOT, 'packages', 'kcopyd', 'README.md'), 'utf8');
+      const command = /^\$ npm i (.+)$/m.exec(readme)?.[1].split(' ') ?? [];
+      expect(command.map((arg) => path.basename(arg)).sort()).toEqual(
+        tarballs('@dmtool/devices', '@dmtool/kcopyd', '@dmtool/native').map((t) => path.basename(t)),
+      );
+      for (const arg of command) fs.copyFileSync(path.join(work, 'tarballs', path.basename(arg)), path.join(project, arg));
+      const r = npmInstall(project, command, env);
       expect(r.stderr).not.toMatch(/npm error/);
       expect(r.status).toBe(0);
       // node-gyp-build ran and found that the prebuild loads: had it not, it
