@@ -17,6 +17,7 @@ function thrownMessage(fn: () => unknown): string {
   try {
     fn();
   } catch (err) {
+    expect((err as { code?: string }).code).toBe('DMTOOL_NATIVE_ADDON');
     return (err as Error).message;
   }
   throw new Error('did not throw');

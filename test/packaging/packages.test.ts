@@ -1,7 +1,7 @@
 import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
-import { makeImage, sha256File } from '../support/images';
+import { makeImage, sha256File, sha256Zeros } from '../support/images';
 import { removeDir, tempDir } from '../support/loop';
 import {
   crossCompilerAvailable,
@@ -199,7 +199,7 @@ describePacked(title, () => {
   );
 
   it(
-    'every package installs together with --ignore-scripts and no compiler, and the dmtool command copies',
+    'every package installs together with --ignore-scripts and no compiler; the dmtool command copies, and without an addon says so in one line',
     () => {
       const project = path.join(work, 'all-project');
       fs.mkdirSync(project);
@@ -226,6 +226,26 @@ describePacked(title, () => {
       );
       expect(run.status).toBe(0);
       expect(sha256File(path.join(project, 'dst.img'))).toBe(sha256File(path.join(project, 'src.img')));
+
+      // Without a prebuild or a source build, the command says so in one line.
+      const nativeDir = path.join(project, 'node_modules', '@dmtool', 'native');
+      removeDir(path.join(nativeDir, 'prebuilds'));
+      makeImage(path.join(project, 'untouched.img'), IMAGE_BYTES);
+      const refused = spawnSync(path.join(project, 'node_modules', '.bin', 'dmtool'), ['copy', 'src.img', 'untouched.img'], {
+        cwd: project,
+        env,
+        encoding: 'utf8',
+        timeout: 30_000,
+      });
+      expect({ stdout: refused.stdout, stderr: refused.stderr, status: refused.status }).toEqual({
+        stdout: '',
+        stderr:
+          `dmtool: @dmtool/native: no native addon: no source build in ${nativeDir}/build/Release and no prebuild in ${nativeDir}/prebuilds ` +
+          `for ${process.platform}-${process.arch} (glibc); build it from source with \`npm rebuild @dmtool/native --build-from-source\` ` +
+          '(needs python3, make and g++)\n',
+        status: 1,
+      });
+      expect(sha256File(path.join(project, 'untouched.img'))).toBe(sha256Zeros(IMAGE_BYTES));
     },
     INSTALL_BUDGET_MS,
   );
