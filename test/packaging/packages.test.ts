@@ -3,6 +3,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { makeImage, sha256File, sha256Zeros } from '../support/images';
 import { removeDir, tempDir } from '../support/loop';
+import { readmeExamples, runReadmeExample } from '../support/readme-examples';
 import {
   crossCompilerAvailable,
   elfInfo,
@@ -199,7 +200,7 @@ describePacked(title, () => {
   );
 
   it(
-    'every package installs together with --ignore-scripts and no compiler; the dmtool command copies, and without an addon says so in one line',
+    'every package installs together with --ignore-scripts and no compiler; the dmtool command copies, every README example runs, and without an addon dmtool says so in one line',
     () => {
       const project = path.join(work, 'all-project');
       fs.mkdirSync(project);
@@ -226,6 +227,29 @@ describePacked(title, () => {
       );
       expect(run.status).toBe(0);
       expect(sha256File(path.join(project, 'dst.img'))).toBe(sha256File(path.join(project, 'src.img')));
+
+      // Every package README's examples, against the installed tarballs.
+      const examples = WORKSPACES.flatMap((w) => readmeExamples(ROOT, path.join(w, 'README.md')));
+      expect(examples.length).toBeGreaterThanOrEqual(WORKSPACES.length);
+      const outcomes = examples.map((example, i) => {
+        const dir = path.join(project, `readme-${i}`);
+        fs.mkdirSync(dir);
+        // Examples use coreutils (truncate, cmp), so the machine's PATH follows.
+        const r = runReadmeExample(example, dir, path.join(project, 'node_modules', '.bin'), {
+          ...env,
+          PATH: `${env.PATH}:${process.env.PATH}`,
+        });
+        return { readme: example.readme, index: example.index, status: r.status, stderr: r.stderr, stdout: r.stdout };
+      });
+      expect(outcomes).toEqual(
+        examples.map((e, i) => ({
+          readme: e.readme,
+          index: e.index,
+          status: 0,
+          stderr: '',
+          stdout: e.expectedStdout ?? outcomes[i].stdout,
+        })),
+      );
 
       // Without a prebuild or a source build, the command says so in one line.
       const nativeDir = path.join(project, 'node_modules', '@dmtool', 'native');
