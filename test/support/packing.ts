@@ -15,6 +15,11 @@ export interface PackedPackage {
   files: string[];
 }
 
+/** `env` without the variables npm exports to the scripts it runs (as when jest runs under `npm test`). */
+function withoutNpmVars(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  return Object.fromEntries(Object.entries(env).filter(([k]) => !/^npm_/i.test(k) && k !== 'INIT_CWD'));
+}
+
 /** The arm64 prebuild is made with Debian's cross compiler (g++-aarch64-linux-gnu). */
 export function crossCompilerAvailable(): boolean {
   return spawnSync('aarch64-linux-gnu-g++', ['--version'], { stdio: 'ignore' }).status === 0;
@@ -25,6 +30,7 @@ export function packWorkspaces(dest: string): PackedPackage[] {
   fs.mkdirSync(dest, { recursive: true });
   const r = spawnSync('npm', ['pack', '--workspaces', '--pack-destination', dest, '--json'], {
     cwd: ROOT,
+    env: withoutNpmVars(process.env),
     encoding: 'utf8',
     timeout: 240_000,
     maxBuffer: 64 << 20,
@@ -54,7 +60,7 @@ export function unpack(tarball: string, dir: string): string {
  * /bin/false, PYTHON too, and PATH is a folder holding only node, sh and the
  * two tools the installed `dmtool` wrapper uses (no python3, make or g++).
  * Variables npm exports to its scripts are dropped, so an install in a
- * temporary project sees none of this repository's configuration.
+ * temporary project sees none of this repository's npm settings.
  */
 export function noCompilerEnv(binDir: string): NodeJS.ProcessEnv {
   fs.mkdirSync(binDir, { recursive: true });
@@ -62,9 +68,7 @@ export function noCompilerEnv(binDir: string): NodeJS.ProcessEnv {
     fs.symlinkSync(execFileSync('sh', ['-c', `command -v ${tool}`], { encoding: 'utf8' }).trim(), path.join(binDir, tool));
   }
   fs.symlinkSync(process.execPath, path.join(binDir, 'node'));
-  const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) if (!/^npm_/i.test(k) && k !== 'INIT_CWD') env[k] = v;
-  return { ...env, PATH: binDir, CC: '/bin/false', CXX: '/bin/false', PYTHON: '/bin/false' };
+  return { ...withoutNpmVars(process.env), PATH: binDir, CC: '/bin/false', CXX: '/bin/false', PYTHON: '/bin/false' };
 }
 
 /** npm's own entry point, run with node so that PATH need not hold npm. */
