@@ -56,7 +56,8 @@ function main() {
     const nodePath = path.dirname(path.dirname(require.resolve('node-addon-api/package.json')));
     for (const [arch, env] of envs) {
       const args = [prebuildify, '--napi', '--strip', '--tag-libc', `--target=node@${process.versions.node}`, `--arch=${arch}`];
-      args.push(`--cwd=${scratch}`, `--out=${nativeDir}`);
+      // prebuildify's node-gyp dev folder (--cache) goes with the scratch copy, not into the shared tmp.
+      args.push(`--cwd=${scratch}`, `--out=${nativeDir}`, `--cache=${path.join(scratch, 'cache')}`);
       const r = spawnSync(process.execPath, args, {
         // Build output goes to stderr: `npm pack --json` prints its document on stdout.
         stdio: ['ignore', 2, 2],
