@@ -1,4 +1,5 @@
 import * as path from 'path';
+import { loadAddon } from './load-addon';
 
 /** What `open` returns: errno 0 and the device, or only the errno. */
 export interface NativeOpenResult {
@@ -54,8 +55,6 @@ export interface NativeBinding {
   ): void;
 }
 
-// Works from lib/ (tests run the sources) and from dist/ (the built package).
-const addonPath = path.join(__dirname, '..', 'build', 'Release', 'dmtool_native.node');
-
-// eslint-disable-next-line @typescript-eslint/no-require-imports -- a native addon is loaded by path at run time
-export const binding: NativeBinding = require(addonPath) as NativeBinding;
+// The package folder (binding.gyp, build/, prebuilds/) is the parent of
+// lib/ (tests run the sources) and of dist/ (the built package).
+export const binding = loadAddon(path.join(__dirname, '..')) as NativeBinding;
