@@ -85,6 +85,13 @@ export const JSON_SCHEMAS = {
   copy: doc('copy', {
     source: z.string(),
     destinations: z.array(z.string()),
+    /** Destinations that did not exist and were created (would be, on a dry run). */
+    created: z.array(z.string()),
+    sparse: z.enum(['auto', 'always', 'never']),
+    /** The --map file, or null. */
+    map: z.string().nullable(),
+    /** Sectors a resumed copy found done in its map (0 otherwise); percent counts them. */
+    resumedSectors: count,
     offset: count,
     destOffset: count,
     sectors: count,
