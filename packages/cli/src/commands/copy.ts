@@ -169,7 +169,7 @@ export const copyCommand = defineCommand({
       );
       const doneSectors = resumedSectors + r.sectorsDone;
       const code = outcome(out, r, sectors, {
-        success: `copied ${plural(sectors, 'sector')} from ${src.path} to ${plural(dests.length, 'destination')}`,
+        success: `copied ${plural(sectors, 'sector')} from ${src.path} to ${plural(dests.length, 'destination')}${resumedSectors > 0 ? ` (${resumedSectors} done before, as the map recorded)` : ''}`,
         verb: 'copied',
         resume: o.map !== undefined ? { command: resumeCommandLine(process.argv.slice(2)), doneSectors } : undefined,
       });

@@ -48,7 +48,9 @@ export async function runWithProgress(
   job: Omit<CopyRun, 'signal' | 'onProgress'> & { count: number },
 ): Promise<CopyRunResult> {
   const client = new KcopydClient(clientOpts);
-  const progress = new Progress(label, { mode, rateBytesPerSecond: clientOpts.rateBytesPerSecond }, job.count * SECTOR_BYTES);
+  // A resumed copy's progress is of what this run does: its rate and ETA stay true.
+  const totalSectors = job.only ? job.only.reduce((n, r) => n + r.count, 0) : job.count;
+  const progress = new Progress(label, { mode, rateBytesPerSecond: clientOpts.rateBytesPerSecond }, totalSectors * SECTOR_BYTES);
   const interrupt = interruptSignal();
   try {
     return await run(client, { ...job, signal: interrupt.signal, onProgress: (s) => progress.update(s * SECTOR_BYTES) });
