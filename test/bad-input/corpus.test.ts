@@ -289,6 +289,12 @@ const copyCases: Case[] = [
       /^dmtool: map .* belongs to another copy: its range is --offset 0 --dest-offset 0 --length 8192, not --offset 0 --dest-offset 0 --length 4096; give the copy it records, or remove the map$/,
   },
   {
+    name: 'copy: --map naming the destination',
+    args: (d) => ['copy', source(d), path.join(d, 'new.img'), '--map', path.join(d, 'new.img')],
+    status: 2,
+    message: /^dmtool: --map .*new\.img names a device of the copy; give the map its own file$/,
+  },
+  {
     name: 'copy: a new destination in a folder that does not exist',
     args: (d) => ['copy', source(d), path.join(d, 'no-such-folder', 'new.img')],
     status: 2,

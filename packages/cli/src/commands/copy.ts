@@ -9,6 +9,7 @@ import {
   SparseCopy,
 } from '@dmtool/kcopyd';
 import * as fs from 'fs';
+import * as path from 'path';
 import { z } from 'zod';
 import { checkMapMatches, CopyMap, CopyMapHeader, mapDevice, readMap, removeMap, writeMapAtomically } from '../util/copy-map';
 import { closeAll, openOrCreateAll, removeCreated } from '../util/devices';
@@ -85,6 +86,7 @@ export const copyCommand = defineCommand({
     if (o.resume && o.map === undefined) throw new CliError('usage', '--resume needs --map FILE: the map of the copy to resume');
     if (o.map !== undefined && !o.resume && fs.existsSync(o.map))
       throw new CliError('usage', `map ${o.map} exists: add --resume to continue the copy it records, or remove it to start again`);
+    if (o.map !== undefined) refuseMapOverDevice(o.map, [o.source, ...o.destinations]);
     const recorded = o.resume && o.map !== undefined ? readMap(o.map) : undefined;
     let sectors = o.length ?? 0;
     const opened = await openOrCreateAll(
@@ -206,6 +208,12 @@ export const copyCommand = defineCommand({
     }
   },
 });
+
+/** The map is replaced by rename: naming a device would put the map in its place. */
+function refuseMapOverDevice(map: string, devices: readonly string[]): void {
+  const named = devices.find((d) => path.resolve(d) === path.resolve(map));
+  if (named !== undefined) throw new CliError('usage', `--map ${map} names a device of the copy; give the map its own file`);
+}
 
 /** What each destination does where the source reads as zeros (docs/kcopyd.md#sparse-copies). */
 function sparseCopy(
