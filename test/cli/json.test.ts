@@ -39,6 +39,17 @@ describe('--json documents', () => {
     const c = run('copy', [f('src.img'), f('dst.img'), '--length', '512k']);
     expect(c).toMatchObject({ dryRun: false, sectors: 1024, sectorsDone: 1024, bytesDone: 512 * 1024, percent: 100 });
     expect(c).toMatchObject({ readErr: false, writeErr: 0, interrupted: false, errors: [] });
+    expect(c).toMatchObject({ created: [], sparse: 'auto', map: null, resumedSectors: 0 });
+    expect(run('copy', [f('src.img'), f('new.img'), '--dry-run', '--sparse=never'])).toMatchObject({
+      created: [f('new.img')],
+      sparse: 'never',
+      sectors: 2048,
+    });
+    expect(run('copy', [f('src.img'), f('new.img'), '--map', f('new.map')])).toMatchObject({
+      created: [f('new.img')],
+      map: f('new.map'),
+      sectorsDone: 2048,
+    });
     expect(run('zero', [f('dst.img'), '--dry-run'])).toMatchObject({ dryRun: true, devices: [f('dst.img')], sectors: 2048 });
     expect(run('zero', [f('dst.img'), '--length', '8'])).toMatchObject({ dryRun: false, sectorsDone: 8, percent: 100, errors: [] });
   });
