@@ -295,6 +295,18 @@ const copyCases: Case[] = [
     message: /^dmtool: --map .*new\.img names a device of the copy; give the map its own file$/,
   },
   {
+    name: 'copy: --map in a folder that does not exist (nothing created)',
+    args: (d) => ['copy', source(d), path.join(d, 'new.img'), '--map', path.join(d, 'gone', 'copy.map')],
+    status: 2,
+    message: /^dmtool: --map .*copy\.map: folder .*gone does not exist; create it first$/,
+  },
+  {
+    name: 'copy: --map and a range past the source end (nothing created, no map)',
+    args: (d) => ['copy', source(d), path.join(d, 'new.img'), '--map', path.join(d, 'copy.map'), '--offset', '8000', '--length', '1000'],
+    status: 2,
+    message: /^dmtool: source .* sectors 8000\.\.8999 end beyond the device end \(8192 sectors\)$/,
+  },
+  {
     name: 'copy: a new destination in a folder that does not exist',
     args: (d) => ['copy', source(d), path.join(d, 'no-such-folder', 'new.img')],
     status: 2,

@@ -86,9 +86,8 @@ export const copyCommand = defineCommand({
     if (o.resume && o.map === undefined) throw new CliError('usage', '--resume needs --map FILE: the map of the copy to resume');
     if (o.map !== undefined && !o.resume && fs.existsSync(o.map))
       throw new CliError('usage', `map ${o.map} exists: add --resume to continue the copy it records, or remove it to start again`);
-    if (o.map !== undefined) refuseMapOverDevice(o.map, [o.source, ...o.destinations]);
+    if (o.map !== undefined) checkMapPlace(o.map, [o.source, ...o.destinations]);
     const recorded = o.resume && o.map !== undefined ? readMap(o.map) : undefined;
-    let sectors = o.length ?? 0;
     const opened = await openOrCreateAll(
       [
         { path: o.source, role: 'source', write: false },
@@ -106,11 +105,11 @@ export const copyCommand = defineCommand({
     const devices = opened.devices;
     const [src, ...dests] = devices;
     const newPaths = o.destinations.filter((p) => !dests.some((d) => d.path === p));
-    // Kept when the copy fails: with a map, the created file is what --resume continues.
-    let keepCreated = o.map !== undefined;
+    // Kept when the copy fails once a map records it: the created file is what --resume continues.
+    let keepCreated = false;
     let succeeded = false;
     try {
-      sectors = o.length ?? src.sizeSectors - o.offset;
+      const sectors = o.length ?? src.sizeSectors - o.offset;
       checkRanges(src, dests, o.offset, o.destOffset, sectors);
       if (o.dryRun) {
         const creating = newPaths.map((p) => `; would create ${p} (${(o.destOffset + sectors) * SECTOR_BYTES} bytes)`).join('');
@@ -146,7 +145,7 @@ export const copyCommand = defineCommand({
       let mapError: unknown;
       const saveMap = (ranges: SectorRange[]) => {
         if (!map || !o.map || mapError) return;
-        map.done = mergeRanges([...map.done, ...ranges], sectors);
+        map.done = normalizeRanges([...map.done, ...ranges], sectors);
         try {
           writeMapAtomically(o.map, map);
         } catch (e) {
@@ -154,6 +153,7 @@ export const copyCommand = defineCommand({
         }
       };
       if (map && o.map && !recorded) writeMapAtomically(o.map, map);
+      keepCreated = map !== undefined;
       const created = new Set(opened.created);
       const r = await runWithProgress(
         'copy',
@@ -209,10 +209,21 @@ export const copyCommand = defineCommand({
   },
 });
 
-/** The map is replaced by rename: naming a device would put the map in its place. */
-function refuseMapOverDevice(map: string, devices: readonly string[]): void {
+/**
+ * The map goes in an existing folder, and not over a device of the copy:
+ * it is replaced by rename, which would put it in the device's place.
+ */
+function checkMapPlace(map: string, devices: readonly string[]): void {
   const named = devices.find((d) => path.resolve(d) === path.resolve(map));
   if (named !== undefined) throw new CliError('usage', `--map ${map} names a device of the copy; give the map its own file`);
+  const folder = path.dirname(path.resolve(map));
+  let isFolder = false;
+  try {
+    isFolder = fs.statSync(folder).isDirectory();
+  } catch {
+    // reported below
+  }
+  if (!isFolder) throw new CliError('usage', `--map ${map}: folder ${folder} does not exist; create it first`);
 }
 
 /** What each destination does where the source reads as zeros (docs/kcopyd.md#sparse-copies). */
@@ -228,10 +239,6 @@ function sparseCopy(
     return mode === 'always' ? 'zero' : 'write';
   });
   return { holes, detectZeroBlocks: mode === 'always' };
-}
-
-function mergeRanges(ranges: SectorRange[], sectors: number): SectorRange[] {
-  return normalizeRanges(ranges, sectors);
 }
 
 /** The parts of [0, sectors) not in `done` (sorted, merged). */
