@@ -253,8 +253,8 @@ const copyCases: Case[] = [
         map,
         [
           'dmtool-copy-map 1',
-          `source ${fileIdentity(src)} ${4 * MiB} "${src}"`,
-          `destination ${fileIdentity(other)} ${4 * MiB} "${other}"`,
+          `source "${fileIdentity(src)}" ${4 * MiB} "${src}"`,
+          `destination "${fileIdentity(other)}" ${4 * MiB} "${other}"`,
           'range 0 0 8192',
           'done 0 1024',
           '',
@@ -276,8 +276,8 @@ const copyCases: Case[] = [
         map,
         [
           'dmtool-copy-map 1',
-          `source ${fileIdentity(src)} ${4 * MiB} "${src}"`,
-          `destination ${fileIdentity(dst)} ${4 * MiB} "${dst}"`,
+          `source "${fileIdentity(src)}" ${4 * MiB} "${src}"`,
+          `destination "${fileIdentity(dst)}" ${4 * MiB} "${dst}"`,
           'range 0 0 8192',
           '',
         ].join('\n'),

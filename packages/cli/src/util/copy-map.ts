@@ -35,7 +35,7 @@ export function mapDevice(d: BlockDevice): MapDevice {
 }
 
 export function formatMap(map: CopyMap): string {
-  const dev = (role: string, d: MapDevice) => `${role} ${d.identity} ${d.sizeBytes} ${JSON.stringify(d.path)}`;
+  const dev = (role: string, d: MapDevice) => `${role} ${JSON.stringify(d.identity)} ${d.sizeBytes} ${JSON.stringify(d.path)}`;
   return [
     MAP_MAGIC,
     dev('source', map.source),
@@ -58,15 +58,10 @@ export function parseMap(text: string, file: string): CopyMap {
   const doneAbsolute: { start: number; count: number }[] = [];
   lines.slice(1).forEach((line, i) => {
     const n = i + 1;
-    const m = /^(source|destination) (\S+) (\d+) (".*")$/.exec(line);
+    const m = /^(source|destination) ("(?:[^"\\]|\\.)*") (\d+) ("(?:[^"\\]|\\.)*")$/.exec(line);
     if (m) {
-      let p: unknown;
-      try {
-        p = JSON.parse(m[4]);
-      } catch {
-        throw bad(n, 'the path is not a quoted string');
-      }
-      const d = { identity: m[2], sizeBytes: Number(m[3]), path: String(p) };
+      const d = { identity: jsonString(m[2], () => bad(n, 'the identity is not a quoted string')), sizeBytes: Number(m[3]), path: '' };
+      d.path = jsonString(m[4], () => bad(n, 'the path is not a quoted string'));
       if (m[1] === 'source') source = d;
       else destinations.push(d);
       return;
@@ -95,6 +90,16 @@ export function parseMap(text: string, file: string): CopyMap {
     sectors,
   );
   return { source, destinations, offset, destOffset, sectors, done };
+}
+
+function jsonString(text: string, fail: () => Error): string {
+  try {
+    const v: unknown = JSON.parse(text);
+    if (typeof v === 'string') return v;
+  } catch {
+    // fall through
+  }
+  throw fail();
 }
 
 /** The map must describe this copy: the same devices (identity and size) and the same range. */
