@@ -149,6 +149,13 @@ describe('copy --map: resume after an interrupt', () => {
     expect(r.stderr).toBe(
       `dmtool: interrupted by SIGINT: ${done} of 16384 sectors copied and flushed; to finish, run: dmtool ${args.join(' ')} --resume\n`,
     );
+    const mapBefore = fs.readFileSync(f('copy.map'), 'utf8');
+    const dry = dmtool([...args, '--resume', '--dry-run']);
+    expect({ status: dry.status, stdout: dry.stdout }).toEqual({
+      status: 0,
+      stdout: `would copy 16384 sectors (${SECTORS - done} left: the map records ${done} done) from ${f('src.img')} sector 0 to ${f('dst.img')} sector 0\n`,
+    });
+    expect(fs.readFileSync(f('copy.map'), 'utf8')).toBe(mapBefore);
     const resumed = dmtool([...args, '--resume', '--json']);
     expect(resumed.status).toBe(0);
     expect(JSON.parse(resumed.stdout)).toMatchObject({ resumedSectors: done, sectorsDone: SECTORS - done, percent: 100, created: [] });

@@ -111,10 +111,20 @@ export const copyCommand = defineCommand({
     try {
       const sectors = o.length ?? src.sizeSectors - o.offset;
       checkRanges(src, dests, o.offset, o.destOffset, sectors);
+      const header: CopyMapHeader = {
+        source: mapDevice(src),
+        destinations: dests.map(mapDevice),
+        offset: o.offset,
+        destOffset: o.destOffset,
+        sectors,
+      };
+      if (recorded && o.map !== undefined) checkMapMatches(recorded, header, o.map);
+      const resumedSectors = recorded ? recorded.done.reduce((n, r) => n + r.count, 0) : 0;
       if (o.dryRun) {
         const creating = newPaths.map((p) => `; would create ${p} (${(o.destOffset + sectors) * SECTOR_BYTES} bytes)`).join('');
+        const left = resumedSectors > 0 ? ` (${sectors - resumedSectors} left: the map records ${resumedSectors} done)` : '';
         out.line(
-          `would copy ${plural(sectors, 'sector')} from ${src.path} sector ${o.offset} to ${o.destinations.map((d) => `${d} sector ${o.destOffset}`).join(', ')}${creating}`,
+          `would copy ${plural(sectors, 'sector')}${left} from ${src.path} sector ${o.offset} to ${o.destinations.map((d) => `${d} sector ${o.destOffset}`).join(', ')}${creating}`,
         );
         out.result({
           dryRun: true,
@@ -127,21 +137,12 @@ export const copyCommand = defineCommand({
           bytes: sectors * SECTOR_BYTES,
           sparse: o.sparse,
           map: o.map ?? null,
-          resumedSectors: 0,
+          resumedSectors,
         });
         succeeded = true;
         return ExitCode.OK;
       }
-      const header: CopyMapHeader = {
-        source: mapDevice(src),
-        destinations: dests.map(mapDevice),
-        offset: o.offset,
-        destOffset: o.destOffset,
-        sectors,
-      };
-      if (recorded && o.map !== undefined) checkMapMatches(recorded, header, o.map);
       const map: CopyMap | undefined = o.map !== undefined ? { ...header, done: recorded?.done ?? [] } : undefined;
-      const resumedSectors = map ? map.done.reduce((n, r) => n + r.count, 0) : 0;
       let mapError: unknown;
       const saveMap = (ranges: SectorRange[]) => {
         if (!map || !o.map || mapError) return;
