@@ -72,6 +72,9 @@ describe('copy into files', () => {
   it('an existing destination full of junk ends byte-identical, the source holes punched into it', () => {
     makeImage(f('junk.img'), SOURCE_BYTES, 'JUNK');
     expect(allocatedBytes(f('junk.img'))).toBe(SOURCE_BYTES);
+    const punchFails = dmtool(['copy', src, f('junk.img')], { faults: { rules: [{ op: 'zero', code: 'EIO', path: 'junk.img' }] } });
+    expect(punchFails.status).toBe(1);
+    expect(punchFails.stderr).toMatch(/^dmtool: EIO: zero failed on .*junk\.img at sector 2048 /);
     const r = dmtool(['copy', src, f('junk.img')]);
     expect({ status: r.status, stderr: r.stderr }).toEqual({ status: 0, stderr: '' });
     expect(sha256File(f('junk.img'))).toBe(sha256File(src));
