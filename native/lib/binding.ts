@@ -24,8 +24,22 @@ type ErrnoCallback = (errno: number) => void;
  * by the TypeScript layer (`checkIo`, `checkRange`) before the call.
  */
 export interface NativeBinding {
-  /** lockMode: 0 none, 1 shared, 2 exclusive (flock, never waiting). */
-  open(path: string, write: boolean, direct: boolean, exclusive: boolean, lockMode: number): NativeOpenResult;
+  /**
+   * lockMode: 0 none, 1 shared, 2 exclusive (flock, never waiting). With
+   * `create` a new regular file (O_CREAT | O_EXCL, mode 0666 less the
+   * umask) of createBytes bytes, removed again if it cannot be locked or sized.
+   */
+  open(
+    path: string,
+    write: boolean,
+    direct: boolean,
+    exclusive: boolean,
+    lockMode: number,
+    create: boolean,
+    createBytes: number,
+  ): NativeOpenResult;
+  /** lseek SEEK_DATA (hole false) or SEEK_HOLE; errno ENXIO when no data follows byteOffset. */
+  seekExtent(fd: number, byteOffset: number, hole: boolean): { errno: number; byteOffset: number };
   lock(path: string, lockMode: number): { errno: number; fd: number };
   close(fd: number): number;
   allocAligned(bytes: number): Buffer;

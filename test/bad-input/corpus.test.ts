@@ -42,6 +42,12 @@ function u64(v: number): Buffer {
   return b;
 }
 
+/** The identity dmtool gives a regular file (as a copy map records it). */
+function fileIdentity(file: string): string {
+  const st = fs.statSync(file, { bigint: true });
+  return `file:${st.dev}:${st.ino}`;
+}
+
 function run(args: string[]) {
   return dmtool(args);
 }
@@ -200,6 +206,118 @@ const copyCases: Case[] = [
     args: (d) => ['copy', source(d), d],
     status: 3,
     message: /^dmtool: ENODEV: open failed on .*: not a regular file or block device$/,
+  },
+  {
+    name: 'copy: --sparse with a value cp does not have',
+    args: (d) => ['copy', source(d), dest(d), '--sparse', 'sometimes'],
+    status: 2,
+    message: /^dmtool: --sparse: takes auto, always or never$/,
+  },
+  {
+    name: 'copy: --resume without --map',
+    args: (d) => ['copy', source(d), dest(d), '--resume'],
+    status: 2,
+    message: /^dmtool: --resume needs --map FILE: the map of the copy to resume$/,
+  },
+  {
+    name: 'copy: --resume with a map that does not exist',
+    args: (d) => ['copy', source(d), dest(d), '--map', path.join(d, 'none.map'), '--resume'],
+    status: 2,
+    message: /^dmtool: --resume: map .*none\.map does not exist; leave out --resume to start the copy$/,
+  },
+  {
+    name: 'copy: --map naming an existing file without --resume',
+    args: (d) => {
+      fs.writeFileSync(path.join(d, 'old.map'), 'dmtool-copy-map 1\n');
+      return ['copy', source(d), dest(d), '--map', path.join(d, 'old.map')];
+    },
+    status: 2,
+    message: /^dmtool: map .*old\.map exists: add --resume to continue the copy it records, or remove it to start again$/,
+  },
+  {
+    name: 'copy: --resume with a file that is not a map',
+    args: (d) => {
+      fs.writeFileSync(path.join(d, 'notes.txt'), 'remember the milk\n');
+      return ['copy', source(d), dest(d), '--map', path.join(d, 'notes.txt'), '--resume'];
+    },
+    status: 2,
+    message: /^dmtool: map .*notes\.txt is not a dmtool copy map \(no "dmtool-copy-map 1" line\)$/,
+  },
+  {
+    name: 'copy: --resume with a map of another destination',
+    args: (d) => {
+      const src = source(d);
+      const other = dest(d, 'other.img');
+      const dst = dest(d);
+      const map = path.join(d, 'copy.map');
+      fs.writeFileSync(
+        map,
+        [
+          'dmtool-copy-map 1',
+          `source "${fileIdentity(src)}" ${4 * MiB} "${src}"`,
+          `destination "${fileIdentity(other)}" ${4 * MiB} "${other}"`,
+          'range 0 0 8192',
+          'done 0 1024',
+          '',
+        ].join('\n'),
+      );
+      return ['copy', source(d), dst, '--map', map, '--resume'];
+    },
+    status: 2,
+    message:
+      /^dmtool: map .*copy\.map belongs to another copy: its destination 0 is .*other\.img \(4194304 bytes\), not .*dst\.img \(4194304 bytes\); give the copy it records, or remove the map$/,
+  },
+  {
+    name: 'copy: --resume with a map of another range',
+    args: (d) => {
+      const src = source(d);
+      const dst = dest(d);
+      const map = path.join(d, 'copy.map');
+      fs.writeFileSync(
+        map,
+        [
+          'dmtool-copy-map 1',
+          `source "${fileIdentity(src)}" ${4 * MiB} "${src}"`,
+          `destination "${fileIdentity(dst)}" ${4 * MiB} "${dst}"`,
+          'range 0 0 8192',
+          '',
+        ].join('\n'),
+      );
+      return ['copy', src, dst, '--map', map, '--resume', '--length', '4096'];
+    },
+    status: 2,
+    message:
+      /^dmtool: map .* belongs to another copy: its range is --offset 0 --dest-offset 0 --length 8192, not --offset 0 --dest-offset 0 --length 4096; give the copy it records, or remove the map$/,
+  },
+  {
+    name: 'copy: --map naming the destination',
+    args: (d) => ['copy', source(d), path.join(d, 'new.img'), '--map', path.join(d, 'new.img')],
+    status: 2,
+    message: /^dmtool: --map .*new\.img names a device of the copy; give the map its own file$/,
+  },
+  {
+    name: 'copy: --map in a folder that does not exist (nothing created)',
+    args: (d) => ['copy', source(d), path.join(d, 'new.img'), '--map', path.join(d, 'gone', 'copy.map')],
+    status: 2,
+    message: /^dmtool: --map .*copy\.map: folder .*gone does not exist; create it first$/,
+  },
+  {
+    name: 'copy: --map and a range past the source end (nothing created, no map)',
+    args: (d) => ['copy', source(d), path.join(d, 'new.img'), '--map', path.join(d, 'copy.map'), '--offset', '8000', '--length', '1000'],
+    status: 2,
+    message: /^dmtool: source .* sectors 8000\.\.8999 end beyond the device end \(8192 sectors\)$/,
+  },
+  {
+    name: 'copy: a new destination in a folder that does not exist',
+    args: (d) => ['copy', source(d), path.join(d, 'no-such-folder', 'new.img')],
+    status: 2,
+    message: /^dmtool: destination 0 .*new\.img: folder .*no-such-folder does not exist; create it first$/,
+  },
+  {
+    name: 'copy: a new destination and a range past the source end (nothing created)',
+    args: (d) => ['copy', source(d), path.join(d, 'new.img'), '--offset', '8000', '--length', '1000'],
+    status: 2,
+    message: /^dmtool: source .* sectors 8000\.\.8999 end beyond the device end \(8192 sectors\)$/,
   },
   { name: 'zero: zero length', args: (d) => ['zero', dest(d), '--length', '0'], status: 2, message: /^dmtool: nothing to zero/ },
   {

@@ -3,6 +3,7 @@ import * as path from 'path';
 import { PersistentStore } from '@dmtool/dm-snapshot';
 import { findVolumeGroup, mapLvDevice, parseVgMetadata, scanVolumeGroups, VolumeGroup } from '@dmtool/lvm';
 import { FileDevice } from '@dmtool/native';
+import { REPORT_SCHEMAS } from '../../packages/cli/src/json/schemas';
 import { dmtool } from '../support/cli';
 import { detachAll, LoopDevice, makeLoop, removeDir, tempDir } from '../support/loop';
 import { describeLvm2, Lvm2 } from '../support/lvm2';
@@ -174,6 +175,9 @@ describeLvm2('LVM2 metadata written by lvm2 on loop devices', () => {
       'striped',
     ]);
     expect(JSON.parse(r.stdout)).toEqual({ report: [{ lv: lvs }] });
+    // The schema describes lvm2's own layout: lvs's document passes it, and so does dmtool's.
+    expect(REPORT_SCHEMAS['lvm-ls'].parse({ report: [{ lv: lvs }] })).toEqual({ report: [{ lv: lvs }] });
+    REPORT_SCHEMAS['lvm-ls'].parse(JSON.parse(r.stdout));
     // The table is lvs -a's, line for line (lvs pads the last column with blanks, dmtool does not).
     const table = dmtool(['lvm-ls', ...pvPaths]);
     const lvsText = lvm.run('lvs', '-a', 'vg0');

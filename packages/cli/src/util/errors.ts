@@ -21,6 +21,10 @@ const REASONS = {
   'input-changed': { kind: 'io', code: 'EIO' },
   /** stdout could not be written. */
   'output-failed': { kind: 'io', code: 'EIO' },
+  /** A copy map (--map) that does not parse. */
+  'bad-map': { kind: 'bad-input', code: 'EINVAL' },
+  /** A copy map that records another copy than the one asked for. */
+  'map-mismatch': { kind: 'bad-input', code: 'EINVAL' },
   interrupted: { kind: 'interrupted', code: 'ECANCELED' },
 } as const satisfies Record<string, { kind: ErrorKind; code: string }>;
 
