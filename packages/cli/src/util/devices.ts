@@ -1,6 +1,6 @@
 import { BlockDevice, OpenOptions, SECTOR_BYTES } from '@dmtool/kcopyd';
 import * as fs from 'fs';
-import { openDevice, resolver } from './open-device';
+import { openCowDevice, openDevice, resolver } from './open-device';
 import { CliError } from './errors';
 
 export interface DeviceSpec {
@@ -10,7 +10,8 @@ export interface DeviceSpec {
 }
 
 /**
- * Open every device a command needs, or none: the same file or block device
+ * Open every device a command needs, or none (a device in the role `COW`
+ * given as an LVM snapshot `PV...:VG/SNAP` is its COW LV): the same file or block device
  * given twice is refused, and a failure to open one closes the others.
  * Block devices are opened with O_EXCL, so a mounted or busy one is refused.
  */
@@ -24,7 +25,10 @@ export async function openAll(specs: DeviceSpec[], opts: Omit<OpenOptions, 'writ
   });
   const opened: BlockDevice[] = [];
   try {
-    for (const spec of specs) opened.push(await openDevice(spec.path, { ...opts, write: spec.write }));
+    for (const spec of specs) {
+      const open = spec.role === 'COW' ? openCowDevice : openDevice;
+      opened.push(await open(spec.path, { ...opts, write: spec.write }));
+    }
     return opened;
   } catch (e) {
     closeAll(opened);
