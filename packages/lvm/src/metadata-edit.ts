@@ -26,8 +26,9 @@ export function metadataAfterMerge(text: string, vg: VgMetadata, segment: Snapsh
   const lines = text.split('\n');
   const drop = new Set<number>();
   for (const name of [carrier, segment.cow]) {
-    const span = spans.get(name);
-    if (!span) throw new LvmError('bad-metadata', `VG ${vg.name}: LV ${name} not found in the metadata text`);
+    const at = spans.get(name);
+    if (!at) throw new LvmError('bad-metadata', `VG ${vg.name}: LV ${name} not found in the metadata text`);
+    const span = ownLines(tokens, at.first, at.last, `LV ${name}`);
     for (let l = span.first; l <= span.last; l++) drop.add(l);
   }
   const seqLine = lines[seqno - 1];
@@ -82,17 +83,17 @@ function vgOpen(tokens: Token[], vgName: string): number {
   return open;
 }
 
-/** Each LV section's lines, by LV name. */
-function lvSpans(tokens: Token[], vgName: string): Map<string, LineSpan> {
+/** Each LV section's first and last token (its name and its closing brace), by LV name. */
+function lvSpans(tokens: Token[], vgName: string): Map<string, { first: number; last: number }> {
   const vg = vgOpen(tokens, vgName);
   const lvs = childSection(tokens, vg, 'logical_volumes');
-  const spans = new Map<string, LineSpan>();
+  const spans = new Map<string, { first: number; last: number }>();
   if (lvs === undefined) return spans;
   const end = closing(tokens, lvs);
   for (let i = lvs + 1; i < end; i++) {
     if (tokens[i].type === 'word' && tokens[i + 1]?.type === '{') {
       const close = closing(tokens, i + 1);
-      spans.set(tokens[i].text, ownLines(tokens, i, close, `LV ${tokens[i].text}`));
+      spans.set(tokens[i].text, { first: i, last: close });
       i = close;
     }
   }
