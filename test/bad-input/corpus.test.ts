@@ -6,6 +6,9 @@ import { removeDir, tempDir } from '../support/loop';
 import { dmtool } from '../support/cli';
 import { FIXTURE_DIR } from '../support/fixtures';
 import { makeCerts } from '../support/tls-certs';
+import { makeVgImages, VG_IMAGE_MDA_BYTE, vg0Text } from '../support/lvm-images';
+import { BlockDevice } from '@dmtool/devices';
+import { FileDevice } from '@dmtool/native';
 
 /**
  * Bad input, each refused with one clear line on stderr, a non-zero exit,
@@ -19,6 +22,8 @@ interface Case {
   args: (dir: string) => string[];
   status: number;
   message: RegExp;
+  /** Undo what `args` set up outside the folder's files (e.g. release a lock it holds). */
+  after?: () => void;
 }
 
 function patch(file: string, byteOffset: number, bytes: Buffer): void {
@@ -1311,7 +1316,100 @@ const lvmCases: Case[] = [
     status: 2,
     message: /a PV is listed twice$/,
   },
+  ...lvmSnapshotCases(),
 ];
+
+/** snapshot-merge (and the other snapshot commands) on `PV...:VG/SNAP` operands that are not what they must be. */
+function lvmSnapshotCases(): Case[] {
+  const merge = (d: string, pvs: string[], lv: string) => [
+    'snapshot-merge',
+    `${pvs.join(',')}:vg0/${lv}`,
+    '--update-metadata',
+    '--lock-dir',
+    path.join(d, 'lock'),
+  ];
+  let holder: BlockDevice | undefined;
+  return [
+    {
+      name: 'snapshot-merge: an LV that is not a snapshot',
+      args: (d) => merge(d, makeVgImages(d), 'data'),
+      status: 2,
+      message:
+        /^dmtool: vg0\/data is not a snapshot \(the origin of a snapshot, a linear\/striped LV\); name a snapshot LV, or give ORIGIN and COW$/,
+    },
+    {
+      name: 'snapshot-read: an LV that is not a snapshot',
+      args: (d) => ['snapshot-read', `${makeVgImages(d).join(',')}:vg0/data`, '-o', path.join(d, 'view.img')],
+      status: 2,
+      message: /^dmtool: vg0\/data is not a snapshot/,
+    },
+    {
+      name: 'snapshot-merge: a PV of the VG not given',
+      args: (d) => merge(d, makeVgImages(d).slice(0, 1), 'snap'),
+      status: 2,
+      message: /^dmtool: VG vg0 is missing PV pv1 \(pv1111-.*, last seen as \/dev\/loop1\): give every PV of the VG$/,
+    },
+    {
+      name: 'snapshot-merge: a metadata area header whose checksum is wrong',
+      args: (d) => {
+        const pvs = makeVgImages(d);
+        patch(pvs[1], VG_IMAGE_MDA_BYTE + 100, Buffer.from([1]));
+        return merge(d, pvs, 'snap');
+      },
+      status: 2,
+      message: /metadata area header checksum 0x[0-9a-f]+ does not match its contents/,
+    },
+    {
+      name: 'snapshot-merge: metadata text whose checksum is wrong',
+      args: (d) => {
+        const pvs = makeVgImages(d);
+        patch(pvs[0], VG_IMAGE_MDA_BYTE + 512 + 3, Buffer.from('X'));
+        return merge(d, pvs, 'snap');
+      },
+      status: 2,
+      message: /metadata text checksum 0x[0-9a-f]+ does not match its \d+ bytes/,
+    },
+    {
+      name: 'snapshot-merge: truncated metadata text',
+      args: (d) => merge(d, makeVgImages(d, vg0Text().slice(0, 600)), 'snap'),
+      status: 2,
+      message: /metadata at byte 4608 line \d+ column \d+: /,
+    },
+    {
+      name: 'snapshot-merge: an unknown segment type',
+      args: (d) => merge(d, makeVgImages(d, vg0Text().replace('type = "snapshot"', 'type = "snapshat"')), 'snap'),
+      status: 2,
+      message: /VG vg0 LV snapshot0 segment1: unknown segment type "snapshat"/,
+    },
+    {
+      name: 'snapshot-merge: a COW LV that holds no snapshot',
+      args: (d) => merge(d, makeVgImages(d), 'snap'),
+      status: 2,
+      message: /COW has no snapshot header \(magic is 0\); create the snapshot first \(.*:vg0\/snap COW snap sectors 0\.\.0\)$/,
+    },
+    {
+      name: 'snapshot-merge: the VG is locked (lvm2 holds V_vg0)',
+      args: (d) => {
+        fs.mkdirSync(path.join(d, 'lock'));
+        fs.writeFileSync(path.join(d, 'lock', 'V_vg0'), '');
+        holder = FileDevice.open(path.join(d, 'lock', 'V_vg0'), { write: true, lock: 'exclusive' });
+        return merge(d, makeVgImages(d), 'snap');
+      },
+      after: () => holder?.close(),
+      status: 3,
+      message: /^dmtool: VG vg0 is locked \(.*V_vg0.*\): lvm2 is changing it; try again once it is done$/,
+    },
+    {
+      name: 'snapshot-merge: --update-metadata without an LVM snapshot',
+      args: (d) => {
+        const k = kernelCow(d);
+        return ['snapshot-merge', k.origin, k.cow, '--update-metadata'];
+      },
+      status: 2,
+      message: /^dmtool: --update-metadata and --output need one LVM snapshot PV\[,PV\.\.\.\]:VG\/SNAP in place of ORIGIN COW$/,
+    },
+  ];
+}
 
 /** `dmtool serve` refusing its devices: every case exits before it listens (the socket would be in the folder). */
 const serveArgs = (d: string, ...args: string[]) => ['serve', ...args, '--socket', path.join(d, 'nbd.sock')];
@@ -1506,6 +1604,7 @@ function runCorpus(cases: Case[]): void {
       expect(files.map((f) => sha256File(path.join(dir, f)))).toEqual(before);
       expect(fs.readdirSync(dir).filter((f) => fs.statSync(path.join(dir, f)).isFile())).toEqual(files);
     } finally {
+      c.after?.();
       removeDir(dir);
     }
   });

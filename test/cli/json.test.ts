@@ -5,6 +5,7 @@ import { COMMANDS } from '../../packages/cli/src/commands';
 import { failureSchema, JSON_SCHEMAS, JsonCommand, REPORT_SCHEMAS } from '../../packages/cli/src/json/schemas';
 import { dmtool } from '../support/cli';
 import { makeImage, patternBytes } from '../support/images';
+import { makeVgImages } from '../support/lvm-images';
 import { removeDir, tempDir } from '../support/loop';
 
 /** Every command's --json document against its schema (docs/json.md), with a few exact values. */
@@ -86,6 +87,32 @@ describe('--json documents', () => {
     expect(run('snapshot-read', [o, c, '--length', '32', '-o', f('view.bin')])).toMatchObject({ sectors: 32, bytes: 16384 });
     expect(run('snapshot-merge', [o, c, '--dry-run'])).toMatchObject({ dryRun: true, exceptions: 2, status: '16/4096 16' });
     expect(run('snapshot-merge', [o, c])).toMatchObject({ dryRun: false, mergedChunks: 2, percent: 100, status: '16/4096 16' });
+  });
+
+  it('snapshot-merge of an LVM snapshot: the metadata after the merge, printed, dry-run and written', () => {
+    const sub = f('lvm');
+    fs.mkdirSync(sub);
+    const snap = `${makeVgImages(sub).join(',')}:vg0/snap`;
+    expect(dmtool(['snapshot-create', snap, '--chunk-size', '8']).status).toBe(0);
+    expect(dmtool(['snapshot-write', snap, '--target', 'origin', '--offset', '16', '-i', f('data.bin')]).status).toBe(0);
+    const printed = run('snapshot-merge', [snap, '--dry-run']);
+    expect(printed).toMatchObject({ dryRun: true, exceptions: 2, lvm: { vg: 'vg0', snapshot: 'snap', origin: 'data', seqno: 6 } });
+    expect(printed.lvm?.metadata).toMatch(/^vg0 \{\n\tid = "vg0000-.*\n\tseqno = 6\n/);
+    const lock = ['--lock-dir', path.join(sub, 'lock')];
+    expect(run('snapshot-merge', [snap, '--update-metadata', ...lock, '--dry-run']).lvm).toEqual({
+      vg: 'vg0',
+      snapshot: 'snap',
+      origin: 'data',
+      seqno: 6,
+      metadataAreas: 2,
+      updated: false,
+      output: null,
+      metadata: null,
+    });
+    expect(run('snapshot-merge', [snap, '--update-metadata', ...lock])).toMatchObject({
+      mergedChunks: 2,
+      lvm: { seqno: 6, metadataAreas: 2, updated: true, output: null, metadata: null },
+    });
   });
 
   it('the mirror commands', () => {

@@ -68,6 +68,8 @@ export interface SparseFile {
 /** A device as the native copy sees it: a descriptor, and the decorators' hooks around it. */
 export interface NativeEndpoint {
   readonly fd: number;
+  /** Where the device's byte 0 lies on the descriptor (a linear range of a file); 0 when absent. */
+  readonly baseByteOffset?: number;
   /** Outermost decorator first. */
   readonly hooks: readonly NativeIoHook[];
 }

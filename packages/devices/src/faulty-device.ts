@@ -70,7 +70,7 @@ export class FaultyDevice extends DeviceDecorator {
       },
       afterWrite: () => this.faults.writeCompleted(),
     };
-    return { fd: inner.fd, hooks: [hook, ...inner.hooks] };
+    return { fd: inner.fd, baseByteOffset: inner.baseByteOffset, hooks: [hook, ...inner.hooks] };
   }
 
   private injected(op: FaultOp, byteOffset: number, bytes: number): DeviceError | undefined {

@@ -154,6 +154,25 @@ export const JSON_SCHEMAS = {
     seconds,
     bytesPerSecond: count,
     status: z.string(),
+    /** For an LVM snapshot (PV...:VG/SNAP): the VG metadata after the merge. */
+    lvm: z
+      .object({
+        vg: z.string(),
+        snapshot: z.string(),
+        origin: z.string(),
+        /** The seqno of the metadata after the merge. */
+        seqno: count,
+        /** The metadata areas written with --update-metadata (that would be, on a dry run), else 0. */
+        metadataAreas: count,
+        /** The metadata was written to the PVs (--update-metadata, not a dry run). */
+        updated: z.boolean(),
+        /** The file the metadata text was written to (-o), or null. */
+        output: z.string().nullable(),
+        /** The metadata text, when neither written to the PVs nor to a file. */
+        metadata: z.string().nullable(),
+      })
+      .strict()
+      .optional(),
   }),
   'mirror-create': doc('mirror-create', {
     logBytes: count,

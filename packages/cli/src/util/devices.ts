@@ -3,7 +3,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { parseVolumeOperand } from '@dmtool/lvm';
 import { looksLikeNbdUri } from '@dmtool/nbd';
-import { openDevice, resolver } from './open-device';
+import { openCowDevice, openDevice, resolver } from './open-device';
 import { CliError } from './errors';
 
 export interface DeviceSpec {
@@ -24,7 +24,8 @@ export interface Opened {
 }
 
 /**
- * Open every device a command needs, or none: the same file or block device
+ * Open every device a command needs, or none (a device in the role `COW`
+ * given as an LVM snapshot `PV...:VG/SNAP` is its COW LV): the same file or block device
  * given twice is refused, and a failure to open one closes the others.
  * Block devices are opened with O_EXCL, so a mounted or busy one is refused.
  */
@@ -45,8 +46,9 @@ export async function openOrCreateAll(specs: DeviceSpec[], opts: Omit<OpenOption
   const opened: Opened = { devices: [], created: [] };
   try {
     for (const [i, spec] of specs.entries()) {
+      const open = spec.role === 'COW' ? openCowDevice : openDevice;
       if (!toCreate[i]) {
-        opened.devices.push(await openDevice(spec.path, { ...opts, write: spec.write }));
+        opened.devices.push(await open(spec.path, { ...opts, write: spec.write }));
         continue;
       }
       const sizeBytes = (spec.create as NonNullable<DeviceSpec['create']>)(opened.devices);
