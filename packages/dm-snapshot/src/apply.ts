@@ -242,8 +242,14 @@ export async function applyStream(source: ByteReader, target: BlockDevice, opts:
     const what = `${written.describe()}${flushed}`;
     if (e instanceof SnapshotError && e.reason === 'aborted') throw new SnapshotError('ECANCELED', 'aborted', what, { path: target.path });
     const code = e instanceof DeviceError || e instanceof SnapshotError ? e.code : 'EIO';
-    throw new SnapshotError(code, 'apply-stopped', `${(e as Error).message.split('\n')[0]}; ${what}`, { path: target.path });
+    throw new SnapshotError(code, 'apply-stopped', `${withoutCode(e)}; ${what}`, { path: target.path });
   }
+}
+
+/** An error's first line without the errno name a SnapshotError starts with (the new error carries it). */
+function withoutCode(e: unknown): string {
+  const line = e instanceof Error ? e.message.split('\n')[0] : String(e);
+  return e instanceof SnapshotError && line.startsWith(`${e.code}: `) ? line.slice(e.code.length + 2) : line;
 }
 
 /** The target must be exactly the origin's size: the stream's chunks are positions on it. */

@@ -127,9 +127,11 @@ const exportCommand = defineCommand({
         interrupt.dispose();
       }
       const seconds = (Date.now() - started) / 1000;
-      out.line(
-        `exported ${streamWhat(h)} to ${o.output} (${formatBytes(h.streamBytes)}, ${formatRate(h.streamBytes, seconds)}); digest ${digest}`,
-      );
+      // With -o - stdout is the stream: nothing else goes there.
+      if (!toStdout)
+        out.line(
+          `exported ${streamWhat(h)} to ${o.output} (${formatBytes(h.streamBytes)}, ${formatRate(h.streamBytes, seconds)}); digest ${digest}`,
+        );
       out.result({
         dryRun: false,
         origin: origin.path,
@@ -191,6 +193,9 @@ const applyCommand = defineCommand({
     const out = new Output(o.json, 'snapshot-apply');
     const progressMode = progressModeFor(o);
     const started = Date.now();
+    const targetId = safeIdentity(o.target);
+    if (targetId !== undefined && targetId === safeIdentity(o.input))
+      throw new CliError('same-device', `--input ${o.input} is the target ${o.target}; name another file`);
     const input = openStreamInput(o.input);
     try {
       const first = await readHeader(input);
@@ -200,8 +205,6 @@ const applyCommand = defineCommand({
       let spool: Spool | undefined;
       const interrupt = interruptSignal();
       try {
-        if (target.identity === safeIdentity(o.input))
-          throw new CliError('same-device', `--input ${o.input} is the target ${target.path}; name another file`);
         checkTargetSize(h, target);
         const verifyFirst = o.verifyFirst || o.dryRun;
         if (verifyFirst && !input.seekable && !o.dryRun) spool = Spool.create(o.spoolDir ?? defaultSpoolDir(o.target), h.streamBytes);
