@@ -1,4 +1,4 @@
-import { spawnSync } from 'child_process';
+import { spawn, spawnSync } from 'child_process';
 import { createHash } from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
@@ -16,7 +16,7 @@ import {
   RECORD_HEAD_BYTES,
   streamBytesFor,
 } from '@dmtool/dm-snapshot';
-import { dmtool, DMTOOL, startDmtool } from '../support/cli';
+import { dmtool, DMTOOL, startDmtool, waitFor } from '../support/cli';
 import { makeBaseOrigin, unpackFixture } from '../support/fixtures';
 import { makeImage, readRange, sha256, sha256File } from '../support/images';
 import { attachLoop, describeLoop, detachAll, removeDir, tempDir } from '../support/loop';
@@ -323,6 +323,85 @@ describe('broken streams are refused whole: one line, exit 2, the target unchang
     );
     expect(sha256File(target)).toBe(sha256(model));
     makeBaseOrigin(target, 64 << 20);
+  });
+
+  test('SIGINT while a pipe has gone quiet: stops between records, flushes, says what it wrote (exit 130); running it again finishes', async () => {
+    const model = readRange(target, 0, 64 << 20);
+    for (const c of [3, 5, 7, 8, 9, 20, 30]) readRange(path.join(fx, 'origin.img'), c * 4096, 4096).copy(model, c * 4096);
+    const child = spawn(process.execPath, [DMTOOL, 'snapshot-apply', '-i', '-', target, '--no-verify-first'], {
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    let stderr = '';
+    child.stderr.on('data', (d) => (stderr += d));
+    const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 30000);
+    try {
+      child.stdin.write(good.subarray(0, RECORD5_DATA - RECORD_HEAD_BYTES));
+      // The five records are written (not yet flushed) once the file reads as the model.
+      expect(await waitFor(() => sha256File(target) === sha256(model), 20000)).toBe(true);
+      child.kill('SIGINT');
+      expect(await exited).toBe(130);
+    } finally {
+      clearTimeout(timer);
+      child.stdin.destroy();
+    }
+    expect(stderr).toBe(
+      'dmtool: interrupted by SIGINT: records 0..4 were written and flushed: 7 chunks in 5 ranges (chunks 3, 5, 7..9, 20, 30); no later chunk was written; run the command again to apply the stream (records written already are written again with the same data)\n',
+    );
+    expect(sha256File(target)).toBe(sha256(model));
+    ok(['snapshot-apply', '-i', '-', target], good);
+    expect(sha256File(target)).toBe(sha256File(path.join(fx, 'origin.img')));
+    makeBaseOrigin(target, 64 << 20);
+  });
+
+  test('an I/O error on the target: exit 1, flushed, and the line says which chunks were written', () => {
+    const stream = path.join(dir, 'io-error.delta');
+    fs.writeFileSync(stream, good);
+    const r = dmtool(['snapshot-apply', '-i', stream, target], {
+      faults: { rules: [{ op: 'write', code: 'EIO', path: 'base.img', fromByte: 100 * 4096, toByte: 100 * 4096 + 1 }] },
+    });
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(
+      /^dmtool: EIO: write failed on .*base\.img.*; records 0\.\.5 were written and flushed: 9 chunks in 6 ranges \(chunks 3, 5, 7\.\.9, 20, 30, 39\.\.40\); no later chunk was written \(.*base\.img\)\n$/,
+    );
+    makeBaseOrigin(target, 64 << 20);
+  });
+
+  test('--help: examples, the size rule, the exit codes', () => {
+    for (const command of ['snapshot-export', 'snapshot-apply']) {
+      const r = dmtool([command, '--help']);
+      expect(r.status).toBe(0);
+      expect(r.stdout).toContain(`dmtool ${command}`);
+      expect(r.stdout).toContain('Exit codes: 0 ok, 1 I/O error during the operation, 2 bad input (nothing written)');
+    }
+    expect(dmtool(['snapshot-apply', '--help']).stdout).toContain("Its size must be the stream's origin size (no option overrides this)");
+    expect(dmtool(['snapshot-export', '--help']).stdout).toContain('| ssh backup dmtool snapshot-apply -i - /backup/data.img');
+  });
+
+  test('--progress=FD: lines of data bytes, from 0 to the whole', () => {
+    const stream = path.join(dir, 'progress.delta');
+    const r = spawnSync(
+      'bash',
+      [
+        '-c',
+        `${process.execPath} ${DMTOOL} snapshot-export ${path.join(fx, 'origin.img')} ${path.join(fx, 'cow.img')} -o ${stream} --progress=3 3>&2 2>/dev/null`,
+      ],
+      { encoding: 'utf8' },
+    );
+    expect(r.status).toBe(0);
+    const lines = r.stderr.trim().split('\n');
+    expect(lines[0]).toBe('progress 0 1269760 0');
+    expect(lines.at(-1)).toBe('progress 1269760 1269760 100');
+    const a = spawnSync(
+      'bash',
+      ['-c', `${process.execPath} ${DMTOOL} snapshot-apply -i ${stream} ${target} --dry-run --progress=3 3>&2 2>/dev/null >/dev/null`],
+      {
+        encoding: 'utf8',
+      },
+    );
+    expect(a.status).toBe(0);
+    expect(a.stderr.trim().split('\n').at(-1)).toBe('progress 1270400 1270400 100');
+    expect(sha256File(target)).toBe(targetSha);
   });
 
   test('a spool folder without room for the stream is refused before anything is read further', () => {

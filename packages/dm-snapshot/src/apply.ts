@@ -1,5 +1,5 @@
 import { createHash, Hash } from 'crypto';
-import { BlockDevice, DeviceError, SECTOR_BYTES } from '@dmtool/devices';
+import { BlockDevice, DeviceError, DmtoolError, SECTOR_BYTES } from '@dmtool/devices';
 import { allocBuffer } from '@dmtool/native';
 import { ChunkRange } from './delta';
 import { SnapshotError } from './errors';
@@ -170,6 +170,7 @@ export async function verifyStream(
     if (opts.signal?.aborted) throw new SnapshotError('ECANCELED', 'aborted', 'stopped while checking the stream; nothing written');
     opts.onProgress?.(reader.bytesRead);
   }
+  opts.onProgress?.(reader.bytesRead);
   return reader.summary;
 }
 
@@ -246,10 +247,10 @@ export async function applyStream(source: ByteReader, target: BlockDevice, opts:
   }
 }
 
-/** An error's first line without the errno name a SnapshotError starts with (the new error carries it). */
+/** An error's first line without the errno name dmtool's errors start with (the new error carries it). */
 function withoutCode(e: unknown): string {
   const line = e instanceof Error ? e.message.split('\n')[0] : String(e);
-  return e instanceof SnapshotError && line.startsWith(`${e.code}: `) ? line.slice(e.code.length + 2) : line;
+  return e instanceof DmtoolError && line.startsWith(`${e.code}: `) ? line.slice(e.code.length + 2) : line;
 }
 
 /** The target must be exactly the origin's size: the stream's chunks are positions on it. */

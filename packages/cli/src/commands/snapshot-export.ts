@@ -151,8 +151,11 @@ const exportCommand = defineCommand({
 // ---------------------------------------------------------------- apply
 
 /** The header, read first: it says the stream's size and the target's, before the target is opened. */
-async function readHeader(input: StreamInput): Promise<{ header: ExportHeader; bytes: Buffer; rest: ReturnType<StreamInput['reader']> }> {
-  const reader = input.reader();
+async function readHeader(
+  input: StreamInput,
+  signal: AbortSignal,
+): Promise<{ header: ExportHeader; bytes: Buffer; rest: ReturnType<StreamInput['reader']> }> {
+  const reader = input.reader(signal);
   const bytes = Buffer.alloc(EXPORT_HEADER_BYTES);
   const n = await reader.read(bytes, bytes.length);
   return { header: decodeExportHeader(bytes.subarray(0, n)), bytes, rest: reader };
@@ -197,13 +200,16 @@ const applyCommand = defineCommand({
     if (targetId !== undefined && targetId === safeIdentity(o.input))
       throw new CliError('same-device', `--input ${o.input} is the target ${o.target}; name another file`);
     const input = openStreamInput(o.input);
+    const interrupt = interruptSignal();
     try {
-      const first = await readHeader(input);
+      const first = await readHeader(input, interrupt.signal).catch((e: unknown) => {
+        if (kindOf(e) !== 'interrupted') throw e;
+        throw new CliError('interrupted', interruptedMessage('nothing written', 'apply the stream'));
+      });
       const h = first.header;
       const devices = await openAll([{ path: o.target, role: 'target', write: true }]);
       const [target] = devices;
       let spool: Spool | undefined;
-      const interrupt = interruptSignal();
       try {
         checkTargetSize(h, target);
         const verifyFirst = o.verifyFirst || o.dryRun;
@@ -219,7 +225,7 @@ const applyCommand = defineCommand({
               signal: interrupt.signal,
               onProgress: (bytes) => progress.update(bytes),
             });
-            source = spool ? spool.reader() : input.reader();
+            source = spool ? spool.reader() : input.reader(interrupt.signal);
           }
           if (!o.dryRun) {
             summary = await applyStream(source, target, {
@@ -257,11 +263,11 @@ const applyCommand = defineCommand({
         out.result({ dryRun: false, ...doc, seconds, bytesPerSecond: bytesPerSecond(h.dataBytes, seconds) });
         return ExitCode.OK;
       } finally {
-        interrupt.dispose();
         spool?.close();
         closeAll(devices);
       }
     } finally {
+      interrupt.dispose();
       input.close();
     }
   },

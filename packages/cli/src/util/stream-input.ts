@@ -1,7 +1,7 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { ByteReader } from '@dmtool/dm-snapshot';
+import { ByteReader, SnapshotError } from '@dmtool/dm-snapshot';
 import { CliError } from './errors';
 import { formatBytes } from './units';
 
@@ -53,8 +53,19 @@ class PipeReader implements ByteReader {
   private pending: Buffer = Buffer.alloc(0);
   private ended = false;
 
-  constructor(stream: NodeJS.ReadableStream) {
+  private readonly aborted?: Promise<never>;
+
+  /** `signal` ends a read that waits on a writer gone quiet: an interrupt must not wait for the pipe. */
+  constructor(stream: NodeJS.ReadableStream, signal?: AbortSignal) {
     this.it = (stream as AsyncIterable<Buffer>)[Symbol.asyncIterator]();
+    if (signal) {
+      this.aborted = new Promise<never>((_, reject) => {
+        const stop = () => reject(new SnapshotError('ECANCELED', 'aborted', 'stopped while reading the stream'));
+        if (signal.aborted) stop();
+        else signal.addEventListener('abort', stop, { once: true });
+      });
+      this.aborted.catch(() => undefined);
+    }
   }
 
   async read(buf: Buffer, bytes: number): Promise<number> {
@@ -62,7 +73,7 @@ class PipeReader implements ByteReader {
     while (n < bytes) {
       if (this.pending.length === 0) {
         if (this.ended) break;
-        const r = await this.it.next();
+        const r = await (this.aborted ? Promise.race([this.it.next(), this.aborted]) : this.it.next());
         if (r.done) {
           this.ended = true;
           break;
@@ -107,7 +118,8 @@ export interface StreamInput {
   seekable: boolean;
   /** The identity of the file, to refuse it as the target. */
   stat: fs.Stats;
-  reader(): ByteReader;
+  /** A reader from the start; a pipe's read ends when `signal` fires. */
+  reader(signal?: AbortSignal): ByteReader;
   close(): void;
 }
 
@@ -131,17 +143,21 @@ export function openStreamInput(name: string): StreamInput {
     throw new CliError('bad-input-data', `--input ${name}: is a folder`);
   }
   if (stat.isFile()) return { name, seekable: true, stat, reader: () => new FileReader(fd), close };
-  let used = false;
+  let stream: (NodeJS.ReadableStream & { destroy(): void }) | undefined;
   return {
     name,
     seekable: false,
     stat,
-    reader: () => {
-      if (used) throw new Error('a pipe is read once');
-      used = true;
-      return new PipeReader(fd === 0 ? process.stdin : fs.createReadStream('', { fd, autoClose: false }));
+    reader: (signal) => {
+      if (stream) throw new Error('a pipe is read once');
+      stream = fd === 0 ? process.stdin : fs.createReadStream('', { fd, autoClose: false });
+      return new PipeReader(stream, signal);
     },
-    close,
+    close: () => {
+      // A pipe left open would keep the process waiting for a writer that may never come.
+      stream?.destroy();
+      close();
+    },
   };
 }
 
