@@ -442,6 +442,30 @@ describeLoop('a loop device as the target', () => {
   });
 });
 
+test('an origin that is not a whole number of chunks: the last chunk travels cut at the origin end', () => {
+  const sub = fs.mkdtempSync(path.join(dir, 'partial-'));
+  const origin = path.join(sub, 'origin.img');
+  const cow = path.join(sub, 'cow.img');
+  makeImage(origin, (8192 + 3) * 512, 'ORIGIN');
+  makeImage(cow, 1 << 20);
+  const before = copy(origin, 'partial-before.img');
+  ok(['snapshot-create', origin, cow, '--chunk-size', '8']);
+  const data = path.join(sub, 'new.bin');
+  fs.writeFileSync(data, Buffer.alloc(2 * 512, 0x5a));
+  ok(['snapshot-write', origin, cow, '--target', 'origin', '--offset', '8193', '-i', data]);
+  ok(['snapshot-write', origin, cow, '--target', 'snapshot', '--offset', '16', '-i', data]);
+  const stream = path.join(sub, 'partial.delta');
+  const doc = JSON.parse(ok(['snapshot-export', origin, cow, '-o', stream, '--json']));
+  expect(doc).toMatchObject({ originSectors: 8195, ranges: 2, chunks: 2, records: 2, bytes: 8 * 512 + 3 * 512 });
+  ok(['snapshot-apply', '-i', stream, before]);
+  expect(sha256File(before)).toBe(sha256File(origin));
+  const back = path.join(sub, 'partial.snap.delta');
+  ok(['snapshot-export', origin, cow, '--data', 'snapshot', '-o', back]);
+  const now = copy(origin, 'partial-now.img');
+  ok(['snapshot-apply', '-i', back, now]);
+  expect(sha256File(now)).toBe(viewSha(origin, cow, 'partial-view.img'));
+});
+
 describe('a COW of 100,000 exceptions', () => {
   /**
    * Written here in the kernel's layout: chunk 4 KiB, 391 areas, the origin
