@@ -1,4 +1,4 @@
-import { spawn, spawnSync } from 'child_process';
+import { ChildProcess, spawn, spawnSync } from 'child_process';
 import { createHash } from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
@@ -16,7 +16,7 @@ import {
   RECORD_HEAD_BYTES,
   streamBytesFor,
 } from '@dmtool/dm-snapshot';
-import { dmtool, DMTOOL, startDmtool, waitFor } from '../support/cli';
+import { dmtool, DMTOOL, waitFor } from '../support/cli';
 import { makeBaseOrigin, unpackFixture } from '../support/fixtures';
 import { makeImage, readRange, sha256, sha256File } from '../support/images';
 import { attachLoop, describeLoop, detachAll, removeDir, tempDir } from '../support/loop';
@@ -498,23 +498,35 @@ describe('a COW of 100,000 exceptions', () => {
     return { origin, cow, olds };
   }
 
-  /** The peak resident memory of a running process (VmHWM), polled until it ends. */
-  async function peakRssBytes(args: string[]): Promise<{ peak: number; stdout: string; status: number | null }> {
-    const child = startDmtool(args, { timeoutMs: 120000 });
-    let peak = 0;
-    let ended = false;
-    void child.done.then(() => (ended = true));
-    while (!ended) {
-      try {
-        const m = /VmHWM:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${child.pid}/status`, 'utf8'));
-        if (m) peak = Math.max(peak, Number(m[1]) * 1024);
-      } catch {
-        // ended between the check and the read
-      }
+  /** Polls the peak resident memory (VmHWM) of running processes until they end. */
+  async function peaksWhileRunning(children: ChildProcess[]): Promise<number[]> {
+    const peaks = children.map(() => 0);
+    const ended = children.map((c) => new Promise<void>((resolve) => c.on('close', () => resolve())));
+    let running = children.length;
+    ended.forEach((e) => void e.then(() => running--));
+    const timer = setTimeout(() => children.forEach((c) => c.kill('SIGKILL')), 120000);
+    while (running > 0) {
+      children.forEach((c, i) => {
+        try {
+          const m = /VmHWM:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${c.pid}/status`, 'utf8'));
+          if (m) peaks[i] = Math.max(peaks[i], Number(m[1]) * 1024);
+        } catch {
+          // ended between the check and the read
+        }
+      });
       await new Promise((r) => setTimeout(r, 10));
     }
-    const r = await child.done;
-    return { peak, stdout: r.stdout, status: r.status };
+    clearTimeout(timer);
+    return peaks;
+  }
+
+  async function peakRssBytes(args: string[]): Promise<{ peak: number; stdout: string; status: number | null }> {
+    const child = spawn(process.execPath, [DMTOOL, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let stdout = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    const status = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+    const [peak] = await peaksWhileRunning([child]);
+    return { peak, stdout, status: await status };
   }
 
   test('export reads the table area by area and streams 400 MiB of data in bounded memory', async () => {
@@ -532,5 +544,26 @@ describe('a COW of 100,000 exceptions', () => {
       expect(r.peak).toBeLessThan(160 << 20);
       expect(r.peak).toBeGreaterThan(0);
     }
+  });
+
+  test('export -o - piped into apply --dry-run -i -: both in bounded memory', async () => {
+    const sub = fs.mkdtempSync(path.join(dir, 'big-pipe-'));
+    const { origin, cow } = bigCow(sub);
+    const exporter = spawn(process.execPath, [DMTOOL, 'snapshot-export', origin, cow, '-o', '-'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const target = path.join(sub, 'copy.img');
+    makeImage(target, 1 << 30);
+    const applier = spawn(process.execPath, [DMTOOL, 'snapshot-apply', '-i', '-', target, '--dry-run', '--json'], {
+      stdio: [exporter.stdout, 'pipe', 'inherit'],
+    });
+    // Only the two children hold the pipe: if the reader ends, the writer is not left blocked.
+    exporter.stdout!.destroy();
+    let stdout = '';
+    applier.stdout!.on('data', (d) => (stdout += d));
+    const statuses = Promise.all([exporter, applier].map((c) => new Promise((resolve) => c.on('close', (code) => resolve(code)))));
+    const peaks = await peaksWhileRunning([exporter, applier]);
+    expect(await statuses).toEqual([0, 0]);
+    expect(JSON.parse(stdout)).toMatchObject({ dryRun: true, chunks: 100_000, bytes: 100_000 * 4096, spooled: false });
+    // 391 MiB went through the pipe: a reader that kept what it read would show here.
+    for (const peak of peaks) expect(peak).toBeLessThan(160 << 20);
   });
 });

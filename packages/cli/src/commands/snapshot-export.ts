@@ -225,7 +225,7 @@ const applyCommand = defineCommand({
               signal: interrupt.signal,
               onProgress: (bytes) => progress.update(bytes),
             });
-            source = spool ? spool.reader() : input.reader(interrupt.signal);
+            if (!o.dryRun) source = spool ? spool.reader() : input.reader(interrupt.signal);
           }
           if (!o.dryRun) {
             summary = await applyStream(source, target, {

@@ -53,19 +53,38 @@ class PipeReader implements ByteReader {
   private pending: Buffer = Buffer.alloc(0);
   private ended = false;
 
-  private readonly aborted?: Promise<never>;
-
   /** `signal` ends a read that waits on a writer gone quiet: an interrupt must not wait for the pipe. */
-  constructor(stream: NodeJS.ReadableStream, signal?: AbortSignal) {
+  constructor(
+    stream: NodeJS.ReadableStream,
+    private readonly signal?: AbortSignal,
+  ) {
     this.it = (stream as AsyncIterable<Buffer>)[Symbol.asyncIterator]();
-    if (signal) {
-      this.aborted = new Promise<never>((_, reject) => {
-        const stop = () => reject(new SnapshotError('ECANCELED', 'aborted', 'stopped while reading the stream'));
-        if (signal.aborted) stop();
-        else signal.addEventListener('abort', stop, { once: true });
-      });
-      this.aborted.catch(() => undefined);
-    }
+  }
+
+  /**
+   * The next piece, or the interrupt. One listener per read, removed once it
+   * settles (a race against one long-lived promise would keep every piece
+   * read alive through its reactions).
+   */
+  private next(): Promise<IteratorResult<Buffer>> {
+    const signal = this.signal;
+    if (!signal) return this.it.next();
+    const stopped = () => new SnapshotError('ECANCELED', 'aborted', 'stopped while reading the stream');
+    if (signal.aborted) return Promise.reject(stopped());
+    return new Promise((resolve, reject) => {
+      const onAbort = () => reject(stopped());
+      signal.addEventListener('abort', onAbort, { once: true });
+      this.it.next().then(
+        (r) => {
+          signal.removeEventListener('abort', onAbort);
+          resolve(r);
+        },
+        (e: unknown) => {
+          signal.removeEventListener('abort', onAbort);
+          reject(e);
+        },
+      );
+    });
   }
 
   async read(buf: Buffer, bytes: number): Promise<number> {
@@ -73,7 +92,7 @@ class PipeReader implements ByteReader {
     while (n < bytes) {
       if (this.pending.length === 0) {
         if (this.ended) break;
-        const r = await (this.aborted ? Promise.race([this.it.next(), this.aborted]) : this.it.next());
+        const r = await this.next();
         if (r.done) {
           this.ended = true;
           break;
