@@ -20,6 +20,7 @@ import { dmtool, DMTOOL, waitFor } from '../support/cli';
 import { makeBaseOrigin, unpackFixture } from '../support/fixtures';
 import { makeImage, readRange, sha256, sha256File } from '../support/images';
 import { attachLoop, describeLoop, detachAll, removeDir, tempDir } from '../support/loop';
+import { startNbdkit } from '../support/nbd-servers';
 
 /** snapshot-export and snapshot-apply (docs/snapshot-export.md) on the kernel-made fixtures. */
 let dir: string;
@@ -418,6 +419,30 @@ describe('broken streams are refused whole: one line, exit 2, the target unchang
       spawnSync('umount', [mnt]);
     }
   });
+});
+
+test('NBD: export an origin served read-only by nbdkit, apply to a copy served by nbdkit', async () => {
+  const sub = fs.mkdtempSync(path.join(dir, 'nbd-'));
+  const fx = unpackFixture('snapshot-cow-chunk8', sub).dir;
+  const backup = path.join(sub, 'backup.img');
+  makeBaseOrigin(backup, 64 << 20);
+  const originSock = path.join(sub, 'origin.sock');
+  const backupSock = path.join(sub, 'backup.sock');
+  const originServer = await startNbdkit(['-r', 'file', `file=${path.join(fx, 'origin.img')}`], originSock);
+  try {
+    const backupServer = await startNbdkit(['file', `file=${backup}`], backupSock);
+    try {
+      const stream = path.join(sub, 'nbd.delta');
+      ok(['snapshot-export', `nbd+unix:///?socket=${originSock}`, path.join(fx, 'cow.img'), '-o', stream]);
+      const doc = JSON.parse(ok(['snapshot-apply', '-i', stream, `nbd+unix:///?socket=${backupSock}`, '--json']));
+      expect(doc).toMatchObject({ chunks: 310, target: `nbd+unix:///?socket=${backupSock}` });
+    } finally {
+      await backupServer.stop();
+    }
+  } finally {
+    await originServer.stop();
+  }
+  expect(sha256File(backup)).toBe(sha256File(path.join(fx, 'origin.img')));
 });
 
 describeLoop('a loop device as the target', () => {
