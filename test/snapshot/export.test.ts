@@ -571,6 +571,29 @@ describe('a COW of 100,000 exceptions', () => {
     }
   });
 
+  test('SIGTERM during an export to a file: exit 143, the temporary file removed, the output never appears', async () => {
+    const sub = fs.mkdtempSync(path.join(dir, 'big-term-'));
+    const { origin, cow } = bigCow(sub);
+    const out = path.join(sub, 'out.delta');
+    const child = spawn(process.execPath, [DMTOOL, 'snapshot-export', origin, cow, '-o', out], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d) => (stderr += d));
+    const status = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+    const partial = path.join(sub, `.out.delta.${child.pid}.partial`);
+    const timer = setTimeout(() => child.kill('SIGKILL'), 60000);
+    try {
+      expect(await waitFor(() => fs.existsSync(partial) && fs.statSync(partial).size > 1 << 20, 30000)).toBe(true);
+      child.kill('SIGTERM');
+      expect(await status).toBe(143);
+    } finally {
+      clearTimeout(timer);
+    }
+    expect(stderr).toBe(
+      `dmtool: interrupted by SIGTERM: export stopped, ${out} left as it was; run the command again to export the whole stream\n`,
+    );
+    expect(fs.readdirSync(sub).sort()).toEqual(['cow.img', 'origin.img']);
+  });
+
   test('export -o - piped into apply --dry-run -i -: both in bounded memory', async () => {
     const sub = fs.mkdtempSync(path.join(dir, 'big-pipe-'));
     const { origin, cow } = bigCow(sub);
