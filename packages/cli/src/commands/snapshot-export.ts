@@ -1,6 +1,7 @@
 import {
   AppliedChunks,
   applyStream,
+  ByteReader,
   checkTargetSize,
   decodeExportHeader,
   EXPORT_HEADER_BYTES,
@@ -10,6 +11,7 @@ import {
   verifyStream,
   writeExport,
 } from '@dmtool/dm-snapshot';
+import { BlockDevice } from '@dmtool/kcopyd';
 import { z } from 'zod';
 import { bytesPerSecond } from '../json/schemas';
 import { defineCommand, DmtoolCommand } from '../util/define-command';
@@ -214,26 +216,22 @@ const applyCommand = defineCommand({
         checkTargetSize(h, target);
         const verifyFirst = o.verifyFirst || o.dryRun;
         if (verifyFirst && !input.seekable && !o.dryRun) spool = Spool.create(o.spoolDir ?? defaultSpoolDir(o.target), h.streamBytes);
-        const checkBytes = verifyFirst ? h.streamBytes : 0;
-        const progress = new Progress('apply', { mode: progressMode }, checkBytes + (o.dryRun ? 0 : h.dataBytes));
+        const totalBytes = (verifyFirst ? h.streamBytes : 0) + (o.dryRun ? 0 : h.dataBytes);
+        const progress = new Progress('apply', { mode: progressMode }, totalBytes);
         const applied = new AppliedChunks();
         let summary: StreamSummary;
         try {
-          let source = replay(first.bytes, first.rest);
-          if (verifyFirst) {
-            summary = await verifyStream(spool ? spool.tee(source) : source, {
-              signal: interrupt.signal,
-              onProgress: (bytes) => progress.update(bytes),
-            });
-            if (!o.dryRun) source = spool ? spool.reader() : input.reader(interrupt.signal);
-          }
-          if (!o.dryRun) {
-            summary = await applyStream(source, target, {
-              signal: interrupt.signal,
-              applied,
-              onProgress: (bytes) => progress.update(checkBytes + bytes),
-            });
-          }
+          summary = await checkThenApply({
+            source: replay(first.bytes, first.rest),
+            again: () => (spool ? spool.reader() : input.reader(interrupt.signal)),
+            spool,
+            target,
+            verifyFirst,
+            dryRun: o.dryRun,
+            signal: interrupt.signal,
+            applied,
+            progress: (bytes) => progress.update(bytes),
+          });
         } catch (e) {
           if (kindOf(e) !== 'interrupted') throw e;
           const state = applied.records === 0 ? 'nothing written' : applied.describe();
@@ -248,17 +246,17 @@ const applyCommand = defineCommand({
         const doc = {
           input: o.input,
           target: target.path,
-          ...streamJson(h, summary!.digest),
+          ...streamJson(h, summary.digest),
           verifiedFirst: verifyFirst,
           spooled: spool !== undefined,
         };
         if (o.dryRun) {
-          out.line(`would apply ${streamWhat(h)} to ${target.path}: the stream checks out, digest ${summary!.digest}`);
+          out.line(`would apply ${streamWhat(h)} to ${target.path}: the stream checks out, digest ${summary.digest}`);
           out.result({ dryRun: true, ...doc });
           return ExitCode.OK;
         }
         out.line(
-          `applied ${streamWhat(h)} to ${target.path} and flushed it (${formatRate(h.dataBytes, seconds)}); digest ${summary!.digest}`,
+          `applied ${streamWhat(h)} to ${target.path} and flushed it (${formatRate(h.dataBytes, seconds)}); digest ${summary.digest}`,
         );
         out.result({ dryRun: false, ...doc, seconds, bytesPerSecond: bytesPerSecond(h.dataBytes, seconds) });
         return ExitCode.OK;
@@ -272,6 +270,38 @@ const applyCommand = defineCommand({
     }
   },
 });
+
+/**
+ * The passes of an apply: the check of the whole stream (through the spool
+ * for a pipe) unless --no-verify-first, then, unless a dry run, the writes
+ * from the stream read again. Progress counts the checked stream bytes,
+ * then the data bytes written.
+ */
+async function checkThenApply(p: {
+  source: ByteReader;
+  again: () => ByteReader;
+  spool?: Spool;
+  target: BlockDevice;
+  verifyFirst: boolean;
+  dryRun: boolean;
+  signal: AbortSignal;
+  applied: AppliedChunks;
+  progress: (bytes: number) => void;
+}): Promise<StreamSummary> {
+  let source = p.source;
+  let checkedBytes = 0;
+  if (p.verifyFirst) {
+    const summary = await verifyStream(p.spool ? p.spool.tee(source) : source, { signal: p.signal, onProgress: p.progress });
+    if (p.dryRun) return summary;
+    checkedBytes = summary.header.streamBytes;
+    source = p.again();
+  }
+  return applyStream(source, p.target, {
+    signal: p.signal,
+    applied: p.applied,
+    onProgress: (bytes) => p.progress(checkedBytes + bytes),
+  });
+}
 
 /** The identity of a path, or undefined for stdin and names that are not there. */
 function safeIdentity(name: string): string | undefined {
