@@ -78,6 +78,11 @@ describe.each([8, 16])('the kernel fixture snapshot-cow-chunk%i', (cs) => {
     const chunks = manifest.exceptions_in_table_order.length;
     expect(doc).toMatchObject({ ok: true, dryRun: true, data: 'origin', chunkSectors: cs, originSectors: 131072, chunks });
     expect(doc.bytes).toBe(chunks * cs * 512);
+    const delta = JSON.parse(ok(['snapshot-delta', path.join(fx, 'cow.img'), '--json']));
+    expect(doc.ranges).toBe(delta.ranges.length);
+    // A record holds at most 4 MiB: longer ranges are split.
+    const perRecord = (4 << 20) / (cs * 512);
+    expect(doc.records).toBe(delta.ranges.reduce((n: number, r: { count: number }) => n + Math.ceil(r.count / perRecord), 0));
     expect(doc.streamBytes).toBe(fs.statSync(stream).size);
     expect(doc.streamBytes).toBe(128 + doc.records * 56 + doc.bytes + 64);
     expect(out).toMatch(
