@@ -1285,6 +1285,142 @@ const toolboxCases: Case[] = [
   },
 ];
 
+/** A snapshot-export stream of the kernel-made COW, in `dir`, with its origin and COW. */
+function exported(dir: string): { origin: string; cow: string; stream: string } {
+  const k = kernelCow(dir);
+  const stream = path.join(dir, 'tonight.delta');
+  mustRun(['snapshot-export', k.origin, k.cow, '-o', stream]);
+  return { ...k, stream };
+}
+
+const exportCases: Case[] = [
+  {
+    name: 'snapshot-export: an invalidated snapshot',
+    args: (d) => {
+      const k = patchedCow(d, 4, '00000000');
+      return ['snapshot-export', k.origin, k.cow, '-o', path.join(d, 'out.delta')];
+    },
+    status: 2,
+    message: /^dmtool: EINVAL: snapshot is invalid: its table no longer lists every changed chunk \(.*cow\.img\)$/,
+  },
+  {
+    name: 'snapshot-export: an entry past the origin end',
+    args: (d) => {
+      const k = patchedCow(d, ENTRY(10), '0040000000000000');
+      return ['snapshot-export', k.origin, k.cow, '-o', path.join(d, 'out.delta')];
+    },
+    status: 2,
+    message: /^dmtool: EINVAL: area 0 entry 10 \(old 16384 → new 12\) names an origin chunk beyond the origin end \(131072 sectors\)/,
+  },
+  {
+    name: 'snapshot-export: two exceptions name one origin chunk',
+    args: (d) => {
+      const k = patchedCow(d, ENTRY(11), '0300000000000000');
+      return ['snapshot-export', k.origin, k.cow, '-o', path.join(d, 'out.delta')];
+    },
+    status: 2,
+    message: /^dmtool: EINVAL: two exceptions name origin chunk 3 \(.*cow\.img\)$/,
+  },
+  {
+    name: 'snapshot-export: a COW never formatted',
+    args: (d) => {
+      const k = kernelCow(d);
+      makeImage(path.join(d, 'blank.img'), MiB);
+      return ['snapshot-export', k.origin, path.join(d, 'blank.img'), '-o', path.join(d, 'out.delta')];
+    },
+    status: 2,
+    message: /^dmtool: EINVAL: COW has no snapshot header \(magic is 0\); create the snapshot first/,
+  },
+  {
+    name: 'snapshot-export: -o names the COW',
+    args: (d) => {
+      const k = kernelCow(d);
+      return ['snapshot-export', k.origin, k.cow, '-o', k.cow];
+    },
+    status: 2,
+    message: /^dmtool: --output .*cow\.img is .*cow\.img, which is being read; name another file$/,
+  },
+  {
+    name: 'snapshot-export: --json with -o -',
+    args: (d) => {
+      const k = kernelCow(d);
+      return ['snapshot-export', k.origin, k.cow, '-o', '-', '--json'];
+    },
+    status: 2,
+    message: /^dmtool: --json needs -o FILE \(with -o - the stream goes to stdout\)$/,
+  },
+  {
+    name: 'snapshot-export: an unknown --data',
+    args: (d) => {
+      const k = kernelCow(d);
+      return ['snapshot-export', k.origin, k.cow, '--data', 'cow', '-o', path.join(d, 'out.delta')];
+    },
+    status: 2,
+    message: /^dmtool: --data: Invalid enum value\. Expected 'origin' \| 'snapshot', received 'cow'$/,
+  },
+  {
+    name: 'snapshot-apply: the input is not a stream',
+    args: (d) => {
+      const k = kernelCow(d);
+      return ['snapshot-apply', '-i', k.cow, k.origin];
+    },
+    status: 2,
+    message: /^dmtool: EINVAL: not a snapshot-export stream: bad magic "SnAp\\u0001\\u0000\\u0000\\u0000" \(expected "DMTEXPRT"\)$/,
+  },
+  {
+    name: 'snapshot-apply: no such input',
+    args: (d) => ['snapshot-apply', '-i', path.join(d, 'missing.delta'), kernelCow(d).origin],
+    status: 2,
+    message: /^dmtool: --input .*missing\.delta: no such file$/,
+  },
+  {
+    name: 'snapshot-apply: an empty stdin',
+    args: (d) => ['snapshot-apply', '-i', '-', kernelCow(d).origin],
+    status: 2,
+    message: /^dmtool: EINVAL: the stream ends inside its header \(0 of 128 bytes\)$/,
+  },
+  {
+    name: 'snapshot-apply: a target smaller than the origin',
+    args: (d) => {
+      const e = exported(d);
+      return ['snapshot-apply', '-i', e.stream, e.cow];
+    },
+    status: 2,
+    message:
+      /^dmtool: EINVAL: target .*cow\.img is 32768 sectors, the stream's origin 131072: a stream applies only to a device of its origin's size$/,
+  },
+  {
+    name: 'snapshot-apply: the input is the target',
+    args: (d) => {
+      const e = exported(d);
+      return ['snapshot-apply', '-i', e.stream, e.stream];
+    },
+    status: 2,
+    message: /^dmtool: --input .*tonight\.delta is the target .*tonight\.delta; name another file$/,
+  },
+  {
+    name: 'snapshot-apply: a stream cut short',
+    args: (d) => {
+      const e = exported(d);
+      fs.truncateSync(e.stream, 600000);
+      return ['snapshot-apply', '-i', e.stream, e.origin];
+    },
+    status: 2,
+    message:
+      /^dmtool: EINVAL: the stream ends inside the data of record 6 \(chunks 100\.\.399\) \(600000 bytes of 1270400\): it was cut short$/,
+  },
+  {
+    name: 'snapshot-apply: a record damaged',
+    args: (d) => {
+      const e = exported(d);
+      patch(e.stream, 1000000, Buffer.from('x'));
+      return ['snapshot-apply', '-i', e.stream, e.origin, '--dry-run'];
+    },
+    status: 2,
+    message: /^dmtool: EINVAL: record 6 \(chunks 100\.\.399\): checksum mismatch, its head or data is damaged$/,
+  },
+];
+
 /** LVM volume operands and lvm-ls on images that are not what they must be. */
 const lvmCases: Case[] = [
   {
@@ -1616,6 +1752,7 @@ describe('bad input is refused with one line, a non-zero exit and nothing writte
   describe('snapshot', () => runCorpus(snapshotCases));
   describe('images not a whole number of sectors', () => runCorpus(partialSectorCases));
   describe('toolbox: snapshot and mirror-log check, dump, restore, delta', () => runCorpus(toolboxCases));
+  describe('toolbox: snapshot-export and snapshot-apply', () => runCorpus(exportCases));
   describe('LVM volumes', () => runCorpus(lvmCases));
   describe('serve', () => runCorpus(serveCases));
   describe('TLS', () => runCorpus(tlsCases));

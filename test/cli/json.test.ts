@@ -85,6 +85,22 @@ describe('--json documents', () => {
       { index: 1, oldChunk: 3, newChunk: 3, originSector: 24, cowSector: 24 },
     ]);
     expect(run('snapshot-read', [o, c, '--length', '32', '-o', f('view.bin')])).toMatchObject({ sectors: 32, bytes: 16384 });
+    const delta = f('tonight.delta');
+    const exported = run('snapshot-export', [o, c, '-o', delta]);
+    expect(exported).toMatchObject({ data: 'origin', chunkSectors: 8, originSectors: 8192, ranges: 1, chunks: 2, records: 1, bytes: 8192 });
+    expect(exported.streamBytes).toBe(128 + 24 + 8192 + 32 + 64);
+    const backup = f('backup.img');
+    fs.copyFileSync(f('origin.img'), backup);
+    expect(run('snapshot-apply', ['-i', delta, backup, '--dry-run'])).toMatchObject({
+      dryRun: true,
+      target: backup,
+      digest: exported.digest,
+      verifiedFirst: true,
+      spooled: false,
+    });
+    const applied = run('snapshot-apply', ['-i', delta, backup]);
+    expect(applied).toMatchObject({ dryRun: false, chunks: 2, bytes: 8192, digest: exported.digest });
+    expect(applied.seconds).toBeGreaterThanOrEqual(0);
     expect(run('snapshot-merge', [o, c, '--dry-run'])).toMatchObject({ dryRun: true, exceptions: 2, status: '16/4096 16' });
     expect(run('snapshot-merge', [o, c])).toMatchObject({ dryRun: false, mergedChunks: 2, percent: 100, status: '16/4096 16' });
   });

@@ -50,6 +50,23 @@ const snapshotStatus = {
   exceptionsPerArea: count,
 };
 
+/** What a snapshot-export stream holds (docs/snapshot-export.md). */
+const exportStream = {
+  data: z.enum(['origin', 'snapshot']),
+  chunkSectors: count,
+  originSectors: count,
+  /** Coalesced ranges of changed chunks. */
+  ranges: count,
+  chunks: count,
+  records: count,
+  /** Data bytes the records carry. */
+  bytes: count,
+  /** The whole stream, header and trailer included. */
+  streamBytes: count,
+  /** sha256 of the header and the record digests, as the trailer holds it (hex). */
+  digest: z.string().regex(/^[0-9a-f]{64}$/),
+};
+
 const regionRanges = z.array(z.tuple([count, count]));
 
 const mirrorStatus = z
@@ -173,6 +190,25 @@ export const JSON_SCHEMAS = {
       })
       .strict()
       .optional(),
+  }),
+  'snapshot-export': doc('snapshot-export', {
+    origin: z.string(),
+    cow: z.string(),
+    output: z.string(),
+    ...exportStream,
+    seconds,
+    bytesPerSecond: count,
+  }),
+  'snapshot-apply': doc('snapshot-apply', {
+    input: z.string(),
+    target: z.string(),
+    ...exportStream,
+    /** The whole stream was checked before the first write. */
+    verifiedFirst: z.boolean(),
+    /** A piped stream was spooled to a file to be checked first. */
+    spooled: z.boolean(),
+    seconds: seconds.optional(),
+    bytesPerSecond: count.optional(),
   }),
   'mirror-create': doc('mirror-create', {
     logBytes: count,

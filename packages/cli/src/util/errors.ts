@@ -19,6 +19,8 @@ const REASONS = {
   'bad-input-data': { kind: 'bad-input', code: 'EINVAL' },
   /** The --input file changed size while it was being written out. */
   'input-changed': { kind: 'io', code: 'EIO' },
+  /** A piped stream cannot be spooled: its folder has not the room. */
+  'no-spool-space': { kind: 'bad-input', code: 'ENOSPC' },
   /** stdout could not be written. */
   'output-failed': { kind: 'io', code: 'EIO' },
   /** A copy map (--map) that does not parse. */
