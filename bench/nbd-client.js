@@ -4,9 +4,10 @@
 // (its defaults: multi-conn, 64 requests in flight; --flush, as dmtool
 // flushes its destinations before it reports success). One destination,
 // then three (one dmtool job against three nbdcopy runs in a row), then a
-// mirror resync with one NBD leg against nbdcopy of the same bytes. Page
-// cache dropped before each run; every destination is compared with the
-// source afterwards.
+// mirror resync with one NBD leg against nbdcopy of the same bytes, then
+// the one-destination copy again to an nbdkit export requiring TLS
+// (certificates made with openssl for the run). Page cache dropped before
+// each run; every destination is compared with the source afterwards.
 const { spawn, spawnSync } = require('child_process');
 const fs = require('fs');
 const path = require('path');
@@ -22,15 +23,35 @@ function have(cmd) {
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-async function startNbdkit(file, sock) {
-  const child = spawn('nbdkit', ['--foreground', '--exit-with-parent', '--unix', sock, 'file', file], {
+/** A CA and a server certificate in `dir` (ca-cert.pem, server-cert.pem, server-key.pem), as nbdkit and libnbd read them. */
+function makeCerts(dir) {
+  const openssl = (args) => {
+    const r = spawnSync('openssl', args, { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] });
+    if (r.status !== 0) throw new Error(`openssl ${args[0]}: ${r.stderr}`);
+  };
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  openssl(['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-keyout', 'ca-key.pem', '-out', 'ca-cert.pem',
+    '-subj', '/CN=bench CA', '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign']); // prettier-ignore
+  fs.writeFileSync(
+    path.join(dir, 'server.ext'),
+    'keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost\n',
+  );
+  openssl(['req', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'server-key.pem', '-out', 'server.csr', '-subj', '/CN=localhost']);
+  openssl(['x509', '-req', '-in', 'server.csr', '-days', '1', '-CA', 'ca-cert.pem', '-CAkey', 'ca-key.pem', '-set_serial', '1',
+    '-extfile', 'server.ext', '-out', 'server-cert.pem']); // prettier-ignore
+  fs.chmodSync(path.join(dir, 'server-key.pem'), 0o600);
+}
+
+async function startNbdkit(file, sock, tlsDir) {
+  const tls = tlsDir ? ['--tls=require', `--tls-certificates=${tlsDir}`] : [];
+  const child = spawn('nbdkit', ['--foreground', '--exit-with-parent', '--unix', sock, ...tls, 'file', file], {
     stdio: ['ignore', 'ignore', 'inherit'],
   });
+  const probe = tlsDir ? `nbds+unix:///?socket=${sock}&tls-certificates=${tlsDir}` : `nbd+unix:///?socket=${sock}`;
   const until = Date.now() + 15000;
   while (Date.now() < until) {
     if (child.exitCode !== null) throw new Error(`nbdkit exited (${child.exitCode}) before listening`);
-    if (fs.existsSync(sock) && spawnSync('nbdinfo', ['--size', `nbd+unix:///?socket=${sock}`], { stdio: 'ignore' }).status === 0)
-      return child;
+    if (fs.existsSync(sock) && spawnSync('nbdinfo', ['--size', probe], { stdio: 'ignore' }).status === 0) return child;
     await sleep(50);
   }
   child.kill('SIGKILL');
@@ -120,6 +141,24 @@ async function main() {
     sameAs(input, dests[0]);
     rows.push(['mirror resync, 1 NBD leg', 'nbdcopy --flush (same bytes)', nbdcopy1.toFixed(2), mbps(BYTES, nbdcopy1), '1.00']);
     rows.push(['mirror resync, 1 NBD leg', 'dmtool mirror-resync', resync.toFixed(2), mbps(BYTES, resync), (nbdcopy1 / resync).toFixed(2)]);
+
+    const certs = path.join(dir, 'pki');
+    makeCerts(certs);
+    const tlsDest = dests[1];
+    fresh([tlsDest]);
+    const tlsSock = path.join(dir, 'nbd-tls.sock');
+    servers.push(await startNbdkit(tlsDest, tlsSock, certs));
+    const tlsUri = `nbds+unix:///?socket=${tlsSock}&tls-certificates=${certs}`;
+    const nbdcopyTls = bestOf(() => run('nbdcopy', ['--flush', input, tlsUri]));
+    sameAs(input, tlsDest);
+    fresh([tlsDest]);
+    const dmtoolTls = bestOf(() => {
+      dropCaches();
+      return dmtool(['copy', input, tlsUri]).seconds;
+    });
+    sameAs(input, tlsDest);
+    rows.push(['1 destination, TLS', 'nbdcopy --flush', nbdcopyTls.toFixed(2), mbps(BYTES, nbdcopyTls), '1.00']);
+    rows.push(['1 destination, TLS', 'dmtool copy', dmtoolTls.toFixed(2), mbps(BYTES, dmtoolTls), (nbdcopyTls / dmtoolTls).toFixed(2)]);
   } finally {
     for (const s of servers) await stop(s);
     fs.rmSync(dir, { recursive: true, force: true });

@@ -1,49 +1,20 @@
-import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import { removeDir, tempDir } from './support/loop';
+import { WORKSPACES } from './support/packing';
+import { readmeExamples, runReadmeExample } from './support/readme-examples';
 
 /**
  * Each package README's examples run as written: a ```js block as an ES
  * module (against the built packages, as a user would import them), a ```sh
  * block with bash -e and `dmtool` on the PATH, each in an empty folder. A
- * ```text block right after a ```js block is its exact output.
+ * ```text block right after a ```js block is its exact output. The packaging
+ * test runs them again against the packed packages.
  */
 const root = path.join(__dirname, '..');
-const readmes = [
-  'packages/devices',
-  'native',
-  'packages/kcopyd',
-  'packages/dm-snapshot',
-  'packages/dm-mirror',
-  'packages/targets',
-  'packages/nbd',
-  'packages/lvm',
-  'packages/cli',
-].map((dir) => path.join(dir, 'README.md'));
+const readmes = WORKSPACES.map((dir) => path.join(dir, 'README.md'));
 
-interface Example {
-  readme: string;
-  index: number;
-  lang: 'js' | 'sh';
-  code: string;
-  expectedStdout?: string;
-}
-
-function examplesOf(readme: string): Example[] {
-  const text = fs.readFileSync(path.join(root, readme), 'utf8');
-  const blocks = [...text.matchAll(/^```(\w*)\n([\s\S]*?)^```$/gm)].map((m) => ({ lang: m[1], code: m[2] }));
-  const examples: Example[] = [];
-  blocks.forEach((b, i) => {
-    if (b.lang !== 'js' && b.lang !== 'sh') return;
-    const next = blocks[i + 1];
-    const expectedStdout = b.lang === 'js' && next?.lang === 'text' ? next.code : undefined;
-    examples.push({ readme, index: examples.length, lang: b.lang, code: b.code, expectedStdout });
-  });
-  return examples;
-}
-
-const examples = readmes.flatMap(examplesOf);
+const examples = readmes.flatMap((readme) => readmeExamples(root, readme));
 
 describe('package README examples', () => {
   let dir: string;
@@ -59,16 +30,7 @@ describe('package README examples', () => {
   });
 
   it.each(examples.map((e) => [`${e.readme} #${e.index + 1} (${e.lang})`, e] as const))('%s runs', (_name, example) => {
-    const file = path.join(dir, example.lang === 'js' ? 'example.mjs' : 'example.sh');
-    fs.writeFileSync(file, example.code);
-    const r =
-      example.lang === 'js'
-        ? spawnSync(process.execPath, [file], { cwd: dir, encoding: 'utf8' })
-        : spawnSync('bash', ['-e', file], {
-            cwd: dir,
-            encoding: 'utf8',
-            env: { ...process.env, PATH: `${path.join(root, 'node_modules', '.bin')}:${process.env.PATH ?? ''}` },
-          });
+    const r = runReadmeExample(example, dir, path.join(root, 'node_modules', '.bin'));
     expect(r.stderr).toBe('');
     expect(r.status).toBe(0);
     if (example.expectedStdout !== undefined) expect(r.stdout).toBe(example.expectedStdout);

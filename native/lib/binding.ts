@@ -1,4 +1,5 @@
 import * as path from 'path';
+import { loadAddon } from './load-addon';
 
 /** What `open` returns: errno 0 and the device, or only the errno. */
 export interface NativeOpenResult {
@@ -23,8 +24,22 @@ type ErrnoCallback = (errno: number) => void;
  * by the TypeScript layer (`checkIo`, `checkRange`) before the call.
  */
 export interface NativeBinding {
-  /** lockMode: 0 none, 1 shared, 2 exclusive (flock, never waiting). */
-  open(path: string, write: boolean, direct: boolean, exclusive: boolean, lockMode: number): NativeOpenResult;
+  /**
+   * lockMode: 0 none, 1 shared, 2 exclusive (flock, never waiting). With
+   * `create` a new regular file (O_CREAT | O_EXCL, mode 0666 less the
+   * umask) of createBytes bytes, removed again if it cannot be locked or sized.
+   */
+  open(
+    path: string,
+    write: boolean,
+    direct: boolean,
+    exclusive: boolean,
+    lockMode: number,
+    create: boolean,
+    createBytes: number,
+  ): NativeOpenResult;
+  /** lseek SEEK_DATA (hole false) or SEEK_HOLE; errno ENXIO when no data follows byteOffset. */
+  seekExtent(fd: number, byteOffset: number, hole: boolean): { errno: number; byteOffset: number };
   lock(path: string, lockMode: number): { errno: number; fd: number };
   close(fd: number): number;
   allocAligned(bytes: number): Buffer;
@@ -54,8 +69,6 @@ export interface NativeBinding {
   ): void;
 }
 
-// Works from lib/ (tests run the sources) and from dist/ (the built package).
-const addonPath = path.join(__dirname, '..', 'build', 'Release', 'dmtool_native.node');
-
-// eslint-disable-next-line @typescript-eslint/no-require-imports -- a native addon is loaded by path at run time
-export const binding: NativeBinding = require(addonPath) as NativeBinding;
+// The package folder (binding.gyp, build/, prebuilds/) is the parent of
+// lib/ (tests run the sources) and of dist/ (the built package).
+export const binding = loadAddon(path.join(__dirname, '..')) as NativeBinding;

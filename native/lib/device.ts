@@ -6,12 +6,14 @@ import {
   checkRange,
   DeviceError,
   DeviceOp,
+  ByteExtent,
   DeviceResolver,
   errnoHint,
   errnoName,
   errnoOf,
   NativeEndpoint,
   SECTOR_BYTES,
+  SparseFile,
 } from '@dmtool/devices';
 import { binding } from './binding';
 import { loopBackingFile, statIds, storageIdentity } from './identity';
@@ -30,6 +32,11 @@ export interface OpenOptions {
    * Default: 'exclusive' when writing, 'shared' when reading.
    */
   lock?: LockMode;
+  /**
+   * Create the file: a new regular file of sizeBytes bytes (O_CREAT |
+   * O_EXCL, so an existing path fails with EEXIST). Needs `write`.
+   */
+  create?: { sizeBytes: number };
 }
 
 export type LockMode = 'exclusive' | 'shared' | 'none';
@@ -51,6 +58,8 @@ export class FileDevice implements BlockDevice {
   readonly isBlockDevice: boolean;
   readonly writable: boolean;
   readonly direct: boolean;
+  /** This open created the file. */
+  readonly created: boolean;
   /** Same value for two opens of the same file or block device. */
   readonly identity: string;
   private fd: number;
@@ -67,6 +76,7 @@ export class FileDevice implements BlockDevice {
     this.isBlockDevice = info.isBlockDevice;
     this.writable = opts.write === true;
     this.direct = opts.direct === true;
+    this.created = opts.create !== undefined;
     this.identity = storageIdentity({
       isBlockDevice: info.isBlockDevice,
       dev: BigInt(info.dev),
@@ -78,7 +88,18 @@ export class FileDevice implements BlockDevice {
   static open(path: string, opts: OpenOptions = {}): FileDevice {
     if (typeof path !== 'string' || path.length === 0) throw new TypeError('device path must be a non-empty string');
     const lock = LOCK_MODE_NATIVE[opts.lock ?? (opts.write ? 'exclusive' : 'shared')];
-    const info = binding.open(path, opts.write === true, opts.direct === true, opts.exclusive !== false, lock);
+    const create = opts.create;
+    if (create && (!opts.write || !Number.isSafeInteger(create.sizeBytes) || create.sizeBytes < 0))
+      throw new RangeError(`create needs write and a size in bytes (got ${JSON.stringify(create)})`);
+    const info = binding.open(
+      path,
+      opts.write === true,
+      opts.direct === true,
+      opts.exclusive !== false,
+      lock,
+      create !== undefined,
+      create?.sizeBytes ?? 0,
+    );
     if (info.errno !== 0) {
       const hint = isLockConflict(info.errno) ? `locked by ${lockHolder(path)}` : openHint(info.errno, opts);
       throw new DeviceError(info.errno, 'open', path, 0, 0, hint);
@@ -188,6 +209,47 @@ export class FileDevice implements BlockDevice {
   nativeEndpoint(): NativeEndpoint {
     this.checkOpen('read');
     return { fd: this.fd, hooks: [] };
+  }
+
+  /** Regular files only: their holes (SEEK_DATA/SEEK_HOLE) and punching new ones. */
+  sparseFile(): SparseFile | undefined {
+    if (this.isBlockDevice) return undefined;
+    return {
+      dataExtents: (byteOffset, bytes) => Promise.resolve(this.dataExtents(byteOffset, bytes)),
+      punchHole: (byteOffset, bytes) => this.punchHole(byteOffset, bytes),
+    };
+  }
+
+  /** FALLOC_FL_PUNCH_HOLE; where the file system cannot punch, the range is zeroed instead (same content). */
+  private async punchHole(byteOffset: number, bytes: number): Promise<void> {
+    checkRange(this, 'discard', byteOffset, bytes);
+    const errno = await new Promise<number>((resolve) => binding.discard(this.fd, false, byteOffset, bytes, resolve));
+    if (errno === 0) return;
+    if (!isUnsupported(errno)) throw new DeviceError(errno, 'discard', this.path, byteOffset, bytes);
+    await this.zeroRange(byteOffset, bytes);
+  }
+
+  private dataExtents(byteOffset: number, bytes: number): ByteExtent[] {
+    checkRange(this, 'read', byteOffset, bytes);
+    const end = byteOffset + bytes;
+    const extents: ByteExtent[] = [];
+    // Each turn moves past one data extent, so the loop ends within the file's extent count.
+    for (let at = byteOffset; at < end;) {
+      const data = this.seek(at, false);
+      if (data === undefined || data >= end) break;
+      const hole = Math.min(this.seek(data, true) ?? end, end);
+      extents.push({ byteOffset: data, bytes: hole - data });
+      at = hole;
+    }
+    return extents;
+  }
+
+  /** The next data (or hole) offset at or after `byteOffset`; undefined when no data follows. */
+  private seek(byteOffset: number, hole: boolean): number | undefined {
+    const r = binding.seekExtent(this.fd, byteOffset, hole);
+    if (r.errno === errnoOf('ENXIO')) return undefined;
+    if (r.errno !== 0) throw new DeviceError(r.errno, 'read', this.path, byteOffset, 0, `SEEK_${hole ? 'HOLE' : 'DATA'} failed`);
+    return r.byteOffset;
   }
 
   private checkOpen(op: DeviceOp): void {

@@ -19,19 +19,21 @@ Napi::Value ErrnoResult(Napi::Env env, int err) {
   return o;
 }
 
-// (path, write, direct, exclusive, lockMode) -> {fd, sizeBytes, ...} | {errno}
+// (path, write, direct, exclusive, lockMode, create, createBytes) -> {fd, sizeBytes, ...} | {errno}
 Napi::Value Open(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Args args(info, "open");
   std::string path;
   bool write, direct, exclusive;
   int lockMode;
+  CreateRequest create;
   if (!args.String(0, "path", &path) || !args.Bool(1, "write", &write) || !args.Bool(2, "direct", &direct) ||
-      !args.Bool(3, "exclusive", &exclusive) || !args.Int(4, "lockMode", 0, kMaxLockMode, &lockMode)) {
+      !args.Bool(3, "exclusive", &exclusive) || !args.Int(4, "lockMode", 0, kMaxLockMode, &lockMode) ||
+      !args.Bool(5, "create", &create.create) || !args.U64(6, "createBytes", &create.sizeBytes)) {
     return env.Undefined();
   }
   DeviceInfo d;
-  int err = OpenDevice(path.c_str(), write, direct, exclusive, static_cast<LockMode>(lockMode), &d);
+  int err = OpenDevice(path.c_str(), write, direct, exclusive, static_cast<LockMode>(lockMode), create, &d);
   if (err != 0) return ErrnoResult(env, err);
   Napi::Object o = Napi::Object::New(env);
   o.Set("errno", Napi::Number::New(env, 0));
@@ -69,6 +71,22 @@ Napi::Value Close(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), err);
 }
 
+// (fd, byteOffset, hole) -> {errno, byteOffset}: lseek SEEK_DATA / SEEK_HOLE, one call.
+Napi::Value SeekExtentFn(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Args args(info, "seekExtent");
+  int fd;
+  uint64_t position;
+  bool hole;
+  if (!args.Fd(0, "fd", &fd) || !args.U64(1, "byteOffset", &position) || !args.Bool(2, "hole", &hole)) return env.Undefined();
+  uint64_t found = 0;
+  int err = SeekExtent(fd, position, hole, &found);
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("errno", Napi::Number::New(env, err));
+  o.Set("byteOffset", Napi::Number::New(env, static_cast<double>(found)));
+  return o;
+}
+
 // Buffers for O_DIRECT: aligned to 4096, zero-filled, freed when collected.
 Napi::Value AllocAligned(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -91,6 +109,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("open", Napi::Function::New(env, Open, "open"));
   exports.Set("lock", Napi::Function::New(env, Lock, "lock"));
   exports.Set("close", Napi::Function::New(env, Close, "close"));
+  exports.Set("seekExtent", Napi::Function::New(env, SeekExtentFn, "seekExtent"));
   exports.Set("allocAligned", Napi::Function::New(env, AllocAligned, "allocAligned"));
   InitIoWorkers(env, exports);
   return exports;

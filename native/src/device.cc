@@ -34,18 +34,25 @@ int LockPath(const char* path, LockMode lock, int* fdOut) {
   return 0;
 }
 
-int OpenDevice(const char* path, bool write, bool direct, bool exclusive, LockMode lock, DeviceInfo* out) {
+int OpenDevice(const char* path, bool write, bool direct, bool exclusive, LockMode lock, const CreateRequest& create,
+               DeviceInfo* out) {
   struct stat st;
-  if (stat(path, &st) != 0) return errno;
-  bool isBlock = S_ISBLK(st.st_mode);
-  if (!isBlock && !S_ISREG(st.st_mode)) return ENODEV;
+  bool isBlock = false;
+  if (!create.create) {
+    if (stat(path, &st) != 0) return errno;
+    isBlock = S_ISBLK(st.st_mode);
+    if (!isBlock && !S_ISREG(st.st_mode)) return ENODEV;
+  }
 
   int flags = (write ? O_RDWR : O_RDONLY) | O_CLOEXEC;
   if (direct) flags |= O_DIRECT;
   // On a block device O_EXCL claims it exclusively: the kernel answers EBUSY
   // when it is mounted or held by another exclusive opener (LVM, dm, md).
   if (isBlock && exclusive) flags |= O_EXCL;
-  int fd = open(path, flags);
+  // A new regular file: O_EXCL makes it ours (never an existing file or a
+  // symlink's target); 0666 leaves the mode to the umask, as cp and dd do.
+  if (create.create) flags |= O_CREAT | O_EXCL;
+  int fd = open(path, flags, 0666);
   if (fd < 0) return errno;
 
   if (fstat(fd, &st) != 0) {
@@ -54,8 +61,11 @@ int OpenDevice(const char* path, bool write, bool direct, bool exclusive, LockMo
     return e;
   }
   int lockErr = LockFd(fd, lock);
+  if (lockErr == 0 && create.create && ftruncate(fd, static_cast<off_t>(create.sizeBytes)) != 0) lockErr = errno;
+  if (lockErr == 0 && create.create && fstat(fd, &st) != 0) lockErr = errno;
   if (lockErr != 0) {
     close(fd);
+    if (create.create) unlink(path);  // nothing left behind that looks like a copy
     return lockErr;
   }
   out->fd = fd;
@@ -142,6 +152,13 @@ int DiscardRange(int fd, bool isBlockDevice, uint64_t position, uint64_t length)
   }
   int mode = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;
   return fallocate(fd, mode, static_cast<off_t>(position), static_cast<off_t>(length)) == 0 ? 0 : errno;
+}
+
+int SeekExtent(int fd, uint64_t position, bool hole, uint64_t* found) {
+  off_t r = lseek(fd, static_cast<off_t>(position), hole ? SEEK_HOLE : SEEK_DATA);
+  if (r < 0) return errno;
+  *found = static_cast<uint64_t>(r);
+  return 0;
 }
 
 }  // namespace dmtool

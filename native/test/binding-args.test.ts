@@ -25,7 +25,7 @@ function runCall(file: string, call: string, waitMs = CALLBACK_WAIT_MS): Outcome
   const dist = path.join(__dirname, '..', 'dist', 'binding.js');
   const script = `
     const { binding: b } = require(${JSON.stringify(dist)});
-    const opened = b.open(${JSON.stringify(file)}, true, false, true, 0);
+    const opened = b.open(${JSON.stringify(file)}, true, false, true, 0, false, 0);
     if (opened.errno !== 0) throw new Error('open failed: ' + opened.errno);
     const fd = opened.fd;
     const buf = Buffer.alloc(${BUF_BYTES}, 0xa5);
@@ -122,9 +122,14 @@ const cases: Case[] = [
     /scatter.*destFd/,
   ],
   // synchronous entry points
-  ['open: a number for the path', `b.open(7, false, false, true, 0)`, 'TypeError', /open.*path/],
-  ['open: a lock mode out of range', `b.open('/dev/null', false, false, true, 3)`, 'RangeError', /open.*lockMode/],
-  ['open: a string for write', `b.open('/dev/null', 'yes', false, true, 0)`, 'TypeError', /open.*write/],
+  ['open: a number for the path', `b.open(7, false, false, true, 0, false, 0)`, 'TypeError', /open.*path/],
+  ['open: a lock mode out of range', `b.open('/dev/null', false, false, true, 3, false, 0)`, 'RangeError', /open.*lockMode/],
+  ['open: a string for write', `b.open('/dev/null', 'yes', false, true, 0, false, 0)`, 'TypeError', /open.*write/],
+  ['open: a number for create', `b.open('/dev/null', true, false, true, 0, 1, 0)`, 'TypeError', /open.*create/],
+  ['open: a negative size to create', `b.open('/dev/null', true, false, true, 0, true, -1)`, 'RangeError', /open.*createBytes/],
+  ['seekExtent: a string fd', `b.seekExtent(String(fd), 0, false)`, 'TypeError', /seekExtent.*fd/],
+  ['seekExtent: a negative offset', `b.seekExtent(fd, -1, false)`, 'RangeError', /seekExtent.*byteOffset/],
+  ['seekExtent: a number for hole', `b.seekExtent(fd, 0, 1)`, 'TypeError', /seekExtent.*hole/],
   ['lock: a lock mode that is not a number', `b.lock('/dev/null', 'exclusive')`, 'TypeError', /lock.*lockMode/],
   ['close: a string fd', `b.close(String(fd))`, 'TypeError', /close.*fd/],
   ['allocAligned: a negative size', `b.allocAligned(-1)`, 'RangeError', /allocAligned.*bytes/],

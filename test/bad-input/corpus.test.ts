@@ -5,6 +5,10 @@ import { makeImage, sha256File } from '../support/images';
 import { removeDir, tempDir } from '../support/loop';
 import { dmtool } from '../support/cli';
 import { FIXTURE_DIR } from '../support/fixtures';
+import { makeCerts } from '../support/tls-certs';
+import { makeVgImages, VG_IMAGE_MDA_BYTE, vg0Text } from '../support/lvm-images';
+import { BlockDevice } from '@dmtool/devices';
+import { FileDevice } from '@dmtool/native';
 
 /**
  * Bad input, each refused with one clear line on stderr, a non-zero exit,
@@ -18,6 +22,8 @@ interface Case {
   args: (dir: string) => string[];
   status: number;
   message: RegExp;
+  /** Undo what `args` set up outside the folder's files (e.g. release a lock it holds). */
+  after?: () => void;
 }
 
 function patch(file: string, byteOffset: number, bytes: Buffer): void {
@@ -39,6 +45,12 @@ function u64(v: number): Buffer {
   const b = Buffer.alloc(8);
   b.writeBigUInt64LE(BigInt(v));
   return b;
+}
+
+/** The identity dmtool gives a regular file (as a copy map records it). */
+function fileIdentity(file: string): string {
+  const st = fs.statSync(file, { bigint: true });
+  return `file:${st.dev}:${st.ino}`;
 }
 
 function run(args: string[]) {
@@ -164,10 +176,10 @@ const copyCases: Case[] = [
     message: /^dmtool: destination 0 .* is the same device as source/,
   },
   {
-    name: 'copy: TLS NBD URI (not supported yet), password not shown',
-    args: (d) => ['copy', source(d), 'nbds://alice:secret@127.0.0.1/disk'],
+    name: 'copy: TLS NBD URI with a bad tls-verify-peer, password not shown',
+    args: (d) => ['copy', source(d), 'nbds://alice:secret@127.0.0.1/disk?tls-verify-peer=maybe'],
     status: 2,
-    message: /^dmtool: nbds:\/\/127\.0\.0\.1\/disk: TLS is not supported yet \(use nbd:\/\/ or nbd\+unix:\/\/\)$/,
+    message: /^dmtool: nbds:\/\/127\.0\.0\.1\/disk\?tls-verify-peer=maybe: tls-verify-peer=maybe is not 0, 1, false or true$/,
   },
   {
     name: 'copy: nbd+unix URI without a socket',
@@ -199,6 +211,118 @@ const copyCases: Case[] = [
     args: (d) => ['copy', source(d), d],
     status: 3,
     message: /^dmtool: ENODEV: open failed on .*: not a regular file or block device$/,
+  },
+  {
+    name: 'copy: --sparse with a value cp does not have',
+    args: (d) => ['copy', source(d), dest(d), '--sparse', 'sometimes'],
+    status: 2,
+    message: /^dmtool: --sparse: takes auto, always or never$/,
+  },
+  {
+    name: 'copy: --resume without --map',
+    args: (d) => ['copy', source(d), dest(d), '--resume'],
+    status: 2,
+    message: /^dmtool: --resume needs --map FILE: the map of the copy to resume$/,
+  },
+  {
+    name: 'copy: --resume with a map that does not exist',
+    args: (d) => ['copy', source(d), dest(d), '--map', path.join(d, 'none.map'), '--resume'],
+    status: 2,
+    message: /^dmtool: --resume: map .*none\.map does not exist; leave out --resume to start the copy$/,
+  },
+  {
+    name: 'copy: --map naming an existing file without --resume',
+    args: (d) => {
+      fs.writeFileSync(path.join(d, 'old.map'), 'dmtool-copy-map 1\n');
+      return ['copy', source(d), dest(d), '--map', path.join(d, 'old.map')];
+    },
+    status: 2,
+    message: /^dmtool: map .*old\.map exists: add --resume to continue the copy it records, or remove it to start again$/,
+  },
+  {
+    name: 'copy: --resume with a file that is not a map',
+    args: (d) => {
+      fs.writeFileSync(path.join(d, 'notes.txt'), 'remember the milk\n');
+      return ['copy', source(d), dest(d), '--map', path.join(d, 'notes.txt'), '--resume'];
+    },
+    status: 2,
+    message: /^dmtool: map .*notes\.txt is not a dmtool copy map \(no "dmtool-copy-map 1" line\)$/,
+  },
+  {
+    name: 'copy: --resume with a map of another destination',
+    args: (d) => {
+      const src = source(d);
+      const other = dest(d, 'other.img');
+      const dst = dest(d);
+      const map = path.join(d, 'copy.map');
+      fs.writeFileSync(
+        map,
+        [
+          'dmtool-copy-map 1',
+          `source "${fileIdentity(src)}" ${4 * MiB} "${src}"`,
+          `destination "${fileIdentity(other)}" ${4 * MiB} "${other}"`,
+          'range 0 0 8192',
+          'done 0 1024',
+          '',
+        ].join('\n'),
+      );
+      return ['copy', source(d), dst, '--map', map, '--resume'];
+    },
+    status: 2,
+    message:
+      /^dmtool: map .*copy\.map belongs to another copy: its destination 0 is .*other\.img \(4194304 bytes\), not .*dst\.img \(4194304 bytes\); give the copy it records, or remove the map$/,
+  },
+  {
+    name: 'copy: --resume with a map of another range',
+    args: (d) => {
+      const src = source(d);
+      const dst = dest(d);
+      const map = path.join(d, 'copy.map');
+      fs.writeFileSync(
+        map,
+        [
+          'dmtool-copy-map 1',
+          `source "${fileIdentity(src)}" ${4 * MiB} "${src}"`,
+          `destination "${fileIdentity(dst)}" ${4 * MiB} "${dst}"`,
+          'range 0 0 8192',
+          '',
+        ].join('\n'),
+      );
+      return ['copy', src, dst, '--map', map, '--resume', '--length', '4096'];
+    },
+    status: 2,
+    message:
+      /^dmtool: map .* belongs to another copy: its range is --offset 0 --dest-offset 0 --length 8192, not --offset 0 --dest-offset 0 --length 4096; give the copy it records, or remove the map$/,
+  },
+  {
+    name: 'copy: --map naming the destination',
+    args: (d) => ['copy', source(d), path.join(d, 'new.img'), '--map', path.join(d, 'new.img')],
+    status: 2,
+    message: /^dmtool: --map .*new\.img names a device of the copy; give the map its own file$/,
+  },
+  {
+    name: 'copy: --map in a folder that does not exist (nothing created)',
+    args: (d) => ['copy', source(d), path.join(d, 'new.img'), '--map', path.join(d, 'gone', 'copy.map')],
+    status: 2,
+    message: /^dmtool: --map .*copy\.map: folder .*gone does not exist; create it first$/,
+  },
+  {
+    name: 'copy: --map and a range past the source end (nothing created, no map)',
+    args: (d) => ['copy', source(d), path.join(d, 'new.img'), '--map', path.join(d, 'copy.map'), '--offset', '8000', '--length', '1000'],
+    status: 2,
+    message: /^dmtool: source .* sectors 8000\.\.8999 end beyond the device end \(8192 sectors\)$/,
+  },
+  {
+    name: 'copy: a new destination in a folder that does not exist',
+    args: (d) => ['copy', source(d), path.join(d, 'no-such-folder', 'new.img')],
+    status: 2,
+    message: /^dmtool: destination 0 .*new\.img: folder .*no-such-folder does not exist; create it first$/,
+  },
+  {
+    name: 'copy: a new destination and a range past the source end (nothing created)',
+    args: (d) => ['copy', source(d), path.join(d, 'new.img'), '--offset', '8000', '--length', '1000'],
+    status: 2,
+    message: /^dmtool: source .* sectors 8000\.\.8999 end beyond the device end \(8192 sectors\)$/,
   },
   { name: 'zero: zero length', args: (d) => ['zero', dest(d), '--length', '0'], status: 2, message: /^dmtool: nothing to zero/ },
   {
@@ -1161,6 +1285,142 @@ const toolboxCases: Case[] = [
   },
 ];
 
+/** A snapshot-export stream of the kernel-made COW, in `dir`, with its origin and COW. */
+function exported(dir: string): { origin: string; cow: string; stream: string } {
+  const k = kernelCow(dir);
+  const stream = path.join(dir, 'tonight.delta');
+  mustRun(['snapshot-export', k.origin, k.cow, '-o', stream]);
+  return { ...k, stream };
+}
+
+const exportCases: Case[] = [
+  {
+    name: 'snapshot-export: an invalidated snapshot',
+    args: (d) => {
+      const k = patchedCow(d, 4, '00000000');
+      return ['snapshot-export', k.origin, k.cow, '-o', path.join(d, 'out.delta')];
+    },
+    status: 2,
+    message: /^dmtool: EINVAL: snapshot is invalid: its table no longer lists every changed chunk \(.*cow\.img\)$/,
+  },
+  {
+    name: 'snapshot-export: an entry past the origin end',
+    args: (d) => {
+      const k = patchedCow(d, ENTRY(10), '0040000000000000');
+      return ['snapshot-export', k.origin, k.cow, '-o', path.join(d, 'out.delta')];
+    },
+    status: 2,
+    message: /^dmtool: EINVAL: area 0 entry 10 \(old 16384 → new 12\) names an origin chunk beyond the origin end \(131072 sectors\)/,
+  },
+  {
+    name: 'snapshot-export: two exceptions name one origin chunk',
+    args: (d) => {
+      const k = patchedCow(d, ENTRY(11), '0300000000000000');
+      return ['snapshot-export', k.origin, k.cow, '-o', path.join(d, 'out.delta')];
+    },
+    status: 2,
+    message: /^dmtool: EINVAL: two exceptions name origin chunk 3 \(.*cow\.img\)$/,
+  },
+  {
+    name: 'snapshot-export: a COW never formatted',
+    args: (d) => {
+      const k = kernelCow(d);
+      makeImage(path.join(d, 'blank.img'), MiB);
+      return ['snapshot-export', k.origin, path.join(d, 'blank.img'), '-o', path.join(d, 'out.delta')];
+    },
+    status: 2,
+    message: /^dmtool: EINVAL: COW has no snapshot header \(magic is 0\); create the snapshot first/,
+  },
+  {
+    name: 'snapshot-export: -o names the COW',
+    args: (d) => {
+      const k = kernelCow(d);
+      return ['snapshot-export', k.origin, k.cow, '-o', k.cow];
+    },
+    status: 2,
+    message: /^dmtool: --output .*cow\.img is .*cow\.img, which is being read; name another file$/,
+  },
+  {
+    name: 'snapshot-export: --json with -o -',
+    args: (d) => {
+      const k = kernelCow(d);
+      return ['snapshot-export', k.origin, k.cow, '-o', '-', '--json'];
+    },
+    status: 2,
+    message: /^dmtool: --json needs -o FILE \(with -o - the stream goes to stdout\)$/,
+  },
+  {
+    name: 'snapshot-export: an unknown --data',
+    args: (d) => {
+      const k = kernelCow(d);
+      return ['snapshot-export', k.origin, k.cow, '--data', 'cow', '-o', path.join(d, 'out.delta')];
+    },
+    status: 2,
+    message: /^dmtool: --data: Invalid enum value\. Expected 'origin' \| 'snapshot', received 'cow'$/,
+  },
+  {
+    name: 'snapshot-apply: the input is not a stream',
+    args: (d) => {
+      const k = kernelCow(d);
+      return ['snapshot-apply', '-i', k.cow, k.origin];
+    },
+    status: 2,
+    message: /^dmtool: EINVAL: not a snapshot-export stream: bad magic "SnAp\\u0001\\u0000\\u0000\\u0000" \(expected "DMTEXPRT"\)$/,
+  },
+  {
+    name: 'snapshot-apply: no such input',
+    args: (d) => ['snapshot-apply', '-i', path.join(d, 'missing.delta'), kernelCow(d).origin],
+    status: 2,
+    message: /^dmtool: --input .*missing\.delta: no such file$/,
+  },
+  {
+    name: 'snapshot-apply: an empty stdin',
+    args: (d) => ['snapshot-apply', '-i', '-', kernelCow(d).origin],
+    status: 2,
+    message: /^dmtool: EINVAL: the stream ends inside its header \(0 of 128 bytes\)$/,
+  },
+  {
+    name: 'snapshot-apply: a target smaller than the origin',
+    args: (d) => {
+      const e = exported(d);
+      return ['snapshot-apply', '-i', e.stream, e.cow];
+    },
+    status: 2,
+    message:
+      /^dmtool: EINVAL: target .*cow\.img is 32768 sectors, the stream's origin 131072: a stream applies only to a device of its origin's size$/,
+  },
+  {
+    name: 'snapshot-apply: the input is the target',
+    args: (d) => {
+      const e = exported(d);
+      return ['snapshot-apply', '-i', e.stream, e.stream];
+    },
+    status: 2,
+    message: /^dmtool: --input .*tonight\.delta is the target .*tonight\.delta; name another file$/,
+  },
+  {
+    name: 'snapshot-apply: a stream cut short',
+    args: (d) => {
+      const e = exported(d);
+      fs.truncateSync(e.stream, 600000);
+      return ['snapshot-apply', '-i', e.stream, e.origin];
+    },
+    status: 2,
+    message:
+      /^dmtool: EINVAL: the stream ends inside the data of record 6 \(chunks 100\.\.399\) \(600000 bytes of 1270400\): it was cut short$/,
+  },
+  {
+    name: 'snapshot-apply: a record damaged',
+    args: (d) => {
+      const e = exported(d);
+      patch(e.stream, 1000000, Buffer.from('x'));
+      return ['snapshot-apply', '-i', e.stream, e.origin, '--dry-run'];
+    },
+    status: 2,
+    message: /^dmtool: EINVAL: record 6 \(chunks 100\.\.399\): checksum mismatch, its head or data is damaged$/,
+  },
+];
+
 /** LVM volume operands and lvm-ls on images that are not what they must be. */
 const lvmCases: Case[] = [
   {
@@ -1192,7 +1452,100 @@ const lvmCases: Case[] = [
     status: 2,
     message: /a PV is listed twice$/,
   },
+  ...lvmSnapshotCases(),
 ];
+
+/** snapshot-merge (and the other snapshot commands) on `PV...:VG/SNAP` operands that are not what they must be. */
+function lvmSnapshotCases(): Case[] {
+  const merge = (d: string, pvs: string[], lv: string) => [
+    'snapshot-merge',
+    `${pvs.join(',')}:vg0/${lv}`,
+    '--update-metadata',
+    '--lock-dir',
+    path.join(d, 'lock'),
+  ];
+  let holder: BlockDevice | undefined;
+  return [
+    {
+      name: 'snapshot-merge: an LV that is not a snapshot',
+      args: (d) => merge(d, makeVgImages(d), 'data'),
+      status: 2,
+      message:
+        /^dmtool: vg0\/data is not a snapshot \(the origin of a snapshot, a linear\/striped LV\); name a snapshot LV, or give ORIGIN and COW$/,
+    },
+    {
+      name: 'snapshot-read: an LV that is not a snapshot',
+      args: (d) => ['snapshot-read', `${makeVgImages(d).join(',')}:vg0/data`, '-o', path.join(d, 'view.img')],
+      status: 2,
+      message: /^dmtool: vg0\/data is not a snapshot/,
+    },
+    {
+      name: 'snapshot-merge: a PV of the VG not given',
+      args: (d) => merge(d, makeVgImages(d).slice(0, 1), 'snap'),
+      status: 2,
+      message: /^dmtool: VG vg0 is missing PV pv1 \(pv1111-.*, last seen as \/dev\/loop1\): give every PV of the VG$/,
+    },
+    {
+      name: 'snapshot-merge: a metadata area header whose checksum is wrong',
+      args: (d) => {
+        const pvs = makeVgImages(d);
+        patch(pvs[1], VG_IMAGE_MDA_BYTE + 100, Buffer.from([1]));
+        return merge(d, pvs, 'snap');
+      },
+      status: 2,
+      message: /metadata area header checksum 0x[0-9a-f]+ does not match its contents/,
+    },
+    {
+      name: 'snapshot-merge: metadata text whose checksum is wrong',
+      args: (d) => {
+        const pvs = makeVgImages(d);
+        patch(pvs[0], VG_IMAGE_MDA_BYTE + 512 + 3, Buffer.from('X'));
+        return merge(d, pvs, 'snap');
+      },
+      status: 2,
+      message: /metadata text checksum 0x[0-9a-f]+ does not match its \d+ bytes/,
+    },
+    {
+      name: 'snapshot-merge: truncated metadata text',
+      args: (d) => merge(d, makeVgImages(d, vg0Text().slice(0, 600)), 'snap'),
+      status: 2,
+      message: /metadata at byte 4608 line \d+ column \d+: /,
+    },
+    {
+      name: 'snapshot-merge: an unknown segment type',
+      args: (d) => merge(d, makeVgImages(d, vg0Text().replace('type = "snapshot"', 'type = "snapshat"')), 'snap'),
+      status: 2,
+      message: /VG vg0 LV snapshot0 segment1: unknown segment type "snapshat"/,
+    },
+    {
+      name: 'snapshot-merge: a COW LV that holds no snapshot',
+      args: (d) => merge(d, makeVgImages(d), 'snap'),
+      status: 2,
+      message: /COW has no snapshot header \(magic is 0\); create the snapshot first \(.*:vg0\/snap COW snap sectors 0\.\.0\)$/,
+    },
+    {
+      name: 'snapshot-merge: the VG is locked (lvm2 holds V_vg0)',
+      args: (d) => {
+        fs.mkdirSync(path.join(d, 'lock'));
+        fs.writeFileSync(path.join(d, 'lock', 'V_vg0'), '');
+        holder = FileDevice.open(path.join(d, 'lock', 'V_vg0'), { write: true, lock: 'exclusive' });
+        return merge(d, makeVgImages(d), 'snap');
+      },
+      after: () => holder?.close(),
+      status: 3,
+      message: /^dmtool: VG vg0 is locked \(.*V_vg0.*\): lvm2 is changing it; try again once it is done$/,
+    },
+    {
+      name: 'snapshot-merge: --update-metadata without an LVM snapshot',
+      args: (d) => {
+        const k = kernelCow(d);
+        return ['snapshot-merge', k.origin, k.cow, '--update-metadata'];
+      },
+      status: 2,
+      message: /^dmtool: --update-metadata and --output need one LVM snapshot PV\[,PV\.\.\.\]:VG\/SNAP in place of ORIGIN COW$/,
+    },
+  ];
+}
 
 /** `dmtool serve` refusing its devices: every case exits before it listens (the socket would be in the folder). */
 const serveArgs = (d: string, ...args: string[]) => ['serve', ...args, '--socket', path.join(d, 'nbd.sock')];
@@ -1307,6 +1660,69 @@ const serveCases: Case[] = [
   },
 ];
 
+/** TLS options of serve and TLS URIs: refused before anything listens or connects. */
+const tlsCases: Case[] = [
+  {
+    name: 'serve: plaintext on a TCP address other machines reach, without an explicit --tls off',
+    args: (d) => ['serve', '--dev', 'x', `0 8 linear ${source(d)} 0`, '--tcp', '192.0.2.1:10809'],
+    status: 2,
+    message:
+      /^dmtool: --tcp 192\.0\.2\.1 is reachable from other machines: give certificates \(--tls-certificates DIR\), or --tls off to serve in plaintext on purpose$/,
+  },
+  {
+    name: 'serve: --tls require without certificates',
+    args: (d) => serveArgs(d, '--dev', 'x', `0 8 linear ${source(d)} 0`, '--tls', 'require'),
+    status: 2,
+    message: /^dmtool: --tls require needs --tls-certificates DIR, or --tls-cert FILE and --tls-key FILE$/,
+  },
+  {
+    name: 'serve: a private key others may read',
+    args: (d) => {
+      const certs = makeCerts(path.join(d, 'pki'));
+      fs.chmodSync(path.join(certs.server, 'server-key.pem'), 0o644);
+      return serveArgs(d, '--dev', 'x', `0 8 linear ${source(d)} 0`, '--tls-certificates', certs.server);
+    },
+    status: 2,
+    message: /^dmtool: the private key .*\/server-key\.pem is open to others than its owner \(mode 0644\); chmod 600 it$/,
+  },
+  {
+    name: 'serve: --tls-verify-client without a CA',
+    args: (d) => {
+      const certs = makeCerts(path.join(d, 'pki'));
+      const [cert, key] = ['server-cert.pem', 'server-key.pem'].map((f) => path.join(certs.server, f));
+      return serveArgs(d, '--dev', 'x', `0 8 linear ${source(d)} 0`, '--tls-cert', cert, '--tls-key', key, '--tls-verify-client');
+    },
+    status: 2,
+    message: /^dmtool: --tls-verify-client needs a CA certificate \(--tls-ca FILE, or ca-cert\.pem in --tls-certificates DIR\)$/,
+  },
+  {
+    name: 'serve: a certificate that does not match its key',
+    args: (d) => {
+      const certs = makeCerts(path.join(d, 'pki'));
+      const [cert, key] = [path.join(certs.client, 'client-cert.pem'), path.join(certs.server, 'server-key.pem')];
+      return serveArgs(d, '--dev', 'x', `0 8 linear ${source(d)} 0`, '--tls-cert', cert, '--tls-key', key);
+    },
+    status: 2,
+    message: /^dmtool: the TLS credentials \(.*client-cert\.pem, .*server-key\.pem\) cannot be used: key values mismatch$/,
+  },
+  {
+    name: 'copy: an nbds URI whose certificates directory has no ca-cert.pem',
+    args: (d) => {
+      fs.mkdirSync(path.join(d, 'empty'));
+      return ['copy', source(d), `nbds+unix:///?socket=${path.join(d, 'none.sock')}&tls-certificates=${path.join(d, 'empty')}`];
+    },
+    status: 2,
+    message: /^dmtool: nbds\+unix:\/\/\/\?socket=.*none\.sock: the certificates directory .*empty has no ca-cert\.pem$/,
+  },
+  {
+    name: 'copy: an nbds URI with a pre-shared key file',
+    args: (d) => ['copy', source(d), `nbds://alice:secret@127.0.0.1/disk?tls-psk-file=${path.join(d, 'keys.psk')}`],
+    status: 2,
+    message:
+      /^dmtool: nbds:\/\/127\.0\.0\.1\/disk\?tls-psk-file=.*keys\.psk: TLS with a pre-shared key \(tls-psk-file\) is not supported; use X\.509 \(tls-certificates=DIR\)$/,
+  },
+];
+
 function runCorpus(cases: Case[]): void {
   it.each(cases.map((c) => [c.name, c] as const))('%s', (_name, c) => {
     const dir = tempDir('dmtool-bad-');
@@ -1324,6 +1740,7 @@ function runCorpus(cases: Case[]): void {
       expect(files.map((f) => sha256File(path.join(dir, f)))).toEqual(before);
       expect(fs.readdirSync(dir).filter((f) => fs.statSync(path.join(dir, f)).isFile())).toEqual(files);
     } finally {
+      c.after?.();
       removeDir(dir);
     }
   });
@@ -1335,8 +1752,10 @@ describe('bad input is refused with one line, a non-zero exit and nothing writte
   describe('snapshot', () => runCorpus(snapshotCases));
   describe('images not a whole number of sectors', () => runCorpus(partialSectorCases));
   describe('toolbox: snapshot and mirror-log check, dump, restore, delta', () => runCorpus(toolboxCases));
+  describe('toolbox: snapshot-export and snapshot-apply', () => runCorpus(exportCases));
   describe('LVM volumes', () => runCorpus(lvmCases));
   describe('serve', () => runCorpus(serveCases));
+  describe('TLS', () => runCorpus(tlsCases));
 
   it('holds at least 40 cases', () => {
     expect(copyCases.length + mirrorCases.length + snapshotCases.length + partialSectorCases.length).toBeGreaterThanOrEqual(40);

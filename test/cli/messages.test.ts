@@ -16,6 +16,8 @@ const COMMANDS = [
   'snapshot-read',
   'snapshot-write',
   'snapshot-merge',
+  'snapshot-export',
+  'snapshot-apply',
   'mirror-create',
   'mirror-status',
   'mirror-resync',

@@ -150,7 +150,7 @@ when(nbdkit)('the server killed mid-copy and restarted within the retry window: 
   try {
     await copyStarted(src, dst);
     await server.stop('SIGKILL');
-    await new Promise((r) => setTimeout(r, 300));
+    // Back at once: within the backoff window (200 ms, 400 ms, ... five attempts).
     server = await startNbdkit(['file', dst], sock);
     const r = await copy.done;
     expect([r.status, r.stderr]).toEqual([0, '']);
@@ -203,14 +203,31 @@ describe('names refused before anything is opened', () => {
     ]);
   });
 
-  test('TLS URIs are refused (exit 2) without a password in the message', () => {
+  test('a TLS URI with a pre-shared key is refused (exit 2) without a password or the key file in the message', () => {
     const { src } = files(MiB);
-    const r = dmtool(['copy', src, 'nbds://alice:pw@127.0.0.1/disk']);
+    const r = dmtool(['copy', src, 'nbds://alice:pw@127.0.0.1/disk?tls-psk-file=keys.psk']);
     expect([r.status, r.stdout, r.stderr]).toEqual([
       2,
       '',
-      'dmtool: nbds://127.0.0.1/disk: TLS is not supported yet (use nbd:// or nbd+unix://)\n',
+      'dmtool: nbds://127.0.0.1/disk?tls-psk-file=keys.psk: ' +
+        'TLS with a pre-shared key (tls-psk-file) is not supported; use X.509 (tls-certificates=DIR)\n',
     ]);
+  });
+
+  test('nbds:// to a server without TLS: one line naming the URI (exit 3)', async () => {
+    const { src, dst } = files(MiB);
+    const sock = path.join(dir, 'plain.sock');
+    const server = await startServe(['--dev', 'disk', `0 2048 linear ${src} 0`, '--read-only', 'disk'], sock);
+    try {
+      const r = dmtool(['copy', `nbds+unix:///disk?socket=${sock}`, dst, '--length', '8', '--dry-run']);
+      expect([r.status, r.stdout, r.stderr]).toEqual([
+        3,
+        '',
+        `dmtool: EACCES: open failed on nbds+unix:///disk?socket=${sock}: the server does not offer TLS (NBD_REP_ERR_UNSUP to NBD_OPT_STARTTLS)\n`,
+      ]);
+    } finally {
+      await server.stop();
+    }
   });
 
   test('no server on the socket: device refused (exit 3)', () => {

@@ -8,6 +8,7 @@ import { createHash } from 'crypto';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
+import * as tls from 'tls';
 import {
   encodeClientFlags,
   encodeInfoRequest,
@@ -40,6 +41,7 @@ import {
   NBD_REP_ERR_UNSUP,
 } from '@dmtool/nbd';
 import { RawClient } from '../support/nbd-client';
+import { makeCerts } from '../support/tls-certs';
 import { randomFile, ServeProcess, sha256, startServe } from './serve-process';
 
 jest.setTimeout(30000);
@@ -52,6 +54,7 @@ let dir: string;
 let image: string;
 let expected: Buffer;
 let server: ServeProcess | undefined;
+let caFile: string;
 const open: RawClient[] = [];
 
 beforeAll(async () => {
@@ -59,6 +62,8 @@ beforeAll(async () => {
   image = path.join(dir, 'image.img');
   randomFile(image, IMAGE_BYTES, 7);
   expected = fs.readFileSync(image);
+  const certs = makeCerts(path.join(dir, 'pki'));
+  caFile = path.join(certs.caOnly, 'ca-cert.pem');
   server = await startServe(
     [
       '--dev',
@@ -71,6 +76,11 @@ beforeAll(async () => {
       'ro',
       '--handshake-timeout',
       '1',
+      // TLS offered, not required: every plaintext case below runs as before, and the STARTTLS cases can upgrade.
+      '--tls',
+      'on',
+      '--tls-certificates',
+      certs.server,
     ],
     path.join(dir, 'nbd.sock'),
   );
@@ -121,6 +131,21 @@ async function inStep(c: RawClient, structured = false): Promise<void> {
   expect(r.kind).toBe(structured ? 'structured' : 'simple');
 }
 
+/** NBD_OPT_STARTTLS acknowledged, then the client's TLS handshake: a raw client over the TLS socket. */
+async function startTls(c: RawClient): Promise<RawClient> {
+  await c.greeting();
+  c.send(encodeOption(NBD_OPT_STARTTLS));
+  await expectOptionReply(c, NBD_OPT_STARTTLS, NBD_REP_ACK);
+  const t = tls.connect({ socket: c.socket, ca: fs.readFileSync(caFile), checkServerIdentity: () => undefined });
+  await new Promise<void>((resolve, reject) => {
+    t.once('secureConnect', resolve);
+    t.once('error', reject);
+  });
+  const secure = RawClient.over(t);
+  open.push(secure);
+  return secure;
+}
+
 const handshakeCases: [string, (c: RawClient) => Promise<void>][] = [
   [
     'client flags with an unknown bit: closed',
@@ -149,11 +174,51 @@ const handshakeCases: [string, (c: RawClient) => Promise<void>][] = [
     },
   ],
   [
-    'NBD_OPT_STARTTLS: NBD_REP_ERR_UNSUP (no TLS here)',
+    'NBD_OPT_STARTTLS with data: NBD_REP_ERR_INVALID, and negotiation goes on in plaintext',
+    async (c) => {
+      await c.greeting();
+      c.send(encodeOption(NBD_OPT_STARTTLS, Buffer.from('data')));
+      await expectOptionReply(c, NBD_OPT_STARTTLS, NBD_REP_ERR_INVALID);
+      await c.go('disk', { greeted: true });
+      await inStep(c);
+    },
+  ],
+  [
+    'NBD_OPT_STARTTLS twice: the second, over TLS, gets NBD_REP_ERR_INVALID, and the session goes on over TLS',
+    async (c) => {
+      const secure = await startTls(c);
+      secure.send(encodeOption(NBD_OPT_STARTTLS));
+      await expectOptionReply(secure, NBD_OPT_STARTTLS, NBD_REP_ERR_INVALID);
+      await secure.go('disk', { greeted: true });
+      await inStep(secure);
+    },
+  ],
+  [
+    'garbage instead of a TLS ClientHello: closed',
     async (c) => {
       await c.greeting();
       c.send(encodeOption(NBD_OPT_STARTTLS));
-      await expectOptionReply(c, NBD_OPT_STARTTLS, NBD_REP_ERR_UNSUP);
+      await expectOptionReply(c, NBD_OPT_STARTTLS, NBD_REP_ACK);
+      c.send(Buffer.from('GET / HTTP/1.1\r\nHost: nbd\r\n\r\n'));
+      expect(await c.closesWithin(3000)).toBe(true);
+    },
+  ],
+  [
+    'an option sent after NBD_OPT_STARTTLS before its ACK: closed',
+    async (c) => {
+      await c.greeting();
+      c.send(Buffer.concat([encodeOption(NBD_OPT_STARTTLS), encodeOption(NBD_OPT_LIST)]));
+      await expectOptionReply(c, NBD_OPT_STARTTLS, NBD_REP_ACK);
+      expect(await c.closesWithin(3000)).toBe(true);
+    },
+  ],
+  [
+    'NBD_OPT_STARTTLS, then no handshake: closed at the handshake deadline',
+    async (c) => {
+      await c.greeting();
+      c.send(encodeOption(NBD_OPT_STARTTLS));
+      await expectOptionReply(c, NBD_OPT_STARTTLS, NBD_REP_ACK);
+      expect(await c.closesWithin(3000)).toBe(true);
     },
   ],
   [

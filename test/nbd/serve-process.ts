@@ -16,14 +16,20 @@ export interface ServeProcess {
   stop(timeoutMs?: number): Promise<{ status: number | null; signal: NodeJS.Signals | null }>;
 }
 
-/** Start `dmtool serve ARGS --socket SOCKET` (environment `env`) and wait until it listens; killed if that takes over `timeoutMs`. */
+/**
+ * Start `dmtool serve ARGS --socket SOCKET` (environment `env`; after
+ * `prefix`, e.g. `ip netns exec NS`, which must exec it) and wait until it
+ * listens; killed if that takes over `timeoutMs`.
+ */
 export async function startServe(
   args: string[],
   socketPath: string,
   timeoutMs = 15000,
   env: NodeJS.ProcessEnv = process.env,
+  prefix: string[] = [],
 ): Promise<ServeProcess> {
-  const child = spawn(process.execPath, [DMTOOL, 'serve', ...args, '--socket', socketPath], { stdio: ['ignore', 'pipe', 'pipe'], env });
+  const [cmd, ...pre] = [...prefix, process.execPath];
+  const child = spawn(cmd, [...pre, DMTOOL, 'serve', ...args, '--socket', socketPath], { stdio: ['ignore', 'pipe', 'pipe'], env });
   let stdout = '';
   let stderr = '';
   child.stdout.on('data', (d) => (stdout += d));

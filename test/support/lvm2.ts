@@ -92,3 +92,38 @@ backup {
     return report.lv ?? report.seg ?? [];
   }
 }
+
+/** Add a snapshot of `data` (COW `snap`, chunk 8) and a two-leg mirror with a disk log to a vgcfgbackup text. */
+export function withSnapshotAndMirror(text: string, opts: { merging?: boolean } = {}): string {
+  const hide = (t: string, name: string) =>
+    t.replace(new RegExp(`(\\t\\t${name} \\{\\n(?:.*\\n)*?\\t\\t\\tstatus = )\\["READ", "WRITE", "VISIBLE"\\]`), '$1["READ", "WRITE"]');
+  let t = text;
+  for (const [from, to] of [
+    ['mzero', 'mir_mimage_0'],
+    ['mone', 'mir_mimage_1'],
+    ['mlog', 'mir_mlog'],
+  ]) {
+    t = hide(t.replace(`\t\t${from} {`, `\t\t${to} {`), to);
+  }
+  t = hide(t, 'snap');
+  const lv = (name: string, id: string, status: string, segment: string) =>
+    `\t\t${name} {\n\t\t\tid = "${id}"\n\t\t\tstatus = ${status}\n\t\t\tflags = []\n\t\t\tsegment_count = 1\n\n\t\t\tsegment1 {\n${segment
+      .split('\n')
+      .map((l) => `\t\t\t\t${l}`)
+      .join('\n')}\n\t\t\t}\n\t\t}\n`;
+  const extra =
+    lv(
+      'snapshot0',
+      'sn0000-0000-0000-0000-0000-0000-000000',
+      '["READ", "WRITE", "VISIBLE"]',
+      `start_extent = 0\nextent_count = 3\ntype = "snapshot"\nchunk_size = 8\norigin = "data"\n${opts.merging ? 'merging_store' : 'cow_store'} = "snap"`,
+    ) +
+    lv(
+      'mir',
+      'mr0000-0000-0000-0000-0000-0000-000000',
+      '["READ", "WRITE", "VISIBLE"]',
+      'start_extent = 0\nextent_count = 1\ntype = "mirror"\nmirror_count = 2\nmirror_log = "mir_mlog"\nregion_size = 1024\nmirrors = [\n\t"mir_mimage_0", 0,\n\t"mir_mimage_1", 0\n]',
+    );
+  const end = t.lastIndexOf('\t}\n');
+  return `${t.slice(0, end)}${extra}${t.slice(end)}`;
+}

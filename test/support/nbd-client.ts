@@ -80,6 +80,11 @@ export class RawClient {
     });
   }
 
+  /** A raw client on a socket already connected, such as the TLS socket of a connection upgraded with NBD_OPT_STARTTLS. */
+  static over(socket: net.Socket): RawClient {
+    return new RawClient(socket);
+  }
+
   static connect(socketPath: string, timeoutMs = 5000): Promise<RawClient> {
     return new Promise((resolve, reject) => {
       const s = net.connect({ path: socketPath });

@@ -70,7 +70,7 @@ export function startNbdkit(args: string[], socketPath: string): Promise<ServerP
 const unixListening = async (socketPath: string) => fs.existsSync(socketPath) && (await canConnect({ path: socketPath }));
 
 /** A TCP port on 127.0.0.1 that was free a moment ago (the kernel's choice). */
-function freePort(): Promise<number> {
+export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const srv = net.createServer();
     srv.once('error', reject);

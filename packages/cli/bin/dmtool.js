@@ -16,9 +16,17 @@ setImmediate(() => {
     process.exitCode = 2;
     return;
   }
-  require('../dist/main')
-    .main(process.argv.slice(2))
-    .then((code) => {
-      process.exitCode = code;
-    });
+  let main;
+  try {
+    main = require('../dist/main').main;
+  } catch (err) {
+    // No native addon for this machine: its one line, not a stack trace.
+    if (err?.code !== 'DMTOOL_NATIVE_ADDON') throw err;
+    process.stderr.write(`dmtool: ${err.message}\n`);
+    process.exitCode = 1;
+    return;
+  }
+  main(process.argv.slice(2)).then((code) => {
+    process.exitCode = code;
+  });
 });

@@ -38,11 +38,38 @@ export interface BlockDevice {
    * devices it cannot reach; decorators pass it through with their hooks.
    */
   nativeEndpoint?(): NativeEndpoint | undefined;
+
+  /**
+   * Capability: the device is a regular file that can say where it holds
+   * data and can give blocks back (holes). Undefined for block devices,
+   * network devices and anything else that cannot.
+   */
+  sparseFile?(): SparseFile | undefined;
+}
+
+/** A byte range: `bytes` bytes from `byteOffset`. */
+export interface ByteExtent {
+  byteOffset: number;
+  bytes: number;
+}
+
+/** What a regular file offers beyond a block device: its holes. */
+export interface SparseFile {
+  /**
+   * The parts of [byteOffset, byteOffset + bytes) that hold data
+   * (SEEK_DATA/SEEK_HOLE), in order, clipped to the range; the rest reads
+   * as zeros. A file system that cannot tell reports everything as data.
+   */
+  dataExtents(byteOffset: number, bytes: number): Promise<ByteExtent[]>;
+  /** Give the range's blocks back (a hole): it reads as zeros afterwards; the size stays. */
+  punchHole(byteOffset: number, bytes: number): Promise<void>;
 }
 
 /** A device as the native copy sees it: a descriptor, and the decorators' hooks around it. */
 export interface NativeEndpoint {
   readonly fd: number;
+  /** Where the device's byte 0 lies on the descriptor (a linear range of a file); 0 when absent. */
+  readonly baseByteOffset?: number;
   /** Outermost decorator first. */
   readonly hooks: readonly NativeIoHook[];
 }

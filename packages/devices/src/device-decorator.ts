@@ -1,4 +1,4 @@
-import { BlockDevice, NativeEndpoint } from './block-device';
+import { BlockDevice, NativeEndpoint, SparseFile } from './block-device';
 
 /**
  * A device that wraps another and, until a subclass says otherwise, is it:
@@ -57,5 +57,8 @@ export abstract class DeviceDecorator implements BlockDevice {
   }
   nativeEndpoint(): NativeEndpoint | undefined {
     return this.inner.nativeEndpoint?.();
+  }
+  sparseFile(): SparseFile | undefined {
+    return this.inner.sparseFile?.();
   }
 }

@@ -16,6 +16,7 @@ const errnoName = z.string().refine((code) => {
 /** One fault rule of a plan; `FaultRule` is its type. */
 export const faultRuleSchema = z
   .object({
+    /** `zero` also covers punching a hole in a file (both make a range read as zeros). */
     op: z.enum(['read', 'write', 'flush', 'zero']),
     code: errnoName,
     /** Only devices whose path ends with this string (default: every device). */

@@ -1,4 +1,4 @@
-import { BlockDevice, checkIo, checkRange, NativeEndpoint, NativeIoHook } from './block-device';
+import { BlockDevice, checkIo, checkRange, NativeEndpoint, NativeIoHook, SparseFile } from './block-device';
 import { DeviceDecorator } from './device-decorator';
 import { DeviceError } from './errors';
 import { FaultInjector, FaultOp } from './fault-plan';
@@ -44,6 +44,20 @@ export class FaultyDevice extends DeviceDecorator {
     await this.inner.zeroRange(byteOffset, bytes);
   }
 
+  /** The inner file's holes; punching one is a `zero` operation for the fault rules (it makes the range read as zeros). */
+  override sparseFile(): SparseFile | undefined {
+    const inner = this.inner.sparseFile?.();
+    if (!inner) return undefined;
+    return {
+      dataExtents: (byteOffset, bytes) => inner.dataExtents(byteOffset, bytes),
+      punchHole: async (byteOffset, bytes) => {
+        checkRange(this, 'discard', byteOffset, bytes);
+        this.throwIfInjected('zero', byteOffset, bytes);
+        await inner.punchHole(byteOffset, bytes);
+      },
+    };
+  }
+
   override nativeEndpoint(): NativeEndpoint | undefined {
     const inner = this.inner.nativeEndpoint?.();
     if (!inner) return undefined;
@@ -56,7 +70,7 @@ export class FaultyDevice extends DeviceDecorator {
       },
       afterWrite: () => this.faults.writeCompleted(),
     };
-    return { fd: inner.fd, hooks: [hook, ...inner.hooks] };
+    return { fd: inner.fd, baseByteOffset: inner.baseByteOffset, hooks: [hook, ...inner.hooks] };
   }
 
   private injected(op: FaultOp, byteOffset: number, bytes: number): DeviceError | undefined {

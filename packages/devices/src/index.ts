@@ -7,6 +7,7 @@
  */
 export {
   BlockDevice,
+  ByteExtent,
   checkIo,
   checkRange,
   DeviceResolver,
@@ -14,6 +15,7 @@ export {
   NativeIoFailure,
   NativeIoHook,
   SECTOR_BYTES,
+  SparseFile,
 } from './block-device';
 export { DmtoolError, ErrorKind, ErrorPlace } from './dmtool-error';
 export { DeviceError, DeviceErrorReason, DeviceOp, deviceErrorKind, errnoHint, errnoName, errnoOf } from './errors';

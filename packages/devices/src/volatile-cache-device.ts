@@ -104,6 +104,11 @@ export class VolatileCacheDevice extends DeviceDecorator {
     return undefined;
   }
 
+  /** None: a hole punched at once would overtake the cached writes it should follow. */
+  override sparseFile(): undefined {
+    return undefined;
+  }
+
   private take(order: CacheFlushOrder): CachedWrite[] {
     const out = this.cached;
     this.cached = [];

@@ -72,6 +72,8 @@ export abstract class MemoryLog implements DirtyLog {
   protected touchedCleaned = false;
   protected flushFailed = false;
   protected flushCallback?: FlushCallback;
+  /** Regions whose clean bit was set since the last flush took its snapshot: what the next flush records clean. */
+  protected cleanedSinceFlush = new Set<number>();
 
   constructor(regionSize: number, regionCount: number, syncMode: SyncMode) {
     checkRegionGeometry(regionSize, regionCount);
@@ -114,7 +116,10 @@ export abstract class MemoryLog implements DirtyLog {
 
   clearRegion(region: number): void {
     if (this.flushFailed) return;
-    if (this.clean.set(region)) this.touchedCleaned = true;
+    if (this.clean.set(region)) {
+      this.touchedCleaned = true;
+      this.cleanedSinceFlush.add(region);
+    }
   }
 
   getResyncWork(): number | undefined {
@@ -154,10 +159,18 @@ export abstract class MemoryLog implements DirtyLog {
     this.syncSearch = 0;
   }
 
-  /** Every region out of sync (recoveries in flight end out of sync too). */
-  protected forgetSync(): void {
-    this.syncBits.fill(false);
-    this.syncCount = 0;
+  /**
+   * A leg flush failed: the regions this flush was to record clean are
+   * dirty and out of sync again (their data may not be durable on every
+   * leg), and no region is recorded clean from now on. Regions recorded
+   * clean by earlier flushes keep their bits: their legs were flushed then.
+   */
+  protected unclean(regions: Iterable<number>): void {
+    this.flushFailed = true;
+    for (const r of regions) {
+      this.clean.clear(r);
+      this.setRegionSync(r, false);
+    }
   }
 
   protected syncArg(): string {

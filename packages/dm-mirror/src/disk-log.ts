@@ -135,6 +135,8 @@ export class DiskLog extends MemoryLog {
     const cleaned = this.touchedCleaned;
     const dirtied = this.touchedDirtied;
     if (!cleaned && !dirtied) return;
+    const cleanedNow = this.cleanedSinceFlush;
+    this.cleanedSinceFlush = new Set();
     this.touchedCleaned = false;
     this.touchedDirtied = false;
     this.encodeBuffer();
@@ -143,11 +145,11 @@ export class DiskLog extends MemoryLog {
         try {
           await this.flushCallback();
         } catch {
-          // Which regions are durable is unknown now: treat every region as
-          // dirty, and out of sync, as the next activation will find them.
-          this.flushFailed = true;
-          this.clean.fill(false);
-          this.forgetSync();
+          // Some leg may not hold this flush's regions durably: they stay
+          // dirty (docs/mirror-log-format.md#flush-order). The kernel clears
+          // every bit here; regions recorded clean earlier were flushed on
+          // every leg when they were recorded, so they keep their bits.
+          this.unclean(cleanedNow);
           this.encodeBuffer();
         }
       }
@@ -156,6 +158,7 @@ export class DiskLog extends MemoryLog {
     } catch (e) {
       this.touchedCleaned ||= cleaned;
       this.touchedDirtied ||= dirtied;
+      for (const r of cleanedNow) if (this.clean.get(r)) this.cleanedSinceFlush.add(r);
       throw e;
     }
   }

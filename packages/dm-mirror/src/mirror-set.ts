@@ -160,11 +160,27 @@ export class MirrorSet {
     if (next >= 0) this.defaultIndex = next;
   }
 
-  /** Empty flush on every leg that has not failed (the log's flush callback). */
+  /**
+   * The log's flush callback, before regions are recorded clean: an empty
+   * flush on every leg that has not failed a flush (a leg that failed a
+   * write or a copy is flushed too, as the kernel does: what it took may be
+   * recorded clean). A leg whose flush fails is marked `F`. The callback
+   * rejects while any leg has failed a flush (here or in a FLUSH through the
+   * mirror), so the regions of this log flush stay dirty
+   * (docs/mirror-log-format.md#flush-order).
+   */
   async flushLegs(): Promise<void> {
+    const failed = await this.flushLegsWhere((leg) => !leg.errorKinds.has('F'));
+    const unflushable = this.legs.find((leg) => leg.errorKinds.has('F'));
+    if (unflushable)
+      throw failed[0] ?? unflushable.errors.at(-1) ?? new MirrorError('EIO', 'no-leg', `leg ${unflushable.name} failed a flush`);
+  }
+
+  /** Flush the legs `which` selects; a leg whose flush fails is marked `F`. Returns the errors. */
+  private async flushLegsWhere(which: (leg: Leg) => boolean): Promise<Error[]> {
     const results = await Promise.all(
       this.legs.map((leg, i) =>
-        leg.failed && leg.errorKinds.has('F')
+        !which(leg)
           ? Promise.resolve(undefined)
           : leg.device.flush().then(
               () => undefined,
@@ -175,8 +191,7 @@ export class MirrorSet {
             ),
       ),
     );
-    const failed = results.find((e) => e !== undefined);
-    if (failed) throw failed;
+    return results.filter((e): e is Error => e !== undefined);
   }
 
   /** Persist the log and clean regions whose writes have ended. */
@@ -316,10 +331,16 @@ export class MirrorSet {
     return order;
   }
 
-  /** A FLUSH through the mirror: settle the log, flush every leg. */
+  /**
+   * A FLUSH through the mirror: settle the log, flush every leg that has not
+   * failed. As in the kernel without handle_errors, a leg failing the flush
+   * is marked `F` and the flush succeeds while some leg has not failed.
+   */
   async flush(): Promise<void> {
     await this.settle();
-    await this.flushLegs();
+    const errors = await this.flushLegsWhere((leg) => !leg.failed);
+    if (this.legs.every((l) => l.failed))
+      throw errors[0] ?? this.legs[0].errors[0] ?? new MirrorError('EIO', 'no-leg', 'every leg has failed');
   }
 
   /** INFO status (without the `0 <len> mirror` prefix), as dm-raid1.c prints it. */

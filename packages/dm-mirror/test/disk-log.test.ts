@@ -93,17 +93,26 @@ describe('disk log on a file (dm-log.c disk_*)', () => {
     log.close();
   });
 
-  test('a failed leg flush marks every region dirty and ignores later clears', async () => {
+  test('a failed leg flush leaves the regions it was to record clean dirty, keeps earlier ones, and ignores later clears', async () => {
     const log = await DiskLog.open(FileDevice.open(file, { write: true }), { regionSize: 8, regionCount: 40, syncMode: 'nosync' });
-    log.markRegion(1);
+    for (const r of [1, 5, 7]) log.markRegion(r);
     await log.flush();
+    log.setFlushCallback(async () => undefined);
+    log.clearRegion(7);
+    await log.flush();
+    expect(onDisk(40).clean.zeros()).toEqual([1, 5]);
     log.setFlushCallback(async () => {
       throw new Error('leg flush failed');
     });
     log.clearRegion(1);
+    log.clearRegion(5);
     await log.flush();
     expect(log.legFlushFailed).toBe(true);
-    expect(onDisk(40).clean.count()).toBe(0);
+    expect(onDisk(40).clean.zeros()).toEqual([1, 5]);
+    expect([log.inSync(1), log.inSync(5), log.inSync(7), log.getSyncCount()]).toEqual([false, false, true, 38]);
+    log.clearRegion(2);
+    expect(log.isClean(2)).toBe(true);
+    log.markRegion(2);
     log.clearRegion(2);
     expect(log.isClean(2)).toBe(false);
     log.close();

@@ -25,8 +25,14 @@ export const SNAPSHOT_ERROR_KINDS = {
   'not-formatted': 'bad-input',
   /** A snapshot dump (snapshot-restore's input) that does not follow docs/snapshot-dump.md. */
   'bad-dump': 'bad-input',
+  /** A snapshot-export stream (snapshot-apply's input) that does not follow docs/snapshot-export.md, or does not fit the target. */
+  'bad-stream': 'bad-input',
+  /** An export stream found broken after some of its records were written (snapshot-apply --no-verify-first). */
+  'apply-stopped': 'io',
   /** An I/O on a snapshot that is (or has just become) invalid. */
   invalid: 'io',
+  /** A whole-snapshot read (an export) of an invalid snapshot: refused before anything is read. */
+  'snapshot-invalid': 'bad-input',
   /** A merge asked of an invalid snapshot: refused before anything is written. */
   'merge-invalid': 'bad-input',
   overflow: 'io',

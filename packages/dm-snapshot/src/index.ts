@@ -43,3 +43,29 @@ export { planRepair } from './repair';
 export type { DropReason, DroppedEntry, RepairOptions, RepairPlan } from './repair';
 export { revalidateCow } from './revalidate';
 export type { RevalidateResult } from './revalidate';
+export { readChangedChunks, changedRanges } from './changed-chunks';
+export type { ChangedChunks } from './changed-chunks';
+export {
+  EXPORT_MAGIC,
+  EXPORT_TRAILER_MAGIC,
+  EXPORT_VERSION,
+  EXPORT_HEADER_BYTES,
+  EXPORT_TRAILER_BYTES,
+  RECORD_HEAD_BYTES,
+  RECORD_DIGEST_BYTES,
+  RECORD_DATA_LIMIT_BYTES,
+  decodeExportHeader,
+  encodeExportHeader,
+  decodeRecordHead,
+  encodeRecordHead,
+  decodeTrailer,
+  encodeTrailer,
+  recordChunksFor,
+  streamBytesFor,
+  chunkDataBytes,
+} from './export-format';
+export type { ExportData, ExportHeader, ExportTrailer, RecordHead } from './export-format';
+export { planExport, writeExport } from './export';
+export type { ExportOptions, ExportPlan, ExportResult } from './export';
+export { AppliedChunks, applyStream, checkTargetSize, ExportStreamReader, verifyStream } from './apply';
+export type { ApplyOptions, ByteReader, StreamRecord, StreamSummary } from './apply';

@@ -6,6 +6,7 @@ import { Extent, ExtentJob } from './extents';
 import { CopyJob, CopyProgress, CopyResult, JobResources } from './job';
 import { DestinationRegion, Region, validateJob } from './region';
 import { RateLimiter, Throttle } from './throttle';
+import { planPieces, SectorRange, sourceDataRuns, SparseCopy } from './sparse';
 
 export interface ClientOptions {
   /** Sub-job size in sectors (default 1024 = 512 KiB, the kernel's default). */
@@ -27,6 +28,19 @@ export interface CopyOptions {
   flags?: number;
   signal?: AbortSignal;
   onProgress?: (p: CopyProgress) => void;
+}
+
+/** What only copy() takes: a part of the range, holes, and per-piece completion. */
+export interface RangeCopyOptions extends CopyOptions {
+  /**
+   * Copy only these parts of the range (sector offsets from its start), as
+   * a resumed copy does with what is left; progress counts them only.
+   */
+  only?: readonly SectorRange[];
+  /** Plan around the source's holes (and all-zero blocks on request). Not with WRITE_SEQ. */
+  sparse?: SparseCopy;
+  /** Called for each piece once it is written to every destination without error (in completion order). */
+  onPieceDone?: (offsetSectors: number, count: number) => void;
 }
 
 /**
@@ -86,8 +100,11 @@ export class KcopydClient {
    * sectorsDone, the failing ranges) on an I/O error, or, with
    * IGNORE_ERROR, resolves with the error summary after doing all it could.
    */
-  copy(from: Region, to: readonly DestinationRegion[], opts: CopyOptions = {}): Promise<CopyResult> {
-    return this.start(from, to, from?.count, opts).then((r) => checked(r, opts.flags ?? 0));
+  copy(from: Region, to: readonly DestinationRegion[], opts: RangeCopyOptions = {}): Promise<CopyResult> {
+    if (opts.only === undefined && opts.sparse === undefined) {
+      return this.start(from, to, from?.count, opts).then((r) => checked(r, opts.flags ?? 0));
+    }
+    return this.copyPlanned(from, to, opts).then((r) => checked(r, opts.flags ?? 0));
   }
 
   /**
@@ -164,6 +181,21 @@ export class KcopydClient {
   async destroy(): Promise<void> {
     this.destroyed = true;
     while (this.jobs.size > 0) await Promise.allSettled([...this.jobs]);
+  }
+
+  /** A copy of part of the range, or around the source's holes: the pieces are planned first. */
+  private async copyPlanned(from: Region, to: readonly DestinationRegion[], opts: RangeCopyOptions): Promise<CopyResult> {
+    const job = this.prepare(from, to, from?.count, opts);
+    const flags = opts.flags ?? 0;
+    const sparse = opts.sparse;
+    if (sparse) {
+      if (flags & KcopydFlags.WRITE_SEQ) throw new KcopydError('bad-option', 'a sparse copy cannot be WRITE_SEQ');
+      if (sparse.holes.length !== to.length)
+        throw new KcopydError('bad-option', `sparse: ${sparse.holes.length} hole actions for ${to.length} destinations`);
+    }
+    const data = sparse ? await sourceDataRuns(from.device, from.sector, from.count) : undefined;
+    job.plan(planPieces(from.count, this.resources().subJobSectors, opts.only, data), sparse, opts.onPieceDone);
+    return this.track(job.run());
   }
 
   private start(

@@ -44,6 +44,11 @@ export async function copyOut(
   return copyOutGeneric(src, srcByteOffset, bytes, buf, dests, writeOnReadError);
 }
 
+/** A device offset as an offset on the endpoint's descriptor. */
+export function onDescriptor(end: NativeEndpoint, byteOffset: number): number {
+  return byteOffset + (end.baseByteOffset ?? 0);
+}
+
 async function copyOutNative(
   src: BlockDevice,
   srcEnd: NativeEndpoint,
@@ -74,15 +79,17 @@ async function copyOutNative(
   let writeErrnos: number[] = [];
   if (result.readError) {
     // An injected read failure: write what the buffer holds, as kcopyd does.
-    writeErrnos = await Promise.all(live.map((i) => nativeWrite(destEnds[i].fd, buf, 0, bytes, dests[i].byteOffset)));
+    writeErrnos = await Promise.all(
+      live.map((i) => nativeWrite(destEnds[i].fd, buf, 0, bytes, onDescriptor(destEnds[i], dests[i].byteOffset))),
+    );
   } else if (live.length > 0 || partial.length > 0) {
     const done = await nativeCopyOut(
       srcEnd.fd,
-      srcByteOffset,
+      onDescriptor(srcEnd, srcByteOffset),
       bytes,
       buf,
       live.map((i) => destEnds[i].fd),
-      live.map((i) => dests[i].byteOffset),
+      live.map((i) => onDescriptor(destEnds[i], dests[i].byteOffset)),
       writeOnReadError,
     );
     if (done.readErrno !== 0) {
@@ -95,7 +102,8 @@ async function copyOutNative(
     if (writeErrnos[k]) result.writeErrors[i] = new DeviceError(writeErrnos[k], 'write', dests[i].device.path, dests[i].byteOffset, bytes);
   });
   if (result.readError && !writeOnReadError) return result;
-  for (const p of partial) await nativeWrite(destEnds[p.index].fd, buf, 0, p.bytes, dests[p.index].byteOffset);
+  for (const p of partial)
+    await nativeWrite(destEnds[p.index].fd, buf, 0, p.bytes, onDescriptor(destEnds[p.index], dests[p.index].byteOffset));
   live.forEach((i, k) => {
     if (!writeErrnos[k]) for (const h of destEnds[i].hooks) h.afterWrite();
   });

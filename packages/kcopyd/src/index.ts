@@ -5,7 +5,18 @@
  *
  * @module @dmtool/kcopyd
  */
-export { KcopydClient, ClientOptions, CopyOptions, NotifyFn } from './client';
+export { KcopydClient, ClientOptions, CopyOptions, NotifyFn, RangeCopyOptions } from './client';
+export {
+  HoleAction,
+  normalize as normalizeRanges,
+  planPieces,
+  PlannedPiece,
+  SectorRange,
+  sourceDataRuns,
+  SparseCopy,
+  ZERO_BLOCK_SECTORS,
+  zeroBlockRuns,
+} from './sparse';
 export { CopyProgress, CopyResult } from './job';
 export { Extent } from './extents';
 export { KcopydFlags, MAX_DESTINATIONS } from './flags';

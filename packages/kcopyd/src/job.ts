@@ -7,6 +7,7 @@ import { KcopydFlags } from './flags';
 import { runSubJobs } from './sub-jobs';
 import { DestinationRegion, Region } from './region';
 import { RateLimiter, Throttle } from './throttle';
+import { HoleAction, PlannedPiece, SparseCopy, zeroBlockRuns } from './sparse';
 
 export interface CopyProgress {
   /** Sectors whose writes to every destination have completed. */
@@ -48,12 +49,14 @@ export interface JobSpec {
   flags: number;
   signal?: AbortSignal;
   onProgress?: (p: CopyProgress) => void;
+  /** The planned pieces (a part of the range, cut at holes); absent: the whole range as data. */
+  pieces?: readonly PlannedPiece[];
+  sparse?: SparseCopy;
+  /** A piece written to every destination without error. */
+  onPieceDone?: (offsetSectors: number, count: number) => void;
 }
 
-interface Piece {
-  offsetSectors: number;
-  count: number;
-}
+type Piece = PlannedPiece;
 
 /**
  * One kcopyd job: the range is cut into pieces of at most subJobSectors,
@@ -64,6 +67,8 @@ interface Piece {
  */
 export class CopyJob {
   private cursor = 0;
+  private nextPiece = 0;
+  private totalSectors: number;
   private nextWriteSector = 0;
   private seqWaiters = new Map<number, () => void>();
   private readonly ignoreErrors: boolean;
@@ -75,11 +80,18 @@ export class CopyJob {
   private result: CopyResult = { readErr: false, writeErr: 0, errors: [], sectorsDone: 0 };
 
   constructor(
-    private readonly spec: JobSpec,
+    private spec: JobSpec,
     private readonly res: JobResources,
   ) {
     this.writeSeq = (spec.flags & KcopydFlags.WRITE_SEQ) !== 0;
     this.ignoreErrors = !this.writeSeq && (spec.flags & KcopydFlags.IGNORE_ERROR) !== 0;
+    this.totalSectors = spec.pieces ? spec.pieces.reduce((n, p) => n + p.count, 0) : spec.count;
+  }
+
+  /** Run these pieces only (a part of the range, cut at the source's holes), before run(). */
+  plan(pieces: readonly PlannedPiece[], sparse?: SparseCopy, onPieceDone?: (offsetSectors: number, count: number) => void): void {
+    this.spec = { ...this.spec, pieces, sparse, onPieceDone };
+    this.totalSectors = pieces.reduce((n, p) => n + p.count, 0);
   }
 
   async run(): Promise<CopyResult> {
@@ -93,7 +105,7 @@ export class CopyJob {
     setMaxListeners(this.res.subJobsPerJob + 1, this.abortPacing.signal);
     signal?.addEventListener('abort', onAbort, { once: true });
     try {
-      const pieces = Math.ceil(this.spec.count / this.res.subJobSectors);
+      const pieces = this.spec.pieces ? this.spec.pieces.length : Math.ceil(this.spec.count / this.res.subJobSectors);
       const workers = Math.min(this.res.subJobsPerJob, pieces);
       await runSubJobs(
         workers,
@@ -103,7 +115,7 @@ export class CopyJob {
     } finally {
       signal?.removeEventListener('abort', onAbort);
     }
-    if (this.aborted && this.result.sectorsDone < this.spec.count) throw new AbortError(this.result.sectorsDone, signal?.reason);
+    if (this.aborted && this.result.sectorsDone < this.totalSectors) throw new AbortError(this.result.sectorsDone, signal?.reason);
     return this.result;
   }
 
@@ -113,9 +125,11 @@ export class CopyJob {
   }
 
   private claim(): Piece | undefined {
-    if (this.stopped || this.cursor >= this.spec.count) return undefined;
+    if (this.stopped) return undefined;
+    if (this.spec.pieces) return this.spec.pieces[this.nextPiece++];
+    if (this.cursor >= this.spec.count) return undefined;
     const count = Math.min(this.res.subJobSectors, this.spec.count - this.cursor);
-    const piece = { offsetSectors: this.cursor, count };
+    const piece = { offsetSectors: this.cursor, count, hole: false };
     this.cursor += count;
     return piece;
   }
@@ -126,9 +140,15 @@ export class CopyJob {
         await this.zeroPiece(piece);
         continue;
       }
+      const sparse = this.spec.sparse;
+      if (sparse && piece.hole) {
+        await this.holePiece(piece, sparse.holes);
+        continue;
+      }
       const buf = await this.res.pool.acquire();
       try {
         if (this.writeSeq) await this.copyPieceInOrder(piece, buf);
+        else if (sparse?.detectZeroBlocks) await this.copyPieceSkippingZeros(piece, buf, sparse.holes);
         else await this.copyPiece(piece, buf);
       } finally {
         this.res.pool.release(buf);
@@ -216,6 +236,52 @@ export class CopyJob {
     waiting.forEach((w) => w());
   }
 
+  /** A piece the source holds no data in: each destination does its hole action. */
+  private async holePiece(piece: Piece, holes: readonly HoleAction[]): Promise<void> {
+    const bytes = piece.count * SECTOR_BYTES;
+    if (holes.some((a) => a !== 'skip') && !(await this.admit(bytes))) return;
+    if (this.stopped) return;
+    let zeros: Buffer | undefined;
+    if (holes.includes('write')) zeros = (await this.res.pool.acquire()).fill(0, 0, bytes);
+    try {
+      const writeErrors = await this.writeAll(piece, (dest, i) => applyHole(holes[i], dest.device, dest.byteOffset, bytes, zeros));
+      this.record(piece, undefined, writeErrors);
+    } finally {
+      if (zeros) this.res.pool.release(zeros);
+    }
+  }
+
+  // cp --sparse=always: the piece is read, and its all-zero blocks get each
+  // destination's hole action instead of a write.
+  private async copyPieceSkippingZeros(piece: Piece, buf: Buffer, holes: readonly HoleAction[]): Promise<void> {
+    const from = this.spec.from as Region;
+    const bytes = piece.count * SECTOR_BYTES;
+    if (!(await this.admit(bytes))) return;
+    let readError: DeviceError | undefined;
+    this.res.throttle.ioStarted();
+    try {
+      await from.device.read(buf, 0, bytes, (from.sector + piece.offsetSectors) * SECTOR_BYTES);
+    } catch (e) {
+      readError = asDeviceError(e);
+    } finally {
+      this.res.throttle.ioFinished();
+    }
+    if (readError && !this.ignoreErrors) {
+      this.record(piece, readError, []);
+      return;
+    }
+    const runs = readError ? [{ byteOffset: 0, bytes, zero: false }] : zeroBlockRuns(buf, bytes);
+    const writeErrors = await this.writeAll(piece, async (dest, i) => {
+      if (holes[i] === 'write') return dest.device.write(buf, 0, bytes, dest.byteOffset);
+      for (const run of runs) {
+        const at = dest.byteOffset + run.byteOffset;
+        if (run.zero) await applyHole(holes[i], dest.device, at, run.bytes, buf.subarray(run.byteOffset));
+        else await dest.device.write(buf, run.byteOffset, run.bytes, at);
+      }
+    });
+    this.record(piece, readError, writeErrors);
+  }
+
   private async zeroPiece(piece: Piece): Promise<void> {
     const bytes = piece.count * SECTOR_BYTES;
     if (!(await this.admit(bytes))) return;
@@ -225,11 +291,11 @@ export class CopyJob {
 
   private async writeAll(
     piece: Piece,
-    op: (dest: { device: BlockDevice; byteOffset: number }) => Promise<void>,
+    op: (dest: { device: BlockDevice; byteOffset: number }, index: number) => Promise<void>,
   ): Promise<(DeviceError | undefined)[]> {
     this.res.throttle.ioStarted();
     try {
-      return await Promise.all(this.destinations(piece).map((dest) => op(dest).then(() => undefined, asDeviceError)));
+      return await Promise.all(this.destinations(piece).map((dest, i) => op(dest, i).then(() => undefined, asDeviceError)));
     } finally {
       this.res.throttle.ioFinished();
     }
@@ -247,9 +313,19 @@ export class CopyJob {
     });
     if (!readError && writeErrors.every((e) => !e)) {
       this.result.sectorsDone += piece.count;
-      this.spec.onProgress?.(copyProgress(this.result.sectorsDone, this.spec.count));
+      this.spec.onPieceDone?.(piece.offsetSectors, piece.count);
+      this.spec.onProgress?.(copyProgress(this.result.sectorsDone, this.totalSectors));
     }
   }
+}
+
+/** One destination's hole action over a range that reads as zeros; `zeros` holds at least `bytes` zero bytes for `write`. */
+async function applyHole(action: HoleAction, device: BlockDevice, byteOffset: number, bytes: number, zeros?: Buffer): Promise<void> {
+  if (action === 'skip') return;
+  if (action === 'write') return device.write(zeros as Buffer, 0, bytes, byteOffset);
+  const sparse = action === 'punch' ? device.sparseFile?.() : undefined;
+  if (sparse) return sparse.punchHole(byteOffset, bytes);
+  return device.zeroRange(byteOffset, bytes);
 }
 
 function asDeviceError(e: unknown): DeviceError {

@@ -1,6 +1,6 @@
 import { BlockDevice, checkIo, DeviceError, NativeIoFailure } from '@dmtool/devices';
 import { nativeScatter, nativeWrite, ScatterPiece } from '@dmtool/native';
-import { copyPathCounters, hookFailure } from './copy-out';
+import { copyPathCounters, hookFailure, onDescriptor } from './copy-out';
 
 export { ScatterPiece };
 
@@ -49,7 +49,8 @@ export async function scatterCopy(
     failure = hookFailure(destEnd.hooks, 'write', pieces[i].destByteOffset, pieces[i].bytes);
     if (failure) upTo = i;
   }
-  const done = await nativeScatter(srcEnd.fd, srcByteOffset, spanBytes, buf, destEnd.fd, pieces.slice(0, upTo));
+  const onDest = pieces.slice(0, upTo).map((p) => ({ ...p, destByteOffset: onDescriptor(destEnd, p.destByteOffset) }));
+  const done = await nativeScatter(srcEnd.fd, onDescriptor(srcEnd, srcByteOffset), spanBytes, buf, destEnd.fd, onDest);
   if (done.readErrno !== 0) {
     return { readError: new DeviceError(done.readErrno, 'read', src.path, srcByteOffset, spanBytes), piecesDone: 0 };
   }
@@ -61,7 +62,8 @@ export async function scatterCopy(
   }
   if (failure) {
     const p = pieces[upTo];
-    if (failure.partialBytes > 0) await nativeWrite(destEnd.fd, buf, p.spanOffset, failure.partialBytes, p.destByteOffset);
+    if (failure.partialBytes > 0)
+      await nativeWrite(destEnd.fd, buf, p.spanOffset, failure.partialBytes, onDescriptor(destEnd, p.destByteOffset));
     return { writeError: failure.error, piecesDone: upTo };
   }
   return { piecesDone: pieces.length };

@@ -24,6 +24,12 @@ export const LVM_ERROR_KINDS = {
   /** The LV is of a kind that cannot be opened as a device yet. */
   'unsupported-lv': 'bad-input',
   'bad-operand': 'bad-input',
+  /** A snapshot command was given an LV that is not a snapshot. */
+  'not-a-snapshot': 'bad-input',
+  /** The merged VG metadata cannot be written: no room in a metadata area, or an area changed since it was read. */
+  'metadata-write': 'bad-input',
+  /** lvm2 (or another dmtool) holds the VG's lock. */
+  'vg-locked': 'device-refused',
 } as const satisfies Record<string, ErrorKind>;
 
 export type LvmErrorReason = keyof typeof LVM_ERROR_KINDS;
@@ -43,7 +49,7 @@ export class LvmError extends DmtoolError<LvmErrorReason> {
     super(
       LVM_ERROR_KINDS[reason],
       reason,
-      reason === 'missing-pv' || reason === 'no-label' ? 'ENXIO' : 'EINVAL',
+      reason === 'missing-pv' || reason === 'no-label' ? 'ENXIO' : reason === 'vg-locked' ? 'EWOULDBLOCK' : 'EINVAL',
       `${message}${where}`,
       place,
     );

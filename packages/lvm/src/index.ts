@@ -34,12 +34,32 @@ export type { MetadataCopy, PhysicalVolume, ReadRequest } from './read-pv';
 export { readDeviceSync } from './sync-read';
 export { findVolumeGroup, groupVolumeGroups, requireAllPvs, scanVolumeGroups, scanVolumeGroupsSync } from './scan';
 export type { ScanOptions, VolumeGroup } from './scan';
-export { isSnapshotCarrier, mirrorPart, originSnapshots, snapshotOfCow, snapshotSegments, vgRelations } from './relations';
+export {
+  isSnapshotCarrier,
+  mirrorPart,
+  originSnapshots,
+  snapshotCarrierOf,
+  snapshotOfCow,
+  snapshotSegmentOf,
+  snapshotSegments,
+  vgRelations,
+} from './relations';
 export type { VgRelations } from './relations';
 export { mapLvDevice, openLogicalVolume } from './lv-device';
 export type { LvDeviceOptions } from './lv-device';
 export { displayName, humanSize, lvAttr, lvReport, lvVisible, percent } from './report';
 export type { LvReportRow, SnapshotUsage } from './report';
 export { readSnapshotUsages } from './snapshot-usage';
-export { openVolume, openVolumeSync, parseVolumeOperand } from './operand';
-export type { OpenVolumeOptions, VolumeOperand } from './operand';
+export {
+  newestMetadataText,
+  openCowVolume,
+  openSnapshotParts,
+  openVolume,
+  openVolumeGroup,
+  operandName,
+  parseVolumeOperand,
+} from './operand';
+export { metadataAfterMerge } from './metadata-edit';
+export { committedHeader, planTextWrite, storedText, writeVgMetadata } from './mda-write';
+export type { TextWrite, WriteMetadataOptions } from './mda-write';
+export type { OpenedVolumeGroup, OpenVolumeOptions, SnapshotParts, VolumeOperand } from './operand';

@@ -9,6 +9,8 @@ export interface VgRelations {
   snapshotsByOrigin: ReadonlyMap<string, SnapshotSegment[]>;
   /** LVs that carry a snapshot segment (lvm2's internal `snapshotN`). */
   carriers: ReadonlySet<string>;
+  /** Carrier LV name → its snapshot segment. */
+  snapshotByCarrier: ReadonlyMap<string, SnapshotSegment>;
   /** Mirror leg or log LV name → its mirror segment and role. */
   mirrorParts: ReadonlyMap<string, { mirror: MirrorSegment; role: 'leg' | 'log' }>;
 }
@@ -21,11 +23,13 @@ export function vgRelations(vg: VgMetadata): VgRelations {
   const snapshotByCow = new Map<string, SnapshotSegment>();
   const snapshotsByOrigin = new Map<string, SnapshotSegment[]>();
   const carriers = new Set<string>();
+  const snapshotByCarrier = new Map<string, SnapshotSegment>();
   const mirrorParts = new Map<string, { mirror: MirrorSegment; role: 'leg' | 'log' }>();
   for (const lv of vg.lvs) {
     for (const s of lv.segments) {
       if (s.type === 'snapshot') {
         carriers.add(lv.name);
+        snapshotByCarrier.set(lv.name, s);
         snapshotByCow.set(s.cow, s);
         snapshotsByOrigin.set(s.origin, [...(snapshotsByOrigin.get(s.origin) ?? []), s]);
       } else if (s.type === 'mirror') {
@@ -34,7 +38,14 @@ export function vgRelations(vg: VgMetadata): VgRelations {
       }
     }
   }
-  const relations = { lvs: new Map(vg.lvs.map((l) => [l.name, l])), snapshotByCow, snapshotsByOrigin, carriers, mirrorParts };
+  const relations = {
+    lvs: new Map(vg.lvs.map((l) => [l.name, l])),
+    snapshotByCow,
+    snapshotsByOrigin,
+    carriers,
+    snapshotByCarrier,
+    mirrorParts,
+  };
   cache.set(vg, relations);
   return relations;
 }
@@ -51,6 +62,21 @@ export function snapshotOfCow(vg: VgMetadata, lvName: string): SnapshotSegment |
 
 export function snapshotSegments(vg: VgMetadata): SnapshotSegment[] {
   return [...vgRelations(vg).snapshotByCow.values()];
+}
+
+/**
+ * The snapshot segment `lvName` stands for: its COW LV (what lvm2 shows as
+ * the snapshot, `/dev/VG/SNAP`) or the internal LV carrying the segment.
+ */
+export function snapshotSegmentOf(vg: VgMetadata, lvName: string): SnapshotSegment | undefined {
+  const r = vgRelations(vg);
+  return r.snapshotByCow.get(lvName) ?? r.snapshotByCarrier.get(lvName);
+}
+
+/** The LV that carries a snapshot segment whose COW store is `cowName`. */
+export function snapshotCarrierOf(vg: VgMetadata, cowName: string): string | undefined {
+  for (const [carrier, seg] of vgRelations(vg).snapshotByCarrier) if (seg.cow === cowName) return carrier;
+  return undefined;
 }
 
 /** The LV that carries a snapshot segment (lvm2's internal `snapshotN`), never listed by lvs. */

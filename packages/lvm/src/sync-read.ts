@@ -28,7 +28,7 @@ export function readDeviceSync(device: BlockDevice, buf: Buffer, byteOffset: num
   while (done < buf.length) {
     let n: number;
     try {
-      n = fs.readSync(endpoint.fd, buf, done, buf.length - done, byteOffset + done);
+      n = fs.readSync(endpoint.fd, buf, done, buf.length - done, (endpoint.baseByteOffset ?? 0) + byteOffset + done);
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code ?? 'EIO';
       throw new DeviceError(errnoOf(code), 'read', device.path, byteOffset + done, buf.length - done);

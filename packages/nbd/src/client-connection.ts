@@ -45,6 +45,9 @@ interface InFlight {
   outcome: ReplyOutcome;
 }
 
+/** How long a closed connection may take to send its last bytes before it is cut. */
+const DISCONNECT_LINGER_MS = 1000;
+
 /** Largest structured chunk payload accepted beyond the data a read asked for. */
 const MAX_CHUNK_EXTRA_BYTES = 64 << 10;
 
@@ -97,20 +100,28 @@ export class ClientConnection {
     });
   }
 
-  /** NBD_CMD_DISC, then close our side; requests still in flight are rejected. */
+  /**
+   * NBD_CMD_DISC, then close our side; requests still in flight are
+   * rejected. The socket is left to finish sending (a TLS close_notify
+   * included) and destroyed when the server closes, or after a second.
+   */
   disconnect(): void {
+    let graceful = false;
     if (!this.ended && !this.socket.destroyed) {
       this.socket.write(encodeRequestHeader({ flags: 0, type: NBD_CMD_DISC, cookie: 0n, offsetBytes: 0, lengthBytes: 0 }));
       this.socket.end();
+      const timer = setTimeout(() => this.socket.destroy(), DISCONNECT_LINGER_MS).unref();
+      this.socket.once('close', () => clearTimeout(timer));
+      graceful = true;
     }
-    this.end(new ConnectionClosed('disconnected'));
+    this.end(new ConnectionClosed('disconnected'), !graceful);
   }
 
   /** End the connection now (a broken peer): every request in flight is rejected with `why`. */
-  end(why: Error): void {
+  end(why: Error, destroy = true): void {
     if (this.ended) return;
     this.ended = why;
-    this.socket.destroy();
+    if (destroy) this.socket.destroy();
     for (const f of this.inFlight.values()) {
       clearTimeout(f.timer);
       f.reject(why);

@@ -1,7 +1,8 @@
 /**
- * The client's half of the fixed newstyle handshake: structured replies
- * asked for, then NBD_OPT_GO with the block-size information, or
- * NBD_OPT_EXPORT_NAME when the server does not know NBD_OPT_GO.
+ * The client's half of the fixed newstyle handshake: NBD_OPT_STARTTLS
+ * first when TLS is wanted, structured replies asked for, then NBD_OPT_GO
+ * with the block-size information, or NBD_OPT_EXPORT_NAME when the server
+ * does not know NBD_OPT_GO.
  */
 import {
   EXPORT_NAME_ZEROES_BYTES,
@@ -14,8 +15,10 @@ import {
   NBD_INFO_EXPORT,
   NBD_OPT_EXPORT_NAME,
   NBD_OPT_GO,
+  NBD_OPT_STARTTLS,
   NBD_OPT_STRUCTURED_REPLY,
   NBD_REP_ACK,
+  NBD_REP_ERR_INVALID,
   NBD_REP_ERR_POLICY,
   NBD_REP_ERR_TLS_REQD,
   NBD_REP_ERR_UNKNOWN,
@@ -58,9 +61,17 @@ export class ExportRefused extends Error {
 }
 
 export interface ClientNegotiationIo {
+  /** Read anew for every reply: a TLS upgrade replaces it. */
   reader: SocketReader;
   send(bytes: Buffer): void;
   timeoutMs: number;
+  /**
+   * Present when TLS is required: called once the server acknowledged
+   * NBD_OPT_STARTTLS, it runs the handshake and points `reader` and `send`
+   * at the TLS socket. Rejects when the handshake fails or the server is
+   * not trusted.
+   */
+  startTls?(): Promise<void>;
 }
 
 /** Option replies with data longer than this are a broken server. */
@@ -77,7 +88,12 @@ async function readOptionReply(io: ClientNegotiationIo, option: number): Promise
 function refusal(replyType: number, data: Buffer, exportName: string): ExportRefused {
   const said = data.length ? `: ${data.toString('utf8').replace(/[\r\n]+/g, ' ')}` : '';
   if (replyType === NBD_REP_ERR_UNKNOWN) return new ExportRefused('ENOENT', `the server has no export named "${exportName}"${said}`);
-  if (replyType === NBD_REP_ERR_TLS_REQD) return new ExportRefused('EACCES', 'the server requires TLS, which is not supported yet');
+  if (replyType === NBD_REP_ERR_TLS_REQD) {
+    return new ExportRefused(
+      'EACCES',
+      'the server requires TLS (NBD_REP_ERR_TLS_REQD): use nbds:// or nbds+unix:// with tls-certificates=DIR',
+    );
+  }
   if (replyType === NBD_REP_ERR_POLICY) return new ExportRefused('EACCES', `the server refused the export by policy${said}`);
   return new ExportRefused('EPROTO', `the server refused the export (reply 0x${replyType.toString(16)})${said}`);
 }
@@ -88,9 +104,12 @@ export async function negotiateClient(io: ClientNegotiationIo, exportName: strin
   if (!(handshakeFlags & NBD_FLAG_FIXED_NEWSTYLE)) throw new ExportRefused('EPROTO', 'the server does not speak fixed newstyle NBD');
   const noZeroes = (handshakeFlags & NBD_FLAG_NO_ZEROES) !== 0;
   io.send(encodeClientFlags(NBD_FLAG_C_FIXED_NEWSTYLE | (noZeroes ? NBD_FLAG_C_NO_ZEROES : 0)));
+  if (io.startTls) await startTls(io, io.startTls);
 
   io.send(encodeOption(NBD_OPT_STRUCTURED_REPLY));
   const sr = await readOptionReply(io, NBD_OPT_STRUCTURED_REPLY);
+  // A server requiring TLS refuses every option: say so now rather than after a GO.
+  if (sr.replyType === NBD_REP_ERR_TLS_REQD) throw refusal(sr.replyType, sr.data, exportName);
   const structuredReplies = sr.replyType === NBD_REP_ACK;
   if (!structuredReplies && !isErrorReply(sr.replyType))
     throw new ProtocolError('invalid', `reply 0x${sr.replyType.toString(16)} to NBD_OPT_STRUCTURED_REPLY`);
@@ -116,6 +135,25 @@ export async function negotiateClient(io: ClientNegotiationIo, exportName: strin
     throw new ProtocolError('invalid', `reply 0x${r.replyType.toString(16)} to NBD_OPT_GO`);
   }
   throw new ProtocolError('too-big', 'more than 64 replies to NBD_OPT_GO');
+}
+
+const STARTTLS_REFUSALS: Record<number, string> = {
+  [NBD_REP_ERR_UNSUP]: 'NBD_REP_ERR_UNSUP',
+  [NBD_REP_ERR_POLICY]: 'NBD_REP_ERR_POLICY',
+  [NBD_REP_ERR_INVALID]: 'NBD_REP_ERR_INVALID',
+};
+
+/** NBD_OPT_STARTTLS as the first option, so nothing else is said in plaintext; any answer but ACK ends the session. */
+async function startTls(io: ClientNegotiationIo, upgrade: () => Promise<void>): Promise<void> {
+  io.send(encodeOption(NBD_OPT_STARTTLS));
+  const r = await readOptionReply(io, NBD_OPT_STARTTLS);
+  if (r.replyType === NBD_REP_ACK) {
+    if (r.data.length > 0) throw new ProtocolError('invalid', 'NBD_OPT_STARTTLS acknowledged with data');
+    return upgrade();
+  }
+  if (!isErrorReply(r.replyType)) throw new ProtocolError('invalid', `reply 0x${r.replyType.toString(16)} to NBD_OPT_STARTTLS`);
+  const name = STARTTLS_REFUSALS[r.replyType] ?? `reply 0x${r.replyType.toString(16)}`;
+  throw new ExportRefused('EACCES', `the server does not offer TLS (${name} to NBD_OPT_STARTTLS)`);
 }
 
 /** A server without NBD_OPT_GO: the old way, which also ends negotiation (and closes on an unknown name). */

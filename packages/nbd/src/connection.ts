@@ -5,6 +5,7 @@ import type { ExportTable } from './export-table';
 import { negotiate } from './negotiation';
 import { ReplyLimits, ReplyWriter } from './reply-writer';
 import { ConnectionClosed, SocketReader } from './socket-reader';
+import type { ServerTlsCredentials } from './tls';
 import { Transmission } from './transmission';
 
 export interface ConnectionOptions {
@@ -16,6 +17,8 @@ export interface ConnectionOptions {
   maxRequestsInFlight: number;
   /** After the server closed its side, how long the client gets to close its own. */
   lingerMs: number;
+  /** Credentials when the server offers TLS. */
+  tls?: ServerTlsCredentials;
   log(line: string): void;
 }
 
@@ -29,14 +32,21 @@ export class Connection {
   readonly done: Promise<void>;
   private transmission: Transmission | undefined;
   private stopping = false;
+  /** The plain socket, then its TLS socket once NBD_OPT_STARTTLS succeeded. */
+  private socket: Socket;
+  private reader: SocketReader;
+  private replies: ReplyWriter;
 
   constructor(
-    private readonly socket: Socket,
+    socket: Socket,
     private readonly id: number,
     table: ExportTable,
     private readonly opts: ConnectionOptions,
   ) {
     socket.on('error', () => undefined);
+    this.socket = socket;
+    this.reader = new SocketReader(socket);
+    this.replies = this.replyWriter(socket);
     this.done = this.serve(table);
   }
 
@@ -56,16 +66,42 @@ export class Connection {
     this.socket.destroy();
   }
 
+  private replyWriter(socket: Socket): ReplyWriter {
+    return new ReplyWriter(socket, this.opts.replyLimits, (why) => this.opts.log(`connection ${this.id}: ${why}; closed`));
+  }
+
+  /** After NBD_OPT_STARTTLS's ACK: the handshake, then every read and reply goes through TLS. */
+  private async startTls(credentials: ServerTlsCredentials): Promise<void> {
+    const plain = this.socket;
+    // The ACK must reach the client before the first TLS record.
+    await new Promise<void>((resolve) => plain.write(Buffer.alloc(0), () => resolve()));
+    if (this.reader.detach() > 0) throw new ProtocolError('invalid', 'data sent after NBD_OPT_STARTTLS before its reply');
+    const secure = await credentials.upgrade(plain);
+    secure.on('error', () => undefined);
+    this.socket = secure;
+    this.reader = new SocketReader(secure);
+    this.replies = this.replyWriter(secure);
+  }
+
   private async serve(table: ExportTable): Promise<void> {
-    const reader = new SocketReader(this.socket);
-    const replies = new ReplyWriter(this.socket, this.opts.replyLimits, (why) => this.opts.log(`connection ${this.id}: ${why}; closed`));
     const timer = setTimeout(() => {
       this.opts.log(`connection ${this.id}: handshake not finished within ${this.opts.handshakeTimeoutMs} ms; closed`);
       this.socket.destroy();
     }, this.opts.handshakeTimeoutMs);
     try {
+      // eslint-disable-next-line @typescript-eslint/no-this-alias -- the io object's getter reads the connection's current reader
+      const self = this;
+      const tls = this.opts.tls;
       const r = await negotiate(
-        { reader, send: (b) => replies.send([b]), drained: () => replies.drained(), shuttingDown: () => this.stopping },
+        {
+          get reader() {
+            return self.reader;
+          },
+          send: (b) => this.replies.send([b]),
+          drained: () => this.replies.drained(),
+          shuttingDown: () => this.stopping,
+          tls: tls && { required: tls.mode === 'require', upgrade: () => this.startTls(tls) },
+        },
         table,
       );
       clearTimeout(timer);
@@ -73,7 +109,7 @@ export class Connection {
         if ('refused' in r) this.opts.log(`connection ${this.id}: ${r.refused}; closed`);
         return;
       }
-      this.transmission = new Transmission(this.socket, reader, replies, r, {
+      this.transmission = new Transmission(this.socket, this.reader, this.replies, r, {
         connectionBudget: new ByteBudget(this.opts.connectionBudgetBytes),
         maxRequestsInFlight: this.opts.maxRequestsInFlight,
         payloadTimeoutMs: this.opts.payloadTimeoutMs,

@@ -17,4 +17,24 @@ export { ClientExport, ClientNegotiationIo, ExportRefused, negotiateClient } fro
 export { ConnectionClosed, SocketReader } from './socket-reader';
 export { ClientConnection, ClientRequest, ReplyOutcome } from './client-connection';
 export { NbdDevice, NbdDeviceOptions, nbdIdentity } from './nbd-device';
-export { looksLikeNbdUri, NBD_DEFAULT_PORT, NbdAddress, NbdUri, NbdUriError, NbdUriErrorReason, parseNbdUri, redactUserinfo } from './uri';
+export {
+  looksLikeNbdUri,
+  NBD_DEFAULT_PORT,
+  NbdAddress,
+  NbdUri,
+  NbdUriError,
+  NbdUriErrorReason,
+  NbdUriTls,
+  parseNbdUri,
+  redactUserinfo,
+} from './uri';
+export {
+  certificatesDirFiles,
+  ClientTlsCredentials,
+  ClientTlsOptions,
+  ServerTls,
+  ServerTlsCredentials,
+  ServerTlsFiles,
+  TLS_MIN_VERSION,
+  TlsError,
+} from './tls';

@@ -12,7 +12,7 @@ import * as net from 'net';
 import { constants } from 'os';
 import { BlockDevice, checkIo, checkRange, DeviceError, DeviceOp, errnoOf, SECTOR_BYTES } from '@dmtool/devices';
 import { ClientConnection, ClientRequest } from './client-connection';
-import { ClientExport, ExportRefused, negotiateClient } from './client-negotiation';
+import { ClientExport, ClientNegotiationIo, ExportRefused, negotiateClient } from './client-negotiation';
 import {
   NBD_CMD_FLUSH,
   NBD_CMD_READ,
@@ -26,7 +26,8 @@ import {
 } from './constants';
 import { ProtocolError } from './codec';
 import { ConnectionClosed, SocketReader } from './socket-reader';
-import { NbdAddress, NbdUri, parseNbdUri } from './uri';
+import { ClientTlsCredentials, TlsError, tlsReason } from './tls';
+import { NbdAddress, NbdUri, NbdUriError, parseNbdUri } from './uri';
 
 export interface NbdDeviceOptions {
   write: boolean;
@@ -86,17 +87,41 @@ function connectSocket(address: NbdAddress, timeoutMs: number): Promise<net.Sock
   });
 }
 
-/** Connect and negotiate; the connection is in transmission when this resolves. */
-async function dial(uri: NbdUri, timeoutMs: number, requestTimeoutMs: number): Promise<{ conn: ClientConnection; info: ClientExport }> {
-  const socket = await connectSocket(uri.address, timeoutMs);
-  socket.on('error', () => undefined);
-  const reader = new SocketReader(socket);
+/** Connect and negotiate (TLS first when `tls` is given); the connection is in transmission when this resolves. */
+async function dial(
+  uri: NbdUri,
+  tls: ClientTlsCredentials | undefined,
+  timeoutMs: number,
+  requestTimeoutMs: number,
+): Promise<{ conn: ClientConnection; info: ClientExport }> {
+  const plain = await connectSocket(uri.address, timeoutMs);
+  plain.on('error', () => undefined);
+  let socket: net.Socket = plain;
+  const io: ClientNegotiationIo = { reader: new SocketReader(plain), send: (b) => socket.write(b), timeoutMs };
+  let secured = false;
+  if (tls) {
+    io.startTls = async () => {
+      if (io.reader.detach() > 0) throw new ProtocolError('invalid', 'the server sent data after acknowledging NBD_OPT_STARTTLS');
+      socket = await tls.upgrade(plain);
+      socket.on('error', () => undefined);
+      io.reader = new SocketReader(socket);
+      secured = true;
+    };
+  }
+  // The deadline covers the TLS handshake too: destroying the plain socket ends it.
   const deadline = setTimeout(() => socket.destroy(), timeoutMs);
   try {
-    const info = await negotiateClient({ reader, send: (b) => socket.write(b), timeoutMs }, uri.exportName);
-    return { conn: new ClientConnection(socket, reader, info.structuredReplies, requestTimeoutMs), info };
+    const info = await negotiateClient(io, uri.exportName);
+    return { conn: new ClientConnection(socket, io.reader, info.structuredReplies, requestTimeoutMs), info };
   } catch (e) {
     socket.destroy();
+    // With TLS 1.3 a server checks the client's certificate after the client's handshake is done: its refusal is a closed connection.
+    if (secured && e instanceof ConnectionClosed) {
+      const hint = tls!.hasClientCertificate
+        ? ''
+        : '; it may require a client certificate (client-cert.pem and client-key.pem in tls-certificates=DIR)';
+      throw new TlsError(`the server ended the session after the TLS handshake (${tlsReason(e)})${hint}`);
+    }
     throw e;
   } finally {
     clearTimeout(deadline);
@@ -152,6 +177,7 @@ export class NbdDevice implements BlockDevice {
 
   private constructor(
     private readonly uri: NbdUri,
+    private readonly tls: ClientTlsCredentials | undefined,
     conn: ClientConnection,
     info: ClientExport,
     opts: Required<Omit<NbdDeviceOptions, 'cwd'>>,
@@ -183,9 +209,16 @@ export class NbdDevice implements BlockDevice {
       reconnectDelayMs: options.reconnectDelayMs ?? 250,
       maxInFlight: options.maxInFlight ?? 16,
     };
+    let tls: ClientTlsCredentials | undefined;
+    try {
+      tls = uri.tls && new ClientTlsCredentials(uri.tls);
+    } catch (e) {
+      if (e instanceof TlsError) throw new NbdUriError('bad-uri', uri.display, e.message);
+      throw e;
+    }
     let dialed: { conn: ClientConnection; info: ClientExport };
     try {
-      dialed = await dial(uri, opts.connectTimeoutMs, opts.requestTimeoutMs);
+      dialed = await dial(uri, tls, opts.connectTimeoutMs, opts.requestTimeoutMs);
     } catch (e) {
       throw openError(uri, e);
     }
@@ -193,7 +226,7 @@ export class NbdDevice implements BlockDevice {
       dialed.conn.disconnect();
       throw new DeviceError(errnoOf('EROFS'), 'open', uri.display, 0, 0, 'the export is read-only');
     }
-    return new NbdDevice(uri, dialed.conn, dialed.info, opts);
+    return new NbdDevice(uri, tls, dialed.conn, dialed.info, opts);
   }
 
   get isOpen(): boolean {
@@ -382,7 +415,8 @@ export class NbdDevice implements BlockDevice {
       this.wakeClose = undefined;
       if (this.closed) throw new Error('closed');
       try {
-        const { conn, info } = await dial(this.uri, this.opts.connectTimeoutMs, this.opts.requestTimeoutMs);
+        // A new connection does the whole handshake again, TLS included, with the credentials read at open.
+        const { conn, info } = await dial(this.uri, this.tls, this.opts.connectTimeoutMs, this.opts.requestTimeoutMs);
         if (info.sizeBytes !== this.sizeBytes || (this.writable && info.transmissionFlags & NBD_FLAG_READ_ONLY)) {
           conn.disconnect();
           this.fail(`the export changed on reconnection (now ${info.sizeBytes} bytes, flags 0x${info.transmissionFlags.toString(16)})`);
@@ -405,13 +439,15 @@ export class NbdDevice implements BlockDevice {
   }
 }
 
-/** The identity of an export: the same for every spelling of its URI, without connecting. */
+/** The identity of an export: the same for every spelling of its URI, with or without TLS, without connecting. */
 export function nbdIdentity(uri: NbdUri): string {
-  return `nbd:${uri.display}`;
+  return `nbd:${uri.display.replace(/^nbds/, 'nbd')}`;
 }
 
 function openError(uri: NbdUri, e: unknown): DeviceError {
   if (e instanceof ExportRefused) return new DeviceError(errnoOf(e.code), 'open', uri.display, 0, 0, e.message);
+  // A failed handshake or an untrusted server: refused, as a server refusing the export is.
+  if (e instanceof TlsError) return new DeviceError(errnoOf('EACCES'), 'open', uri.display, 0, 0, e.message);
   if (e instanceof ProtocolError || e instanceof ConnectionClosed) {
     return new DeviceError(errnoOf('EPROTO'), 'open', uri.display, 0, 0, `the NBD handshake failed: ${e.message}`);
   }

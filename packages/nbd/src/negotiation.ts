@@ -22,10 +22,12 @@ import {
   NBD_OPT_LIST,
   NBD_OPT_LIST_META_CONTEXT,
   NBD_OPT_SET_META_CONTEXT,
+  NBD_OPT_STARTTLS,
   NBD_OPT_STRUCTURED_REPLY,
   NBD_REP_ACK,
   NBD_REP_ERR_INVALID,
   NBD_REP_ERR_SHUTDOWN,
+  NBD_REP_ERR_TLS_REQD,
   NBD_REP_ERR_TOO_BIG,
   NBD_REP_ERR_UNKNOWN,
   NBD_REP_ERR_UNSUP,
@@ -65,17 +67,26 @@ export interface Negotiated {
 }
 
 export interface NegotiationIo {
-  reader: SocketReader;
+  /** Read anew for every option: a TLS upgrade replaces it. */
+  readonly reader: SocketReader;
   send(bytes: Buffer): void;
   /** Resolves once the replies sent so far are few enough to read another option. */
   drained(): Promise<void>;
   shuttingDown(): boolean;
+  /** Present when the server offers TLS (NBD_OPT_STARTTLS); without it STARTTLS is unsupported. */
+  tls?: {
+    /** FORCEDTLS: every option but NBD_OPT_STARTTLS and NBD_OPT_ABORT is refused before TLS. */
+    required: boolean;
+    /** The TLS handshake after the ACK was sent; afterwards `reader` and `send` go through TLS. Rejects if it fails. */
+    upgrade(): Promise<void>;
+  };
 }
 
 /** Why negotiation ended without an export: the caller closes the connection either way. */
 export type NegotiationEnd = { aborted: true } | { refused: string };
 
 interface State {
+  tlsActive: boolean;
   structuredReplies: boolean;
   noZeroes: boolean;
   /** The export the last NBD_OPT_SET_META_CONTEXT selected base:allocation for. */
@@ -89,7 +100,7 @@ export async function negotiate(io: NegotiationIo, table: ExportTable): Promise<
   const clientFlags = decodeClientFlags(await io.reader.read(CLIENT_FLAGS_BYTES));
   if ((clientFlags & ~KNOWN_CLIENT_FLAGS) !== 0) return { refused: `unknown client flags 0x${clientFlags.toString(16)}` };
   // A client without NBD_FLAG_C_FIXED_NEWSTYLE only ever sends NBD_OPT_EXPORT_NAME, which is answered alike.
-  const state: State = { structuredReplies: false, noZeroes: (clientFlags & NBD_FLAG_C_NO_ZEROES) !== 0 };
+  const state: State = { tlsActive: false, structuredReplies: false, noZeroes: (clientFlags & NBD_FLAG_C_NO_ZEROES) !== 0 };
   for (;;) {
     await io.drained();
     const { option, dataBytes } = decodeOptionHeader(await io.reader.read(OPTION_HEADER_BYTES));
@@ -113,6 +124,16 @@ export async function negotiate(io: NegotiationIo, table: ExportTable): Promise<
       fail(NBD_REP_ERR_SHUTDOWN, 'server is shutting down');
       continue;
     }
+    if (option === NBD_OPT_STARTTLS && io.tls) {
+      await startTls(io.tls, data, state, { send: io.send, reply, fail });
+      continue;
+    }
+    if (io.tls?.required && !state.tlsActive) {
+      // NBD_OPT_EXPORT_NAME has no error reply: the protocol says to end the session.
+      if (option === NBD_OPT_EXPORT_NAME) return { refused: 'NBD_OPT_EXPORT_NAME before TLS, which is required' };
+      fail(NBD_REP_ERR_TLS_REQD, 'TLS is required: send NBD_OPT_STARTTLS first');
+      continue;
+    }
     try {
       const done = handleOption(option, data, state, table, { send: io.send, reply, fail });
       if (done) return done;
@@ -122,6 +143,21 @@ export async function negotiate(io: NegotiationIo, table: ExportTable): Promise<
       fail(e.reason === 'too-big' ? NBD_REP_ERR_TOO_BIG : NBD_REP_ERR_INVALID, e.message);
     }
   }
+}
+
+/**
+ * NBD_OPT_STARTTLS: acknowledged once, then the handshake. What was agreed
+ * before it (structured replies, a metadata context) is forgotten, so
+ * nothing said in plaintext can shape the session.
+ */
+async function startTls(tls: NonNullable<NegotiationIo['tls']>, data: Buffer, state: State, out: Replies): Promise<void> {
+  if (data.length > 0) return out.fail(NBD_REP_ERR_INVALID, 'NBD_OPT_STARTTLS takes no data');
+  if (state.tlsActive) return out.fail(NBD_REP_ERR_INVALID, 'TLS is already active');
+  out.reply(NBD_REP_ACK);
+  await tls.upgrade();
+  state.tlsActive = true;
+  state.structuredReplies = false;
+  state.allocationFor = undefined;
 }
 
 interface Replies {
@@ -194,7 +230,7 @@ function handleOption(
       return reply(NBD_REP_ACK);
     }
     default:
-      // NBD_OPT_STARTTLS lands here too: this server has no TLS.
+      // NBD_OPT_STARTTLS lands here too when the server offers no TLS.
       return fail(NBD_REP_ERR_UNSUP, `option ${option} is not supported`);
   }
 }

@@ -4,6 +4,7 @@ import * as path from 'path';
 import { Connection } from './connection';
 import { MAXIMUM_PAYLOAD_BYTES } from './export-table';
 import type { ExportTable } from './export-table';
+import { ServerTls, ServerTlsCredentials } from './tls';
 
 export interface ServerOptions {
   /** Connections served at once; a further one is closed at once (default 16). */
@@ -28,6 +29,8 @@ export interface ServerOptions {
   maxRequestsInFlight?: number;
   /** On close, how long connections get to finish their requests before they are cut (default 10 s). */
   shutdownGraceMs?: number;
+  /** TLS through NBD_OPT_STARTTLS, offered (`on`) or required; files are read when the server (or the credentials) is made. */
+  tls?: ServerTls | ServerTlsCredentials;
   /** One line per refused or broken connection. */
   log?: (line: string) => void;
 }
@@ -44,7 +47,8 @@ const MiB = 1 << 20;
 export class NbdServer {
   private readonly server: net.Server;
   private readonly connections = new Set<Connection>();
-  private readonly opts: Required<ServerOptions>;
+  private readonly opts: Required<Omit<ServerOptions, 'tls'>>;
+  private readonly tls: ServerTlsCredentials | undefined;
   private readonly connectionBudgetBytes: number;
   private nextId = 1;
   private socketFile: { path: string; ino: number } | undefined;
@@ -77,6 +81,7 @@ export class NbdServer {
         `each connection's budget and share of the server budget must be at least ${MAXIMUM_PAYLOAD_BYTES} bytes (the largest request)`,
       );
     }
+    this.tls = opts.tls instanceof ServerTlsCredentials ? opts.tls : opts.tls && new ServerTlsCredentials(opts.tls);
     this.server = net.createServer({ allowHalfOpen: true, pauseOnConnect: false }, (socket) => this.accept(socket));
   }
 
@@ -152,6 +157,7 @@ export class NbdServer {
       replyLimits: { backlogBytes: this.opts.replyBacklogBytes, drainTimeoutMs: this.opts.replyDrainTimeoutMs },
       maxRequestsInFlight: this.opts.maxRequestsInFlight,
       lingerMs: 2000,
+      tls: this.tls,
       log: this.opts.log,
     });
     this.connections.add(c);

@@ -27,21 +27,40 @@ export class SocketReader {
   private bufferedBytes = 0;
   private waiter: Waiter | undefined;
   private closed: Error | undefined;
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- each listener takes its own event's arguments
+  private readonly listeners: [string, (...args: any[]) => void][];
 
   constructor(private readonly socket: Socket) {
-    socket.on('data', (chunk: Buffer) => {
-      this.chunks.push(chunk);
-      this.bufferedBytes += chunk.length;
-      this.settle();
-      if (this.bufferedBytes >= READ_AHEAD_BYTES && (!this.waiter || this.bufferedBytes >= this.waiter.bytes)) socket.pause();
-    });
     const end = (why: string) => {
       this.closed ??= new ConnectionClosed(why);
       this.settle();
     };
-    socket.on('end', () => end('peer closed the connection'));
-    socket.on('close', () => end('connection closed'));
-    socket.on('error', (e) => end(`connection failed: ${e.message}`));
+    this.listeners = [
+      [
+        'data',
+        (chunk: Buffer) => {
+          this.chunks.push(chunk);
+          this.bufferedBytes += chunk.length;
+          this.settle();
+          if (this.bufferedBytes >= READ_AHEAD_BYTES && (!this.waiter || this.bufferedBytes >= this.waiter.bytes)) socket.pause();
+        },
+      ],
+      ['end', () => end('peer closed the connection')],
+      ['close', () => end('connection closed')],
+      ['error', (e: Error) => end(`connection failed: ${e.message}`)],
+    ];
+    for (const [event, f] of this.listeners) socket.on(event, f);
+  }
+
+  /**
+   * Stop reading the socket (before a TLS layer takes it over) and say how
+   * many bytes were read beyond the last `read`: the peer sent them too
+   * early, so they belong to no message.
+   */
+  detach(): number {
+    this.socket.pause();
+    for (const [event, f] of this.listeners) this.socket.off(event, f);
+    return this.bufferedBytes;
   }
 
   /** The next `bytes` bytes; with `timeoutMs`, the connection is destroyed if they do not all arrive in time. */

@@ -1,7 +1,9 @@
 /**
  * NBD URIs in the forms libnbd defines (doc/uri.md of NetworkBlockDevice/nbd):
- * `nbd://host[:port]/export` and `nbd+unix:///export?socket=PATH`. Pure: a
- * string in, an address out, no I/O.
+ * `nbd://host[:port]/export` and `nbd+unix:///export?socket=PATH`, and their
+ * TLS forms `nbds://` and `nbds+unix://` with the query parameters
+ * `tls-certificates=DIR`, `tls-hostname=NAME` and `tls-verify-peer=0|1`.
+ * Pure: a string in, an address out, no I/O.
  */
 import { DmtoolError } from '@dmtool/devices';
 import { posix } from 'path';
@@ -21,12 +23,26 @@ export class NbdUriError extends DmtoolError<NbdUriErrorReason> {
 
 export type NbdAddress = { transport: 'tcp'; host: string; port: number } | { transport: 'unix'; socketPath: string };
 
+/** What an `nbds://` or `nbds+unix://` URI asks of TLS. */
+export interface NbdUriTls {
+  /** ca-cert.pem, and optionally client-cert.pem and client-key.pem; absolute. */
+  certificatesDir?: string;
+  /** The name the server's certificate must hold: `tls-hostname`, else the URI's host (none for a unix socket). */
+  hostname?: string;
+  /** `tls-verify-peer=0` turns the check of the server's certificate off. */
+  verifyPeer: boolean;
+}
+
 export interface NbdUri {
   exportName: string;
   address: NbdAddress;
+  /** Present for the TLS schemes: the connection is upgraded with NBD_OPT_STARTTLS, or refused. */
+  tls?: NbdUriTls;
   /** The URI as errors print it: userinfo and every query parameter but `socket` left out. */
   display: string;
 }
+
+const TLS_PARAMETERS = ['tls-certificates', 'tls-hostname', 'tls-verify-peer'];
 
 /** Whether a device name is meant as an NBD URI (any nbd scheme, supported or not). */
 export function looksLikeNbdUri(name: string): boolean {
@@ -67,25 +83,42 @@ export function parseNbdUri(uri: string, cwd = '/'): NbdUri {
     if (query.has(key)) throw new NbdUriError('bad-uri', shown, `query parameter ${key} is given twice`);
     query.set(key, decode(shown, 'query', eq < 0 ? '' : part.slice(eq + 1)));
   }
-  if (scheme === 'nbds' || scheme === 'nbds+unix') {
-    throw new NbdUriError('tls-unsupported', shown, 'TLS is not supported yet (use nbd:// or nbd+unix://)');
+  const tlsScheme = scheme === 'nbds' || scheme === 'nbds+unix';
+  if (query.has('tls-psk-file')) {
+    throw new NbdUriError(
+      'tls-unsupported',
+      shown,
+      'TLS with a pre-shared key (tls-psk-file) is not supported; use X.509 (tls-certificates=DIR)',
+    );
   }
   for (const key of query.keys()) {
-    if (key !== 'socket') throw new NbdUriError('bad-uri', shown, `query parameter ${key} is not supported (only socket=)`);
+    if (TLS_PARAMETERS.includes(key)) {
+      if (!tlsScheme) throw new NbdUriError('bad-uri', shown, `${key}= needs a TLS URI (nbds:// or nbds+unix://)`);
+    } else if (key !== 'socket') {
+      throw new NbdUriError(
+        'bad-uri',
+        shown,
+        `query parameter ${key} is not supported (socket=, ${TLS_PARAMETERS.map((k) => `${k}=`).join(', ')})`,
+      );
+    }
   }
+  const tls = tlsScheme ? tlsOf(shown, query, cwd) : undefined;
   const exportPart = encodeURIComponent(exportName).replace(/%2F/g, '/');
-  if (scheme === 'nbd+unix') {
-    if (authority !== '') throw new NbdUriError('bad-uri', shown, 'nbd+unix:// takes no host (nbd+unix:///EXPORT?socket=PATH)');
+  if (scheme === 'nbd+unix' || scheme === 'nbds+unix') {
+    if (authority !== '') throw new NbdUriError('bad-uri', shown, `${scheme}:// takes no host (${scheme}:///EXPORT?socket=PATH)`);
     const socket = query.get('socket');
-    if (!socket) throw new NbdUriError('bad-uri', shown, 'nbd+unix:// needs ?socket=PATH');
+    if (!socket) throw new NbdUriError('bad-uri', shown, `${scheme}:// needs ?socket=PATH`);
     const socketPath = posix.resolve(cwd, socket);
     return {
       exportName,
       address: { transport: 'unix', socketPath },
-      display: `nbd+unix:///${exportPart}?socket=${socketPath}`,
+      ...(tls && { tls }),
+      display: `${scheme}:///${exportPart}?socket=${socketPath}`,
     };
   }
-  if (scheme !== 'nbd') throw new NbdUriError('bad-uri', shown, `scheme ${scheme}:// is not supported (nbd:// or nbd+unix://)`);
+  if (scheme !== 'nbd' && scheme !== 'nbds') {
+    throw new NbdUriError('bad-uri', shown, `scheme ${scheme}:// is not supported (nbd://, nbd+unix://, nbds://, nbds+unix://)`);
+  }
   if (query.has('socket')) throw new NbdUriError('bad-uri', shown, 'socket= belongs to nbd+unix:// URIs');
   const hp = /^(\[[0-9a-f:.]+\]|[^:[\]]+)(?::(\d{1,5}))?$/i.exec(authority);
   if (!hp) throw new NbdUriError('bad-uri', shown, 'nbd:// needs a host (nbd://HOST[:PORT]/EXPORT)');
@@ -93,5 +126,26 @@ export function parseNbdUri(uri: string, cwd = '/'): NbdUri {
   if (port < 1 || port > 65535) throw new NbdUriError('bad-uri', shown, `port ${hp[2]} is outside 1-65535`);
   const host = hp[1].startsWith('[') ? hp[1].slice(1, -1) : hp[1].toLowerCase();
   const hostPart = host.includes(':') ? `[${host}]` : host;
-  return { exportName, address: { transport: 'tcp', host, port }, display: `nbd://${hostPart}:${port}/${exportPart}` };
+  return {
+    exportName,
+    address: { transport: 'tcp', host, port },
+    ...(tls && { tls: { ...tls, hostname: tls.hostname ?? host } }),
+    display: `${scheme}://${hostPart}:${port}/${exportPart}`,
+  };
+}
+
+function tlsOf(shown: string, query: Map<string, string>, cwd: string): NbdUriTls {
+  const dir = query.get('tls-certificates');
+  if (dir === '') throw new NbdUriError('bad-uri', shown, 'tls-certificates= needs a directory');
+  const hostname = query.get('tls-hostname');
+  if (hostname === '') throw new NbdUriError('bad-uri', shown, 'tls-hostname= needs a name');
+  const verify = query.get('tls-verify-peer') ?? '1';
+  if (!['0', '1', 'false', 'true'].includes(verify)) {
+    throw new NbdUriError('bad-uri', shown, `tls-verify-peer=${verify} is not 0, 1, false or true`);
+  }
+  return {
+    ...(dir !== undefined && { certificatesDir: posix.resolve(cwd, dir) }),
+    ...(hostname !== undefined && { hostname }),
+    verifyPeer: verify === '1' || verify === 'true',
+  };
 }

@@ -25,8 +25,10 @@ import {
   NBD_INFO_EXPORT,
   NBD_OPT_EXPORT_NAME,
   NBD_OPT_GO,
+  NBD_OPT_STARTTLS,
   NBD_OPT_STRUCTURED_REPLY,
   NBD_REP_ACK,
+  NBD_REP_ERR_POLICY,
   NBD_REP_ERR_TLS_REQD,
   NBD_REP_ERR_UNKNOWN,
   NBD_REP_ERR_UNSUP,
@@ -46,7 +48,7 @@ beforeEach(() => {
 afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
 
 /** Run `script` as the server for one connection and the client's handshake against it. */
-async function handshake(script: Script, exportName = 'disk') {
+async function handshake(script: Script, exportName = 'disk', startTls?: () => Promise<void>) {
   const sock = path.join(dir, 's.sock');
   const seen: string[] = [];
   const server = net.createServer((c) => {
@@ -62,7 +64,7 @@ async function handshake(script: Script, exportName = 'disk') {
   try {
     await new Promise((resolve) => client.once('connect', resolve));
     const reader = new SocketReader(client);
-    return await negotiateClient({ reader, send: (b) => client.write(b), timeoutMs: 5000 }, exportName);
+    return await negotiateClient({ reader, send: (b) => client.write(b), timeoutMs: 5000, startTls }, exportName);
   } finally {
     client.destroy();
     await new Promise((resolve) => server.close(resolve));
@@ -139,9 +141,9 @@ test('block sizes that break the protocol are ignored', async () => {
   expect(got.blockSizes).toBeUndefined();
 });
 
-async function refusedWith(script: Script): Promise<ExportRefused> {
+async function refusedWith(script: Script, startTls?: () => Promise<void>): Promise<ExportRefused> {
   try {
-    await handshake(script, 'x');
+    await handshake(script, 'x', startTls);
   } catch (e) {
     expect(e).toBeInstanceOf(ExportRefused);
     return e as ExportRefused;
@@ -164,7 +166,50 @@ test('an unknown export is ENOENT with the server message; TLS required is EACCE
   const unknown = await refusedWith(goRefusal(NBD_REP_ERR_UNKNOWN, 'no such export'));
   expect([unknown.code, unknown.message]).toEqual(['ENOENT', 'the server has no export named "x": no such export']);
   const tls = await refusedWith(goRefusal(NBD_REP_ERR_TLS_REQD, 'TLS first'));
-  expect([tls.code, tls.message]).toEqual(['EACCES', 'the server requires TLS, which is not supported yet']);
+  expect([tls.code, tls.message]).toEqual([
+    'EACCES',
+    'the server requires TLS (NBD_REP_ERR_TLS_REQD): use nbds:// or nbds+unix:// with tls-certificates=DIR',
+  ]);
+});
+
+test('TLS wanted: NBD_OPT_STARTTLS is the first option, and a server that refuses it is EACCES without another option', async () => {
+  for (const [reply, name] of [
+    [NBD_REP_ERR_UNSUP, 'NBD_REP_ERR_UNSUP'],
+    [NBD_REP_ERR_POLICY, 'NBD_REP_ERR_POLICY'],
+  ] as const) {
+    const options: number[] = [];
+    const e = await refusedWith(
+      async (r, send) => {
+        send(encodeGreeting(NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES));
+        await r.read(4, 5000);
+        const o = await option(r);
+        options.push(o.option, o.data.length);
+        send(encodeOptionReply(NBD_OPT_STARTTLS, reply));
+        await r.read(1, 5000).catch(() => undefined);
+      },
+      () => Promise.reject(new Error('upgraded without an ACK')),
+    );
+    expect([e.code, e.message, options]).toEqual([
+      'EACCES',
+      `the server does not offer TLS (${name} to NBD_OPT_STARTTLS)`,
+      [NBD_OPT_STARTTLS, 0],
+    ]);
+  }
+});
+
+test('TLS required and not wanted: refused at the first option, NBD_OPT_GO is never sent', async () => {
+  const options: number[] = [];
+  const e = await refusedWith(async (r, send) => {
+    send(encodeGreeting(NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES));
+    await r.read(4, 5000);
+    options.push((await option(r)).option);
+    send(encodeOptionReply(NBD_OPT_STRUCTURED_REPLY, NBD_REP_ERR_TLS_REQD));
+    await r.read(1, 5000).catch(() => undefined);
+  });
+  expect([e.message, options]).toEqual([
+    'the server requires TLS (NBD_REP_ERR_TLS_REQD): use nbds:// or nbds+unix:// with tls-certificates=DIR',
+    [NBD_OPT_STRUCTURED_REPLY],
+  ]);
 });
 
 test('a server that is not fixed newstyle is refused', async () => {

@@ -1,4 +1,4 @@
-import { BlockDevice, checkIo, checkRange, SECTOR_BYTES } from '@dmtool/devices';
+import { BlockDevice, checkIo, checkRange, NativeEndpoint, NativeIoHook, SECTOR_BYTES } from '@dmtool/devices';
 
 export interface LinearDeviceOptions {
   /** Shown in messages (default `linear:<base path>+<start sector>`). */
@@ -82,6 +82,21 @@ export class LinearDevice implements BlockDevice {
   async discard(byteOffset: number, bytes: number): Promise<void> {
     checkRange(this, 'discard', byteOffset, bytes);
     await this.base.discard(this.startBytes + byteOffset, bytes);
+  }
+
+  /**
+   * The base's descriptor from `startBytes` on, so kcopyd's native copies
+   * reach the range directly; the base's hooks see the base's offsets.
+   */
+  nativeEndpoint(): NativeEndpoint | undefined {
+    const inner = this.base.nativeEndpoint?.();
+    if (!inner) return undefined;
+    const start = this.startBytes;
+    const hooks: NativeIoHook[] = inner.hooks.map((h) => ({
+      before: (op, byteOffset, bytes) => h.before(op, start + byteOffset, bytes),
+      afterWrite: () => h.afterWrite(),
+    }));
+    return { fd: inner.fd, baseByteOffset: (inner.baseByteOffset ?? 0) + start, hooks };
   }
 
   close(): void {

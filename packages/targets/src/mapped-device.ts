@@ -1,4 +1,4 @@
-import { BlockDevice, checkIo, checkRange, SECTOR_BYTES } from '@dmtool/devices';
+import { BlockDevice, checkIo, checkRange, NativeEndpoint, SECTOR_BYTES } from '@dmtool/devices';
 
 /** A piece of a request: `bytes` at `byteOffset` of `device`, at `requestOffset` into the request. */
 export interface MappedPiece {
@@ -118,6 +118,11 @@ export class ConcatDevice extends MappedDevice {
       opts.onClose,
     );
     this.startsBytes = starts;
+  }
+
+  /** One part covers the whole device at its own offsets: its native endpoint is this device's. */
+  nativeEndpoint(): NativeEndpoint | undefined {
+    return this.parts.length === 1 ? this.parts[0].nativeEndpoint?.() : undefined;
   }
 
   protected map(byteOffset: number, bytes: number): MappedPiece[] {

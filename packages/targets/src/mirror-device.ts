@@ -91,7 +91,7 @@ export class MirrorDevice extends SectorDevice {
     }, this.cleanDelayMs);
   }
 
-  /** A FLUSH: regions whose writes ended are recorded clean, every leg and the log are flushed. */
+  /** A FLUSH: regions whose writes ended are recorded clean, every leg that has not failed and the log are flushed. */
   async flush(): Promise<void> {
     await this.mirror.flush();
     await this.mirror.log.sync();

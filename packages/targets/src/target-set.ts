@@ -251,7 +251,20 @@ export class TargetSet {
   }
 
   /**
-   * stop(), then flush every device opened for writing and close
+   * The identities of mirror legs marked failed. They are not flushed when
+   * serving ends: the mirror records what they missed, and a leg whose
+   * server is gone would only fail again.
+   */
+  failedLegIdentities(): string[] {
+    const ids: string[] = [];
+    for (const d of this.devices.values()) {
+      if (d instanceof MirrorDevice) for (const l of d.mirror.legs) if (l.failed) ids.push(l.device.identity);
+    }
+    return ids;
+  }
+
+  /**
+   * stop(), then flush every device opened for writing (but failed mirror legs) and close
    * everything. The first failure is thrown once everything was tried.
    */
   close(): Promise<void> {
@@ -271,7 +284,8 @@ export class TargetSet {
     await attempt(() => this.stop());
     for (const d of this.devices.values()) await attempt(() => d.close());
     for (const o of this.origins.values()) await attempt(() => o.close());
-    for (const d of this.opened.values()) if (d.writable && d.isOpen) await attempt(() => d.flush());
+    const failedLegs = new Set(this.failedLegIdentities());
+    for (const d of this.opened.values()) if (d.writable && d.isOpen && !failedLegs.has(d.identity)) await attempt(() => d.flush());
     for (const d of this.opened.values()) await attempt(() => d.isOpen && d.close());
     if (failed !== undefined) throw failed;
   }

@@ -1,4 +1,9 @@
-import { MemoryDevice } from '@dmtool/devices';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { FaultInjector, MemoryDevice, withFaults } from '@dmtool/devices';
+import { copyPathCounters, KcopydClient } from '@dmtool/kcopyd';
+import { FileDevice } from '@dmtool/native';
 import { LinearDevice, linearArgs, parseTableLine, TableError } from '@dmtool/targets';
 
 describe('LinearDevice', () => {
@@ -64,5 +69,43 @@ describe('table lines', () => {
     expect(() => linearArgs(parseTableLine('0 8 linear a'))).toThrow(/<device> <offset>/);
     expect(() => linearArgs(parseTableLine('0 8 linear a 1.5'))).toThrow(/linear offset/);
     expect(() => linearArgs(parseTableLine('0 8 striped 2 8 a 0 b 0'))).toThrow(/not a linear target/);
+  });
+});
+
+describe('LinearDevice native endpoint', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dmtool-linear-ep-'));
+  afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  function file(name: string, bytes: Buffer): FileDevice {
+    fs.writeFileSync(path.join(dir, name), bytes);
+    return FileDevice.open(path.join(dir, name), { write: true });
+  }
+
+  test('kcopyd copies between ranges of files natively, at the ranges offsets; the base fault rules see base offsets', async () => {
+    const src = Buffer.alloc(64 * 1024);
+    for (let i = 0; i < src.length; i++) src[i] = (i * 7 + (i >> 9)) & 0xff;
+    const a = file('a.img', src);
+    const b = file('b.img', Buffer.alloc(64 * 1024));
+    // A write fault on b's bytes 40960.. (b's own offsets): the linear range from byte 8192 reaches it at its byte 32768.
+    const faults = new FaultInjector({ rules: [{ op: 'write', code: 'EIO', path: 'b.img', fromByte: 40960, toByte: 41472 }] });
+    const from = new LinearDevice(a, 4096, 32768);
+    const to = new LinearDevice(withFaults(b, faults), 8192, 40960);
+    expect(to.nativeEndpoint()?.baseByteOffset).toBe(8192);
+    const before = copyPathCounters.native;
+    const kc = new KcopydClient();
+    try {
+      await kc.copy({ device: from, sector: 0, count: 64 }, [{ device: to, sector: 0 }]);
+      expect(copyPathCounters.native).toBeGreaterThan(before);
+      const out = fs.readFileSync(path.join(dir, 'b.img'));
+      expect(out.subarray(8192, 8192 + 32768).equals(src.subarray(4096, 4096 + 32768))).toBe(true);
+      expect(out.subarray(0, 8192).equals(Buffer.alloc(8192))).toBe(true);
+      await expect(kc.copy({ device: from, sector: 0, count: 1 }, [{ device: to, sector: 64 }])).rejects.toMatchObject({
+        writeErr: 1,
+      });
+    } finally {
+      await kc.destroy();
+      a.close();
+      b.close();
+    }
   });
 });

@@ -6,6 +6,7 @@ import { mirrorCommands } from './mirror';
 import { mirrorLogToolCommands } from './mirror-log-tools';
 import { serveCommand } from './serve';
 import { snapshotCommands } from './snapshot';
+import { snapshotExportCommands } from './snapshot-export';
 import { snapshotToolCommands } from './snapshot-tools';
 import { zeroCommand } from './zero';
 
@@ -16,6 +17,7 @@ export const COMMANDS: DmtoolCommand[] = [
   zeroCommand,
   ...snapshotCommands,
   ...snapshotToolCommands,
+  ...snapshotExportCommands,
   ...mirrorCommands,
   ...mirrorLogToolCommands,
   serveCommand,

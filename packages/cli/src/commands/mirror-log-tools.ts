@@ -56,13 +56,14 @@ const checkCommand = defineCommand({
     const [log] = devices;
     try {
       const r = checkLogImage(await readLogBytes(log), { logicalBlockSize: log.logicalBlockSize, expectRegions: o.regions });
-      const out = new Output(o.json);
+      const out = new Output(o.json, 'mirror-log-check');
       if (!o.quiet) {
         for (const p of r.problems) out.line(`${p.kind}: ${p.message} (byte ${p.byteOffset} = 0x${p.byteOffset.toString(16)})`);
         const what = r.inSync === undefined ? '' : `dm-mirror log version ${r.version}, ${r.nrRegions} regions, ${r.inSync} in sync: `;
         const n = r.problems.length;
         out.line(`${log.path}: ${what}${n === 0 ? 'clean' : `${n} problem${n === 1 ? '' : 's'} found`}`);
         out.result({
+          dryRun: false,
           log: log.path,
           problems: r.problems,
           summary: { version: r.version, regions: r.nrRegions, inSync: r.inSync, clean: n === 0 },
@@ -175,7 +176,7 @@ const restoreCommand = defineCommand({
           );
       }
       const inSync = d.clean.count();
-      const out = new Output(o.json);
+      const out = new Output(o.json, 'mirror-log-restore');
       if (o.dryRun) {
         out.line(`would restore a dirty log of ${d.nrRegions} regions (${inSync} in sync) to ${log.path}`);
         out.result({ dryRun: true, log: log.path, regions: d.nrRegions, inSync, bytes: buf.length });
@@ -184,7 +185,7 @@ const restoreCommand = defineCommand({
       await log.write(buf, 0, buf.length, 0);
       await log.flush();
       out.line(`restored a dirty log of ${d.nrRegions} regions (${inSync} in sync) to ${log.path}`);
-      out.result({ log: log.path, regions: d.nrRegions, inSync, bytes: buf.length });
+      out.result({ dryRun: false, log: log.path, regions: d.nrRegions, inSync, bytes: buf.length });
       return ExitCode.OK;
     } finally {
       closeAll(devices);

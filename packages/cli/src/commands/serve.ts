@@ -1,13 +1,15 @@
 import * as fs from 'fs';
 import * as path from 'path';
-import { ExportTable, MAXIMUM_PAYLOAD_BYTES, NbdServer } from '@dmtool/nbd';
+import { ExportTable, MAXIMUM_PAYLOAD_BYTES, NbdServer, ServerTlsCredentials, TlsError } from '@dmtool/nbd';
 import { MirrorDevice, SnapshotDevice, SnapshotOriginDevice, TargetDevice, TargetSet, TargetSpec, TargetSpecError } from '@dmtool/targets';
 import { z } from 'zod';
 import { ArgsOf, defineCommand } from '../util/define-command';
 import { CliError } from '../util/errors';
 import { ExitCode, EXIT_CODES_HELP } from '../util/exit-codes';
 import { resolver } from '../util/open-device';
+import { flag } from '../util/options';
 import { readServeConfig } from '../util/serve-config';
+import { serveTlsOf } from '../util/serve-tls';
 
 const SECTOR_BYTES = 512;
 
@@ -47,8 +49,26 @@ const serveOptions = {
       )
       .optional(),
     type: 'string',
-    describe: 'listen on TCP HOST:PORT instead of a unix socket (no authentication, no TLS)',
+    describe: 'listen on TCP HOST:PORT instead of a unix socket (a non-loopback HOST needs TLS, or --tls off)',
   },
+  tls: {
+    schema: z.enum(['off', 'on', 'require']).optional(),
+    type: 'string',
+    describe: 'NBD_OPT_STARTTLS: off, on (offered) or require (nothing else before it); default require with certificates, else off',
+  },
+  tlsCertificates: {
+    schema: z.string().min(1).optional(),
+    type: 'string',
+    describe: 'a directory with server-cert.pem, server-key.pem and ca-cert.pem (for --tls-verify-client), as nbdkit and qemu use',
+  },
+  tlsCert: { schema: z.string().min(1).optional(), type: 'string', describe: "the server's certificate (PEM)" },
+  tlsKey: { schema: z.string().min(1).optional(), type: 'string', describe: "the server's private key (PEM, mode 0600 or stricter)" },
+  tlsCa: {
+    schema: z.string().min(1).optional(),
+    type: 'string',
+    describe: 'CA certificates (PEM) that client certificates are checked against',
+  },
+  tlsVerifyClient: flag('refuse a client without a certificate signed by the CA'),
   readOnly: {
     schema: z.array(z.string().min(1)).default([]),
     type: 'string',
@@ -115,6 +135,22 @@ async function openTargets(specs: TargetSpec[]): Promise<TargetSet> {
   }
 }
 
+function tcpAddress(address: string): { host: string; port: number } {
+  const [, bracketed, port] = /^(.+):(\d+)$/.exec(address)!;
+  return { host: bracketed.replace(/^\[(.*)\]$/, '$1'), port: Number(port) };
+}
+
+/** The TLS options checked and the files read, before any device is opened. */
+function tlsCredentials(o: Options, tcpHost: string | undefined): ServerTlsCredentials | undefined {
+  const config = serveTlsOf(o, tcpHost);
+  try {
+    return config && new ServerTlsCredentials(config);
+  } catch (e) {
+    if (e instanceof TlsError) throw new CliError('usage', e.message);
+    throw e;
+  }
+}
+
 function defaultSocketPath(env: NodeJS.ProcessEnv): string {
   const base = env.XDG_RUNTIME_DIR ? path.join(env.XDG_RUNTIME_DIR, 'dmtool') : '/run/dmtool';
   return path.join(base, 'nbd.sock');
@@ -146,16 +182,28 @@ export const serveCommand = defineCommand({
     ],
     ['$0 serve --dev m "0 2097152 mirror disk 2 log.img 1024 2 leg0.img 0 leg1.img 0"', 'serve a two-leg mirror with a disk log'],
     ['$0 serve --config devices.json', 'the devices from a JSON file: {"devices":[{"name":..,"table":..,"readOnly":bool}]}'],
+    [
+      '$0 serve --tcp 192.0.2.10:10809 --tls-certificates /etc/pki/dmtool --tls-verify-client --dev disk "0 131072 linear disk.img 0"',
+      'serve over the network with TLS required, to clients holding a certificate signed by ca-cert.pem',
+    ],
+    [
+      'nbdcopy "nbds://192.0.2.10/disk?tls-certificates=/etc/pki/libnbd" copy.img',
+      'copy it from another machine (ca-cert.pem, client-cert.pem and client-key.pem in that folder)',
+    ],
   ],
   epilog:
     `Each export is one device-mapper table line starting at sector 0: linear, snapshot-origin, snapshot or mirror. ` +
     `A device named by several exports is opened once (locked exclusively if any export writes to it), and the ` +
     `snapshot-origin and snapshot lines of one origin share it, so origin writes copy into every snapshot. ` +
+    `TLS (X.509, TLS 1.2 or later) is negotiated with NBD_OPT_STARTTLS: with --tls require every other option before it is ` +
+    `refused with NBD_REP_ERR_TLS_REQD; plaintext on a --tcp address other than loopback needs an explicit --tls off. ` +
     `SIGINT or SIGTERM stops accepting, answers the requests in flight, prints each device's status line, ` +
     `flushes every device and exits 0.\n${EXIT_CODES_HELP}`,
   async run(o) {
     const specs = specsOf(o);
     const preferred = preferredSizes(o, specs);
+    const tcp = o.tcp === undefined ? undefined : tcpAddress(o.tcp);
+    const tls = tlsCredentials(o, tcp?.host);
     const targets = await openTargets(specs);
     const table = new ExportTable();
     try {
@@ -174,16 +222,15 @@ export const serveCommand = defineCommand({
     const server = new NbdServer(table, {
       maxConnections: o.maxConnections,
       handshakeTimeoutMs: o.handshakeTimeout * 1000,
+      tls,
       log: (line) => process.stderr.write(`dmtool serve: ${line}\n`),
     });
     const stopped = waitForStopSignal();
     let where: string;
     try {
-      if (o.tcp) {
-        const [, bracketed, port] = /^(.+):(\d+)$/.exec(o.tcp)!;
-        const host = bracketed.replace(/^\[(.*)\]$/, '$1');
-        await server.listen({ host, port: Number(port) });
-        where = `nbd://${host.includes(':') ? `[${host}]` : host}:${server.tcpPort}`;
+      if (tcp) {
+        await server.listen(tcp);
+        where = `${tls ? 'nbds' : 'nbd'}://${tcp.host.includes(':') ? `[${tcp.host}]` : tcp.host}:${server.tcpPort}`;
       } else {
         const socketPath = path.resolve(o.socket ?? defaultSocketPath(process.env));
         fs.mkdirSync(path.dirname(socketPath), { recursive: true, mode: 0o700 });
@@ -198,9 +245,10 @@ export const serveCommand = defineCommand({
       throw e;
     }
     for (const e of table.list()) {
-      const uri = o.tcp ? `${where}/${e.name}` : `nbd+unix:///${e.name}?socket=${where}`;
+      const uri = tcp ? `${where}/${e.name}` : `${tls ? 'nbds' : 'nbd'}+unix:///${e.name}?socket=${where}`;
       process.stdout.write(`export ${e.name}: ${e.device.sizeBytes} bytes, ${e.readOnly ? 'read-only' : 'read-write'}: ${uri}\n`);
     }
+    if (tls) process.stdout.write(`tls ${tls.mode}: ${tls.verifyClient ? 'client certificates checked' : 'no client certificate asked'}\n`);
     process.stdout.write(`listening on ${where} (SIGINT or SIGTERM stops)\n`);
     const sig = await stopped;
     process.stderr.write(`dmtool serve: ${sig}: finishing requests in flight\n`);
@@ -209,9 +257,10 @@ export const serveCommand = defineCommand({
     await targets.stop().catch((e: unknown) => (stopFailed = e));
     // What dmsetup status would print, as the devices stand when serving ends.
     for (const line of targets.statusLines()) process.stdout.write(`status ${line}\n`);
+    const failedLegs = targets.failedLegIdentities().length;
     await targets.close();
     if (stopFailed !== undefined) throw stopFailed;
-    process.stdout.write('stopped; every device flushed\n');
+    process.stdout.write(failedLegs > 0 ? 'stopped; every device flushed but the failed mirror legs\n' : 'stopped; every device flushed\n');
     return ExitCode.OK;
   },
 });

@@ -149,9 +149,9 @@ const dumpCommand = defineCommand({
         throw e;
       }
       if (o.output) {
-        const result = new Output(o.json);
+        const result = new Output(o.json, 'snapshot-dump');
         result.line(`dumped ${exceptions} exceptions of ${cow.path} (chunk ${chunkSectors} sectors) to ${o.output} as ${syntax}`);
-        result.result({ cow: cow.path, output: o.output, format: syntax, chunkSectors, exceptions });
+        result.result({ dryRun: false, cow: cow.path, output: o.output, format: syntax, chunkSectors, exceptions });
       }
       return ExitCode.OK;
     } finally {
@@ -196,7 +196,7 @@ const restoreCommand = defineCommand({
         const plan = planRestore(cow, readDump(input.read));
         const areas = plan.areas;
         const what = `${plan.table.size} exceptions in ${areas} area${areas === 1 ? '' : 's'} (chunk ${plan.header.chunkSectors} sectors, ${plan.header.valid ? 'valid' : 'invalid'})`;
-        const result = new Output(o.json);
+        const result = new Output(o.json, 'snapshot-restore');
         if (o.dryRun) {
           result.line(`would restore ${what} to ${cow.path}`);
           result.result({
@@ -213,6 +213,7 @@ const restoreCommand = defineCommand({
         const status = storeStatus(await PersistentStore.open(cow));
         result.line(`restored ${what} to ${cow.path}; status ${status}`);
         result.result({
+          dryRun: false,
           cow: cow.path,
           exceptions: plan.table.size,
           areas,
@@ -351,7 +352,7 @@ async function repairWith(o: {
     const cow = devices[0];
     const target = o.output ? devices[1] : o.inPlace ? cow : undefined;
     const origin = o.origin ? devices[devices.length - 1] : undefined;
-    const out = new Output(o.json);
+    const out = new Output(o.json, 'snapshot-repair');
     try {
       if (o.output && target && target.sizeBytes < cow.sizeBytes) {
         throw new CliError('size-mismatch', `--output ${o.output} is ${target.sizeBytes} bytes, smaller than the COW (${cow.sizeBytes})`);
@@ -374,6 +375,7 @@ async function repairWith(o: {
           : 'nothing written (give -o NEW or --in-place)';
       out.line(`${kept}; ${done}`);
       out.result({
+        dryRun: false,
         cow: cow.path,
         output: o.output,
         inPlace: o.inPlace,
@@ -430,13 +432,14 @@ const revalidateCommand = defineCommand({
           `${cow.path}: check found ${r.blocking.length} problem${r.blocking.length === 1 ? '' : 's'} besides the invalid flag, first ${first.kind} at byte ${first.byteOffset}; nothing written (run snapshot-check, then snapshot-repair)`,
         );
       }
-      const out = new Output(o.json);
+      const out = new Output(o.json, 'snapshot-revalidate');
       const n = r.summary.exceptions;
       const protects = `it holds ${n} saved chunk${n === 1 ? '' : 's'} of ${r.summary.chunkSectors} sectors; origin chunks written after the invalidation and not among them are not protected`;
       if (r.summary.valid !== false) out.line(`${cow.path} is valid already; nothing written`);
       else if (o.dryRun) out.line(`would clear the invalid flag of ${cow.path}: ${protects}`);
       else out.line(`cleared the invalid flag of ${cow.path}: ${protects}`);
       out.result({
+        dryRun: o.dryRun,
         cow: cow.path,
         wasValid: r.summary.valid !== false,
         written: r.written,

@@ -12,7 +12,11 @@ import {
 import { BlockDevice, SECTOR_BYTES } from '@dmtool/kcopyd';
 import { resolver } from '../util/open-device';
 import { z } from 'zod';
+import { openOriginAndCow } from '../util/snapshot-operands';
 import { closeAll, openAll } from '../util/devices';
+import { volumeOperand } from '../util/open-device';
+import { LVM_LOCK_DIR, lockVolumeGroup } from '../util/vg-lock';
+import { commitMergedMetadata, finishMetadataUpdate, planMergedMetadata } from '../util/lvm-merge-metadata';
 import { interruptedMessage, interruptSignal } from '../util/interrupt';
 import { CliError, kindOf } from '../util/errors';
 import { ExitCode, ExitCodeValue, EXIT_CODES_HELP } from '../util/exit-codes';
@@ -30,8 +34,11 @@ import { formatBytes, formatRate, plural, rateLimitSchema, rateSchema } from '..
 const SNAPSHOT_HELP = `Sectors are 512 bytes. The COW uses the kernel's persistent format (dm-snapshot "P"), so LVM/kernel snapshots can be read and merged offline, and what dmtool writes the kernel accepts.\n${EXIT_CODES_HELP}`;
 
 const pairPositionals = {
-  origin: { schema: z.string().min(1), describe: 'origin device or image (the data the snapshot was taken of)' },
-  cow: { schema: z.string().min(1), describe: 'COW device or image (kernel persistent exception store)' },
+  origin: {
+    schema: z.string().min(1),
+    describe: 'origin device or image (the data the snapshot was taken of), or an LVM snapshot PV[,PV...]:VG/SNAP in place of ORIGIN COW',
+  },
+  cow: { schema: z.string().min(1).optional(), describe: 'COW device or image (kernel persistent exception store)' },
 };
 
 function statusJson(snapStatus: string, store: CowSummary) {
@@ -53,7 +60,7 @@ function statusJson(snapStatus: string, store: CowSummary) {
 // ---------------------------------------------------------------- create
 
 const createCommand = defineCommand({
-  command: 'snapshot-create <origin> <cow>',
+  command: 'snapshot-create <origin> [cow]',
   describe: 'Format a COW device for a snapshot of ORIGIN (kernel persistent format)',
   positionals: pairPositionals,
   options: {
@@ -66,11 +73,8 @@ const createCommand = defineCommand({
   epilog: SNAPSHOT_HELP,
   async run(o) {
     const out = new Output(o.json, 'snapshot-create');
-    const devices = await openAll([
-      { path: o.origin, role: 'origin', write: false },
-      { path: o.cow, role: 'COW', write: true },
-    ]);
-    const [originDev, cowDev] = devices;
+    const pair = await openOriginAndCow(o, { origin: false, cow: true });
+    const [originDev, cowDev] = [pair.origin, pair.cow];
     const origin = new Origin(originDev);
     try {
       if (o.dryRun) {
@@ -93,7 +97,7 @@ const createCommand = defineCommand({
       return ExitCode.OK;
     } finally {
       await origin.close();
-      closeAll(devices);
+      pair.close();
     }
   },
 });
@@ -191,26 +195,23 @@ const listCommand = defineCommand({
 // ---------------------------------------------------------------- read / write
 
 async function withSnapshot(
-  o: { origin: string; cow: string; chunkSize?: number },
+  o: { origin: string; cow?: string; chunkSize?: number },
   write: { origin: boolean; cow: boolean },
   fn: (origin: Origin, snap: Snapshot) => Promise<ExitCodeValue>,
 ): Promise<ExitCodeValue> {
-  const devices = await openAll([
-    { path: o.origin, role: 'origin', write: write.origin },
-    { path: o.cow, role: 'COW', write: write.cow },
-  ]);
-  const origin = new Origin(devices[0]);
+  const pair = await openOriginAndCow(o, write);
+  const origin = new Origin(pair.origin);
   try {
-    const snap = await Snapshot.open(origin, devices[1], { chunkSectors: o.chunkSize });
+    const snap = await Snapshot.open(origin, pair.cow, { chunkSectors: o.chunkSize ?? pair.lvm?.segment.chunkSectors });
     return await fn(origin, snap);
   } finally {
     await origin.close();
-    closeAll(devices);
+    pair.close();
   }
 }
 
 const readCommand = defineCommand({
-  command: 'snapshot-read <origin> <cow>',
+  command: 'snapshot-read <origin> [cow]',
   describe: 'Read the snapshot view (exceptions from the COW, the rest from the origin)',
   positionals: pairPositionals,
   options: {
@@ -275,8 +276,8 @@ const readCommand = defineCommand({
         const bytes = length * SECTOR_BYTES;
         out.result({
           dryRun: false,
-          origin: o.origin,
-          cow: o.cow,
+          origin: snap.origin.device.path,
+          cow: snap.cow.path,
           offset: o.offset,
           sectors: length,
           bytes,
@@ -294,7 +295,7 @@ const readCommand = defineCommand({
 const WRITE_PIECE_SECTORS = 2048;
 
 const writeCommand = defineCommand({
-  command: 'snapshot-write <origin> <cow>',
+  command: 'snapshot-write <origin> [cow]',
   describe: 'Write data to the origin (copying old chunks into the COW first) or to the snapshot',
   positionals: pairPositionals,
   options: {
@@ -451,7 +452,7 @@ function mergeSummary(r: MergeResult, origin: string, cow: string) {
 }
 
 const mergeCommand = defineCommand({
-  command: 'snapshot-merge <origin> <cow>',
+  command: 'snapshot-merge <origin> [cow]',
   describe: 'Merge a snapshot back into its origin, offline; crash-safe and resumable (rerun to finish)',
   positionals: pairPositionals,
   options: {
@@ -462,6 +463,19 @@ const mergeCommand = defineCommand({
     },
     batchSize: { schema: rateSchema.optional(), type: 'string', describe: 'data copied per origin flush + table update (default 64M)' },
     kernelBatches: flag("one run of consecutive chunks per batch, exactly as the kernel's snapshot-merge"),
+    updateMetadata: flag('LVM snapshot: after the merge, remove the snapshot from the VG metadata on every PV, as lvm2 does'),
+    output: {
+      schema: z.string().min(1).optional(),
+      type: 'string',
+      alias: 'o',
+      describe: 'LVM snapshot: write the VG metadata after the merge to this file (for vgcfgrestore) instead of stdout',
+    },
+    lockDir: {
+      schema: z.string().min(1),
+      type: 'string',
+      default: LVM_LOCK_DIR,
+      describe: "with --update-metadata: lvm2's locking_dir, whose V_<VG> lock is held while the metadata is changed",
+    },
     dryRun: flag('validate the COW and print the plan, write nothing'),
     ...jsonOption,
     ...progressOptions,
@@ -469,56 +483,168 @@ const mergeCommand = defineCommand({
   examples: [
     ['$0 snapshot-merge /dev/vg/data /dev/vg/data-cow', 'roll the origin back to the snapshot'],
     ['$0 snapshot-merge origin.img cow.img --rate 50M --json', 'merge at most 50 MiB/s, print JSON'],
+    ['$0 snapshot-merge pv1.img,pv2.img:vg0/snap --update-metadata', 'merge an LVM snapshot and remove it from the VG, as lvm2 does'],
+    ['$0 snapshot-merge disk.img:vg0/snap -o vg0.txt', 'merge, and write the metadata for vgcfgrestore -f vg0.txt vg0'],
   ],
-  epilog: `Merging proceeds from the end of the exception table; each batch's data is flushed to the origin before its entries are cleared, so after a crash or kill the same command (or the kernel's snapshot-merge) finishes the job.\n${SNAPSHOT_HELP}`,
+  epilog: `Merging proceeds from the end of the exception table; each batch's data is flushed to the origin before its entries are cleared, so after a crash or kill the same command (or the kernel's snapshot-merge) finishes the job. An LVM snapshot PV[,PV...]:VG/SNAP (also one whose merge lvm2 deferred, merging_store) names both origin and COW; after the merge the VG metadata without the snapshot (seqno + 1) is printed, written with -o, or with --update-metadata written into every metadata area of the PVs once the merge is durable, under lvm2's VG lock.\n${SNAPSHOT_HELP}`,
   async run(o) {
     const out = new Output(o.json, 'snapshot-merge');
-    const progress = new Progress('merge', { mode: o.dryRun ? { kind: 'off' } : progressModeFor(o), rateBytesPerSecond: o.rate });
-    const devices = await openAll([
-      { path: o.origin, role: 'origin', write: true },
-      { path: o.cow, role: 'COW', write: true },
-    ]);
-    const [originDev, cowDev] = devices;
-    const interrupt = interruptSignal();
-    let exceptionsLeft: number | undefined;
+    const volume = o.cow === undefined ? volumeOperand(o.origin) : undefined;
+    if (!volume && (o.updateMetadata || o.output !== undefined)) {
+      throw new CliError('usage', '--update-metadata and --output need one LVM snapshot PV[,PV...]:VG/SNAP in place of ORIGIN COW');
+    }
+    if (o.updateMetadata && o.output !== undefined) throw new CliError('usage', '--update-metadata and --output are exclusive');
+    const lock = volume && o.updateMetadata ? lockVolumeGroup(o.lockDir, volume.vg) : undefined;
     try {
-      const r = await mergeSnapshot(originDev, cowDev, {
-        rateBytesPerSecond: o.rate,
-        batchBytes: o.batchSize,
-        kernelBatches: o.kernelBatches,
-        dryRun: o.dryRun,
-        signal: interrupt.signal,
-        // Copied bytes, not only retired batches: a large batch shows progress as it goes.
-        onProgress: (p) => {
-          exceptionsLeft = p.totalChunks - p.mergedChunks;
-          progress.setTotal(p.totalBytes);
-          progress.update(p.copiedBytes);
-        },
-      });
-      progress.stop();
-      const summary = mergeSummary(r, originDev.path, cowDev.path);
-      if (r.dryRun) {
-        out.line(
-          `would merge ${plural(r.exceptions, 'exception')} (${formatBytes(r.mergedBytes)}) in ${plural(r.batches, 'batch')} of ${plural(r.runs, 'run')}; status after: ${r.status}`,
-        );
-      } else {
-        out.line(
-          `merged ${plural(r.mergedChunks, 'exception')} (${formatBytes(r.mergedBytes)}) in ${plural(r.batches, 'batch')}, ${r.seconds.toFixed(2)} s (${formatRate(r.mergedBytes, r.seconds)}); status ${r.status}`,
-        );
+      if (volume && o.updateMetadata) {
+        const finished = await finishMetadataUpdate(volume, o.dryRun);
+        if (finished) {
+          const verb = o.dryRun ? 'would write' : 'wrote';
+          out.line(
+            `the merge of ${volume.vg}/${volume.lv} was done already; ${verb} seqno ${finished.seqno} to ${plural(finished.metadataAreas, 'metadata area')} still holding older metadata`,
+          );
+          out.result({
+            origin: o.origin,
+            cow: o.origin,
+            chunkSectors: 0,
+            exceptions: 0,
+            mergedChunks: 0,
+            mergedBytes: 0,
+            percent: 100,
+            batches: 0,
+            runs: 0,
+            seconds: 0,
+            bytesPerSecond: 0,
+            dryRun: o.dryRun,
+            status: '',
+            lvm: {
+              vg: finished.vg,
+              snapshot: volume.lv,
+              origin: '',
+              seqno: finished.seqno,
+              metadataAreas: finished.metadataAreas,
+              updated: !o.dryRun,
+              output: null,
+              metadata: null,
+            },
+          });
+          return ExitCode.OK;
+        }
       }
-      out.result(summary);
-      return ExitCode.OK;
-    } catch (e) {
-      if (kindOf(e) !== 'interrupted' || exceptionsLeft === undefined) throw e;
-      const state = `${plural(exceptionsLeft, 'exception')} left to merge, the merged ones flushed and retired`;
-      throw new CliError('interrupted', interruptedMessage(state, 'finish the merge (it resumes where it stopped)'));
+      return await mergeOnce(o, out);
     } finally {
-      progress.stop();
-      interrupt.dispose();
-      closeAll(devices);
+      lock?.close();
     }
   },
 });
+
+async function mergeOnce(
+  o: {
+    origin: string;
+    cow?: string;
+    rate?: number;
+    batchSize?: number;
+    kernelBatches: boolean;
+    updateMetadata: boolean;
+    output?: string;
+    dryRun: boolean;
+    json: boolean;
+    progress?: string;
+    quiet: boolean;
+  },
+  out: Output,
+): Promise<ExitCodeValue> {
+  const progress = new Progress('merge', { mode: o.dryRun ? { kind: 'off' } : progressModeFor(o), rateBytesPerSecond: o.rate });
+  const pair = await openOriginAndCow(o, { origin: true, cow: true });
+  const [originDev, cowDev] = [pair.origin, pair.cow];
+  const interrupt = interruptSignal();
+  let exceptionsLeft: number | undefined;
+  try {
+    const planned = pair.lvm ? await planMergedMetadata(pair.lvm, o.updateMetadata) : undefined;
+    if (planned && o.output !== undefined) refuseOutputOverInput(o.output, pair.lvm?.pvs.map((p) => p.device) ?? []);
+    const r = await mergeSnapshot(originDev, cowDev, {
+      rateBytesPerSecond: o.rate,
+      batchBytes: o.batchSize,
+      kernelBatches: o.kernelBatches,
+      dryRun: o.dryRun,
+      signal: interrupt.signal,
+      // Copied bytes, not only retired batches: a large batch shows progress as it goes.
+      onProgress: (p) => {
+        exceptionsLeft = p.totalChunks - p.mergedChunks;
+        progress.setTotal(p.totalBytes);
+        progress.update(p.copiedBytes);
+      },
+    });
+    progress.stop();
+    const summary = mergeSummary(r, originDev.path, cowDev.path);
+    const lines: string[] = [];
+    if (r.dryRun) {
+      lines.push(
+        `would merge ${plural(r.exceptions, 'exception')} (${formatBytes(r.mergedBytes)}) in ${plural(r.batches, 'batch')} of ${plural(r.runs, 'run')}; status after: ${r.status}`,
+      );
+    } else {
+      lines.push(
+        `merged ${plural(r.mergedChunks, 'exception')} (${formatBytes(r.mergedBytes)}) in ${plural(r.batches, 'batch')}, ${r.seconds.toFixed(2)} s (${formatRate(r.mergedBytes, r.seconds)}); status ${r.status}`,
+      );
+    }
+    if (!planned || !pair.lvm) {
+      for (const l of lines) out.line(l);
+      out.result(summary);
+      return ExitCode.OK;
+    }
+    const lvm = {
+      vg: planned.vg,
+      snapshot: planned.snapshot,
+      origin: planned.origin,
+      seqno: planned.seqno,
+      metadataAreas: planned.metadataAreas,
+      updated: false,
+      output: o.output ?? null,
+      metadata: null as string | null,
+    };
+    const what = `VG ${planned.vg} metadata without ${planned.snapshot} (seqno ${planned.seqno})`;
+    if (o.updateMetadata) {
+      if (!r.dryRun) {
+        await commitMergedMetadata(pair.lvm, planned);
+        lvm.updated = true;
+      }
+      lines.push(`${r.dryRun ? 'would write' : 'wrote'} the ${what} to ${plural(planned.metadataAreas, 'metadata area')}`);
+    } else if (o.output !== undefined) {
+      if (!r.dryRun) {
+        const file = await OutputFile.open(o.output);
+        try {
+          await file.write(Buffer.from(planned.text));
+          await file.commit();
+        } catch (e) {
+          file.discard();
+          throw e;
+        }
+      }
+      lines.push(
+        `${r.dryRun ? 'would write' : 'wrote'} the ${what} to ${o.output}; apply it with vgcfgrestore -f ${o.output} ${planned.vg}`,
+      );
+    } else {
+      lvm.metadata = planned.text;
+      // The metadata text is the output: the summary goes to stderr.
+      if (!o.json) {
+        for (const l of lines) process.stderr.write(`${l}\n`);
+        lines.length = 0;
+        await writeStdout(Buffer.from(planned.text));
+      }
+    }
+    for (const l of lines) out.line(l);
+    out.result({ ...summary, lvm });
+    return ExitCode.OK;
+  } catch (e) {
+    if (kindOf(e) !== 'interrupted' || exceptionsLeft === undefined) throw e;
+    const state = `${plural(exceptionsLeft, 'exception')} left to merge, the merged ones flushed and retired`;
+    throw new CliError('interrupted', interruptedMessage(state, 'finish the merge (it resumes where it stopped)'));
+  } finally {
+    progress.stop();
+    interrupt.dispose();
+    pair.close();
+  }
+}
 
 export const snapshotCommands: DmtoolCommand[] = [createCommand, statusCommand, listCommand, readCommand, writeCommand, mergeCommand];
 

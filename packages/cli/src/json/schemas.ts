@@ -1,3 +1,5 @@
+import { LOG_DUMP_FORMAT, LOG_DUMP_FORMAT_VERSION, LOG_PROBLEM_KINDS } from '@dmtool/dm-mirror';
+import { COW_PROBLEM_KINDS } from '@dmtool/dm-snapshot';
 import { z } from 'zod';
 import { errorJsonSchema } from './error-json';
 
@@ -48,6 +50,23 @@ const snapshotStatus = {
   exceptionsPerArea: count,
 };
 
+/** What a snapshot-export stream holds (docs/snapshot-export.md). */
+const exportStream = {
+  data: z.enum(['origin', 'snapshot']),
+  chunkSectors: count,
+  originSectors: count,
+  /** Coalesced ranges of changed chunks. */
+  ranges: count,
+  chunks: count,
+  records: count,
+  /** Data bytes the records carry. */
+  bytes: count,
+  /** The whole stream, header and trailer included. */
+  streamBytes: count,
+  /** sha256 of the header and the record digests, as the trailer holds it (hex). */
+  digest: z.string().regex(/^[0-9a-f]{64}$/),
+};
+
 const regionRanges = z.array(z.tuple([count, count]));
 
 const mirrorStatus = z
@@ -85,6 +104,13 @@ export const JSON_SCHEMAS = {
   copy: doc('copy', {
     source: z.string(),
     destinations: z.array(z.string()),
+    /** Destinations that did not exist and were created (would be, on a dry run). */
+    created: z.array(z.string()),
+    sparse: z.enum(['auto', 'always', 'never']),
+    /** The --map file, or null. */
+    map: z.string().nullable(),
+    /** Sectors a resumed copy found done in its map (0 otherwise); percent counts them. */
+    resumedSectors: count,
     offset: count,
     destOffset: count,
     sectors: count,
@@ -145,6 +171,44 @@ export const JSON_SCHEMAS = {
     seconds,
     bytesPerSecond: count,
     status: z.string(),
+    /** For an LVM snapshot (PV...:VG/SNAP): the VG metadata after the merge. */
+    lvm: z
+      .object({
+        vg: z.string(),
+        snapshot: z.string(),
+        origin: z.string(),
+        /** The seqno of the metadata after the merge. */
+        seqno: count,
+        /** The metadata areas written with --update-metadata (that would be, on a dry run), else 0. */
+        metadataAreas: count,
+        /** The metadata was written to the PVs (--update-metadata, not a dry run). */
+        updated: z.boolean(),
+        /** The file the metadata text was written to (-o), or null. */
+        output: z.string().nullable(),
+        /** The metadata text, when neither written to the PVs nor to a file. */
+        metadata: z.string().nullable(),
+      })
+      .strict()
+      .optional(),
+  }),
+  'snapshot-export': doc('snapshot-export', {
+    origin: z.string(),
+    cow: z.string(),
+    output: z.string(),
+    ...exportStream,
+    seconds,
+    bytesPerSecond: count,
+  }),
+  'snapshot-apply': doc('snapshot-apply', {
+    input: z.string(),
+    target: z.string(),
+    ...exportStream,
+    /** The whole stream was checked before the first write. */
+    verifiedFirst: z.boolean(),
+    /** A piped stream was spooled to a file to be checked first. */
+    spooled: z.boolean(),
+    seconds: seconds.optional(),
+    bytesPerSecond: count.optional(),
   }),
   'mirror-create': doc('mirror-create', {
     logBytes: count,
@@ -172,6 +236,48 @@ export const JSON_SCHEMAS = {
     interrupted: z.boolean().optional(),
     mirror: mirrorStatus,
   }),
+  'snapshot-dump': doc('snapshot-dump', {
+    cow: z.string(),
+    output: z.string(),
+    format: z.enum(['json', 'xml']),
+    chunkSectors: count,
+    exceptions: count,
+  }),
+  'snapshot-restore': doc('snapshot-restore', {
+    cow: z.string(),
+    exceptions: count,
+    areas: count,
+    chunkSectors: count,
+    valid: z.boolean(),
+    /** The kernel's status line after the restore (absent on a dry run). */
+    status: z.string().optional(),
+  }),
+  'snapshot-repair': doc('snapshot-repair', {
+    cow: z.string(),
+    /** The -o file, absent without it. */
+    output: z.string().optional(),
+    inPlace: z.boolean(),
+    written: z.boolean(),
+    found: count,
+    kept: count,
+    recovered: count,
+    dropped: count,
+    /** The first dropped entries (at most 1000), with why. */
+    droppedEntries: z.array(z.object({ area: count, entry: count, oldChunk: count, newChunk: count, reason: z.string() }).strict()),
+  }),
+  'snapshot-revalidate': doc('snapshot-revalidate', {
+    cow: z.string(),
+    wasValid: z.boolean(),
+    written: z.boolean(),
+    exceptions: count,
+    chunkSectors: count.optional(),
+  }),
+  'mirror-log-check': doc('mirror-log-check', {
+    log: z.string(),
+    problems: z.array(z.object({ kind: z.enum(LOG_PROBLEM_KINDS), byteOffset: count, message: z.string() }).strict()),
+    summary: z.object({ version: count.optional(), regions: count.optional(), inSync: count.optional(), clean: z.boolean() }).strict(),
+  }),
+  'mirror-log-restore': doc('mirror-log-restore', { log: z.string(), regions: count, inSync: count, bytes: count }),
   'mirror-check': doc('mirror-check', {
     legs: z.array(z.string()),
     regionSize: count,
@@ -184,6 +290,88 @@ export const JSON_SCHEMAS = {
     seconds,
     bytesPerSecond: count,
   }),
+} as const;
+
+const startCount = z.object({ start: count, count }).strict();
+
+/**
+ * Commands whose --json document is a report with its own layout, without
+ * the common fields: a check's problems as it streams them, a delta or a
+ * log dump that the matching restore reads back, and lvm-ls, which prints
+ * `lvs -a --reportformat json`'s document so tools that read lvm2 read it.
+ */
+export const REPORT_SCHEMAS = {
+  'snapshot-check': z
+    .object({
+      cow: z.string(),
+      problems: z.array(
+        z
+          .object({
+            kind: z.enum(COW_PROBLEM_KINDS),
+            area: count.optional(),
+            entry: count.optional(),
+            byteOffset: count,
+            message: z.string(),
+          })
+          .strict(),
+      ),
+      summary: z
+        .object({
+          chunkSectors: count.optional(),
+          valid: z.boolean().optional(),
+          exceptions: count,
+          areas: count,
+          problems: count,
+          clean: z.boolean(),
+        })
+        .strict(),
+    })
+    .strict(),
+  'snapshot-delta': z.object({ chunkSectors: count, ranges: z.array(startCount) }).strict(),
+  'mirror-log-dump': z
+    .object({
+      format: z.literal(LOG_DUMP_FORMAT),
+      formatVersion: z.literal(LOG_DUMP_FORMAT_VERSION),
+      version: count,
+      regions: count,
+      inSync: count,
+      /** The header's unused bytes, in hex, only when they are not all zero. */
+      unused: z
+        .string()
+        .regex(/^([0-9a-f]{2})+$/)
+        .optional(),
+      /** Out-of-sync regions as runs. */
+      dirty: z.array(startCount),
+    })
+    .strict(),
+  'lvm-ls': z
+    .object({
+      report: z.array(
+        z
+          .object({
+            lv: z.array(
+              z
+                .object({
+                  lv_name: z.string(),
+                  vg_name: z.string(),
+                  lv_attr: z.string(),
+                  lv_size: z.string(),
+                  pool_lv: z.string(),
+                  origin: z.string(),
+                  data_percent: z.string(),
+                  metadata_percent: z.string(),
+                  move_pv: z.string(),
+                  mirror_log: z.string(),
+                  copy_percent: z.string(),
+                  convert_lv: z.string(),
+                })
+                .strict(),
+            ),
+          })
+          .strict(),
+      ),
+    })
+    .strict(),
 } as const;
 
 export type JsonCommand = keyof typeof JSON_SCHEMAS;

@@ -19,8 +19,14 @@ const REASONS = {
   'bad-input-data': { kind: 'bad-input', code: 'EINVAL' },
   /** The --input file changed size while it was being written out. */
   'input-changed': { kind: 'io', code: 'EIO' },
+  /** A piped stream cannot be spooled: its folder has not the room. */
+  'no-spool-space': { kind: 'bad-input', code: 'ENOSPC' },
   /** stdout could not be written. */
   'output-failed': { kind: 'io', code: 'EIO' },
+  /** A copy map (--map) that does not parse. */
+  'bad-map': { kind: 'bad-input', code: 'EINVAL' },
+  /** A copy map that records another copy than the one asked for. */
+  'map-mismatch': { kind: 'bad-input', code: 'EINVAL' },
   interrupted: { kind: 'interrupted', code: 'ECANCELED' },
 } as const satisfies Record<string, { kind: ErrorKind; code: string }>;
 

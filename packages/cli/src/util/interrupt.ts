@@ -36,8 +36,10 @@ export function interruptExitCode(): 130 | 143 {
 
 /**
  * The one interrupt message of every command:
- * `interrupted by SIGINT: <what was done>; run the command again to <goal>`.
+ * `interrupted by SIGINT: <what was done>; run the command again to <goal>`,
+ * or, when going on takes another command line, `...; to <goal>, run: <command>`.
  */
-export function interruptedMessage(state: string, goal: string): string {
-  return `interrupted by ${received ?? 'SIGINT'}: ${state}; run the command again to ${goal}`;
+export function interruptedMessage(state: string, goal: string, command?: string): string {
+  const next = command === undefined ? `run the command again to ${goal}` : `to ${goal}, run: ${command}`;
+  return `interrupted by ${received ?? 'SIGINT'}: ${state}; ${next}`;
 }

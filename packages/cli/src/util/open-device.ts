@@ -1,5 +1,5 @@
 import { BlockDevice, DeviceResolver, FaultInjector, withFaults } from '@dmtool/devices';
-import { openVolumeSync, parseVolumeOperand, VolumeOperand } from '@dmtool/lvm';
+import { openCowVolume, openVolume, parseVolumeOperand, VolumeOperand } from '@dmtool/lvm';
 import { FileDevice, fileResolver, OpenOptions } from '@dmtool/native';
 import * as fs from 'fs';
 import { looksLikeNbdUri, nbdIdentity, NbdDevice, NbdDeviceOptions, parseNbdUri } from '@dmtool/nbd';
@@ -63,8 +63,15 @@ export async function openDevice(name: string, opts: OpenOptions & { write: bool
     return faults ? withFaults(device, faults) : device;
   }
   const volume = volumeOperand(name);
-  if (volume) return openVolumeSync(volume, { write: opts.write, openPv: (pv, write) => openFile(pv, { ...opts, write }) });
+  if (volume) return openVolume(volume, { write: opts.write, openPv: (pv, write) => openFile(pv, { ...opts, write }) });
   return openFile(name, opts);
+}
+
+/** A COW operand: a snapshot LV `PV...:VG/SNAP` opens its COW LV; anything else as openDevice. */
+export async function openCowDevice(name: string, opts: OpenOptions & { write: boolean }): Promise<BlockDevice> {
+  const volume = volumeOperand(name);
+  if (volume) return openCowVolume(volume, { write: opts.write, openPv: openPvFile(opts) });
+  return openDevice(name, opts);
 }
 
 function openFile(name: string, opts: OpenOptions & { write: boolean }): BlockDevice {
@@ -72,6 +79,11 @@ function openFile(name: string, opts: OpenOptions & { write: boolean }): BlockDe
   return faults ? withFaults(device, faults) : device;
 }
 
-function volumeOperand(name: string): VolumeOperand | undefined {
+/** The PV opener for volume operands: the same files, locks and fault plans as any device. */
+export function openPvFile(opts: OpenOptions): (pv: string, write: boolean) => BlockDevice {
+  return (pv, write) => openFile(pv, { ...opts, write });
+}
+
+export function volumeOperand(name: string): VolumeOperand | undefined {
   return fs.existsSync(name) ? undefined : parseVolumeOperand(name);
 }

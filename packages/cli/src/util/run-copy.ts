@@ -7,6 +7,8 @@ import {
   KcopydIoError,
   Region,
   SECTOR_BYTES,
+  SectorRange,
+  SparseCopy,
 } from '@dmtool/kcopyd';
 import { errorJson } from '../json/error-json';
 import { bytesPerSecond, percentOf } from '../json/schemas';
@@ -25,6 +27,14 @@ export interface CopyRun {
   flags: number;
   signal: AbortSignal;
   onProgress: (doneSectors: number) => void;
+  /** Copy only these parts of the range (offsets from its start). */
+  only?: readonly SectorRange[];
+  sparse?: SparseCopy;
+  /**
+   * Parts of the range written to every destination and flushed on every
+   * destination since the last call: called after each such flush.
+   */
+  onDurable?: (ranges: SectorRange[]) => void;
 }
 
 /**
@@ -38,7 +48,9 @@ export async function runWithProgress(
   job: Omit<CopyRun, 'signal' | 'onProgress'> & { count: number },
 ): Promise<CopyRunResult> {
   const client = new KcopydClient(clientOpts);
-  const progress = new Progress(label, { mode, rateBytesPerSecond: clientOpts.rateBytesPerSecond }, job.count * SECTOR_BYTES);
+  // A resumed copy's progress is of what this run does: its rate and ETA stay true.
+  const totalSectors = job.only ? job.only.reduce((n, r) => n + r.count, 0) : job.count;
+  const progress = new Progress(label, { mode, rateBytesPerSecond: clientOpts.rateBytesPerSecond }, totalSectors * SECTOR_BYTES);
   const interrupt = interruptSignal();
   try {
     return await run(client, { ...job, signal: interrupt.signal, onProgress: (s) => progress.update(s * SECTOR_BYTES) });
@@ -70,9 +82,14 @@ export function outcome(
   out: Output,
   r: CopyRunResult,
   totalSectors: number,
-  lines: { success: string; verb: 'copied' | 'zeroed' },
+  lines: { success: string; verb: 'copied' | 'zeroed'; resume?: { command: string; doneSectors: number } },
 ): ExitCodeValue {
   for (const line of errorLines(r.errors)) process.stderr.write(`dmtool: ${line}\n`);
+  if (r.interrupted && lines.resume) {
+    const state = `${lines.resume.doneSectors} of ${plural(totalSectors, 'sector')} ${lines.verb} and flushed`;
+    process.stderr.write(`dmtool: ${interruptedMessage(state, 'finish', lines.resume.command)}\n`);
+    return interruptExitCode();
+  }
   if (r.interrupted) {
     // Sub-jobs complete out of order, so what was done is a count, not a prefix: a rerun does the whole range.
     const state = `${r.sectorsDone} of ${plural(totalSectors, 'sector')} ${lines.verb} and flushed`;
@@ -81,6 +98,7 @@ export function outcome(
   }
   if (r.readErr || r.writeErr) {
     process.stderr.write(`dmtool: finished with errors: readErr=${r.readErr ? 1 : 0} writeErr=0x${r.writeErr.toString(16)}\n`);
+    if (lines.resume) process.stderr.write(`dmtool: the map keeps what was done; to finish: ${lines.resume.command}\n`);
     return ExitCode.IO_ERROR;
   }
   out.line(r.report(lines.success));
@@ -88,12 +106,12 @@ export function outcome(
 }
 
 /** The outcome fields of a copy or zero job's JSON (docs/json.md#copy-and-zero). */
-export function jobJson(r: CopyRunResult, totalSectors: number) {
+export function jobJson(r: CopyRunResult, totalSectors: number, resumedSectors = 0) {
   const bytesDone = r.sectorsDone * SECTOR_BYTES;
   return {
     sectorsDone: r.sectorsDone,
     bytesDone,
-    percent: percentOf(r.sectorsDone, totalSectors),
+    percent: percentOf(resumedSectors + r.sectorsDone, totalSectors),
     seconds: r.seconds,
     bytesPerSecond: bytesPerSecond(bytesDone, r.seconds),
     writeErr: r.writeErr,
@@ -145,22 +163,39 @@ export async function run(client: KcopydClient, job: CopyRun): Promise<CopyRunRe
   let written = 0;
   let durable = 0;
   let flushing: Promise<void> | undefined;
+  // Pieces done since the last flush began; a flush covers those done before it started.
+  let piecesWritten: SectorRange[] = [];
+  const reportDurable = (ranges: SectorRange[]) => {
+    // A destination that failed is no longer flushed: nothing is durable on it from then on.
+    if (ranges.length > 0 && (writeErr | flushErr) === 0) job.onDurable?.(ranges);
+  };
   const ticker = setInterval(() => {
     if (flushing || written === durable) return;
     const upTo = written;
+    const covered = piecesWritten;
+    piecesWritten = [];
     flushing = flushAll()
       .then(() => {
         durable = upTo;
         job.onProgress(durable);
+        reportDurable(covered);
       })
       // A failed flush is the job's to report (its final flush fails too); progress just stays where it was.
       .catch(() => undefined)
       .finally(() => (flushing = undefined));
   }, PROGRESS_FLUSH_MS);
   const onProgress = (p: { doneSectors: number }) => (written = p.doneSectors);
+  const onPieceDone = (startSector: number, count: number) => piecesWritten.push({ startSector, count });
   try {
     const r = job.from
-      ? await client.copy(job.from, job.to, { flags: job.flags, signal: job.signal, onProgress })
+      ? await client.copy(job.from, job.to, {
+          flags: job.flags,
+          signal: job.signal,
+          onProgress,
+          only: job.only,
+          sparse: job.sparse,
+          onPieceDone,
+        })
       : await client.zero(
           job.to.map((d) => ({ device: d.device, sector: d.sector, count: job.count as number })),
           { flags: job.flags, signal: job.signal, onProgress },
@@ -180,6 +215,7 @@ export async function run(client: KcopydClient, job: CopyRun): Promise<CopyRunRe
     await flushing;
   }
   await flushAll();
+  reportDurable(piecesWritten);
   writeErr |= flushErr;
   errors = [...errors, ...flushErrors];
   if (!readErr && writeErr === 0) job.onProgress(sectorsDone);

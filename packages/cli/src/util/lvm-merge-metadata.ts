@@ -1,0 +1,70 @@
+import { crashPoint } from '@dmtool/devices';
+import {
+  metadataAfterMerge,
+  newestMetadataText,
+  openVolumeGroup,
+  SnapshotParts,
+  snapshotSegmentOf,
+  VolumeOperand,
+  writeVgMetadata,
+} from '@dmtool/lvm';
+import { openPvFile } from './open-device';
+
+/** What the merge of an LVM snapshot leaves the VG metadata as, planned before the merge writes anything. */
+export interface MergedMetadata {
+  vg: string;
+  snapshot: string;
+  origin: string;
+  text: string;
+  seqno: number;
+  /** Metadata areas that --update-metadata writes (0 without it). */
+  metadataAreas: number;
+}
+
+/**
+ * The metadata after the merge, and with `update`, a check that every
+ * metadata area has room for it: a refusal comes before the merge.
+ */
+export async function planMergedMetadata(parts: SnapshotParts, update: boolean): Promise<MergedMetadata> {
+  const meta = parts.vg.metadata;
+  const after = metadataAfterMerge(newestMetadataText(parts), meta, parts.segment);
+  const metadataAreas = update ? await writeVgMetadata(parts.pvs, after.text, { vgUuid: meta.uuid, dryRun: true }) : 0;
+  return {
+    vg: meta.name,
+    snapshot: parts.segment.cow,
+    origin: parts.segment.origin,
+    text: after.text,
+    seqno: after.metadata.seqno,
+    metadataAreas,
+  };
+}
+
+/** Write the planned metadata once the merge is durable (docs/lvm-format.md#writing). */
+export async function commitMergedMetadata(parts: SnapshotParts, planned: MergedMetadata): Promise<number> {
+  crashPoint('snapshot-merge:before-metadata');
+  return writeVgMetadata(parts.pvs, planned.text, { vgUuid: parts.vg.metadata.uuid });
+}
+
+/**
+ * A rerun after a crash between metadata writes: the newest metadata no
+ * longer has the snapshot, older copies still do. The areas still holding
+ * an older copy get the newest text, as the interrupted run would have
+ * written. Undefined when there is nothing to finish.
+ */
+export async function finishMetadataUpdate(
+  operand: VolumeOperand,
+  dryRun: boolean,
+): Promise<{ vg: string; seqno: number; metadataAreas: number; text: string } | undefined> {
+  const opened = await openVolumeGroup(operand, { write: !dryRun, openPv: openPvFile({}) });
+  try {
+    const meta = opened.vg.metadata;
+    if (meta.lvs.some((l) => l.name === operand.lv)) return undefined;
+    const stale = opened.pvs.flatMap((pv) => pv.copies).filter((c) => c.vg.uuid === meta.uuid && c.vg.seqno < meta.seqno);
+    if (!stale.some((c) => c.vg.seqno === meta.seqno - 1 && snapshotSegmentOf(c.vg, operand.lv) !== undefined)) return undefined;
+    const text = newestMetadataText(opened);
+    const metadataAreas = await writeVgMetadata(opened.pvs, text, { vgUuid: meta.uuid, skipSeqno: meta.seqno, dryRun });
+    return { vg: meta.name, seqno: meta.seqno, metadataAreas, text };
+  } finally {
+    opened.close();
+  }
+}
