@@ -1,6 +1,6 @@
 import * as fs from 'fs';
 import * as path from 'path';
-import { ExportTable, MAXIMUM_PAYLOAD_BYTES, NbdServer, ServerTlsCredentials, TlsError } from '@dmtool/nbd';
+import { exceptionsContext, ExportTable, MAXIMUM_PAYLOAD_BYTES, MetaContext, NbdServer, ServerTlsCredentials, TlsError } from '@dmtool/nbd';
 import { MirrorDevice, SnapshotDevice, SnapshotOriginDevice, TargetDevice, TargetSet, TargetSpec, TargetSpecError } from '@dmtool/targets';
 import { z } from 'zod';
 import { ArgsOf, defineCommand } from '../util/define-command';
@@ -126,6 +126,11 @@ function naturalBlockBytes(d: TargetDevice): number | undefined {
   return undefined;
 }
 
+/** Contexts beside base:allocation: a snapshot export says which chunks it holds (dmtool:exceptions). */
+function metaContextsOf(d: TargetDevice): MetaContext[] {
+  return d instanceof SnapshotDevice ? [exceptionsContext((byteOffset, bytes) => d.heldExtents(byteOffset, bytes))] : [];
+}
+
 async function openTargets(specs: TargetSpec[]): Promise<TargetSet> {
   try {
     return await TargetSet.open(specs, resolver);
@@ -213,6 +218,7 @@ export const serveCommand = defineCommand({
           description: spec.table,
           readOnly: spec.readOnly,
           preferredBlockBytes: preferred.get(spec.name) ?? naturalBlockBytes(device),
+          metaContexts: metaContextsOf(device),
         });
       }
     } catch (e) {
