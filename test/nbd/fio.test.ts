@@ -71,7 +71,8 @@ function fio(uri: string, extra: string[]): { status: number | null; job?: FioJo
       '--output-format=json',
       ...extra,
     ],
-    { encoding: 'utf8', timeout: 90000, maxBuffer: 16 << 20 },
+    // In the test's folder: fio saves a verify state file in its working directory when verification fails.
+    { encoding: 'utf8', timeout: 90000, maxBuffer: 16 << 20, cwd: dir },
   );
   // The engine prints "fio: connected to NBD server" before the JSON.
   const at = r.stdout.indexOf('{');
