@@ -20,6 +20,7 @@ describe('dmtool demo', () => {
       'snapshot-create',
       'origin writes',
       'snapshot view',
+      'nbd serve',
       'snapshot-merge',
       'mirror-create',
       'mirror-resync (full)',
@@ -29,6 +30,9 @@ describe('dmtool demo', () => {
     expect(out.steps.every((s: { ok: boolean }) => s.ok)).toBe(true);
     const merge = out.steps.find((s: { step: string }) => s.step === 'snapshot-merge');
     expect(merge.detail).toMatch(/^512 chunks merged .*; status 16\/16384 16; origin restored \(sha256 equal\)$/);
+    const served = out.steps.find((s: { step: string }) => s.step === 'nbd serve');
+    expect(served.detail).toBe("snapshot exported read-only on nbd.sock, read through dmtool's NBD client: sha256 equal to snapshot-read");
+    expect(served.bytes).toBe(16 << 20);
     const dirty = out.steps.find((s: { step: string }) => s.step === 'mirror-resync (dirty regions)');
     expect(dirty.detail).toBe(
       'log had 29/32 in sync; copied regions 3, 16, 31 only (3 regions); status 3 leg0.img leg1.img leg2.img 32/32 1 AAA 3 disk mirror-log.img A',
@@ -40,7 +44,7 @@ describe('dmtool demo', () => {
     const keep = path.join(dir, 'kept');
     const r = dmtool(['demo', '--size', '8M', '--keep', keep]);
     expect(r.status).toBe(0);
-    expect(r.stdout).toMatch(/all 10 steps passed; images kept in /);
+    expect(r.stdout).toMatch(/all 11 steps passed; images kept in /);
     expect(fs.readdirSync(keep).sort()).toEqual(
       [
         'copy-1.img',

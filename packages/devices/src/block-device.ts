@@ -45,6 +45,14 @@ export interface BlockDevice {
    * network devices and anything else that cannot.
    */
   sparseFile?(): SparseFile | undefined;
+
+  /**
+   * Capability: where a device built on other devices (a range of a file,
+   * a snapshot, a mirror) holds data, from what its devices underneath
+   * say. Undefined when it cannot tell. A regular file answers through
+   * `sparseFile()` instead; `dataMapOf` asks both.
+   */
+  dataMap?(): DataMap | undefined;
 }
 
 /** A byte range: `bytes` bytes from `byteOffset`. */
@@ -53,14 +61,18 @@ export interface ByteExtent {
   bytes: number;
 }
 
-/** What a regular file offers beyond a block device: its holes. */
-export interface SparseFile {
+/** Where a device holds data; the rest reads as zeros. */
+export interface DataMap {
   /**
-   * The parts of [byteOffset, byteOffset + bytes) that hold data
-   * (SEEK_DATA/SEEK_HOLE), in order, clipped to the range; the rest reads
-   * as zeros. A file system that cannot tell reports everything as data.
+   * The parts of [byteOffset, byteOffset + bytes) that hold data, in
+   * order, clipped to the range; the rest reads as zeros. A device that
+   * cannot tell for some part reports it as data.
    */
   dataExtents(byteOffset: number, bytes: number): Promise<ByteExtent[]>;
+}
+
+/** What a regular file offers beyond a block device: its holes (SEEK_DATA/SEEK_HOLE for `dataExtents`). */
+export interface SparseFile extends DataMap {
   /** Give the range's blocks back (a hole): it reads as zeros afterwards; the size stays. */
   punchHole(byteOffset: number, bytes: number): Promise<void>;
 }
@@ -146,4 +158,9 @@ export interface DeviceResolver {
   identify(name: string, role?: string): string;
   /** Local devices open at once; network devices resolve once connected. Callers always await. */
   open(name: string, opts: { write: boolean; direct?: boolean }): BlockDevice | Promise<BlockDevice>;
+}
+
+/** The device's data map: its own (`dataMap`), else a regular file's holes, else undefined (everything is data). */
+export function dataMapOf(device: BlockDevice): DataMap | undefined {
+  return device.dataMap?.() ?? device.sparseFile?.();
 }

@@ -1,4 +1,4 @@
-import { BlockDevice, NativeEndpoint, SparseFile } from './block-device';
+import { BlockDevice, DataMap, NativeEndpoint, SparseFile } from './block-device';
 
 /**
  * A device that wraps another and, until a subclass says otherwise, is it:
@@ -60,5 +60,8 @@ export abstract class DeviceDecorator implements BlockDevice {
   }
   sparseFile(): SparseFile | undefined {
     return this.inner.sparseFile?.();
+  }
+  dataMap(): DataMap | undefined {
+    return this.inner.dataMap?.();
   }
 }

@@ -10,6 +10,8 @@ export {
   ByteExtent,
   checkIo,
   checkRange,
+  DataMap,
+  dataMapOf,
   DeviceResolver,
   NativeEndpoint,
   NativeIoFailure,

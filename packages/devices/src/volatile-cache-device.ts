@@ -109,6 +109,11 @@ export class VolatileCacheDevice extends DeviceDecorator {
     return undefined;
   }
 
+  /** None: the device underneath does not hold the cached writes yet. */
+  override dataMap(): undefined {
+    return undefined;
+  }
+
   private take(order: CacheFlushOrder): CachedWrite[] {
     const out = this.cached;
     this.cached = [];

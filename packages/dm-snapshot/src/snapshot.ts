@@ -395,6 +395,11 @@ export class Snapshot {
     return { ...plan, statusAfter };
   }
 
+  /** Whether origin chunk `chunk` has an exception: the snapshot reads it from the COW. */
+  holdsChunk(chunk: number): boolean {
+    return this.store.table.lookup(chunk) >= 0;
+  }
+
   /** Exceptions in table order. */
   *exceptions(): IterableIterator<{ index: number; oldChunk: number; newChunk: number }> {
     const t = this.store.table;

@@ -112,7 +112,7 @@ export const NBD_EOVERFLOW = 75;
 export const NBD_ENOTSUP = 95;
 export const NBD_ESHUTDOWN = 108;
 
-/** The one metadata context this server offers. */
+/** The metadata context every export has. */
 export const BASE_ALLOCATION = 'base:allocation';
 
 // Fixed sizes of messages, in bytes.

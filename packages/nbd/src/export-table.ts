@@ -12,6 +12,7 @@ import {
   NBD_FLAG_SEND_WRITE_ZEROES,
 } from './constants';
 import type { BlockSizeInfo } from './codec';
+import { allocationContext, MetaContext } from './meta-contexts';
 
 /** Smallest block size advertised: what the kernel's client and qemu assume anyway. */
 export const MINIMUM_BLOCK_BYTES = 512;
@@ -25,6 +26,8 @@ export interface ExportOptions {
   readOnly?: boolean;
   /** Preferred block size in bytes: a power of two from 512 to 32 MiB (default 4096). */
   preferredBlockBytes?: number;
+  /** Metadata contexts beside `base:allocation` (which every export has), e.g. `dmtool:exceptions`. */
+  metaContexts?: readonly MetaContext[];
 }
 
 export interface Export {
@@ -33,6 +36,8 @@ export interface Export {
   readonly device: BlockDevice;
   readonly readOnly: boolean;
   readonly blockSizes: BlockSizeInfo;
+  /** `base:allocation` first; a context's id is its index here plus one. */
+  readonly metaContexts: readonly MetaContext[];
 }
 
 const isPowerOfTwo = (n: number) => Number.isSafeInteger(n) && n > 0 && (n & (n - 1)) === 0;
@@ -57,6 +62,10 @@ export class ExportTable {
         `export ${name}: preferred block size ${preferredBytes} must be a power of two from ${minimumBytes} to ${MAXIMUM_PAYLOAD_BYTES} bytes`,
       );
     }
+    const metaContexts = [allocationContext(device), ...(opts.metaContexts ?? [])];
+    if (new Set(metaContexts.map((c) => c.name)).size !== metaContexts.length) {
+      throw new RangeError(`export ${name}: a metadata context is given twice`);
+    }
     if (device.sizeBytes % minimumBytes !== 0) {
       throw new RangeError(`export ${name}: size ${device.sizeBytes} bytes is not a multiple of ${minimumBytes}`);
     }
@@ -66,6 +75,7 @@ export class ExportTable {
       device,
       readOnly: opts.readOnly === true || !device.writable,
       blockSizes: { minimumBytes, preferredBytes, maximumBytes: MAXIMUM_PAYLOAD_BYTES },
+      metaContexts,
     };
     this.byName.set(name, e);
     return e;

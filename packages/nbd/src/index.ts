@@ -10,7 +10,17 @@ export {
   MINIMUM_BLOCK_BYTES,
   transmissionFlags,
 } from './export-table';
-export { ALLOCATION_CONTEXT_ID, MAX_OPTION_DATA_BYTES, Negotiated } from './negotiation';
+export { ALLOCATION_CONTEXT_ID, MAX_OPTION_DATA_BYTES, Negotiated, SelectedContext } from './negotiation';
+export {
+  allocationContext,
+  DMTOOL_EXCEPTIONS,
+  DMTOOL_STATE_EXCEPTION,
+  exceptionsContext,
+  extentsOfRanges,
+  matchingContexts,
+  MAX_EXTENTS_PER_REPLY,
+  MetaContext,
+} from './meta-contexts';
 export { nbdErrorOf } from './errno';
 export { ListenAddress, NbdServer, ServerOptions } from './server';
 export { ClientExport, ClientNegotiationIo, ExportRefused, negotiateClient } from './client-negotiation';

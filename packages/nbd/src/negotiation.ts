@@ -5,7 +5,6 @@
  * answer (then the connection is closed).
  */
 import {
-  BASE_ALLOCATION,
   CLIENT_FLAGS_BYTES,
   NBD_FLAG_C_FIXED_NEWSTYLE,
   NBD_FLAG_C_NO_ZEROES,
@@ -51,19 +50,26 @@ import {
   ProtocolError,
 } from './codec';
 import { Export, ExportTable, transmissionFlags } from './export-table';
+import { matchingContexts, MetaContext } from './meta-contexts';
 import type { SocketReader } from './socket-reader';
 
 /** Largest option data read; longer options are skipped and refused with NBD_REP_ERR_TOO_BIG. */
 export const MAX_OPTION_DATA_BYTES = 64 << 10;
 const MAX_META_CONTEXT_QUERIES = 64;
-/** The id base:allocation gets when selected (any nonzero value would do). */
+/** The id base:allocation gets when selected: a context's id is its index in the export's list plus one. */
 export const ALLOCATION_CONTEXT_ID = 1;
+
+/** A metadata context selected for the session, with the id its block status replies carry. */
+export interface SelectedContext {
+  id: number;
+  context: MetaContext;
+}
 
 export interface Negotiated {
   export: Export;
   structuredReplies: boolean;
-  /** Set when the client selected base:allocation for the export it went on to use. */
-  allocationContextId?: number;
+  /** The contexts the client selected for the export it went on to use (none: NBD_CMD_BLOCK_STATUS is refused). */
+  metaContexts: SelectedContext[];
 }
 
 export interface NegotiationIo {
@@ -89,8 +95,8 @@ interface State {
   tlsActive: boolean;
   structuredReplies: boolean;
   noZeroes: boolean;
-  /** The export the last NBD_OPT_SET_META_CONTEXT selected base:allocation for. */
-  allocationFor?: Export;
+  /** What the last NBD_OPT_SET_META_CONTEXT selected, and for which export. */
+  selected?: { export: Export; contexts: SelectedContext[] };
 }
 
 const KNOWN_CLIENT_FLAGS = NBD_FLAG_C_FIXED_NEWSTYLE | NBD_FLAG_C_NO_ZEROES;
@@ -157,7 +163,7 @@ async function startTls(tls: NonNullable<NegotiationIo['tls']>, data: Buffer, st
   await tls.upgrade();
   state.tlsActive = true;
   state.structuredReplies = false;
-  state.allocationFor = undefined;
+  state.selected = undefined;
 }
 
 interface Replies {
@@ -214,19 +220,18 @@ function handleOption(
       return reply(NBD_REP_ACK);
     case NBD_OPT_LIST_META_CONTEXT:
     case NBD_OPT_SET_META_CONTEXT: {
-      if (option === NBD_OPT_SET_META_CONTEXT) state.allocationFor = undefined;
+      if (option === NBD_OPT_SET_META_CONTEXT) state.selected = undefined;
       if (!state.structuredReplies) return fail(NBD_REP_ERR_INVALID, 'metadata contexts need structured replies first');
       const req = decodeMetaContextRequest(data, MAX_META_CONTEXT_QUERIES);
       const e = table.find(req.exportName);
       if (!e) return fail(NBD_REP_ERR_UNKNOWN, `no export named ${JSON.stringify(req.exportName)}`);
       const listing = option === NBD_OPT_LIST_META_CONTEXT;
-      const matches = listing
-        ? req.queries.length === 0 || req.queries.some((q) => q === 'base:' || q === BASE_ALLOCATION)
-        : req.queries.includes(BASE_ALLOCATION);
-      if (matches) {
-        reply(NBD_REP_META_CONTEXT, encodeMetaContextReplyData(listing ? 0 : ALLOCATION_CONTEXT_ID, BASE_ALLOCATION));
-        if (!listing) state.allocationFor = e;
-      }
+      const contexts = matchingContexts(e.metaContexts, req.queries, listing).map((context) => ({
+        id: e.metaContexts.indexOf(context) + 1,
+        context,
+      }));
+      for (const c of contexts) reply(NBD_REP_META_CONTEXT, encodeMetaContextReplyData(listing ? 0 : c.id, c.context.name));
+      if (!listing && contexts.length > 0) state.selected = { export: e, contexts };
       return reply(NBD_REP_ACK);
     }
     default:
@@ -239,6 +244,6 @@ function enter(e: Export, state: State): Negotiated {
   return {
     export: e,
     structuredReplies: state.structuredReplies,
-    allocationContextId: state.allocationFor === e ? ALLOCATION_CONTEXT_ID : undefined,
+    metaContexts: state.selected?.export === e ? state.selected.contexts : [],
   };
 }

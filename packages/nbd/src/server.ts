@@ -36,7 +36,12 @@ export interface ServerOptions {
 }
 
 /** A unix socket path, or a TCP address, which is used only when given explicitly. */
-export type ListenAddress = { socketPath: string } | { host: string; port: number };
+/**
+ * Where to listen: a unix socket made here, a TCP address, or a listening
+ * socket inherited as a descriptor (systemd socket activation: unix or TCP,
+ * whatever it is; its file is left alone on close).
+ */
+export type ListenAddress = { socketPath: string } | { host: string; port: number } | { fd: number };
 
 const MiB = 1 << 20;
 
@@ -101,9 +106,19 @@ export class NbdServer {
       await removeStaleSocket(address.socketPath);
       await this.listenOnPrivately(address.socketPath);
       this.socketFile = { path: address.socketPath, ino: fs.statSync(address.socketPath).ino };
+    } else if ('fd' in address) {
+      await this.listenOn({ fd: address.fd });
     } else {
       await this.listenOn({ host: address.host, port: address.port });
     }
+  }
+
+  /** What the server listens on: a unix socket's path, a TCP address, or undefined (not listening, or unknown). */
+  get boundAddress(): string | { host: string; port: number } | undefined {
+    const a = this.server.address();
+    if (a === null) return undefined;
+    if (typeof a === 'string') return a === '' ? undefined : a;
+    return { host: a.address, port: a.port };
   }
 
   /** The TCP port actually bound (useful with port 0). */
@@ -186,7 +201,7 @@ export class NbdServer {
     }
   }
 
-  private listenOn(options: net.ListenOptions): Promise<void> {
+  private listenOn(options: net.ListenOptions | { fd: number }): Promise<void> {
     return new Promise((resolve, reject) => {
       const onError = (e: Error) => reject(e);
       this.server.once('error', onError);

@@ -180,7 +180,7 @@ export class Transmission {
     }
     const writes = h.type === NBD_CMD_WRITE || h.type === NBD_CMD_WRITE_ZEROES || h.type === NBD_CMD_TRIM;
     if (writes && this.negotiated.export.readOnly) return { error: NBD_EPERM, message: `${name}: export is read-only` };
-    if (h.type === NBD_CMD_BLOCK_STATUS && this.negotiated.allocationContextId === undefined) {
+    if (h.type === NBD_CMD_BLOCK_STATUS && this.negotiated.metaContexts.length === 0) {
       return { error: NBD_EINVAL, message: 'NBD_CMD_BLOCK_STATUS without a selected metadata context' };
     }
     if (h.lengthBytes === 0) return { error: NBD_EINVAL, message: `${name} of length 0` };
@@ -235,7 +235,7 @@ export class Transmission {
         case NBD_CMD_CACHE:
           break;
         case NBD_CMD_BLOCK_STATUS:
-          return this.blockStatus(h);
+          return await this.blockStatus(h);
       }
       this.replies.send([encodeSimpleReply(0, h.cookie)]);
     } catch (e) {
@@ -270,10 +270,18 @@ export class Transmission {
     this.replies.send([head, data], () => this.release(hold));
   }
 
-  /** base:allocation with every byte reported as allocated data (status 0 is always a truthful answer). */
-  private blockStatus(h: RequestHeader): void {
-    const contextId = this.negotiated.allocationContextId!;
-    this.replies.send([encodeBlockStatusChunk(h.cookie, contextId, [{ lengthBytes: h.lengthBytes, flags: 0 }], true)]);
+  /**
+   * One NBD_REPLY_TYPE_BLOCK_STATUS chunk per selected context, the last
+   * one ending the reply; all are worked out before any is sent, so a
+   * failure is answered with one error chunk.
+   */
+  private async blockStatus(h: RequestHeader): Promise<void> {
+    const one = (h.flags & NBD_CMD_FLAG_REQ_ONE) !== 0;
+    const contexts = this.negotiated.metaContexts;
+    const answers = await Promise.all(contexts.map((c) => c.context.extents(h.offsetBytes, h.lengthBytes)));
+    this.replies.send(
+      contexts.map((c, i) => encodeBlockStatusChunk(h.cookie, c.id, one ? answers[i].slice(0, 1) : answers[i], i === contexts.length - 1)),
+    );
   }
 
   private sendError(h: RequestHeader, error: number, message: string): void {

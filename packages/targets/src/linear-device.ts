@@ -1,4 +1,5 @@
-import { BlockDevice, checkIo, checkRange, NativeEndpoint, NativeIoHook, SECTOR_BYTES } from '@dmtool/devices';
+import { BlockDevice, checkIo, checkRange, DataMap, dataMapOf, NativeEndpoint, NativeIoHook, SECTOR_BYTES } from '@dmtool/devices';
+import { shiftedDataMap } from './data-maps';
 
 export interface LinearDeviceOptions {
   /** Shown in messages (default `linear:<base path>+<start sector>`). */
@@ -97,6 +98,12 @@ export class LinearDevice implements BlockDevice {
       afterWrite: () => h.afterWrite(),
     }));
     return { fd: inner.fd, baseByteOffset: (inner.baseByteOffset ?? 0) + start, hooks };
+  }
+
+  /** The base's data map from `startBytes` on (a file's holes, for a range of a sparse image). */
+  dataMap(): DataMap | undefined {
+    const map = dataMapOf(this.base);
+    return map && shiftedDataMap(map, this.startBytes);
   }
 
   close(): void {

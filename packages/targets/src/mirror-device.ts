@@ -1,5 +1,6 @@
 import { MirrorSet, resync, ResyncResult } from '@dmtool/dm-mirror';
-import { SECTOR_BYTES } from '@dmtool/devices';
+import { DataMap, dataMapOf, SECTOR_BYTES } from '@dmtool/devices';
+import { shiftedDataMap } from './data-maps';
 import { SectorDevice } from './sector-device';
 import { TargetDeviceOptions } from './snapshot-devices';
 
@@ -62,6 +63,13 @@ export class MirrorDevice extends SectorDevice {
 
   get sizeBytes(): number {
     return this.mirror.lengthSectors * SECTOR_BYTES;
+  }
+
+  /** The default leg's map: reads of regions out of sync come from it, and in-sync legs hold the same bytes. */
+  dataMap(): DataMap | undefined {
+    const leg = this.mirror.legs[this.mirror.defaultLeg];
+    const map = dataMapOf(leg.device);
+    return map && shiftedDataMap(map, leg.offsetSectors * SECTOR_BYTES);
   }
 
   /** Resolves when the background resync has ended (at once if none runs). */

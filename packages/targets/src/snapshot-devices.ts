@@ -1,5 +1,6 @@
 import { Origin, Snapshot } from '@dmtool/dm-snapshot';
-import { SECTOR_BYTES } from '@dmtool/devices';
+import { ByteExtent, DataMap, dataMapOf, SECTOR_BYTES } from '@dmtool/devices';
+import { heldChunkExtents, snapshotDataMap } from './data-maps';
 import { SectorDevice } from './sector-device';
 
 export interface TargetDeviceOptions {
@@ -45,6 +46,11 @@ export class SnapshotOriginDevice extends SectorDevice {
 
   async flush(): Promise<void> {
     await Promise.all([this.origin.flush(), ...this.origin.snapshots.filter((s) => s.cow.writable).map((s) => s.flush())]);
+  }
+
+  /** Reads see the origin, so its map is this device's. */
+  dataMap(): DataMap | undefined {
+    return dataMapOf(this.origin.device);
   }
 
   /** `dmsetup status` line (the kernel prints nothing after the target name). */
@@ -98,6 +104,19 @@ export class SnapshotDevice extends SectorDevice {
     const flushes = [this.snapshot.flush()];
     if (this.snapshot.origin.device.writable) flushes.push(this.snapshot.origin.flush());
     await Promise.all(flushes);
+  }
+
+  /** Chunks with an exception are data; the others are what the origin's map says. */
+  dataMap(): DataMap | undefined {
+    return snapshotDataMap(this.snapshot, dataMapOf(this.snapshot.origin.device));
+  }
+
+  /**
+   * The byte ranges of [byteOffset, +bytes) in chunks the snapshot holds
+   * (chunks with an exception), clipped to the range, neighbours joined.
+   */
+  heldExtents(byteOffset: number, bytes: number): ByteExtent[] {
+    return heldChunkExtents(this.snapshot, byteOffset, bytes);
   }
 
   statusLine(): string {

@@ -352,3 +352,53 @@ test('a device name given twice is refused', () => {
     ]),
   ).toThrow(new TargetSpecError('a', 'the name is given twice'));
 });
+
+describe('data maps', () => {
+  const KiB = 1024;
+  /** A sparse file of `bytes` with data at each [byteOffset, +bytes). */
+  function sparse(name: string, bytes: number, data: [number, number][]): string {
+    const p = path.join(dir, name);
+    const fd = fs.openSync(p, 'w');
+    try {
+      fs.ftruncateSync(fd, bytes);
+      for (const [at, n] of data) fs.writeSync(fd, Buffer.alloc(n, 0x5a), 0, n, at);
+    } finally {
+      fs.closeSync(fd);
+    }
+    return p;
+  }
+
+  test('linear, mirror (the default leg) and snapshot devices map their data through the devices underneath', async () => {
+    const a = sparse('a.img', 4 * MiB, [[MiB, 64 * KiB]]);
+    const b = sparse('b.img', 4 * MiB, [[2 * MiB, 64 * KiB]]);
+    const c = sparse('c.img', MiB, [[0, 64 * KiB]]);
+    const origin = sparse('origin.img', 2 * MiB, [[64 * KiB, 64 * KiB]]);
+    const cow = file('cow.img', MiB);
+    const set = await TargetSet.open(
+      [
+        { name: 'lin', table: `0 4096 linear ${a} 1024` },
+        { name: 'm', table: `0 2048 mirror core 2 256 nosync 2 ${b} 2048 ${c} 0` },
+        { name: 's', table: `0 4096 snapshot ${origin} ${cow} N 128` },
+      ],
+      fileResolver,
+    );
+    try {
+      const lin = set.devices.get('lin')!;
+      expect(await lin.dataMap!()!.dataExtents(0, 2 * MiB)).toEqual([{ byteOffset: MiB / 2, bytes: 64 * KiB }]);
+      const m = set.devices.get('m') as MirrorDevice;
+      // Leg 0 (b from 1 MiB) is the default leg: its data at 2 MiB is the mirror's at 1 MiB; c's is not seen.
+      expect(await m.dataMap()!.dataExtents(0, MiB + 32 * KiB)).toEqual([{ byteOffset: MiB, bytes: 32 * KiB }]);
+      const s = set.devices.get('s') as SnapshotDevice;
+      const w = Buffer.alloc(4096, 1);
+      await s.write(w, 0, 4096, MiB + 4096);
+      expect(s.heldExtents(0, 2 * MiB)).toEqual([{ byteOffset: MiB, bytes: 64 * KiB }]);
+      expect(s.heldExtents(MiB + 8192, 4096)).toEqual([{ byteOffset: MiB + 8192, bytes: 4096 }]);
+      expect(await s.dataMap()!.dataExtents(0, 2 * MiB)).toEqual([
+        { byteOffset: 64 * KiB, bytes: 64 * KiB },
+        { byteOffset: MiB, bytes: 64 * KiB },
+      ]);
+    } finally {
+      await set.close();
+    }
+  });
+});

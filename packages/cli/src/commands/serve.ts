@@ -1,6 +1,6 @@
 import * as fs from 'fs';
 import * as path from 'path';
-import { ExportTable, MAXIMUM_PAYLOAD_BYTES, NbdServer, ServerTlsCredentials, TlsError } from '@dmtool/nbd';
+import { exceptionsContext, ExportTable, MAXIMUM_PAYLOAD_BYTES, MetaContext, NbdServer, ServerTlsCredentials, TlsError } from '@dmtool/nbd';
 import { MirrorDevice, SnapshotDevice, SnapshotOriginDevice, TargetDevice, TargetSet, TargetSpec, TargetSpecError } from '@dmtool/targets';
 import { z } from 'zod';
 import { ArgsOf, defineCommand } from '../util/define-command';
@@ -126,6 +126,11 @@ function naturalBlockBytes(d: TargetDevice): number | undefined {
   return undefined;
 }
 
+/** Contexts beside base:allocation: a snapshot export says which chunks it holds (dmtool:exceptions). */
+function metaContextsOf(d: TargetDevice): MetaContext[] {
+  return d instanceof SnapshotDevice ? [exceptionsContext((byteOffset, bytes) => d.heldExtents(byteOffset, bytes))] : [];
+}
+
 async function openTargets(specs: TargetSpec[]): Promise<TargetSet> {
   try {
     return await TargetSet.open(specs, resolver);
@@ -151,9 +156,32 @@ function tlsCredentials(o: Options, tcpHost: string | undefined): ServerTlsCrede
   }
 }
 
+/** systemd's first passed descriptor (SD_LISTEN_FDS_START). */
+const LISTEN_FDS_START = 3;
+
+/**
+ * systemd socket activation: LISTEN_PID names this process and LISTEN_FDS
+ * is at least 1, so the listening socket is descriptor 3. The variables
+ * are removed either way, so no child inherits them.
+ */
+function activationFd(env: NodeJS.ProcessEnv, pid: number): number | undefined {
+  const activated = env.LISTEN_PID === String(pid) && Number(env.LISTEN_FDS) >= 1;
+  delete env.LISTEN_PID;
+  delete env.LISTEN_FDS;
+  delete env.LISTEN_FDNAMES;
+  return activated ? LISTEN_FDS_START : undefined;
+}
+
 function defaultSocketPath(env: NodeJS.ProcessEnv): string {
   const base = env.XDG_RUNTIME_DIR ? path.join(env.XDG_RUNTIME_DIR, 'dmtool') : '/run/dmtool';
   return path.join(base, 'nbd.sock');
+}
+
+/** An inherited socket: its path or TCP URI when the system says, else the descriptor. */
+function activatedWhere(bound: string | { host: string; port: number } | undefined, fd: number, tls: boolean): string {
+  if (typeof bound === 'string') return bound;
+  if (bound === undefined) return `descriptor ${fd} (socket activation)`;
+  return `${tls ? 'nbds' : 'nbd'}://${bound.host.includes(':') ? `[${bound.host}]` : bound.host}:${bound.port}`;
 }
 
 function waitForStopSignal(): Promise<NodeJS.Signals> {
@@ -190,6 +218,10 @@ export const serveCommand = defineCommand({
       'nbdcopy "nbds://192.0.2.10/disk?tls-certificates=/etc/pki/libnbd" copy.img',
       'copy it from another machine (ca-cert.pem, client-cert.pem and client-key.pem in that folder)',
     ],
+    [
+      'systemd-socket-activate -l /run/dmtool/nbd.sock $0 serve --dev disk "0 131072 linear disk.img 0"',
+      'socket activation: started on the first connection, serving on the socket passed as descriptor 3',
+    ],
   ],
   epilog:
     `Each export is one device-mapper table line starting at sector 0: linear, snapshot-origin, snapshot or mirror. ` +
@@ -197,9 +229,18 @@ export const serveCommand = defineCommand({
     `snapshot-origin and snapshot lines of one origin share it, so origin writes copy into every snapshot. ` +
     `TLS (X.509, TLS 1.2 or later) is negotiated with NBD_OPT_STARTTLS: with --tls require every other option before it is ` +
     `refused with NBD_REP_ERR_TLS_REQD; plaintext on a --tcp address other than loopback needs an explicit --tls off. ` +
+    `Under systemd socket activation (LISTEN_PID is this process, LISTEN_FDS at least 1) it serves on the socket passed ` +
+    `as descriptor 3, unix or TCP, and refuses --socket and --tcp; the variables are removed so no child inherits them. ` +
     `SIGINT or SIGTERM stops accepting, answers the requests in flight, prints each device's status line, ` +
     `flushes every device and exits 0.\n${EXIT_CODES_HELP}`,
   async run(o) {
+    const inheritedFd = activationFd(process.env, process.pid);
+    if (inheritedFd !== undefined && (o.socket !== undefined || o.tcp !== undefined)) {
+      throw new CliError(
+        'usage',
+        `--${o.socket !== undefined ? 'socket' : 'tcp'} cannot be used with systemd socket activation (LISTEN_FDS): the socket is passed in`,
+      );
+    }
     const specs = specsOf(o);
     const preferred = preferredSizes(o, specs);
     const tcp = o.tcp === undefined ? undefined : tcpAddress(o.tcp);
@@ -213,6 +254,7 @@ export const serveCommand = defineCommand({
           description: spec.table,
           readOnly: spec.readOnly,
           preferredBlockBytes: preferred.get(spec.name) ?? naturalBlockBytes(device),
+          metaContexts: metaContextsOf(device),
         });
       }
     } catch (e) {
@@ -228,7 +270,10 @@ export const serveCommand = defineCommand({
     const stopped = waitForStopSignal();
     let where: string;
     try {
-      if (tcp) {
+      if (inheritedFd !== undefined) {
+        await server.listen({ fd: inheritedFd });
+        where = activatedWhere(server.boundAddress, inheritedFd, tls !== undefined);
+      } else if (tcp) {
         await server.listen(tcp);
         where = `${tls ? 'nbds' : 'nbd'}://${tcp.host.includes(':') ? `[${tcp.host}]` : tcp.host}:${server.tcpPort}`;
       } else {
@@ -245,8 +290,13 @@ export const serveCommand = defineCommand({
       throw e;
     }
     for (const e of table.list()) {
-      const uri = tcp ? `${where}/${e.name}` : `${tls ? 'nbds' : 'nbd'}+unix:///${e.name}?socket=${where}`;
-      process.stdout.write(`export ${e.name}: ${e.device.sizeBytes} bytes, ${e.readOnly ? 'read-only' : 'read-write'}: ${uri}\n`);
+      // A socket passed in whose address the system does not tell (a unix socket's path) has no URI to print.
+      const uri = where.startsWith('/')
+        ? `: ${tls ? 'nbds' : 'nbd'}+unix:///${e.name}?socket=${where}`
+        : where.startsWith('nbd')
+          ? `: ${where}/${e.name}`
+          : '';
+      process.stdout.write(`export ${e.name}: ${e.device.sizeBytes} bytes, ${e.readOnly ? 'read-only' : 'read-write'}${uri}\n`);
     }
     if (tls) process.stdout.write(`tls ${tls.mode}: ${tls.verifyClient ? 'client certificates checked' : 'no client certificate asked'}\n`);
     process.stdout.write(`listening on ${where} (SIGINT or SIGTERM stops)\n`);

@@ -3,6 +3,8 @@ import { BlockDevice, KcopydClient, SECTOR_BYTES } from '@dmtool/kcopyd';
 import { openDevice, resolver } from '../util/open-device';
 import { checkLegs, MirrorConfig, openMirror, resync } from '@dmtool/dm-mirror';
 import { mergeSnapshot, Origin, Snapshot, snapshotBuffer } from '@dmtool/dm-snapshot';
+import { ExportTable, NbdDevice, NbdServer } from '@dmtool/nbd';
+import { TargetSet } from '@dmtool/targets';
 import type { StepReport } from './run-demo';
 import { emptyImage, sha256File, writePatternImage } from './run-demo';
 
@@ -92,48 +94,112 @@ async function shaOfView(read: (buf: Buffer, sector: number) => Promise<void>, s
   return h.digest('hex');
 }
 
-/** dm-snapshot: take a snapshot, write to the origin (copy-on-write), read the snapshot view, merge back. */
+/** dm-snapshot: take a snapshot, write to the origin (copy-on-write), read the snapshot view, serve it over NBD, merge back. */
 export const snapshotStep: DemoStep = async (ctx) => {
   const originPath = path.join(ctx.dir, 'origin.img');
   const cowPath = path.join(ctx.dir, 'cow.img');
   writePatternImage(originPath, ctx.sizeBytes, 'ORIGIN');
   emptyImage(cowPath, ctx.sizeBytes / 2);
   const before = sha256File(originPath);
+  await snapshotAndWrite(ctx, originPath, cowPath, before);
+  await serveSnapshot(ctx, originPath, cowPath);
+  await mergeBack(ctx, originPath, cowPath, before);
+};
+
+async function snapshotAndWrite(ctx: DemoContext, originPath: string, cowPath: string, before: string): Promise<void> {
+  const originDev = await openDevice(originPath, { write: true });
+  const cowDev = await openDevice(cowPath, { write: true });
+  const origin = new Origin(originDev);
+  try {
+    const snap = await Snapshot.create(origin, cowDev, { chunkSectors: 8 });
+    ctx.report({
+      step: 'snapshot-create',
+      detail: `COW formatted in the kernel's format, chunk 8 sectors; status ${snap.statusLine()}`,
+      ok: true,
+    });
+    const writes = originWrites(ctx.sizeBytes);
+    const t0 = process.hrtime.bigint();
+    for (const w of writes) await origin.write(w.data, w.sector);
+    await origin.flush();
+    const written = writes.length * (64 << 10);
+    ctx.report({
+      step: 'origin writes',
+      detail: `${writes.length} writes of 64 KiB; old chunks copied to the COW first (${snap.exceptionCount} exceptions); status ${snap.statusLine()}`,
+      bytes: written,
+      seconds: seconds(t0),
+      ok: snap.exceptionCount === written / 4096,
+    });
+    const view = await shaOfView((b, s) => snap.read(b, s), ctx.sizeBytes);
+    const changed = sha256File(originPath) !== before;
+    ctx.report({
+      step: 'snapshot view',
+      detail: `${view === before ? 'equals the origin as it was when the snapshot was taken' : 'DIFFERS from the original origin'}; origin itself ${changed ? 'has changed' : 'UNCHANGED'}`,
+      ok: view === before && changed,
+    });
+    snap.close();
+  } finally {
+    await origin.close();
+    originDev.close();
+    cowDev.close();
+  }
+}
+
+/** What `snapshot-read` reads: the snapshot view, opened offline. */
+async function snapshotReadSha(originPath: string, cowPath: string, sizeBytes: number): Promise<string> {
+  const originDev = await openDevice(originPath, { write: false });
+  const cowDev = await openDevice(cowPath, { write: false });
+  const origin = new Origin(originDev);
+  try {
+    const snap = await Snapshot.open(origin, cowDev);
+    try {
+      return await shaOfView((b, s) => snap.read(b, s), sizeBytes);
+    } finally {
+      snap.close();
+    }
+  } finally {
+    await origin.close();
+    originDev.close();
+    cowDev.close();
+  }
+}
+
+/** `dmtool serve` in process: the snapshot as a read-only export on a unix socket in the demo folder, read back through dmtool's own NBD client. */
+async function serveSnapshot(ctx: DemoContext, originPath: string, cowPath: string): Promise<void> {
+  const socketPath = path.join(ctx.dir, 'nbd.sock');
+  const table = `0 ${ctx.sizeBytes / SECTOR_BYTES} snapshot ${originPath} ${cowPath} P 8`;
+  const targets = await TargetSet.open([{ name: 'snap', table, readOnly: true }], resolver);
+  const exports = new ExportTable();
+  const server = new NbdServer(exports, { log: () => undefined });
+  let served: string;
+  const t0 = process.hrtime.bigint();
+  try {
+    exports.add('snap', targets.devices.get('snap')!, { readOnly: true, description: table });
+    await server.listen({ socketPath });
+    const client = await NbdDevice.open(`nbd+unix:///snap?socket=${socketPath}`, { write: false });
+    try {
+      served = await shaOfView((b, s) => client.read(b, 0, b.length, s * SECTOR_BYTES), client.sizeBytes);
+    } finally {
+      client.close();
+    }
+  } finally {
+    await server.close();
+    await targets.close();
+  }
+  const elapsed = seconds(t0);
+  const same = served === (await snapshotReadSha(originPath, cowPath, ctx.sizeBytes));
+  ctx.report({
+    step: 'nbd serve',
+    detail: `snapshot exported read-only on nbd.sock, read through dmtool's NBD client: ${same ? 'sha256 equal to snapshot-read' : 'DIFFERS from snapshot-read'}`,
+    bytes: ctx.sizeBytes,
+    seconds: elapsed,
+    ok: same,
+  });
+}
+
+async function mergeBack(ctx: DemoContext, originPath: string, cowPath: string, before: string): Promise<void> {
   const originDev = await openDevice(originPath, { write: true });
   const cowDev = await openDevice(cowPath, { write: true });
   try {
-    const origin = new Origin(originDev);
-    let snap: Snapshot;
-    try {
-      snap = await Snapshot.create(origin, cowDev, { chunkSectors: 8 });
-      ctx.report({
-        step: 'snapshot-create',
-        detail: `COW formatted in the kernel's format, chunk 8 sectors; status ${snap.statusLine()}`,
-        ok: true,
-      });
-      const writes = originWrites(ctx.sizeBytes);
-      const t0 = process.hrtime.bigint();
-      for (const w of writes) await origin.write(w.data, w.sector);
-      await origin.flush();
-      const written = writes.length * (64 << 10);
-      ctx.report({
-        step: 'origin writes',
-        detail: `${writes.length} writes of 64 KiB; old chunks copied to the COW first (${snap.exceptionCount} exceptions); status ${snap.statusLine()}`,
-        bytes: written,
-        seconds: seconds(t0),
-        ok: snap.exceptionCount === written / 4096,
-      });
-      const view = await shaOfView((b, s) => snap.read(b, s), ctx.sizeBytes);
-      const changed = sha256File(originPath) !== before;
-      ctx.report({
-        step: 'snapshot view',
-        detail: `${view === before ? 'equals the origin as it was when the snapshot was taken' : 'DIFFERS from the original origin'}; origin itself ${changed ? 'has changed' : 'UNCHANGED'}`,
-        ok: view === before && changed,
-      });
-      snap.close();
-    } finally {
-      await origin.close();
-    }
     const t1 = process.hrtime.bigint();
     const m = await mergeSnapshot(originDev, cowDev);
     const after = sha256File(originPath);
@@ -148,7 +214,7 @@ export const snapshotStep: DemoStep = async (ctx) => {
     originDev.close();
     cowDev.close();
   }
-};
+}
 
 /** dm-mirror: three legs, a disk log with dirty regions, resync, check. */
 export const mirrorStep: DemoStep = async (ctx) => {
