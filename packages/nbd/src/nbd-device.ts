@@ -10,10 +10,12 @@
  */
 import * as net from 'net';
 import { constants } from 'os';
-import { BlockDevice, checkIo, checkRange, DeviceError, DeviceOp, errnoOf, SECTOR_BYTES } from '@dmtool/devices';
+import { BlockDevice, ByteExtent, checkIo, checkRange, DeviceError, DeviceOp, errnoOf, SECTOR_BYTES, SparseFile } from '@dmtool/devices';
+import { dataExtents } from './block-status';
 import { ClientConnection, ClientRequest } from './client-connection';
 import { ClientExport, ClientNegotiationIo, ExportRefused, negotiateClient } from './client-negotiation';
 import {
+  NBD_CMD_BLOCK_STATUS,
   NBD_CMD_FLUSH,
   NBD_CMD_READ,
   NBD_CMD_TRIM,
@@ -24,7 +26,7 @@ import {
   NBD_FLAG_SEND_TRIM,
   NBD_FLAG_SEND_WRITE_ZEROES,
 } from './constants';
-import { ProtocolError } from './codec';
+import { Extent, ProtocolError } from './codec';
 import { ConnectionClosed, SocketReader } from './socket-reader';
 import { ClientTlsCredentials, TlsError, tlsReason } from './tls';
 import { NbdAddress, NbdUri, NbdUriError, parseNbdUri } from './uri';
@@ -165,6 +167,8 @@ export class NbdDevice implements BlockDevice {
   /** Largest payload of one request; longer reads and writes are split. */
   readonly maximumRequestBytes: number;
   private readonly transmissionFlags: number;
+  /** Whether the server selected `base:allocation`, so BLOCK_STATUS can list holes. */
+  readonly listsHoles: boolean;
   private conn: ClientConnection | undefined;
   private reconnecting: Promise<ClientConnection> | undefined;
   private failure: string | undefined;
@@ -189,6 +193,7 @@ export class NbdDevice implements BlockDevice {
     this.sizeBytes = info.sizeBytes;
     this.sizeSectors = Math.floor(info.sizeBytes / SECTOR_BYTES);
     this.transmissionFlags = info.transmissionFlags;
+    this.listsHoles = info.allocationContextId !== undefined;
     this.minimumBlockBytes = info.blockSizes?.minimumBytes ?? 1;
     const max = Math.min(info.blockSizes?.maximumBytes ?? DEFAULT_MAXIMUM_BYTES, DEFAULT_MAXIMUM_BYTES);
     this.maximumRequestBytes = max - (max % this.minimumBlockBytes);
@@ -298,6 +303,37 @@ export class NbdDevice implements BlockDevice {
     if (!(this.transmissionFlags & NBD_FLAG_SEND_TRIM)) return;
     const step = MAX_NO_PAYLOAD_BYTES - (MAX_NO_PAYLOAD_BYTES % this.minimumBlockBytes);
     await this.pieces('discard', byteOffset, bytes, step, (at, n) => ({ type: NBD_CMD_TRIM, flags: 0, offsetBytes: at, lengthBytes: n }));
+  }
+
+  /**
+   * The export's holes: its data extents from BLOCK_STATUS (all data when
+   * the server offers no `base:allocation`), and a hole made with
+   * WRITE_ZEROES, which lets the server give the blocks back.
+   */
+  sparseFile(): SparseFile {
+    return {
+      dataExtents: (byteOffset, bytes) => this.dataExtents(byteOffset, bytes),
+      punchHole: (byteOffset, bytes) => this.zeroRange(byteOffset, bytes),
+    };
+  }
+
+  private async dataExtents(byteOffset: number, bytes: number): Promise<ByteExtent[]> {
+    checkRange(this, 'read', byteOffset, bytes);
+    if (!this.listsHoles) return bytes > 0 ? [{ byteOffset, bytes }] : [];
+    return dataExtents((at, n) => this.blockStatus(at, n), byteOffset, bytes, this.minimumBlockBytes, this.sizeBytes);
+  }
+
+  private async blockStatus(offsetBytes: number, lengthBytes: number): Promise<Extent[]> {
+    // Only base:allocation was asked for, so every status chunk is its; a re-sent request's answer replaces the last.
+    let extents: Extent[] = [];
+    await this.request('read', {
+      type: NBD_CMD_BLOCK_STATUS,
+      flags: 0,
+      offsetBytes,
+      lengthBytes,
+      onStatus: (_contextId, e) => (extents = e),
+    });
+    return extents;
   }
 
   /** NBD_CMD_DISC and close; requests still waiting fail with EBADF. */
