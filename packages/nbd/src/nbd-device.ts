@@ -21,6 +21,7 @@ import {
   NBD_CMD_TRIM,
   NBD_CMD_WRITE,
   NBD_CMD_WRITE_ZEROES,
+  NBD_FLAG_CAN_MULTI_CONN,
   NBD_FLAG_READ_ONLY,
   NBD_FLAG_SEND_FLUSH,
   NBD_FLAG_SEND_TRIM,
@@ -41,8 +42,13 @@ export interface NbdDeviceOptions {
   reconnectAttempts?: number;
   /** Wait before the first reconnection; doubled for each next one, at most 8 s (default 250). */
   reconnectDelayMs?: number;
-  /** Requests on the wire at once (default 16). */
+  /** Requests on the wire at once, over all connections (default 16). */
   maxInFlight?: number;
+  /**
+   * Connections to open when the server advertises NBD_FLAG_CAN_MULTI_CONN
+   * (default 1); one otherwise. Requests go to the least busy one.
+   */
+  connections?: number;
   /** Resolves a relative `socket=` path (default the process's working directory). */
   cwd?: string;
 }
@@ -149,6 +155,12 @@ class Slots {
   }
 }
 
+/** One connection of the device and its reconnection, if one is under way. */
+interface Link {
+  conn: ClientConnection | undefined;
+  reconnecting?: Promise<ClientConnection>;
+}
+
 /** An error's message; errors from Node's own modules may come from another realm, so no instanceof. */
 const why = (e: unknown) =>
   typeof e === 'object' && e !== null && typeof (e as Error).message === 'string' ? (e as Error).message : String(e);
@@ -169,26 +181,27 @@ export class NbdDevice implements BlockDevice {
   private readonly transmissionFlags: number;
   /** Whether the server selected `base:allocation`, so BLOCK_STATUS can list holes. */
   readonly listsHoles: boolean;
-  private conn: ClientConnection | undefined;
-  private reconnecting: Promise<ClientConnection> | undefined;
+  private readonly links: Link[];
+  /** Writes and zeroes not yet answered: a flush waits for them on every connection. */
+  private readonly pendingWrites = new Set<Promise<unknown>>();
   private failure: string | undefined;
   private closed = false;
   private readonly slots: Slots;
   private readonly opts: Required<Omit<NbdDeviceOptions, 'cwd'>>;
-  private wakeClose: (() => void) | undefined;
+  private readonly wakeClose: (() => void)[] = [];
   /** Connections made after a drop, for tests and status. */
   reconnections = 0;
 
   private constructor(
     private readonly uri: NbdUri,
     private readonly tls: ClientTlsCredentials | undefined,
-    conn: ClientConnection,
+    conns: ClientConnection[],
     info: ClientExport,
     opts: Required<Omit<NbdDeviceOptions, 'cwd'>>,
   ) {
     this.path = uri.display;
     this.identity = nbdIdentity(uri);
-    this.conn = conn;
+    this.links = conns.map((conn) => ({ conn }));
     this.opts = opts;
     this.sizeBytes = info.sizeBytes;
     this.sizeSectors = Math.floor(info.sizeBytes / SECTOR_BYTES);
@@ -213,7 +226,11 @@ export class NbdDevice implements BlockDevice {
       reconnectAttempts: options.reconnectAttempts ?? 5,
       reconnectDelayMs: options.reconnectDelayMs ?? 250,
       maxInFlight: options.maxInFlight ?? 16,
+      connections: options.connections ?? 1,
     };
+    if (!Number.isSafeInteger(opts.connections) || opts.connections < 1 || opts.connections > MAX_CONNECTIONS) {
+      throw new NbdUriError('bad-uri', uri.display, `connections must be 1 to ${MAX_CONNECTIONS} (got ${opts.connections})`);
+    }
     let tls: ClientTlsCredentials | undefined;
     try {
       tls = uri.tls && new ClientTlsCredentials(uri.tls);
@@ -231,7 +248,16 @@ export class NbdDevice implements BlockDevice {
       dialed.conn.disconnect();
       throw new DeviceError(errnoOf('EROFS'), 'open', uri.display, 0, 0, 'the export is read-only');
     }
-    return new NbdDevice(uri, tls, dialed.conn, dialed.info, opts);
+    const conns = [dialed.conn];
+    if (opts.connections > 1 && dialed.info.transmissionFlags & NBD_FLAG_CAN_MULTI_CONN) {
+      conns.push(...(await moreConnections(uri, tls, opts, dialed.info, opts.connections - 1)));
+    }
+    return new NbdDevice(uri, tls, conns, dialed.info, opts);
+  }
+
+  /** Connections open now (the rest are being re-made after a drop). */
+  get connectionCount(): number {
+    return this.links.filter((l) => l.conn?.alive).length;
   }
 
   get isOpen(): boolean {
@@ -270,6 +296,9 @@ export class NbdDevice implements BlockDevice {
   async flush(): Promise<void> {
     if (this.closed) throw new DeviceError(errnoOf('EBADF'), 'flush', this.path, 0, 0, 'device is closed');
     if (!this.writable || !(this.transmissionFlags & NBD_FLAG_SEND_FLUSH)) return;
+    // A flush covers the writes answered before it was sent, on every connection when the server offers multi-conn:
+    // the writes asked for before this flush are waited for first (their failures are their callers').
+    if (this.pendingWrites.size > 0) await Promise.allSettled([...this.pendingWrites]);
     await this.request('flush', { type: NBD_CMD_FLUSH, flags: 0, offsetBytes: 0, lengthBytes: 0 });
   }
 
@@ -340,9 +369,11 @@ export class NbdDevice implements BlockDevice {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    this.conn?.disconnect();
-    this.conn = undefined;
-    this.wakeClose?.();
+    for (const link of this.links) {
+      link.conn?.disconnect();
+      link.conn = undefined;
+    }
+    for (const wake of this.wakeClose.splice(0)) wake();
   }
 
   private checkAligned(op: DeviceOp, byteOffset: number, bytes: number): void {
@@ -388,7 +419,16 @@ export class NbdDevice implements BlockDevice {
   }
 
   /** One request: sent again on a new connection after each drop, at most `reconnectAttempts` times. */
-  private async request(op: DeviceOp, req: ClientRequest): Promise<void> {
+  private request(op: DeviceOp, req: ClientRequest): Promise<void> {
+    const done = this.send(op, req);
+    if (op !== 'write' && op !== 'zero' && op !== 'discard') return done;
+    this.pendingWrites.add(done);
+    const forget = () => this.pendingWrites.delete(done);
+    done.then(forget, forget);
+    return done;
+  }
+
+  private async send(op: DeviceOp, req: ClientRequest): Promise<void> {
     await this.slots.take();
     try {
       for (let sends = 0; ; sends++) {
@@ -417,18 +457,28 @@ export class NbdDevice implements BlockDevice {
 
   private fail(reason: string): void {
     this.failure ??= reason;
-    this.conn?.end(new ConnectionClosed(reason));
-    this.conn = undefined;
+    for (const link of this.links) {
+      link.conn?.end(new ConnectionClosed(reason));
+      link.conn = undefined;
+    }
   }
 
-  /** The live connection, a new one after a drop, or the device's failure. */
+  /**
+   * The least busy live connection; dropped ones are re-made meanwhile.
+   * With none alive, a new one after the drop, or the device's failure.
+   */
   private async connection(op: DeviceOp, req: ClientRequest): Promise<ClientConnection> {
     if (this.closed) throw this.closedError(op, req);
-    if (this.failure === undefined && this.conn?.alive) return this.conn;
     if (this.failure === undefined) {
-      this.reconnecting ??= this.reconnect().finally(() => (this.reconnecting = undefined));
+      let best: ClientConnection | undefined;
+      for (const link of this.links) {
+        const c = link.conn;
+        if (!c?.alive) this.relink(link).catch(() => undefined);
+        else if (!best || c.requestsInFlight < best.requestsInFlight) best = c;
+      }
+      if (best) return best;
       try {
-        return await this.reconnecting;
+        return await Promise.any(this.links.map((l) => this.relink(l)));
       } catch {
         // the failure is recorded; reported below
       }
@@ -437,18 +487,27 @@ export class NbdDevice implements BlockDevice {
     throw new DeviceError(errnoOf('EIO'), op, this.path, req.offsetBytes, req.lengthBytes, `device failed: ${this.failure}`);
   }
 
-  private async reconnect(): Promise<ClientConnection> {
+  /** The link's reconnection: the one under way, or a new one. */
+  private relink(link: Link): Promise<ClientConnection> {
+    link.reconnecting ??= this.reconnect(link).finally(() => (link.reconnecting = undefined));
+    return link.reconnecting;
+  }
+
+  private async reconnect(link: Link): Promise<ClientConnection> {
     let last = 'connection lost';
     for (let attempt = 1; attempt <= this.opts.reconnectAttempts; attempt++) {
       const delayMs = Math.min(this.opts.reconnectDelayMs * 2 ** (attempt - 1), MAX_RECONNECT_DELAY_MS);
       await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, delayMs);
-        this.wakeClose = () => {
+        const wake = () => {
           clearTimeout(t);
           resolve();
         };
+        const t = setTimeout(() => {
+          this.wakeClose.splice(this.wakeClose.indexOf(wake), 1);
+          resolve();
+        }, delayMs);
+        this.wakeClose.push(wake);
       });
-      this.wakeClose = undefined;
       if (this.closed) throw new Error('closed');
       try {
         // A new connection does the whole handshake again, TLS included, with the credentials read at open.
@@ -463,7 +522,7 @@ export class NbdDevice implements BlockDevice {
           throw new Error('closed');
         }
         this.reconnections++;
-        this.conn = conn;
+        link.conn = conn;
         return conn;
       } catch (e) {
         if (this.failure !== undefined || this.closed) throw e;
@@ -473,6 +532,31 @@ export class NbdDevice implements BlockDevice {
     this.fail(`connection lost; ${this.opts.reconnectAttempts} reconnection attempts failed (last: ${last})`);
     throw new Error(this.failure);
   }
+}
+
+/** The most connections one device opens. */
+const MAX_CONNECTIONS = 16;
+
+/**
+ * The further connections of a multi-conn export, dialled together; a
+ * server that refuses some (a connection limit) leaves fewer, and one
+ * that shows a different export on them is not used beyond the first.
+ */
+async function moreConnections(
+  uri: NbdUri,
+  tls: ClientTlsCredentials | undefined,
+  opts: Required<Omit<NbdDeviceOptions, 'cwd'>>,
+  first: ClientExport,
+  count: number,
+): Promise<ClientConnection[]> {
+  const tries = await Promise.allSettled(Array.from({ length: count }, () => dial(uri, tls, opts.connectTimeoutMs, opts.requestTimeoutMs)));
+  const conns: ClientConnection[] = [];
+  for (const t of tries) {
+    if (t.status !== 'fulfilled') continue;
+    if (t.value.info.sizeBytes === first.sizeBytes && t.value.info.transmissionFlags === first.transmissionFlags) conns.push(t.value.conn);
+    else t.value.conn.disconnect();
+  }
+  return conns;
 }
 
 /** The identity of an export: the same for every spelling of its URI, with or without TLS, without connecting. */
