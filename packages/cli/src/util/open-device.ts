@@ -25,7 +25,7 @@ const NBD_ENV = {
 } as const;
 
 /** Connections per NBD device when the server allows several (multi-conn) and DMTOOL_NBD_CONNECTIONS is unset. */
-export const DEFAULT_NBD_CONNECTIONS = 1;
+export const DEFAULT_NBD_CONNECTIONS = 4;
 const MAX_NBD_CONNECTIONS = 16;
 
 /**
