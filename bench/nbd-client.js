@@ -6,12 +6,15 @@
 // then three (one dmtool job against three nbdcopy runs in a row), then a
 // mirror resync with one NBD leg against nbdcopy of the same bytes, then
 // the one-destination copy again to an nbdkit export requiring TLS
-// (certificates made with openssl for the run). Page cache dropped before
-// each run; every destination is compared with the source afterwards.
+// (certificates made with openssl for the run), then the one-destination
+// copy over TCP between two network namespaces joined by a veth pair (made
+// and removed by the run; skipped without root and iproute2). Page cache
+// dropped before each run; every destination is compared with the source
+// afterwards.
 const { spawn, spawnSync } = require('child_process');
 const fs = require('fs');
 const path = require('path');
-const { benchDir, dmtool, timed, dropCaches, makeRandomFile, makeSparse, table, mbps } = require('./common');
+const { CLI, benchDir, dmtool, timed, dropCaches, makeRandomFile, makeSparse, table, mbps } = require('./common');
 
 const MIB = Number(process.env.DMTOOL_BENCH_NBD_CLIENT_MIB || 1024);
 const BYTES = MIB << 20;
@@ -65,6 +68,56 @@ async function stop(child) {
   const timer = setTimeout(() => child.kill('SIGKILL'), 15000);
   await done;
   clearTimeout(timer);
+}
+
+/** Two namespaces joined by a veth pair: the client in `local`, the server at `remoteAddress` in `remote`; `remove` undoes it. */
+function makeNetnsPair() {
+  const id = process.pid.toString(36);
+  const local = `dmtool-bl-${id}`;
+  const remote = `dmtool-br-${id}`;
+  const localIf = `dmb${id}l`;
+  const remoteIf = `dmb${id}r`;
+  const subnet = 1 + (process.pid % 254);
+  const ip = (args) => spawnSync('ip', args, { stdio: 'ignore' }).status === 0;
+  const remove = () => {
+    ip(['netns', 'del', local]);
+    ip(['netns', 'del', remote]);
+    if (ip(['link', 'show', localIf])) ip(['link', 'del', localIf]);
+  };
+  const steps = [
+    ['netns', 'add', local],
+    ['netns', 'add', remote],
+    ['link', 'add', localIf, 'type', 'veth', 'peer', 'name', remoteIf],
+    ['link', 'set', localIf, 'netns', local],
+    ['link', 'set', remoteIf, 'netns', remote],
+    ['-n', local, 'addr', 'add', `10.202.${subnet}.1/30`, 'dev', localIf],
+    ['-n', remote, 'addr', 'add', `10.202.${subnet}.2/30`, 'dev', remoteIf],
+    ['-n', local, 'link', 'set', localIf, 'up'],
+    ['-n', remote, 'link', 'set', remoteIf, 'up'],
+    ['-n', local, 'link', 'set', 'lo', 'up'],
+    ['-n', remote, 'link', 'set', 'lo', 'up'],
+  ];
+  for (const step of steps) {
+    if (!ip(step)) {
+      remove();
+      return undefined;
+    }
+  }
+  return { local, remote, remoteAddress: `10.202.${subnet}.2`, remove };
+}
+
+async function startNbdkitTcp(ns, address, file) {
+  const child = spawn('ip', ['netns', 'exec', ns, 'nbdkit', '--foreground', '--exit-with-parent', '-i', address, 'file', file], {
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
+  const until = Date.now() + 15000;
+  while (Date.now() < until) {
+    if (child.exitCode !== null) throw new Error(`nbdkit exited (${child.exitCode}) before listening`);
+    if (spawnSync('ip', ['netns', 'exec', ns, 'nbdinfo', '--size', `nbd://${address}/`], { stdio: 'ignore' }).status === 0) return child;
+    await sleep(50);
+  }
+  child.kill('SIGKILL');
+  throw new Error(`nbdkit did not listen on ${address}`);
 }
 
 function sameAs(a, b) {
@@ -159,11 +212,36 @@ async function main() {
     sameAs(input, tlsDest);
     rows.push(['1 destination, TLS', 'nbdcopy --flush', nbdcopyTls.toFixed(2), mbps(BYTES, nbdcopyTls), '1.00']);
     rows.push(['1 destination, TLS', 'dmtool copy', dmtoolTls.toFixed(2), mbps(BYTES, dmtoolTls), (nbdcopyTls / dmtoolTls).toFixed(2)]);
+
+    const pair = process.getuid() === 0 ? makeNetnsPair() : undefined;
+    if (pair) {
+      let tcpServer;
+      try {
+        const tcpDest = dests[2];
+        fresh([tcpDest]);
+        tcpServer = await startNbdkitTcp(pair.remote, pair.remoteAddress, tcpDest);
+        const tcpUri = `nbd://${pair.remoteAddress}/`;
+        const nbdcopyTcp = bestOf(() => run('ip', ['netns', 'exec', pair.local, 'nbdcopy', '--flush', input, tcpUri]));
+        sameAs(input, tcpDest);
+        fresh([tcpDest]);
+        const dmtoolTcp = bestOf(() => run('ip', ['netns', 'exec', pair.local, process.execPath, CLI, 'copy', input, tcpUri]));
+        sameAs(input, tcpDest);
+        rows.push(['1 destination, TCP between namespaces', 'nbdcopy --flush', nbdcopyTcp.toFixed(2), mbps(BYTES, nbdcopyTcp), '1.00']);
+        rows.push(['1 destination, TCP between namespaces', 'dmtool copy', dmtoolTcp.toFixed(2), mbps(BYTES, dmtoolTcp), (nbdcopyTcp / dmtoolTcp).toFixed(2)]); // prettier-ignore
+      } finally {
+        if (tcpServer) await stop(tcpServer);
+        pair.remove();
+      }
+    } else {
+      console.log('(TCP between namespaces skipped: needs root and iproute2)');
+    }
   } finally {
     for (const s of servers) await stop(s);
     fs.rmSync(dir, { recursive: true, force: true });
   }
-  console.log(`## NBD client: ${MIB} MiB local file to nbdkit file exports over unix sockets, best of ${RUNS}\n`);
+  console.log(
+    `## NBD client: ${MIB} MiB local file to nbdkit file exports over unix sockets (and TCP between namespaces), best of ${RUNS}\n`,
+  );
   console.log(table(['case', 'tool', 'seconds', 'MB/s written', 'speed vs nbdcopy'], rows));
 }
 

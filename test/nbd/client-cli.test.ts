@@ -244,6 +244,10 @@ describe('names refused before anything is opened', () => {
   test('a bad DMTOOL_NBD_* setting is refused (exit 2)', () => {
     const r = dmtool(['copy', '/nonexistent', '/nonexistent2'], { env: { DMTOOL_NBD_RECONNECT_ATTEMPTS: 'many' } });
     expect([r.status, r.stderr]).toEqual([2, 'dmtool: DMTOOL_NBD_RECONNECT_ATTEMPTS must be a whole number (got "many")\n']);
+    const none = dmtool(['copy', '/nonexistent', '/nonexistent2'], { env: { DMTOOL_NBD_CONNECTIONS: '0' } });
+    expect([none.status, none.stderr]).toEqual([2, 'dmtool: DMTOOL_NBD_CONNECTIONS must be a whole number above 0 (got "0")\n']);
+    const many = dmtool(['copy', '/nonexistent', '/nonexistent2'], { env: { DMTOOL_NBD_CONNECTIONS: '17' } });
+    expect([many.status, many.stderr]).toEqual([2, 'dmtool: DMTOOL_NBD_CONNECTIONS must be at most 16 (got 17)\n']);
   });
 });
 

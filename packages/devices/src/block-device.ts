@@ -40,9 +40,9 @@ export interface BlockDevice {
   nativeEndpoint?(): NativeEndpoint | undefined;
 
   /**
-   * Capability: the device is a regular file that can say where it holds
-   * data and can give blocks back (holes). Undefined for block devices,
-   * network devices and anything else that cannot.
+   * Capability: the device is a regular file (or an NBD export) that can
+   * say where it holds data and can give blocks back (holes). Undefined
+   * for block devices and anything else that cannot.
    */
   sparseFile?(): SparseFile | undefined;
 

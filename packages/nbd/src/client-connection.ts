@@ -11,6 +11,7 @@ import {
   NBD_CMD_DISC,
   NBD_CMD_READ,
   NBD_REPLY_FLAG_DONE,
+  NBD_REPLY_TYPE_BLOCK_STATUS,
   NBD_REPLY_TYPE_ERROR,
   NBD_REPLY_TYPE_ERROR_OFFSET,
   NBD_REPLY_TYPE_NONE,
@@ -19,7 +20,16 @@ import {
   SIMPLE_REPLY_BYTES,
   STRUCTURED_REPLY_HEADER_BYTES,
 } from './constants';
-import { decodeChunkHeader, decodeErrorPayload, decodeSimpleReply, encodeRequestHeader, ProtocolError, replyKind } from './codec';
+import {
+  decodeBlockStatusPayload,
+  decodeChunkHeader,
+  decodeErrorPayload,
+  decodeSimpleReply,
+  encodeRequestHeader,
+  Extent,
+  ProtocolError,
+  replyKind,
+} from './codec';
 import { ConnectionClosed, SocketReader } from './socket-reader';
 
 export interface ClientRequest {
@@ -29,6 +39,8 @@ export interface ClientRequest {
   lengthBytes: number;
   /** A write's payload, or the buffer a read fills (`lengthBytes` long). */
   data?: Buffer;
+  /** A block-status request's sink for each NBD_REPLY_TYPE_BLOCK_STATUS chunk. */
+  onStatus?(contextId: number, extents: Extent[]): void;
 }
 
 /** The server's answer: `error` 0 is success, otherwise an NBD error value with the server's message if it sent one. */
@@ -50,6 +62,8 @@ const DISCONNECT_LINGER_MS = 1000;
 
 /** Largest structured chunk payload accepted beyond the data a read asked for. */
 const MAX_CHUNK_EXTRA_BYTES = 64 << 10;
+/** Largest block-status chunk accepted: 128 Ki extents, far more than any server sends for one request. */
+const MAX_STATUS_CHUNK_BYTES = 1 << 20;
 
 export class ClientConnection {
   private readonly inFlight = new Map<bigint, InFlight>();
@@ -171,7 +185,8 @@ export class ClientConnection {
     const h = decodeChunkHeader(Buffer.concat([magic, rest]));
     const f = this.take(h.cookie);
     const isRead = f.req.type === NBD_CMD_READ && f.req.data !== undefined;
-    if (h.lengthBytes > (isRead ? f.req.lengthBytes + 8 : 0) + MAX_CHUNK_EXTRA_BYTES) {
+    const limit = isRead ? f.req.lengthBytes + 8 + MAX_CHUNK_EXTRA_BYTES : f.req.onStatus ? MAX_STATUS_CHUNK_BYTES : MAX_CHUNK_EXTRA_BYTES;
+    if (h.lengthBytes > limit) {
       throw new ProtocolError('too-big', `structured chunk of ${h.lengthBytes} bytes`);
     }
     if (h.type === NBD_REPLY_TYPE_OFFSET_DATA && isRead) {
@@ -184,6 +199,9 @@ export class ClientConnection {
       const holeBytes = p.readUInt32BE(8);
       const at = this.inside(f.req, Number(p.readBigUInt64BE(0)), holeBytes);
       f.req.data!.fill(0, at, at + holeBytes);
+    } else if (h.type === NBD_REPLY_TYPE_BLOCK_STATUS && f.req.onStatus) {
+      const status = decodeBlockStatusPayload(await this.reader.read(h.lengthBytes));
+      f.req.onStatus(status.contextId, status.extents);
     } else if (h.type === NBD_REPLY_TYPE_ERROR || h.type === NBD_REPLY_TYPE_ERROR_OFFSET) {
       const e = decodeErrorPayload(h.type, await this.reader.read(h.lengthBytes));
       if (f.outcome.error === 0) f.outcome = { error: e.error || 5, message: e.message || undefined };
@@ -191,7 +209,7 @@ export class ClientConnection {
       if (h.lengthBytes !== 0 || !(h.flags & NBD_REPLY_FLAG_DONE))
         throw new ProtocolError('invalid', 'NBD_REPLY_TYPE_NONE with a payload or without DONE');
     } else {
-      // Chunks this client did not ask for (block status, unknown types) are read and dropped.
+      // Chunks this client did not ask for (unknown types) are read and dropped.
       if (h.lengthBytes) await this.reader.read(h.lengthBytes);
     }
     if (h.flags & NBD_REPLY_FLAG_DONE) this.finish(h.cookie, f);

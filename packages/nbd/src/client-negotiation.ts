@@ -2,7 +2,9 @@
  * The client's half of the fixed newstyle handshake: NBD_OPT_STARTTLS
  * first when TLS is wanted, structured replies asked for, then NBD_OPT_GO
  * with the block-size information, or NBD_OPT_EXPORT_NAME when the server
- * does not know NBD_OPT_GO.
+ * does not know NBD_OPT_GO. With structured replies, `base:allocation` is
+ * asked for with NBD_OPT_SET_META_CONTEXT so the export's holes can be
+ * listed with NBD_CMD_BLOCK_STATUS.
  */
 import {
   EXPORT_NAME_ZEROES_BYTES,
@@ -15,6 +17,7 @@ import {
   NBD_INFO_EXPORT,
   NBD_OPT_EXPORT_NAME,
   NBD_OPT_GO,
+  NBD_OPT_SET_META_CONTEXT,
   NBD_OPT_STARTTLS,
   NBD_OPT_STRUCTURED_REPLY,
   NBD_REP_ACK,
@@ -24,6 +27,7 @@ import {
   NBD_REP_ERR_UNKNOWN,
   NBD_REP_ERR_UNSUP,
   NBD_REP_INFO,
+  NBD_REP_META_CONTEXT,
   OPTION_REPLY_HEADER_BYTES,
   isErrorReply,
 } from './constants';
@@ -32,9 +36,11 @@ import {
   decodeExportNameReply,
   decodeGreeting,
   decodeInfo,
+  decodeMetaContextReplyData,
   decodeOptionReplyHeader,
   encodeClientFlags,
   encodeInfoRequest,
+  encodeMetaContextRequest,
   encodeOption,
   ProtocolError,
 } from './codec';
@@ -47,7 +53,11 @@ export interface ClientExport {
   structuredReplies: boolean;
   /** Present when the server sent NBD_INFO_BLOCK_SIZE. */
   blockSizes?: BlockSizeInfo;
+  /** The context id of `base:allocation` when the server selected it. */
+  allocationContextId?: number;
 }
+
+export const BASE_ALLOCATION = 'base:allocation';
 
 /** Why the server refused the export: `code` is the errno the device error carries. */
 export class ExportRefused extends Error {
@@ -113,6 +123,7 @@ export async function negotiateClient(io: ClientNegotiationIo, exportName: strin
   const structuredReplies = sr.replyType === NBD_REP_ACK;
   if (!structuredReplies && !isErrorReply(sr.replyType))
     throw new ProtocolError('invalid', `reply 0x${sr.replyType.toString(16)} to NBD_OPT_STRUCTURED_REPLY`);
+  const allocationContextId = structuredReplies ? await selectBaseAllocation(io, exportName) : undefined;
 
   io.send(encodeOption(NBD_OPT_GO, encodeInfoRequest({ name: exportName, infoTypes: [NBD_INFO_BLOCK_SIZE] })));
   let sizeBytes: number | undefined;
@@ -128,13 +139,36 @@ export async function negotiateClient(io: ClientNegotiationIo, exportName: strin
     }
     if (r.replyType === NBD_REP_ACK) {
       if (sizeBytes === undefined) throw new ProtocolError('invalid', 'NBD_OPT_GO acknowledged without NBD_INFO_EXPORT');
-      return { sizeBytes, transmissionFlags, structuredReplies, blockSizes: validBlockSizes(blockSizes) };
+      return { sizeBytes, transmissionFlags, structuredReplies, blockSizes: validBlockSizes(blockSizes), allocationContextId };
     }
-    if (r.replyType === NBD_REP_ERR_UNSUP) return exportNameFallback(io, exportName, noZeroes, structuredReplies);
+    if (r.replyType === NBD_REP_ERR_UNSUP)
+      return { ...(await exportNameFallback(io, exportName, noZeroes, structuredReplies)), allocationContextId };
     if (isErrorReply(r.replyType)) throw refusal(r.replyType, r.data, exportName);
     throw new ProtocolError('invalid', `reply 0x${r.replyType.toString(16)} to NBD_OPT_GO`);
   }
   throw new ProtocolError('too-big', 'more than 64 replies to NBD_OPT_GO');
+}
+
+/**
+ * NBD_OPT_SET_META_CONTEXT for `base:allocation`: its context id when the
+ * server selected it; undefined when it refused the option or selected
+ * nothing (the export then cannot list its holes, which is no failure).
+ */
+async function selectBaseAllocation(io: ClientNegotiationIo, exportName: string): Promise<number | undefined> {
+  io.send(encodeOption(NBD_OPT_SET_META_CONTEXT, encodeMetaContextRequest({ exportName, queries: [BASE_ALLOCATION] })));
+  let contextId: number | undefined;
+  for (let replies = 0; replies < 64; replies++) {
+    const r = await readOptionReply(io, NBD_OPT_SET_META_CONTEXT);
+    if (r.replyType === NBD_REP_META_CONTEXT) {
+      const ctx = decodeMetaContextReplyData(r.data);
+      if (ctx.name === BASE_ALLOCATION) contextId = ctx.contextId;
+      continue;
+    }
+    if (r.replyType === NBD_REP_ACK) return contextId;
+    if (isErrorReply(r.replyType)) return undefined;
+    throw new ProtocolError('invalid', `reply 0x${r.replyType.toString(16)} to NBD_OPT_SET_META_CONTEXT`);
+  }
+  throw new ProtocolError('too-big', 'more than 64 replies to NBD_OPT_SET_META_CONTEXT');
 }
 
 const STARTTLS_REFUSALS: Record<number, string> = {

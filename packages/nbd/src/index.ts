@@ -27,6 +27,7 @@ export { ClientExport, ClientNegotiationIo, ExportRefused, negotiateClient } fro
 export { ConnectionClosed, SocketReader } from './socket-reader';
 export { ClientConnection, ClientRequest, ReplyOutcome } from './client-connection';
 export { NbdDevice, NbdDeviceOptions, nbdIdentity } from './nbd-device';
+export { dataExtents, MAX_STATUS_REQUEST_BYTES, StatusQuery } from './block-status';
 export {
   looksLikeNbdUri,
   NBD_DEFAULT_PORT,

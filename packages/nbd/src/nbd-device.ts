@@ -10,21 +10,24 @@
  */
 import * as net from 'net';
 import { constants } from 'os';
-import { BlockDevice, checkIo, checkRange, DeviceError, DeviceOp, errnoOf, SECTOR_BYTES } from '@dmtool/devices';
+import { BlockDevice, ByteExtent, checkIo, checkRange, DeviceError, DeviceOp, errnoOf, SECTOR_BYTES, SparseFile } from '@dmtool/devices';
+import { dataExtents } from './block-status';
 import { ClientConnection, ClientRequest } from './client-connection';
 import { ClientExport, ClientNegotiationIo, ExportRefused, negotiateClient } from './client-negotiation';
 import {
+  NBD_CMD_BLOCK_STATUS,
   NBD_CMD_FLUSH,
   NBD_CMD_READ,
   NBD_CMD_TRIM,
   NBD_CMD_WRITE,
   NBD_CMD_WRITE_ZEROES,
+  NBD_FLAG_CAN_MULTI_CONN,
   NBD_FLAG_READ_ONLY,
   NBD_FLAG_SEND_FLUSH,
   NBD_FLAG_SEND_TRIM,
   NBD_FLAG_SEND_WRITE_ZEROES,
 } from './constants';
-import { ProtocolError } from './codec';
+import { Extent, ProtocolError } from './codec';
 import { ConnectionClosed, SocketReader } from './socket-reader';
 import { ClientTlsCredentials, TlsError, tlsReason } from './tls';
 import { NbdAddress, NbdUri, NbdUriError, parseNbdUri } from './uri';
@@ -39,8 +42,13 @@ export interface NbdDeviceOptions {
   reconnectAttempts?: number;
   /** Wait before the first reconnection; doubled for each next one, at most 8 s (default 250). */
   reconnectDelayMs?: number;
-  /** Requests on the wire at once (default 16). */
+  /** Requests on the wire at once, over all connections (default 16). */
   maxInFlight?: number;
+  /**
+   * Connections to open when the server advertises NBD_FLAG_CAN_MULTI_CONN
+   * (default 1); one otherwise. Requests go to the least busy one.
+   */
+  connections?: number;
   /** Resolves a relative `socket=` path (default the process's working directory). */
   cwd?: string;
 }
@@ -147,6 +155,12 @@ class Slots {
   }
 }
 
+/** One connection of the device and its reconnection, if one is under way. */
+interface Link {
+  conn: ClientConnection | undefined;
+  reconnecting?: Promise<ClientConnection>;
+}
+
 /** An error's message; errors from Node's own modules may come from another realm, so no instanceof. */
 const why = (e: unknown) =>
   typeof e === 'object' && e !== null && typeof (e as Error).message === 'string' ? (e as Error).message : String(e);
@@ -165,30 +179,34 @@ export class NbdDevice implements BlockDevice {
   /** Largest payload of one request; longer reads and writes are split. */
   readonly maximumRequestBytes: number;
   private readonly transmissionFlags: number;
-  private conn: ClientConnection | undefined;
-  private reconnecting: Promise<ClientConnection> | undefined;
+  /** Whether the server selected `base:allocation`, so BLOCK_STATUS can list holes. */
+  readonly listsHoles: boolean;
+  private readonly links: Link[];
+  /** Writes and zeroes not yet answered: a flush waits for them on every connection. */
+  private readonly pendingWrites = new Set<Promise<unknown>>();
   private failure: string | undefined;
   private closed = false;
   private readonly slots: Slots;
   private readonly opts: Required<Omit<NbdDeviceOptions, 'cwd'>>;
-  private wakeClose: (() => void) | undefined;
+  private readonly wakeClose: (() => void)[] = [];
   /** Connections made after a drop, for tests and status. */
   reconnections = 0;
 
   private constructor(
     private readonly uri: NbdUri,
     private readonly tls: ClientTlsCredentials | undefined,
-    conn: ClientConnection,
+    conns: ClientConnection[],
     info: ClientExport,
     opts: Required<Omit<NbdDeviceOptions, 'cwd'>>,
   ) {
     this.path = uri.display;
     this.identity = nbdIdentity(uri);
-    this.conn = conn;
+    this.links = conns.map((conn) => ({ conn }));
     this.opts = opts;
     this.sizeBytes = info.sizeBytes;
     this.sizeSectors = Math.floor(info.sizeBytes / SECTOR_BYTES);
     this.transmissionFlags = info.transmissionFlags;
+    this.listsHoles = info.allocationContextId !== undefined;
     this.minimumBlockBytes = info.blockSizes?.minimumBytes ?? 1;
     const max = Math.min(info.blockSizes?.maximumBytes ?? DEFAULT_MAXIMUM_BYTES, DEFAULT_MAXIMUM_BYTES);
     this.maximumRequestBytes = max - (max % this.minimumBlockBytes);
@@ -208,7 +226,11 @@ export class NbdDevice implements BlockDevice {
       reconnectAttempts: options.reconnectAttempts ?? 5,
       reconnectDelayMs: options.reconnectDelayMs ?? 250,
       maxInFlight: options.maxInFlight ?? 16,
+      connections: options.connections ?? 1,
     };
+    if (!Number.isSafeInteger(opts.connections) || opts.connections < 1 || opts.connections > MAX_CONNECTIONS) {
+      throw new NbdUriError('bad-uri', uri.display, `connections must be 1 to ${MAX_CONNECTIONS} (got ${opts.connections})`);
+    }
     let tls: ClientTlsCredentials | undefined;
     try {
       tls = uri.tls && new ClientTlsCredentials(uri.tls);
@@ -226,7 +248,16 @@ export class NbdDevice implements BlockDevice {
       dialed.conn.disconnect();
       throw new DeviceError(errnoOf('EROFS'), 'open', uri.display, 0, 0, 'the export is read-only');
     }
-    return new NbdDevice(uri, tls, dialed.conn, dialed.info, opts);
+    const conns = [dialed.conn];
+    if (opts.connections > 1 && dialed.info.transmissionFlags & NBD_FLAG_CAN_MULTI_CONN) {
+      conns.push(...(await moreConnections(uri, tls, opts, dialed.info, opts.connections - 1)));
+    }
+    return new NbdDevice(uri, tls, conns, dialed.info, opts);
+  }
+
+  /** Connections open now (the rest are being re-made after a drop). */
+  get connectionCount(): number {
+    return this.links.filter((l) => l.conn?.alive).length;
   }
 
   get isOpen(): boolean {
@@ -265,6 +296,9 @@ export class NbdDevice implements BlockDevice {
   async flush(): Promise<void> {
     if (this.closed) throw new DeviceError(errnoOf('EBADF'), 'flush', this.path, 0, 0, 'device is closed');
     if (!this.writable || !(this.transmissionFlags & NBD_FLAG_SEND_FLUSH)) return;
+    // A flush covers the writes answered before it was sent, on every connection when the server offers multi-conn:
+    // the writes asked for before this flush are waited for first (their failures are their callers').
+    if (this.pendingWrites.size > 0) await Promise.allSettled([...this.pendingWrites]);
     await this.request('flush', { type: NBD_CMD_FLUSH, flags: 0, offsetBytes: 0, lengthBytes: 0 });
   }
 
@@ -300,13 +334,46 @@ export class NbdDevice implements BlockDevice {
     await this.pieces('discard', byteOffset, bytes, step, (at, n) => ({ type: NBD_CMD_TRIM, flags: 0, offsetBytes: at, lengthBytes: n }));
   }
 
+  /**
+   * The export's holes: its data extents from BLOCK_STATUS (all data when
+   * the server offers no `base:allocation`), and a hole made with
+   * WRITE_ZEROES, which lets the server give the blocks back.
+   */
+  sparseFile(): SparseFile {
+    return {
+      dataExtents: (byteOffset, bytes) => this.dataExtents(byteOffset, bytes),
+      punchHole: (byteOffset, bytes) => this.zeroRange(byteOffset, bytes),
+    };
+  }
+
+  private async dataExtents(byteOffset: number, bytes: number): Promise<ByteExtent[]> {
+    checkRange(this, 'read', byteOffset, bytes);
+    if (!this.listsHoles) return bytes > 0 ? [{ byteOffset, bytes }] : [];
+    return dataExtents((at, n) => this.blockStatus(at, n), byteOffset, bytes, this.minimumBlockBytes, this.sizeBytes);
+  }
+
+  private async blockStatus(offsetBytes: number, lengthBytes: number): Promise<Extent[]> {
+    // Only base:allocation was asked for, so every status chunk is its; a re-sent request's answer replaces the last.
+    let extents: Extent[] = [];
+    await this.request('read', {
+      type: NBD_CMD_BLOCK_STATUS,
+      flags: 0,
+      offsetBytes,
+      lengthBytes,
+      onStatus: (_contextId, e) => (extents = e),
+    });
+    return extents;
+  }
+
   /** NBD_CMD_DISC and close; requests still waiting fail with EBADF. */
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    this.conn?.disconnect();
-    this.conn = undefined;
-    this.wakeClose?.();
+    for (const link of this.links) {
+      link.conn?.disconnect();
+      link.conn = undefined;
+    }
+    for (const wake of this.wakeClose.splice(0)) wake();
   }
 
   private checkAligned(op: DeviceOp, byteOffset: number, bytes: number): void {
@@ -352,7 +419,16 @@ export class NbdDevice implements BlockDevice {
   }
 
   /** One request: sent again on a new connection after each drop, at most `reconnectAttempts` times. */
-  private async request(op: DeviceOp, req: ClientRequest): Promise<void> {
+  private request(op: DeviceOp, req: ClientRequest): Promise<void> {
+    const done = this.send(op, req);
+    if (op !== 'write' && op !== 'zero' && op !== 'discard') return done;
+    this.pendingWrites.add(done);
+    const forget = () => this.pendingWrites.delete(done);
+    done.then(forget, forget);
+    return done;
+  }
+
+  private async send(op: DeviceOp, req: ClientRequest): Promise<void> {
     await this.slots.take();
     try {
       for (let sends = 0; ; sends++) {
@@ -381,18 +457,28 @@ export class NbdDevice implements BlockDevice {
 
   private fail(reason: string): void {
     this.failure ??= reason;
-    this.conn?.end(new ConnectionClosed(reason));
-    this.conn = undefined;
+    for (const link of this.links) {
+      link.conn?.end(new ConnectionClosed(reason));
+      link.conn = undefined;
+    }
   }
 
-  /** The live connection, a new one after a drop, or the device's failure. */
+  /**
+   * The least busy live connection; dropped ones are re-made meanwhile.
+   * With none alive, a new one after the drop, or the device's failure.
+   */
   private async connection(op: DeviceOp, req: ClientRequest): Promise<ClientConnection> {
     if (this.closed) throw this.closedError(op, req);
-    if (this.failure === undefined && this.conn?.alive) return this.conn;
     if (this.failure === undefined) {
-      this.reconnecting ??= this.reconnect().finally(() => (this.reconnecting = undefined));
+      let best: ClientConnection | undefined;
+      for (const link of this.links) {
+        const c = link.conn;
+        if (!c?.alive) this.relink(link).catch(() => undefined);
+        else if (!best || c.requestsInFlight < best.requestsInFlight) best = c;
+      }
+      if (best) return best;
       try {
-        return await this.reconnecting;
+        return await Promise.any(this.links.map((l) => this.relink(l)));
       } catch {
         // the failure is recorded; reported below
       }
@@ -401,18 +487,27 @@ export class NbdDevice implements BlockDevice {
     throw new DeviceError(errnoOf('EIO'), op, this.path, req.offsetBytes, req.lengthBytes, `device failed: ${this.failure}`);
   }
 
-  private async reconnect(): Promise<ClientConnection> {
+  /** The link's reconnection: the one under way, or a new one. */
+  private relink(link: Link): Promise<ClientConnection> {
+    link.reconnecting ??= this.reconnect(link).finally(() => (link.reconnecting = undefined));
+    return link.reconnecting;
+  }
+
+  private async reconnect(link: Link): Promise<ClientConnection> {
     let last = 'connection lost';
     for (let attempt = 1; attempt <= this.opts.reconnectAttempts; attempt++) {
       const delayMs = Math.min(this.opts.reconnectDelayMs * 2 ** (attempt - 1), MAX_RECONNECT_DELAY_MS);
       await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, delayMs);
-        this.wakeClose = () => {
+        const wake = () => {
           clearTimeout(t);
           resolve();
         };
+        const t = setTimeout(() => {
+          this.wakeClose.splice(this.wakeClose.indexOf(wake), 1);
+          resolve();
+        }, delayMs);
+        this.wakeClose.push(wake);
       });
-      this.wakeClose = undefined;
       if (this.closed) throw new Error('closed');
       try {
         // A new connection does the whole handshake again, TLS included, with the credentials read at open.
@@ -427,7 +522,7 @@ export class NbdDevice implements BlockDevice {
           throw new Error('closed');
         }
         this.reconnections++;
-        this.conn = conn;
+        link.conn = conn;
         return conn;
       } catch (e) {
         if (this.failure !== undefined || this.closed) throw e;
@@ -437,6 +532,31 @@ export class NbdDevice implements BlockDevice {
     this.fail(`connection lost; ${this.opts.reconnectAttempts} reconnection attempts failed (last: ${last})`);
     throw new Error(this.failure);
   }
+}
+
+/** The most connections one device opens. */
+const MAX_CONNECTIONS = 16;
+
+/**
+ * The further connections of a multi-conn export, dialled together; a
+ * server that refuses some (a connection limit) leaves fewer, and one
+ * that shows a different export on them is not used beyond the first.
+ */
+async function moreConnections(
+  uri: NbdUri,
+  tls: ClientTlsCredentials | undefined,
+  opts: Required<Omit<NbdDeviceOptions, 'cwd'>>,
+  first: ClientExport,
+  count: number,
+): Promise<ClientConnection[]> {
+  const tries = await Promise.allSettled(Array.from({ length: count }, () => dial(uri, tls, opts.connectTimeoutMs, opts.requestTimeoutMs)));
+  const conns: ClientConnection[] = [];
+  for (const t of tries) {
+    if (t.status !== 'fulfilled') continue;
+    if (t.value.info.sizeBytes === first.sizeBytes && t.value.info.transmissionFlags === first.transmissionFlags) conns.push(t.value.conn);
+    else t.value.conn.disconnect();
+  }
+  return conns;
 }
 
 /** The identity of an export: the same for every spelling of its URI, with or without TLS, without connecting. */

@@ -10,10 +10,12 @@ import * as path from 'path';
 import {
   decodeClientFlags,
   decodeInfoRequest,
+  decodeMetaContextRequest,
   decodeOptionHeader,
   encodeExportNameReply,
   encodeGreeting,
   encodeInfo,
+  encodeMetaContextReplyData,
   encodeOptionReply,
   NBD_FLAG_C_FIXED_NEWSTYLE,
   NBD_FLAG_C_NO_ZEROES,
@@ -25,6 +27,7 @@ import {
   NBD_INFO_EXPORT,
   NBD_OPT_EXPORT_NAME,
   NBD_OPT_GO,
+  NBD_OPT_SET_META_CONTEXT,
   NBD_OPT_STARTTLS,
   NBD_OPT_STRUCTURED_REPLY,
   NBD_REP_ACK,
@@ -33,6 +36,7 @@ import {
   NBD_REP_ERR_UNKNOWN,
   NBD_REP_ERR_UNSUP,
   NBD_REP_INFO,
+  NBD_REP_META_CONTEXT,
   OPTION_HEADER_BYTES,
   ExportRefused,
   negotiateClient,
@@ -79,12 +83,23 @@ async function option(r: SocketReader): Promise<{ option: number; data: Buffer }
 
 const FLAGS = NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH;
 
+/** The client asks for base:allocation once structured replies are agreed; this server does not know the option. */
+async function refuseMetaContext(r: SocketReader, send: (b: Buffer) => void): Promise<void> {
+  expect((await option(r)).option).toBe(NBD_OPT_SET_META_CONTEXT);
+  send(encodeOptionReply(NBD_OPT_SET_META_CONTEXT, NBD_REP_ERR_UNSUP));
+}
+
 test('GO with block sizes, after structured replies are agreed', async () => {
   const got = await handshake(async (r, send) => {
     send(encodeGreeting(NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES));
     expect(decodeClientFlags(await r.read(4, 5000))).toBe(NBD_FLAG_C_FIXED_NEWSTYLE | NBD_FLAG_C_NO_ZEROES);
     expect((await option(r)).option).toBe(NBD_OPT_STRUCTURED_REPLY);
     send(encodeOptionReply(NBD_OPT_STRUCTURED_REPLY, NBD_REP_ACK));
+    const meta = await option(r);
+    expect(meta.option).toBe(NBD_OPT_SET_META_CONTEXT);
+    expect(decodeMetaContextRequest(meta.data, 8)).toEqual({ exportName: 'disk', queries: ['base:allocation'] });
+    send(encodeOptionReply(NBD_OPT_SET_META_CONTEXT, NBD_REP_META_CONTEXT, encodeMetaContextReplyData(7, 'base:allocation')));
+    send(encodeOptionReply(NBD_OPT_SET_META_CONTEXT, NBD_REP_ACK));
     const go = await option(r);
     expect(go.option).toBe(NBD_OPT_GO);
     expect(decodeInfoRequest(go.data)).toEqual({ name: 'disk', infoTypes: [NBD_INFO_BLOCK_SIZE] });
@@ -103,6 +118,7 @@ test('GO with block sizes, after structured replies are agreed', async () => {
     transmissionFlags: FLAGS,
     structuredReplies: true,
     blockSizes: { type: NBD_INFO_BLOCK_SIZE, minimumBytes: 512, preferredBytes: 4096, maximumBytes: 1 << 20 },
+    allocationContextId: 7,
   });
 });
 
@@ -127,6 +143,7 @@ test('block sizes that break the protocol are ignored', async () => {
     await r.read(4, 5000);
     await option(r);
     send(encodeOptionReply(NBD_OPT_STRUCTURED_REPLY, NBD_REP_ACK));
+    await refuseMetaContext(r, send);
     await option(r);
     send(encodeOptionReply(NBD_OPT_GO, NBD_REP_INFO, encodeInfo({ type: NBD_INFO_EXPORT, sizeBytes: 4096, transmissionFlags: FLAGS })));
     send(
@@ -138,7 +155,7 @@ test('block sizes that break the protocol are ignored', async () => {
     );
     send(encodeOptionReply(NBD_OPT_GO, NBD_REP_ACK));
   });
-  expect(got.blockSizes).toBeUndefined();
+  expect([got.blockSizes, got.allocationContextId]).toEqual([undefined, undefined]);
 });
 
 async function refusedWith(script: Script, startTls?: () => Promise<void>): Promise<ExportRefused> {
@@ -157,6 +174,7 @@ function goRefusal(replyType: number, message: string): Script {
     await r.read(4, 5000);
     await option(r);
     send(encodeOptionReply(NBD_OPT_STRUCTURED_REPLY, NBD_REP_ACK));
+    await refuseMetaContext(r, send);
     await option(r);
     send(encodeOptionReply(NBD_OPT_GO, replyType, Buffer.from(message)));
   };

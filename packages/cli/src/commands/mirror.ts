@@ -29,6 +29,11 @@ import { bytesPerSecond, percentOf } from '../json/schemas';
 import { Output } from '../util/output';
 import { Progress } from '../util/progress';
 import { formatBytes, formatRate, plural, rateLimitSchema, throttleSchema } from '../util/units';
+import { looksLikeNbdUri } from '@dmtool/nbd';
+
+const RESYNC_PARALLEL = 4;
+/** A remote leg answers each region later than a local one: more regions in flight keep the link busy (docs/benchmarks.md#nbd-client). */
+const RESYNC_PARALLEL_REMOTE = 8;
 
 const TABLE_HELP =
   'Instead of --log and legs, a kernel table line may be given: --table "0 <len> mirror disk 2 <log> <region> 2 <leg0> 0 <leg1> 0".';
@@ -266,10 +271,9 @@ const resyncCommand = defineCommand({
       default: 100,
     },
     parallel: {
-      schema: z.number().int().min(1).max(64),
+      schema: z.number().int().min(1).max(64).optional(),
       type: 'number',
-      describe: 'regions copied at once (the kernel copies 1)',
-      default: 4,
+      describe: `regions copied at once (the kernel copies 1; default ${RESYNC_PARALLEL}, ${RESYNC_PARALLEL_REMOTE} when a leg is an NBD export)`,
     },
     direct: flag('O_DIRECT on the legs'),
     dryRun: flag('show what would be copied; write nothing'),
@@ -314,7 +318,7 @@ const resyncCommand = defineCommand({
       let r: ResyncResult;
       try {
         r = await resync(m, {
-          parallel: o.parallel,
+          parallel: o.parallel ?? resyncParallel(m.legs.map((l) => l.device.path)),
           throttlePercent: o.throttle,
           rateBytesPerSecond: o.rate,
           signal: interrupt.signal,
@@ -482,3 +486,7 @@ async function check(o: ArgsOf<typeof checkPositionals, typeof checkOptions>): P
 }
 
 export const mirrorCommands: DmtoolCommand[] = [createCommand, statusCommand, resyncCommand, checkCommand];
+
+function resyncParallel(legPaths: readonly string[]): number {
+  return legPaths.some((p) => looksLikeNbdUri(p)) ? RESYNC_PARALLEL_REMOTE : RESYNC_PARALLEL;
+}

@@ -21,21 +21,28 @@ const NBD_ENV = {
   DMTOOL_NBD_TIMEOUT_MS: 'requestTimeoutMs',
   DMTOOL_NBD_RECONNECT_ATTEMPTS: 'reconnectAttempts',
   DMTOOL_NBD_RECONNECT_DELAY_MS: 'reconnectDelayMs',
+  DMTOOL_NBD_CONNECTIONS: 'connections',
 } as const;
 
+/** Connections per NBD device when the server allows several (multi-conn) and DMTOOL_NBD_CONNECTIONS is unset. */
+export const DEFAULT_NBD_CONNECTIONS = 4;
+const MAX_NBD_CONNECTIONS = 16;
+
 /**
- * The NBD client's request timeout and reconnection policy from the
- * environment (whole numbers; unset keeps the library's defaults). Only the
+ * The NBD client's request timeout, reconnection policy and connections
+ * per device from the environment (whole numbers; unset keeps the library's defaults). Only the
  * CLI entry point calls this.
  */
 export function configureNbd(env: NodeJS.ProcessEnv): void {
-  const opts: Record<string, number> = {};
+  const opts: Record<string, number> = { connections: DEFAULT_NBD_CONNECTIONS };
   for (const [name, key] of Object.entries(NBD_ENV)) {
     const v = env[name];
     if (v === undefined || v === '') continue;
     if (!/^\d{1,9}$/.test(v) || (key !== 'reconnectAttempts' && Number(v) === 0)) {
       throw new Error(`${name} must be a whole number${key === 'reconnectAttempts' ? '' : ' above 0'} (got ${JSON.stringify(v)})`);
     }
+    if (key === 'connections' && Number(v) > MAX_NBD_CONNECTIONS)
+      throw new Error(`${name} must be at most ${MAX_NBD_CONNECTIONS} (got ${v})`);
     opts[key] = Number(v);
   }
   nbdOptions = opts;
