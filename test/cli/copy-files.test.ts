@@ -1,6 +1,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
-import { dmtool, startDmtool, waitFor } from '../support/cli';
+import { spawnSync } from 'child_process';
+import { DMTOOL, dmtool, startDmtool, waitFor } from '../support/cli';
 import { makeImage, patternBytes, sha256File } from '../support/images';
 import { attachLoop, describeLoop, LoopDevice, removeDir, tempDir } from '../support/loop';
 
@@ -90,6 +91,28 @@ describe('copy into files', () => {
     expect(part.subarray(MiB).equals(fs.readFileSync(src).subarray(4 * MiB, 6 * MiB))).toBe(true);
     expect(dmtool(['copy', src, f('part.img'), '--length', '1M']).status).toBe(0);
     expect(fs.statSync(f('part.img')).size).toBe(3 * MiB);
+  });
+
+  it("makes a created destination's folder entry durable before copying (the folder is fsynced)", () => {
+    const sub = f('sub');
+    fs.mkdirSync(sub);
+    const log = f('strace.log');
+    const r = spawnSync(
+      'strace',
+      ['-f', '-qq', '-e', 'trace=openat,fsync', '-o', log, process.execPath, DMTOOL, 'copy', src, path.join(sub, 'new.img')],
+      {
+        encoding: 'utf8',
+        timeout: 120000,
+      },
+    );
+    expect({ status: r.status, stderr: r.stderr }).toEqual({ status: 0, stderr: '' });
+    const lines = fs.readFileSync(log, 'utf8').split('\n');
+    const folderFds = lines
+      .map((l) => new RegExp(`^(\\d+) +openat\\(AT_FDCWD, "${sub}", O_RDONLY[^)]*\\) = (\\d+)$`).exec(l))
+      .filter((m): m is RegExpExecArray => m !== null)
+      .map((m) => `${m[1]} fsync(${m[2]})`);
+    expect(lines.some((l) => folderFds.some((call) => l.replace(/ +/g, ' ').startsWith(`${call} = 0`)))).toBe(true);
+    expect(sha256File(path.join(sub, 'new.img'))).toBe(sha256File(src));
   });
 
   it('a dry run creates nothing and says what it would create', () => {

@@ -2,6 +2,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { BlockDevice, normalizeRanges, SectorRange } from '@dmtool/kcopyd';
 import { CliError } from './errors';
+import { syncFolder } from './sync-folder';
 
 /**
  * The map of a resumable copy (`copy --map FILE`), as ddrescue keeps one: a
@@ -158,13 +159,4 @@ export function writeMapAtomically(file: string, map: CopyMap): void {
 export function removeMap(file: string): void {
   fs.rmSync(file, { force: true });
   syncFolder(file);
-}
-
-function syncFolder(file: string): void {
-  const dirFd = fs.openSync(path.dirname(path.resolve(file)), 'r');
-  try {
-    fs.fsyncSync(dirFd);
-  } finally {
-    fs.closeSync(dirFd);
-  }
 }
