@@ -138,10 +138,16 @@ describe('copy into files', () => {
     expect(r.status).toBe(1);
     expect(r.stderr).toMatch(/^dmtool: EIO: write failed on .*failing\.img/);
     expect(fs.existsSync(f('failing.img'))).toBe(false);
-    const kept = dmtool(['copy', src, f('failing.img'), '--sparse=never', '--map', f('failing.map')], { faults });
+    // The JSON names only created files that are still there.
+    const removedJson = dmtool(['copy', src, f('failing.img'), '--sparse=never', '--json'], { faults });
+    expect(removedJson.status).toBe(1);
+    expect(JSON.parse(removedJson.stdout).created).toEqual([]);
+    expect(fs.existsSync(f('failing.img'))).toBe(false);
+    const kept = dmtool(['copy', src, f('failing.img'), '--sparse=never', '--map', f('failing.map'), '--json'], { faults });
     expect(kept.status).toBe(1);
+    expect(JSON.parse(kept.stdout).created).toEqual([f('failing.img')]);
     expect(kept.stderr).toContain(
-      `dmtool: the map keeps what was done; to finish: dmtool copy ${src} ${f('failing.img')} --sparse=never --map ${f('failing.map')} --resume\n`,
+      `dmtool: the map keeps what was done; to finish: dmtool copy ${src} ${f('failing.img')} --sparse=never --map ${f('failing.map')} --json --resume\n`,
     );
     expect(fs.statSync(f('failing.img')).size).toBe(SOURCE_BYTES);
     expect(fs.readFileSync(f('failing.map'), 'utf8')).toMatch(
