@@ -1,5 +1,8 @@
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
 import { CliError } from '../src/util/errors';
-import { checkMapMatches, CopyMap, formatMap, parseMap } from '../src/util/copy-map';
+import { checkMapMatches, CopyMap, formatMap, parseMap, readMap, writeMapAtomically } from '../src/util/copy-map';
 
 const map: CopyMap = {
   source: {
@@ -60,5 +63,22 @@ describe('copy map', () => {
     }
     expect(refusal).toBeInstanceOf(CliError);
     expect(refusal).toMatchObject({ kind: 'bad-input', reason: 'map-mismatch' });
+  });
+
+  it('never writes through a file planted at its temporary name (a symlink in a shared folder stays untouched)', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dmtool-map-'));
+    try {
+      const victim = path.join(dir, 'victim');
+      fs.writeFileSync(victim, 'keep me');
+      const file = path.join(dir, 'copy.map');
+      fs.symlinkSync(victim, path.join(dir, `.copy.map.${process.pid}.tmp`));
+      writeMapAtomically(file, map);
+      expect(fs.readFileSync(victim, 'utf8')).toBe('keep me');
+      expect(fs.lstatSync(file).isFile()).toBe(true);
+      expect(readMap(file)).toEqual(map);
+      expect(fs.readdirSync(dir).sort()).toEqual(['copy.map', 'victim']);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -357,54 +357,6 @@ export class PersistentStore implements ExceptionStore {
     return persistentUsage(this.geometry, this.cow.sizeSectors, this.nextFree, this.currentArea);
   }
 
-  /**
-   * Merge support: retire the last `count` exceptions from the on-disk table
-   * (the caller has made their data durable in the origin). Every touched
-   * area is rewritten, the last first (emptied areas as zeros), then one COW
-   * flush. A crash in between leaves a valid table: any mix of old and new
-   * area contents is a prefix of the table as it was, holding every entry
-   * not yet durable in the origin. An I/O error throws 'merge-io' and leaves
-   * the store valid and its table in memory unchanged.
-   */
-  async retireTail(count: number): Promise<void> {
-    if (count <= 0) return;
-    const n = this.table.size;
-    if (count > n) throw new RangeError(`cannot retire ${count} of ${n} exceptions`);
-    const g = this.geometry;
-    const E = this.exceptionsPerArea;
-    const keep = n - count;
-    const lastArea = Math.floor((n - 1) / E);
-    const firstArea = Math.floor(keep / E);
-    try {
-      for (let area = lastArea; area >= firstArea; area--) {
-        this.fillArea(this.scratch, area, keep);
-        await this.cow.write(this.scratch, 0, g.chunkBytes, g.chunkToByte(g.areaChunk(area)));
-        crashPoint('snapshot-merge:area-written');
-      }
-      await this.cow.flush();
-    } catch (e) {
-      // As the kernel's merge: a failed table update stops the merge but does
-      // not invalidate. Whatever reached the disk is still a valid prefix of
-      // the table (see above), and rewriting the same areas is idempotent.
-      if (!(e instanceof DeviceError)) throw e;
-      throw new SnapshotError(
-        e.code,
-        'merge-io',
-        `merge stopped: clearing ${count} merged exceptions from the table failed (${e.message}); the snapshot is still valid, run the merge again to finish`,
-        {
-          path: this.cow.path,
-          sector: g.chunkToSector(g.areaChunk(firstArea)),
-          sectors: g.chunkToSector(g.areaChunk(lastArea) + 1 - g.areaChunk(firstArea)),
-        },
-      );
-    }
-    for (let i = 0; i < count; i++) this.table.pop();
-    this.currentArea = Math.floor(keep / E);
-    this.currentCommitted = keep % E;
-    this.nextFree = g.areaChunk(this.currentArea) + this.currentCommitted + 1;
-    this.rebuildArea();
-  }
-
   /** Encode area `area` holding table entries [area·E, min(limit, (area+1)·E)). */
   private fillArea(buf: Buffer, area: number, limit: number): void {
     const E = this.exceptionsPerArea;

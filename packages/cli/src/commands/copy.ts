@@ -189,7 +189,8 @@ export const copyCommand = defineCommand({
           dryRun: false,
           source: src.path,
           destinations: dests.map((d) => d.path),
-          created: opened.created,
+          // What a failed copy created is removed below: only files left in place are named.
+          created: keepCreated ? opened.created : [],
           offset: o.offset,
           destOffset: o.destOffset,
           sectors,

@@ -104,7 +104,7 @@ export const JSON_SCHEMAS = {
   copy: doc('copy', {
     source: z.string(),
     destinations: z.array(z.string()),
-    /** Destinations that did not exist and were created (would be, on a dry run). */
+    /** Destinations that did not exist, were created and are still there (a failed copy without --map removes them); on a dry run, those that would be. */
     created: z.array(z.string()),
     sparse: z.enum(['auto', 'always', 'never']),
     /** The --map file, or null. */

@@ -2,6 +2,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { BlockDevice, normalizeRanges, SectorRange } from '@dmtool/kcopyd';
 import { CliError } from './errors';
+import { syncFolder } from './sync-folder';
 
 /**
  * The map of a resumable copy (`copy --map FILE`), as ddrescue keeps one: a
@@ -139,11 +140,15 @@ export function readMap(file: string): CopyMap {
 /**
  * Replace the map atomically: a temporary file beside it, fsynced, renamed
  * over it, then the folder fsynced, so a crash leaves the old map or the
- * new one, never a torn one.
+ * new one, never a torn one. The temporary file is always a new one
+ * (O_EXCL): whatever sits at its name (left by a crashed run with the same
+ * pid, or a symlink planted in a shared folder) is removed, never written
+ * through.
  */
 export function writeMapAtomically(file: string, map: CopyMap): void {
   const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.tmp`);
-  const fd = fs.openSync(tmp, 'w', 0o644);
+  fs.rmSync(tmp, { force: true });
+  const fd = fs.openSync(tmp, 'wx', 0o644);
   try {
     fs.writeFileSync(fd, formatMap(map));
     fs.fsyncSync(fd);
@@ -158,13 +163,4 @@ export function writeMapAtomically(file: string, map: CopyMap): void {
 export function removeMap(file: string): void {
   fs.rmSync(file, { force: true });
   syncFolder(file);
-}
-
-function syncFolder(file: string): void {
-  const dirFd = fs.openSync(path.dirname(path.resolve(file)), 'r');
-  try {
-    fs.fsyncSync(dirFd);
-  } finally {
-    fs.closeSync(dirFd);
-  }
 }

@@ -5,6 +5,7 @@ import { parseVolumeOperand } from '@dmtool/lvm';
 import { looksLikeNbdUri } from '@dmtool/nbd';
 import { openCowDevice, openDevice, resolver } from './open-device';
 import { CliError } from './errors';
+import { syncFolder } from './sync-folder';
 
 export interface DeviceSpec {
   path: string;
@@ -55,6 +56,8 @@ export async function openOrCreateAll(specs: DeviceSpec[], opts: Omit<OpenOption
       if (opts.dryRun) continue;
       opened.devices.push(await openDevice(spec.path, { ...opts, write: true, create: { sizeBytes } }));
       opened.created.push(spec.path);
+      // Flushing the file makes its data durable, not its name: without this a crash could lose the whole copy.
+      syncFolder(spec.path);
     }
     return opened;
   } catch (e) {
