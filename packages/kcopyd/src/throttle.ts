@@ -79,18 +79,23 @@ export class Throttle {
 export class RateLimiter {
   static readonly MIN_BYTES_PER_SECOND = 4096;
   private static readonly MIN_PIECE_SECTORS = 8;
-  private readonly bytesPerSecond: number;
+  private rateBytesPerSecond: number;
   private startMs = 0;
   private bytesAdmitted = 0;
 
   constructor(bytesPerSecond: number) {
-    if (!Number.isFinite(bytesPerSecond) || !(bytesPerSecond >= RateLimiter.MIN_BYTES_PER_SECOND)) {
-      throw new KcopydError(
-        'bad-option',
-        `rate must be at least ${RateLimiter.MIN_BYTES_PER_SECOND} bytes per second (got ${bytesPerSecond})`,
-      );
-    }
-    this.bytesPerSecond = bytesPerSecond;
+    this.rateBytesPerSecond = checkRate(bytesPerSecond);
+  }
+
+  get bytesPerSecond(): number {
+    return this.rateBytesPerSecond;
+  }
+
+  /** A new rate, from now on: what was admitted before no longer counts. */
+  set bytesPerSecond(bytesPerSecond: number) {
+    this.rateBytesPerSecond = checkRate(bytesPerSecond);
+    this.startMs = 0;
+    this.bytesAdmitted = 0;
   }
 
   /**
@@ -112,6 +117,13 @@ export class RateLimiter {
     const dueMs = this.startMs + (this.bytesAdmitted / this.bytesPerSecond) * 1000;
     if (dueMs > now) await sleep(dueMs - now, signal);
   }
+}
+
+function checkRate(bytesPerSecond: number): number {
+  if (!Number.isFinite(bytesPerSecond) || !(bytesPerSecond >= RateLimiter.MIN_BYTES_PER_SECOND)) {
+    throw new KcopydError('bad-option', `rate must be at least ${RateLimiter.MIN_BYTES_PER_SECOND} bytes per second (got ${bytesPerSecond})`);
+  }
+  return bytesPerSecond;
 }
 
 function checkPercent(p: number): number {

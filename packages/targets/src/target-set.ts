@@ -223,7 +223,38 @@ export class TargetSet {
 
   /** `NAME: <dmsetup status line>` for every device. */
   statusLines(): string[] {
-    return [...this.devices].map(([name, d]) => `${name}: ${'statusLine' in d ? d.statusLine() : `0 ${d.sizeSectors} linear `}`);
+    return [...this.devices.keys()].map((name) => `${name}: ${this.statusLine(name)}`);
+  }
+
+  /** The `dmsetup status` line of one device (without its name). */
+  statusLine(name: string): string {
+    const d = this.device(name);
+    return 'statusLine' in d ? d.statusLine() : `0 ${d.sizeSectors} linear `;
+  }
+
+  /** The `dmsetup table` line of one device, with paths where the kernel prints major:minor. */
+  tableLine(name: string): string {
+    const d = this.device(name);
+    return 'tableLine' in d ? d.tableLine() : `0 ${d.sizeSectors} linear ${d.base.path} ${d.startBytes / 512}`;
+  }
+
+  private device(name: string): TargetDevice {
+    const d = this.devices.get(name);
+    if (!d) throw new RangeError(`no device named ${name}`);
+    return d;
+  }
+
+  /**
+   * Take one device out of the set, as `dmsetup remove` does: its
+   * background work stops, it is flushed and closed. The devices underneath
+   * stay open until the set is closed (other devices may share them).
+   */
+  async remove(name: string): Promise<void> {
+    const d = this.device(name);
+    this.devices.delete(name);
+    if (d instanceof MirrorDevice) await d.stop();
+    else if (d.writable) await d.flush();
+    d.close();
   }
 
   /**
