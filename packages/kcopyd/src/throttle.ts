@@ -121,7 +121,10 @@ export class RateLimiter {
 
 function checkRate(bytesPerSecond: number): number {
   if (!Number.isFinite(bytesPerSecond) || !(bytesPerSecond >= RateLimiter.MIN_BYTES_PER_SECOND)) {
-    throw new KcopydError('bad-option', `rate must be at least ${RateLimiter.MIN_BYTES_PER_SECOND} bytes per second (got ${bytesPerSecond})`);
+    throw new KcopydError(
+      'bad-option',
+      `rate must be at least ${RateLimiter.MIN_BYTES_PER_SECOND} bytes per second (got ${bytesPerSecond})`,
+    );
   }
   return bytesPerSecond;
 }

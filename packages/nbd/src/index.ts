@@ -13,6 +13,7 @@ export {
 export { ALLOCATION_CONTEXT_ID, MAX_OPTION_DATA_BYTES, Negotiated } from './negotiation';
 export { nbdErrorOf } from './errno';
 export { ListenAddress, NbdServer, ServerOptions } from './server';
+export { listenOnUnixSocket, removeUnixSocket } from './unix-socket';
 export { ClientExport, ClientNegotiationIo, ExportRefused, negotiateClient } from './client-negotiation';
 export { ConnectionClosed, SocketReader } from './socket-reader';
 export { ClientConnection, ClientRequest, ReplyOutcome } from './client-connection';

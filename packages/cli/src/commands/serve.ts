@@ -1,8 +1,19 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { ExportTable, MAXIMUM_PAYLOAD_BYTES, NbdServer, ServerTlsCredentials, TlsError } from '@dmtool/nbd';
-import { MirrorDevice, SnapshotDevice, SnapshotOriginDevice, TargetDevice, TargetSet, TargetSpec, TargetSpecError } from '@dmtool/targets';
+import {
+  MirrorDevice,
+  SnapshotDevice,
+  SnapshotOriginDevice,
+  SuspendableDevice,
+  TargetDevice,
+  TargetSet,
+  TargetSpec,
+  TargetSpecError,
+} from '@dmtool/targets';
 import { z } from 'zod';
+import { ControlServer } from '../serve-control/control-server';
+import { ServedDevices } from '../serve-control/served-devices';
 import { ArgsOf, defineCommand } from '../util/define-command';
 import { CliError } from '../util/errors';
 import { ExitCode, EXIT_CODES_HELP } from '../util/exit-codes';
@@ -38,6 +49,11 @@ const serveOptions = {
     schema: z.string().min(1).optional(),
     type: 'string',
     describe: 'unix socket path (default $XDG_RUNTIME_DIR/dmtool/nbd.sock, else /run/dmtool/nbd.sock)',
+  },
+  ctl: {
+    schema: z.string().min(1).optional(),
+    type: 'string',
+    describe: 'the control socket for dmtool ctl (a unix socket, mode 0600; default SOCKET.ctl beside the NBD socket, none with --tcp)',
   },
   tcp: {
     schema: z
@@ -181,6 +197,7 @@ export const serveCommand = defineCommand({
       'serve an origin and a snapshot of it: writes to data copy old chunks into cow.img first',
     ],
     ['$0 serve --dev m "0 2097152 mirror disk 2 log.img 1024 2 leg0.img 0 leg1.img 0"', 'serve a two-leg mirror with a disk log'],
+    ['$0 ctl /run/dmtool/nbd.sock.ctl status', 'from another shell: the status line of every device, as dmsetup status prints them'],
     ['$0 serve --config devices.json', 'the devices from a JSON file: {"devices":[{"name":..,"table":..,"readOnly":bool}]}'],
     [
       '$0 serve --tcp 192.0.2.10:10809 --tls-certificates /etc/pki/dmtool --tls-verify-client --dev disk "0 131072 linear disk.img 0"',
@@ -197,8 +214,9 @@ export const serveCommand = defineCommand({
     `snapshot-origin and snapshot lines of one origin share it, so origin writes copy into every snapshot. ` +
     `TLS (X.509, TLS 1.2 or later) is negotiated with NBD_OPT_STARTTLS: with --tls require every other option before it is ` +
     `refused with NBD_REP_ERR_TLS_REQD; plaintext on a --tcp address other than loopback needs an explicit --tls off. ` +
-    `SIGINT or SIGTERM stops accepting, answers the requests in flight, prints each device's status line, ` +
-    `flushes every device and exits 0.\n${EXIT_CODES_HELP}`,
+    `The control socket (--ctl) takes dmtool ctl's requests: status, table, suspend, resume, message, remove. ` +
+    `SIGINT or SIGTERM stops accepting, answers the requests in flight (cutting connections still busy after 10 s), ` +
+    `prints each device's status line, flushes every device and exits 0.\n${EXIT_CODES_HELP}`,
   async run(o) {
     const specs = specsOf(o);
     const preferred = preferredSizes(o, specs);
@@ -206,10 +224,13 @@ export const serveCommand = defineCommand({
     const tls = tlsCredentials(o, tcp?.host);
     const targets = await openTargets(specs);
     const table = new ExportTable();
+    const gates = new Map<string, SuspendableDevice>();
     try {
       for (const spec of specs) {
         const device = targets.devices.get(spec.name)!;
-        table.add(spec.name, device, {
+        const gate = new SuspendableDevice(device);
+        gates.set(spec.name, gate);
+        table.add(spec.name, gate, {
           description: spec.table,
           readOnly: spec.readOnly,
           preferredBlockBytes: preferred.get(spec.name) ?? naturalBlockBytes(device),
@@ -225,8 +246,11 @@ export const serveCommand = defineCommand({
       tls,
       log: (line) => process.stderr.write(`dmtool serve: ${line}\n`),
     });
+    const served = new ServedDevices(targets, table, gates, () => server);
+    const control = new ControlServer(served.handle);
     const stopped = waitForStopSignal();
     let where: string;
+    let ctlPath: string | undefined;
     try {
       if (tcp) {
         await server.listen(tcp);
@@ -237,7 +261,10 @@ export const serveCommand = defineCommand({
         await server.listen({ socketPath });
         where = socketPath;
       }
+      ctlPath = o.ctl !== undefined ? path.resolve(o.ctl) : tcp ? undefined : `${where}.ctl`;
+      if (ctlPath !== undefined) await control.listen(ctlPath);
     } catch (e) {
+      await server.close().catch(() => undefined);
       await targets.close().catch(() => undefined);
       const code = (e as { code?: unknown }).code;
       if (code === 'EADDRINUSE' || code === 'EEXIST' || code === 'EACCES')
@@ -249,9 +276,13 @@ export const serveCommand = defineCommand({
       process.stdout.write(`export ${e.name}: ${e.device.sizeBytes} bytes, ${e.readOnly ? 'read-only' : 'read-write'}: ${uri}\n`);
     }
     if (tls) process.stdout.write(`tls ${tls.mode}: ${tls.verifyClient ? 'client certificates checked' : 'no client certificate asked'}\n`);
+    if (ctlPath !== undefined) process.stdout.write(`control socket ${ctlPath}\n`);
     process.stdout.write(`listening on ${where} (SIGINT or SIGTERM stops)\n`);
     const sig = await stopped;
     process.stderr.write(`dmtool serve: ${sig}: finishing requests in flight\n`);
+    await control.close();
+    // Requests held by a suspended device are answered too, not cut.
+    served.resumeAll();
     await server.close();
     let stopFailed: unknown;
     await targets.stop().catch((e: unknown) => (stopFailed = e));
