@@ -91,12 +91,15 @@ export class KcopydClient {
   }
 
   /**
-   * Change the rate cap while jobs run (undefined lifts it for jobs started
-   * from now on). A new rate also paces the sub-jobs of jobs under way.
+   * Change the rate cap while jobs run (undefined lifts it). The sub-jobs of
+   * jobs under way are paced by the new rate too.
    */
   setRate(bytesPerSecond: number | undefined): void {
-    if (bytesPerSecond === undefined) this.rate = undefined;
-    else if (this.rate) this.rate.bytesPerSecond = bytesPerSecond;
+    if (bytesPerSecond === undefined) {
+      // Jobs under way hold this limiter: let their next sub-jobs through at once.
+      if (this.rate) this.rate.bytesPerSecond = Number.MAX_SAFE_INTEGER;
+      this.rate = undefined;
+    } else if (this.rate) this.rate.bytesPerSecond = bytesPerSecond;
     else this.rate = new RateLimiter(bytesPerSecond);
   }
 

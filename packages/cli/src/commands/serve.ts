@@ -19,6 +19,7 @@ import { CliError } from '../util/errors';
 import { ExitCode, EXIT_CODES_HELP } from '../util/exit-codes';
 import { resolver } from '../util/open-device';
 import { flag } from '../util/options';
+import { rateLimitSchema } from '../util/units';
 import { readServeConfig } from '../util/serve-config';
 import { serveTlsOf } from '../util/serve-tls';
 
@@ -97,6 +98,11 @@ const serveOptions = {
     array: true,
     describe: 'NAME=BYTES: the preferred block size advertised for an export (default 4096)',
   },
+  resyncRate: {
+    schema: rateLimitSchema.optional(),
+    type: 'string',
+    describe: "cap each mirror's background resync at this many bytes per second (e.g. 50M; changeable with dmtool ctl message)",
+  },
   maxConnections: { schema: z.number().int().min(1).max(1024), type: 'number', describe: 'connections served at once', default: 16 },
   handshakeTimeout: {
     schema: z.number().positive().max(3600),
@@ -142,9 +148,9 @@ function naturalBlockBytes(d: TargetDevice): number | undefined {
   return undefined;
 }
 
-async function openTargets(specs: TargetSpec[]): Promise<TargetSet> {
+async function openTargets(specs: TargetSpec[], resyncRateBytesPerSecond: number | undefined): Promise<TargetSet> {
   try {
-    return await TargetSet.open(specs, resolver);
+    return await TargetSet.open(specs, resolver, { mirror: { resyncRateBytesPerSecond } });
   } catch (e) {
     if (e instanceof TargetSpecError) throw new CliError('usage', `device ${e.exportName}: ${e.message}`);
     throw e;
@@ -222,7 +228,7 @@ export const serveCommand = defineCommand({
     const preferred = preferredSizes(o, specs);
     const tcp = o.tcp === undefined ? undefined : tcpAddress(o.tcp);
     const tls = tlsCredentials(o, tcp?.host);
-    const targets = await openTargets(specs);
+    const targets = await openTargets(specs, o.resyncRate);
     const table = new ExportTable();
     const gates = new Map<string, SuspendableDevice>();
     try {
