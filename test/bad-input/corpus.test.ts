@@ -1625,7 +1625,7 @@ const serveCases: Case[] = [
     name: 'serve: a target it does not serve',
     args: (d) => serveArgs(d, '--dev', 'z', '0 8 zero'),
     status: 2,
-    message: /^dmtool: device z: target zero cannot be served \(linear, snapshot-origin, snapshot and mirror can\)$/,
+    message: /^dmtool: device z: target zero cannot be served \(linear, snapshot-origin, snapshot, snapshot-merge and mirror can\)$/,
   },
   {
     name: 'serve: --config that is not JSON',
@@ -1786,7 +1786,7 @@ const ctlCases: Case[] = [
         return ['ctl', server.ctl, 'message', 'd', 'rate', '10M'];
       },
       status: 2,
-      message: /^dmtool: d: a rate applies to a mirror's resync only$/,
+      message: /^dmtool: d: a rate applies to a mirror's resync or a snapshot-merge only$/,
       after: () => server?.after(),
     };
   })(),

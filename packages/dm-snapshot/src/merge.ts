@@ -17,6 +17,20 @@ export interface MergeOptions {
   signal?: AbortSignal;
   /** Validate and plan only; nothing is written. */
   dryRun?: boolean;
+  /** The COW's store, already opened (by a device serving the merge); default: opened here. */
+  store?: PersistentStore;
+  /**
+   * Called with each batch's origin chunks before they are copied (a device
+   * serving the merge holds writes to them and waits for those in flight),
+   * and again once they are retired or the batch failed (it lets them go).
+   */
+  batchHooks?: MergeBatchHooks;
+}
+
+/** The origin chunks of one batch: `chunks` chunks from `oldChunk` on, for each run. */
+export interface MergeBatchHooks {
+  beforeCopy(runs: readonly { oldChunk: number; chunks: number }[]): Promise<void>;
+  afterBatch(runs: readonly { oldChunk: number; chunks: number }[]): void;
 }
 
 /**
@@ -95,6 +109,14 @@ function nextBatch(store: PersistentStore, kernelBatches: boolean, maxChunks: nu
 }
 
 /**
+ * The kcopyd client a merge makes when given none; made by a caller that
+ * changes the rate while the merge runs (KcopydClient.setRate) and destroys it.
+ */
+export function mergeClient(rateBytesPerSecond?: number): KcopydClient {
+  return new KcopydClient({ rateBytesPerSecond, subJobsPerJob: 16 });
+}
+
+/**
  * Merge a persistent COW back into its origin, offline (docs/snapshot-format.md#merge). Tail first, as
  * the kernel: each batch copies its runs COW → origin, flushes the origin,
  * and only then clears those entries from the tail of the on-disk table
@@ -109,7 +131,7 @@ export async function mergeSnapshot(origin: BlockDevice, cow: BlockDevice, opts:
   if (origin.identity === cow.identity) {
     throw new SnapshotError('EINVAL', 'same-device', 'the COW device and the origin are the same device', { path: cow.path });
   }
-  const store = await PersistentStore.open(cow, { originSectors: origin.sizeSectors, origin });
+  const store = opts.store ?? (await PersistentStore.open(cow, { originSectors: origin.sizeSectors, origin }));
   if (!store.valid) {
     throw new SnapshotError('EINVAL', 'merge-invalid', "snapshot is invalid: can't merge", { path: cow.path, sector: 0, sectors: 1 });
   }
@@ -166,7 +188,7 @@ export async function mergeSnapshot(origin: BlockDevice, cow: BlockDevice, opts:
       `merge copy of origin chunks ${run.oldChunk}..${run.oldChunk + run.chunks - 1} failed (nothing retired): ${e?.message ?? 'copy failed'}`,
       { path: origin.path, sector: run.oldChunk * cs, sectors: runBytes(run) / SECTOR_BYTES },
     );
-  const kcopyd = opts.kcopyd ?? new KcopydClient({ rateBytesPerSecond: opts.rateBytesPerSecond, subJobsPerJob: 16 });
+  const kcopyd = opts.kcopyd ?? mergeClient(opts.rateBytesPerSecond);
   const stopped = () =>
     new SnapshotError('ECANCELED', 'aborted', `merge stopped with ${store.table.size} exceptions left; run it again to finish`, {
       path: cow.path,
@@ -177,45 +199,54 @@ export async function mergeSnapshot(origin: BlockDevice, cow: BlockDevice, opts:
       if (opts.signal?.aborted) throw stopped();
       crashPoint('snapshot-merge:batch-start');
       const batch = nextBatch(store, kernelBatches, maxChunks);
-      // One kcopyd job per batch: runs whose COW chunks lie close together
-      // are read as one span and scattered to the origin in one native call.
-      let r;
+      await opts.batchHooks?.beforeCopy(batch.runs);
       try {
-        r = await kcopyd.copyExtents(
-          cow,
-          origin,
-          batch.runs.map((run) => ({ srcSector: run.newChunk * cs, destSector: run.oldChunk * cs, count: runBytes(run) / SECTOR_BYTES })),
-          {
-            signal: opts.signal,
-            onProgress: (p) => {
-              progress.copiedBytes = progress.mergedBytes + p.doneSectors * SECTOR_BYTES;
-              opts.onProgress?.({ ...progress });
-            },
-          },
-        );
-      } catch (e) {
-        if (!(e instanceof AbortError)) throw e;
-        // Part of the batch reached the origin; nothing was retired, so a rerun copies it again.
-        await origin.flush();
-        throw stopped();
+        await mergeBatch(batch);
+      } finally {
+        opts.batchHooks?.afterBatch(batch.runs);
       }
-      if (r.readErr || r.writeErr !== 0) throw copyFailed(runAt(batch.runs, r.errors[0], cs), r.errors[0]);
-      crashPoint('snapshot-merge:copied');
-      await origin.flush();
-      crashPoint('snapshot-merge:origin-flushed');
-      await store.retireTail(batch.chunks);
-      crashPoint('snapshot-merge:retired');
-      runCount += batch.runs.length;
-      progress.batches++;
-      progress.mergedChunks += batch.chunks;
-      for (const r of batch.runs) progress.mergedBytes += runBytes(r);
-      progress.copiedBytes = progress.mergedBytes;
-      opts.onProgress?.({ ...progress });
     }
   } finally {
     if (!opts.kcopyd) await kcopyd.destroy();
   }
   return result(false);
+
+  async function mergeBatch(batch: Batch): Promise<void> {
+    // One kcopyd job per batch: runs whose COW chunks lie close together
+    // are read as one span and scattered to the origin in one native call.
+    let r;
+    try {
+      r = await kcopyd.copyExtents(
+        cow,
+        origin,
+        batch.runs.map((run) => ({ srcSector: run.newChunk * cs, destSector: run.oldChunk * cs, count: runBytes(run) / SECTOR_BYTES })),
+        {
+          signal: opts.signal,
+          onProgress: (p) => {
+            progress.copiedBytes = progress.mergedBytes + p.doneSectors * SECTOR_BYTES;
+            opts.onProgress?.({ ...progress });
+          },
+        },
+      );
+    } catch (e) {
+      if (!(e instanceof AbortError)) throw e;
+      // Part of the batch reached the origin; nothing was retired, so a rerun copies it again.
+      await origin.flush();
+      throw stopped();
+    }
+    if (r.readErr || r.writeErr !== 0) throw copyFailed(runAt(batch.runs, r.errors[0], cs), r.errors[0]);
+    crashPoint('snapshot-merge:copied');
+    await origin.flush();
+    crashPoint('snapshot-merge:origin-flushed');
+    await store.retireTail(batch.chunks);
+    crashPoint('snapshot-merge:retired');
+    runCount += batch.runs.length;
+    progress.batches++;
+    progress.mergedChunks += batch.chunks;
+    for (const r of batch.runs) progress.mergedBytes += runBytes(r);
+    progress.copiedBytes = progress.mergedBytes;
+    opts.onProgress?.({ ...progress });
+  }
 }
 
 /** The run whose COW or origin range holds the failed I/O (for the error message). */

@@ -82,6 +82,7 @@ export class RateLimiter {
   private rateBytesPerSecond: number;
   private startMs = 0;
   private bytesAdmitted = 0;
+  private readonly waiting = new Set<AbortController>();
 
   constructor(bytesPerSecond: number) {
     this.rateBytesPerSecond = checkRate(bytesPerSecond);
@@ -96,6 +97,8 @@ export class RateLimiter {
     this.rateBytesPerSecond = checkRate(bytesPerSecond);
     this.startMs = 0;
     this.bytesAdmitted = 0;
+    // Pieces waiting at the old rate go now: their wait may be many seconds of a slow rate.
+    for (const w of this.waiting) w.abort();
   }
 
   /**
@@ -109,13 +112,23 @@ export class RateLimiter {
     return Math.min(maxSectors, Math.max(unit, perSecond));
   }
 
-  /** Wait until `bytes` more may be copied; returns early if `signal` fires. */
+  /** Wait until `bytes` more may be copied; returns early if `signal` fires or the rate changes. */
   async admit(bytes: number, signal?: AbortSignal): Promise<void> {
     const now = Date.now();
     if (this.startMs === 0) this.startMs = now;
     this.bytesAdmitted += bytes;
     const dueMs = this.startMs + (this.bytesAdmitted / this.bytesPerSecond) * 1000;
-    if (dueMs > now) await sleep(dueMs - now, signal);
+    if (dueMs <= now || signal?.aborted) return;
+    const wake = new AbortController();
+    const onAbort = () => wake.abort();
+    signal?.addEventListener('abort', onAbort, { once: true });
+    this.waiting.add(wake);
+    try {
+      await sleep(dueMs - now, wake.signal);
+    } finally {
+      this.waiting.delete(wake);
+      signal?.removeEventListener('abort', onAbort);
+    }
   }
 }
 

@@ -4,6 +4,7 @@ import { ExportTable, MAXIMUM_PAYLOAD_BYTES, NbdServer, ServerTlsCredentials, Tl
 import {
   MirrorDevice,
   SnapshotDevice,
+  SnapshotMergeDevice,
   SnapshotOriginDevice,
   SuspendableDevice,
   TargetDevice,
@@ -39,7 +40,7 @@ const serveOptions = {
     type: 'string',
     array: true,
     nargs: 2,
-    describe: 'a device: NAME "0 LENGTH TARGET ARGS..." (linear, snapshot-origin, snapshot, mirror; repeatable)',
+    describe: 'a device: NAME "0 LENGTH TARGET ARGS..." (linear, snapshot-origin, snapshot, snapshot-merge, mirror; repeatable)',
   },
   config: {
     schema: z.string().min(1).optional(),
@@ -103,6 +104,11 @@ const serveOptions = {
     type: 'string',
     describe: "cap each mirror's background resync at this many bytes per second (e.g. 50M; changeable with dmtool ctl message)",
   },
+  mergeRate: {
+    schema: rateLimitSchema.optional(),
+    type: 'string',
+    describe: 'cap each snapshot-merge copy at this many bytes per second (e.g. 50M; changeable with dmtool ctl message)',
+  },
   maxConnections: { schema: z.number().int().min(1).max(1024), type: 'number', describe: 'connections served at once', default: 16 },
   handshakeTimeout: {
     schema: z.number().positive().max(3600),
@@ -140,6 +146,7 @@ function preferredSizes(o: Options, specs: TargetSpec[]): Map<string, number> {
 /** The block size a client should prefer: the chunk of a snapshot, the region of a mirror (kernel io_min hints). */
 function naturalBlockBytes(d: TargetDevice): number | undefined {
   if (d instanceof SnapshotDevice) return d.snapshot.chunkSectors * SECTOR_BYTES;
+  if (d instanceof SnapshotMergeDevice) return d.chunkSectors * SECTOR_BYTES;
   if (d instanceof SnapshotOriginDevice) {
     const chunks = d.origin.snapshots.map((s) => s.chunkSectors);
     return chunks.length > 0 ? Math.min(...chunks) * SECTOR_BYTES : undefined;
@@ -148,9 +155,12 @@ function naturalBlockBytes(d: TargetDevice): number | undefined {
   return undefined;
 }
 
-async function openTargets(specs: TargetSpec[], resyncRateBytesPerSecond: number | undefined): Promise<TargetSet> {
+async function openTargets(specs: TargetSpec[], o: Options): Promise<TargetSet> {
   try {
-    return await TargetSet.open(specs, resolver, { mirror: { resyncRateBytesPerSecond } });
+    return await TargetSet.open(specs, resolver, {
+      mirror: { resyncRateBytesPerSecond: o.resyncRate },
+      mergeRateBytesPerSecond: o.mergeRate,
+    });
   } catch (e) {
     if (e instanceof TargetSpecError) throw new CliError('usage', `device ${e.exportName}: ${e.message}`);
     throw e;
@@ -202,6 +212,10 @@ export const serveCommand = defineCommand({
       '$0 serve --dev data "0 131072 snapshot-origin origin.img" --dev snap "0 131072 snapshot origin.img cow.img P 8"',
       'serve an origin and a snapshot of it: writes to data copy old chunks into cow.img first',
     ],
+    [
+      '$0 serve --dev data "0 131072 snapshot-merge origin.img cow.img P 8" --merge-rate 20M',
+      'serve the origin as the snapshot shows it while cow.img is merged into it in the background',
+    ],
     ['$0 serve --dev m "0 2097152 mirror disk 2 log.img 1024 2 leg0.img 0 leg1.img 0"', 'serve a two-leg mirror with a disk log'],
     ['$0 ctl /run/dmtool/nbd.sock.ctl status', 'from another shell: the status line of every device, as dmsetup status prints them'],
     ['$0 serve --config devices.json', 'the devices from a JSON file: {"devices":[{"name":..,"table":..,"readOnly":bool}]}'],
@@ -215,7 +229,7 @@ export const serveCommand = defineCommand({
     ],
   ],
   epilog:
-    `Each export is one device-mapper table line starting at sector 0: linear, snapshot-origin, snapshot or mirror. ` +
+    `Each export is one device-mapper table line starting at sector 0: linear, snapshot-origin, snapshot, snapshot-merge or mirror. ` +
     `A device named by several exports is opened once (locked exclusively if any export writes to it), and the ` +
     `snapshot-origin and snapshot lines of one origin share it, so origin writes copy into every snapshot. ` +
     `TLS (X.509, TLS 1.2 or later) is negotiated with NBD_OPT_STARTTLS: with --tls require every other option before it is ` +
@@ -228,7 +242,7 @@ export const serveCommand = defineCommand({
     const preferred = preferredSizes(o, specs);
     const tcp = o.tcp === undefined ? undefined : tcpAddress(o.tcp);
     const tls = tlsCredentials(o, tcp?.host);
-    const targets = await openTargets(specs, o.resyncRate);
+    const targets = await openTargets(specs, o);
     const table = new ExportTable();
     const gates = new Map<string, SuspendableDevice>();
     try {

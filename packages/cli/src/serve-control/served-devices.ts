@@ -1,5 +1,5 @@
 import { ExportTable, NbdServer } from '@dmtool/nbd';
-import { MirrorDevice, SuspendableDevice, TargetSet } from '@dmtool/targets';
+import { MirrorDevice, SnapshotMergeDevice, SuspendableDevice, TargetSet } from '@dmtool/targets';
 import { parseBytes } from '../util/units';
 import { ControlError, ControlRequest } from './protocol';
 
@@ -73,8 +73,11 @@ export class ServedDevices {
     if (verb !== 'rate' || rest.length > 0)
       throw new ControlError('bad-input', `${device}: unknown message "${args.join(' ')}" (messages: rate BYTES_PER_SECOND)`);
     const rate = rateOf(value);
-    if (!(d instanceof MirrorDevice)) throw new ControlError('bad-input', `${device}: a rate applies to a mirror's resync only`);
-    if (!d.setResyncRate(rate)) throw new ControlError('bad-input', `${device}: no resync is running`);
+    if (d instanceof MirrorDevice) {
+      if (!d.setResyncRate(rate)) throw new ControlError('bad-input', `${device}: no resync is running`);
+    } else if (d instanceof SnapshotMergeDevice) {
+      if (!d.setMergeRate(rate)) throw new ControlError('bad-input', `${device}: the merge has ended`);
+    } else throw new ControlError('bad-input', `${device}: a rate applies to a mirror's resync or a snapshot-merge only`);
     return `${device}: rate ${rate === undefined ? 'unlimited' : `${rate} bytes/s`}`;
   }
 
