@@ -19,7 +19,7 @@ interface ChunkPiece {
 }
 
 /**
- * dm-snapshot's `snapshot-merge` target as a device (docs/serve-ctl.md#snapshot-merge):
+ * dm-snapshot's `snapshot-merge` target as a device (docs/nbd.md#targets):
  * it shows the snapshot's view of the origin while the COW is merged into
  * the origin in the background, tail first, one run of chunks per batch as
  * the kernel does (snapshot_merge_next_chunks), crash-safe as the offline
