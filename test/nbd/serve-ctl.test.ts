@@ -6,6 +6,7 @@
  */
 import { spawn } from 'child_process';
 import * as fs from 'fs';
+import * as net from 'net';
 import * as os from 'os';
 import * as path from 'path';
 import { decodeDiskLog } from '@dmtool/dm-mirror';
@@ -196,4 +197,48 @@ when(nbdsh)('remove is refused while a client is connected; --force disconnects 
   expect(ctl('status')).toMatchObject({ status: 0, stdout: 'b: 0 2048 linear \n' });
   expect(ctl('status', 'a')).toMatchObject({ status: 2, stderr: 'dmtool: no device named a\n' });
   await stop(s);
+});
+
+/** Send raw bytes to the control socket; resolve with all it answered once it closed (bounded). */
+function rawExchange(socketPath: string, send: string, endAfterSend: boolean): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const c = net.connect({ path: socketPath });
+    let got = '';
+    const timer = setTimeout(() => {
+      c.destroy();
+      reject(new Error(`no close within 10 s; got ${JSON.stringify(got)}`));
+    }, 10000);
+    c.setEncoding('utf8');
+    c.on('data', (d: string) => (got += d));
+    c.on('close', () => {
+      clearTimeout(timer);
+      resolve(got);
+    });
+    c.on('error', () => undefined);
+    c.write(send, () => {
+      if (endAfterSend) c.end();
+    });
+  });
+}
+
+test('the protocol: pipelined requests answered in order, a bad line refused, an oversized one closes the connection', async () => {
+  const disk = path.join(dir, 'disk.img');
+  makeZeroFile(disk, MiB);
+  await serve(['--dev', 'd', `0 2048 linear ${disk} 0`]);
+  const answers = await rawExchange(
+    ctlPath(),
+    ['{"command":"status"}', 'not json', '{"command":"table","device":"d"}', '{"command":"status","device":"x"}', ''].join('\n'),
+    true,
+  );
+  expect(answers.split('\n')).toEqual([
+    '{"ok":true,"lines":["d: 0 2048 linear "]}',
+    '{"ok":false,"error":{"kind":"bad-input","message":"not a request: one JSON object per line, see docs/serve-ctl.md"}}',
+    `{"ok":true,"lines":["d: 0 2048 linear ${disk} 0"]}`,
+    '{"ok":false,"error":{"kind":"bad-input","message":"no device named x"}}',
+    '',
+  ]);
+  const oversized = await rawExchange(ctlPath(), `{"command":"status","device":"${'x'.repeat(5000)}"}\n`, false);
+  expect(oversized).toBe('{"ok":false,"error":{"kind":"bad-input","message":"a request is at most 4096 bytes"}}\n');
+  // The server still answers.
+  expect(ctl('status')).toMatchObject({ status: 0, stdout: 'd: 0 2048 linear \n' });
 });
