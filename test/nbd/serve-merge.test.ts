@@ -148,3 +148,20 @@ test('kill -9 mid-merge: the COW is valid, and the offline merge finishes to the
   expect(sha256(im.origin)).toBe(sha256FromBuffer(im.mergedOrigin));
   expect(sha256(im.cow)).toBe(sha256FromBuffer(im.mergedCow));
 });
+
+test('suspend stops the merge after its batch under way; resume carries on to the end', async () => {
+  const im = fixture();
+  const s = await serve(['--dev', 'd', table(im), '--merge-rate', '64k']);
+  expect(ctl(s, 'suspend', 'd')).toMatchObject({ status: 0, stdout: 'd: suspended\n' });
+  const held = allocatedOf(s);
+  await new Promise((r) => setTimeout(r, 2000));
+  expect(allocatedOf(s)).toBe(held);
+  expect(held).toBeGreaterThan(16);
+  expect(ctl(s, 'resume', 'd')).toMatchObject({ status: 0, stdout: 'd: resumed\n' });
+  expect(ctl(s, 'message', 'd', 'rate', '0').status).toBe(0);
+  expect(await waitFor(() => allocatedOf(s) === 16, 60000)).toBe(true);
+  servers.splice(servers.indexOf(s), 1);
+  expect(await s.stop()).toEqual({ status: 0, signal: null });
+  expect(sha256(im.origin)).toBe(sha256FromBuffer(im.mergedOrigin));
+  expect(sha256(im.cow)).toBe(sha256FromBuffer(im.mergedCow));
+});

@@ -43,6 +43,8 @@ export class SnapshotMergeDevice extends SectorDevice {
   private readonly writesInFlight = new Map<number, number>();
   private writesDone: (() => void)[] = [];
   private readonly run: Promise<void>;
+  /** Set while the device is suspended: the next batch waits for resumeMerge. */
+  private pause?: { resumed: Promise<void>; resume: () => void };
   /** The merge's outcome once it ended. */
   result?: MergeResult;
   /** The error that stopped the merge (the kernel's `Merge failed`). */
@@ -107,7 +109,27 @@ export class SnapshotMergeDevice extends SectorDevice {
     return `0 ${this.origin.sizeSectors} snapshot-merge ${this.origin.path} ${this.store.cow.path} P ${this.chunkSectors}`;
   }
 
+  /**
+   * As the kernel stops merging when the device is suspended: the batch
+   * under way is finished and retired, the next one waits for resumeMerge.
+   */
+  async pauseMerge(): Promise<void> {
+    if (!this.pause) {
+      let resume!: () => void;
+      const resumed = new Promise<void>((r) => (resume = r));
+      this.pause = { resumed, resume };
+    }
+    if (this.merging.size > 0) await this.batchRetired;
+  }
+
+  resumeMerge(): void {
+    const p = this.pause;
+    this.pause = undefined;
+    p?.resume();
+  }
+
   private async holdBatch(runs: readonly { oldChunk: number; chunks: number }[]): Promise<void> {
+    while (this.pause && !this.abort.signal.aborted) await this.pause.resumed;
     for (const r of runs) for (let c = r.oldChunk; c < r.oldChunk + r.chunks; c++) this.merging.add(c);
     this.batchRetired = new Promise((resolve) => {
       this.releaseBatch = () => {
@@ -179,11 +201,13 @@ export class SnapshotMergeDevice extends SectorDevice {
   /** Stop the merge after the batch under way (what it merged is retired); the devices stay open. */
   async stop(): Promise<void> {
     this.abort.abort();
+    this.resumeMerge();
     await this.run;
   }
 
   close(): void {
     this.closed = true;
     this.abort.abort();
+    this.resumeMerge();
   }
 }

@@ -32,7 +32,11 @@ export class ServedDevices {
 
   /** Resume every suspended device: requests held there are answered before serving ends. */
   resumeAll(): void {
-    for (const g of this.gates.values()) g.resume();
+    for (const [name, g] of this.gates) {
+      g.resume();
+      const d = this.targets.devices.get(name);
+      if (d instanceof SnapshotMergeDevice) d.resumeMerge();
+    }
   }
 
   readonly handle = async (r: ControlRequest): Promise<string[]> => {
@@ -41,12 +45,20 @@ export class ServedDevices {
         return this.names(r.device).map((n) => `${n}: ${this.targets.statusLine(n)}`);
       case 'table':
         return this.names(r.device).map((n) => `${n}: ${this.targets.tableLine(n)}`);
-      case 'suspend':
-        await this.gate(r.device).suspend();
+      case 'suspend': {
+        const gate = this.gate(r.device);
+        const d = this.targets.devices.get(r.device);
+        await gate.suspend();
+        // A merge stops after its batch under way while the device is suspended, as the kernel's.
+        if (d instanceof SnapshotMergeDevice) await d.pauseMerge();
         return [`${r.device}: suspended`];
-      case 'resume':
+      }
+      case 'resume': {
+        const d = this.targets.devices.get(r.device);
         this.gate(r.device).resume();
+        if (d instanceof SnapshotMergeDevice) d.resumeMerge();
         return [`${r.device}: resumed`];
+      }
       case 'message':
         return [this.message(r.device, r.args)];
       case 'remove':
