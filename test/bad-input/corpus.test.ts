@@ -1622,6 +1622,51 @@ const serveCases: Case[] = [
     message: /^dmtool: leg .*leg0\.img is smaller than the mirror: it has 16384 sectors, the mirror needs sectors 0\.\.32767$/,
   },
   {
+    name: 'serve: a snapshot-merge of a transient COW',
+    args: (d) => {
+      const k = kernelCow(d);
+      return serveArgs(d, '--dev', 'm', `0 131072 snapshot-merge ${k.origin} ${k.cow} N 8`);
+    },
+    status: 2,
+    message: /^dmtool: device m: snapshot-merge takes a persistent COW \(P\)$/,
+  },
+  {
+    name: 'serve: a snapshot-merge of a COW without a header',
+    args: (d) => {
+      const k = kernelCow(d);
+      makeImage(path.join(d, 'fresh.img'), MiB);
+      return serveArgs(d, '--dev', 'm', `0 131072 snapshot-merge ${k.origin} ${path.join(d, 'fresh.img')} P 8`);
+    },
+    status: 2,
+    message: /^dmtool: EINVAL: COW has no snapshot header \(magic is 0\); create the snapshot first \(.*fresh\.img sectors 0\.\.0\)$/,
+  },
+  {
+    name: "serve: a snapshot-merge with another chunk size than the COW header's",
+    args: (d) => {
+      const k = kernelCow(d);
+      return serveArgs(d, '--dev', 'm', `0 131072 snapshot-merge ${k.origin} ${k.cow} P 16`);
+    },
+    status: 2,
+    message: /^dmtool: device m: chunk size 16 differs from the COW header's \(8 sectors\)$/,
+  },
+  {
+    name: 'serve: the origin being merged also served as a snapshot-origin',
+    args: (d) => {
+      const k = kernelCow(d);
+      return serveArgs(
+        d,
+        '--dev',
+        'm',
+        `0 131072 snapshot-merge ${k.origin} ${k.cow} P 8`,
+        '--dev',
+        'o',
+        `0 131072 snapshot-origin ${k.origin}`,
+      );
+    },
+    status: 2,
+    message: /^dmtool: device o: .*origin\.img is the origin of o and already the merging origin of m$/,
+  },
+  {
     name: 'serve: a target it does not serve',
     args: (d) => serveArgs(d, '--dev', 'z', '0 8 zero'),
     status: 2,
