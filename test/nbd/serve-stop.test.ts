@@ -132,8 +132,9 @@ when(nbdsh)('SIGTERM mid-write: exit 0, status lines printed, every acknowledged
   servers.splice(servers.indexOf(s), 1);
   for (const w of writers) expect(await w.done).toBe(0);
   expect(stopped).toEqual({ status: 0, signal: null });
-  // The writers were cut before their end: the stop happened mid-write.
-  expect(writers[0].acked().length).toBeLessThan(512);
+  // Writers were cut before their end: the stop happened mid-write.
+  const counts = [512, 512, 256, 256];
+  expect(writers.some((w, i) => w.acked().length < counts[i])).toBe(true);
   expectAckedOnDisk(disk, [...writers[0].acked(), ...writers[1].acked()]);
   expectAckedOnDisk(origin, [...writers[2].acked(), ...writers[3].acked()]);
   expect(s.stdout()).toMatch(

@@ -77,7 +77,9 @@ export class ControlServer {
       }
     };
     socket.setEncoding('utf8');
+    let refused = false;
     socket.on('data', (chunk: string) => {
+      if (refused) return;
       pending += chunk;
       let nl: number;
       while ((nl = pending.indexOf('\n')) >= 0) {
@@ -85,8 +87,9 @@ export class ControlServer {
         pending = pending.slice(nl + 1);
       }
       if (Buffer.byteLength(pending) >= MAX_REQUEST_BYTES || lines.some((l) => Buffer.byteLength(l) >= MAX_REQUEST_BYTES)) {
-        socket.end(`${JSON.stringify(refusal(new ControlError('bad-input', `a request is at most ${MAX_REQUEST_BYTES} bytes`)))}\n`);
+        refused = true;
         lines.length = 0;
+        socket.end(`${JSON.stringify(refusal(new ControlError('bad-input', `a request is at most ${MAX_REQUEST_BYTES} bytes`)))}\n`);
         return;
       }
       // One request at a time: read no more until the queued ones are answered.
