@@ -1,9 +1,9 @@
-import { execFileSync } from 'child_process';
+import { execFileSync, spawn } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import { makeImage, sha256File } from '../support/images';
 import { removeDir, tempDir } from '../support/loop';
-import { dmtool } from '../support/cli';
+import { DMTOOL, dmtool } from '../support/cli';
 import { FIXTURE_DIR } from '../support/fixtures';
 import { makeCerts } from '../support/tls-certs';
 import { makeVgImages, VG_IMAGE_MDA_BYTE, vg0Text } from '../support/lvm-images';
@@ -1622,10 +1622,55 @@ const serveCases: Case[] = [
     message: /^dmtool: leg .*leg0\.img is smaller than the mirror: it has 16384 sectors, the mirror needs sectors 0\.\.32767$/,
   },
   {
+    name: 'serve: a snapshot-merge of a transient COW',
+    args: (d) => {
+      const k = kernelCow(d);
+      return serveArgs(d, '--dev', 'm', `0 131072 snapshot-merge ${k.origin} ${k.cow} N 8`);
+    },
+    status: 2,
+    message: /^dmtool: device m: snapshot-merge takes a persistent COW \(P\)$/,
+  },
+  {
+    name: 'serve: a snapshot-merge of a COW without a header',
+    args: (d) => {
+      const k = kernelCow(d);
+      makeImage(path.join(d, 'fresh.img'), MiB);
+      return serveArgs(d, '--dev', 'm', `0 131072 snapshot-merge ${k.origin} ${path.join(d, 'fresh.img')} P 8`);
+    },
+    status: 2,
+    message: /^dmtool: EINVAL: COW has no snapshot header \(magic is 0\); create the snapshot first \(.*fresh\.img sectors 0\.\.0\)$/,
+  },
+  {
+    name: "serve: a snapshot-merge with another chunk size than the COW header's",
+    args: (d) => {
+      const k = kernelCow(d);
+      return serveArgs(d, '--dev', 'm', `0 131072 snapshot-merge ${k.origin} ${k.cow} P 16`);
+    },
+    status: 2,
+    message: /^dmtool: device m: chunk size 16 differs from the COW header's \(8 sectors\)$/,
+  },
+  {
+    name: 'serve: the origin being merged also served as a snapshot-origin',
+    args: (d) => {
+      const k = kernelCow(d);
+      return serveArgs(
+        d,
+        '--dev',
+        'm',
+        `0 131072 snapshot-merge ${k.origin} ${k.cow} P 8`,
+        '--dev',
+        'o',
+        `0 131072 snapshot-origin ${k.origin}`,
+      );
+    },
+    status: 2,
+    message: /^dmtool: device o: .*origin\.img is the origin of o and already the merging origin of m$/,
+  },
+  {
     name: 'serve: a target it does not serve',
     args: (d) => serveArgs(d, '--dev', 'z', '0 8 zero'),
     status: 2,
-    message: /^dmtool: device z: target zero cannot be served \(linear, snapshot-origin, snapshot and mirror can\)$/,
+    message: /^dmtool: device z: target zero cannot be served \(linear, snapshot-origin, snapshot, snapshot-merge and mirror can\)$/,
   },
   {
     name: 'serve: --config that is not JSON',
@@ -1723,6 +1768,75 @@ const tlsCases: Case[] = [
   },
 ];
 
+/**
+ * A `dmtool serve` of one linear device in `dir`, started for a ctl case and
+ * waited for (bounded); `after` stops it and waits until its sockets are gone.
+ */
+function serveForCtl(dir: string): { ctl: string; after: () => void } {
+  const disk = path.join(dir, 'disk.img');
+  makeImage(disk, MiB, 'CTL');
+  const socket = path.join(dir, 'nbd.sock');
+  const child = spawn(process.execPath, [DMTOOL, 'serve', '--dev', 'd', `0 2048 linear ${disk} 0`, '--socket', socket], {
+    stdio: 'ignore',
+  });
+  const waitFor = (test: string) => execFileSync('sh', ['-c', `for i in $(seq 150); do ${test} && exit 0; sleep 0.1; done; exit 1`]);
+  waitFor(`[ -S ${socket}.ctl ]`);
+  return {
+    ctl: `${socket}.ctl`,
+    after: () => {
+      child.kill('SIGTERM');
+      waitFor(`[ ! -e ${socket}.ctl ] && [ ! -e ${socket} ]`);
+    },
+  };
+}
+
+const ctlCases: Case[] = [
+  {
+    name: 'ctl: nobody listens on the socket',
+    args: (d) => ['ctl', path.join(d, 'nbd.sock.ctl'), 'status'],
+    status: 3,
+    message: /^dmtool: no dmtool serve listens on .*nbd\.sock\.ctl \(ENOENT\)$/,
+  },
+  {
+    name: 'ctl: a command it does not know',
+    args: (d) => ['ctl', path.join(d, 'nbd.sock.ctl'), 'frobnicate', 'd'],
+    status: 2,
+    message: /^dmtool: unknown control command "frobnicate" \(status \[DEV\] \| table/,
+  },
+  {
+    name: 'ctl: suspend without a device',
+    args: (d) => ['ctl', path.join(d, 'nbd.sock.ctl'), 'suspend'],
+    status: 2,
+    message: /^dmtool: suspend takes a device name /,
+  },
+  (() => {
+    let server: { ctl: string; after: () => void } | undefined;
+    return {
+      name: 'ctl: a device the server does not have',
+      args: (d: string) => {
+        server = serveForCtl(d);
+        return ['ctl', server.ctl, 'status', 'nosuch'];
+      },
+      status: 2,
+      message: /^dmtool: no device named nosuch$/,
+      after: () => server?.after(),
+    };
+  })(),
+  (() => {
+    let server: { ctl: string; after: () => void } | undefined;
+    return {
+      name: 'ctl: a message the device does not take',
+      args: (d: string) => {
+        server = serveForCtl(d);
+        return ['ctl', server.ctl, 'message', 'd', 'rate', '10M'];
+      },
+      status: 2,
+      message: /^dmtool: d: a rate applies to a mirror's resync or a snapshot-merge only$/,
+      after: () => server?.after(),
+    };
+  })(),
+];
+
 function runCorpus(cases: Case[]): void {
   it.each(cases.map((c) => [c.name, c] as const))('%s', (_name, c) => {
     const dir = tempDir('dmtool-bad-');
@@ -1755,6 +1869,7 @@ describe('bad input is refused with one line, a non-zero exit and nothing writte
   describe('toolbox: snapshot-export and snapshot-apply', () => runCorpus(exportCases));
   describe('LVM volumes', () => runCorpus(lvmCases));
   describe('serve', () => runCorpus(serveCases));
+  describe('ctl', () => runCorpus(ctlCases));
   describe('TLS', () => runCorpus(tlsCases));
 
   it('holds at least 40 cases', () => {

@@ -23,7 +23,7 @@ export { DirtyLog, MemoryLog, CoreLog, SyncMode, LogHealth, FlushCallback, check
 export { DiskLog, DiskLogOptions } from './disk-log';
 export { RegionHash, RegionState } from './region-hash';
 export { MirrorSet, MirrorSetOptions, MirrorStatus, Leg, LegSpec, LegStatus, LegHealth, LegErrorKind, MAX_LEGS } from './mirror-set';
-export { planResync, resync, ResyncOptions, ResyncPlan, ResyncProgress, ResyncResult } from './resync';
+export { planResync, resync, resyncClient, ResyncOptions, ResyncPlan, ResyncProgress, ResyncResult } from './resync';
 export { parseMirrorTable, formatMirrorTable, MirrorTable } from './table';
 export { checkRegionSize, isValidRegionSize, MAX_REGION_SIZE } from './region-size';
 export { checkLegs, CheckOptions, CheckResult } from './check';

@@ -87,6 +87,24 @@ export function planResync(mirror: MirrorSet): ResyncPlan {
  * again by the next run. A leg that fails is marked `S` and left out of
  * later copies; the regions it missed stay out of sync.
  */
+/**
+ * The kcopyd client resync makes when it is given none: one job per region,
+ * buffers for `parallel` regions. Made by a caller that wants to change the
+ * rate while the resync runs (KcopydClient.setRate); the caller destroys it.
+ */
+export function resyncClient(mirror: MirrorSet, opts: ResyncOptions = {}): KcopydClient {
+  const parallel = opts.parallel ?? 4;
+  const subJobSectors = opts.subJobSectors ?? 1024;
+  const piecesPerRegion = Math.min(8, Math.ceil(mirror.regionSize / subJobSectors));
+  return new KcopydClient({
+    subJobSectors,
+    subJobsPerJob: piecesPerRegion,
+    reservedBuffers: Math.min(1024, parallel * piecesPerRegion),
+    throttlePercent: opts.throttlePercent,
+    rateBytesPerSecond: opts.rateBytesPerSecond,
+  });
+}
+
 export async function resync(mirror: MirrorSet, opts: ResyncOptions = {}): Promise<ResyncResult> {
   const started = Date.now();
   const parallel = opts.parallel ?? 4;
@@ -95,17 +113,7 @@ export async function resync(mirror: MirrorSet, opts: ResyncOptions = {}): Promi
   // each region in flight listens on the signal (one kcopyd job each)
   if (opts.signal) setMaxListeners(parallel + 10, opts.signal);
   const regions = mirror.regionCount;
-  const subJobSectors = opts.subJobSectors ?? 1024;
-  const piecesPerRegion = Math.min(8, Math.ceil(mirror.regionSize / subJobSectors));
-  const client =
-    opts.client ??
-    new KcopydClient({
-      subJobSectors,
-      subJobsPerJob: piecesPerRegion,
-      reservedBuffers: Math.min(1024, parallel * piecesPerRegion),
-      throttlePercent: opts.throttlePercent,
-      rateBytesPerSecond: opts.rateBytesPerSecond,
-    });
+  const client = opts.client ?? resyncClient(mirror, opts);
   const ownClient = opts.client === undefined;
   const outOfSync = regions - mirror.log.getSyncCount();
   const { regions: outOfSyncAtStart, sectors: sectorsTotal } = planResync(mirror);

@@ -1,7 +1,7 @@
 import { AbortError, KcopydClient } from '@dmtool/kcopyd';
 import { BlockDevice, crashPoint, DeviceError, SECTOR_BYTES } from '@dmtool/devices';
 import { SnapshotError } from './errors';
-import { readCowHeader } from './persistent-store';
+import { PersistentStore, readCowHeader } from './persistent-store';
 import { MergeTail } from './merge-tail';
 import { formatUsage, persistentUsage } from './status';
 import { FIRST_FREE_CHUNK, scanTable } from './table-scan';
@@ -19,6 +19,24 @@ export interface MergeOptions {
   signal?: AbortSignal;
   /** Validate and plan only; nothing is written. */
   dryRun?: boolean;
+  /**
+   * The COW's store, opened by a device serving the merge: each retired
+   * batch is forgotten from its table in memory too, so its reads and
+   * writes go to the origin from then on.
+   */
+  store?: PersistentStore;
+  /**
+   * Called with each batch's origin chunks before they are copied (a device
+   * serving the merge holds writes to them and waits for those in flight),
+   * and again once they are retired or the batch failed (it lets them go).
+   */
+  batchHooks?: MergeBatchHooks;
+}
+
+/** The origin chunks of one batch: `chunks` chunks from `oldChunk` on, for each run. */
+export interface MergeBatchHooks {
+  beforeCopy(runs: readonly { oldChunk: number; chunks: number }[]): Promise<void>;
+  afterBatch(runs: readonly { oldChunk: number; chunks: number }[]): void;
 }
 
 /**
@@ -114,6 +132,14 @@ function nextBatch(t: MergeTail, kernelBatches: boolean, maxChunks: number): Bat
 }
 
 /**
+ * The kcopyd client a merge makes when given none; made by a caller that
+ * changes the rate while the merge runs (KcopydClient.setRate) and destroys it.
+ */
+export function mergeClient(rateBytesPerSecond?: number): KcopydClient {
+  return new KcopydClient({ rateBytesPerSecond, subJobsPerJob: 16 });
+}
+
+/**
  * Merge a persistent COW back into its origin, offline (docs/snapshot-format.md#merge). Tail first, as
  * the kernel: each batch copies its runs COW → origin, flushes the origin,
  * and only then clears those entries from the tail of the on-disk table
@@ -199,7 +225,7 @@ export async function mergeSnapshot(origin: BlockDevice, cow: BlockDevice, opts:
       `merge copy of origin chunks ${run.oldChunk}..${run.oldChunk + run.chunks - 1} failed (nothing retired): ${e?.message ?? 'copy failed'}`,
       { path: origin.path, sector: run.oldChunk * cs, sectors: runBytes(run) / SECTOR_BYTES },
     );
-  const kcopyd = opts.kcopyd ?? new KcopydClient({ rateBytesPerSecond: opts.rateBytesPerSecond, subJobsPerJob: 16 });
+  const kcopyd = opts.kcopyd ?? mergeClient(opts.rateBytesPerSecond);
   const stopped = () =>
     new SnapshotError('ECANCELED', 'aborted', `merge stopped with ${tail.size} exceptions left; run it again to finish`, {
       path: cow.path,
@@ -212,48 +238,55 @@ export async function mergeSnapshot(origin: BlockDevice, cow: BlockDevice, opts:
       await tail.load(maxChunks);
       const batch = nextBatch(tail, kernelBatches, maxChunks);
       const thisBatchBytes = batchBytesOf(batch);
-      // One kcopyd job per batch: runs whose COW chunks lie close together
-      // are read as one span and scattered to the origin in one native call.
-      // Handed to kcopyd a slice at a time, so the job's per-extent
-      // bookkeeping stays small however large the batch; the origin flush
-      // and the table update still come once, after every slice.
-      let copiedSectors = 0;
-      for (let first = 0; first < batch.starts.length; first += RUNS_PER_COPY_JOB) {
-        const runs = runsOf(tail, batch, first, RUNS_PER_COPY_JOB);
-        let r;
-        try {
-          r = await kcopyd.copyExtents(
-            cow,
-            origin,
-            runs.map((run) => ({ srcSector: run.newChunk * cs, destSector: run.oldChunk * cs, count: runBytes(run) / SECTOR_BYTES })),
-            {
-              signal: opts.signal,
-              onProgress: (p) => {
-                progress.copiedBytes = progress.mergedBytes + (copiedSectors + p.doneSectors) * SECTOR_BYTES;
-                opts.onProgress?.({ ...progress });
+      const hooked = opts.batchHooks ? runsOf(tail, batch, 0, batch.starts.length) : [];
+      await opts.batchHooks?.beforeCopy(hooked);
+      try {
+        // One kcopyd job per batch: runs whose COW chunks lie close together
+        // are read as one span and scattered to the origin in one native call.
+        // Handed to kcopyd a slice at a time, so the job's per-extent
+        // bookkeeping stays small however large the batch; the origin flush
+        // and the table update still come once, after every slice.
+        let copiedSectors = 0;
+        for (let first = 0; first < batch.starts.length; first += RUNS_PER_COPY_JOB) {
+          const runs = runsOf(tail, batch, first, RUNS_PER_COPY_JOB);
+          let r;
+          try {
+            r = await kcopyd.copyExtents(
+              cow,
+              origin,
+              runs.map((run) => ({ srcSector: run.newChunk * cs, destSector: run.oldChunk * cs, count: runBytes(run) / SECTOR_BYTES })),
+              {
+                signal: opts.signal,
+                onProgress: (p) => {
+                  progress.copiedBytes = progress.mergedBytes + (copiedSectors + p.doneSectors) * SECTOR_BYTES;
+                  opts.onProgress?.({ ...progress });
+                },
               },
-            },
-          );
-        } catch (e) {
-          if (!(e instanceof AbortError)) throw e;
-          // Part of the batch reached the origin; nothing was retired, so a rerun copies it again.
-          await origin.flush();
-          throw stopped();
+            );
+          } catch (e) {
+            if (!(e instanceof AbortError)) throw e;
+            // Part of the batch reached the origin; nothing was retired, so a rerun copies it again.
+            await origin.flush();
+            throw stopped();
+          }
+          if (r.readErr || r.writeErr !== 0) throw copyFailed(runAt(runs, r.errors[0], cs), r.errors[0]);
+          copiedSectors += r.sectorsDone;
         }
-        if (r.readErr || r.writeErr !== 0) throw copyFailed(runAt(runs, r.errors[0], cs), r.errors[0]);
-        copiedSectors += r.sectorsDone;
+        crashPoint('snapshot-merge:copied');
+        await origin.flush();
+        crashPoint('snapshot-merge:origin-flushed');
+        await tail.retire(batch.chunks);
+        opts.store?.forgetTail(batch.chunks);
+        crashPoint('snapshot-merge:retired');
+        runCount += batch.starts.length;
+        progress.batches++;
+        progress.mergedChunks += batch.chunks;
+        progress.mergedBytes += thisBatchBytes;
+        progress.copiedBytes = progress.mergedBytes;
+        opts.onProgress?.({ ...progress });
+      } finally {
+        opts.batchHooks?.afterBatch(hooked);
       }
-      crashPoint('snapshot-merge:copied');
-      await origin.flush();
-      crashPoint('snapshot-merge:origin-flushed');
-      await tail.retire(batch.chunks);
-      crashPoint('snapshot-merge:retired');
-      runCount += batch.starts.length;
-      progress.batches++;
-      progress.mergedChunks += batch.chunks;
-      progress.mergedBytes += thisBatchBytes;
-      progress.copiedBytes = progress.mergedBytes;
-      opts.onProgress?.({ ...progress });
     }
   } finally {
     if (!opts.kcopyd) await kcopyd.destroy();

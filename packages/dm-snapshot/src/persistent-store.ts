@@ -357,6 +357,25 @@ export class PersistentStore implements ExceptionStore {
     return persistentUsage(this.geometry, this.cow.sizeSectors, this.nextFree, this.currentArea);
   }
 
+  /**
+   * Forget the last `count` exceptions in memory, after the merge retired
+   * them from the on-disk table (MergeTail.retire): a device serving the
+   * merge keeps its table as the disk's.
+   */
+  forgetTail(count: number): void {
+    if (count <= 0) return;
+    const n = this.table.size;
+    if (count > n) throw new RangeError(`cannot forget ${count} of ${n} exceptions`);
+    const g = this.geometry;
+    const E = this.exceptionsPerArea;
+    const keep = n - count;
+    for (let i = 0; i < count; i++) this.table.pop();
+    this.currentArea = Math.floor(keep / E);
+    this.currentCommitted = keep % E;
+    this.nextFree = g.areaChunk(this.currentArea) + this.currentCommitted + 1;
+    this.rebuildArea();
+  }
+
   /** Encode area `area` holding table entries [area·E, min(limit, (area+1)·E)). */
   private fillArea(buf: Buffer, area: number, limit: number): void {
     const E = this.exceptionsPerArea;

@@ -70,7 +70,7 @@ export class KcopydClient {
   readonly subJobsPerJob: number;
   private readonly pool: BufferPool;
   private readonly throttle: Throttle;
-  private readonly rate?: RateLimiter;
+  private rate?: RateLimiter;
   private jobs = new Set<Promise<unknown>>();
   private destroyed = false;
 
@@ -83,6 +83,24 @@ export class KcopydClient {
     this.throttle = opts.throttle ?? new Throttle(opts.throttlePercent ?? 100);
     if (opts.rateBytesPerSecond !== undefined) this.rate = new RateLimiter(opts.rateBytesPerSecond);
     this.pool = new BufferPool(reserved, this.subJobSectors * SECTOR_BYTES);
+  }
+
+  /** The average copy rate cap in bytes per second, undefined for none. */
+  get rateBytesPerSecond(): number | undefined {
+    return this.rate?.bytesPerSecond;
+  }
+
+  /**
+   * Change the rate cap while jobs run (undefined lifts it). The sub-jobs of
+   * jobs under way are paced by the new rate too.
+   */
+  setRate(bytesPerSecond: number | undefined): void {
+    if (bytesPerSecond === undefined) {
+      // Jobs under way hold this limiter: let their next sub-jobs through at once.
+      if (this.rate) this.rate.bytesPerSecond = Number.MAX_SAFE_INTEGER;
+      this.rate = undefined;
+    } else if (this.rate) this.rate.bytesPerSecond = bytesPerSecond;
+    else this.rate = new RateLimiter(bytesPerSecond);
   }
 
   /** Bytes reserved for buffers by this client. */

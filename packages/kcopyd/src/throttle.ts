@@ -79,18 +79,26 @@ export class Throttle {
 export class RateLimiter {
   static readonly MIN_BYTES_PER_SECOND = 4096;
   private static readonly MIN_PIECE_SECTORS = 8;
-  private readonly bytesPerSecond: number;
+  private rateBytesPerSecond: number;
   private startMs = 0;
   private bytesAdmitted = 0;
+  private readonly waiting = new Set<AbortController>();
 
   constructor(bytesPerSecond: number) {
-    if (!Number.isFinite(bytesPerSecond) || !(bytesPerSecond >= RateLimiter.MIN_BYTES_PER_SECOND)) {
-      throw new KcopydError(
-        'bad-option',
-        `rate must be at least ${RateLimiter.MIN_BYTES_PER_SECOND} bytes per second (got ${bytesPerSecond})`,
-      );
-    }
-    this.bytesPerSecond = bytesPerSecond;
+    this.rateBytesPerSecond = checkRate(bytesPerSecond);
+  }
+
+  get bytesPerSecond(): number {
+    return this.rateBytesPerSecond;
+  }
+
+  /** A new rate, from now on: what was admitted before no longer counts. */
+  set bytesPerSecond(bytesPerSecond: number) {
+    this.rateBytesPerSecond = checkRate(bytesPerSecond);
+    this.startMs = 0;
+    this.bytesAdmitted = 0;
+    // Pieces waiting at the old rate go now: their wait may be many seconds of a slow rate.
+    for (const w of this.waiting) w.abort();
   }
 
   /**
@@ -104,14 +112,34 @@ export class RateLimiter {
     return Math.min(maxSectors, Math.max(unit, perSecond));
   }
 
-  /** Wait until `bytes` more may be copied; returns early if `signal` fires. */
+  /** Wait until `bytes` more may be copied; returns early if `signal` fires or the rate changes. */
   async admit(bytes: number, signal?: AbortSignal): Promise<void> {
     const now = Date.now();
     if (this.startMs === 0) this.startMs = now;
     this.bytesAdmitted += bytes;
     const dueMs = this.startMs + (this.bytesAdmitted / this.bytesPerSecond) * 1000;
-    if (dueMs > now) await sleep(dueMs - now, signal);
+    if (dueMs <= now || signal?.aborted) return;
+    const wake = new AbortController();
+    const onAbort = () => wake.abort();
+    signal?.addEventListener('abort', onAbort, { once: true });
+    this.waiting.add(wake);
+    try {
+      await sleep(dueMs - now, wake.signal);
+    } finally {
+      this.waiting.delete(wake);
+      signal?.removeEventListener('abort', onAbort);
+    }
   }
+}
+
+function checkRate(bytesPerSecond: number): number {
+  if (!Number.isFinite(bytesPerSecond) || !(bytesPerSecond >= RateLimiter.MIN_BYTES_PER_SECOND)) {
+    throw new KcopydError(
+      'bad-option',
+      `rate must be at least ${RateLimiter.MIN_BYTES_PER_SECOND} bytes per second (got ${bytesPerSecond})`,
+    );
+  }
+  return bytesPerSecond;
 }
 
 function checkPercent(p: number): number {

@@ -85,6 +85,33 @@ describe('RateLimiter', () => {
     }
   });
 
+  it('a new rate wakes the admissions waiting at the old one and paces from then on', async () => {
+    const rl = new RateLimiter(4096);
+    const t0 = Date.now();
+    // 64 KiB at 4 KiB/s: 16 s, unless the rate changes.
+    const waiting = rl.admit(64 << 10);
+    setTimeout(() => (rl.bytesPerSecond = 1 << 20), 50);
+    await waiting;
+    expect(Date.now() - t0).toBeLessThan(1000);
+    expect(rl.bytesPerSecond).toBe(1 << 20);
+    const t1 = Date.now();
+    await rl.admit(256 << 10);
+    expect(Date.now() - t1).toBeGreaterThanOrEqual(245);
+    expect(() => (rl.bytesPerSecond = 100)).toThrow(/^rate must be at least 4096 bytes per second \(got 100\)$/);
+  });
+
+  it('KcopydClient.setRate sets, changes and lifts the cap', async () => {
+    const c = new KcopydClient();
+    expect(c.rateBytesPerSecond).toBeUndefined();
+    c.setRate(8192);
+    expect(c.rateBytesPerSecond).toBe(8192);
+    c.setRate(1 << 20);
+    expect(c.rateBytesPerSecond).toBe(1 << 20);
+    c.setRate(undefined);
+    expect(c.rateBytesPerSecond).toBeUndefined();
+    await c.destroy();
+  });
+
   it('cuts pieces to at most one second of the rate, in whole 4 KiB units', () => {
     expect(new RateLimiter(4096).pieceSectors(1024)).toBe(8);
     expect(new RateLimiter(100 * 1024).pieceSectors(1024)).toBe(200);

@@ -31,6 +31,8 @@ export interface ConnectionOptions {
 export class Connection {
   readonly done: Promise<void>;
   private transmission: Transmission | undefined;
+  /** The export this connection went on to use, once negotiation ended in one. */
+  exportName: string | undefined;
   private stopping = false;
   /** The plain socket, then its TLS socket once NBD_OPT_STARTTLS succeeded. */
   private socket: Socket;
@@ -109,6 +111,7 @@ export class Connection {
         if ('refused' in r) this.opts.log(`connection ${this.id}: ${r.refused}; closed`);
         return;
       }
+      this.exportName = r.export.name;
       this.transmission = new Transmission(this.socket, this.reader, this.replies, r, {
         connectionBudget: new ByteBudget(this.opts.connectionBudgetBytes),
         maxRequestsInFlight: this.opts.maxRequestsInFlight,

@@ -87,6 +87,11 @@ export class ExportTable {
     return this.byName.get(name);
   }
 
+  /** Take an export out: clients no longer see it in NBD_OPT_LIST or reach it; false if there was none. */
+  remove(name: string): boolean {
+    return this.byName.delete(name);
+  }
+
   list(): Export[] {
     return [...this.byName.values()];
   }

@@ -23,6 +23,7 @@ export {
 } from './meta-contexts';
 export { nbdErrorOf } from './errno';
 export { ListenAddress, NbdServer, ServerOptions } from './server';
+export { listenOnUnixSocket, removeUnixSocket } from './unix-socket';
 export { ClientExport, ClientNegotiationIo, ExportRefused, negotiateClient } from './client-negotiation';
 export { ConnectionClosed, SocketReader } from './socket-reader';
 export { ClientConnection, ClientRequest, ReplyOutcome } from './client-connection';

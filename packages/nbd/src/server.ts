@@ -1,10 +1,9 @@
-import * as fs from 'fs';
 import * as net from 'net';
-import * as path from 'path';
 import { Connection } from './connection';
 import { MAXIMUM_PAYLOAD_BYTES } from './export-table';
 import type { ExportTable } from './export-table';
 import { ServerTls, ServerTlsCredentials } from './tls';
+import { listenOnUnixSocket, removeUnixSocket } from './unix-socket';
 
 export interface ServerOptions {
   /** Connections served at once; a further one is closed at once (default 16). */
@@ -103,9 +102,7 @@ export class NbdServer {
 
   async listen(address: ListenAddress): Promise<void> {
     if ('socketPath' in address) {
-      await removeStaleSocket(address.socketPath);
-      await this.listenOnPrivately(address.socketPath);
-      this.socketFile = { path: address.socketPath, ino: fs.statSync(address.socketPath).ino };
+      this.socketFile = { path: address.socketPath, ino: await listenOnUnixSocket(this.server, address.socketPath) };
     } else if ('fd' in address) {
       await this.listenOn({ fd: address.fd });
     } else {
@@ -139,20 +136,38 @@ export class NbdServer {
 
   private async closeNow(): Promise<void> {
     const stopped = new Promise<void>((resolve) => this.server.close(() => resolve()));
-    for (const c of this.connections) c.shutdown();
-    const all = Promise.all([...this.connections].map((c) => c.done));
+    await this.endConnections([...this.connections]);
+    await stopped;
+    this.removeSocketFile();
+  }
+
+  /** Connections in transmission on the export of that name. */
+  connectionsTo(exportName: string): number {
+    return [...this.connections].filter((c) => c.exportName === exportName).length;
+  }
+
+  /**
+   * End every connection in transmission on that export as close() ends
+   * them all: requests in flight are answered, further ones refused, and
+   * connections still open after the grace period are cut.
+   */
+  disconnectExport(exportName: string): Promise<void> {
+    return this.endConnections([...this.connections].filter((c) => c.exportName === exportName));
+  }
+
+  private async endConnections(connections: Connection[]): Promise<void> {
+    for (const c of connections) c.shutdown();
+    const all = Promise.all(connections.map((c) => c.done));
     let timer: NodeJS.Timeout | undefined;
     const grace = new Promise<void>((resolve) => {
       timer = setTimeout(() => {
-        for (const c of this.connections) c.destroy();
+        for (const c of connections) c.destroy();
         resolve();
       }, this.opts.shutdownGraceMs);
     });
     await Promise.race([all, grace]);
     clearTimeout(timer);
     await all;
-    await stopped;
-    this.removeSocketFile();
   }
 
   private accept(socket: net.Socket): void {
@@ -179,28 +194,6 @@ export class NbdServer {
     void c.done.then(() => this.connections.delete(c));
   }
 
-  /**
-   * Bind inside a new 0700 directory, where nobody else can connect, make
-   * the socket 0600, then link it into place (failing rather than replacing
-   * a file that appeared meanwhile).
-   */
-  private async listenOnPrivately(socketPath: string): Promise<void> {
-    const privateDir = fs.mkdtempSync(path.join(path.dirname(socketPath), '.nbd-'));
-    const boundPath = path.join(privateDir, 'socket');
-    try {
-      await this.listenOn({ path: boundPath });
-      try {
-        fs.chmodSync(boundPath, 0o600);
-        fs.linkSync(boundPath, socketPath);
-      } catch (e) {
-        await new Promise((resolve) => this.server.close(resolve));
-        throw e;
-      }
-    } finally {
-      fs.rmSync(privateDir, { recursive: true, force: true });
-    }
-  }
-
   private listenOn(options: net.ListenOptions | { fd: number }): Promise<void> {
     return new Promise((resolve, reject) => {
       const onError = (e: Error) => reject(e);
@@ -214,35 +207,7 @@ export class NbdServer {
 
   private removeSocketFile(): void {
     const f = this.socketFile;
-    if (!f) return;
     this.socketFile = undefined;
-    try {
-      // Only our own socket: another server may have replaced it meanwhile.
-      if (fs.statSync(f.path).ino === f.ino) fs.unlinkSync(f.path);
-    } catch {
-      // already gone
-    }
+    if (f) removeUnixSocket(f.path, f.ino);
   }
-}
-
-/** Remove a socket file nobody listens on; refuse a live socket or any other kind of file. */
-async function removeStaleSocket(path: string): Promise<void> {
-  let st: fs.Stats;
-  try {
-    st = fs.lstatSync(path);
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return;
-    throw e;
-  }
-  if (!st.isSocket()) throw Object.assign(new Error(`${path} exists and is not a socket`), { code: 'EEXIST' });
-  const live = await new Promise<boolean>((resolve) => {
-    const probe = net.connect({ path });
-    probe.once('connect', () => {
-      probe.destroy();
-      resolve(true);
-    });
-    probe.once('error', () => resolve(false));
-  });
-  if (live) throw Object.assign(new Error(`another server listens on ${path}`), { code: 'EADDRINUSE' });
-  fs.unlinkSync(path);
 }

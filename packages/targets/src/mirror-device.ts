@@ -1,4 +1,4 @@
-import { MirrorSet, resync, ResyncResult } from '@dmtool/dm-mirror';
+import { MirrorSet, resync, resyncClient, ResyncResult } from '@dmtool/dm-mirror';
 import { DataMap, dataMapOf, SECTOR_BYTES } from '@dmtool/devices';
 import { shiftedDataMap } from './data-maps';
 import { SectorDevice } from './sector-device';
@@ -16,6 +16,8 @@ export interface MirrorDeviceOptions extends TargetDeviceOptions {
   resync?: boolean;
   /** Regions the background resync copies at once (default 1, as the kernel). */
   resyncParallel?: number;
+  /** Average background resync rate cap in bytes per second (default none; changeable with setResyncRate). */
+  resyncRateBytesPerSecond?: number;
 }
 
 /**
@@ -35,6 +37,7 @@ export class MirrorDevice extends SectorDevice {
   private settling: Promise<void> = Promise.resolve();
   private readonly resyncAbort = new AbortController();
   private resyncRun?: Promise<ResyncResult | undefined>;
+  private resyncCopier?: ReturnType<typeof resyncClient>;
   /** The background resync's outcome once it ended (undefined while it runs or if none ran). */
   resyncResult?: ResyncResult;
   /** The first error the background work met (recording regions clean, resync). */
@@ -51,13 +54,18 @@ export class MirrorDevice extends SectorDevice {
     this.writable = opts.readOnly !== true && legs.every((l) => l.device.writable);
     this.cleanDelayMs = opts.cleanDelayMs ?? 100;
     if (this.writable && opts.resync !== false && !mirror.inSync) {
-      this.resyncRun = resync(mirror, { parallel: opts.resyncParallel ?? 1, signal: this.resyncAbort.signal }).then(
-        (r) => (this.resyncResult = r),
-        (e: unknown) => {
-          this.backgroundError ??= e;
-          return undefined;
-        },
-      );
+      const parallel = opts.resyncParallel ?? 1;
+      const copier = resyncClient(mirror, { parallel, rateBytesPerSecond: opts.resyncRateBytesPerSecond });
+      this.resyncCopier = copier;
+      this.resyncRun = resync(mirror, { parallel, client: copier, signal: this.resyncAbort.signal })
+        .then(
+          (r) => (this.resyncResult = r),
+          (e: unknown) => {
+            this.backgroundError ??= e;
+            return undefined;
+          },
+        )
+        .finally(() => copier.destroy());
     }
   }
 
@@ -75,6 +83,13 @@ export class MirrorDevice extends SectorDevice {
   /** Resolves when the background resync has ended (at once if none runs). */
   async resyncDone(): Promise<ResyncResult | undefined> {
     return this.resyncRun ? await this.resyncRun : undefined;
+  }
+
+  /** Change the background resync's rate cap while it runs (undefined: no cap); false when no resync runs. */
+  setResyncRate(bytesPerSecond: number | undefined): boolean {
+    if (!this.resyncCopier || this.resyncResult !== undefined) return false;
+    this.resyncCopier.setRate(bytesPerSecond);
+    return true;
   }
 
   protected readSectors(buf: Buffer, sector: number): Promise<void> {

@@ -1,10 +1,11 @@
 import { BlockDevice, DeviceResolver } from '@dmtool/devices';
-import { Origin, probeHeader, Snapshot } from '@dmtool/dm-snapshot';
+import { Origin, PersistentStore, probeHeader, Snapshot } from '@dmtool/dm-snapshot';
 import { configFromTable, MirrorTable, openMirror, parseMirrorTable } from '@dmtool/dm-mirror';
 import { BorrowedDevice } from './borrowed-device';
 import { LinearDevice } from './linear-device';
 import { MirrorDevice, MirrorDeviceOptions } from './mirror-device';
 import { SnapshotDevice, SnapshotOriginDevice } from './snapshot-devices';
+import { SnapshotMergeDevice } from './snapshot-merge-device';
 import { linearArgs, parseTableLine, snapshotArgs, snapshotOriginArgs, SnapshotArgs, TableError } from './table-line';
 
 /** One device to build: a name and a one-line table starting at sector 0. */
@@ -14,11 +15,13 @@ export interface TargetSpec {
   readOnly?: boolean;
 }
 
-export type TargetDevice = LinearDevice | SnapshotOriginDevice | SnapshotDevice | MirrorDevice;
+export type TargetDevice = LinearDevice | SnapshotOriginDevice | SnapshotDevice | SnapshotMergeDevice | MirrorDevice;
 
 export interface TargetSetOptions {
   /** Options for every mirror device (clean delay, background resync). */
   mirror?: MirrorDeviceOptions;
+  /** Average merge rate cap of every snapshot-merge device, bytes per second (default none). */
+  mergeRateBytesPerSecond?: number;
 }
 
 /** A parsed table line: what `TargetSet` builds for one device. */
@@ -26,9 +29,10 @@ export type TargetPlan =
   | { kind: 'linear'; spec: TargetSpec; lengthSectors: number; device: string; offsetSectors: number }
   | { kind: 'snapshot-origin'; spec: TargetSpec; lengthSectors: number; origin: string }
   | ({ kind: 'snapshot'; spec: TargetSpec; lengthSectors: number } & SnapshotArgs)
+  | ({ kind: 'snapshot-merge'; spec: TargetSpec; lengthSectors: number } & SnapshotArgs)
   | { kind: 'mirror'; spec: TargetSpec; table: MirrorTable };
 
-type Role = 'linear base' | 'origin' | 'COW' | 'mirror leg' | 'mirror log';
+type Role = 'linear base' | 'origin' | 'merging origin' | 'COW' | 'mirror leg' | 'mirror log';
 /** Roles several exports may give one device. */
 const SHARABLE: ReadonlySet<Role> = new Set(['linear base', 'origin']);
 
@@ -60,6 +64,11 @@ function planOne(spec: TargetSpec): TargetPlan {
       return { kind: 'snapshot-origin', spec, lengthSectors: t.lengthSectors, ...snapshotOriginArgs(t) };
     case 'snapshot':
       return { kind: 'snapshot', spec, lengthSectors: t.lengthSectors, ...snapshotArgs(t) };
+    case 'snapshot-merge': {
+      const args = snapshotArgs(t);
+      if (args.type !== 'P') throw new TableError('snapshot-merge takes a persistent COW (P)');
+      return { kind: 'snapshot-merge', spec, lengthSectors: t.lengthSectors, ...args };
+    }
     case 'mirror':
       try {
         return { kind: 'mirror', spec, table: parseMirrorTable(spec.table) };
@@ -67,7 +76,7 @@ function planOne(spec: TargetSpec): TargetPlan {
         throw new TableError(e instanceof Error ? e.message : String(e));
       }
     default:
-      throw new TableError(`target ${t.target} cannot be served (linear, snapshot-origin, snapshot and mirror can)`);
+      throw new TableError(`target ${t.target} cannot be served (linear, snapshot-origin, snapshot, snapshot-merge and mirror can)`);
   }
 }
 
@@ -135,6 +144,10 @@ export class TargetSet {
         const originWritten = writableOrigins.has(resolver.identify(p.origin, `origin of ${p.spec.name}`));
         uses.push({ path: p.origin, role: 'origin', spec: p.spec, write: false });
         uses.push({ path: p.cow, role: 'COW', spec: p.spec, write: write || originWritten });
+      } else if (p.kind === 'snapshot-merge') {
+        // The merge writes both, whether or not clients may.
+        uses.push({ path: p.origin, role: 'merging origin', spec: p.spec, write: true });
+        uses.push({ path: p.cow, role: 'COW', spec: p.spec, write: true });
       } else {
         for (const l of p.table.legs) uses.push({ path: l.path, role: 'mirror leg', spec: p.spec, write });
         if (p.table.log.type === 'disk') uses.push({ path: p.table.log.path, role: 'mirror log', spec: p.spec, write });
@@ -200,6 +213,15 @@ export class TargetSet {
         } else snap = await Snapshot.open(origin, cow, { chunkSectors: p.chunkSectors, overflow: p.type === 'PO' });
         return new SnapshotDevice(snap, { name, readOnly });
       }
+      case 'snapshot-merge': {
+        const origin = this.borrow(resolver, p.origin);
+        if (p.lengthSectors !== origin.sizeSectors)
+          throw fail(`length ${p.lengthSectors} must be the origin's size (${origin.path} has ${origin.sizeSectors} sectors)`);
+        const store = await PersistentStore.open(this.borrow(resolver, p.cow), { originSectors: origin.sizeSectors, origin });
+        if (store.chunkSectors !== p.chunkSectors)
+          throw fail(`chunk size ${p.chunkSectors} differs from the COW header's (${store.chunkSectors} sectors)`);
+        return new SnapshotMergeDevice(origin, store, { name, readOnly, rateBytesPerSecond: opts.mergeRateBytesPerSecond });
+      }
       case 'mirror': {
         const shared: DeviceResolver = {
           identify: (n, role) => resolver.identify(n, role),
@@ -223,7 +245,41 @@ export class TargetSet {
 
   /** `NAME: <dmsetup status line>` for every device. */
   statusLines(): string[] {
-    return [...this.devices].map(([name, d]) => `${name}: ${'statusLine' in d ? d.statusLine() : `0 ${d.sizeSectors} linear `}`);
+    return [...this.devices.keys()].map((name) => `${name}: ${this.statusLine(name)}`);
+  }
+
+  /** The `dmsetup status` line of one device (without its name). */
+  statusLine(name: string): string {
+    const d = this.device(name);
+    return 'statusLine' in d ? d.statusLine() : `0 ${d.sizeSectors} linear `;
+  }
+
+  /** The `dmsetup table` line of one device, with paths where the kernel prints major:minor. */
+  tableLine(name: string): string {
+    const d = this.device(name);
+    return 'tableLine' in d ? d.tableLine() : `0 ${d.sizeSectors} linear ${d.base.path} ${d.startBytes / 512}`;
+  }
+
+  private device(name: string): TargetDevice {
+    const d = this.devices.get(name);
+    if (!d) throw new RangeError(`no device named ${name}`);
+    return d;
+  }
+
+  /**
+   * Take one device out of the set, as `dmsetup remove` does: its
+   * background work stops, it is flushed and closed. The devices underneath
+   * stay open until the set is closed (other devices may share them).
+   */
+  async remove(name: string): Promise<void> {
+    const d = this.device(name);
+    this.devices.delete(name);
+    if (d instanceof MirrorDevice) await d.stop();
+    else {
+      if (d instanceof SnapshotMergeDevice) await d.stop();
+      if (d.writable) await d.flush();
+    }
+    d.close();
   }
 
   /**
@@ -239,6 +295,7 @@ export class TargetSet {
   private async stopNow(): Promise<void> {
     let failed: unknown;
     for (const d of this.devices.values()) {
+      if (d instanceof SnapshotMergeDevice) await d.stop();
       if (!(d instanceof MirrorDevice)) continue;
       try {
         await d.stop();

@@ -1,5 +1,6 @@
 import { DmtoolCommand } from '../util/define-command';
 import { copyCommand } from './copy';
+import { ctlCommand } from './ctl';
 import { demoCommand } from './demo';
 import { lvmLsCommand } from './lvm';
 import { mirrorCommands } from './mirror';
@@ -21,5 +22,6 @@ export const COMMANDS: DmtoolCommand[] = [
   ...mirrorCommands,
   ...mirrorLogToolCommands,
   serveCommand,
+  ctlCommand,
   lvmLsCommand,
 ];

@@ -1,13 +1,26 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { exceptionsContext, ExportTable, MAXIMUM_PAYLOAD_BYTES, MetaContext, NbdServer, ServerTlsCredentials, TlsError } from '@dmtool/nbd';
-import { MirrorDevice, SnapshotDevice, SnapshotOriginDevice, TargetDevice, TargetSet, TargetSpec, TargetSpecError } from '@dmtool/targets';
+import {
+  MirrorDevice,
+  SnapshotDevice,
+  SnapshotMergeDevice,
+  SnapshotOriginDevice,
+  SuspendableDevice,
+  TargetDevice,
+  TargetSet,
+  TargetSpec,
+  TargetSpecError,
+} from '@dmtool/targets';
 import { z } from 'zod';
+import { ControlServer } from '../serve-control/control-server';
+import { ServedDevices } from '../serve-control/served-devices';
 import { ArgsOf, defineCommand } from '../util/define-command';
 import { CliError } from '../util/errors';
 import { ExitCode, EXIT_CODES_HELP } from '../util/exit-codes';
 import { resolver } from '../util/open-device';
 import { flag } from '../util/options';
+import { rateLimitSchema } from '../util/units';
 import { readServeConfig } from '../util/serve-config';
 import { serveTlsOf } from '../util/serve-tls';
 
@@ -27,7 +40,7 @@ const serveOptions = {
     type: 'string',
     array: true,
     nargs: 2,
-    describe: 'a device: NAME "0 LENGTH TARGET ARGS..." (linear, snapshot-origin, snapshot, mirror; repeatable)',
+    describe: 'a device: NAME "0 LENGTH TARGET ARGS..." (linear, snapshot-origin, snapshot, snapshot-merge, mirror; repeatable)',
   },
   config: {
     schema: z.string().min(1).optional(),
@@ -38,6 +51,12 @@ const serveOptions = {
     schema: z.string().min(1).optional(),
     type: 'string',
     describe: 'unix socket path (default $XDG_RUNTIME_DIR/dmtool/nbd.sock, else /run/dmtool/nbd.sock)',
+  },
+  ctl: {
+    schema: z.string().min(1).optional(),
+    type: 'string',
+    describe:
+      'the control socket for dmtool ctl (a unix socket, mode 0600; default SOCKET.ctl beside the NBD socket, none with --tcp or socket activation)',
   },
   tcp: {
     schema: z
@@ -81,6 +100,16 @@ const serveOptions = {
     array: true,
     describe: 'NAME=BYTES: the preferred block size advertised for an export (default 4096)',
   },
+  resyncRate: {
+    schema: rateLimitSchema.optional(),
+    type: 'string',
+    describe: "cap each mirror's background resync at this many bytes per second (e.g. 50M; changeable with dmtool ctl message)",
+  },
+  mergeRate: {
+    schema: rateLimitSchema.optional(),
+    type: 'string',
+    describe: 'cap each snapshot-merge copy at this many bytes per second (e.g. 50M; changeable with dmtool ctl message)',
+  },
   maxConnections: { schema: z.number().int().min(1).max(1024), type: 'number', describe: 'connections served at once', default: 16 },
   handshakeTimeout: {
     schema: z.number().positive().max(3600),
@@ -118,6 +147,7 @@ function preferredSizes(o: Options, specs: TargetSpec[]): Map<string, number> {
 /** The block size a client should prefer: the chunk of a snapshot, the region of a mirror (kernel io_min hints). */
 function naturalBlockBytes(d: TargetDevice): number | undefined {
   if (d instanceof SnapshotDevice) return d.snapshot.chunkSectors * SECTOR_BYTES;
+  if (d instanceof SnapshotMergeDevice) return d.chunkSectors * SECTOR_BYTES;
   if (d instanceof SnapshotOriginDevice) {
     const chunks = d.origin.snapshots.map((s) => s.chunkSectors);
     return chunks.length > 0 ? Math.min(...chunks) * SECTOR_BYTES : undefined;
@@ -131,9 +161,12 @@ function metaContextsOf(d: TargetDevice): MetaContext[] {
   return d instanceof SnapshotDevice ? [exceptionsContext((byteOffset, bytes) => d.heldExtents(byteOffset, bytes))] : [];
 }
 
-async function openTargets(specs: TargetSpec[]): Promise<TargetSet> {
+async function openTargets(specs: TargetSpec[], o: Options): Promise<TargetSet> {
   try {
-    return await TargetSet.open(specs, resolver);
+    return await TargetSet.open(specs, resolver, {
+      mirror: { resyncRateBytesPerSecond: o.resyncRate },
+      mergeRateBytesPerSecond: o.mergeRate,
+    });
   } catch (e) {
     if (e instanceof TargetSpecError) throw new CliError('usage', `device ${e.exportName}: ${e.message}`);
     throw e;
@@ -208,7 +241,12 @@ export const serveCommand = defineCommand({
       '$0 serve --dev data "0 131072 snapshot-origin origin.img" --dev snap "0 131072 snapshot origin.img cow.img P 8"',
       'serve an origin and a snapshot of it: writes to data copy old chunks into cow.img first',
     ],
+    [
+      '$0 serve --dev data "0 131072 snapshot-merge origin.img cow.img P 8" --merge-rate 20M',
+      'serve the origin as the snapshot shows it while cow.img is merged into it in the background',
+    ],
     ['$0 serve --dev m "0 2097152 mirror disk 2 log.img 1024 2 leg0.img 0 leg1.img 0"', 'serve a two-leg mirror with a disk log'],
+    ['$0 ctl /run/dmtool/nbd.sock.ctl status', 'from another shell: the status line of every device, as dmsetup status prints them'],
     ['$0 serve --config devices.json', 'the devices from a JSON file: {"devices":[{"name":..,"table":..,"readOnly":bool}]}'],
     [
       '$0 serve --tcp 192.0.2.10:10809 --tls-certificates /etc/pki/dmtool --tls-verify-client --dev disk "0 131072 linear disk.img 0"',
@@ -224,15 +262,16 @@ export const serveCommand = defineCommand({
     ],
   ],
   epilog:
-    `Each export is one device-mapper table line starting at sector 0: linear, snapshot-origin, snapshot or mirror. ` +
+    `Each export is one device-mapper table line starting at sector 0: linear, snapshot-origin, snapshot, snapshot-merge or mirror. ` +
     `A device named by several exports is opened once (locked exclusively if any export writes to it), and the ` +
     `snapshot-origin and snapshot lines of one origin share it, so origin writes copy into every snapshot. ` +
     `TLS (X.509, TLS 1.2 or later) is negotiated with NBD_OPT_STARTTLS: with --tls require every other option before it is ` +
     `refused with NBD_REP_ERR_TLS_REQD; plaintext on a --tcp address other than loopback needs an explicit --tls off. ` +
     `Under systemd socket activation (LISTEN_PID is this process, LISTEN_FDS at least 1) it serves on the socket passed ` +
     `as descriptor 3, unix or TCP, and refuses --socket and --tcp; the variables are removed so no child inherits them. ` +
-    `SIGINT or SIGTERM stops accepting, answers the requests in flight, prints each device's status line, ` +
-    `flushes every device and exits 0.\n${EXIT_CODES_HELP}`,
+    `The control socket (--ctl) takes dmtool ctl's requests: status, table, suspend, resume, message, remove. ` +
+    `SIGINT or SIGTERM stops accepting, answers the requests in flight (cutting connections still busy after 10 s), ` +
+    `prints each device's status line, flushes every device and exits 0.\n${EXIT_CODES_HELP}`,
   async run(o) {
     const inheritedFd = activationFd(process.env, process.pid);
     if (inheritedFd !== undefined && (o.socket !== undefined || o.tcp !== undefined)) {
@@ -245,12 +284,15 @@ export const serveCommand = defineCommand({
     const preferred = preferredSizes(o, specs);
     const tcp = o.tcp === undefined ? undefined : tcpAddress(o.tcp);
     const tls = tlsCredentials(o, tcp?.host);
-    const targets = await openTargets(specs);
+    const targets = await openTargets(specs, o);
     const table = new ExportTable();
+    const gates = new Map<string, SuspendableDevice>();
     try {
       for (const spec of specs) {
         const device = targets.devices.get(spec.name)!;
-        table.add(spec.name, device, {
+        const gate = new SuspendableDevice(device);
+        gates.set(spec.name, gate);
+        table.add(spec.name, gate, {
           description: spec.table,
           readOnly: spec.readOnly,
           preferredBlockBytes: preferred.get(spec.name) ?? naturalBlockBytes(device),
@@ -267,8 +309,13 @@ export const serveCommand = defineCommand({
       tls,
       log: (line) => process.stderr.write(`dmtool serve: ${line}\n`),
     });
+    const served = new ServedDevices(targets, table, gates, () => server);
+    const control = new ControlServer(served.handle);
     const stopped = waitForStopSignal();
     let where: string;
+    let ctlPath: string | undefined;
+    // The control socket sits beside an NBD socket of our own; with TCP or an inherited socket only where --ctl says.
+    let defaultCtlPath: string | undefined;
     try {
       if (inheritedFd !== undefined) {
         await server.listen({ fd: inheritedFd });
@@ -281,8 +328,12 @@ export const serveCommand = defineCommand({
         fs.mkdirSync(path.dirname(socketPath), { recursive: true, mode: 0o700 });
         await server.listen({ socketPath });
         where = socketPath;
+        defaultCtlPath = `${socketPath}.ctl`;
       }
+      ctlPath = o.ctl !== undefined ? path.resolve(o.ctl) : defaultCtlPath;
+      if (ctlPath !== undefined) await control.listen(ctlPath);
     } catch (e) {
+      await server.close().catch(() => undefined);
       await targets.close().catch(() => undefined);
       const code = (e as { code?: unknown }).code;
       if (code === 'EADDRINUSE' || code === 'EEXIST' || code === 'EACCES')
@@ -299,9 +350,13 @@ export const serveCommand = defineCommand({
       process.stdout.write(`export ${e.name}: ${e.device.sizeBytes} bytes, ${e.readOnly ? 'read-only' : 'read-write'}${uri}\n`);
     }
     if (tls) process.stdout.write(`tls ${tls.mode}: ${tls.verifyClient ? 'client certificates checked' : 'no client certificate asked'}\n`);
+    if (ctlPath !== undefined) process.stdout.write(`control socket ${ctlPath}\n`);
     process.stdout.write(`listening on ${where} (SIGINT or SIGTERM stops)\n`);
     const sig = await stopped;
     process.stderr.write(`dmtool serve: ${sig}: finishing requests in flight\n`);
+    await control.close();
+    // Requests held by a suspended device are answered too, not cut.
+    served.resumeAll();
     await server.close();
     let stopFailed: unknown;
     await targets.stop().catch((e: unknown) => (stopFailed = e));

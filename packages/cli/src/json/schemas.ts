@@ -118,6 +118,8 @@ export const JSON_SCHEMAS = {
     readErr: z.boolean().optional(),
     ...jobOutcome,
   }),
+  /** The words after SOCKET, and the lines the server answered (status, table, or what was done). */
+  ctl: doc('ctl', { request: z.array(z.string()), lines: z.array(z.string()) }),
   zero: doc('zero', { devices: z.array(z.string()), offset: count, sectors: count, bytes: count, ...jobOutcome }),
   'snapshot-create': doc('snapshot-create', {
     origin: z.string(),

@@ -27,6 +27,12 @@ const REASONS = {
   'bad-map': { kind: 'bad-input', code: 'EINVAL' },
   /** A copy map that records another copy than the one asked for. */
   'map-mismatch': { kind: 'bad-input', code: 'EINVAL' },
+  /** dmtool ctl: nobody listens on the control socket. */
+  'no-server': { kind: 'device-refused', code: 'ECONNREFUSED' },
+  /** dmtool ctl: the server refused the request (a device in use). */
+  'ctl-refused': { kind: 'device-refused', code: 'EBUSY' },
+  /** dmtool ctl: the request failed in the server (an I/O error). */
+  'ctl-failed': { kind: 'io', code: 'EIO' },
   interrupted: { kind: 'interrupted', code: 'ECANCELED' },
 } as const satisfies Record<string, { kind: ErrorKind; code: string }>;
 
