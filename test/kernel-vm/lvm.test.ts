@@ -256,4 +256,22 @@ describeKernelVmLvm('LVM volumes made by lvm2 on the kernel, read by dmtool', ()
     expect(bad.map(sha256File)).toEqual(before);
     expect(fs.existsSync(path.join(dir, 'never.out'))).toBe(false);
   });
+
+  test('a missing PV of the kernel-made VG: copy and snapshot-merge refuse with one clear line, exit 2, nothing written', () => {
+    const two = copyPvs('missing-pv').slice(0, 2);
+    const before = two.map(sha256File);
+    const out = path.join(dir, 'never-missing.out');
+    for (const args of [
+      ['copy', operand(two, 'lin'), out],
+      ['snapshot-merge', operand(two, 'snap2'), '--update-metadata', '--lock-dir', vmDir(dir, 'lock-missing')],
+    ]) {
+      const r = dmtool(args);
+      expect([args[0], r.status, r.stdout]).toEqual([args[0], 2, '']);
+      expect(r.stderr).toMatch(
+        /^dmtool: VG vg0 is missing PV pv2 \([0-9A-Za-z-]{38}, last seen as \/dev\/vd[a-z]\): give every PV of the VG\n$/,
+      );
+    }
+    expect(two.map(sha256File)).toEqual(before);
+    expect(fs.existsSync(out)).toBe(false);
+  });
 });
