@@ -1,6 +1,7 @@
 /**
  * Boot the host's Debian kernel under qemu (TCG) with a tiny initramfs
- * (busybox-static, dmsetup and its libraries, the device-mapper modules) and
+ * (busybox-static, dmsetup and its libraries, the device-mapper modules; lvm2
+ * when a scenario asks for it) and
  * run one shell scenario against image files attached as virtio disks.
  *
  * The guest prints the scenario's output between @@DMT-BEGIN@@ and
@@ -85,7 +86,7 @@ export function requireLvm(tools: VmTools): string {
 }
 
 /**
- * lvm.conf of the guest: no udev, no lvmetad/lvmpolld/dmeventd, no backups
+ * lvm.conf of the guest: no udev, no lvmpolld, no dmeventd monitoring, no backups
  * (the root file system is the initramfs), only the virtio disks scanned.
  */
 export const GUEST_LVM_CONF = `devices {
