@@ -187,8 +187,9 @@ describeKernelVmLvm('LVM volumes made by lvm2 on the kernel, read by dmtool', ()
     expectGuestOk(merged);
     expect(valueOf(merged, 'table-str')).toMatch(/^0 16384 snapshot-merge /);
     const kernelSha = valueOf(merged, 'merged-str');
-    // The merged origin reads as the snapshot did before the merge.
+    // The merged origin reads as the snapshot did before the merge, which differed from the origin.
     expect(kernelSha).toBe(valueOf(made, 'sha-snap2'));
+    expect(kernelSha).not.toBe(valueOf(made, 'sha-str'));
     expect(valueOf(merged, 'sha-str')).toBe(kernelSha);
 
     const ours = copyPvs('dmtool-merge');
