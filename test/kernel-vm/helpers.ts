@@ -16,6 +16,9 @@ const found = findVmTools();
  */
 export const describeKernelVm: jest.Describe = found.tools || process.env.CI === 'true' ? describe : describe.skip;
 
+/** Suites that also run lvm2 in the guest: skipped (outside CI) when lvm2 is not installed either. */
+export const describeKernelVmLvm: jest.Describe = found.tools?.lvm || process.env.CI === 'true' ? describe : describe.skip;
+
 export function vmTools(): VmTools {
   if (!found.tools) throw new Error(`kernel interoperability tests need: ${found.missing.join('; ')}`);
   return found.tools;

@@ -1,6 +1,7 @@
 /**
  * Boot the host's Debian kernel under qemu (TCG) with a tiny initramfs
- * (busybox-static, dmsetup and its libraries, the device-mapper modules) and
+ * (busybox-static, dmsetup and its libraries, the device-mapper modules; lvm2
+ * when a scenario asks for it) and
  * run one shell scenario against image files attached as virtio disks.
  *
  * The guest prints the scenario's output between @@DMT-BEGIN@@ and
@@ -18,6 +19,8 @@ export interface VmTools {
   modulesDir: string;
   busybox: string;
   dmsetup: string;
+  /** Debian's lvm2 binary, for scenarios that run lvm2 in the guest; undefined when not installed. */
+  lvm?: string;
 }
 
 /** Modules the scenarios need, each after its dependencies (resolved from modules.dep). */
@@ -72,8 +75,44 @@ export function findVmTools(): { tools?: VmTools; missing: string[] } {
   if (!dmsetup) missing.push('dmsetup (Debian package dmsetup)');
 
   if (missing.length > 0) return { missing };
-  return { tools: { qemu: qemu!, kernel: kernel!, kernelRelease, modulesDir, busybox: busybox!, dmsetup: dmsetup! }, missing };
+  const lvm = firstExisting(['/sbin/lvm', '/usr/sbin/lvm']);
+  return { tools: { qemu: qemu!, kernel: kernel!, kernelRelease, modulesDir, busybox: busybox!, dmsetup: dmsetup!, lvm }, missing };
 }
+
+/** The guest's lvm2 binary, or one clear error naming the package to install. */
+export function requireLvm(tools: VmTools): string {
+  if (!tools.lvm) throw new Error('kernel interoperability tests with lvm2 need /sbin/lvm (Debian package lvm2)');
+  return tools.lvm;
+}
+
+/**
+ * lvm.conf of the guest: no udev, no lvmpolld, no dmeventd monitoring, no backups
+ * (the root file system is the initramfs), only the virtio disks scanned.
+ */
+export const GUEST_LVM_CONF = `devices {
+  filter = [ "a|^/dev/vd|", "r|.*|" ]
+  global_filter = [ "a|^/dev/vd|", "r|.*|" ]
+  obtain_device_list_from_udev = 0
+  external_device_info_source = "none"
+  use_devicesfile = 0
+  hints = "none"
+}
+global {
+  use_lvmpolld = 0
+  use_lvmlockd = 0
+  event_activation = 0
+  locking_dir = "/run/lock/lvm"
+}
+activation {
+  udev_sync = 0
+  udev_rules = 0
+  monitoring = 0
+}
+backup {
+  backup = 0
+  archive = 0
+}
+`;
 
 function isStatic(file: string): boolean {
   const r = spawnSync('ldd', [file], { encoding: 'utf8' });
@@ -158,7 +197,7 @@ function sharedLibraries(binary: string): { linkPath: string; realPath: string }
 }
 
 /** Build the initramfs for a scenario script; returns the file written. */
-export function buildInitramfs(tools: VmTools, scenario: string, diskCount: number, outFile: string): string {
+export function buildInitramfs(tools: VmTools, scenario: string, diskCount: number, outFile: string, withLvm = false): string {
   const entries: CpioEntry[] = [];
   const dirs = new Set<string>();
   const dir = (p: string) => {
@@ -182,7 +221,21 @@ export function buildInitramfs(tools: VmTools, scenario: string, diskCount: numb
 
   file('/bin/busybox', fs.readFileSync(tools.busybox));
   file('/sbin/dmsetup', fs.readFileSync(tools.dmsetup));
-  for (const lib of sharedLibraries(tools.dmsetup)) file(lib.linkPath, fs.readFileSync(lib.realPath));
+  const libs = new Set(sharedLibraries(tools.dmsetup).map((l) => JSON.stringify(l)));
+  if (withLvm) {
+    const lvm = requireLvm(tools);
+    file('/sbin/lvm', fs.readFileSync(lvm));
+    for (const lib of sharedLibraries(lvm)) libs.add(JSON.stringify(lib));
+    file('/etc/lvm/lvm.conf', Buffer.from(GUEST_LVM_CONF), 0o100644);
+    dir('run/lock/lvm');
+    dir('run/lvm');
+    const commands = ['pvcreate', 'pvs', 'vgcreate', 'vgchange', 'vgs', 'lvcreate', 'lvconvert', 'lvchange', 'lvs', 'lvremove', 'vgck'];
+    for (const c of commands) entries.push({ name: `sbin/${c}`, mode: 0o120777, data: Buffer.from('lvm') });
+  }
+  for (const l of libs) {
+    const lib = JSON.parse(l) as { linkPath: string; realPath: string };
+    file(lib.linkPath, fs.readFileSync(lib.realPath));
+  }
 
   const order = moduleLoadOrder(tools.modulesDir);
   const names: string[] = [];
@@ -218,6 +271,8 @@ export interface VmRunOptions {
   workDir: string;
   timeoutMs?: number;
   memoryMiB?: number;
+  /** Put lvm2 (the `lvm` binary, its libraries and a guest lvm.conf) into the initramfs. */
+  withLvm?: boolean;
 }
 
 export interface VmResult {
@@ -235,7 +290,7 @@ export function runVm(tools: VmTools, opts: VmRunOptions): Promise<VmResult> {
   for (const d of opts.disks) {
     if (!/^[A-Za-z0-9_-]{1,20}$/.test(d.name)) throw new Error(`disk name ${d.name} is not a valid virtio serial`);
   }
-  const initrd = buildInitramfs(tools, opts.scenario, opts.disks.length, path.join(opts.workDir, 'initramfs.cpio'));
+  const initrd = buildInitramfs(tools, opts.scenario, opts.disks.length, path.join(opts.workDir, 'initramfs.cpio'), opts.withLvm);
   const accel = process.env.DMTOOL_VM_ACCEL ?? 'tcg';
   const args = [
     '-machine',
