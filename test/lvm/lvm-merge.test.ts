@@ -2,7 +2,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { metadataAfterMerge, parseVgMetadata, planTextWrite, readPhysicalVolume, snapshotSegmentOf, storedText } from '@dmtool/lvm';
 import { FileDevice } from '@dmtool/native';
-import { dmtool } from '../support/cli';
+import { dmtool, startDmtool, waitFor } from '../support/cli';
 import { makeImage, patternBytes, sha256File } from '../support/images';
 import { detachAll, makeLoop, removeDir, tempDir } from '../support/loop';
 import { describeLvm2, Lvm2, withSnapshotAndMirror } from '../support/lvm2';
@@ -166,6 +166,38 @@ describeLvm2('snapshot-merge of an LVM snapshot, checked by lvm2', () => {
       expect([again.status, again.stderr]).toEqual([2, 'dmtool: VG vg0 has no LV "snap"\n']);
     },
   );
+
+  test('metadata changed by another writer during the merge: the merge is kept, exit 1 naming the command that writes the metadata', async () => {
+    const s = scenario();
+    // A lock folder of its own, so lvm2 is not held off: a writer that ignores the VG lock.
+    const merge = startDmtool(
+      [
+        'snapshot-merge',
+        `${s.pvs}:vg0/snap`,
+        '--update-metadata',
+        '--lock-dir',
+        path.join(s.dir, 'other-lock'),
+        '--rate',
+        '4k',
+        '--progress',
+      ],
+      { timeoutMs: 60000 },
+    );
+    expect(await waitFor(() => /^progress /m.test(merge.stderr()), 20000)).toBe(true);
+    s.lvm.run('lvchange', '--addtag', 'changed', 'vg0/data');
+    const r = await merge.done;
+    expect(r.status).toBe(1);
+    expect(r.stderr.split('\n').filter((l) => l.startsWith('dmtool: '))).toEqual([
+      expect.stringMatching(
+        /^dmtool: the merge of vg0\/snap is done and durable, but its metadata was not written: the metadata area at byte 4096 changed since it was read \(.*\); run dmtool snapshot-merge \S+:vg0\/snap --update-metadata again to write it$/,
+      ),
+    ]);
+    expect(originSha(s)).toBe(s.mergedSha);
+    // The rerun the message names writes the metadata; lvm2 accepts it.
+    ok(['snapshot-merge', `${s.pvs}:vg0/snap`, '--update-metadata', '--lock-dir', s.lockDir]);
+    expect(originSha(s)).toBe(s.mergedSha);
+    expect(lvm2Accepts(s)).toEqual(WITHOUT_SNAPSHOT);
+  });
 
   test('the metadata wraps around the end of a small metadata area as lvm2 wraps it', async () => {
     const s = scenario({ metadataSize: '32k' });

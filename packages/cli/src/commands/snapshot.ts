@@ -17,6 +17,7 @@ import { closeAll, openAll } from '../util/devices';
 import { volumeOperand } from '../util/open-device';
 import { LVM_LOCK_DIR, lockVolumeGroup } from '../util/vg-lock';
 import { commitMergedMetadata, finishMetadataUpdate, planMergedMetadata } from '../util/lvm-merge-metadata';
+import { shellQuote } from '../util/resume-command';
 import { interruptedMessage, interruptSignal } from '../util/interrupt';
 import { CliError, kindOf } from '../util/errors';
 import { ExitCode, ExitCodeValue, EXIT_CODES_HELP } from '../util/exit-codes';
@@ -605,7 +606,11 @@ async function mergeOnce(
     const what = `VG ${planned.vg} metadata without ${planned.snapshot} (seqno ${planned.seqno})`;
     if (o.updateMetadata) {
       if (!r.dryRun) {
-        await commitMergedMetadata(pair.lvm, planned);
+        await commitMergedMetadata(
+          pair.lvm,
+          planned,
+          ['dmtool', 'snapshot-merge', o.origin, '--update-metadata'].map(shellQuote).join(' '),
+        );
         lvm.updated = true;
       }
       lines.push(`${r.dryRun ? 'would write' : 'wrote'} the ${what} to ${plural(planned.metadataAreas, 'metadata area')}`);

@@ -33,6 +33,8 @@ const REASONS = {
   'ctl-refused': { kind: 'device-refused', code: 'EBUSY' },
   /** dmtool ctl: the request failed in the server (an I/O error). */
   'ctl-failed': { kind: 'io', code: 'EIO' },
+  /** The merge of an LVM snapshot is done and durable, but its VG metadata could not be written. */
+  'metadata-after-merge': { kind: 'io', code: 'EIO' },
   interrupted: { kind: 'interrupted', code: 'ECANCELED' },
 } as const satisfies Record<string, { kind: ErrorKind; code: string }>;
 

@@ -1,5 +1,6 @@
 import { crashPoint } from '@dmtool/devices';
 import {
+  LvmError,
   metadataAfterMerge,
   newestMetadataText,
   openVolumeGroup,
@@ -8,6 +9,7 @@ import {
   VolumeOperand,
   writeVgMetadata,
 } from '@dmtool/lvm';
+import { CliError } from './errors';
 import { openPvFile } from './open-device';
 
 /** What the merge of an LVM snapshot leaves the VG metadata as, planned before the merge writes anything. */
@@ -39,10 +41,23 @@ export async function planMergedMetadata(parts: SnapshotParts, update: boolean):
   };
 }
 
-/** Write the planned metadata once the merge is durable (docs/lvm-format.md#writing). */
-export async function commitMergedMetadata(parts: SnapshotParts, planned: MergedMetadata): Promise<number> {
+/**
+ * Write the planned metadata once the merge is durable (docs/lvm-format.md#writing).
+ * A refusal now (an area changed since it was planned) is no longer bad
+ * input with nothing written: the origin holds the merged data, so it is
+ * reported as a failure with the way to finish.
+ */
+export async function commitMergedMetadata(parts: SnapshotParts, planned: MergedMetadata, rerun: string): Promise<number> {
   crashPoint('snapshot-merge:before-metadata');
-  return writeVgMetadata(parts.pvs, planned.text, { vgUuid: parts.vg.metadata.uuid });
+  try {
+    return await writeVgMetadata(parts.pvs, planned.text, { vgUuid: parts.vg.metadata.uuid });
+  } catch (e) {
+    if (!(e instanceof LvmError) || e.reason !== 'metadata-write') throw e;
+    throw new CliError(
+      'metadata-after-merge',
+      `the merge of ${planned.vg}/${planned.snapshot} is done and durable, but its metadata was not written: ${e.message}; run ${rerun} again to write it`,
+    );
+  }
 }
 
 /**
