@@ -273,6 +273,28 @@ const copyCases: Case[] = [
       /^dmtool: map .*copy\.map belongs to another copy: its destination 0 is .*other\.img \(4194304 bytes\), not .*dst\.img \(4194304 bytes\); give the copy it records, or remove the map$/,
   },
   {
+    name: 'copy: --resume after the destination was deleted',
+    args: (d) => {
+      const src = source(d);
+      const gone = path.join(d, 'gone.img');
+      const map = path.join(d, 'copy.map');
+      fs.writeFileSync(
+        map,
+        [
+          'dmtool-copy-map 1',
+          `source "${fileIdentity(src)}" ${4 * MiB} "${src}"`,
+          `destination "file:1:2" ${4 * MiB} "${gone}"`,
+          'range 0 0 8192',
+          'done 0 1024',
+          '',
+        ].join('\n'),
+      );
+      return ['copy', src, gone, '--map', map, '--resume'];
+    },
+    status: 2,
+    message: /^dmtool: map .*copy\.map records a copy to .*gone\.img, which no longer exists: remove the map to copy again from the start$/,
+  },
+  {
     name: 'copy: --resume with a map of another range',
     args: (d) => {
       const src = source(d);

@@ -12,7 +12,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { z } from 'zod';
 import { checkMapMatches, CopyMap, CopyMapHeader, mapDevice, readMap, removeMap, writeMapAtomically } from '../util/copy-map';
-import { closeAll, openOrCreateAll, removeCreated } from '../util/devices';
+import { closeAll, namesLocalPath, openOrCreateAll, removeCreated } from '../util/devices';
 import { CliError } from '../util/errors';
 import { ExitCode, EXIT_CODES_HELP } from '../util/exit-codes';
 import { defineCommand } from '../util/define-command';
@@ -88,6 +88,14 @@ export const copyCommand = defineCommand({
       throw new CliError('usage', `map ${o.map} exists: add --resume to continue the copy it records, or remove it to start again`);
     if (o.map !== undefined) checkMapPlace(o.map, [o.source, ...o.destinations]);
     const recorded = o.resume && o.map !== undefined ? readMap(o.map) : undefined;
+    if (recorded) {
+      const gone = o.destinations.find((p) => namesLocalPath(p) && !fs.existsSync(p));
+      if (gone !== undefined)
+        throw new CliError(
+          'map-mismatch',
+          `map ${o.map} records a copy to ${gone}, which no longer exists: remove the map to copy again from the start`,
+        );
+    }
     const opened = await openOrCreateAll(
       [
         { path: o.source, role: 'source', write: false },

@@ -67,13 +67,18 @@ export async function openOrCreateAll(specs: DeviceSpec[], opts: Omit<OpenOption
   }
 }
 
+/** A name of a local file or device (not an NBD URI or an LVM volume). */
+export function namesLocalPath(name: string): boolean {
+  return !looksLikeNbdUri(name) && !parseVolumeOperand(name);
+}
+
 /**
  * A path to create: a local name (not an NBD URI or an LVM volume) where nothing exists,
  * not even a dangling symlink. Its folder must exist: a missing one is bad
  * input, not something to make.
  */
 function isNewFile(spec: DeviceSpec): boolean {
-  if (looksLikeNbdUri(spec.path) || parseVolumeOperand(spec.path)) return false;
+  if (!namesLocalPath(spec.path)) return false;
   try {
     fs.lstatSync(spec.path);
     return false;
