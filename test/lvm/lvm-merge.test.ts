@@ -235,6 +235,21 @@ describeLvm2('snapshot-merge of an LVM snapshot, checked by lvm2', () => {
     const listed = s.lvm.lvsJson('vg0').map((row) => row.lv_name);
     expect(listed.includes('snap')).toBe(expected === 'old');
     expect(dmtoolLists(s)).toEqual(listed);
+    if (expected !== 'old') {
+      const planned = JSON.parse(
+        ok(['snapshot-merge', `${s.pvs}:vg0/snap`, '--update-metadata', '--lock-dir', s.lockDir, '--dry-run', '--json']),
+      );
+      expect(planned.lvm).toEqual({
+        vg: 'vg0',
+        snapshot: 'snap',
+        origin: 'data',
+        seqno: s.seqno + 1,
+        metadataAreas: 1,
+        updated: false,
+        output: null,
+        metadata: null,
+      });
+    }
     const again = dmtool(['snapshot-merge', `${s.pvs}:vg0/snap`, '--update-metadata', '--lock-dir', s.lockDir]);
     expect([again.status, again.stderr]).toEqual([0, '']);
     expect(again.stdout).toEqual(

@@ -521,7 +521,7 @@ const mergeCommand = defineCommand({
             lvm: {
               vg: finished.vg,
               snapshot: volume.lv,
-              origin: '',
+              origin: finished.origin,
               seqno: finished.seqno,
               metadataAreas: finished.metadataAreas,
               updated: !o.dryRun,

@@ -69,16 +69,17 @@ export async function commitMergedMetadata(parts: SnapshotParts, planned: Merged
 export async function finishMetadataUpdate(
   operand: VolumeOperand,
   dryRun: boolean,
-): Promise<{ vg: string; seqno: number; metadataAreas: number; text: string } | undefined> {
+): Promise<{ vg: string; origin: string; seqno: number; metadataAreas: number; text: string } | undefined> {
   const opened = await openVolumeGroup(operand, { write: !dryRun, openPv: openPvFile({}) });
   try {
     const meta = opened.vg.metadata;
     if (meta.lvs.some((l) => l.name === operand.lv)) return undefined;
     const stale = opened.pvs.flatMap((pv) => pv.copies).filter((c) => c.vg.uuid === meta.uuid && c.vg.seqno < meta.seqno);
-    if (!stale.some((c) => c.vg.seqno === meta.seqno - 1 && snapshotSegmentOf(c.vg, operand.lv) !== undefined)) return undefined;
+    const segment = stale.map((c) => (c.vg.seqno === meta.seqno - 1 ? snapshotSegmentOf(c.vg, operand.lv) : undefined)).find((g) => g);
+    if (!segment) return undefined;
     const text = newestMetadataText(opened);
     const metadataAreas = await writeVgMetadata(opened.pvs, text, { vgUuid: meta.uuid, skipSeqno: meta.seqno, dryRun });
-    return { vg: meta.name, seqno: meta.seqno, metadataAreas, text };
+    return { vg: meta.name, origin: segment.origin, seqno: meta.seqno, metadataAreas, text };
   } finally {
     opened.close();
   }
