@@ -7,13 +7,12 @@
 import { spawn } from 'child_process';
 import * as fs from 'fs';
 import * as net from 'net';
-import * as os from 'os';
 import * as path from 'path';
 import { decodeDiskLog } from '@dmtool/dm-mirror';
 import { JSON_SCHEMAS } from '../../packages/cli/src/json/schemas';
 import { dmtool, waitFor } from '../support/cli';
 import { makeZeroFile } from '../support/fixtures';
-import { havePeer, nbdUri, peer, randomFile, ServeProcess, sha256, startServe } from './serve-process';
+import { havePeer, nbdUri, peer, randomFile, ServeProcess, sha256, serveSandbox } from './serve-process';
 
 jest.setTimeout(120000);
 
@@ -21,33 +20,15 @@ const MiB = 1 << 20;
 const nbdsh = havePeer('nbdsh');
 const when = (ok: boolean) => (ok ? test : test.skip);
 
-let dir: string;
-const servers: ServeProcess[] = [];
-
-beforeEach(() => {
-  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dmtool-serve-ctl-'));
-});
-
-afterEach(async () => {
-  try {
-    for (const s of servers.splice(0)) await s.stop();
-  } finally {
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
-});
-
-async function serve(args: string[]): Promise<ServeProcess> {
-  const s = await startServe(args, path.join(dir, 'nbd.sock'));
-  servers.push(s);
-  return s;
-}
+const sandbox = serveSandbox('dmtool-serve-ctl-');
+const serve = sandbox.serve;
 
 async function stop(s: ServeProcess): Promise<void> {
-  servers.splice(servers.indexOf(s), 1);
+  sandbox.forget(s);
   expect(await s.stop()).toEqual({ status: 0, signal: null });
 }
 
-const ctlPath = () => path.join(dir, 'nbd.sock.ctl');
+const ctlPath = () => path.join(sandbox.dir, 'nbd.sock.ctl');
 const ctl = (...words: string[]) => dmtool(['ctl', ctlPath(), ...words]);
 
 /** nbdsh running a script in the background, bounded in time. */
@@ -72,9 +53,9 @@ function nbdshAsync(script: string, timeoutMs = 60000): { done: Promise<{ status
 }
 
 test('status and table print the kernel lines of every device, or of one; --json carries them', async () => {
-  const origin = path.join(dir, 'origin.img');
-  const cow = path.join(dir, 'cow.img');
-  const base = path.join(dir, 'base.img');
+  const origin = path.join(sandbox.dir, 'origin.img');
+  const cow = path.join(sandbox.dir, 'cow.img');
+  const base = path.join(sandbox.dir, 'base.img');
   randomFile(origin, 4 * MiB, 1);
   makeZeroFile(cow, MiB);
   randomFile(base, MiB, 2);
@@ -108,7 +89,7 @@ test('status and table print the kernel lines of every device, or of one; --json
 });
 
 when(nbdsh)('suspend holds a client write until resume; the write then lands', async () => {
-  const disk = path.join(dir, 'disk.img');
+  const disk = path.join(sandbox.dir, 'disk.img');
   makeZeroFile(disk, 4 * MiB);
   const s = await serve(['--dev', 'd', `0 8192 linear ${disk} 0`]);
   expect(ctl('suspend', 'd')).toMatchObject({ status: 0, stdout: 'd: suspended\n' });
@@ -136,8 +117,8 @@ when(nbdsh)('suspend holds a client write until resume; the write then lands', a
 });
 
 test("message m rate changes a running resync's rate; it is refused once the resync ended", async () => {
-  const legs = [path.join(dir, 'leg0.img'), path.join(dir, 'leg1.img')];
-  const log = path.join(dir, 'log.img');
+  const legs = [path.join(sandbox.dir, 'leg0.img'), path.join(sandbox.dir, 'leg1.img')];
+  const log = path.join(sandbox.dir, 'log.img');
   randomFile(legs[0], 32 * MiB, 3);
   makeZeroFile(legs[1], 32 * MiB);
   makeZeroFile(log, MiB);
@@ -161,8 +142,8 @@ test("message m rate changes a running resync's rate; it is refused once the res
 });
 
 when(nbdsh)('remove is refused while a client is connected; --force disconnects it, flushes and drops the export', async () => {
-  const a = path.join(dir, 'a.img');
-  const b = path.join(dir, 'b.img');
+  const a = path.join(sandbox.dir, 'a.img');
+  const b = path.join(sandbox.dir, 'b.img');
   makeZeroFile(a, MiB);
   makeZeroFile(b, MiB);
   const s = await serve(['--dev', 'a', `0 2048 linear ${a} 0`, '--dev', 'b', `0 2048 linear ${b} 0`]);
@@ -222,7 +203,7 @@ function rawExchange(socketPath: string, send: string, endAfterSend: boolean): P
 }
 
 test('the protocol: pipelined requests answered in order, a bad line refused, an oversized one closes the connection', async () => {
-  const disk = path.join(dir, 'disk.img');
+  const disk = path.join(sandbox.dir, 'disk.img');
   makeZeroFile(disk, MiB);
   await serve(['--dev', 'd', `0 2048 linear ${disk} 0`]);
   const answers = await rawExchange(

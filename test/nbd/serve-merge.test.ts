@@ -7,12 +7,11 @@
  * the offline merge finishes to the same bytes.
  */
 import * as fs from 'fs';
-import * as os from 'os';
 import * as path from 'path';
 import { dmtool, waitFor } from '../support/cli';
 import { unpackFixture } from '../support/fixtures';
 import { sha256 as sha256FromBuffer } from '../support/images';
-import { havePeer, nbdUri, peer, ServeProcess, sha256, startServe } from './serve-process';
+import { havePeer, nbdUri, peer, ServeProcess, sha256, serveSandbox } from './serve-process';
 
 jest.setTimeout(120000);
 
@@ -21,26 +20,8 @@ const nbdsh = havePeer('nbdsh');
 const nbdcopy = havePeer('nbdcopy');
 const when = (ok: boolean) => (ok ? test : test.skip);
 
-let dir: string;
-const servers: ServeProcess[] = [];
-
-beforeEach(() => {
-  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dmtool-serve-merge-'));
-});
-
-afterEach(async () => {
-  try {
-    for (const s of servers.splice(0)) await s.stop();
-  } finally {
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
-});
-
-async function serve(args: string[]): Promise<ServeProcess> {
-  const s = await startServe(args, path.join(dir, 'nbd.sock'));
-  servers.push(s);
-  return s;
-}
+const sandbox = serveSandbox('dmtool-serve-merge-');
+const serve = sandbox.serve;
 
 interface Images {
   origin: string;
@@ -54,14 +35,14 @@ interface Images {
 
 /** The kernel fixture's chunk-8 origin and COW, and what the offline merge makes of them. */
 function fixture(): Images {
-  const root = unpackFixture('snapshot-cow-chunk8', dir).dir;
+  const root = unpackFixture('snapshot-cow-chunk8', sandbox.dir).dir;
   const origin = path.join(root, 'origin.img');
   const cow = path.join(root, 'cow.img');
   const list = dmtool(['snapshot-list', cow, '--json']);
   expect(list.status).toBe(0);
   const table = (JSON.parse(list.stdout) as { table: { oldChunk: number; newChunk: number }[] }).table;
-  const o2 = path.join(dir, 'offline-origin.img');
-  const c2 = path.join(dir, 'offline-cow.img');
+  const o2 = path.join(sandbox.dir, 'offline-origin.img');
+  const c2 = path.join(sandbox.dir, 'offline-cow.img');
   fs.copyFileSync(origin, o2);
   fs.copyFileSync(cow, c2);
   expect(dmtool(['snapshot-merge', o2, c2]).status).toBe(0);
@@ -83,7 +64,7 @@ when(nbdsh && nbdcopy)(
     const s = await serve(['--dev', 'd', table(im), '--merge-rate', '64k']);
     expect(ctl(s, 'status')).toMatchObject({ status: 0, stdout: 'd: 0 131072 snapshot-merge 2504/32768 24\n' });
     expect(ctl(s, 'table').stdout).toBe(`d: ${table(im)}\n`);
-    const view = path.join(dir, 'view.img');
+    const view = path.join(sandbox.dir, 'view.img');
     expect(peer('nbdcopy', [nbdUri(s.socketPath, 'd'), view]).status).toBe(0);
     expect(sha256(view)).toBe(sha256FromBuffer(im.mergedOrigin));
     // The read happened mid-merge: exceptions are left.
@@ -121,7 +102,7 @@ when(nbdsh && nbdcopy)(
     // After the merge the device is the origin.
     expect(peer('nbdcopy', [nbdUri(s.socketPath, 'd'), view]).status).toBe(0);
     expect(sha256(view)).toBe(sha256FromBuffer(expectedOrigin));
-    servers.splice(servers.indexOf(s), 1);
+    sandbox.forget(s);
     expect(await s.stop()).toEqual({ status: 0, signal: null });
     expect(s.stdout()).toContain('status d: 0 131072 snapshot-merge 16/32768 16\nstopped; every device flushed\n');
     expect(sha256(im.origin)).toBe(sha256FromBuffer(expectedOrigin));
@@ -137,7 +118,7 @@ test('kill -9 mid-merge: the COW is valid, and the offline merge finishes to the
   const s = await serve(['--dev', 'd', table(im), '--merge-rate', '64k']);
   expect(await waitFor(() => allocatedOf(s) < 2504, 30000)).toBe(true);
   process.kill(s.pid, 'SIGKILL');
-  servers.splice(servers.indexOf(s), 1);
+  sandbox.forget(s);
   expect(await s.stop()).toEqual({ status: null, signal: 'SIGKILL' });
   const check = dmtool(['snapshot-check', im.cow, '--origin', im.origin]);
   expect({ status: check.status, stderr: check.stderr }).toEqual({ status: 0, stderr: '' });
@@ -160,7 +141,7 @@ test('suspend stops the merge after its batch under way; resume carries on to th
   expect(ctl(s, 'resume', 'd')).toMatchObject({ status: 0, stdout: 'd: resumed\n' });
   expect(ctl(s, 'message', 'd', 'rate', '0').status).toBe(0);
   expect(await waitFor(() => allocatedOf(s) === 16, 60000)).toBe(true);
-  servers.splice(servers.indexOf(s), 1);
+  sandbox.forget(s);
   expect(await s.stop()).toEqual({ status: 0, signal: null });
   expect(sha256(im.origin)).toBe(sha256FromBuffer(im.mergedOrigin));
   expect(sha256(im.cow)).toBe(sha256FromBuffer(im.mergedCow));

@@ -5,6 +5,8 @@
 import { spawn, spawnSync, SpawnSyncReturns } from 'child_process';
 import { createHash } from 'crypto';
 import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
 import { DMTOOL } from '../support/cli';
 
 export interface ServeProcess {
@@ -128,4 +130,48 @@ export function randomFile(file: string, bytes: number, seed: number): void {
     buf.writeUInt32LE(s, i);
   }
   fs.writeFileSync(file, buf);
+}
+
+/** A temporary folder per test and the `dmtool serve` processes a test starts in it. */
+export interface ServeSandbox {
+  /** This test's folder (new for each test). */
+  readonly dir: string;
+  /** Start `dmtool serve ARGS` on `nbd.sock` in the folder; stopped after the test unless forgotten. */
+  serve(args: string[], env?: NodeJS.ProcessEnv): Promise<ServeProcess>;
+  /** The test stops (or killed) this one itself. */
+  forget(s: ServeProcess): void;
+}
+
+/**
+ * Register beforeEach/afterEach hooks that give each test a fresh folder
+ * (named from `prefix`) and stop every serve process it left running, then
+ * remove the folder.
+ */
+export function serveSandbox(prefix: string): ServeSandbox {
+  let dir = '';
+  const servers: ServeProcess[] = [];
+  beforeEach(() => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  });
+  afterEach(async () => {
+    try {
+      for (const s of servers.splice(0)) await s.stop();
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+  return {
+    get dir() {
+      return dir;
+    },
+    async serve(args, env) {
+      const s = await startServe(args, path.join(dir, 'nbd.sock'), 15000, env);
+      servers.push(s);
+      return s;
+    },
+    forget(s) {
+      const i = servers.indexOf(s);
+      if (i >= 0) servers.splice(i, 1);
+    },
+  };
 }

@@ -7,12 +7,11 @@
  */
 import { spawn } from 'child_process';
 import * as fs from 'fs';
-import * as os from 'os';
 import * as path from 'path';
 import { decodeDiskLog } from '@dmtool/dm-mirror';
 import { dmtool, waitFor } from '../support/cli';
 import { makeZeroFile } from '../support/fixtures';
-import { havePeer, nbdUri, peer, randomFile, ServeProcess, sha256, startServe } from './serve-process';
+import { havePeer, nbdUri, peer, randomFile, sha256, serveSandbox } from './serve-process';
 
 jest.setTimeout(120000);
 
@@ -22,26 +21,8 @@ const nbdsh = havePeer('nbdsh');
 const nbdcopy = havePeer('nbdcopy');
 const when = (ok: boolean) => (ok ? test : test.skip);
 
-let dir: string;
-const servers: ServeProcess[] = [];
-
-beforeEach(() => {
-  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dmtool-serve-stop-'));
-});
-
-afterEach(async () => {
-  try {
-    for (const s of servers.splice(0)) await s.stop();
-  } finally {
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
-});
-
-async function serve(args: string[]): Promise<ServeProcess> {
-  const s = await startServe(args, path.join(dir, 'nbd.sock'));
-  servers.push(s);
-  return s;
-}
+const sandbox = serveSandbox('dmtool-serve-stop-');
+const serve = sandbox.serve;
 
 /** The bytes block `i` is written with: its number in every byte, never 0. */
 function blockOf(i: number): Buffer {
@@ -106,9 +87,9 @@ function expectAckedOnDisk(file: string, acked: number[]): void {
 }
 
 when(nbdsh)('SIGTERM mid-write: exit 0, status lines printed, every acknowledged write on disk, the COW valid', async () => {
-  const origin = path.join(dir, 'origin.img');
-  const cow = path.join(dir, 'cow.img');
-  const disk = path.join(dir, 'disk.img');
+  const origin = path.join(sandbox.dir, 'origin.img');
+  const cow = path.join(sandbox.dir, 'cow.img');
+  const disk = path.join(sandbox.dir, 'disk.img');
   randomFile(origin, 32 * MiB, 7);
   makeZeroFile(cow, 48 * MiB);
   makeZeroFile(disk, 64 * MiB);
@@ -129,7 +110,7 @@ when(nbdsh)('SIGTERM mid-write: exit 0, status lines printed, every acknowledged
   writers.push(writer(nbdUri(s.socketPath, 'data'), 0, 256), writer(nbdUri(s.socketPath, 'data'), 256, 256));
   expect(await waitFor(() => writers.every((w) => w.acked().length >= 20), 30000)).toBe(true);
   const stopped = await s.stop();
-  servers.splice(servers.indexOf(s), 1);
+  sandbox.forget(s);
   for (const w of writers) expect(await w.done).toBe(0);
   expect(stopped).toEqual({ status: 0, signal: null });
   // Writers were cut before their end: the stop happened mid-write.
@@ -144,7 +125,7 @@ when(nbdsh)('SIGTERM mid-write: exit 0, status lines printed, every acknowledged
   expect(dmtool(['snapshot-check', cow, '--origin', origin]).status).toBe(0);
   // The snapshot still shows the origin as it was.
   const again = await serve(['--dev', 'snap', `0 65536 snapshot ${origin} ${cow} P 16`]);
-  const view = path.join(dir, 'view.img');
+  const view = path.join(sandbox.dir, 'view.img');
   if (nbdcopy) {
     expect(peer('nbdcopy', [nbdUri(again.socketPath, 'snap'), view]).status).toBe(0);
     expect(sha256(view)).toBe(originBefore);
@@ -154,10 +135,10 @@ when(nbdsh)('SIGTERM mid-write: exit 0, status lines printed, every acknowledged
 when(nbdsh)(
   'SIGKILL mid-write: the COW is valid and the snapshot unchanged; the mirror log marks every region whose legs differ; a restart resyncs',
   async () => {
-    const origin = path.join(dir, 'origin.img');
-    const cow = path.join(dir, 'cow.img');
-    const legs = [path.join(dir, 'leg0.img'), path.join(dir, 'leg1.img')];
-    const log = path.join(dir, 'log.img');
+    const origin = path.join(sandbox.dir, 'origin.img');
+    const cow = path.join(sandbox.dir, 'cow.img');
+    const legs = [path.join(sandbox.dir, 'leg0.img'), path.join(sandbox.dir, 'leg1.img')];
+    const log = path.join(sandbox.dir, 'log.img');
     randomFile(origin, 32 * MiB, 8);
     makeZeroFile(cow, 48 * MiB);
     randomFile(legs[0], 32 * MiB, 9);
@@ -181,7 +162,7 @@ when(nbdsh)(
     expect(await waitFor(() => writers.every((w) => w.acked().length >= 20), 30000)).toBe(true);
     process.kill(s.pid, 'SIGKILL');
     expect(await s.stop()).toEqual({ status: null, signal: 'SIGKILL' });
-    servers.splice(servers.indexOf(s), 1);
+    sandbox.forget(s);
     for (const w of writers) await w.done;
     expect(writers[0].acked().length).toBeLessThan(512);
     expectAckedOnDisk(origin, writers[0].acked());
@@ -201,21 +182,21 @@ when(nbdsh)(
     // A restart: the snapshot shows the old origin, the mirror resyncs what the log marks.
     const again = await serve(['--dev', 'snap', `0 65536 snapshot ${origin} ${cow} P 16`, '--dev', 'm', mirrorTable]);
     if (nbdcopy) {
-      const view = path.join(dir, 'view.img');
+      const view = path.join(sandbox.dir, 'view.img');
       expect(peer('nbdcopy', [nbdUri(again.socketPath, 'snap'), view]).status).toBe(0);
       expect(sha256(view)).toBe(originBefore);
     }
     const inSync = () => decodeDiskLog(fs.readFileSync(log), { path: log }).clean.count() === 256;
     expect(await waitFor(inSync, 30000)).toBe(true);
     expect(await again.stop()).toEqual({ status: 0, signal: null });
-    servers.splice(servers.indexOf(again), 1);
+    sandbox.forget(again);
     expect(sha256(legs[1])).toBe(sha256(legs[0]));
     expectAckedOnDisk(legs[0], writers[1].acked());
   },
 );
 
 when(nbdsh)('SIGTERM while a device is suspended: the held write is answered and on disk, exit 0', async () => {
-  const disk = path.join(dir, 'disk.img');
+  const disk = path.join(sandbox.dir, 'disk.img');
   makeZeroFile(disk, 4 * MiB);
   const s = await serve(['--dev', 'd', `0 8192 linear ${disk} 0`]);
   expect(dmtool(['ctl', `${s.socketPath}.ctl`, 'suspend', 'd'])).toMatchObject({ status: 0, stdout: 'd: suspended\n' });
@@ -223,7 +204,7 @@ when(nbdsh)('SIGTERM while a device is suspended: the held write is answered and
   await new Promise((r) => setTimeout(r, 1500));
   expect(w.acked()).toEqual([]);
   const stopped = await s.stop();
-  servers.splice(servers.indexOf(s), 1);
+  sandbox.forget(s);
   expect(stopped).toEqual({ status: 0, signal: null });
   expect(await w.done).toBe(0);
   expect(w.acked()).toEqual([3]);
