@@ -9,7 +9,8 @@ const fs = require('fs');
 const path = require('path');
 const { execFileSync } = require('child_process');
 const { benchDir, dmtool, dropCaches, makeRandomFile, table } = require('./common');
-const { CowGeometry, encodeEntry, encodeHeader, cowSectorsForOrigin } = require('@dmtool/dm-snapshot');
+const { shuffled, writeTable } = require('./cow-tables');
+const { cowSectorsForOrigin } = require('@dmtool/dm-snapshot');
 const { lvmCrc, MDA_MAGIC } = require('@dmtool/lvm');
 
 const DATA_MIB = Number(process.env.DMTOOL_BENCH_LVM_MIB || 256);
@@ -76,31 +77,8 @@ function writePv(file, bytes, text) {
 
 /** A COW whose exceptions cover every origin chunk, in random or sequential order. */
 function writeCow(cowFile, cs, chunks, layout) {
-  let s = 42 >>> 0;
-  const olds = Float64Array.from({ length: chunks }, (_, i) => i);
-  if (layout === 'random') {
-    for (let i = chunks - 1; i > 0; i--) {
-      s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-      const j = s % (i + 1);
-      [olds[i], olds[j]] = [olds[j], olds[i]];
-    }
-  }
-  const g = new CowGeometry(cs, fs.statSync(cowFile).size / 512);
-  const fd = fs.openSync(cowFile, 'r+');
-  try {
-    const chunk = Buffer.alloc(g.chunkBytes);
-    encodeHeader(chunk, { valid: true, chunkSectors: cs });
-    fs.writeSync(fd, chunk, 0, chunk.length, 0);
-    const E = g.exceptionsPerArea;
-    for (let area = 0; area * E <= olds.length; area++) {
-      chunk.fill(0);
-      for (let j = area * E; j < Math.min(olds.length, (area + 1) * E); j++)
-        encodeEntry(chunk, j - area * E, olds[j], g.dataChunkOfIndex(j));
-      fs.writeSync(fd, chunk, 0, chunk.length, g.chunkToByte(g.areaChunk(area)));
-    }
-  } finally {
-    fs.closeSync(fd);
-  }
+  const olds = layout === 'random' ? shuffled(chunks, 42) : Float64Array.from({ length: chunks }, (_, i) => i);
+  writeTable(cowFile, cs, olds);
 }
 
 function ddInto(src, dst, seekMiB) {

@@ -18,7 +18,8 @@ const path = require('path');
 const v8 = require('v8');
 const vm = require('vm');
 const { CLI, benchDir, dmtool, timed, dropCaches, makeRandomFile, table, mbps } = require('./common');
-const { CowGeometry, ExceptionTable, encodeEntry, encodeHeader, cowSectorsForOrigin } = require('@dmtool/dm-snapshot');
+const { shuffled, writeTable } = require('./cow-tables');
+const { CowGeometry, ExceptionTable, cowSectorsForOrigin } = require('@dmtool/dm-snapshot');
 
 const DATA_MIB = Number(process.env.DMTOOL_BENCH_SNAP_MIB || 256);
 const DATA_BYTES = DATA_MIB << 20;
@@ -26,40 +27,6 @@ const CHUNKS = (process.env.DMTOOL_BENCH_SNAP_CHUNKS || '8,128').split(',').map(
 const KERNEL_MODE_MAX_BATCHES = Number(process.env.DMTOOL_BENCH_KERNEL_MAX ?? 1e9);
 const LARGE_EXCEPTIONS = Number(process.env.DMTOOL_BENCH_LARGE_EXCEPTIONS || 10_000_000);
 const LAYOUTS = (process.env.DMTOOL_BENCH_SNAP_LAYOUTS || 'random,sequential').split(',');
-
-function shuffled(n, seed) {
-  const a = new Float64Array(n);
-  for (let i = 0; i < n; i++) a[i] = i;
-  let s = seed >>> 0;
-  for (let i = n - 1; i > 0; i--) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    const j = s % (i + 1);
-    const t = a[i];
-    a[i] = a[j];
-    a[j] = t;
-  }
-  return a;
-}
-
-/** Write header + areas of a COW whose j-th exception maps origin chunk olds[j] to the kernel's j-th data chunk. */
-function writeTable(cowFile, cs, olds) {
-  const g = new CowGeometry(cs, fs.statSync(cowFile).size / 512);
-  const fd = fs.openSync(cowFile, 'r+');
-  try {
-    const chunk = Buffer.alloc(g.chunkBytes);
-    encodeHeader(chunk, { valid: true, chunkSectors: cs });
-    fs.writeSync(fd, chunk, 0, chunk.length, 0);
-    const E = g.exceptionsPerArea;
-    for (let area = 0; area * E <= olds.length; area++) {
-      chunk.fill(0);
-      for (let j = area * E; j < Math.min(olds.length, (area + 1) * E); j++)
-        encodeEntry(chunk, j - area * E, olds[j], g.dataChunkOfIndex(j));
-      fs.writeSync(fd, chunk, 0, chunk.length, g.chunkToByte(g.areaChunk(area)));
-    }
-  } finally {
-    fs.closeSync(fd);
-  }
-}
 
 function oldsFor(cs, layout) {
   const chunks = DATA_BYTES / (cs * 512);
