@@ -37,6 +37,30 @@ beforeEach(() => {
 });
 afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
 
+/**
+ * A two-leg mirror's images in this test's folder: a local leg, the backing
+ * file of a remote leg to be served on leg.sock, and a zeroed log. `data`:
+ * which leg gets random data from `seed` (the other is zeroed), or both
+ * (identical legs).
+ */
+function mirrorImages(data: 'local' | 'remote' | 'both', seed: number) {
+  const local = path.join(dir, 'local.img');
+  const remoteFile = path.join(dir, 'remote.img');
+  const log = path.join(dir, 'log.img');
+  if (data === 'remote') {
+    randomFile(remoteFile, SIZE, seed);
+    zeroFile(local, SIZE);
+  } else {
+    randomFile(local, SIZE, seed);
+    if (data === 'both') fs.copyFileSync(local, remoteFile);
+    else zeroFile(remoteFile, SIZE);
+  }
+  zeroFile(log, MiB);
+  const sock = path.join(dir, 'leg.sock');
+  const remote = nbdUri(sock, '');
+  return { local, remoteFile, log, sock, remote, table: `0 32768 mirror disk 2 ${log} ${REGION_SECTORS} 2 ${local} 0 ${remote} 0` };
+}
+
 function zeroFile(file: string, bytes: number): void {
   fs.writeFileSync(file, Buffer.alloc(0));
   fs.truncateSync(file, bytes);
@@ -74,14 +98,7 @@ describe('a mirror with a local and a remote leg whose server dies', () => {
   when(nbdkit)(
     'mirror-resync with the server killed mid-resync: the remote leg fails, the log keeps what it did not flush; after a restart a rerun copies exactly the rest',
     async () => {
-      const local = path.join(dir, 'local.img');
-      const remoteFile = path.join(dir, 'remote.img');
-      const log = path.join(dir, 'log.img');
-      randomFile(local, SIZE, 7);
-      zeroFile(remoteFile, SIZE);
-      zeroFile(log, MiB);
-      const sock = path.join(dir, 'leg.sock');
-      const remote = nbdUri(sock, '');
+      const { local, remoteFile, log, sock, remote } = mirrorImages('local', 7);
       const firstLog = path.join(dir, 'nbdkit-1.log');
       let server: ServerProcess = await startNbdkit(['--filter=log', 'file', remoteFile, `logfile=${firstLog}`], sock);
       try {
@@ -152,14 +169,7 @@ describe('a mirror with a local and a remote leg whose server dies', () => {
   when(nbdkit)(
     'the remote leg as primary, its server killed mid-resync: the resync stops as for a failed local primary; after a restart a rerun reads exactly the rest',
     async () => {
-      const local = path.join(dir, 'local.img');
-      const remoteFile = path.join(dir, 'remote.img');
-      const log = path.join(dir, 'log.img');
-      randomFile(remoteFile, SIZE, 9);
-      zeroFile(local, SIZE);
-      zeroFile(log, MiB);
-      const sock = path.join(dir, 'leg.sock');
-      const remote = nbdUri(sock, '');
+      const { local, remoteFile, log, sock, remote } = mirrorImages('remote', 9);
       let server: ServerProcess = await startNbdkit(['file', remoteFile], sock);
       try {
         expect(dmtool(['mirror-create', '--log', log, '--region-size', String(REGION_SECTORS), remote, local]).status).toBe(0);
@@ -214,15 +224,7 @@ describe('a mirror with a local and a remote leg whose server dies', () => {
   when(nbdkit && nbdsh)(
     'dmtool serve with the server killed while a client writes: writes succeed on the local leg, the leg is D, the regions it missed stay dirty across a restart and are resynced exactly',
     async () => {
-      const local = path.join(dir, 'local.img');
-      const remoteFile = path.join(dir, 'remote.img');
-      const log = path.join(dir, 'log.img');
-      randomFile(local, SIZE, 11);
-      fs.copyFileSync(local, remoteFile);
-      zeroFile(log, MiB);
-      const sock = path.join(dir, 'leg.sock');
-      const remote = nbdUri(sock, '');
-      const table = `0 32768 mirror disk 2 ${log} ${REGION_SECTORS} 2 ${local} 0 ${remote} 0`;
+      const { local, remoteFile, log, sock, remote, table } = mirrorImages('both', 11);
       let server: ServerProcess = await startNbdkit(['file', remoteFile], sock);
       const serveSock = path.join(dir, 'serve.sock');
       const served = nbdUri(serveSock, 'm');
@@ -307,15 +309,7 @@ describe('a mirror with a local and a remote leg whose server dies', () => {
   when(nbdkit && nbdsh)(
     'dmtool serve with the server killed and back within the retry window: the leg stays A, every region is recorded clean, the legs are identical',
     async () => {
-      const local = path.join(dir, 'local.img');
-      const remoteFile = path.join(dir, 'remote.img');
-      const log = path.join(dir, 'log.img');
-      randomFile(local, SIZE, 13);
-      fs.copyFileSync(local, remoteFile);
-      zeroFile(log, MiB);
-      const sock = path.join(dir, 'leg.sock');
-      const remote = nbdUri(sock, '');
-      const table = `0 32768 mirror disk 2 ${log} ${REGION_SECTORS} 2 ${local} 0 ${remote} 0`;
+      const { local, remoteFile, log, sock, remote, table } = mirrorImages('both', 13);
       let server: ServerProcess = await startNbdkit(['file', remoteFile], sock);
       const serveSock = path.join(dir, 'serve.sock');
       const served = nbdUri(serveSock, 'm');
@@ -353,15 +347,7 @@ describe('a mirror with a local and a remote leg whose server dies', () => {
   when(nbdkit && nbdsh)(
     'dmtool serve with a remote leg that hangs (nbdkit delay filter past the request timeout): the leg fails D, the write is answered from the local leg and its region stays dirty',
     async () => {
-      const local = path.join(dir, 'local.img');
-      const remoteFile = path.join(dir, 'remote.img');
-      const log = path.join(dir, 'log.img');
-      randomFile(local, SIZE, 17);
-      fs.copyFileSync(local, remoteFile);
-      zeroFile(log, MiB);
-      const sock = path.join(dir, 'leg.sock');
-      const remote = nbdUri(sock, '');
-      const table = `0 32768 mirror disk 2 ${log} ${REGION_SECTORS} 2 ${local} 0 ${remote} 0`;
+      const { local, remoteFile, log, sock, remote, table } = mirrorImages('both', 17);
       // Writes take 3 s on the server; the client gives each request 300 ms, sent three times at most.
       const server = await startNbdkit(['--filter=delay', 'file', remoteFile, 'delay-write=3'], sock);
       const serveSock = path.join(dir, 'serve.sock');
