@@ -174,7 +174,7 @@ export class ClientConnection {
     if (this.structuredReplies && f.req.type === NBD_CMD_READ)
       throw new ProtocolError('invalid', 'simple reply to a read after structured replies were agreed');
     if (error === 0 && f.req.type === NBD_CMD_READ && f.req.data) {
-      (await this.reader.read(f.req.lengthBytes)).copy(f.req.data);
+      await this.reader.readInto(f.req.data, 0, f.req.lengthBytes);
     }
     f.outcome = { error };
     this.finish(cookie, f);
@@ -192,7 +192,7 @@ export class ClientConnection {
     if (h.type === NBD_REPLY_TYPE_OFFSET_DATA && isRead) {
       if (h.lengthBytes < 8) throw new ProtocolError('invalid', 'data chunk without an offset');
       const at = this.inside(f.req, Number((await this.reader.read(8)).readBigUInt64BE(0)), h.lengthBytes - 8);
-      (await this.reader.read(h.lengthBytes - 8)).copy(f.req.data!, at);
+      await this.reader.readInto(f.req.data!, at, h.lengthBytes - 8);
     } else if (h.type === NBD_REPLY_TYPE_OFFSET_HOLE && isRead) {
       if (h.lengthBytes !== 12) throw new ProtocolError('invalid', 'hole chunk is not 12 bytes');
       const p = await this.reader.read(12);

@@ -82,6 +82,21 @@ export class SocketReader {
     });
   }
 
+  /**
+   * The next `bytes` bytes, copied straight into `target` at `offset`: a
+   * payload that arrived in several socket chunks is copied once, not
+   * gathered into a buffer of its own first.
+   */
+  async readInto(target: Buffer, offset: number, bytes: number): Promise<void> {
+    const end = offset + bytes;
+    for (let at = offset; at < end;) {
+      // Whatever the first buffered chunk holds (a view, no copy), or the next byte to arrive.
+      const piece = await this.read(Math.min(end - at, this.chunks.length > 0 ? this.chunks[0].length : 1));
+      piece.copy(target, at);
+      at += piece.length;
+    }
+  }
+
   /** Read and drop `bytes` bytes without holding them (a payload the server refuses). */
   async skip(bytes: number, timeoutMs?: number): Promise<void> {
     let left = bytes;
