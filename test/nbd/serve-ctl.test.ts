@@ -180,6 +180,26 @@ when(nbdsh)('remove is refused while a client is connected; --force disconnects 
   await stop(s);
 });
 
+test('remove closes the files no remaining device uses: they are unlocked at once, shared ones stay locked until their last device goes', async () => {
+  const origin = path.join(sandbox.dir, 'origin.img');
+  const cow = path.join(sandbox.dir, 'cow.img');
+  randomFile(origin, MiB, 3);
+  makeZeroFile(cow, MiB);
+  const s = await serve(['--dev', 'o', `0 2048 snapshot-origin ${origin}`, '--dev', 's', `0 2048 snapshot ${origin} ${cow} P 8`]);
+  const zero = (file: string) => dmtool(['zero', file, '--length', '8', '--quiet']);
+  expect(zero(cow)).toMatchObject({ status: 3 });
+  expect(ctl('remove', 's')).toMatchObject({ status: 0, stdout: 's: removed\n' });
+  expect(zero(cow)).toMatchObject({ status: 0, stderr: '' });
+  const lockedOrigin = zero(origin);
+  expect(lockedOrigin.status).toBe(3);
+  expect(lockedOrigin.stderr).toContain('locked by');
+  expect(ctl('remove', 'o')).toMatchObject({ status: 0, stdout: 'o: removed\n' });
+  expect(zero(origin)).toMatchObject({ status: 0, stderr: '' });
+  expect(fs.readFileSync(origin).subarray(0, 4096).equals(Buffer.alloc(4096))).toBe(true);
+  expect(ctl('status')).toMatchObject({ status: 0, stdout: '' });
+  await stop(s);
+});
+
 /** Send raw bytes to the control socket; resolve with all it answered once it closed (bounded). */
 function rawExchange(socketPath: string, send: string, endAfterSend: boolean): Promise<string> {
   return new Promise((resolve, reject) => {

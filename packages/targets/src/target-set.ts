@@ -104,6 +104,8 @@ export function planTargets(specs: readonly TargetSpec[]): TargetPlan[] {
 export class TargetSet {
   readonly devices = new Map<string, TargetDevice>();
   private readonly opened = new Map<string, BlockDevice>();
+  /** The identities of the devices each named device was built on. */
+  private readonly usedBy = new Map<string, Set<string>>();
   private readonly origins = new Map<string, Origin>();
   private stopping?: Promise<void>;
   private closing?: Promise<void>;
@@ -156,6 +158,8 @@ export class TargetSet {
     const byIdentity = new Map<string, Use & { write: boolean }>();
     for (const u of uses) {
       const id = resolver.identify(u.path, `${u.role} of ${u.spec.name}`);
+      const used = this.usedBy.get(u.spec.name) ?? new Set<string>();
+      this.usedBy.set(u.spec.name, used.add(id));
       const seen = byIdentity.get(id);
       if (!seen) {
         byIdentity.set(id, { ...u });
@@ -268,8 +272,9 @@ export class TargetSet {
 
   /**
    * Take one device out of the set, as `dmsetup remove` does: its
-   * background work stops, it is flushed and closed. The devices underneath
-   * stay open until the set is closed (other devices may share them).
+   * background work stops, it is flushed and closed, and so are the
+   * devices underneath that no remaining device uses (their locks go with
+   * them); shared ones stay open.
    */
   async remove(name: string): Promise<void> {
     const d = this.device(name);
@@ -280,6 +285,28 @@ export class TargetSet {
       if (d.writable) await d.flush();
     }
     d.close();
+    const failedLegs = d instanceof MirrorDevice ? d.mirror.legs.filter((l) => l.failed).map((l) => l.device.identity) : [];
+    await this.releaseUnused(name, new Set(failedLegs));
+  }
+
+  /** Flush (but failed mirror legs) and close the devices only `name` used. */
+  private async releaseUnused(name: string, failedLegs: ReadonlySet<string>): Promise<void> {
+    const released = this.usedBy.get(name) ?? new Set<string>();
+    this.usedBy.delete(name);
+    for (const ids of this.usedBy.values()) for (const id of ids) released.delete(id);
+    for (const id of released) {
+      const origin = this.origins.get(id);
+      this.origins.delete(id);
+      await origin?.close();
+      const dev = this.opened.get(id);
+      this.opened.delete(id);
+      if (!dev?.isOpen) continue;
+      try {
+        if (dev.writable && !failedLegs.has(dev.identity)) await dev.flush();
+      } finally {
+        dev.close();
+      }
+    }
   }
 
   /**
