@@ -148,6 +148,20 @@ describeLvm2('LVM snapshots and mirrors as devices, compared with loose files', 
     expect(ok(['snapshot-check', `${pvs}:vg0/snap`])).toMatch(/: chunk 8 sectors, valid, 6 exceptions in 1 areas?: clean\n$/);
   });
 
+  test('snapshot-export PVS:vg0/snap writes the stream snapshot-export ORIGIN COW writes, for either data', () => {
+    for (const data of ['origin', 'snapshot']) {
+      ok(['snapshot-export', file('origin.img'), file('cow.img'), '--data', data, '-o', file(`files-${data}.delta`)]);
+      ok(['snapshot-export', `${pvs}:vg0/snap`, '--data', data, '-o', file(`lv-${data}.delta`)]);
+      expect(sha256File(file(`lv-${data}.delta`))).toBe(sha256File(file(`files-${data}.delta`)));
+    }
+    const r = dmtool(['snapshot-export', `${pvs}:vg0/data`, '-o', file('never.delta')]);
+    expect([r.status, r.stderr]).toEqual([
+      2,
+      'dmtool: vg0/data is not a snapshot (the origin of a snapshot, a linear/striped LV); name a snapshot LV, or give ORIGIN and COW\n',
+    ]);
+    expect(fs.existsSync(file('never.delta'))).toBe(false);
+  });
+
   test('snapshot commands refuse an LV that is not a snapshot, with one line', () => {
     const r = dmtool(['snapshot-read', `${pvs}:vg0/data`, '-o', file('never.img')]);
     expect(r.stderr).toBe(

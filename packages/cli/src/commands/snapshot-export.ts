@@ -16,6 +16,7 @@ import { z } from 'zod';
 import { bytesPerSecond } from '../json/schemas';
 import { defineCommand, DmtoolCommand } from '../util/define-command';
 import { closeAll, openAll } from '../util/devices';
+import { openOriginAndCow } from '../util/snapshot-operands';
 import { CliError, kindOf } from '../util/errors';
 import { ExitCode, EXIT_CODES_HELP } from '../util/exit-codes';
 import { interruptedMessage, interruptSignal } from '../util/interrupt';
@@ -61,11 +62,14 @@ function streamJson(h: ExportHeader, digest: string) {
 // ---------------------------------------------------------------- export
 
 const exportCommand = defineCommand({
-  command: 'snapshot-export <origin> <cow>',
+  command: 'snapshot-export <origin> [cow]',
   describe: "Write a snapshot's changed chunks, with the origin's or the snapshot's data, as a stream snapshot-apply applies elsewhere",
   positionals: {
-    origin: { schema: z.string().min(1), describe: 'origin device or image (the data the snapshot was taken of)' },
-    cow: { schema: z.string().min(1), describe: 'COW device or image (kernel persistent exception store)' },
+    origin: {
+      schema: z.string().min(1),
+      describe: 'origin device or image (the data the snapshot was taken of), or an LVM snapshot PV[,PV...]:VG/SNAP in place of ORIGIN COW',
+    },
+    cow: { schema: z.string().min(1).optional(), describe: 'COW device or image (kernel persistent exception store)' },
   },
   options: {
     data: dataOption,
@@ -86,6 +90,10 @@ const exportCommand = defineCommand({
       '$0 snapshot-export origin.img cow.img --data snapshot -o rollback.delta',
       'the data to roll a copy of the origin back to the snapshot',
     ],
+    [
+      '$0 snapshot-export /dev/sdb,/dev/sdc:vg0/data-snap -o data.delta',
+      'an LVM snapshot found on its PVs: origin LV and COW LV in one operand',
+    ],
   ],
   epilog: `ORIGIN and COW are opened read-only with a shared lock. -o FILE is written under a temporary name and renamed once complete; -o - writes to stdout (never to a terminal).\n${STREAM_HELP}`,
   async run(o) {
@@ -95,11 +103,8 @@ const exportCommand = defineCommand({
     const out = new Output(o.json, 'snapshot-export');
     const progressMode = progressModeFor(o);
     const started = Date.now();
-    const devices = await openAll([
-      { path: o.origin, role: 'origin', write: false },
-      { path: o.cow, role: 'COW', write: false },
-    ]);
-    const [origin, cow] = devices;
+    const pair = await openOriginAndCow(o, { origin: false, cow: false });
+    const { origin, cow } = pair;
     try {
       if (!toStdout) refuseOutputOverInput(o.output, [origin, cow]);
       const plan = await planExport(origin, cow, o.data);
@@ -145,7 +150,7 @@ const exportCommand = defineCommand({
       });
       return ExitCode.OK;
     } finally {
-      closeAll(devices);
+      pair.close();
     }
   },
 });
