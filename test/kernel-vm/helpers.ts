@@ -3,7 +3,7 @@ import * as path from 'path';
 import { FileDevice } from '@dmtool/native';
 import { Origin, Snapshot } from '@dmtool/dm-snapshot';
 import { dmtool, CliResult } from '../support/cli';
-import { findVmTools, VmTools } from './vm';
+import { findVmTools, VmResult, VmTools } from './vm';
 
 export { dmtool };
 export type { CliResult };
@@ -91,4 +91,14 @@ export function vmDir(parent: string, name: string): string {
   const d = path.join(parent, name);
   fs.mkdirSync(d, { recursive: true });
   return d;
+}
+
+/** Throw with the end of the console when the guest's scenario did not end with exit code 0. */
+export function expectGuestOk(r: VmResult): void {
+  if (r.rc !== 0) throw new Error(`guest scenario failed (rc ${r.rc}, timed out ${r.timedOut}):\n${r.console.slice(-4000)}`);
+}
+
+/** Shell: print `dev-<name>: <major:minor>` for each disk, as the kernel's status lines name devices. */
+export function printDevNumbers(names: string[]): string {
+  return names.map((n) => `echo "dev-${n}: $(cat /sys/block/$(basename $(readlink /dev/disk/${n}))/dev)"\n`).join('');
 }

@@ -1,0 +1,336 @@
+/**
+ * `dmtool serve` against the real kernel (qemu, TCG): the host serves
+ * exports on a unix socket and the guest gets them as virtio disks through
+ * qemu's nbd block driver. The guest reads linear, snapshot and mirror
+ * exports and writes through snapshot-origin, snapshot and mirror exports;
+ * the COW and the mirror log the server leaves are then loaded by the
+ * kernel's own dm-snapshot and dm-mirror in a second guest.
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+import { makeImage, patternBytes, sha256, sha256File, sha256Range } from '../support/images';
+import { removeDir, tempDir } from '../support/loop';
+import { waitFor } from '../support/cli';
+import { ServeProcess, startServe } from '../nbd/serve-process';
+import {
+  chunkData,
+  describeKernelVm,
+  expectGuestOk,
+  fillCow,
+  ok,
+  printDevNumbers,
+  snapList,
+  snapStatus,
+  vmDir,
+  vmTools,
+  zeroFile,
+} from './helpers';
+import { runVm, valueOf, VmDisk, VmResult } from './vm';
+
+jest.setTimeout(300_000);
+
+const MiB = 1 << 20;
+const CS = 8; // snapshot chunk: 4 KiB
+const ORIGIN_BYTES = 32 * MiB;
+const ORIGIN_SECTORS = ORIGIN_BYTES / 512;
+const LEG_BYTES = 16 * MiB;
+const LEG_SECTORS = LEG_BYTES / 512;
+const REGION = 256; // mirror region: 128 KiB, 128 regions
+const REGIONS = LEG_SECTORS / REGION;
+
+/** One write the guest makes: `data` at `sector` of the disk named `disk`. */
+interface GuestWrite {
+  disk: string;
+  sector: number;
+  data: Buffer;
+}
+
+/**
+ * The data disk holding every write's bytes (each at a 4 KiB boundary) and
+ * the guest's dd commands that write them, in order, each with O_DIRECT in
+ * one request (4 KiB blocks where the write allows, else sectors).
+ */
+function guestWrites(dataFile: string, writes: GuestWrite[]): string {
+  const parts: Buffer[] = [];
+  const lines: string[] = [];
+  let dataSector = 0;
+  for (const w of writes) {
+    const sectors = w.data.length / 512;
+    const bs = w.sector % 8 === 0 && sectors % 8 === 0 ? 8 : 1;
+    lines.push(
+      `dd if=/dev/disk/data of=/dev/disk/${w.disk} bs=${bs * 512} skip=${dataSector / bs} seek=${w.sector / bs} count=${sectors / bs} oflag=direct 2>/dev/null`,
+    );
+    const padded = Buffer.alloc(Math.ceil(sectors / 8) * 8 * 512);
+    w.data.copy(padded);
+    parts.push(padded);
+    dataSector += padded.length / 512;
+  }
+  fs.writeFileSync(dataFile, Buffer.concat(parts));
+  return lines.join('\n') + '\n';
+}
+
+/** `file`'s bytes with the writes to `disk` applied, in order. */
+function withWrites(file: string, writes: GuestWrite[], disk: string): Buffer {
+  const buf = fs.readFileSync(file);
+  for (const w of writes) if (w.disk === disk) w.data.copy(buf, w.sector * 512);
+  return buf;
+}
+
+/** Shell: `<key>-<disk>: <value>` lines for each disk: its size in sectors, read-only flag and sha256. */
+function describeDisks(names: string[]): string {
+  return names
+    .map(
+      (n) => `b=$(basename $(readlink /dev/disk/${n}))
+echo "size-${n}: $(cat /sys/block/$b/size)"
+echo "ro-${n}: $(cat /sys/block/$b/ro)"
+echo "sha-${n}: $(sha256sum /dev/disk/${n} | cut -d' ' -f1)"
+`,
+    )
+    .join('');
+}
+
+function nbdDisk(s: ServeProcess, name: string, readOnly = false): VmDisk {
+  return { name, nbd: { socketPath: s.socketPath, exportName: name }, readOnly };
+}
+
+/** A mirror status line with the image paths replaced by the guest's major:minor numbers. */
+function asKernelNames(line: string, r: VmResult, files: Record<string, string>): string {
+  for (const [name, file] of Object.entries(files)) line = line.split(file).join(valueOf(r, `dev-${name}`));
+  return line;
+}
+
+describeKernelVm('dmtool serve against the kernel', () => {
+  let dir: string;
+  beforeAll(() => {
+    dir = tempDir('dmtool-kvm-serve-');
+  });
+  afterAll(() => {
+    if (!process.env.KEEP_VM_DIRS) removeDir(dir);
+  });
+
+  test('the guest reads served linear, snapshot and mirror exports as the host expects; its write to the linear export lands in the image', async () => {
+    const tools = vmTools();
+    const w = vmDir(dir, 'reads');
+    const f = (n: string) => path.join(w, `${n}.img`);
+    // linear: 32 MiB from 4 MiB into a 40 MiB image.
+    makeImage(f('base'), 40 * MiB, 'BASE-L');
+    const linearStart = (4 * MiB) / 512;
+    // snapshot: exceptions from origin writes (one run, single chunks, the
+    // last chunk) and snapshot writes (whole and partial chunks).
+    makeImage(f('origin'), ORIGIN_BYTES, 'ORIGIN-R');
+    zeroFile(f('cow'), 4 * MiB);
+    const originChunks = [...Array.from({ length: 20 }, (_, i) => 300 + i), 7, 1000, ORIGIN_SECTORS / CS - 1];
+    await fillCow(f('origin'), f('cow'), CS, originChunks, [
+      { sector: 2000 * CS, data: chunkData('SNAP-R', 2000, CS) },
+      { sector: 3000 * CS + 5, data: chunkData('SNAP-R', 3000, CS).subarray(0, 1024) },
+    ]);
+    ok(['snapshot-read', f('origin'), f('cow'), '-o', f('view')]);
+    const cowStatus = snapStatus(f('cow'));
+    // mirror: legs that differ, every region out of sync: reads come from leg 0 while the resync runs.
+    makeImage(f('leg0'), LEG_BYTES, 'LEG-R0');
+    makeImage(f('leg1'), LEG_BYTES, 'LEG-R1');
+    zeroFile(f('log'), MiB);
+    ok(['mirror-create', '--log', f('log'), '--region-size', String(REGION), f('leg0'), f('leg1')]);
+    const expected = {
+      lin: sha256Range(f('base'), linearStart * 512, ORIGIN_BYTES),
+      snap: sha256File(f('view')),
+      m: sha256File(f('leg0')),
+    };
+    const write: GuestWrite = { disk: 'lin', sector: 100, data: patternBytes('LIN-W', 100, 8) };
+    const baseAfter = withWrites(f('base'), [{ ...write, sector: linearStart + write.sector }], 'lin');
+
+    const s = await startServe(
+      [
+        '--dev',
+        'lin',
+        `0 ${ORIGIN_SECTORS} linear ${f('base')} ${linearStart}`,
+        '--dev',
+        'snap',
+        `0 ${ORIGIN_SECTORS} snapshot ${f('origin')} ${f('cow')} P ${CS}`,
+        '--read-only',
+        'snap',
+        '--dev',
+        'm',
+        `0 ${LEG_SECTORS} mirror disk 2 ${f('log')} ${REGION} 2 ${f('leg0')} 0 ${f('leg1')} 0`,
+        '--resync-rate',
+        '4M',
+      ],
+      path.join(w, 'nbd.sock'),
+    );
+    let stopped;
+    try {
+      const r = await runVm(tools, {
+        workDir: w,
+        disks: [nbdDisk(s, 'lin'), nbdDisk(s, 'snap', true), nbdDisk(s, 'm'), { file: f('data'), name: 'data' }],
+        scenario: describeDisks(['lin', 'snap', 'm']) + guestWrites(f('data'), [write]),
+      });
+      expectGuestOk(r);
+      expect([valueOf(r, 'size-lin'), valueOf(r, 'size-snap'), valueOf(r, 'size-m')]).toEqual(
+        [ORIGIN_SECTORS, ORIGIN_SECTORS, LEG_SECTORS].map(String),
+      );
+      expect([valueOf(r, 'ro-lin'), valueOf(r, 'ro-snap'), valueOf(r, 'ro-m')]).toEqual(['0', '1', '0']);
+      expect(valueOf(r, 'sha-lin')).toBe(expected.lin);
+      expect(valueOf(r, 'sha-snap')).toBe(expected.snap);
+      expect(valueOf(r, 'sha-m')).toBe(expected.m);
+    } finally {
+      stopped = await s.stop();
+    }
+    expect(stopped).toEqual({ status: 0, signal: null });
+    expect(s.stdout()).toContain(`status snap: 0 ${ORIGIN_SECTORS} snapshot ${cowStatus}\n`);
+    expect(sha256File(f('base'))).toBe(sha256(baseAfter));
+    expect(snapStatus(f('cow'))).toBe(cowStatus);
+  });
+
+  test('writes through a served snapshot-origin and snapshot: the kernel dm-snapshot loads the COW the server left, with its status line and the view the server showed', async () => {
+    const tools = vmTools();
+    const w = vmDir(dir, 'snapshot');
+    const f = (n: string) => path.join(w, `${n}.img`);
+    makeImage(f('origin'), ORIGIN_BYTES, 'ORIGIN-W');
+    zeroFile(f('cow'), 4 * MiB); // no magic: serving it formats it, as the kernel does
+    const originBefore = fs.readFileSync(f('origin'));
+    // Origin writes: a whole chunk, one sector, a 16-chunk run, a chunk copied
+    // already, the last sector. Snapshot writes: a whole chunk, one sector of a
+    // chunk the origin did not change (the origin chunk is copied first), and
+    // one of a chunk the origin copied.
+    const writes: GuestWrite[] = [
+      { disk: 'origin', sector: 100 * CS, data: chunkData('SRV-O1', 100, CS) },
+      { disk: 'origin', sector: 5 * CS + 3, data: chunkData('SRV-O2', 5, CS).subarray(0, 512) },
+      { disk: 'origin', sector: 512 * CS, data: Buffer.concat(Array.from({ length: 16 }, (_, i) => chunkData('SRV-O3', 512 + i, CS))) },
+      { disk: 'origin', sector: 100 * CS + 2, data: chunkData('SRV-O4', 100, CS).subarray(0, 1024) },
+      { disk: 'origin', sector: ORIGIN_SECTORS - 1, data: chunkData('SRV-O5', ORIGIN_SECTORS / CS - 1, CS).subarray(0, 512) },
+      { disk: 'snap', sector: 2 * CS, data: chunkData('SRV-S1', 2, CS) },
+      { disk: 'snap', sector: 250 * CS + 1, data: chunkData('SRV-S2', 250, CS).subarray(0, 512) },
+      { disk: 'snap', sector: 515 * CS + 7, data: chunkData('SRV-S3', 515, CS).subarray(0, 512) },
+    ];
+    const touchedChunks = [100, 5, ...Array.from({ length: 16 }, (_, i) => 512 + i), ORIGIN_SECTORS / CS - 1, 2, 250];
+    const expectedOrigin = sha256(withWrites(f('origin'), writes, 'origin'));
+    const expectedView = sha256(
+      writes.filter((x) => x.disk === 'snap').reduce((buf, x) => (x.data.copy(buf, x.sector * 512), buf), Buffer.from(originBefore)),
+    );
+    // Two metadata chunks (header, first area) and one chunk per exception.
+    const expectedStatus = `0 ${ORIGIN_SECTORS} snapshot ${(2 + touchedChunks.length) * CS}/${(4 * MiB) / 512} ${2 * CS}`;
+
+    const s = await startServe(
+      [
+        '--dev',
+        'origin',
+        `0 ${ORIGIN_SECTORS} snapshot-origin ${f('origin')}`,
+        '--dev',
+        'snap',
+        `0 ${ORIGIN_SECTORS} snapshot ${f('origin')} ${f('cow')} P ${CS}`,
+      ],
+      path.join(w, 'nbd.sock'),
+    );
+    let served: VmResult;
+    let stopped;
+    try {
+      served = await runVm(tools, {
+        workDir: vmDir(w, 'served'),
+        disks: [nbdDisk(s, 'origin'), nbdDisk(s, 'snap'), { file: f('data'), name: 'data' }],
+        scenario: guestWrites(f('data'), writes) + describeDisks(['origin', 'snap']),
+      });
+      expectGuestOk(served);
+    } finally {
+      stopped = await s.stop();
+    }
+    expect(stopped).toEqual({ status: 0, signal: null });
+    expect(valueOf(served, 'sha-origin')).toBe(expectedOrigin);
+    expect(valueOf(served, 'sha-snap')).toBe(expectedView);
+    expect(s.stdout()).toContain(`status snap: ${expectedStatus}\n`);
+    expect(sha256File(f('origin'))).toBe(expectedOrigin);
+    expect(snapList(f('cow')).map((e) => e.oldChunk)).toEqual(touchedChunks);
+    const cowSha = sha256File(f('cow'));
+
+    const loaded = await runVm(tools, {
+      workDir: vmDir(w, 'kernel'),
+      disks: [
+        { file: f('origin'), name: 'origin' },
+        { file: f('cow'), name: 'cow' },
+      ],
+      scenario: `
+dmsetup create snap --table "0 ${ORIGIN_SECTORS} snapshot /dev/disk/origin /dev/disk/cow P ${CS}"
+echo "status: $(dmsetup status snap)"
+echo "view: $(sha256sum /dev/mapper/snap | cut -d' ' -f1)"
+dmsetup remove snap
+`,
+    });
+    expectGuestOk(loaded);
+    expect(valueOf(loaded, 'status')).toBe(expectedStatus);
+    expect(valueOf(loaded, 'view')).toBe(expectedView);
+    // The kernel found nothing to change.
+    expect(sha256File(f('cow'))).toBe(cowSha);
+    expect(sha256File(f('origin'))).toBe(expectedOrigin);
+  });
+
+  test('writes through a served mirror while it resyncs: the kernel dm-mirror loads the legs and the log the server left, every region in sync (AA), legs equal', async () => {
+    const tools = vmTools();
+    const w = vmDir(dir, 'mirror');
+    const f = (n: string) => path.join(w, `${n}.img`);
+    makeImage(f('leg0'), LEG_BYTES, 'LEG-W0');
+    makeImage(f('leg1'), LEG_BYTES, 'LEG-W1');
+    zeroFile(f('log'), MiB);
+    ok(['mirror-create', '--log', f('log'), '--region-size', String(REGION), f('leg0'), f('leg1')]);
+    // The first region, a write across the boundary of regions 10 and 11, 64 KiB in region 50, the last sector.
+    const writes: GuestWrite[] = [
+      { disk: 'm', sector: 0, data: patternBytes('MIR-W1', 0, 8) },
+      { disk: 'm', sector: 11 * REGION - 4, data: patternBytes('MIR-W2', 11 * REGION - 4, 8) },
+      { disk: 'm', sector: 50 * REGION + 64, data: patternBytes('MIR-W3', 50 * REGION + 64, 128) },
+      { disk: 'm', sector: LEG_SECTORS - 1, data: patternBytes('MIR-W4', LEG_SECTORS - 1, 1) },
+    ];
+    const expectedLeg = sha256(withWrites(f('leg0'), writes, 'm'));
+    const table = `0 ${LEG_SECTORS} mirror disk 2 ${f('log')} ${REGION} 2 ${f('leg0')} 0 ${f('leg1')} 0`;
+    // Slow enough that the guest's writes meet regions not yet copied.
+    const s = await startServe(['--dev', 'm', table, '--resync-rate', '256k'], path.join(w, 'nbd.sock'));
+    const ctl = `${s.socketPath}.ctl`;
+    let served: VmResult;
+    let synced: boolean;
+    let stopped;
+    try {
+      served = await runVm(tools, {
+        workDir: vmDir(w, 'served'),
+        disks: [nbdDisk(s, 'm'), { file: f('data'), name: 'data' }],
+        scenario: guestWrites(f('data'), writes) + describeDisks(['m']),
+      });
+      expectGuestOk(served);
+      const during = /mirror 2 \S+ \S+ (\d+)\/(\d+) /.exec(ok(['ctl', ctl, 'status', 'm']));
+      expect(Number(during?.[1])).toBeLessThan(REGIONS);
+      ok(['ctl', ctl, 'message', 'm', 'rate', '0']);
+      const inSync = () => ok(['ctl', ctl, 'status', 'm']).includes(` ${REGIONS}/${REGIONS} 1 AA `);
+      synced = await waitFor(inSync, 60_000);
+    } finally {
+      stopped = await s.stop();
+    }
+    expect(synced).toBe(true);
+    expect(stopped).toEqual({ status: 0, signal: null });
+    expect(valueOf(served, 'sha-m')).toBe(expectedLeg);
+    const servedStatus = `0 ${LEG_SECTORS} mirror 2 ${f('leg0')} ${f('leg1')} ${REGIONS}/${REGIONS} 1 AA 3 disk ${f('log')} A`;
+    expect(s.stdout()).toContain(`status m: ${servedStatus}\n`);
+    expect(sha256File(f('leg0'))).toBe(expectedLeg);
+    expect(sha256File(f('leg1'))).toBe(expectedLeg);
+    const logSha = sha256File(f('log'));
+
+    const names = ['log', 'leg0', 'leg1'];
+    const loaded = await runVm(tools, {
+      workDir: vmDir(w, 'kernel'),
+      disks: names.map((n) => ({ file: f(n), name: n })),
+      scenario:
+        printDevNumbers(names) +
+        `
+dmsetup create m --table "0 ${LEG_SECTORS} mirror disk 2 /dev/disk/log ${REGION} 2 /dev/disk/leg0 0 /dev/disk/leg1 0"
+echo "status: $(dmsetup status m)"
+echo "view: $(sha256sum /dev/mapper/m | cut -d' ' -f1)"
+dmsetup remove m
+for n in leg0 leg1; do echo "sha-$n: $(sha256sum /dev/disk/$n | cut -d' ' -f1)"; done
+`,
+    });
+    expectGuestOk(loaded);
+    // In sync as the server left it: the kernel copies nothing and rewrites the log with the same bytes.
+    expect(valueOf(loaded, 'status')).toBe(asKernelNames(servedStatus, loaded, { log: f('log'), leg0: f('leg0'), leg1: f('leg1') }));
+    expect([valueOf(loaded, 'view'), valueOf(loaded, 'sha-leg0'), valueOf(loaded, 'sha-leg1')]).toEqual([
+      expectedLeg,
+      expectedLeg,
+      expectedLeg,
+    ]);
+    expect(sha256File(f('log'))).toBe(logSha);
+  });
+});
