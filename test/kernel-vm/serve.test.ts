@@ -10,6 +10,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { makeImage, patternBytes, sha256, sha256File, sha256Range } from '../support/images';
 import { removeDir, tempDir } from '../support/loop';
+import { makeBaseOrigin, makeZeroFile, PlannedWrite, unpackFixture, writeData } from '../support/fixtures';
 import { waitFor } from '../support/cli';
 import { ServeProcess, startServe } from '../nbd/serve-process';
 import {
@@ -43,12 +44,15 @@ interface GuestWrite {
   disk: string;
   sector: number;
   data: Buffer;
+  /** dd's block size in sectors: each block one O_DIRECT write, complete before the next (default: one write). */
+  bsSectors?: number;
 }
 
 /**
- * The data disk holding every write's bytes (each at a 4 KiB boundary) and
- * the guest's dd commands that write them, in order, each with O_DIRECT in
- * one request (4 KiB blocks where the write allows, else sectors).
+ * The data disk holding every write's bytes (each at an 8 KiB boundary) and
+ * the guest's dd commands that write them, in order, with O_DIRECT: in
+ * blocks of `bsSectors`, else in one request (of 4 KiB blocks where the
+ * write allows, else of sectors).
  */
 function guestWrites(dataFile: string, writes: GuestWrite[]): string {
   const parts: Buffer[] = [];
@@ -56,11 +60,15 @@ function guestWrites(dataFile: string, writes: GuestWrite[]): string {
   let dataSector = 0;
   for (const w of writes) {
     const sectors = w.data.length / 512;
-    const bs = w.sector % 8 === 0 && sectors % 8 === 0 ? 8 : 1;
+    const blockSectors = w.bsSectors ?? (w.sector % 8 === 0 && sectors % 8 === 0 ? 8 : 1);
+    if (w.sector % blockSectors !== 0 || sectors % blockSectors !== 0 || 16 % blockSectors !== 0) {
+      throw new Error(`a write of ${sectors} sectors at ${w.sector} cannot be made in blocks of ${blockSectors} sectors`);
+    }
+    // One dd per write, bs=block size: busybox dd writes block by block, each complete before the next.
     lines.push(
-      `dd if=/dev/disk/data of=/dev/disk/${w.disk} bs=${bs * 512} skip=${dataSector / bs} seek=${w.sector / bs} count=${sectors / bs} oflag=direct 2>/dev/null`,
+      `dd if=/dev/disk/data of=/dev/disk/${w.disk} bs=${blockSectors * 512} skip=${dataSector / blockSectors} seek=${w.sector / blockSectors} count=${sectors / blockSectors} oflag=direct 2>/dev/null`,
     );
-    const padded = Buffer.alloc(Math.ceil(sectors / 8) * 8 * 512);
+    const padded = Buffer.alloc(Math.ceil(sectors / 16) * 16 * 512);
     w.data.copy(padded);
     parts.push(padded);
     dataSector += padded.length / 512;
@@ -332,5 +340,51 @@ for n in leg0 leg1; do echo "sha-$n: $(sha256sum /dev/disk/$n | cut -d' ' -f1)";
       expectedLeg,
     ]);
     expect(sha256File(f('log'))).toBe(logSha);
+  });
+
+  test("the kernel fixtures' write plans, made by the guest through served snapshot-origin and snapshot exports, give the kernel's origin and COW byte for byte", async () => {
+    const tools = vmTools();
+    const w = vmDir(dir, 'fixtures');
+    const f = (n: string) => path.join(w, `${n}.img`);
+    const fixtures = [8, 16].map((cs) => ({ cs, manifest: unpackFixture(`snapshot-cow-chunk${cs}`, w).manifest }));
+    const devArgs: string[] = [];
+    const writes: GuestWrite[] = [];
+    for (const { cs, manifest } of fixtures) {
+      // The 64 MiB origins are served, not read whole: only the plan's chunks cross the wire.
+      makeBaseOrigin(f(`origin${cs}`), manifest.images['origin.img'].size);
+      makeZeroFile(f(`cow${cs}`), manifest.images['cow.img'].size);
+      expect(sha256File(f(`origin${cs}`))).toBe(manifest.images['origin.img'].sha256_before);
+      const sectors = manifest.images['origin.img'].size / 512;
+      devArgs.push('--dev', `origin${cs}`, `0 ${sectors} snapshot-origin ${f(`origin${cs}`)}`);
+      devArgs.push('--dev', `snap${cs}`, `0 ${sectors} snapshot ${f(`origin${cs}`)} ${f(`cow${cs}`)} P ${cs}`);
+      // As the fixture's guest wrote them: dd with the plan's block size, O_DIRECT, in plan order.
+      for (const p of manifest.writes as PlannedWrite[]) {
+        writes.push({
+          disk: `${p.target}${cs}`,
+          sector: p.start_sector,
+          data: writeData(p.tag, p.start_sector, p.sectors),
+          bsSectors: p.bs_bytes / 512,
+        });
+      }
+    }
+    const s = await startServe(devArgs, path.join(w, 'nbd.sock'));
+    let stopped;
+    try {
+      const r = await runVm(tools, {
+        workDir: w,
+        disks: [...fixtures.flatMap(({ cs }) => [nbdDisk(s, `origin${cs}`), nbdDisk(s, `snap${cs}`)]), { file: f('data'), name: 'data' }],
+        scenario: guestWrites(f('data'), writes),
+      });
+      expectGuestOk(r);
+    } finally {
+      stopped = await s.stop();
+    }
+    expect(stopped).toEqual({ status: 0, signal: null });
+    for (const { cs, manifest } of fixtures) {
+      const [, kernelStatus] = manifest.kernel_reported.status as string[];
+      expect(s.stdout()).toContain(`status ${kernelStatus.replace(/^snap:/, `snap${cs}:`)}\n`);
+      expect(sha256File(f(`origin${cs}`))).toBe(manifest.images['origin.img'].sha256_after);
+      expect(sha256File(f(`cow${cs}`))).toBe(manifest.images['cow.img'].sha256_after);
+    }
   });
 });
