@@ -340,6 +340,7 @@ for n in leg0 leg1; do echo "sha-$n: $(sha256sum /dev/disk/$n | cut -d' ' -f1)";
       expectedLeg,
     ]);
     expect(sha256File(f('log'))).toBe(logSha);
+    expect([sha256File(f('leg0')), sha256File(f('leg1'))]).toEqual([expectedLeg, expectedLeg]);
   });
 
   test("the kernel fixtures' write plans, made by the guest through served snapshot-origin and snapshot exports, give the kernel's origin and COW byte for byte", async () => {
