@@ -102,3 +102,19 @@ export function expectGuestOk(r: VmResult): void {
 export function printDevNumbers(names: string[]): string {
   return names.map((n) => `echo "dev-${n}: $(cat /sys/block/$(basename $(readlink /dev/disk/${n}))/dev)"\n`).join('');
 }
+
+/** Shell: wait until a mirror reports every region in sync. */
+export const WAIT_SYNCED = `
+wait_synced() {
+  dev=$1 i=0
+  while :; do
+    # <start> <len> mirror <#legs> <leg>... <in-sync>/<regions> ...
+    set -- $(dmsetup status "$dev")
+    shift $((4 + $4))
+    [ "\${1%/*}" = "\${1#*/}" ] && return 0
+    i=$((i + 1))
+    [ $i -gt 1200 ] && return 1
+    sleep 0.1
+  done
+}
+`;

@@ -9,6 +9,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { makeImage, patternBytes, sha256, sha256File, sha256Range } from '../support/images';
+import { decodeDiskLog } from '@dmtool/dm-mirror';
 import { removeDir, tempDir } from '../support/loop';
 import { makeBaseOrigin, makeZeroFile, PlannedWrite, unpackFixture, writeData } from '../support/fixtures';
 import { waitFor } from '../support/cli';
@@ -24,6 +25,7 @@ import {
   snapStatus,
   vmDir,
   vmTools,
+  WAIT_SYNCED,
   zeroFile,
 } from './helpers';
 import { runVm, valueOf, VmDisk, VmResult } from './vm';
@@ -270,77 +272,116 @@ dmsetup remove snap
     expect(sha256File(f('origin'))).toBe(expectedOrigin);
   });
 
-  test('writes through a served mirror while it resyncs: the kernel dm-mirror loads the legs and the log the server left, every region in sync (AA), legs equal', async () => {
+  test('writes through served mirrors while they resync: the kernel dm-mirror loads legs and log as the server left them, in sync (AA) at once, or, stopped mid-resync, copying exactly the regions the log marks dirty', async () => {
     const tools = vmTools();
     const w = vmDir(dir, 'mirror');
     const f = (n: string) => path.join(w, `${n}.img`);
-    makeImage(f('leg0'), LEG_BYTES, 'LEG-W0');
-    makeImage(f('leg1'), LEG_BYTES, 'LEG-W1');
-    zeroFile(f('log'), MiB);
-    ok(['mirror-create', '--log', f('log'), '--region-size', String(REGION), f('leg0'), f('leg1')]);
-    // The first region, a write across the boundary of regions 10 and 11, 64 KiB in region 50, the last sector.
-    const writes: GuestWrite[] = [
-      { disk: 'm', sector: 0, data: patternBytes('MIR-W1', 0, 8) },
-      { disk: 'm', sector: 11 * REGION - 4, data: patternBytes('MIR-W2', 11 * REGION - 4, 8) },
-      { disk: 'm', sector: 50 * REGION + 64, data: patternBytes('MIR-W3', 50 * REGION + 64, 128) },
-      { disk: 'm', sector: LEG_SECTORS - 1, data: patternBytes('MIR-W4', LEG_SECTORS - 1, 1) },
-    ];
-    const expectedLeg = sha256(withWrites(f('leg0'), writes, 'm'));
-    const table = `0 ${LEG_SECTORS} mirror disk 2 ${f('log')} ${REGION} 2 ${f('leg0')} 0 ${f('leg1')} 0`;
-    // Slow enough that the guest's writes meet regions not yet copied.
-    const s = await startServe(['--dev', 'm', table, '--resync-rate', '256k'], path.join(w, 'nbd.sock'));
+    // m: its resync is let finish before serving ends; n: serving ends while it resyncs.
+    const mirrors = ['m', 'n'];
+    const writes: GuestWrite[] = [];
+    const tables: string[] = [];
+    for (const m of mirrors) {
+      makeImage(f(`${m}0`), LEG_BYTES, `LEG-${m}0`);
+      makeImage(f(`${m}1`), LEG_BYTES, `LEG-${m}1`);
+      zeroFile(f(`${m}log`), MiB);
+      ok(['mirror-create', '--log', f(`${m}log`), '--region-size', String(REGION), f(`${m}0`), f(`${m}1`)]);
+      tables.push('--dev', m, `0 ${LEG_SECTORS} mirror disk 2 ${f(`${m}log`)} ${REGION} 2 ${f(`${m}0`)} 0 ${f(`${m}1`)} 0`);
+      // The first region, a write across the boundary of regions 10 and 11, 64 KiB in region 50, the last sector.
+      writes.push(
+        { disk: m, sector: 0, data: patternBytes(`${m}-W1`, 0, 8) },
+        { disk: m, sector: 11 * REGION - 4, data: patternBytes(`${m}-W2`, 11 * REGION - 4, 8) },
+        { disk: m, sector: 50 * REGION + 64, data: patternBytes(`${m}-W3`, 50 * REGION + 64, 128) },
+        { disk: m, sector: LEG_SECTORS - 1, data: patternBytes(`${m}-W4`, LEG_SECTORS - 1, 1) },
+      );
+    }
+    const writtenRegions = new Set([0, 10, 11, 50, REGIONS - 1]);
+    const expectedLeg = Object.fromEntries(mirrors.map((m) => [m, withWrites(f(`${m}0`), writes, m)]));
+    // Slow enough that the guest's writes meet regions not yet copied (16 MiB take 128 s).
+    const s = await startServe([...tables, '--resync-rate', '128k'], path.join(w, 'nbd.sock'));
     const ctl = `${s.socketPath}.ctl`;
+    const inSyncCount = (m: string) => Number(/ mirror 2 \S+ \S+ (\d+)\//.exec(ok(['ctl', ctl, 'status', m]))?.[1]);
     let served: VmResult;
     let synced: boolean;
     let stopped;
     try {
       served = await runVm(tools, {
         workDir: vmDir(w, 'served'),
-        disks: [nbdDisk(s, 'm'), { file: f('data'), name: 'data' }],
-        scenario: guestWrites(f('data'), writes) + describeDisks(['m']),
+        disks: [...mirrors.map((m) => nbdDisk(s, m)), { file: f('data'), name: 'data' }],
+        scenario: guestWrites(f('data'), writes) + describeDisks(mirrors),
       });
       expectGuestOk(served);
-      const during = /mirror 2 \S+ \S+ (\d+)\/(\d+) /.exec(ok(['ctl', ctl, 'status', 'm']));
-      expect(Number(during?.[1])).toBeLessThan(REGIONS);
+      // n all but stops; m finishes.
+      ok(['ctl', ctl, 'message', 'n', 'rate', '4k']);
+      expect(inSyncCount('m')).toBeLessThan(REGIONS);
       ok(['ctl', ctl, 'message', 'm', 'rate', '0']);
-      const inSync = () => ok(['ctl', ctl, 'status', 'm']).includes(` ${REGIONS}/${REGIONS} 1 AA `);
-      synced = await waitFor(inSync, 60_000);
+      synced = await waitFor(() => inSyncCount('m') === REGIONS, 60_000);
     } finally {
       stopped = await s.stop();
     }
     expect(synced).toBe(true);
     expect(stopped).toEqual({ status: 0, signal: null });
-    expect(valueOf(served, 'sha-m')).toBe(expectedLeg);
-    const servedStatus = `0 ${LEG_SECTORS} mirror 2 ${f('leg0')} ${f('leg1')} ${REGIONS}/${REGIONS} 1 AA 3 disk ${f('log')} A`;
-    expect(s.stdout()).toContain(`status m: ${servedStatus}\n`);
-    expect(sha256File(f('leg0'))).toBe(expectedLeg);
-    expect(sha256File(f('leg1'))).toBe(expectedLeg);
-    const logSha = sha256File(f('log'));
+    const statusOf = (m: string, inSync: number) =>
+      `0 ${LEG_SECTORS} mirror 2 ${f(`${m}0`)} ${f(`${m}1`)} ${inSync}/${REGIONS} 1 AA 3 disk ${f(`${m}log`)} A`;
+    for (const m of mirrors) expect(valueOf(served, `sha-${m}`)).toBe(sha256(expectedLeg[m]));
 
-    const names = ['log', 'leg0', 'leg1'];
+    // m: every region in sync, legs equal.
+    expect(s.stdout()).toContain(`status m: ${statusOf('m', REGIONS)}\n`);
+    expect([sha256File(f('m0')), sha256File(f('m1'))]).toEqual([sha256(expectedLeg.m), sha256(expectedLeg.m)]);
+    const mlogSha = sha256File(f('mlog'));
+
+    // n: the status printed is what its log records, part of the regions in sync.
+    const nlog = decodeDiskLog(fs.readFileSync(f('nlog')), { path: f('nlog') });
+    const nClean = Array.from({ length: REGIONS }, (_, r) => nlog.clean.get(r));
+    const nInSync = nClean.filter(Boolean).length;
+    expect(nInSync).toBeGreaterThan(0);
+    expect(nInSync).toBeLessThan(REGIONS);
+    expect(s.stdout()).toContain(`status n: ${statusOf('n', nInSync)}\n`);
+    expect(sha256File(f('n0'))).toBe(sha256(expectedLeg.n));
+    // Spoil a region the log records in sync on leg 1: the kernel must trust the log and leave it.
+    const spoiled = nClean.findIndex((clean, r) => clean && !writtenRegions.has(r));
+    expect(spoiled).toBeGreaterThanOrEqual(0);
+    const regionBytes = REGION * 512;
+    const fd = fs.openSync(f('n1'), 'r+');
+    fs.writeSync(fd, Buffer.alloc(regionBytes, 0x5a), 0, regionBytes, spoiled * regionBytes);
+    fs.closeSync(fd);
+    const expectedN1 = Buffer.from(expectedLeg.n);
+    expectedN1.fill(0x5a, spoiled * regionBytes, (spoiled + 1) * regionBytes);
+
+    const names = mirrors.flatMap((m) => [`${m}log`, `${m}0`, `${m}1`]);
     const loaded = await runVm(tools, {
       workDir: vmDir(w, 'kernel'),
       disks: names.map((n) => ({ file: f(n), name: n })),
       scenario:
         printDevNumbers(names) +
-        `
-dmsetup create m --table "0 ${LEG_SECTORS} mirror disk 2 /dev/disk/log ${REGION} 2 /dev/disk/leg0 0 /dev/disk/leg1 0"
-echo "status: $(dmsetup status m)"
-echo "view: $(sha256sum /dev/mapper/m | cut -d' ' -f1)"
-dmsetup remove m
-for n in leg0 leg1; do echo "sha-$n: $(sha256sum /dev/disk/$n | cut -d' ' -f1)"; done
+        WAIT_SYNCED +
+        mirrors
+          .map(
+            (m) => `
+dmsetup create ${m} --table "0 ${LEG_SECTORS} mirror disk 2 /dev/disk/${m}log ${REGION} 2 /dev/disk/${m}0 0 /dev/disk/${m}1 0"
+echo "loaded-${m}: $(dmsetup status ${m})"
+wait_synced ${m}
+echo "synced-${m}: $(dmsetup status ${m})"
+echo "view-${m}: $(sha256sum /dev/mapper/${m} | cut -d' ' -f1)"
+dmsetup remove ${m}
 `,
+          )
+          .join(''),
     });
     expectGuestOk(loaded);
-    // In sync as the server left it: the kernel copies nothing and rewrites the log with the same bytes.
-    expect(valueOf(loaded, 'status')).toBe(asKernelNames(servedStatus, loaded, { log: f('log'), leg0: f('leg0'), leg1: f('leg1') }));
-    expect([valueOf(loaded, 'view'), valueOf(loaded, 'sha-leg0'), valueOf(loaded, 'sha-leg1')]).toEqual([
-      expectedLeg,
-      expectedLeg,
-      expectedLeg,
-    ]);
-    expect(sha256File(f('log'))).toBe(logSha);
-    expect([sha256File(f('leg0')), sha256File(f('leg1'))]).toEqual([expectedLeg, expectedLeg]);
+    const kernelStatus = (m: string, inSync: number) =>
+      asKernelNames(statusOf(m, inSync), loaded, { [`${m}log`]: f(`${m}log`), [`${m}0`]: f(`${m}0`), [`${m}1`]: f(`${m}1`) });
+    // m: in sync as the server left it; the kernel copies nothing and rewrites the log with the same bytes.
+    expect(valueOf(loaded, 'loaded-m')).toBe(kernelStatus('m', REGIONS));
+    expect(valueOf(loaded, 'view-m')).toBe(sha256(expectedLeg.m));
+    expect(sha256File(f('mlog'))).toBe(mlogSha);
+    expect([sha256File(f('m0')), sha256File(f('m1'))]).toEqual([sha256(expectedLeg.m), sha256(expectedLeg.m)]);
+    // n: the kernel starts from the regions the log records, and copies the others from leg 0.
+    const loadedN = /^0 \d+ mirror 2 \S+ \S+ (\d+)\//.exec(valueOf(loaded, 'loaded-n'));
+    expect(Number(loadedN?.[1])).toBeGreaterThanOrEqual(nInSync);
+    expect(valueOf(loaded, 'synced-n')).toBe(kernelStatus('n', REGIONS));
+    expect(valueOf(loaded, 'view-n')).toBe(sha256(expectedLeg.n));
+    expect(sha256File(f('n0'))).toBe(sha256(expectedLeg.n));
+    expect(sha256File(f('n1'))).toBe(sha256(expectedN1));
   });
 
   test("the kernel fixtures' write plans, made by the guest through served snapshot-origin and snapshot exports, give the kernel's origin and COW byte for byte", async () => {
