@@ -118,3 +118,18 @@ wait_synced() {
   done
 }
 `;
+
+/** Shell: wait until a snapshot-merge device reports allocated == metadata (merge finished). */
+export const WAIT_MERGED = `
+wait_merged() {
+  dev=$1 i=0
+  while :; do
+    set -- $(dmsetup status "$dev")
+    case "$4" in */*) ;; *) return 1 ;; esac # Invalid, Merge failed
+    [ "\${4%/*}" = "$5" ] && return 0
+    i=$((i + 1))
+    [ $i -gt 1200 ] && return 1
+    sleep 0.1
+  done
+}
+`;

@@ -25,6 +25,7 @@ import {
   snapStatus,
   vmDir,
   vmTools,
+  WAIT_MERGED,
   WAIT_SYNCED,
   zeroFile,
 } from './helpers';
@@ -428,5 +429,76 @@ dmsetup remove ${m}
       expect(sha256File(f(`origin${cs}`))).toBe(manifest.images['origin.img'].sha256_after);
       expect(sha256File(f(`cow${cs}`))).toBe(manifest.images['cow.img'].sha256_after);
     }
+  });
+
+  test('a served snapshot-merge, read and written by the guest and stopped part way, is finished by the kernel snapshot-merge target: the origin is the view the guest read, with its writes', async () => {
+    const tools = vmTools();
+    const w = vmDir(dir, 'merge');
+    const f = (n: string) => path.join(w, `${n}.img`);
+    makeImage(f('origin'), ORIGIN_BYTES, 'ORIGIN-M');
+    zeroFile(f('cow'), 4 * MiB);
+    // 400 chunks three apart: the kernel's batches are one chunk each.
+    const chunks = Array.from({ length: 400 }, (_, i) => 1000 + 3 * i);
+    await fillCow(f('origin'), f('cow'), CS, chunks, [{ sector: 7000 * CS + 2, data: chunkData('SNAP-M', 7000, CS).subarray(0, 512) }]);
+    ok(['snapshot-read', f('origin'), f('cow'), '-o', f('view')]);
+    const view = fs.readFileSync(f('view'));
+    const table = snapList(f('cow'));
+    // A chunk the merge reaches last (the table's first entry: written to its COW chunk) and one without an exception.
+    const writes: GuestWrite[] = [
+      { disk: 'mrg', sector: table[0].oldChunk * CS, data: chunkData('MRG-W1', table[0].oldChunk, CS) },
+      { disk: 'mrg', sector: 2 * CS + 1, data: chunkData('MRG-W2', 2, CS).subarray(0, 512) },
+    ];
+    for (const x of writes) x.data.copy(view, x.sector * 512);
+    const expectedOrigin = sha256(view);
+    const cowSectors = (4 * MiB) / 512;
+
+    // 4 chunks a second: the merge is far from done when serving ends.
+    const s = await startServe(
+      ['--dev', 'mrg', `0 ${ORIGIN_SECTORS} snapshot-merge ${f('origin')} ${f('cow')} P ${CS}`, '--merge-rate', '16k'],
+      path.join(w, 'nbd.sock'),
+    );
+    let served: VmResult;
+    let stopped;
+    try {
+      served = await runVm(tools, {
+        workDir: vmDir(w, 'served'),
+        disks: [nbdDisk(s, 'mrg'), { file: f('data'), name: 'data' }],
+        scenario: describeDisks(['mrg']) + guestWrites(f('data'), writes) + `echo "after: $(sha256sum /dev/disk/mrg | cut -d' ' -f1)"\n`,
+      });
+      expectGuestOk(served);
+    } finally {
+      stopped = await s.stop();
+    }
+    expect(stopped).toEqual({ status: 0, signal: null });
+    expect(valueOf(served, 'sha-mrg')).toBe(sha256File(f('view')));
+    expect(valueOf(served, 'after')).toBe(expectedOrigin);
+    // Stopped part way: a valid COW holding a prefix of the table, and serve's last status line is its status.
+    const left = snapList(f('cow'));
+    expect(left.length).toBeGreaterThan(0);
+    expect(left.length).toBeLessThan(table.length);
+    expect(left).toEqual(table.slice(0, left.length));
+    expect(s.stdout()).toContain(`status mrg: 0 ${ORIGIN_SECTORS} snapshot-merge ${snapStatus(f('cow'))}\n`);
+
+    const merged = await runVm(tools, {
+      workDir: vmDir(w, 'kernel'),
+      disks: [
+        { file: f('origin'), name: 'origin' },
+        { file: f('cow'), name: 'cow' },
+      ],
+      scenario:
+        WAIT_MERGED +
+        `
+dmsetup create mrg --table "0 ${ORIGIN_SECTORS} snapshot-merge /dev/disk/origin /dev/disk/cow P ${CS}"
+wait_merged mrg
+echo "final: $(dmsetup status mrg)"
+dmsetup remove mrg
+echo "origin: $(sha256sum /dev/disk/origin | cut -d' ' -f1)"
+`,
+    });
+    expectGuestOk(merged);
+    expect(valueOf(merged, 'final')).toBe(`0 ${ORIGIN_SECTORS} snapshot-merge ${2 * CS}/${cowSectors} ${2 * CS}`);
+    expect(valueOf(merged, 'origin')).toBe(expectedOrigin);
+    expect(sha256File(f('origin'))).toBe(expectedOrigin);
+    expect(snapList(f('cow'))).toEqual([]);
   });
 });
