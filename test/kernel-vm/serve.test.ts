@@ -2,9 +2,10 @@
  * `dmtool serve` against the real kernel (qemu, TCG): the host serves
  * exports on a unix socket and the guest gets them as virtio disks through
  * qemu's nbd block driver. The guest reads linear, snapshot and mirror
- * exports and writes through snapshot-origin, snapshot and mirror exports;
- * the COW and the mirror log the server leaves are then loaded by the
- * kernel's own dm-snapshot and dm-mirror in a second guest.
+ * exports and writes through snapshot-origin, snapshot, snapshot-merge and
+ * mirror exports (the kernel fixtures' write plans among them); the COWs
+ * and mirror logs the server leaves, finished or part way, are then loaded
+ * by the kernel's own dm-snapshot and dm-mirror in a second guest.
  */
 import * as fs from 'fs';
 import * as path from 'path';
