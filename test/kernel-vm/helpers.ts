@@ -3,7 +3,7 @@ import * as path from 'path';
 import { FileDevice } from '@dmtool/native';
 import { Origin, Snapshot } from '@dmtool/dm-snapshot';
 import { dmtool, CliResult } from '../support/cli';
-import { findVmTools, VmTools } from './vm';
+import { findVmTools, VmResult, VmTools } from './vm';
 
 export { dmtool };
 export type { CliResult };
@@ -92,3 +92,44 @@ export function vmDir(parent: string, name: string): string {
   fs.mkdirSync(d, { recursive: true });
   return d;
 }
+
+/** Throw with the end of the console when the guest's scenario did not end with exit code 0. */
+export function expectGuestOk(r: VmResult): void {
+  if (r.rc !== 0) throw new Error(`guest scenario failed (rc ${r.rc}, timed out ${r.timedOut}):\n${r.console.slice(-4000)}`);
+}
+
+/** Shell: print `dev-<name>: <major:minor>` for each disk, as the kernel's status lines name devices. */
+export function printDevNumbers(names: string[]): string {
+  return names.map((n) => `echo "dev-${n}: $(cat /sys/block/$(basename $(readlink /dev/disk/${n}))/dev)"\n`).join('');
+}
+
+/** Shell: wait until a mirror reports every region in sync. */
+export const WAIT_SYNCED = `
+wait_synced() {
+  dev=$1 i=0
+  while :; do
+    # <start> <len> mirror <#legs> <leg>... <in-sync>/<regions> ...
+    set -- $(dmsetup status "$dev")
+    shift $((4 + $4))
+    [ "\${1%/*}" = "\${1#*/}" ] && return 0
+    i=$((i + 1))
+    [ $i -gt 1200 ] && return 1
+    sleep 0.1
+  done
+}
+`;
+
+/** Shell: wait until a snapshot-merge device reports allocated == metadata (merge finished). */
+export const WAIT_MERGED = `
+wait_merged() {
+  dev=$1 i=0
+  while :; do
+    set -- $(dmsetup status "$dev")
+    case "$4" in */*) ;; *) return 1 ;; esac # Invalid, Merge failed
+    [ "\${4%/*}" = "$5" ] && return 0
+    i=$((i + 1))
+    [ $i -gt 1200 ] && return 1
+    sleep 0.1
+  done
+}
+`;

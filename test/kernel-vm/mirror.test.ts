@@ -7,7 +7,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { makeImage, patternBytes, readRange, sha256, sha256File } from '../support/images';
 import { removeDir, tempDir } from '../support/loop';
-import { describeKernelVm, dmtool, ok, vmDir, vmTools, zeroFile } from './helpers';
+import { describeKernelVm, dmtool, expectGuestOk, ok, printDevNumbers, vmDir, vmTools, WAIT_SYNCED, zeroFile } from './helpers';
 import { runVm, valueOf, VmResult } from './vm';
 
 jest.setTimeout(300_000);
@@ -17,31 +17,6 @@ const LEG_BYTES = 16 * MiB;
 const LEG_SECTORS = LEG_BYTES / 512;
 const REGION = 256; // sectors (128 KiB): 128 regions, four bitmap words
 const REGIONS = LEG_SECTORS / REGION;
-
-function expectGuestOk(r: VmResult): void {
-  if (r.rc !== 0) throw new Error(`guest scenario failed (rc ${r.rc}, timed out ${r.timedOut}):\n${r.console.slice(-4000)}`);
-}
-
-/** Shell: print `dev-<name>: <major:minor>` for each disk, as the kernel's status lines name devices. */
-function printDevNumbers(names: string[]): string {
-  return names.map((n) => `echo "dev-${n}: $(cat /sys/block/$(basename $(readlink /dev/disk/${n}))/dev)"\n`).join('');
-}
-
-/** Shell: wait until a mirror reports every region in sync. */
-const WAIT_SYNCED = `
-wait_synced() {
-  dev=$1 i=0
-  while :; do
-    # <start> <len> mirror <#legs> <leg>... <in-sync>/<regions> ...
-    set -- $(dmsetup status "$dev")
-    shift $((4 + $4))
-    [ "\${1%/*}" = "\${1#*/}" ] && return 0
-    i=$((i + 1))
-    [ $i -gt 1200 ] && return 1
-    sleep 0.1
-  done
-}
-`;
 
 /** dmtool's status line with image paths replaced by the guest's major:minor numbers. */
 function dmtoolStatusAsKernel(r: VmResult, args: string[], files: Record<string, string>): string {

@@ -8,17 +8,26 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { makeImage, readRange, sha256File, sha256 } from '../support/images';
 import { removeDir, tempDir } from '../support/loop';
-import { chunkData, describeKernelVm, dmtool, fillCow, ok, snapList, snapStatus, vmDir, vmTools, zeroFile } from './helpers';
-import { runVm, valueOf, VmResult } from './vm';
+import {
+  chunkData,
+  describeKernelVm,
+  dmtool,
+  expectGuestOk,
+  fillCow,
+  ok,
+  snapList,
+  snapStatus,
+  vmDir,
+  vmTools,
+  WAIT_MERGED,
+  zeroFile,
+} from './helpers';
+import { runVm, valueOf } from './vm';
 
 const MiB = 1 << 20;
 const CS = 8; // 4 KiB chunks: 256 exceptions per metadata area
 const ORIGIN_BYTES = 32 * MiB;
 const ORIGIN_SECTORS = ORIGIN_BYTES / 512;
-
-function expectGuestOk(r: VmResult): void {
-  if (r.rc !== 0) throw new Error(`guest scenario failed (rc ${r.rc}, timed out ${r.timedOut}):\n${r.console.slice(-4000)}`);
-}
 
 /** Write `data` over a copy of a file's bytes at `sector` (in memory) and return the copy. */
 function patched(file: string, patches: { sector: number; data: Buffer }[]): Buffer {
@@ -26,21 +35,6 @@ function patched(file: string, patches: { sector: number; data: Buffer }[]): Buf
   for (const p of patches) p.data.copy(buf, p.sector * 512);
   return buf;
 }
-
-/** Shell: wait until a snapshot-merge device reports allocated == metadata (merge finished). */
-const WAIT_MERGED = `
-wait_merged() {
-  dev=$1 i=0
-  while :; do
-    set -- $(dmsetup status "$dev")
-    case "$4" in */*) ;; *) return 1 ;; esac # Invalid, Merge failed
-    [ "\${4%/*}" = "$5" ] && return 0
-    i=$((i + 1))
-    [ $i -gt 1200 ] && return 1
-    sleep 0.1
-  done
-}
-`;
 
 jest.setTimeout(300_000);
 

@@ -2,7 +2,8 @@
  * Boot the host's Debian kernel under qemu (TCG) with a tiny initramfs
  * (busybox-static, dmsetup and its libraries, the device-mapper modules; lvm2
  * when a scenario asks for it) and
- * run one shell scenario against image files attached as virtio disks.
+ * run one shell scenario against image files, or NBD exports on a host unix
+ * socket, attached as virtio disks.
  *
  * The guest prints the scenario's output between @@DMT-BEGIN@@ and
  * @@DMT-END rc=N@@ on the serial console and powers off.
@@ -256,11 +257,33 @@ export function buildInitramfs(tools: VmTools, scenario: string, diskCount: numb
 
 // ---------------------------------------------------------------- running
 
-export interface VmDisk {
-  /** Image file on the host. */
+/** An image file on the host, attached as a virtio disk. */
+export interface VmFileDisk {
   file: string;
   /** The guest sees it as /dev/disk/<name> (virtio serial, ≤ 20 characters). */
   name: string;
+}
+
+/** An NBD export on a host unix socket, attached as a virtio disk through qemu's nbd block driver. */
+export interface VmNbdDisk {
+  nbd: { socketPath: string; exportName: string };
+  /** The guest sees it as /dev/disk/<name> (virtio serial, ≤ 20 characters). */
+  name: string;
+  /** Open the export read-only (qemu refuses to open a read-only export otherwise). */
+  readOnly?: boolean;
+}
+
+export type VmDisk = VmFileDisk | VmNbdDisk;
+
+/** qemu's -blockdev / -drive arguments for a disk; node `id`. */
+function blockArgs(d: VmDisk, id: string): string[] {
+  if ('file' in d) return ['-drive', `file=${d.file},format=raw,if=none,id=${id},cache=writeback`];
+  const { socketPath, exportName } = d.nbd;
+  // qemu's option syntax doubles a comma inside a value; nothing here needs one.
+  for (const v of [socketPath, exportName])
+    if (v.includes(',')) throw new Error(`${v}: a comma cannot be passed to qemu's nbd driver here`);
+  const readOnly = d.readOnly ? ',read-only=on' : '';
+  return ['-blockdev', `driver=nbd,server.type=unix,server.path=${socketPath},export=${exportName},node-name=${id}${readOnly}`];
 }
 
 export interface VmRunOptions {
@@ -317,7 +340,7 @@ export function runVm(tools: VmTools, opts: VmRunOptions): Promise<VmResult> {
     'console=ttyS0 quiet loglevel=1 panic=-1',
   ];
   opts.disks.forEach((d, i) => {
-    args.push('-drive', `file=${d.file},format=raw,if=none,id=disk${i},cache=writeback`);
+    args.push(...blockArgs(d, `disk${i}`));
     args.push('-device', `virtio-blk-pci,drive=disk${i},serial=${d.name}`);
   });
   const timeoutMs = opts.timeoutMs ?? 180_000;

@@ -1,7 +1,8 @@
 /**
  * `dmtool serve` with the snapshot and mirror targets, against real NBD
- * clients (nbdsh, nbdcopy, qemu-io): the kernel's fixture write plans
- * replayed through a served snapshot-origin give the kernel's COW bytes;
+ * clients (nbdsh, nbdcopy, qemu-io) and dmtool's own: the kernel's fixture
+ * write plans replayed through a served snapshot-origin give the kernel's
+ * COW bytes, and the kernel's status after each write of the plan;
  * a served origin written while its snapshot is read gives the COW the
  * offline `snapshot-write --target origin` gives; a served mirror writes
  * every leg and leaves its log clean, or, with a failing leg, records the
@@ -12,8 +13,9 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { decodeDiskLog } from '@dmtool/dm-mirror';
+import { NbdDevice } from '@dmtool/nbd';
 import { dmtool, waitFor } from '../support/cli';
-import { makeBaseOrigin, makeZeroFile, PlannedWrite, unpackFixture, writeData } from '../support/fixtures';
+import { makeBaseOrigin, makeZeroFile, PlannedWrite, planPieces, unpackFixture } from '../support/fixtures';
 import { havePeer, nbdUri, peer, randomFile, ServeProcess, sha256, startServe } from './serve-process';
 
 jest.setTimeout(120000);
@@ -74,6 +76,7 @@ describe.each([8, 16])('the kernel fixture snapshot-cow-chunk%i replayed through
     const cow = path.join(dir, 'cow.img');
     makeBaseOrigin(origin, manifest.images['origin.img'].size);
     makeZeroFile(cow, manifest.images['cow.img'].size);
+    expect(sha256(origin)).toBe(manifest.images['origin.img'].sha256_before);
     const sectors = manifest.images['origin.img'].size / 512;
     // As the kernel does with a COW whose magic is 0, serving it formats it.
     const s = await serve([
@@ -85,18 +88,10 @@ describe.each([8, 16])('the kernel fixture snapshot-cow-chunk%i replayed through
       `0 ${sectors} snapshot ${origin} ${cow} P ${cs}`,
     ]);
     // Every piece as the guest wrote it (bs-sized, each complete before the next), in plan order.
-    const pieces: [string, number, number][] = [];
-    const data: Buffer[] = [];
-    for (const w of manifest.writes as PlannedWrite[]) {
-      const perPiece = w.bs_bytes / 512;
-      for (let sec = w.start_sector; sec < w.start_sector + w.sectors; sec += perPiece) {
-        const n = Math.min(perPiece, w.start_sector + w.sectors - sec);
-        pieces.push([w.target === 'origin' ? 'o' : 's', sec * 512, n * 512]);
-        data.push(writeData(w.tag, sec, n));
-      }
-    }
+    const planned = planPieces(manifest.writes as PlannedWrite[]);
+    const pieces = planned.map((p) => [p.target === 'origin' ? 'o' : 's', p.sector * 512, p.data.length]);
     const dataFile = path.join(dir, 'pieces.bin');
-    fs.writeFileSync(dataFile, Buffer.concat(data));
+    fs.writeFileSync(dataFile, Buffer.concat(planned.map((p) => p.data)));
     const script = `
 import json, nbd
 s = nbd.NBD()
@@ -126,6 +121,50 @@ print(len(pieces))
     expect(sha256(cow)).toBe(manifest.images['cow.img'].sha256_after);
     const status = dmtool(['snapshot-status', cow]);
     expect(`snap: 0 ${sectors} snapshot ${status.stdout.trim()}`).toBe(manifest.kernel_reported.status[1]);
+  });
+});
+
+describe.each([8, 16])("the kernel fixture snapshot-cow-chunk%i replayed with dmtool's NBD client", (cs) => {
+  test("after each write of the plan the served snapshot has the status the kernel had (dmtool ctl status); the COW is the kernel's", async () => {
+    const { dir: fx, manifest } = unpackFixture(`snapshot-cow-chunk${cs}`, dir);
+    const progress = fs.readFileSync(path.join(fx, 'guest/status-progress.txt'), 'utf8').trim().split('\n');
+    const origin = path.join(dir, 'origin.img');
+    const cow = path.join(dir, 'cow.img');
+    makeBaseOrigin(origin, manifest.images['origin.img'].size);
+    makeZeroFile(cow, manifest.images['cow.img'].size);
+    expect(sha256(origin)).toBe(manifest.images['origin.img'].sha256_before);
+    const sectors = manifest.images['origin.img'].size / 512;
+    const s = await serve([
+      '--dev',
+      'origin',
+      `0 ${sectors} snapshot-origin ${origin}`,
+      '--dev',
+      'snap',
+      `0 ${sectors} snapshot ${origin} ${cow} P ${cs}`,
+    ]);
+    const devices = {
+      origin: await NbdDevice.open(nbdUri(s.socketPath, 'origin'), { write: true }),
+      snap: await NbdDevice.open(nbdUri(s.socketPath, 'snap'), { write: true }),
+    };
+    const seen: string[] = [];
+    try {
+      const pieces = planPieces(manifest.writes as PlannedWrite[]);
+      for (const [i, p] of pieces.entries()) {
+        await devices[p.target].write(p.data, 0, p.data.length, p.sector * 512);
+        if (pieces[i + 1]?.writeIndex === p.writeIndex) continue;
+        const st = dmtool(['ctl', `${s.socketPath}.ctl`, 'status', 'snap']);
+        expect(st.stderr).toBe('');
+        seen.push(`${p.write.name} ${st.stdout.trim()}`);
+      }
+    } finally {
+      devices.origin.close();
+      devices.snap.close();
+    }
+    // dmtool ctl names the device as dmsetup status does for several devices.
+    expect(seen).toEqual(progress.map((l) => l.replace(/^(\S+) /, '$1 snap: ')));
+    await stop(s);
+    expect(sha256(origin)).toBe(manifest.images['origin.img'].sha256_after);
+    expect(sha256(cow)).toBe(manifest.images['cow.img'].sha256_after);
   });
 });
 

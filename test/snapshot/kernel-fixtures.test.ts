@@ -4,7 +4,7 @@ import { FileDevice } from '@dmtool/native';
 import { mergeSnapshot, Origin, PersistentStore, planMerge, Snapshot } from '@dmtool/dm-snapshot';
 import { sha256File } from '../support/images';
 import { removeDir, tempDir } from '../support/loop';
-import { makeBaseOrigin, makeZeroFile, PlannedWrite, snapshotViewSha, unpackFixture, writeData } from '../support/fixtures';
+import { makeBaseOrigin, makeZeroFile, PlannedWrite, planPieces, snapshotViewSha, unpackFixture } from '../support/fixtures';
 
 const CHUNKS = [8, 16];
 
@@ -37,15 +37,12 @@ describe.each(CHUNKS)('kernel fixture snapshot-cow-chunk%i', (cs) => {
       expect(`snap: ${snap.statusLine()}`).toBe(manifest.kernel_reported.status_fresh[1]);
       const writes = manifest.writes as PlannedWrite[];
       writes.forEach((w, i) => expect(progress[i][0]).toBe(w.name));
-      for (const [i, w] of writes.entries()) {
-        const perPiece = w.bs_bytes / 512;
-        for (let s = w.start_sector; s < w.start_sector + w.sectors; s += perPiece) {
-          const n = Math.min(perPiece, w.start_sector + w.sectors - s);
-          const data = writeData(w.tag, s, n);
-          if (w.target === 'origin') await origin.write(data, s);
-          else await snap.write(data, s);
-        }
-        expect(`${w.name} ${snap.statusLine()}`).toBe(progress[i].join(' '));
+      const pieces = planPieces(writes);
+      for (const [i, p] of pieces.entries()) {
+        if (p.target === 'origin') await origin.write(p.data, p.sector);
+        else await snap.write(p.data, p.sector);
+        if (pieces[i + 1]?.writeIndex !== p.writeIndex)
+          expect(`${p.write.name} ${snap.statusLine()}`).toBe(progress[p.writeIndex].join(' '));
       }
       expect(`snap: ${snap.statusLine()}`).toBe(manifest.kernel_reported.status[1]);
       expect(await snapshotViewSha(snap)).toBe(manifest.expected.snapshot_view_sha256);

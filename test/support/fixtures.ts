@@ -43,6 +43,30 @@ export function writeData(tag: string, firstSector: number, sectors: number): Bu
   return Buffer.concat(Array.from({ length: sectors }, (_, i) => writeSector(tag, firstSector + i)));
 }
 
+/** One bs-sized piece of a planned write, as the guest's dd wrote it (each complete before the next). */
+export interface PlannedPiece {
+  /** The plan's write this piece belongs to, and its index in the plan. */
+  write: PlannedWrite;
+  writeIndex: number;
+  target: 'origin' | 'snap';
+  sector: number;
+  data: Buffer;
+}
+
+/** Every piece of a fixture's write plan, in plan order, with its write_sector bytes. */
+export function planPieces(writes: PlannedWrite[]): PlannedPiece[] {
+  const pieces: PlannedPiece[] = [];
+  writes.forEach((write, writeIndex) => {
+    const perPiece = write.bs_bytes / 512;
+    const end = write.start_sector + write.sectors;
+    for (let sector = write.start_sector; sector < end; sector += perPiece) {
+      const data = writeData(write.tag, sector, Math.min(perPiece, end - sector));
+      pieces.push({ write, writeIndex, target: write.target, sector, data });
+    }
+  });
+  return pieces;
+}
+
 /** The origin before any write: base_block('BASE', b) for every 4 KiB block. */
 export function makeBaseOrigin(file: string, bytes: number): void {
   const fd = fs.openSync(file, 'w');
