@@ -155,7 +155,7 @@ test.each([
   expect(r.data!.equals(pattern(8192, 1))).toBe(true);
 });
 
-test('a write is acknowledged only after the device completed it; FUA is the device write\'s, not a flush', async () => {
+test("a write is acknowledged only after the device completed it; FUA is the device write's, not a flush", async () => {
   const dev = new GatedDevice(1 << 20);
   const c = await connect(await serve({ disk: dev }));
   await c.go('disk');

@@ -1,4 +1,14 @@
-import { BlockDevice, checkIo, checkRange, DataMap, dataMapOf, NativeEndpoint, NativeIoHook, SECTOR_BYTES, WriteOptions } from '@dmtool/devices';
+import {
+  BlockDevice,
+  checkIo,
+  checkRange,
+  DataMap,
+  dataMapOf,
+  NativeEndpoint,
+  NativeIoHook,
+  SECTOR_BYTES,
+  WriteOptions,
+} from '@dmtool/devices';
 import { shiftedDataMap } from './data-maps';
 
 export interface LinearDeviceOptions {
