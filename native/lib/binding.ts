@@ -45,6 +45,8 @@ export interface NativeBinding {
   allocAligned(bytes: number): Buffer;
   read(fd: number, buf: Buffer, bufOffset: number, bytes: number, byteOffset: number, cb: DoneCallback): void;
   write(fd: number, buf: Buffer, bufOffset: number, bytes: number, byteOffset: number, cb: DoneCallback): void;
+  /** write whose bytes are durable when it calls back (FUA): pwritev2 with RWF_DSYNC, else pwrite then fdatasync. */
+  writeDurable(fd: number, buf: Buffer, bufOffset: number, bytes: number, byteOffset: number, cb: DoneCallback): void;
   datasync(fd: number, cb: ErrnoCallback): void;
   zeroRange(fd: number, isBlockDevice: boolean, byteOffset: number, bytes: number, cb: ErrnoCallback): void;
   discard(fd: number, isBlockDevice: boolean, byteOffset: number, bytes: number, cb: ErrnoCallback): void;

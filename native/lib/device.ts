@@ -14,6 +14,7 @@ import {
   NativeEndpoint,
   SECTOR_BYTES,
   SparseFile,
+  WriteOptions,
 } from '@dmtool/devices';
 import { binding } from './binding';
 import { loopBackingFile, statIds, storageIdentity } from './identity';
@@ -163,10 +164,12 @@ export class FileDevice implements BlockDevice {
     }
   }
 
-  async write(buf: Buffer, bufOffset: number, bytes: number, byteOffset: number): Promise<void> {
+  /** With `fua`, pwritev2 with RWF_DSYNC (pwrite then fdatasync where the kernel lacks it): those bytes are durable. */
+  async write(buf: Buffer, bufOffset: number, bytes: number, byteOffset: number, opts?: WriteOptions): Promise<void> {
     checkIo(this, 'write', buf, bufOffset, bytes, byteOffset);
+    const write = opts?.fua ? binding.writeDurable : binding.write;
     const done = await new Promise<[number, number]>((resolve) =>
-      binding.write(this.fd, buf, bufOffset, bytes, byteOffset, (e, n) => resolve([e, n])),
+      write(this.fd, buf, bufOffset, bytes, byteOffset, (e, n) => resolve([e, n])),
     );
     if (done[0] !== 0) throw new DeviceError(done[0], 'write', this.path, byteOffset, bytes);
   }
@@ -178,17 +181,22 @@ export class FileDevice implements BlockDevice {
     if (errno !== 0) throw new DeviceError(errno, 'flush', this.path);
   }
 
-  /** Zero a byte range: BLKZEROOUT / FALLOC_FL_ZERO_RANGE, else plain writes of zeros. */
-  async zeroRange(byteOffset: number, bytes: number): Promise<void> {
+  /**
+   * Zero a byte range: BLKZEROOUT / FALLOC_FL_ZERO_RANGE, else plain writes
+   * of zeros. Neither call takes a FUA flag, so `fua` adds an fdatasync.
+   */
+  async zeroRange(byteOffset: number, bytes: number, opts?: WriteOptions): Promise<void> {
     checkRange(this, 'zero', byteOffset, bytes);
     const errno = await new Promise<number>((resolve) => binding.zeroRange(this.fd, this.isBlockDevice, byteOffset, bytes, resolve));
-    if (errno === 0) return;
-    if (!isUnsupported(errno)) throw new DeviceError(errno, 'zero', this.path, byteOffset, bytes);
-    const zeros = allocBuffer(Math.min(bytes, ZERO_FALLBACK_BYTES));
-    for (let done = 0; done < bytes; done += zeros.length) {
-      const n = Math.min(zeros.length, bytes - done);
-      await this.write(zeros, 0, n, byteOffset + done);
+    if (errno !== 0) {
+      if (!isUnsupported(errno)) throw new DeviceError(errno, 'zero', this.path, byteOffset, bytes);
+      const zeros = allocBuffer(Math.min(bytes, ZERO_FALLBACK_BYTES));
+      for (let done = 0; done < bytes; done += zeros.length) {
+        const n = Math.min(zeros.length, bytes - done);
+        await this.write(zeros, 0, n, byteOffset + done);
+      }
     }
+    if (opts?.fua) await this.flush();
   }
 
   /** Discard (BLKDISCARD / punch hole). Content afterwards is unspecified on block devices. */

@@ -5,6 +5,7 @@
 #include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "io.h"
@@ -135,6 +136,36 @@ int WriteFully(int fd, const uint8_t* buf, size_t length, uint64_t position, siz
 }
 
 int DataSync(int fd) { return fdatasync(fd) == 0 ? 0 : errno; }
+
+int WriteFullyDurable(int fd, const uint8_t* buf, size_t length, uint64_t position, size_t* done) {
+  size_t put = 0;
+#ifdef RWF_DSYNC
+  // Each call's bytes are durable when it returns, so a short write loses nothing already counted.
+  while (put < length) {
+    iovec iov = {const_cast<uint8_t*>(buf + put), length - put};
+    ssize_t n = pwritev2(fd, &iov, 1, static_cast<off_t>(position + put), RWF_DSYNC);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EOPNOTSUPP || errno == ENOSYS) break;  // a kernel or libc without RWF_DSYNC
+      *done = put;
+      return errno;
+    }
+    if (n == 0) {
+      *done = put;
+      return ENOSPC;
+    }
+    put += static_cast<size_t>(n);
+  }
+  if (put == length) {
+    *done = put;
+    return 0;
+  }
+#endif
+  size_t rest = 0;
+  int err = WriteFully(fd, buf + put, length - put, position + put, &rest);
+  *done = put + rest;
+  return err != 0 ? err : DataSync(fd);
+}
 
 int ZeroRange(int fd, bool isBlockDevice, uint64_t position, uint64_t length) {
   if (isBlockDevice) {

@@ -33,6 +33,8 @@ int OpenDevice(const char* path, bool write, bool direct, bool exclusive, LockMo
 int LockPath(const char* path, LockMode lock, int* fdOut);
 int ReadFully(int fd, uint8_t* buf, size_t length, uint64_t position, size_t* done);
 int WriteFully(int fd, const uint8_t* buf, size_t length, uint64_t position, size_t* done);
+// WriteFully whose bytes are durable on return (FUA): pwritev2 with RWF_DSYNC, else pwrite then fdatasync.
+int WriteFullyDurable(int fd, const uint8_t* buf, size_t length, uint64_t position, size_t* done);
 int DataSync(int fd);
 int ZeroRange(int fd, bool isBlockDevice, uint64_t position, uint64_t length);
 int DiscardRange(int fd, bool isBlockDevice, uint64_t position, uint64_t length);

@@ -28,13 +28,21 @@ struct PinnedBuffer {
 class RwWorker : public Napi::AsyncWorker {
  public:
   RwWorker(Napi::Function cb, bool write, int fd, const Napi::Buffer<uint8_t>& buf, size_t bufOffset, size_t length,
-           uint64_t position)
-      : Napi::AsyncWorker(cb), write_(write), fd_(fd), bufOffset_(bufOffset), length_(length), position_(position) {
+           uint64_t position, bool durable = false)
+      : Napi::AsyncWorker(cb),
+        write_(write),
+        durable_(durable),
+        fd_(fd),
+        bufOffset_(bufOffset),
+        length_(length),
+        position_(position) {
     buffer_.Pin(buf);
   }
   void Execute() override {
     uint8_t* p = buffer_.data + bufOffset_;
-    err_ = write_ ? WriteFully(fd_, p, length_, position_, &done_) : ReadFully(fd_, p, length_, position_, &done_);
+    if (!write_) err_ = ReadFully(fd_, p, length_, position_, &done_);
+    else if (durable_) err_ = WriteFullyDurable(fd_, p, length_, position_, &done_);
+    else err_ = WriteFully(fd_, p, length_, position_, &done_);
   }
   void OnOK() override {
     Napi::Env env = Env();
@@ -43,6 +51,7 @@ class RwWorker : public Napi::AsyncWorker {
 
  private:
   bool write_;
+  bool durable_;
   int fd_;
   PinnedBuffer buffer_;
   size_t bufOffset_, length_;
@@ -213,9 +222,9 @@ Napi::Value Scatter(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-Napi::Value Rw(const Napi::CallbackInfo& info, bool write) {
+Napi::Value Rw(const Napi::CallbackInfo& info, bool write, bool durable = false) {
   // (fd, buffer, bufOffset, length, position, cb)
-  Args args(info, write ? "write" : "read");
+  Args args(info, durable ? "writeDurable" : write ? "write" : "read");
   int fd;
   Napi::Buffer<uint8_t> buf;
   uint64_t bufOffset, length, position;
@@ -225,12 +234,14 @@ Napi::Value Rw(const Napi::CallbackInfo& info, bool write) {
       !args.Within("bufOffset + length", bufOffset, length, buf.Length())) {
     return info.Env().Undefined();
   }
-  auto* w = new RwWorker(cb, write, fd, buf, static_cast<size_t>(bufOffset), static_cast<size_t>(length), position);
+  auto* w =
+      new RwWorker(cb, write, fd, buf, static_cast<size_t>(bufOffset), static_cast<size_t>(length), position, durable);
   w->Queue();
   return info.Env().Undefined();
 }
 Napi::Value Read(const Napi::CallbackInfo& info) { return Rw(info, false); }
 Napi::Value Write(const Napi::CallbackInfo& info) { return Rw(info, true); }
+Napi::Value WriteDurable(const Napi::CallbackInfo& info) { return Rw(info, true, true); }
 
 Napi::Value DataSyncAsync(const Napi::CallbackInfo& info) {
   // (fd, cb)
@@ -301,6 +312,7 @@ Napi::Value CopyOut(const Napi::CallbackInfo& info) {
 void InitIoWorkers(Napi::Env env, Napi::Object exports) {
   exports.Set("read", Napi::Function::New(env, Read, "read"));
   exports.Set("write", Napi::Function::New(env, Write, "write"));
+  exports.Set("writeDurable", Napi::Function::New(env, WriteDurable, "writeDurable"));
   exports.Set("datasync", Napi::Function::New(env, DataSyncAsync, "datasync"));
   exports.Set("zeroRange", Napi::Function::New(env, Zero, "zeroRange"));
   exports.Set("discard", Napi::Function::New(env, Discard, "discard"));

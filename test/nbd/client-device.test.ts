@@ -280,3 +280,48 @@ when(qemuNbd)('qemu-nbd: a named export, written and read back; an unknown expor
 function sha256Of(b: Buffer): string {
   return createHash('sha256').update(b).digest('hex');
 }
+
+describe.each([
+  ['advertises FUA', ['--filter=log', 'memory', '16M'], true],
+  ['does not advertise FUA (fua filter)', ['--filter=log', '--filter=fua', 'memory', '16M'], false],
+])('FUA writes to an nbdkit that %s', (_, args, advertised) => {
+  when(nbdkit)(advertised ? 'carry NBD_CMD_FLAG_FUA, and no flush' : 'are writes, each followed by a flush', async () => {
+    const sock = path.join(dir, 'fua.sock');
+    const log = path.join(dir, 'nbdkit.log');
+    await withServer(startNbdkit([...args, `logfile=${log}`], sock), async () => {
+      const d = await NbdDevice.open(nbdUri(sock, ''), { write: true });
+      try {
+        expect(d.sendsFua).toBe(advertised);
+        await d.write(pattern(4096, 1), 0, 4096, MiB, { fua: true });
+        await d.zeroRange(8192, 4096, { fua: true });
+        await d.write(pattern(512, 2), 0, 512, 0);
+        const back = Buffer.alloc(4096);
+        await d.read(back, 0, 4096, MiB);
+        expect(back.equals(pattern(4096, 1))).toBe(true);
+      } finally {
+        d.close();
+      }
+    });
+    // The requests as the server received them (the log filter sits outside the fua filter).
+    const requests = fs
+      .readFileSync(log, 'utf8')
+      .split('\n')
+      .map((l) => /connection=\d+ ((?:Write|Zero|Flush) id=\d+.*?) \.\.\.$/.exec(l)?.[1])
+      .filter((r) => r !== undefined);
+    expect(requests).toEqual(
+      advertised
+        ? [
+            'Write id=1 offset=0x100000 count=0x1000 fua=1',
+            'Zero id=2 offset=0x2000 count=0x1000 trim=1 fua=1 fast=0',
+            'Write id=3 offset=0x0 count=0x200 fua=0',
+          ]
+        : [
+            'Write id=1 offset=0x100000 count=0x1000 fua=0',
+            'Flush id=2',
+            'Zero id=3 offset=0x2000 count=0x1000 trim=1 fua=0 fast=0',
+            'Flush id=4',
+            'Write id=5 offset=0x0 count=0x200 fua=0',
+          ],
+    );
+  });
+});

@@ -24,10 +24,12 @@ export interface BlockDevice {
   readonly ioAlignmentBytes: number;
 
   read(buf: Buffer, bufOffset: number, bytes: number, byteOffset: number): Promise<void>;
-  write(buf: Buffer, bufOffset: number, bytes: number, byteOffset: number): Promise<void>;
+  /** With `{ fua: true }` the written bytes are durable when this resolves (see WriteOptions). */
+  write(buf: Buffer, bufOffset: number, bytes: number, byteOffset: number, opts?: WriteOptions): Promise<void>;
   /** Everything written before is durable when this resolves. */
   flush(): Promise<void>;
-  zeroRange(byteOffset: number, bytes: number): Promise<void>;
+  /** With `{ fua: true }` the zeroed range is durable when this resolves. */
+  zeroRange(byteOffset: number, bytes: number, opts?: WriteOptions): Promise<void>;
   /** Content of the range is unspecified afterwards. */
   discard(byteOffset: number, bytes: number): Promise<void>;
   close(): void;
@@ -53,6 +55,18 @@ export interface BlockDevice {
    * `sparseFile()` instead; `dataMapOf` asks both.
    */
   dataMap?(): DataMap | undefined;
+}
+
+/**
+ * How a write (or a zeroing) is done. `fua` (Force Unit Access, the
+ * kernel's REQ_FUA, NBD_CMD_FLAG_FUA): the range written is durable when
+ * the promise resolves. It says nothing about other writes, which a
+ * flush() makes durable; a device without a cheaper way writes, then
+ * flushes. Every device and decorator passes the options on to the
+ * devices that hold the range.
+ */
+export interface WriteOptions {
+  fua?: boolean;
 }
 
 /** A byte range: `bytes` bytes from `byteOffset`. */

@@ -1,4 +1,4 @@
-import { BlockDevice, DataMap, NativeEndpoint, SparseFile } from './block-device';
+import { BlockDevice, DataMap, NativeEndpoint, SparseFile, WriteOptions } from './block-device';
 
 /**
  * A device that wraps another and, until a subclass says otherwise, is it:
@@ -40,14 +40,14 @@ export abstract class DeviceDecorator implements BlockDevice {
   read(buf: Buffer, bufOffset: number, bytes: number, byteOffset: number): Promise<void> {
     return this.inner.read(buf, bufOffset, bytes, byteOffset);
   }
-  write(buf: Buffer, bufOffset: number, bytes: number, byteOffset: number): Promise<void> {
-    return this.inner.write(buf, bufOffset, bytes, byteOffset);
+  write(buf: Buffer, bufOffset: number, bytes: number, byteOffset: number, opts?: WriteOptions): Promise<void> {
+    return this.inner.write(buf, bufOffset, bytes, byteOffset, opts);
   }
   flush(): Promise<void> {
     return this.inner.flush();
   }
-  zeroRange(byteOffset: number, bytes: number): Promise<void> {
-    return this.inner.zeroRange(byteOffset, bytes);
+  zeroRange(byteOffset: number, bytes: number, opts?: WriteOptions): Promise<void> {
+    return this.inner.zeroRange(byteOffset, bytes, opts);
   }
   discard(byteOffset: number, bytes: number): Promise<void> {
     return this.inner.discard(byteOffset, bytes);

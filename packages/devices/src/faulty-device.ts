@@ -1,4 +1,4 @@
-import { BlockDevice, checkIo, checkRange, NativeEndpoint, NativeIoHook, SparseFile } from './block-device';
+import { BlockDevice, checkIo, checkRange, NativeEndpoint, NativeIoHook, SparseFile, WriteOptions } from './block-device';
 import { DeviceDecorator } from './device-decorator';
 import { DeviceError } from './errors';
 import { FaultInjector, FaultOp } from './fault-plan';
@@ -24,11 +24,11 @@ export class FaultyDevice extends DeviceDecorator {
     await this.inner.read(buf, bufOffset, bytes, byteOffset);
   }
 
-  override async write(buf: Buffer, bufOffset: number, bytes: number, byteOffset: number): Promise<void> {
+  override async write(buf: Buffer, bufOffset: number, bytes: number, byteOffset: number, opts?: WriteOptions): Promise<void> {
     checkIo(this, 'write', buf, bufOffset, bytes, byteOffset);
     const failed = await this.injectWrite(buf, bufOffset, bytes, byteOffset);
     if (failed) throw failed;
-    await this.inner.write(buf, bufOffset, bytes, byteOffset);
+    await this.inner.write(buf, bufOffset, bytes, byteOffset, opts);
     this.faults.writeCompleted();
   }
 
@@ -38,10 +38,10 @@ export class FaultyDevice extends DeviceDecorator {
     await this.inner.flush();
   }
 
-  override async zeroRange(byteOffset: number, bytes: number): Promise<void> {
+  override async zeroRange(byteOffset: number, bytes: number, opts?: WriteOptions): Promise<void> {
     checkRange(this, 'zero', byteOffset, bytes);
     this.throwIfInjected('zero', byteOffset, bytes);
-    await this.inner.zeroRange(byteOffset, bytes);
+    await this.inner.zeroRange(byteOffset, bytes, opts);
   }
 
   /** The inner file's holes; punching one is a `zero` operation for the fault rules (it makes the range read as zeros). */

@@ -18,6 +18,7 @@ export {
   NativeIoHook,
   SECTOR_BYTES,
   SparseFile,
+  WriteOptions,
 } from './block-device';
 export { DmtoolError, ErrorKind, ErrorPlace } from './dmtool-error';
 export { DeviceError, DeviceErrorReason, DeviceOp, deviceErrorKind, errnoHint, errnoName, errnoOf } from './errors';

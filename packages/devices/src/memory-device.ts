@@ -1,4 +1,4 @@
-import { BlockDevice, checkIo, checkRange, SECTOR_BYTES } from './block-device';
+import { BlockDevice, checkIo, checkRange, SECTOR_BYTES, WriteOptions } from './block-device';
 
 const PAGE_BYTES = 64 * 1024;
 let nextMemoryId = 1;
@@ -15,7 +15,8 @@ export interface MemoryDeviceOptions {
 /**
  * A sparse device in memory: pages are allocated on first write, unwritten
  * ranges read as zeros. For unit tests, the demo, and scratch targets. A
- * flush is a no-op: what was written is as durable as this device gets.
+ * flush is a no-op, and so is FUA: what was written is as durable as this
+ * device gets.
  */
 export class MemoryDevice implements BlockDevice {
   readonly path: string;
@@ -60,7 +61,7 @@ export class MemoryDevice implements BlockDevice {
     });
   }
 
-  async write(buf: Buffer, bufOffset: number, bytes: number, byteOffset: number): Promise<void> {
+  async write(buf: Buffer, bufOffset: number, bytes: number, byteOffset: number, _opts?: WriteOptions): Promise<void> {
     checkIo(this, 'write', buf, bufOffset, bytes, byteOffset);
     this.eachPage(byteOffset, bytes, (_page, pageOffset, n, done, index) => {
       buf.copy(this.pageFor(index), pageOffset, bufOffset + done, bufOffset + done + n);
@@ -71,7 +72,7 @@ export class MemoryDevice implements BlockDevice {
     checkRange(this, 'read', 0, 1);
   }
 
-  async zeroRange(byteOffset: number, bytes: number): Promise<void> {
+  async zeroRange(byteOffset: number, bytes: number, _opts?: WriteOptions): Promise<void> {
     checkRange(this, 'zero', byteOffset, bytes);
     this.clear(byteOffset, bytes);
   }

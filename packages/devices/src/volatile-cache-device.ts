@@ -1,4 +1,4 @@
-import { BlockDevice, checkIo, checkRange } from './block-device';
+import { BlockDevice, checkIo, checkRange, WriteOptions } from './block-device';
 import { DeviceDecorator } from './device-decorator';
 
 export type CacheFlushOrder = 'fifo' | 'reverse';
@@ -21,7 +21,10 @@ export interface VolatileCacheOptions {
  * them, and a SIGKILL loses them, as a power cut loses a disk cache (the
  * page cache survives `kill -9`; this does not). A flush applies the cached
  * writes in the chosen order, so a crash during a flush can persist a later
- * write without an earlier one. It offers no native-copy capability: its
+ * write without an earlier one. A FUA write goes through to the device at
+ * once (as a disk writes a FUA command to the medium) and replaces those
+ * bytes in the cached writes it overlaps, so neither a read nor a later
+ * flush brings older bytes back. It offers no native-copy capability: its
  * writes must not reach the device before a flush.
  */
 export class VolatileCacheDevice extends DeviceDecorator {
@@ -52,14 +55,35 @@ export class VolatileCacheDevice extends DeviceDecorator {
     }
   }
 
-  override async write(buf: Buffer, bufOffset: number, bytes: number, byteOffset: number): Promise<void> {
+  override async write(buf: Buffer, bufOffset: number, bytes: number, byteOffset: number, opts?: WriteOptions): Promise<void> {
     checkIo(this, 'write', buf, bufOffset, bytes, byteOffset);
-    this.cached.push({ byteOffset, data: Buffer.from(buf.subarray(bufOffset, bufOffset + bytes)) });
+    const data = Buffer.from(buf.subarray(bufOffset, bufOffset + bytes));
+    if (!opts?.fua) {
+      this.cached.push({ byteOffset, data });
+      return;
+    }
+    this.replaceCached(byteOffset, data);
+    await this.inner.write(data, 0, bytes, byteOffset, opts);
   }
 
-  override async zeroRange(byteOffset: number, bytes: number): Promise<void> {
+  override async zeroRange(byteOffset: number, bytes: number, opts?: WriteOptions): Promise<void> {
     checkRange(this, 'zero', byteOffset, bytes);
-    this.cached.push({ byteOffset, data: Buffer.alloc(bytes) });
+    if (!opts?.fua) {
+      this.cached.push({ byteOffset, data: Buffer.alloc(bytes) });
+      return;
+    }
+    this.replaceCached(byteOffset, Buffer.alloc(bytes));
+    await this.inner.zeroRange(byteOffset, bytes, opts);
+  }
+
+  /** A FUA write's bytes overwrite the cached writes' copies of them, so a cached write applied later writes the new bytes. */
+  private replaceCached(byteOffset: number, data: Buffer): void {
+    const end = byteOffset + data.length;
+    for (const w of this.cached) {
+      const from = Math.max(byteOffset, w.byteOffset);
+      const to = Math.min(end, w.byteOffset + w.data.length);
+      if (from < to) data.copy(w.data, from - w.byteOffset, from - byteOffset, to - byteOffset);
+    }
   }
 
   override async flush(): Promise<void> {

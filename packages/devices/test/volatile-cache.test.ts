@@ -81,6 +81,48 @@ describe('volatile write cache decorator (power-cut crash tests)', () => {
     expect([disk[0], disk[8192]]).toEqual([0x11, 0x66]);
   });
 
+  it('a FUA write survives a SIGKILL; the cached writes before it are lost except where it covers them', () => {
+    const r = child(
+      file,
+      { volatileCache: {} },
+      `await d.write(Buffer.alloc(4096, 0x33), 0, 4096, 0);
+       await d.write(Buffer.alloc(4096, 0x44), 0, 4096, 2048, { fua: true });
+       await d.zeroRange(12288, 1024, { fua: true });
+       await d.write(Buffer.alloc(512, 0x55), 0, 512, 14336);
+       process.kill(process.pid, 'SIGKILL');`,
+    );
+    expect(r.signal).toBe('SIGKILL');
+    const expected = Buffer.alloc(16384, 0x11);
+    expected.fill(0x44, 2048, 6144);
+    expected.fill(0, 12288, 13312);
+    expect(fs.readFileSync(file).equals(expected)).toBe(true);
+  });
+
+  it('a cached write applied after a FUA write over it does not bring the older bytes back', async () => {
+    const d = new VolatileCacheDevice(FileDevice.open(file, { write: true }), { order: 'reverse' });
+    try {
+      await d.write(Buffer.alloc(4096, 0x66), 0, 4096, 0);
+      await d.write(Buffer.alloc(1024, 0x77), 0, 1024, 1024, { fua: true });
+      await d.zeroRange(3072, 2048, { fua: true });
+      const expected = Buffer.alloc(16384, 0x11);
+      expected.fill(0x66, 0, 4096);
+      expected.fill(0x77, 1024, 2048);
+      expected.fill(0, 3072, 5120);
+      const back = Buffer.alloc(16384);
+      await d.read(back, 0, 16384, 0);
+      expect(back.equals(expected)).toBe(true);
+      const onDisk = Buffer.alloc(16384, 0x11);
+      onDisk.fill(0x77, 1024, 2048);
+      onDisk.fill(0, 3072, 5120);
+      expect(fs.readFileSync(file).equals(onDisk)).toBe(true);
+      expect(d.cachedWrites).toBe(1);
+      await d.flush();
+      expect(fs.readFileSync(file).equals(expected)).toBe(true);
+    } finally {
+      d.close();
+    }
+  });
+
   it('a normal exit leaves the cached writes to the OS (applied on close)', () => {
     const r = child(file, { volatileCache: {} }, `await d.write(Buffer.alloc(512, 0x77), 0, 512, 512); d.close();`);
     expect(r.stderr).toBe('');

@@ -1,4 +1,4 @@
-import { BlockDevice, DeviceError, SECTOR_BYTES } from '@dmtool/devices';
+import { BlockDevice, DeviceError, SECTOR_BYTES, WriteOptions } from '@dmtool/devices';
 import { DirtyLog } from './dirty-log';
 import { MirrorError, sectorRange } from './errors';
 import { RegionHash, RegionState } from './region-hash';
@@ -232,9 +232,11 @@ export class MirrorSet {
    * Write `sectors` sectors at `sector` (split at region boundaries): mark
    * the regions dirty and flush the log first, then write every leg of a
    * region in sync (the default leg only where out of sync). Regions are
-   * cleaned on the next settle().
+   * cleaned on the next settle(). With `fua` every leg's write is FUA, as
+   * dm-raid1 passes the flag on to each leg; the log needs nothing more, its
+   * dirty marks being flushed before any leg is written.
    */
-  async write(buf: Buffer, sector: number, sectors: number): Promise<void> {
+  async write(buf: Buffer, sector: number, sectors: number, opts?: WriteOptions): Promise<void> {
     this.checkRange(sector, sectors, buf);
     const pieces = this.pieces(sector, sectors);
     const states: RegionState[] = [];
@@ -242,7 +244,7 @@ export class MirrorSet {
     let ended = false;
     try {
       await this.rh.update();
-      const outcomes = await Promise.all(pieces.map((p, i) => this.writePiece(buf, p, states[i])));
+      const outcomes = await Promise.all(pieces.map((p, i) => this.writePiece(buf, p, states[i], opts)));
       ended = true;
       pieces.forEach((p, i) => this.rh.endWrite(p.region, outcomes[i].legFailed));
       const lost = outcomes.find((o) => o.noLegWritten);
@@ -256,13 +258,14 @@ export class MirrorSet {
     buf: Buffer,
     p: { region: number; sector: number; sectors: number; bufOffset: number },
     state: RegionState,
+    opts: WriteOptions | undefined,
   ): Promise<{ legFailed: boolean; noLegWritten: boolean; error?: Error }> {
     const targets = state === 'NOSYNC' ? [this.defaultIndex] : this.legs.map((_, i) => i);
     const bytes = p.sectors * SECTOR_BYTES;
     const errors = await Promise.all(
       targets.map((i) => {
         const leg = this.legs[i];
-        return leg.device.write(buf, p.bufOffset, bytes, (leg.offsetSectors + p.sector) * SECTOR_BYTES).then(
+        return leg.device.write(buf, p.bufOffset, bytes, (leg.offsetSectors + p.sector) * SECTOR_BYTES, opts).then(
           () => undefined,
           (e: Error) => {
             if (!(e instanceof DeviceError)) throw e;

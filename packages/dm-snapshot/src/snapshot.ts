@@ -1,5 +1,5 @@
 import { DestinationRegion, KcopydClient, KcopydIoError, MAX_DESTINATIONS } from '@dmtool/kcopyd';
-import { BlockDevice, SECTOR_BYTES } from '@dmtool/devices';
+import { BlockDevice, SECTOR_BYTES, WriteOptions } from '@dmtool/devices';
 import { allocBuffer } from '@dmtool/native';
 import { SnapshotError } from './errors';
 import { PersistentStore } from './persistent-store';
@@ -158,14 +158,16 @@ export class Origin {
   /**
    * Write to the origin with copy-on-write into every valid snapshot. A
    * snapshot that runs out of COW space, or whose copy or commit fails, is
-   * invalidated (as the kernel does) and the write goes on.
+   * invalidated (as the kernel does) and the write goes on. With `fua` the
+   * origin write is FUA; the exceptions it made are durable anyway (every
+   * commit ends with a flush of the COW, as the kernel's PREFLUSH + FUA).
    */
-  async write(data: Buffer, sector: number): Promise<void> {
+  async write(data: Buffer, sector: number, opts?: WriteOptions): Promise<void> {
     const sectors = checkRequest('origin write', this.device, data, sector, this.sizeSectors);
-    return this.serialize(() => this.writeNow(data, sector, sectors));
+    return this.serialize(() => this.writeNow(data, sector, sectors, opts));
   }
 
-  private async writeNow(data: Buffer, sector: number, sectors: number): Promise<void> {
+  private async writeNow(data: Buffer, sector: number, sectors: number, opts: WriteOptions | undefined): Promise<void> {
     const perSnap = new Map<Snapshot, { oldChunk: number; newChunk: number }[]>();
     for (const snap of this.snaps) {
       if (!snap.valid || snap.merging) continue;
@@ -201,7 +203,7 @@ export class Origin {
       // __check_for_conflicting_io does (later reads find the exception).
       for (const [snap, entries] of perSnap) await snap.originReads.drain(entries.map((e) => e.oldChunk));
     }
-    await this.device.write(data, 0, data.length, sector * SECTOR_BYTES);
+    await this.device.write(data, 0, data.length, sector * SECTOR_BYTES, opts);
   }
 
   async flush(): Promise<void> {
@@ -452,14 +454,18 @@ export class Snapshot {
    * COW chunk, a partial one first copies the origin chunk. New exceptions
    * are committed before the partial writes land (docs/snapshot-format.md#snapshot-writes). No COW space: "P"
    * invalidates the snapshot, "PO" sets Overflow; either way the write fails
-   * (chunks before the one that did not fit are written).
+   * (chunks before the one that did not fit are written). With `fua` the
+   * pieces written after the commit are FUA, and so are all of them when
+   * there is no commit; those before it are made durable by the commit's
+   * flush of the COW (the kernel sends the write with its FUA once the
+   * exception is committed with PREFLUSH + FUA).
    */
-  async write(data: Buffer, sector: number): Promise<void> {
+  async write(data: Buffer, sector: number, opts?: WriteOptions): Promise<void> {
     const sectors = checkRequest('snapshot write', this.cow, data, sector, this.sizeSectors);
-    return this.origin.serialize(() => this.writeNow(data, sector, sectors));
+    return this.origin.serialize(() => this.writeNow(data, sector, sectors, opts));
   }
 
-  private async writeNow(data: Buffer, sector: number, sectors: number): Promise<void> {
+  private async writeNow(data: Buffer, sector: number, sectors: number, opts: WriteOptions | undefined): Promise<void> {
     this.checkUsable('snapshot write', sector, sectors);
     if (this.overflowFlag) {
       throw new SnapshotError('EIO', 'overflow', 'snapshot write: snapshot has overflowed', { path: this.cow.path, sector, sectors });
@@ -509,9 +515,10 @@ export class Snapshot {
         });
       }
     }
-    for (const d of direct) await this.writePiece(data, d.piece, d.newChunk);
-    if (created.length > 0) await this.store.commit(created);
-    for (const d of later) await this.writePiece(data, d.piece, d.newChunk);
+    const commits = created.length > 0;
+    for (const d of direct) await this.writePiece(data, d.piece, d.newChunk, commits ? undefined : opts);
+    if (commits) await this.store.commit(created);
+    for (const d of later) await this.writePiece(data, d.piece, d.newChunk, opts);
     if (noSpace) {
       if (this.store.type === 'PO') this.overflowFlag = true;
       else await this.invalidateQuietly();
@@ -519,9 +526,9 @@ export class Snapshot {
     }
   }
 
-  private async writePiece(data: Buffer, p: Piece, newChunk: number): Promise<void> {
+  private async writePiece(data: Buffer, p: Piece, newChunk: number, opts: WriteOptions | undefined): Promise<void> {
     const byte = (newChunk * this.chunkSectors + p.offsetSectors) * SECTOR_BYTES;
-    await this.cow.write(data, p.bufByte, p.sectors * SECTOR_BYTES, byte);
+    await this.cow.write(data, p.bufByte, p.sectors * SECTOR_BYTES, byte, opts);
   }
 
   /** @internal invalidate, ignoring a failure to rewrite the header. */

@@ -10,12 +10,24 @@
  */
 import * as net from 'net';
 import { constants } from 'os';
-import { BlockDevice, ByteExtent, checkIo, checkRange, DeviceError, DeviceOp, errnoOf, SECTOR_BYTES, SparseFile } from '@dmtool/devices';
+import {
+  BlockDevice,
+  ByteExtent,
+  checkIo,
+  checkRange,
+  DeviceError,
+  DeviceOp,
+  errnoOf,
+  SECTOR_BYTES,
+  SparseFile,
+  WriteOptions,
+} from '@dmtool/devices';
 import { dataExtents } from './block-status';
 import { ClientConnection, ClientRequest } from './client-connection';
 import { ClientExport, ClientNegotiationIo, ExportRefused, negotiateClient } from './client-negotiation';
 import {
   NBD_CMD_BLOCK_STATUS,
+  NBD_CMD_FLAG_FUA,
   NBD_CMD_FLUSH,
   NBD_CMD_READ,
   NBD_CMD_TRIM,
@@ -24,6 +36,7 @@ import {
   NBD_FLAG_CAN_MULTI_CONN,
   NBD_FLAG_READ_ONLY,
   NBD_FLAG_SEND_FLUSH,
+  NBD_FLAG_SEND_FUA,
   NBD_FLAG_SEND_TRIM,
   NBD_FLAG_SEND_WRITE_ZEROES,
 } from './constants';
@@ -281,16 +294,33 @@ export class NbdDevice implements BlockDevice {
     }));
   }
 
-  async write(buf: Buffer, bufOffset: number, bytes: number, byteOffset: number): Promise<void> {
+  /** Whether the server takes NBD_CMD_FLAG_FUA (else a FUA write is a write, then a flush). */
+  get sendsFua(): boolean {
+    return (this.transmissionFlags & NBD_FLAG_SEND_FUA) !== 0;
+  }
+
+  async write(buf: Buffer, bufOffset: number, bytes: number, byteOffset: number, opts?: WriteOptions): Promise<void> {
     this.checkAligned('write', byteOffset, bytes);
     checkIo(this, 'write', buf, bufOffset, bytes, byteOffset);
+    const flags = this.fuaFlag(opts);
     await this.pieces('write', byteOffset, bytes, this.maximumRequestBytes, (at, n) => ({
       type: NBD_CMD_WRITE,
-      flags: 0,
+      flags,
       offsetBytes: at,
       lengthBytes: n,
       data: buf.subarray(bufOffset + at - byteOffset, bufOffset + at - byteOffset + n),
     }));
+    await this.flushUnlessFua(opts, flags);
+  }
+
+  /** NBD_CMD_FLAG_FUA on each request of a FUA write when the server takes it. */
+  private fuaFlag(opts: WriteOptions | undefined): number {
+    return opts?.fua && this.sendsFua ? NBD_CMD_FLAG_FUA : 0;
+  }
+
+  /** A FUA write to a server without NBD_FLAG_SEND_FUA: a flush once its requests are answered. */
+  private async flushUnlessFua(opts: WriteOptions | undefined, flags: number): Promise<void> {
+    if (opts?.fua && !(flags & NBD_CMD_FLAG_FUA)) await this.flush();
   }
 
   async flush(): Promise<void> {
@@ -302,27 +332,29 @@ export class NbdDevice implements BlockDevice {
     await this.request('flush', { type: NBD_CMD_FLUSH, flags: 0, offsetBytes: 0, lengthBytes: 0 });
   }
 
-  async zeroRange(byteOffset: number, bytes: number): Promise<void> {
+  async zeroRange(byteOffset: number, bytes: number, opts?: WriteOptions): Promise<void> {
     this.checkAligned('zero', byteOffset, bytes);
     checkRange(this, 'zero', byteOffset, bytes);
+    const flags = this.fuaFlag(opts);
     if (this.sendsWriteZeroes) {
       const step = MAX_NO_PAYLOAD_BYTES - (MAX_NO_PAYLOAD_BYTES % this.minimumBlockBytes);
       await this.pieces('zero', byteOffset, bytes, step, (at, n) => ({
         type: NBD_CMD_WRITE_ZEROES,
-        flags: 0,
+        flags,
         offsetBytes: at,
         lengthBytes: n,
       }));
-      return;
+    } else {
+      const zeroes = Buffer.alloc(Math.min(this.maximumRequestBytes, 1 << 20, bytes));
+      await this.pieces('zero', byteOffset, bytes, zeroes.length, (at, n) => ({
+        type: NBD_CMD_WRITE,
+        flags,
+        offsetBytes: at,
+        lengthBytes: n,
+        data: zeroes.subarray(0, n),
+      }));
     }
-    const zeroes = Buffer.alloc(Math.min(this.maximumRequestBytes, 1 << 20, bytes));
-    await this.pieces('zero', byteOffset, bytes, zeroes.length, (at, n) => ({
-      type: NBD_CMD_WRITE,
-      flags: 0,
-      offsetBytes: at,
-      lengthBytes: n,
-      data: zeroes.subarray(0, n),
-    }));
+    await this.flushUnlessFua(opts, flags);
   }
 
   async discard(byteOffset: number, bytes: number): Promise<void> {

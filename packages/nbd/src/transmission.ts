@@ -229,8 +229,7 @@ export class Transmission {
           break;
         case NBD_CMD_WRITE_ZEROES:
           // zeroRange never leaves a hole the client did not ask for, so NBD_CMD_FLAG_NO_HOLE needs nothing more.
-          await this.device.zeroRange(h.offsetBytes, h.lengthBytes);
-          if (fua) await this.device.flush();
+          await this.device.zeroRange(h.offsetBytes, h.lengthBytes, { fua });
           break;
         case NBD_CMD_CACHE:
           break;
@@ -245,8 +244,8 @@ export class Transmission {
 
   private async write(h: RequestHeader, payload: Buffer): Promise<void> {
     try {
-      await this.device.write(payload, 0, h.lengthBytes, h.offsetBytes);
-      if ((h.flags & NBD_CMD_FLAG_FUA) !== 0) await this.device.flush();
+      // FUA is the device's: only this write is made durable, not the whole device's cache.
+      await this.device.write(payload, 0, h.lengthBytes, h.offsetBytes, { fua: (h.flags & NBD_CMD_FLAG_FUA) !== 0 });
       this.replies.send([encodeSimpleReply(0, h.cookie)]);
     } catch (e) {
       this.sendError(h, nbdErrorOf(e), e instanceof Error ? e.message : String(e));

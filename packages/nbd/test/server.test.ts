@@ -3,7 +3,7 @@ import * as fs from 'fs';
 import * as net from 'net';
 import * as os from 'os';
 import * as path from 'path';
-import { BlockDevice, MemoryDevice } from '@dmtool/devices';
+import { BlockDevice, MemoryDevice, WriteOptions } from '@dmtool/devices';
 import {
   ExportTable,
   NBD_CMD_BLOCK_STATUS,
@@ -47,11 +47,16 @@ class GatedDevice extends MemoryDevice {
     this.gate = undefined;
   }
 
-  override async write(buf: Buffer, bufOffset: number, bytes: number, byteOffset: number): Promise<void> {
+  override async write(buf: Buffer, bufOffset: number, bytes: number, byteOffset: number, opts?: WriteOptions): Promise<void> {
     this.writesStarted++;
     if (this.gate) await this.gate;
-    await super.write(buf, bufOffset, bytes, byteOffset);
-    this.log.push(`write ${byteOffset}+${bytes}`);
+    await super.write(buf, bufOffset, bytes, byteOffset, opts);
+    this.log.push(`write ${byteOffset}+${bytes}${opts?.fua ? ' fua' : ''}`);
+  }
+
+  override async zeroRange(byteOffset: number, bytes: number, opts?: WriteOptions): Promise<void> {
+    await super.zeroRange(byteOffset, bytes, opts);
+    this.log.push(`zero ${byteOffset}+${bytes}${opts?.fua ? ' fua' : ''}`);
   }
 
   override async read(buf: Buffer, bufOffset: number, bytes: number, byteOffset: number): Promise<void> {
@@ -150,7 +155,7 @@ test.each([
   expect(r.data!.equals(pattern(8192, 1))).toBe(true);
 });
 
-test('a write is acknowledged only after the device completed it; FUA flushes before the reply', async () => {
+test("a write is acknowledged only after the device completed it; FUA is the device write's, not a flush", async () => {
   const dev = new GatedDevice(1 << 20);
   const c = await connect(await serve({ disk: dev }));
   await c.go('disk');
@@ -159,10 +164,14 @@ test('a write is acknowledged only after the device completed it; FUA flushes be
   await expect(c.reply(0, 300)).rejects.toThrow(/timed out/);
   dev.release();
   expect(await c.reply()).toMatchObject({ cookie: 1n, error: 0 });
-  expect(dev.log).toEqual(['write 0+4096', 'flush']);
-  c.request({ type: NBD_CMD_FLUSH, cookie: 2n });
+  expect(dev.log).toEqual(['write 0+4096 fua']);
+  c.request({ type: NBD_CMD_WRITE, cookie: 2n, offsetBytes: 4096 }, pattern(512, 4));
   expect(await c.reply()).toMatchObject({ cookie: 2n, error: 0 });
-  expect(dev.log).toEqual(['write 0+4096', 'flush', 'flush']);
+  c.request({ type: NBD_CMD_WRITE_ZEROES, cookie: 3n, offsetBytes: 8192, lengthBytes: 4096, flags: NBD_CMD_FLAG_FUA });
+  expect(await c.reply()).toMatchObject({ cookie: 3n, error: 0 });
+  c.request({ type: NBD_CMD_FLUSH, cookie: 4n });
+  expect(await c.reply()).toMatchObject({ cookie: 4n, error: 0 });
+  expect(dev.log).toEqual(['write 0+4096 fua', 'write 4096+512', 'zero 8192+4096 fua', 'flush']);
 });
 
 test('requests on one connection run concurrently and replies come back as they finish', async () => {

@@ -1,4 +1,14 @@
-import { BlockDevice, checkIo, checkRange, DataMap, dataMapOf, NativeEndpoint, NativeIoHook, SECTOR_BYTES } from '@dmtool/devices';
+import {
+  BlockDevice,
+  checkIo,
+  checkRange,
+  DataMap,
+  dataMapOf,
+  NativeEndpoint,
+  NativeIoHook,
+  SECTOR_BYTES,
+  WriteOptions,
+} from '@dmtool/devices';
 import { shiftedDataMap } from './data-maps';
 
 export interface LinearDeviceOptions {
@@ -66,18 +76,18 @@ export class LinearDevice implements BlockDevice {
     await this.base.read(buf, bufOffset, bytes, this.startBytes + byteOffset);
   }
 
-  async write(buf: Buffer, bufOffset: number, bytes: number, byteOffset: number): Promise<void> {
+  async write(buf: Buffer, bufOffset: number, bytes: number, byteOffset: number, opts?: WriteOptions): Promise<void> {
     checkIo(this, 'write', buf, bufOffset, bytes, byteOffset);
-    await this.base.write(buf, bufOffset, bytes, this.startBytes + byteOffset);
+    await this.base.write(buf, bufOffset, bytes, this.startBytes + byteOffset, opts);
   }
 
   async flush(): Promise<void> {
     await this.base.flush();
   }
 
-  async zeroRange(byteOffset: number, bytes: number): Promise<void> {
+  async zeroRange(byteOffset: number, bytes: number, opts?: WriteOptions): Promise<void> {
     checkRange(this, 'zero', byteOffset, bytes);
-    await this.base.zeroRange(this.startBytes + byteOffset, bytes);
+    await this.base.zeroRange(this.startBytes + byteOffset, bytes, opts);
   }
 
   async discard(byteOffset: number, bytes: number): Promise<void> {

@@ -1,4 +1,4 @@
-import { BlockDevice, checkIo, checkRange, NativeEndpoint, SECTOR_BYTES } from '@dmtool/devices';
+import { BlockDevice, checkIo, checkRange, NativeEndpoint, SECTOR_BYTES, WriteOptions } from '@dmtool/devices';
 
 /** A piece of a request: `bytes` at `byteOffset` of `device`, at `requestOffset` into the request. */
 export interface MappedPiece {
@@ -57,18 +57,20 @@ export abstract class MappedDevice implements BlockDevice {
     await Promise.all(this.map(byteOffset, bytes).map((p) => p.device.read(buf, bufOffset + p.requestOffset, p.bytes, p.byteOffset)));
   }
 
-  async write(buf: Buffer, bufOffset: number, bytes: number, byteOffset: number): Promise<void> {
+  async write(buf: Buffer, bufOffset: number, bytes: number, byteOffset: number, opts?: WriteOptions): Promise<void> {
     checkIo(this, 'write', buf, bufOffset, bytes, byteOffset);
-    await Promise.all(this.map(byteOffset, bytes).map((p) => p.device.write(buf, bufOffset + p.requestOffset, p.bytes, p.byteOffset)));
+    await Promise.all(
+      this.map(byteOffset, bytes).map((p) => p.device.write(buf, bufOffset + p.requestOffset, p.bytes, p.byteOffset, opts)),
+    );
   }
 
   async flush(): Promise<void> {
     await Promise.all([...new Set(this.parts)].map((p) => p.flush()));
   }
 
-  async zeroRange(byteOffset: number, bytes: number): Promise<void> {
+  async zeroRange(byteOffset: number, bytes: number, opts?: WriteOptions): Promise<void> {
     checkRange(this, 'zero', byteOffset, bytes);
-    await Promise.all(this.map(byteOffset, bytes).map((p) => p.device.zeroRange(p.byteOffset, p.bytes)));
+    await Promise.all(this.map(byteOffset, bytes).map((p) => p.device.zeroRange(p.byteOffset, p.bytes, opts)));
   }
 
   async discard(byteOffset: number, bytes: number): Promise<void> {

@@ -1,5 +1,5 @@
 import { MirrorSet, resync, resyncClient, ResyncResult } from '@dmtool/dm-mirror';
-import { DataMap, dataMapOf, SECTOR_BYTES } from '@dmtool/devices';
+import { DataMap, dataMapOf, SECTOR_BYTES, WriteOptions } from '@dmtool/devices';
 import { shiftedDataMap } from './data-maps';
 import { SectorDevice } from './sector-device';
 import { TargetDeviceOptions } from './snapshot-devices';
@@ -96,9 +96,9 @@ export class MirrorDevice extends SectorDevice {
     return this.mirror.read(buf, sector, buf.length / SECTOR_BYTES);
   }
 
-  protected async writeSectors(buf: Buffer, sector: number): Promise<void> {
+  protected async writeSectors(buf: Buffer, sector: number, opts?: WriteOptions): Promise<void> {
     try {
-      await this.mirror.write(buf, sector, buf.length / SECTOR_BYTES);
+      await this.mirror.write(buf, sector, buf.length / SECTOR_BYTES, opts);
     } finally {
       this.scheduleClean();
     }

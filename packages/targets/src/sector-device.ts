@@ -1,4 +1,4 @@
-import { BlockDevice, checkIo, checkRange, DeviceError, DeviceOp, errnoOf, SECTOR_BYTES } from '@dmtool/devices';
+import { BlockDevice, checkIo, checkRange, DeviceError, DeviceOp, errnoOf, SECTOR_BYTES, WriteOptions } from '@dmtool/devices';
 
 /** Bytes of zeros written at once by zeroRange through a target. */
 const ZERO_PIECE_BYTES = 1 << 20;
@@ -35,8 +35,8 @@ export abstract class SectorDevice implements BlockDevice {
 
   /** Read whole sectors: `buf` holds exactly the request. */
   protected abstract readSectors(buf: Buffer, sector: number): Promise<void>;
-  /** Write whole sectors: `buf` holds exactly the request. */
-  protected abstract writeSectors(buf: Buffer, sector: number): Promise<void>;
+  /** Write whole sectors: `buf` holds exactly the request; with `fua` they are durable when this resolves. */
+  protected abstract writeSectors(buf: Buffer, sector: number, opts?: WriteOptions): Promise<void>;
   abstract flush(): Promise<void>;
   abstract close(): void;
 
@@ -46,19 +46,19 @@ export abstract class SectorDevice implements BlockDevice {
     await this.readSectors(buf.subarray(bufOffset, bufOffset + bytes), byteOffset / SECTOR_BYTES);
   }
 
-  async write(buf: Buffer, bufOffset: number, bytes: number, byteOffset: number): Promise<void> {
+  async write(buf: Buffer, bufOffset: number, bytes: number, byteOffset: number, opts?: WriteOptions): Promise<void> {
     checkIo(this, 'write', buf, bufOffset, bytes, byteOffset);
     this.checkSectors('write', byteOffset, bytes);
-    await this.writeSectors(buf.subarray(bufOffset, bufOffset + bytes), byteOffset / SECTOR_BYTES);
+    await this.writeSectors(buf.subarray(bufOffset, bufOffset + bytes), byteOffset / SECTOR_BYTES, opts);
   }
 
-  async zeroRange(byteOffset: number, bytes: number): Promise<void> {
+  async zeroRange(byteOffset: number, bytes: number, opts?: WriteOptions): Promise<void> {
     checkRange(this, 'zero', byteOffset, bytes);
     this.checkSectors('zero', byteOffset, bytes);
     const zeros = Buffer.alloc(Math.min(bytes, ZERO_PIECE_BYTES));
     for (let done = 0; done < bytes; done += zeros.length) {
       const n = Math.min(zeros.length, bytes - done);
-      await this.writeSectors(zeros.subarray(0, n), (byteOffset + done) / SECTOR_BYTES);
+      await this.writeSectors(zeros.subarray(0, n), (byteOffset + done) / SECTOR_BYTES, opts);
     }
   }
 

@@ -1,5 +1,5 @@
 import { Origin, Snapshot } from '@dmtool/dm-snapshot';
-import { ByteExtent, DataMap, dataMapOf, SECTOR_BYTES } from '@dmtool/devices';
+import { ByteExtent, DataMap, dataMapOf, SECTOR_BYTES, WriteOptions } from '@dmtool/devices';
 import { heldChunkExtents, snapshotDataMap } from './data-maps';
 import { SectorDevice } from './sector-device';
 
@@ -40,8 +40,8 @@ export class SnapshotOriginDevice extends SectorDevice {
     return this.origin.read(buf, sector);
   }
 
-  protected writeSectors(buf: Buffer, sector: number): Promise<void> {
-    return this.origin.write(buf, sector);
+  protected writeSectors(buf: Buffer, sector: number, opts?: WriteOptions): Promise<void> {
+    return this.origin.write(buf, sector, opts);
   }
 
   async flush(): Promise<void> {
@@ -96,8 +96,8 @@ export class SnapshotDevice extends SectorDevice {
     return this.snapshot.read(buf, sector);
   }
 
-  protected writeSectors(buf: Buffer, sector: number): Promise<void> {
-    return this.snapshot.write(buf, sector);
+  protected writeSectors(buf: Buffer, sector: number, opts?: WriteOptions): Promise<void> {
+    return this.snapshot.write(buf, sector, opts);
   }
 
   async flush(): Promise<void> {

@@ -1,4 +1,4 @@
-import { BlockDevice, DataMap, SECTOR_BYTES } from '@dmtool/devices';
+import { BlockDevice, DataMap, SECTOR_BYTES, WriteOptions } from '@dmtool/devices';
 import { formatUsage, mergeClient, mergeSnapshot, MergeResult, PersistentStore } from '@dmtool/dm-snapshot';
 import { SectorDevice } from './sector-device';
 import { TargetDeviceOptions } from './snapshot-devices';
@@ -176,11 +176,12 @@ export class SnapshotMergeDevice extends SectorDevice {
     );
   }
 
-  protected async writeSectors(buf: Buffer, sector: number): Promise<void> {
-    await Promise.all(this.pieces(sector, buf.length / SECTOR_BYTES).map((p) => this.writePiece(buf, p)));
+  /** A FUA write is FUA on whichever device holds each piece now (the COW before its chunk is merged, the origin after). */
+  protected async writeSectors(buf: Buffer, sector: number, opts?: WriteOptions): Promise<void> {
+    await Promise.all(this.pieces(sector, buf.length / SECTOR_BYTES).map((p) => this.writePiece(buf, p, opts)));
   }
 
-  private async writePiece(buf: Buffer, p: ChunkPiece): Promise<void> {
+  private async writePiece(buf: Buffer, p: ChunkPiece, opts: WriteOptions | undefined): Promise<void> {
     // As the kernel queues a write to a chunk being merged until its batch is retired; then it goes to the origin.
     while (this.merging.has(p.chunk)) await this.batchRetired;
     const at = this.place(p);
@@ -188,7 +189,7 @@ export class SnapshotMergeDevice extends SectorDevice {
     // Counted before the first await, so that a batch taking this chunk waits for the write.
     if (toCow) this.writesInFlight.set(p.chunk, (this.writesInFlight.get(p.chunk) ?? 0) + 1);
     try {
-      await at.device.write(buf, p.requestSectors * SECTOR_BYTES, p.sectors * SECTOR_BYTES, at.byteOffset);
+      await at.device.write(buf, p.requestSectors * SECTOR_BYTES, p.sectors * SECTOR_BYTES, at.byteOffset, opts);
     } finally {
       if (toCow) {
         const left = this.writesInFlight.get(p.chunk)! - 1;

@@ -1,4 +1,4 @@
-import { DeviceDecorator } from '@dmtool/devices';
+import { DeviceDecorator, WriteOptions } from '@dmtool/devices';
 
 /**
  * A device that can be suspended as device-mapper suspends a mapped device:
@@ -44,14 +44,14 @@ export class SuspendableDevice extends DeviceDecorator {
   override read(buf: Buffer, bufOffset: number, bytes: number, byteOffset: number): Promise<void> {
     return this.pass(() => this.inner.read(buf, bufOffset, bytes, byteOffset));
   }
-  override write(buf: Buffer, bufOffset: number, bytes: number, byteOffset: number): Promise<void> {
-    return this.pass(() => this.inner.write(buf, bufOffset, bytes, byteOffset));
+  override write(buf: Buffer, bufOffset: number, bytes: number, byteOffset: number, opts?: WriteOptions): Promise<void> {
+    return this.pass(() => this.inner.write(buf, bufOffset, bytes, byteOffset, opts));
   }
   override flush(): Promise<void> {
     return this.pass(() => this.inner.flush());
   }
-  override zeroRange(byteOffset: number, bytes: number): Promise<void> {
-    return this.pass(() => this.inner.zeroRange(byteOffset, bytes));
+  override zeroRange(byteOffset: number, bytes: number, opts?: WriteOptions): Promise<void> {
+    return this.pass(() => this.inner.zeroRange(byteOffset, bytes, opts));
   }
   override discard(byteOffset: number, bytes: number): Promise<void> {
     return this.pass(() => this.inner.discard(byteOffset, bytes));
