@@ -33,6 +33,8 @@ interface Loaded {
   commandModules: string[];
   /** Other node_modules packages loaded besides yargs and its own, sorted. */
   others: string[];
+  /** The --json schemas were built (json/schemas.ts loaded). */
+  jsonSchemas: boolean;
 }
 
 /** Run the built CLI with these arguments and list the modules it loaded. */
@@ -57,6 +59,7 @@ function loadedBy(args: string[]): Loaded {
     packages: [...match(/^packages\/([^/]+)\/dist\//).filter((p) => p !== 'cli'), ...match(/^(native)\/dist\//)].sort(),
     commandModules: match(/^packages\/cli\/dist\/commands\/([^/]+)\.js$/),
     others: match(/^node_modules\/((?:@[^/]+\/)?[^/]+)\//).filter((m) => !yargsOwn.test(m)),
+    jsonSchemas: files.includes('packages/cli/dist/json/schemas.js'),
   };
 }
 
@@ -96,7 +99,7 @@ describe('start-up', () => {
 
   it('--version and the main --help load no command module and no @dmtool package', () => {
     for (const args of [['--version'], ['--help']]) {
-      expect(loadedBy(args)).toEqual({ status: 0, stderr: '', packages: [], commandModules: ['index'], others: [] });
+      expect(loadedBy(args)).toEqual({ status: 0, stderr: '', packages: [], commandModules: ['index'], others: [], jsonSchemas: false });
     }
   });
 
@@ -105,13 +108,14 @@ describe('start-up', () => {
     expect(loadedBy(['mirror-log-dump', '--help'])).toMatchObject({ status: 0, commandModules: ['index', 'mirror-log-tools', 'snapshot'] });
   });
 
-  it('a merge of image files loads neither the NBD nor the LVM package, nor the progress bar', () => {
+  it('a merge of image files loads neither the NBD nor the LVM package, nor the progress bar or the --json schemas', () => {
     expect(loadedBy(['snapshot-merge', f('origin.img'), f('cow.img'), '--quiet'])).toEqual({
       status: 0,
       stderr: '',
       packages: ['devices', 'dm-snapshot', 'kcopyd', 'native'],
       commandModules: ['index', 'snapshot'],
       others: ['node-gyp-build', 'zod'],
+      jsonSchemas: false,
     });
   });
 
@@ -123,6 +127,7 @@ describe('start-up', () => {
       packages: ['devices', 'kcopyd', 'native'],
       commandModules: ['copy', 'index'],
       others: ['node-gyp-build', 'zod'],
+      jsonSchemas: false,
     });
     expect(copy('nbd://no-port:x/export', 'nbd.img')).toMatchObject({ status: 2, packages: ['devices', 'kcopyd', 'native', 'nbd'] });
     expect(copy('a.img,,b.img:vg0/lv', 'lvm.img')).toMatchObject({
