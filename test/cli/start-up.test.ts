@@ -119,6 +119,17 @@ describe('start-up', () => {
     });
   });
 
+  it('ctl loads no device code: neither kcopyd nor the native addon', () => {
+    expect(loadedBy(['ctl', f('none.sock'), 'status'])).toEqual({
+      status: 3,
+      stderr: `dmtool: no dmtool serve listens on ${f('none.sock')} (ENOENT)\n`,
+      packages: ['devices'],
+      commandModules: ['ctl', 'index'],
+      others: ['zod'],
+      jsonSchemas: false,
+    });
+  });
+
   it('a copy of image files loads kcopyd and the native addon; an nbd:// or PV:VG/LV operand loads its package', () => {
     const copy = (src: string, dst: string) => loadedBy(['copy', src, f(dst), '--quiet']);
     expect(copy(f('src.img'), 'copy.img')).toEqual({
