@@ -1,9 +1,9 @@
 import yargs from 'yargs';
 import { COMMANDS } from './commands';
-import { CliError } from './util/errors';
+import type { CliErrorReason } from './util/errors';
 import { ExitCode, ExitCodeValue, EXIT_CODES_HELP } from './util/exit-codes';
 import { armFaults, configureNbd } from './util/open-device';
-import { reportFailure } from './util/run';
+import type { FailureContext } from './util/run';
 import { unknownCommandMessage } from './util/suggest';
 
 /** Run the CLI with these arguments; resolves to the process exit code. */
@@ -23,7 +23,7 @@ export async function main(args: string[], env: NodeJS.ProcessEnv = process.env)
   const names = [...COMMANDS.map((c) => c.command.split(' ')[0]), 'completion'];
   const typed = args[0];
   if (typed !== undefined && !typed.startsWith('-') && !names.includes(typed)) {
-    return reportFailure(new CliError('usage', unknownCommandMessage(typed, names)), { json: args.includes('--json') });
+    return reportFailure(cliError('usage', unknownCommandMessage(typed, names)), { json: args.includes('--json') });
   }
   let selected: Promise<ExitCodeValue> | undefined;
   const top = yargs(args.map(standaloneProgress))
@@ -37,9 +37,9 @@ export async function main(args: string[], env: NodeJS.ProcessEnv = process.env)
       y.command({
         command: c.command,
         describe: c.describe,
-        builder: c.builder,
+        builder: (y) => c.load().builder(y),
         handler: async (argv) => {
-          selected = c.handler(argv);
+          selected = c.load().handler(argv);
           await selected;
         },
       }),
@@ -59,7 +59,7 @@ export async function main(args: string[], env: NodeJS.ProcessEnv = process.env)
     .wrap(null)
     .fail((msg, err) => {
       // Throwing stops yargs before any command handler runs.
-      throw err ?? new CliError('usage', msg);
+      throw err ?? cliError('usage', msg);
     });
   try {
     await parser.parseAsync();
@@ -69,6 +69,21 @@ export async function main(args: string[], env: NodeJS.ProcessEnv = process.env)
     return reportFailure(e, { json: args.includes('--json'), command, dryRun: args.includes('--dry-run') });
   }
   return (await selected) ?? ExitCode.OK;
+}
+
+/*
+ * Reporting a failure needs the error classes, and with them @dmtool/devices
+ * and zod: loaded when there is a failure to report, so that --help,
+ * --version and the selected command's own module are all a run loads.
+ */
+function reportFailure(e: unknown, ctx: FailureContext): ExitCodeValue {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  return (require('./util/run') as typeof import('./util/run')).reportFailure(e, ctx);
+}
+
+function cliError(reason: CliErrorReason, message: string): Error {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  return new (require('./util/errors') as typeof import('./util/errors')).CliError(reason, message);
 }
 
 /** A bare --progress never takes the next argument as its FD (only --progress=FD does), as with nbdcopy. */

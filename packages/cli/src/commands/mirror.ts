@@ -25,11 +25,11 @@ import { ExitCode, ExitCodeValue, EXIT_CODES_HELP } from '../util/exit-codes';
 import { ArgsOf, defineCommand, DmtoolCommand } from '../util/define-command';
 import { flag, jsonOption, optionalSectorsOption, progressOptions, sectorsOption } from '../util/options';
 import { progressModeFor } from '../util/progress-mode';
-import { bytesPerSecond, percentOf } from '../json/schemas';
+import { bytesPerSecond, percentOf } from '../json/numbers';
 import { Output } from '../util/output';
 import { Progress } from '../util/progress';
 import { formatBytes, formatRate, plural, rateLimitSchema, throttleSchema } from '../util/units';
-import { looksLikeNbdUri } from '@dmtool/nbd';
+import { looksLikeNbdUri } from '../util/lazy-packages';
 
 const RESYNC_PARALLEL = 4;
 /** A remote leg answers each region later than a local one: more regions in flight keep the link busy (docs/benchmarks.md#nbd-client). */

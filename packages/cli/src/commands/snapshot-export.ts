@@ -13,7 +13,7 @@ import {
 } from '@dmtool/dm-snapshot';
 import { BlockDevice } from '@dmtool/kcopyd';
 import { z } from 'zod';
-import { bytesPerSecond } from '../json/schemas';
+import { bytesPerSecond } from '../json/numbers';
 import { defineCommand, DmtoolCommand } from '../util/define-command';
 import { closeAll, openAll } from '../util/devices';
 import { openOriginAndCow } from '../util/snapshot-operands';

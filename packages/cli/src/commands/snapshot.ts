@@ -24,7 +24,7 @@ import { ExitCode, ExitCodeValue, EXIT_CODES_HELP } from '../util/exit-codes';
 import { defineCommand, DmtoolCommand } from '../util/define-command';
 import { flag, jsonOption, optionalSectorsOption, progressOptions, sectorsOption } from '../util/options';
 import { progressModeFor } from '../util/progress-mode';
-import { bytesPerSecond, percentOf } from '../json/schemas';
+import { bytesPerSecond, percentOf } from '../json/numbers';
 import { Output } from '../util/output';
 import { writeStdout } from '../util/stdio';
 import { OutputFile } from '../util/output-file';

@@ -379,11 +379,4 @@ export const REPORT_SCHEMAS = {
 export type JsonCommand = keyof typeof JSON_SCHEMAS;
 export type JsonDoc<C extends JsonCommand> = Omit<z.input<(typeof JSON_SCHEMAS)[C]>, 'command' | 'ok'>;
 
-/** A percent with two decimals, as lvs prints it. */
-export function percentOf(part: number, whole: number): number {
-  return whole > 0 ? Math.floor((10000 * part) / whole) / 100 : 100;
-}
-
-export function bytesPerSecond(bytes: number, secs: number): number {
-  return secs > 0 ? Math.round(bytes / secs) : 0;
-}
+export { bytesPerSecond, percentOf } from './numbers';

@@ -1,8 +1,7 @@
 import { BlockDevice, OpenOptions, SECTOR_BYTES } from '@dmtool/kcopyd';
 import * as fs from 'fs';
 import * as path from 'path';
-import { parseVolumeOperand } from '@dmtool/lvm';
-import { looksLikeNbdUri } from '@dmtool/nbd';
+import { looksLikeNbdUri, parseVolumeOperand } from './lazy-packages';
 import { openCowDevice, openDevice, resolver } from './open-device';
 import { CliError } from './errors';
 import { syncFolder } from './sync-folder';

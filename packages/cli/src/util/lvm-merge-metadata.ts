@@ -1,14 +1,6 @@
 import { crashPoint } from '@dmtool/devices';
-import {
-  LvmError,
-  metadataAfterMerge,
-  newestMetadataText,
-  openVolumeGroup,
-  SnapshotParts,
-  snapshotSegmentOf,
-  VolumeOperand,
-  writeVgMetadata,
-} from '@dmtool/lvm';
+import type { SnapshotParts, VolumeOperand } from '@dmtool/lvm';
+import { lvmPackage } from './lazy-packages';
 import { CliError } from './errors';
 import { openPvFile } from './open-device';
 
@@ -29,8 +21,8 @@ export interface MergedMetadata {
  */
 export async function planMergedMetadata(parts: SnapshotParts, update: boolean): Promise<MergedMetadata> {
   const meta = parts.vg.metadata;
-  const after = metadataAfterMerge(newestMetadataText(parts), meta, parts.segment);
-  const metadataAreas = update ? await writeVgMetadata(parts.pvs, after.text, { vgUuid: meta.uuid, dryRun: true }) : 0;
+  const after = lvmPackage().metadataAfterMerge(lvmPackage().newestMetadataText(parts), meta, parts.segment);
+  const metadataAreas = update ? await lvmPackage().writeVgMetadata(parts.pvs, after.text, { vgUuid: meta.uuid, dryRun: true }) : 0;
   return {
     vg: meta.name,
     snapshot: parts.segment.cow,
@@ -50,9 +42,9 @@ export async function planMergedMetadata(parts: SnapshotParts, update: boolean):
 export async function commitMergedMetadata(parts: SnapshotParts, planned: MergedMetadata, rerun: string): Promise<number> {
   crashPoint('snapshot-merge:before-metadata');
   try {
-    return await writeVgMetadata(parts.pvs, planned.text, { vgUuid: parts.vg.metadata.uuid });
+    return await lvmPackage().writeVgMetadata(parts.pvs, planned.text, { vgUuid: parts.vg.metadata.uuid });
   } catch (e) {
-    if (!(e instanceof LvmError) || e.reason !== 'metadata-write') throw e;
+    if (!(e instanceof lvmPackage().LvmError) || e.reason !== 'metadata-write') throw e;
     throw new CliError(
       'metadata-after-merge',
       `the merge of ${planned.vg}/${planned.snapshot} is done and durable, but its metadata was not written: ${e.message}; run ${rerun} again to write it`,
@@ -70,15 +62,17 @@ export async function finishMetadataUpdate(
   operand: VolumeOperand,
   dryRun: boolean,
 ): Promise<{ vg: string; origin: string; seqno: number; metadataAreas: number; text: string } | undefined> {
-  const opened = await openVolumeGroup(operand, { write: !dryRun, openPv: openPvFile({}) });
+  const opened = await lvmPackage().openVolumeGroup(operand, { write: !dryRun, openPv: openPvFile({}) });
   try {
     const meta = opened.vg.metadata;
     if (meta.lvs.some((l) => l.name === operand.lv)) return undefined;
     const stale = opened.pvs.flatMap((pv) => pv.copies).filter((c) => c.vg.uuid === meta.uuid && c.vg.seqno < meta.seqno);
-    const segment = stale.map((c) => (c.vg.seqno === meta.seqno - 1 ? snapshotSegmentOf(c.vg, operand.lv) : undefined)).find((g) => g);
+    const segment = stale
+      .map((c) => (c.vg.seqno === meta.seqno - 1 ? lvmPackage().snapshotSegmentOf(c.vg, operand.lv) : undefined))
+      .find((g) => g);
     if (!segment) return undefined;
-    const text = newestMetadataText(opened);
-    const metadataAreas = await writeVgMetadata(opened.pvs, text, { vgUuid: meta.uuid, skipSeqno: meta.seqno, dryRun });
+    const text = lvmPackage().newestMetadataText(opened);
+    const metadataAreas = await lvmPackage().writeVgMetadata(opened.pvs, text, { vgUuid: meta.uuid, skipSeqno: meta.seqno, dryRun });
     return { vg: meta.name, origin: segment.origin, seqno: meta.seqno, metadataAreas, text };
   } finally {
     opened.close();

@@ -1,8 +1,9 @@
-import { BlockDevice, DeviceResolver, FaultInjector, withFaults } from '@dmtool/devices';
-import { openCowVolume, openVolume, parseVolumeOperand, VolumeOperand } from '@dmtool/lvm';
-import { FileDevice, fileResolver, OpenOptions } from '@dmtool/native';
+import type { BlockDevice, DeviceResolver, FaultInjector } from '@dmtool/devices';
+import type { VolumeOperand } from '@dmtool/lvm';
+import type { OpenOptions } from '@dmtool/native';
+import type { NbdDeviceOptions } from '@dmtool/nbd';
 import * as fs from 'fs';
-import { looksLikeNbdUri, nbdIdentity, NbdDevice, NbdDeviceOptions, parseNbdUri } from '@dmtool/nbd';
+import { devicesPackage, looksLikeNbdUri, lvmPackage, nativePackage, nbdPackage, parseVolumeOperand } from './lazy-packages';
 
 let faults: FaultInjector | undefined;
 let nbdOptions: Omit<NbdDeviceOptions, 'write'> = {};
@@ -13,7 +14,7 @@ let nbdOptions: Omit<NbdDeviceOptions, 'write'> = {};
  * never read the environment.
  */
 export function armFaults(planJson: string | undefined): void {
-  faults = planJson ? FaultInjector.parse(planJson) : undefined;
+  faults = planJson ? devicesPackage().FaultInjector.parse(planJson) : undefined;
   faults?.armCrashPoints();
 }
 
@@ -56,7 +57,8 @@ export function configureNbd(env: NodeJS.ProcessEnv): void {
  */
 export const resolver: DeviceResolver = {
   identify: (name, role) => {
-    if (looksLikeNbdUri(name)) return nbdIdentity(parseNbdUri(name, process.cwd()));
+    if (looksLikeNbdUri(name)) return nbdPackage().nbdIdentity(nbdPackage().parseNbdUri(name, process.cwd()));
+    const { fileResolver } = nativePackage();
     const volume = volumeOperand(name);
     if (!volume) return fileResolver.identify(name, role);
     return `lvm:${volume.pvs.map((pv) => fileResolver.identify(pv, role)).join(',')}:${volume.vg}/${volume.lv}`;
@@ -66,24 +68,27 @@ export const resolver: DeviceResolver = {
 
 export async function openDevice(name: string, opts: OpenOptions & { write: boolean }): Promise<BlockDevice> {
   if (looksLikeNbdUri(name)) {
-    const device = await NbdDevice.open(name, { ...nbdOptions, write: opts.write });
-    return faults ? withFaults(device, faults) : device;
+    const device = await nbdPackage().NbdDevice.open(name, { ...nbdOptions, write: opts.write });
+    return withArmedFaults(device);
   }
   const volume = volumeOperand(name);
-  if (volume) return openVolume(volume, { write: opts.write, openPv: (pv, write) => openFile(pv, { ...opts, write }) });
+  if (volume) return lvmPackage().openVolume(volume, { write: opts.write, openPv: (pv, write) => openFile(pv, { ...opts, write }) });
   return openFile(name, opts);
 }
 
 /** A COW operand: a snapshot LV `PV...:VG/SNAP` opens its COW LV; anything else as openDevice. */
 export async function openCowDevice(name: string, opts: OpenOptions & { write: boolean }): Promise<BlockDevice> {
   const volume = volumeOperand(name);
-  if (volume) return openCowVolume(volume, { write: opts.write, openPv: openPvFile(opts) });
+  if (volume) return lvmPackage().openCowVolume(volume, { write: opts.write, openPv: openPvFile(opts) });
   return openDevice(name, opts);
 }
 
 function openFile(name: string, opts: OpenOptions & { write: boolean }): BlockDevice {
-  const device = FileDevice.open(name, opts);
-  return faults ? withFaults(device, faults) : device;
+  return withArmedFaults(nativePackage().FileDevice.open(name, opts));
+}
+
+function withArmedFaults(device: BlockDevice): BlockDevice {
+  return faults ? devicesPackage().withFaults(device, faults) : device;
 }
 
 /** The PV opener for volume operands: the same files, locks and fault plans as any device. */

@@ -1,4 +1,4 @@
-import { SingleBar } from 'cli-progress';
+import type { SingleBar } from 'cli-progress';
 import * as fs from 'fs';
 import { formatBytes, formatDuration, formatRate } from './units';
 
@@ -65,7 +65,10 @@ export class Progress {
       this.ticker = setInterval(() => this.writeLine(), PROGRESS_LINE_INTERVAL_MS);
       this.ticker.unref();
     } else if (mode.kind === 'bar' && totalBytes > 0) {
-      this.bar = new SingleBar({
+      // Only a terminal shows the bar: other runs do not load cli-progress.
+      // eslint-disable-next-line @typescript-eslint/no-require-imports
+      const { SingleBar: Bar } = require('cli-progress') as typeof import('cli-progress');
+      this.bar = new Bar({
         stream: process.stderr,
         format: `${this.label} [{bar}] {percentage}% | {done} of {size} | {speed} | eta {timeLeft}`,
         hideCursor: true,

@@ -11,7 +11,7 @@ import {
   SparseCopy,
 } from '@dmtool/kcopyd';
 import { errorJson } from '../json/error-json';
-import { bytesPerSecond, percentOf } from '../json/schemas';
+import { bytesPerSecond, percentOf } from '../json/numbers';
 import { interruptedMessage, interruptExitCode, interruptSignal } from './interrupt';
 import { ExitCode, ExitCodeValue } from './exit-codes';
 import { Output } from './output';

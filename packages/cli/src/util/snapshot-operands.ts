@@ -1,5 +1,6 @@
 import { BlockDevice } from '@dmtool/kcopyd';
-import { LvmError, openSnapshotParts, SnapshotParts } from '@dmtool/lvm';
+import type { SnapshotParts } from '@dmtool/lvm';
+import { lvmPackage } from './lazy-packages';
 import { closeAll, openAll, refusePartialSectors } from './devices';
 import { CliError } from './errors';
 import { openPvFile, volumeOperand } from './open-device';
@@ -35,7 +36,7 @@ export async function openOriginAndCow(
     throw new CliError('usage', `${o.origin}: give ORIGIN and COW, or one LVM snapshot as PV[,PV...]:VG/SNAP`);
   }
   refusePartialSectors(volume.pvs.map((p, i) => ({ path: p, role: `PV ${i + 1}` })));
-  const parts = await openSnapshotParts(volume, {
+  const parts = await lvmPackage().openSnapshotParts(volume, {
     write: write.origin || write.cow,
     writeOrigin: write.origin,
     openPv: openPvFile({}),
@@ -46,7 +47,7 @@ export async function openOriginAndCow(
   };
   if (write.origin && parts.otherSnapshots.length > 0) {
     close();
-    throw new LvmError(
+    throw new (lvmPackage().LvmError)(
       'unsupported-lv',
       `${volume.vg}/${parts.segment.origin} is also the origin of ${parts.otherSnapshots.join(', ')}: writing it here would not copy into their COWs`,
     );

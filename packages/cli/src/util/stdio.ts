@@ -1,4 +1,4 @@
-import { CliError } from './errors';
+import type { CliError } from './errors';
 
 /**
  * Write errors on stdout and stderr (a full disk, /dev/full, a closed pipe),
@@ -43,7 +43,18 @@ export function writeStdout(data: Uint8Array): Promise<void> {
     process.stdout.write(data, (e?: NodeJS.ErrnoException | null) => {
       if (!e) return resolve();
       if (e.code === 'EPIPE') readerClosed();
-      reject(new CliError('output-failed', `cannot write output: ${e.message}`));
+      reject(outputFailed(e));
     });
   });
+}
+
+/**
+ * The error of a failed stdout write. The entry point loads this module
+ * first of all, before the error classes (and @dmtool/devices and zod with
+ * them) are needed: they are required here only when a write fails.
+ */
+function outputFailed(e: Error): CliError {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const { CliError } = require('./errors') as typeof import('./errors');
+  return new CliError('output-failed', `cannot write output: ${e.message}`);
 }

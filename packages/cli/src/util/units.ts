@@ -1,4 +1,3 @@
-import { RateLimiter } from '@dmtool/kcopyd';
 import { z } from 'zod';
 
 const SUFFIX: Record<string, number> = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4 };
@@ -56,6 +55,9 @@ export const rateSchema = z.union([z.number(), z.string()]).transform((v, ctx) =
 
 /** A --rate limit: a rate (see rateSchema) no slower than the slowest rate kcopyd's limiter paces. */
 export const rateLimitSchema = rateSchema.superRefine((bytes, ctx) => {
+  // Required here, once a rate is given: a command without one (ctl) need not load kcopyd and the native addon.
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const { RateLimiter } = require('@dmtool/kcopyd') as typeof import('@dmtool/kcopyd');
   if (bytes < RateLimiter.MIN_BYTES_PER_SECOND) {
     ctx.addIssue({
       code: z.ZodIssueCode.custom,

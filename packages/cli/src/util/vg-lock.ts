@@ -1,7 +1,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { BlockDevice, DmtoolError } from '@dmtool/devices';
-import { LvmError } from '@dmtool/lvm';
+import { lvmPackage } from './lazy-packages';
 import { FileDevice } from '@dmtool/native';
 
 /** lvm2's default `global/locking_dir`. */
@@ -21,7 +21,7 @@ export function lockVolumeGroup(lockDir: string, vg: string): BlockDevice {
     return FileDevice.open(file, { write: true, lock: 'exclusive', exclusive: false });
   } catch (e) {
     if (e instanceof DmtoolError && e.kind === 'device-refused') {
-      throw new LvmError('vg-locked', `VG ${vg} is locked (${e.message}): lvm2 is changing it; try again once it is done`);
+      throw new (lvmPackage().LvmError)('vg-locked', `VG ${vg} is locked (${e.message}): lvm2 is changing it; try again once it is done`);
     }
     throw e;
   }
