@@ -85,6 +85,15 @@ async function runLimited<T>(items: readonly T[], limit: number, fn: (item: T) =
   await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
 }
 
+interface PendingOriginWrite {
+  data: Buffer;
+  sector: number;
+  sectors: number;
+  opts: WriteOptions | undefined;
+  resolve: () => void;
+  reject: (e: unknown) => void;
+}
+
 interface CopyOut {
   chunkSectors: number;
   oldChunk: number;
@@ -105,6 +114,8 @@ export class Origin {
   private readonly copyConcurrency: number;
   private snaps: Snapshot[] = [];
   private queue: Promise<unknown> = Promise.resolve();
+  /** Origin writes waiting for their turn; the next batch takes them all. */
+  private waiting: PendingOriginWrite[] = [];
 
   constructor(device: BlockDevice, opts: OriginOptions = {}) {
     this.device = device;
@@ -161,49 +172,79 @@ export class Origin {
    * invalidated (as the kernel does) and the write goes on. With `fua` the
    * origin write is FUA; the exceptions it made are durable anyway (every
    * commit ends with a flush of the COW, as the kernel's PREFLUSH + FUA).
+   * Writes that wait for their turn together go as one batch: their chunks
+   * are copied and their exceptions committed at once (one pair of COW
+   * flushes), as the kernel commits the exceptions pending at once
+   * (drivers/md/dm-snap-persistent.c, persistent_commit_exception), and
+   * then each is written to the origin in arrival order.
    */
   async write(data: Buffer, sector: number, opts?: WriteOptions): Promise<void> {
     const sectors = checkRequest('origin write', this.device, data, sector, this.sizeSectors);
-    return this.serialize(() => this.writeNow(data, sector, sectors, opts));
+    return new Promise<void>((resolve, reject) => {
+      this.waiting.push({ data, sector, sectors, opts, resolve, reject });
+      if (this.waiting.length === 1) void this.serialize(() => this.writeBatch());
+    });
   }
 
-  private async writeNow(data: Buffer, sector: number, sectors: number, opts: WriteOptions | undefined): Promise<void> {
+  private async writeBatch(): Promise<void> {
+    const batch = this.waiting.splice(0);
+    try {
+      await this.copyBeforeWrite(batch);
+    } catch (e) {
+      for (const w of batch) w.reject(e);
+      return;
+    }
+    // In arrival order, so that of two overlapping writes the later one's bytes are the ones left.
+    for (const w of batch) {
+      try {
+        await this.device.write(w.data, 0, w.data.length, w.sector * SECTOR_BYTES, w.opts);
+        w.resolve();
+      } catch (e) {
+        w.reject(e);
+      }
+    }
+  }
+
+  /** Copy the chunks the writes change into every snapshot lacking them, and commit their exceptions. */
+  private async copyBeforeWrite(writes: readonly PendingOriginWrite[]): Promise<void> {
     const perSnap = new Map<Snapshot, { oldChunk: number; newChunk: number }[]>();
     for (const snap of this.snaps) {
       if (!snap.valid || snap.merging) continue;
       const cs = snap.chunkSectors;
       const wanted: { oldChunk: number; newChunk: number }[] = [];
-      for (let chunk = Math.floor(sector / cs); chunk <= Math.floor((sector + sectors - 1) / cs); chunk++) {
-        if (snap.store.table.lookup(chunk) >= 0) continue;
-        const newChunk = snap.store.prepare();
-        if (newChunk === undefined) {
-          wanted.length = 0;
-          await snap.invalidateQuietly();
-          break;
+      const seen = new Set<number>();
+      allocate: for (const { sector, sectors } of writes) {
+        for (let chunk = Math.floor(sector / cs); chunk <= Math.floor((sector + sectors - 1) / cs); chunk++) {
+          if (seen.has(chunk) || snap.store.table.lookup(chunk) >= 0) continue;
+          const newChunk = snap.store.prepare();
+          if (newChunk === undefined) {
+            wanted.length = 0;
+            await snap.invalidateQuietly();
+            break allocate;
+          }
+          seen.add(chunk);
+          wanted.push({ oldChunk: chunk, newChunk });
         }
-        wanted.push({ oldChunk: chunk, newChunk });
       }
       if (wanted.length > 0) perSnap.set(snap, wanted);
     }
-    if (perSnap.size > 0) {
-      const failed = await this.copyOut(perSnap);
-      for (const [snap, entries] of perSnap) {
-        if (failed.has(snap)) {
-          await snap.invalidateQuietly();
-          continue;
-        }
-        try {
-          await snap.store.commit(entries);
-        } catch {
-          // The store invalidated itself; the origin write still proceeds.
-        }
+    if (perSnap.size === 0) return;
+    const failed = await this.copyOut(perSnap);
+    for (const [snap, entries] of perSnap) {
+      if (failed.has(snap)) {
+        await snap.invalidateQuietly();
+        continue;
       }
-      // Snapshot reads that looked a chunk up before its exception existed
-      // read it from the origin: the write waits for them, as the kernel's
-      // __check_for_conflicting_io does (later reads find the exception).
-      for (const [snap, entries] of perSnap) await snap.originReads.drain(entries.map((e) => e.oldChunk));
+      try {
+        await snap.store.commit(entries);
+      } catch {
+        // The store invalidated itself; the origin write still proceeds.
+      }
     }
-    await this.device.write(data, 0, data.length, sector * SECTOR_BYTES, opts);
+    // Snapshot reads that looked a chunk up before its exception existed
+    // read it from the origin: the write waits for them, as the kernel's
+    // __check_for_conflicting_io does (later reads find the exception).
+    for (const [snap, entries] of perSnap) await snap.originReads.drain(entries.map((e) => e.oldChunk));
   }
 
   async flush(): Promise<void> {

@@ -13,6 +13,8 @@ export interface ConnectionOptions {
   handshakeTimeoutMs: number;
   payloadTimeoutMs: number;
   connectionBudgetBytes: number;
+  /** The server's budget, shared by all connections; this connection's bytes count against it too. */
+  serverBudget: ByteBudget;
   replyLimits: ReplyLimits;
   maxRequestsInFlight: number;
   /** After the server closed its side, how long the client gets to close its own. */
@@ -113,7 +115,7 @@ export class Connection {
       }
       this.exportName = r.export.name;
       this.transmission = new Transmission(this.socket, this.reader, this.replies, r, {
-        connectionBudget: new ByteBudget(this.opts.connectionBudgetBytes),
+        connectionBudget: new ByteBudget(this.opts.connectionBudgetBytes, this.opts.serverBudget),
         maxRequestsInFlight: this.opts.maxRequestsInFlight,
         payloadTimeoutMs: this.opts.payloadTimeoutMs,
       });

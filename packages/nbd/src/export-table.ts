@@ -99,8 +99,10 @@ export class ExportTable {
 
 /**
  * The transmission flags of an export. Every connection shares the one
- * device object and its flush, so flushes and FUA are visible across
- * connections (NBD_FLAG_CAN_MULTI_CONN).
+ * device object of this process, with no cache of its own, and its flush
+ * reaches every file underneath, so a flush or FUA on any connection
+ * covers the writes answered on all of them (NBD_FLAG_CAN_MULTI_CONN;
+ * docs/nbd.md#multi-conn says why for each target).
  */
 export function transmissionFlags(e: Export, structuredReplies: boolean): number {
   let flags = NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH | NBD_FLAG_CAN_MULTI_CONN | NBD_FLAG_SEND_CACHE;

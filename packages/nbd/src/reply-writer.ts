@@ -15,6 +15,8 @@ export interface ReplyLimits {
  * `drainTimeoutMs` is cut (`onTimeout` says why).
  */
 export class ReplyWriter {
+  private corked = false;
+
   constructor(
     private readonly socket: Socket,
     private readonly limits: ReplyLimits,
@@ -27,6 +29,7 @@ export class ReplyWriter {
       written?.();
       return;
     }
+    this.corkUntilCheckPhase();
     let timer: NodeJS.Timeout | undefined;
     if (written) {
       // `written` releases memory held for the reply: a client that does not read must not keep it.
@@ -41,6 +44,21 @@ export class ReplyWriter {
       } else {
         this.socket.write(b);
       }
+    });
+  }
+
+  /**
+   * Replies sent in one turn of the event loop (the requests whose I/O
+   * completed together) leave in one writev, not one or two writes each:
+   * the socket is corked until the loop's check phase.
+   */
+  private corkUntilCheckPhase(): void {
+    if (this.corked) return;
+    this.corked = true;
+    this.socket.cork();
+    setImmediate(() => {
+      this.corked = false;
+      this.socket.uncork();
     });
   }
 

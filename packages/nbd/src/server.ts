@@ -1,4 +1,5 @@
 import * as net from 'net';
+import { ByteBudget } from './byte-budget';
 import { Connection } from './connection';
 import { MAXIMUM_PAYLOAD_BYTES } from './export-table';
 import type { ExportTable } from './export-table';
@@ -15,9 +16,9 @@ export interface ServerOptions {
   /** Bytes one connection's unfinished requests may hold (default 32 MiB, at least the largest request, 32 MiB). */
   connectionBudgetBytes?: number;
   /**
-   * Bytes all unfinished requests may hold together (default maxConnections
-   * times connectionBudgetBytes). Each connection gets at most an equal
-   * share, which must still be 32 MiB.
+   * Bytes all connections' unfinished requests may hold together (default
+   * 64 MiB, at least connectionBudgetBytes), whatever the number of
+   * connections. Connections draw on it in arrival order.
    */
   serverBudgetBytes?: number;
   /** Reply bytes a client may leave unread before its connection is no longer read (default 1 MiB; no less than the socket's high-water mark is used). */
@@ -43,6 +44,7 @@ export interface ServerOptions {
 export type ListenAddress = { socketPath: string } | { host: string; port: number } | { fd: number };
 
 const MiB = 1 << 20;
+const DEFAULT_SERVER_BUDGET_BYTES = 64 * MiB;
 
 /**
  * Serves an export table over NBD. Unix sockets are created with mode 0600;
@@ -53,7 +55,7 @@ export class NbdServer {
   private readonly connections = new Set<Connection>();
   private readonly opts: Required<Omit<ServerOptions, 'tls'>>;
   private readonly tls: ServerTlsCredentials | undefined;
-  private readonly connectionBudgetBytes: number;
+  private readonly serverBudget: ByteBudget;
   private nextId = 1;
   private socketFile: { path: string; ino: number } | undefined;
   private closing: Promise<void> | undefined;
@@ -67,24 +69,21 @@ export class NbdServer {
       handshakeTimeoutMs: opts.handshakeTimeoutMs ?? 10_000,
       payloadTimeoutMs: opts.payloadTimeoutMs ?? 30_000,
       connectionBudgetBytes: opts.connectionBudgetBytes ?? MAXIMUM_PAYLOAD_BYTES,
-      serverBudgetBytes: opts.serverBudgetBytes ?? (opts.maxConnections ?? 16) * (opts.connectionBudgetBytes ?? MAXIMUM_PAYLOAD_BYTES),
+      serverBudgetBytes: opts.serverBudgetBytes ?? DEFAULT_SERVER_BUDGET_BYTES,
       replyBacklogBytes: opts.replyBacklogBytes ?? MiB,
       replyDrainTimeoutMs: opts.replyDrainTimeoutMs ?? 30_000,
       maxRequestsInFlight: opts.maxRequestsInFlight ?? 64,
       shutdownGraceMs: opts.shutdownGraceMs ?? 10_000,
       log: opts.log ?? (() => undefined),
     };
-    // No connection may hold more than its share of the server budget, so clients that stop reading can only ever
-    // hold their own shares, and each share must grant the largest request.
-    this.connectionBudgetBytes = Math.min(
-      this.opts.connectionBudgetBytes,
-      Math.floor(this.opts.serverBudgetBytes / this.opts.maxConnections),
-    );
-    if (this.connectionBudgetBytes < MAXIMUM_PAYLOAD_BYTES) {
+    // Each connection's budget must grant the largest request, and the server's must grant a connection's. The server's is
+    // not multiplied by the connection limit: memory stays bounded however many clients connect.
+    if (this.opts.connectionBudgetBytes < MAXIMUM_PAYLOAD_BYTES || this.opts.serverBudgetBytes < this.opts.connectionBudgetBytes) {
       throw new RangeError(
-        `each connection's budget and share of the server budget must be at least ${MAXIMUM_PAYLOAD_BYTES} bytes (the largest request)`,
+        `each connection's budget must be at least ${MAXIMUM_PAYLOAD_BYTES} bytes (the largest request), and the server budget at least a connection's`,
       );
     }
+    this.serverBudget = new ByteBudget(this.opts.serverBudgetBytes);
     this.tls = opts.tls instanceof ServerTlsCredentials ? opts.tls : opts.tls && new ServerTlsCredentials(opts.tls);
     this.server = net.createServer({ allowHalfOpen: true, pauseOnConnect: false }, (socket) => this.accept(socket));
   }
@@ -183,7 +182,8 @@ export class NbdServer {
     const c = new Connection(socket, id, this.exports, {
       handshakeTimeoutMs: this.opts.handshakeTimeoutMs,
       payloadTimeoutMs: this.opts.payloadTimeoutMs,
-      connectionBudgetBytes: this.connectionBudgetBytes,
+      connectionBudgetBytes: this.opts.connectionBudgetBytes,
+      serverBudget: this.serverBudget,
       replyLimits: { backlogBytes: this.opts.replyBacklogBytes, drainTimeoutMs: this.opts.replyDrainTimeoutMs },
       maxRequestsInFlight: this.opts.maxRequestsInFlight,
       lingerMs: 2000,

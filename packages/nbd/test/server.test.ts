@@ -445,11 +445,11 @@ test('a client that pipelines requests and never reads the replies: what is queu
   expect(maxQueuedBytes).toBeLessThan(backlogBytes + 64 * 256);
 });
 
-test('clients that stop reading their read replies cannot starve a fresh client', async () => {
+test('clients that stop reading their read replies cannot starve a fresh client while the server budget holds one more connection budget', async () => {
   const dev = new MemoryDevice(64 << 20);
   const socketPath = await serve(
     { disk: dev },
-    { maxConnections: 3, connectionBudgetBytes: 64 << 20, serverBudgetBytes: 96 << 20, replyDrainTimeoutMs: 15000 },
+    { maxConnections: 3, connectionBudgetBytes: 32 << 20, serverBudgetBytes: 96 << 20, replyDrainTimeoutMs: 15000 },
   );
   for (let n = 0; n < 2; n++) {
     const stalled = await connect(socketPath);
@@ -484,10 +484,35 @@ test('a read reply the client does not read within the deadline closes the conne
   expect(await next.reply(32 << 20, 10000)).toMatchObject({ cookie: 2n, error: 0 });
 });
 
-test('each connection gets at most an equal share of the server budget, which must hold the largest request', () => {
-  expect(() => new NbdServer(new ExportTable(), { maxConnections: 16, serverBudgetBytes: 256 << 20 })).toThrow(RangeError);
-  expect(() => new NbdServer(new ExportTable(), { maxConnections: 8, serverBudgetBytes: 256 << 20 })).not.toThrow();
+test('all connections together hold at most the server budget: a read waits while another connection holds it all', async () => {
+  const dev = new MemoryDevice(64 << 20);
+  const socketPath = await serve(
+    { disk: dev },
+    { maxConnections: 2, connectionBudgetBytes: 32 << 20, serverBudgetBytes: 32 << 20, replyDrainTimeoutMs: 1500 },
+  );
+  const server = servers[servers.length - 1];
+  const stalled = await connect(socketPath);
+  await stalled.go('disk');
+  stalled.socket.pause();
+  stalled.request({ type: NBD_CMD_READ, cookie: 1n, lengthBytes: 32 << 20 });
+  await sleep(300);
+  const other = await connect(socketPath);
+  await other.go('disk');
+  other.request({ type: NBD_CMD_READ, cookie: 2n, offsetBytes: 4096, lengthBytes: 4096 });
+  // Its 4 KiB wait for the stalled connection's 32 MiB, which are freed when that one is cut at the drain deadline.
+  let answered = false;
+  const reply = other.reply(4096, 5000).finally(() => (answered = true));
+  await sleep(500);
+  expect([answered, server.connectionCount]).toEqual([false, 2]);
+  expect(await reply).toMatchObject({ cookie: 2n, error: 0 });
+  expect(server.connectionCount).toBe(1);
+});
+
+test('the budgets must hold the largest request, the server budget a connection budget; the connection limit does not scale them', () => {
   expect(() => new NbdServer(new ExportTable(), { connectionBudgetBytes: 16 << 20 })).toThrow(RangeError);
+  expect(() => new NbdServer(new ExportTable(), { serverBudgetBytes: 16 << 20 })).toThrow(RangeError);
+  expect(() => new NbdServer(new ExportTable(), { connectionBudgetBytes: 64 << 20, serverBudgetBytes: 32 << 20 })).toThrow(RangeError);
+  expect(() => new NbdServer(new ExportTable(), { maxConnections: 1024, serverBudgetBytes: 32 << 20 })).not.toThrow();
 });
 
 test('binding the socket leaves the process umask alone: a file created meanwhile keeps its mode', async () => {
