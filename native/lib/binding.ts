@@ -67,6 +67,15 @@ export interface NativeBinding {
     pieces: Float64Array,
     cb: (readErrno: number, writeErrno: number, failedIndex: number) => void,
   ): void;
+  /** spans: [srcByteOffset, spanBytes, pieceCount] triples; pieces: [spanOffset, destByteOffset, bytes] triples, span by span. */
+  scatterList(
+    srcFd: number,
+    destFd: number,
+    buf: Buffer,
+    spans: Float64Array,
+    pieces: Float64Array,
+    cb: (readErrno: number, readBytes: number, writeErrno: number, failedSpan: number, failedPiece: number) => void,
+  ): void;
 }
 
 // The package folder (binding.gyp, build/, prebuilds/) is the parent of

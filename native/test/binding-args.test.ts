@@ -134,6 +134,61 @@ const cases: Case[] = [
   ['close: a string fd', `b.close(String(fd))`, 'TypeError', /close.*fd/],
   ['allocAligned: a negative size', `b.allocAligned(-1)`, 'RangeError', /allocAligned.*bytes/],
   ['allocAligned: a string size', `b.allocAligned('4096')`, 'TypeError', /allocAligned.*bytes/],
+  // scatterList: (srcFd, destFd, buffer, spans, pieces, cb)
+  [
+    'scatterList: spans not a Float64Array',
+    `b.scatterList(fd, fd, buf, [0, 512, 0], new Float64Array(0), cb)`,
+    'TypeError',
+    /scatterList.*spans/,
+  ],
+  [
+    'scatterList: spans not in triples',
+    `b.scatterList(fd, fd, buf, new Float64Array([0, 512]), new Float64Array(0), cb)`,
+    'RangeError',
+    /scatterList.*spans/,
+  ],
+  [
+    'scatterList: a span longer than the buffer',
+    `b.scatterList(fd, fd, buf, new Float64Array([0, 8192, 0]), new Float64Array(0), cb)`,
+    'RangeError',
+    /scatterList.*spans\[0\].*buffer/,
+  ],
+  [
+    'scatterList: a piece past its span',
+    `b.scatterList(fd, fd, buf, new Float64Array([0, 512, 0, 0, 512, 1]), new Float64Array([256, 4096, 512]), cb)`,
+    'RangeError',
+    /scatterList.*pieces\[0\].*span/,
+  ],
+  [
+    'scatterList: a span claiming more pieces than given',
+    `b.scatterList(fd, fd, buf, new Float64Array([0, 512, 2]), new Float64Array([0, 4096, 512]), cb)`,
+    'RangeError',
+    /scatterList.*spans\[0\]\.pieceCount/,
+  ],
+  [
+    'scatterList: pieces no span claims',
+    `b.scatterList(fd, fd, buf, new Float64Array([0, 512, 0]), new Float64Array([0, 4096, 512]), cb)`,
+    'RangeError',
+    /scatterList.*pieces/,
+  ],
+  [
+    'scatterList: a fractional destination position',
+    `b.scatterList(fd, fd, buf, new Float64Array([0, 512, 1]), new Float64Array([0, 0.5, 512]), cb)`,
+    'RangeError',
+    /scatterList.*pieces\[0\]\.destPosition/,
+  ],
+  [
+    'scatterList: a string destination fd',
+    `b.scatterList(fd, String(fd), buf, new Float64Array(0), new Float64Array(0), cb)`,
+    'TypeError',
+    /scatterList.*destFd/,
+  ],
+  [
+    'scatterList: no callback',
+    `b.scatterList(fd, fd, buf, new Float64Array(0), new Float64Array(0))`,
+    'TypeError',
+    /scatterList.*callback/,
+  ],
 ];
 
 describe('native binding argument checks', () => {
