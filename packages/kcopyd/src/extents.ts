@@ -1,6 +1,7 @@
 import { setMaxListeners } from 'events';
 import { BlockDevice, DeviceError, SECTOR_BYTES } from '@dmtool/devices';
 import { scatterCopy } from './scatter';
+import { ScatterListEnds, scatterListCopy, scatterListEnds } from './scatter-list';
 import { BufferPool } from './buffer-pool';
 import { AbortError, KcopydError } from './errors';
 import { KcopydFlags } from './flags';
@@ -23,6 +24,8 @@ interface Group {
 
 /** Reading over a gap this small is cheaper than another round trip. */
 const MAX_GAP_SECTORS = 256;
+/** Spans per native call on the one-thread list path: bounds the wait for an abort and the progress steps (8 MiB at 512 KiB spans). */
+const SPANS_PER_LIST_CALL = 16;
 
 function checkExtents(src: BlockDevice, dest: BlockDevice, extents: readonly Extent[]): void {
   if (extents.length === 0) throw new KcopydError('bad-count', 'at least one extent is needed');
@@ -117,6 +120,11 @@ export interface ExtentJobSpec {
  * extents close together on the source are read as one span and written
  * to their places with one native call, sub-jobs running concurrently as
  * in a copy job. Error reporting as copy(): readErr, writeErr bit 0.
+ *
+ * Where both devices are plain native descriptors (no decorator hooks) and
+ * no rate is set, the spans go instead to one native call per
+ * SPANS_PER_LIST_CALL spans, one call at a time: buffered small writes into
+ * one file are cheapest from a single thread (docs/kcopyd.md, "Extent jobs").
  */
 export class ExtentJob {
   private readonly groups: Group[];
@@ -154,10 +162,11 @@ export class ExtentJob {
     setMaxListeners(this.res.subJobsPerJob + 1, this.abortPacing.signal);
     signal?.addEventListener('abort', onAbort, { once: true });
     try {
-      const workers = Math.min(this.res.subJobsPerJob, this.groups.length);
+      const listEnds = this.res.rate ? undefined : scatterListEnds(this.spec.src, this.spec.dest);
+      const workers = listEnds ? 1 : Math.min(this.res.subJobsPerJob, this.groups.length);
       await runSubJobs(
         workers,
-        () => this.subJob(),
+        () => (listEnds ? this.listSubJob(listEnds) : this.subJob()),
         () => (this.broken = true),
       );
     } finally {
@@ -188,6 +197,35 @@ export class ExtentJob {
           this.res.throttle.ioFinished();
         }
         this.record(g, r.readError, r.writeError);
+      } finally {
+        this.res.pool.release(buf);
+      }
+    }
+  }
+
+  /** Groups a list call at a time, all through one buffer. */
+  private async listSubJob(ends: ScatterListEnds): Promise<void> {
+    while (!this.stopped && this.next < this.groups.length) {
+      const groups = this.groups.slice(this.next, this.next + SPANS_PER_LIST_CALL);
+      this.next += groups.length;
+      const buf = await this.res.pool.acquire();
+      try {
+        await this.res.throttle.beforeIo(this.abortPacing.signal);
+        if (this.stopped) return;
+        this.res.throttle.ioStarted();
+        let r;
+        try {
+          const spans = groups.map((g) => ({
+            srcByteOffset: g.srcSector * SECTOR_BYTES,
+            spanBytes: g.spanSectors * SECTOR_BYTES,
+            pieces: g.pieces,
+          }));
+          r = await scatterListCopy(this.spec.src, this.spec.dest, ends, buf, spans);
+        } finally {
+          this.res.throttle.ioFinished();
+        }
+        for (let i = 0; i < r.spansDone; i++) this.record(groups[i]);
+        if (r.readError || r.writeError) this.record(groups[r.spansDone], r.readError, r.writeError);
       } finally {
         this.res.pool.release(buf);
       }
