@@ -20,16 +20,18 @@ export interface NativeScatterListDone {
 }
 
 /**
- * Many scatter copies in one native call, run in order on one thread: each
- * span is read into `buf` (which must hold the longest), then its pieces are
- * written to their destination offsets. Stops at the first failed read or
- * write. Buffered small writes into one file are cheapest from one thread
- * (docs/kcopyd.md, "Extent jobs"). Callers validate ranges against the devices first.
+ * Many scatter copies in one native call: each span is read into one of
+ * the two buffers (alternately; each must hold the longest span) by one
+ * thread while another writes the span before it, so all the writes come
+ * from one thread. Spans are written in order; the call stops at the first
+ * failed read or write. Buffered small writes into one file are cheapest
+ * from one thread (docs/kcopyd.md, "Extent jobs"). Callers validate ranges
+ * against the devices first.
  */
 export function nativeScatterList(
   srcFd: number,
   destFd: number,
-  buf: Buffer,
+  bufs: readonly [Buffer, Buffer],
   spans: readonly ScatterSpan[],
 ): Promise<NativeScatterListDone> {
   const flatSpans = new Float64Array(spans.length * 3);
@@ -50,8 +52,15 @@ export function nativeScatterList(
     }
   }
   return new Promise((resolve) =>
-    binding.scatterList(srcFd, destFd, buf, flatSpans, flatPieces, (readErrno, readBytes, writeErrno, failedSpan, failedPiece) =>
-      resolve({ spansDone: failedSpan < 0 ? spans.length : failedSpan, readErrno, readBytes, writeErrno, failedPiece }),
+    binding.scatterList(
+      srcFd,
+      destFd,
+      bufs[0],
+      bufs[1],
+      flatSpans,
+      flatPieces,
+      (readErrno, readBytes, writeErrno, failedSpan, failedPiece) =>
+        resolve({ spansDone: failedSpan < 0 ? spans.length : failedSpan, readErrno, readBytes, writeErrno, failedPiece }),
     ),
   );
 }

@@ -1,11 +1,19 @@
-// A list of scatter copies in one call on one thread: for each span, read it
-// from the source into the buffer, then write its pieces to their places on
-// the destination. Buffered 4 KiB writes into one file cost least from a
-// single thread (concurrent writers contend on the inode lock, and io_uring
-// hands buffered file writes to its worker threads); one call per list also
-// spares a thread-pool round trip per span. Stops at the first failure.
+// A list of scatter copies in one call: each span is read from the source
+// into one of two buffers, then its pieces are written to their places on
+// the destination. One thread reads while the other writes the span before,
+// so every write comes from one thread: buffered small writes into one file
+// cost least that way (concurrent writers contend on the inode lock, and
+// io_uring hands buffered file writes to its worker threads); one call per
+// list also spares a thread-pool round trip per span. Spans are written in
+// order and the call stops at the first failure.
 #include <errno.h>
+#include <fcntl.h>
 
+#include <algorithm>
+#include <condition_variable>
+#include <cstdint>
+#include <mutex>
+#include <thread>
 #include <vector>
 
 #include "args.h"
@@ -30,35 +38,22 @@ struct Piece {
 
 class ScatterListWorker : public Napi::AsyncWorker {
  public:
-  ScatterListWorker(Napi::Function cb, int srcFd, int destFd, const Napi::Buffer<uint8_t>& buf, std::vector<Span> spans,
-                    std::vector<Piece> pieces)
+  ScatterListWorker(Napi::Function cb, int srcFd, int destFd, const Napi::Buffer<uint8_t>& buf0,
+                    const Napi::Buffer<uint8_t>& buf1, std::vector<Span> spans, std::vector<Piece> pieces)
       : Napi::AsyncWorker(cb), srcFd_(srcFd), destFd_(destFd), spans_(std::move(spans)), pieces_(std::move(pieces)) {
-    ref_ = Napi::Persistent(buf.As<Napi::Object>());
-    data_ = buf.Data();
+    refs_[0] = Napi::Persistent(buf0.As<Napi::Object>());
+    refs_[1] = Napi::Persistent(buf1.As<Napi::Object>());
+    data_[0] = buf0.Data();
+    data_[1] = buf1.Data();
   }
+
   void Execute() override {
-    for (size_t s = 0; s < spans_.size(); s++) {
-      const Span& span = spans_[s];
-      size_t got = 0;
-      readErr_ = ReadFully(srcFd_, data_, span.bytes, span.srcPosition, &got);
-      if (readErr_ == 0 && got < span.bytes) readErr_ = EIO;  // source ended early
-      if (readErr_ != 0) {
-        failedSpan_ = static_cast<double>(s);
-        readBytes_ = static_cast<double>(got);
-        return;
-      }
-      for (size_t i = span.firstPiece; i < span.firstPiece + span.pieces; i++) {
-        const Piece& p = pieces_[i];
-        size_t done = 0;
-        writeErr_ = WriteFully(destFd_, data_ + p.spanOffset, p.bytes, p.destPosition, &done);
-        if (writeErr_ != 0) {
-          failedSpan_ = static_cast<double>(s);
-          failedPiece_ = static_cast<double>(i - span.firstPiece);
-          return;
-        }
-      }
-    }
+    if (spans_.empty()) return;
+    std::thread reader([this] { ReadSpans(); });
+    WriteSpans();
+    reader.join();
   }
+
   void OnOK() override {
     Napi::Env env = Env();
     Callback().Call({Napi::Number::New(env, readErr_), Napi::Number::New(env, readBytes_), Napi::Number::New(env, writeErr_),
@@ -66,11 +61,92 @@ class ScatterListWorker : public Napi::AsyncWorker {
   }
 
  private:
+  // Span s goes to buffer s % 2, once span s - 2 is written.
+  void ReadSpans() {
+    PrefetchSpans();
+    for (size_t s = 0; s < spans_.size(); s++) {
+      {
+        std::unique_lock<std::mutex> lock(mutex_);
+        changed_.wait(lock, [&] { return stop_ || written_ + 2 > s; });
+        if (stop_) return;
+      }
+      const Span& span = spans_[s];
+      size_t got = 0;
+      int err = ReadFully(srcFd_, data_[s % 2], span.bytes, span.srcPosition, &got);
+      if (err == 0 && got < span.bytes) err = EIO;  // source ended early
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (err != 0) {
+        readErr_ = err;
+        readBytes_ = static_cast<double>(got);
+        readFailedAt_ = s;
+        changed_.notify_all();
+        return;
+      }
+      read_ = s + 1;
+      changed_.notify_all();
+    }
+  }
+
+  // Asks the kernel to start reading every span now, merged where they
+  // touch: spans need not follow the previous call's (a merge takes its
+  // batches from the end of the COW), so readahead alone would wait for
+  // the first read of each call.
+  void PrefetchSpans() const {
+    size_t s = 0;
+    while (s < spans_.size()) {
+      uint64_t start = spans_[s].srcPosition;
+      uint64_t end = start + spans_[s].bytes;
+      for (s++; s < spans_.size() && spans_[s].srcPosition >= start && spans_[s].srcPosition <= end; s++) {
+        end = std::max(end, spans_[s].srcPosition + spans_[s].bytes);
+      }
+      posix_fadvise(srcFd_, static_cast<off_t>(start), static_cast<off_t>(end - start), POSIX_FADV_WILLNEED);
+    }
+  }
+
+  void WriteSpans() {
+    for (size_t s = 0; s < spans_.size(); s++) {
+      {
+        std::unique_lock<std::mutex> lock(mutex_);
+        changed_.wait(lock, [&] { return read_ > s || readFailedAt_ == s; });
+        if (readFailedAt_ == s) {
+          failedSpan_ = static_cast<double>(s);
+          return;
+        }
+      }
+      const Span& span = spans_[s];
+      for (size_t i = span.firstPiece; i < span.firstPiece + span.pieces; i++) {
+        const Piece& p = pieces_[i];
+        size_t done = 0;
+        int err = WriteFully(destFd_, data_[s % 2] + p.spanOffset, p.bytes, p.destPosition, &done);
+        if (err != 0) {
+          std::lock_guard<std::mutex> lock(mutex_);
+          writeErr_ = err;
+          failedSpan_ = static_cast<double>(s);
+          failedPiece_ = static_cast<double>(i - span.firstPiece);
+          stop_ = true;
+          changed_.notify_all();
+          return;
+        }
+      }
+      std::lock_guard<std::mutex> lock(mutex_);
+      written_ = s + 1;
+      changed_.notify_all();
+    }
+  }
+
   int srcFd_, destFd_;
-  Napi::ObjectReference ref_;
-  uint8_t* data_ = nullptr;
+  Napi::ObjectReference refs_[2];
+  uint8_t* data_[2] = {nullptr, nullptr};
   std::vector<Span> spans_;
   std::vector<Piece> pieces_;
+
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  size_t read_ = 0;     // spans read, from the first
+  size_t written_ = 0;  // spans written, from the first
+  size_t readFailedAt_ = SIZE_MAX;
+  bool stop_ = false;  // a write failed: the reader stops too
+
   int readErr_ = 0;
   int writeErr_ = 0;
   double readBytes_ = 0;
@@ -78,21 +154,27 @@ class ScatterListWorker : public Napi::AsyncWorker {
   double failedPiece_ = -1;
 };
 
-// (srcFd, destFd, buffer, spans: Float64Array [srcPosition, spanBytes, pieceCount]*,
+// (srcFd, destFd, buffer0, buffer1, spans: Float64Array [srcPosition, spanBytes, pieceCount]*,
 //  pieces: Float64Array [spanOffset, destPosition, bytes]*, cb(readErrno, readBytes, writeErrno, failedSpan, failedPiece))
 // Every argument is checked before any work is queued: a call that throws has done no I/O.
 Napi::Value ScatterList(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Args args(info, "scatterList");
   int srcFd, destFd;
-  Napi::Buffer<uint8_t> buf;
+  Napi::Buffer<uint8_t> buf0, buf1;
   Napi::Float64Array spanArr, pieceArr;
   Napi::Function cb;
-  if (!args.Fd(0, "srcFd", &srcFd) || !args.Fd(1, "destFd", &destFd) || !args.Buffer(2, "buffer", &buf) ||
-      !args.Float64Array(3, "spans", &spanArr) || !args.Float64Array(4, "pieces", &pieceArr) ||
-      !args.Function(5, "callback", &cb)) {
+  if (!args.Fd(0, "srcFd", &srcFd) || !args.Fd(1, "destFd", &destFd) || !args.Buffer(2, "buffer0", &buf0) ||
+      !args.Buffer(3, "buffer1", &buf1) || !args.Float64Array(4, "spans", &spanArr) ||
+      !args.Float64Array(5, "pieces", &pieceArr) || !args.Function(6, "callback", &cb)) {
     return env.Undefined();
   }
+  // The reader fills one buffer while the writer sends the other: they must not share memory.
+  if (buf0.Data() < buf1.Data() + buf1.Length() && buf1.Data() < buf0.Data() + buf0.Length()) {
+    args.RangeError("buffer1", "must not overlap buffer0");
+    return env.Undefined();
+  }
+  const size_t bufBytes = std::min(buf0.Length(), buf1.Length());
   if (spanArr.ElementLength() % 3 != 0) {
     args.RangeError("spans", "must hold [srcPosition, spanBytes, pieceCount] triples (got " +
                                  std::to_string(spanArr.ElementLength()) + " numbers)");
@@ -114,7 +196,7 @@ Napi::Value ScatterList(const Napi::CallbackInfo& info) {
     uint64_t srcPosition, bytes, count;
     if (!args.U64Number(sp[3 * s], name + ".srcPosition", &srcPosition) ||
         !args.U64Number(sp[3 * s + 1], name + ".spanBytes", &bytes) ||
-        !args.U64Number(sp[3 * s + 2], name + ".pieceCount", &count) || !args.Within(name, 0, bytes, buf.Length())) {
+        !args.U64Number(sp[3 * s + 2], name + ".pieceCount", &count) || !args.Within(name, 0, bytes, bufBytes, "the shorter buffer")) {
       return env.Undefined();
     }
     if (count > pieceCount - next) {
@@ -138,7 +220,7 @@ Napi::Value ScatterList(const Napi::CallbackInfo& info) {
     args.RangeError("pieces", "holds " + std::to_string(pieceCount) + " pieces but the spans claim " + std::to_string(next));
     return env.Undefined();
   }
-  auto* w = new ScatterListWorker(cb, srcFd, destFd, buf, std::move(spans), std::move(pieces));
+  auto* w = new ScatterListWorker(cb, srcFd, destFd, buf0, buf1, std::move(spans), std::move(pieces));
   w->Queue();
   return env.Undefined();
 }

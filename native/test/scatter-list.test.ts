@@ -37,7 +37,7 @@ function shuffledSpans(first: number, count: number): ScatterSpan[] {
 describe('nativeScatterList', () => {
   let dir: string;
   let srcFd: number;
-  const buf = Buffer.alloc(65536);
+  const bufs: [Buffer, Buffer] = [Buffer.alloc(65536), Buffer.alloc(65536)];
 
   beforeEach(() => {
     dir = tempDir();
@@ -66,7 +66,7 @@ describe('nativeScatterList', () => {
     ];
     const destFd = fs.openSync(path.join(dir, 'dest.img'), 'r+');
     try {
-      const done = await nativeScatterList(srcFd, destFd, buf, spans);
+      const done = await nativeScatterList(srcFd, destFd, bufs, spans);
       expect(done).toEqual({ spansDone: spans.length, readErrno: 0, readBytes: 0, writeErrno: 0, failedPiece: -1 });
     } finally {
       fs.closeSync(destFd);
@@ -82,7 +82,7 @@ describe('nativeScatterList', () => {
     ];
     const destFd = fs.openSync(path.join(dir, 'dest.img'), 'r+');
     try {
-      const done = await nativeScatterList(srcFd, destFd, buf, spans);
+      const done = await nativeScatterList(srcFd, destFd, bufs, spans);
       expect(done).toEqual({ spansDone: 2, readErrno: 5 /* EIO */, readBytes: 4096, writeErrno: 0, failedPiece: -1 });
     } finally {
       fs.closeSync(destFd);
@@ -93,7 +93,7 @@ describe('nativeScatterList', () => {
   it('reports a destination that refuses writes at its first piece, with nothing written', async () => {
     const destFd = fs.openSync(path.join(dir, 'dest.img'), 'r');
     try {
-      const done = await nativeScatterList(srcFd, destFd, buf, shuffledSpans(0, 3));
+      const done = await nativeScatterList(srcFd, destFd, bufs, shuffledSpans(0, 3));
       expect(done).toEqual({ spansDone: 0, readErrno: 0, readBytes: 0, writeErrno: 9 /* EBADF */, failedPiece: 0 });
     } finally {
       fs.closeSync(destFd);
@@ -113,7 +113,7 @@ describe('nativeScatterList', () => {
         spans[2].pieces[5] = { spanOffset: 5 * 4096, destByteOffset: 256 * 1024 - 2048, bytes: 4096 };
         const destFd = fs.openSync(loop.path, 'r+');
         try {
-          const done = await nativeScatterList(srcFd, destFd, buf, spans);
+          const done = await nativeScatterList(srcFd, destFd, bufs, spans);
           expect(done).toEqual({ spansDone: 2, readErrno: 0, readBytes: 0, writeErrno: 28 /* ENOSPC */, failedPiece: 5 });
           fs.fsyncSync(destFd);
         } finally {

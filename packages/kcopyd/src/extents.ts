@@ -162,7 +162,7 @@ export class ExtentJob {
     setMaxListeners(this.res.subJobsPerJob + 1, this.abortPacing.signal);
     signal?.addEventListener('abort', onAbort, { once: true });
     try {
-      const listEnds = this.res.rate ? undefined : scatterListEnds(this.spec.src, this.spec.dest);
+      const listEnds = this.res.rate || this.res.pool.count < 2 ? undefined : scatterListEnds(this.spec.src, this.spec.dest);
       const workers = listEnds ? 1 : Math.min(this.res.subJobsPerJob, this.groups.length);
       await runSubJobs(
         workers,
@@ -203,12 +203,12 @@ export class ExtentJob {
     }
   }
 
-  /** Groups a list call at a time, all through one buffer. */
+  /** Groups a list call at a time, through two buffers (one read while the other is written). */
   private async listSubJob(ends: ScatterListEnds): Promise<void> {
     while (!this.stopped && this.next < this.groups.length) {
       const groups = this.groups.slice(this.next, this.next + SPANS_PER_LIST_CALL);
       this.next += groups.length;
-      const buf = await this.res.pool.acquire();
+      const bufs = await this.res.pool.acquirePair();
       try {
         await this.res.throttle.beforeIo(this.abortPacing.signal);
         if (this.stopped) return;
@@ -220,14 +220,14 @@ export class ExtentJob {
             spanBytes: g.spanSectors * SECTOR_BYTES,
             pieces: g.pieces,
           }));
-          r = await scatterListCopy(this.spec.src, this.spec.dest, ends, buf, spans);
+          r = await scatterListCopy(this.spec.src, this.spec.dest, ends, bufs, spans);
         } finally {
           this.res.throttle.ioFinished();
         }
         for (let i = 0; i < r.spansDone; i++) this.record(groups[i]);
         if (r.readError || r.writeError) this.record(groups[r.spansDone], r.readError, r.writeError);
       } finally {
-        this.res.pool.release(buf);
+        for (const b of bufs) this.res.pool.release(b);
       }
     }
   }

@@ -31,16 +31,17 @@ export function scatterListEnds(src: BlockDevice, dest: BlockDevice): ScatterLis
 }
 
 /**
- * Many scatter copies in one native call on one thread: each span is read
- * from the source into `buf`, then its pieces are written to the
- * destination, span after span, stopping at the first failure. Spans and
+ * Many scatter copies in one native call: each span is read from the
+ * source into one of `bufs` while the span before is written from the
+ * other; every write comes from one thread, span after span, and the call
+ * stops at the first failure. Spans and
  * pieces must already be checked against both devices (ExtentJob does).
  */
 export async function scatterListCopy(
   src: BlockDevice,
   dest: BlockDevice,
   ends: ScatterListEnds,
-  buf: Buffer,
+  bufs: readonly [Buffer, Buffer],
   spans: readonly ScatterSpan[],
 ): Promise<ScatterListResult> {
   copyPathCounters.nativeLists++;
@@ -49,7 +50,7 @@ export async function scatterListCopy(
     spanBytes: s.spanBytes,
     pieces: s.pieces.map((p) => ({ ...p, destByteOffset: onDescriptor(ends.dest, p.destByteOffset) })),
   }));
-  const done = await nativeScatterList(ends.src.fd, ends.dest.fd, buf, onDesc);
+  const done = await nativeScatterList(ends.src.fd, ends.dest.fd, bufs, onDesc);
   if (done.readErrno !== 0) {
     const s = spans[done.spansDone];
     const detail = done.readErrno === errnoOf('EIO') && done.readBytes < s.spanBytes ? 'device ended before the range did' : undefined;
