@@ -67,19 +67,6 @@ export interface NativeBinding {
     pieces: Float64Array,
     cb: (readErrno: number, writeErrno: number, failedIndex: number) => void,
   ): void;
-  /**
-   * spans: [srcByteOffset, spanBytes, pieceCount] triples; pieces: [spanOffset, destByteOffset, bytes] triples, span by span.
-   * Span i is read into buf0 or buf1 (i % 2), which must not overlap; failedSpan -1 when all spans were done.
-   */
-  scatterList(
-    srcFd: number,
-    destFd: number,
-    buf0: Buffer,
-    buf1: Buffer,
-    spans: Float64Array,
-    pieces: Float64Array,
-    cb: (readErrno: number, readBytes: number, writeErrno: number, failedSpan: number, failedPiece: number) => void,
-  ): void;
 }
 
 // The package folder (binding.gyp, build/, prebuilds/) is the parent of

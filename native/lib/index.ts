@@ -7,4 +7,3 @@
  */
 export { allocBuffer, FileDevice, fileResolver, LockMode, OpenOptions } from './device';
 export { nativeCopyOut, NativeCopyOutDone, nativeScatter, NativeScatterDone, nativeWrite, ScatterPiece } from './native-copy';
-export { nativeScatterList, NativeScatterListDone, ScatterSpan } from './scatter-list';

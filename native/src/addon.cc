@@ -7,7 +7,6 @@
 
 #include "args.h"
 #include "io.h"
-#include "scatter_list.h"
 
 namespace dmtool {
 namespace {
@@ -113,7 +112,6 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("seekExtent", Napi::Function::New(env, SeekExtentFn, "seekExtent"));
   exports.Set("allocAligned", Napi::Function::New(env, AllocAligned, "allocAligned"));
   InitIoWorkers(env, exports);
-  InitScatterList(env, exports);
   return exports;
 }
 

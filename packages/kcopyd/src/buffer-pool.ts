@@ -9,8 +9,7 @@ export class BufferPool {
   readonly bufferBytes: number;
   readonly count: number;
   private free: Buffer[] = [];
-  /** Served first come, first served: a pair waits until two buffers are free at once, so it never holds one while waiting. */
-  private waiters: { count: 1 | 2; take: (bufs: Buffer[]) => void }[] = [];
+  private waiters: ((b: Buffer) => void)[] = [];
 
   constructor(count: number, bufferBytes: number) {
     this.count = count;
@@ -23,25 +22,14 @@ export class BufferPool {
   }
 
   acquire(): Promise<Buffer> {
-    return this.take(1).then((bufs) => bufs[0]);
-  }
-
-  /** Two buffers at once (a reader fills one while the other is written); needs a pool of at least two. */
-  acquirePair(): Promise<[Buffer, Buffer]> {
-    if (this.count < 2) return Promise.reject(new RangeError(`a pool of ${this.count} buffer cannot lend two at once`));
-    return this.take(2).then((bufs) => [bufs[0], bufs[1]]);
+    const b = this.free.pop();
+    if (b) return Promise.resolve(b);
+    return new Promise((resolve) => this.waiters.push(resolve));
   }
 
   release(b: Buffer): void {
-    this.free.push(b);
-    while (this.waiters.length > 0 && this.free.length >= this.waiters[0].count) {
-      const w = this.waiters.shift()!;
-      w.take(this.free.splice(this.free.length - w.count, w.count));
-    }
-  }
-
-  private take(count: 1 | 2): Promise<Buffer[]> {
-    if (this.waiters.length === 0 && this.free.length >= count) return Promise.resolve(this.free.splice(this.free.length - count, count));
-    return new Promise((resolve) => this.waiters.push({ count, take: resolve }));
+    const next = this.waiters.shift();
+    if (next) next(b);
+    else this.free.push(b);
   }
 }

@@ -12,11 +12,8 @@ export interface CopyOutResult {
   writeErrors: (DeviceError | undefined)[];
 }
 
-/**
- * Which path the last copies took; reported for tests and benchmarks.
- * `nativeLists`: native calls that each copied a list of spans (scatterListCopy).
- */
-export const copyPathCounters = { native: 0, generic: 0, nativeLists: 0 };
+/** Which path the last copies took; reported for tests and benchmarks. */
+export const copyPathCounters = { native: 0, generic: 0 };
 
 /**
  * One kcopyd sub-job: read `bytes` from the source once into `buf`, then

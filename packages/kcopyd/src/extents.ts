@@ -1,7 +1,6 @@
 import { setMaxListeners } from 'events';
 import { BlockDevice, DeviceError, SECTOR_BYTES } from '@dmtool/devices';
 import { scatterCopy } from './scatter';
-import { ScatterListEnds, scatterListCopy, scatterListEnds } from './scatter-list';
 import { BufferPool } from './buffer-pool';
 import { AbortError, KcopydError } from './errors';
 import { KcopydFlags } from './flags';
@@ -24,8 +23,6 @@ interface Group {
 
 /** Reading over a gap this small is cheaper than another round trip. */
 const MAX_GAP_SECTORS = 256;
-/** Spans per native call on the one-thread list path: bounds the wait for an abort and the progress steps (8 MiB at 512 KiB spans). */
-const SPANS_PER_LIST_CALL = 16;
 
 function checkExtents(src: BlockDevice, dest: BlockDevice, extents: readonly Extent[]): void {
   if (extents.length === 0) throw new KcopydError('bad-count', 'at least one extent is needed');
@@ -120,11 +117,6 @@ export interface ExtentJobSpec {
  * extents close together on the source are read as one span and written
  * to their places with one native call, sub-jobs running concurrently as
  * in a copy job. Error reporting as copy(): readErr, writeErr bit 0.
- *
- * Where both devices are plain native descriptors (no decorator hooks) and
- * no rate is set, the spans go instead to one native call per
- * SPANS_PER_LIST_CALL spans, one call at a time: buffered small writes into
- * one file are cheapest from a single thread (docs/kcopyd.md, "Extent jobs").
  */
 export class ExtentJob {
   private readonly groups: Group[];
@@ -162,11 +154,10 @@ export class ExtentJob {
     setMaxListeners(this.res.subJobsPerJob + 1, this.abortPacing.signal);
     signal?.addEventListener('abort', onAbort, { once: true });
     try {
-      const listEnds = this.res.rate || this.res.pool.count < 2 ? undefined : scatterListEnds(this.spec.src, this.spec.dest);
-      const workers = listEnds ? 1 : Math.min(this.res.subJobsPerJob, this.groups.length);
+      const workers = Math.min(this.res.subJobsPerJob, this.groups.length);
       await runSubJobs(
         workers,
-        () => (listEnds ? this.listSubJob(listEnds) : this.subJob()),
+        () => this.subJob(),
         () => (this.broken = true),
       );
     } finally {
@@ -199,35 +190,6 @@ export class ExtentJob {
         this.record(g, r.readError, r.writeError);
       } finally {
         this.res.pool.release(buf);
-      }
-    }
-  }
-
-  /** Groups a list call at a time, through two buffers (one read while the other is written). */
-  private async listSubJob(ends: ScatterListEnds): Promise<void> {
-    while (!this.stopped && this.next < this.groups.length) {
-      const groups = this.groups.slice(this.next, this.next + SPANS_PER_LIST_CALL);
-      this.next += groups.length;
-      const bufs = await this.res.pool.acquirePair();
-      try {
-        await this.res.throttle.beforeIo(this.abortPacing.signal);
-        if (this.stopped) return;
-        this.res.throttle.ioStarted();
-        let r;
-        try {
-          const spans = groups.map((g) => ({
-            srcByteOffset: g.srcSector * SECTOR_BYTES,
-            spanBytes: g.spanSectors * SECTOR_BYTES,
-            pieces: g.pieces,
-          }));
-          r = await scatterListCopy(this.spec.src, this.spec.dest, ends, bufs, spans);
-        } finally {
-          this.res.throttle.ioFinished();
-        }
-        for (let i = 0; i < r.spansDone; i++) this.record(groups[i]);
-        if (r.readError || r.writeError) this.record(groups[r.spansDone], r.readError, r.writeError);
-      } finally {
-        for (const b of bufs) this.res.pool.release(b);
       }
     }
   }

@@ -26,6 +26,5 @@ export { BufferPool } from './buffer-pool';
 export { KcopydError, KcopydErrorReason, KcopydIoError, FailedRange, AbortError } from './errors';
 export { copyOut, CopyOutResult, CopyOutTarget, copyPathCounters } from './copy-out';
 export { scatterCopy, ScatterPiece, ScatterResult } from './scatter';
-export { scatterListCopy, scatterListEnds, ScatterListEnds, ScatterListResult, ScatterSpan } from './scatter-list';
 export { BlockDevice, DeviceError, MemoryDevice, SECTOR_BYTES, crashPoint } from '@dmtool/devices';
 export { allocBuffer, FileDevice, OpenOptions } from '@dmtool/native';

@@ -1,9 +1,8 @@
 import * as path from 'path';
-import { execFileSync } from 'child_process';
-import { AbortError, BlockDevice, copyPathCounters, Extent, FileDevice, KcopydClient } from '@dmtool/kcopyd';
+import { AbortError, BlockDevice, Extent, KcopydClient } from '@dmtool/kcopyd';
 import { openFaulty, setFaultPlan } from '../../../test/support/faults';
 import { makeImage, patternBytes, readRange, sha256 } from '../../../test/support/images';
-import { attachLoop, describeLoop, removeDir, tempDir } from '../../../test/support/loop';
+import { removeDir, tempDir } from '../../../test/support/loop';
 
 const SECTORS = 16384; // 8 MiB
 
@@ -116,112 +115,5 @@ describe('KcopydClient.copyExtents', () => {
     expect(err).toBeInstanceOf(AbortError);
     expect((err as AbortError).sectorsDone).toBe(640);
     await client.destroy();
-  });
-});
-
-describe('KcopydClient.copyExtents between plain descriptors: one native call per 16 spans', () => {
-  let dir: string;
-  const opened: BlockDevice[] = [];
-  const open = (name: string, write = false) => {
-    const d = FileDevice.open(path.join(dir, name), { write });
-    opened.push(d);
-    return d;
-  };
-
-  beforeEach(() => {
-    dir = tempDir();
-    makeImage(path.join(dir, 'src.img'), SECTORS * 512, 'XSRC');
-    makeImage(path.join(dir, 'dst.img'), SECTORS * 512, 'XDST');
-    makeImage(path.join(dir, 'hooked.img'), SECTORS * 512, 'XDST');
-  });
-  afterEach(() => {
-    setFaultPlan(undefined);
-    opened.splice(0).forEach((d) => d.close());
-    removeDir(dir);
-  });
-
-  const scattered = () => permutation(2048).map((to, from) => ({ srcSector: from * 8, destSector: to * 8, count: 8 }));
-
-  it('writes the same bytes as the one-span-per-call path that fault-wrapped devices take', async () => {
-    const extents = scattered();
-    const client = new KcopydClient({ subJobSectors: 64 });
-    try {
-      const before = { ...copyPathCounters };
-      const r = await client.copyExtents(open('src.img'), open('dst.img', true), extents);
-      expect(r).toMatchObject({ readErr: false, writeErr: 0, sectorsDone: SECTORS, errors: [] });
-      // 2048 extents of 8 sectors, contiguous on the source: 256 spans of 64 sectors, 16 per call.
-      expect(copyPathCounters.nativeLists - before.nativeLists).toBe(16);
-      expect(copyPathCounters.native).toBe(before.native);
-
-      const hookedSrc = openFaulty(path.join(dir, 'src.img'));
-      const hookedDest = openFaulty(path.join(dir, 'hooked.img'), { write: true });
-      opened.push(hookedSrc, hookedDest);
-      const hooked = await client.copyExtents(hookedSrc, hookedDest, extents);
-      expect(hooked.sectorsDone).toBe(SECTORS);
-      expect(copyPathCounters.native - before.native).toBe(256);
-      expect(copyPathCounters.nativeLists - before.nativeLists).toBe(16);
-    } finally {
-      await client.destroy();
-    }
-    const want = sha256(readRange(path.join(dir, 'hooked.img'), 0, SECTORS * 512));
-    expect(sha256(readRange(path.join(dir, 'dst.img'), 0, SECTORS * 512))).toBe(want);
-    const out = patternBytes('XDST', 0, SECTORS);
-    for (const e of extents) patternBytes('XSRC', e.srcSector, e.count).copy(out, e.destSector * 512);
-    expect(want).toBe(sha256(out));
-  });
-
-  it('with a rate cap keeps one span per call (pacing by piece)', async () => {
-    const client = new KcopydClient({ rateBytesPerSecond: 1 << 30 });
-    try {
-      const before = { ...copyPathCounters };
-      const r = await client.copyExtents(open('src.img'), open('dst.img', true), scattered().slice(0, 64));
-      expect(r.sectorsDone).toBe(512);
-      expect(copyPathCounters.nativeLists).toBe(before.nativeLists);
-      expect(copyPathCounters.native - before.native).toBe(1);
-    } finally {
-      await client.destroy();
-    }
-  });
-
-  it('aborts between calls: the spans of the calls made are done', async () => {
-    const client = new KcopydClient({ subJobSectors: 64 });
-    const ctl = new AbortController();
-    try {
-      const err = await client
-        .copyExtents(open('src.img'), open('dst.img', true), scattered(), { signal: ctl.signal, onProgress: () => ctl.abort() })
-        .then(
-          () => undefined,
-          (e: unknown) => e,
-        );
-      expect(err).toBeInstanceOf(AbortError);
-      expect((err as AbortError).sectorsDone).toBe(16 * 64);
-    } finally {
-      await client.destroy();
-    }
-  });
-
-  describeLoop('on a block device', () => {
-    it('reports a write the device refuses with the first piece of the call, and copies nothing more', async () => {
-      const loop = attachLoop(path.join(dir, 'dst.img'));
-      const client = new KcopydClient({ subJobSectors: 64 });
-      try {
-        const dest = FileDevice.open(loop.path, { write: true });
-        opened.push(dest);
-        // Read-only from now on: the kernel fails every write through the open descriptor with EPERM.
-        execFileSync('blockdev', ['--setro', loop.path]);
-        const extents = scattered();
-        const r = await client.copyExtents(open('src.img'), dest, extents);
-        expect(r).toMatchObject({ readErr: false, writeErr: 1, sectorsDone: 0 });
-        expect(r.errors.map((e) => [e.code, e.op, e.path, e.byteOffset, e.bytes])).toEqual([
-          ['EPERM', 'write', loop.path, extents[0].destSector * 512, 4096],
-        ]);
-      } finally {
-        await client.destroy();
-        opened.splice(0).forEach((d) => d.close());
-        execFileSync('blockdev', ['--setrw', loop.path]);
-        loop.detach();
-      }
-      expect(readRange(path.join(dir, 'dst.img'), 0, SECTORS * 512).equals(patternBytes('XDST', 0, SECTORS))).toBe(true);
-    });
   });
 });
