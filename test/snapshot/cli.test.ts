@@ -5,6 +5,7 @@ import { readRange, sha256, sha256File, sha256Range } from '../support/images';
 import { attachLoop, describeLoop, detachAll, removeDir, tempDir } from '../support/loop';
 import { dmtool, DMTOOL } from '../support/cli';
 import { baseBlock, makeBaseOrigin, makeZeroFile, unpackFixture, writeData } from '../support/fixtures';
+import { CowGeometry, encodeEntry, encodeHeader } from '@dmtool/dm-snapshot';
 
 let dir: string;
 beforeAll(() => {
@@ -89,6 +90,39 @@ describe('dmtool snapshot-* end to end on image files', () => {
     expect(merged).toMatchObject({ exceptions: 3, mergedChunks: 3, mergedBytes: 3 * 4096, status: '16/2048 16' });
     expect(sha256File(p.origin)).toBe(sha256(expectedView));
     expect(ok(['snapshot-status', p.cow])).toBe('16/2048 16\n');
+  });
+
+  test('snapshot-merge copies 256 MiB per batch unless --batch-size says otherwise', () => {
+    // A sparse COW of 70000 exceptions at chunk 8 (273 MiB of data): only its header and areas are written.
+    const exceptions = 70_000;
+    const g = new CowGeometry(8, 0);
+    const sub = path.join(dir, 'batches');
+    fs.mkdirSync(sub);
+    const origin = path.join(sub, 'origin.img');
+    const cow = path.join(sub, 'cow.img');
+    fs.writeFileSync(origin, '');
+    fs.truncateSync(origin, exceptions * g.chunkBytes);
+    fs.writeFileSync(cow, '');
+    fs.truncateSync(cow, (g.dataChunkOfIndex(exceptions) + 2) * g.chunkBytes);
+    const fd = fs.openSync(cow, 'r+');
+    try {
+      const chunk = Buffer.alloc(g.chunkBytes);
+      encodeHeader(chunk, { valid: true, chunkSectors: 8 });
+      fs.writeSync(fd, chunk, 0, chunk.length, 0);
+      const E = g.exceptionsPerArea;
+      for (let area = 0; area * E <= exceptions; area++) {
+        chunk.fill(0);
+        for (let j = area * E; j < Math.min(exceptions, (area + 1) * E); j++)
+          encodeEntry(chunk, j - area * E, (j * 7919) % exceptions, g.dataChunkOfIndex(j));
+        fs.writeSync(fd, chunk, 0, chunk.length, g.chunkToByte(g.areaChunk(area)));
+      }
+    } finally {
+      fs.closeSync(fd);
+    }
+    const plan = (...args: string[]) => JSON.parse(ok(['snapshot-merge', origin, cow, '--dry-run', '--json', ...args]));
+    // 65536 chunks of 4 KiB per batch, then the 4464 left.
+    expect(plan()).toMatchObject({ dryRun: true, exceptions, batches: 2, runs: exceptions });
+    expect(plan('--batch-size', '64M')).toMatchObject({ dryRun: true, exceptions, batches: 5, runs: exceptions });
   });
 
   test('every command has --help with an example', () => {
