@@ -154,6 +154,21 @@ describeLvm2('LVM snapshots and mirrors as devices, compared with loose files', 
       ok(['snapshot-export', `${pvs}:vg0/snap`, '--data', data, '-o', file(`lv-${data}.delta`)]);
       expect(sha256File(file(`lv-${data}.delta`))).toBe(sha256File(file(`files-${data}.delta`)));
     }
+    // An output over one of the snapshot's PVs (by device or by the loop's backing file) is refused; nothing is written.
+    const before = sha256File(file('pv2.img'));
+    for (const pv of [loops[1].path, file('pv2.img')]) {
+      for (const args of [
+        ['snapshot-export', `${pvs}:vg0/snap`, '-o', pv],
+        ['snapshot-read', `${pvs}:vg0/snap`, '-o', pv],
+      ]) {
+        const refused = dmtool(args);
+        expect([refused.status, refused.stderr]).toEqual([
+          2,
+          `dmtool: --output ${pv} is ${loops[1].path}, which is being read; name another file\n`,
+        ]);
+      }
+    }
+    expect(sha256File(file('pv2.img'))).toBe(before);
     const r = dmtool(['snapshot-export', `${pvs}:vg0/data`, '-o', file('never.delta')]);
     expect([r.status, r.stderr]).toEqual([
       2,

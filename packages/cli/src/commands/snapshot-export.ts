@@ -106,7 +106,7 @@ const exportCommand = defineCommand({
     const pair = await openOriginAndCow(o, { origin: false, cow: false });
     const { origin, cow } = pair;
     try {
-      if (!toStdout) refuseOutputOverInput(o.output, [origin, cow]);
+      if (!toStdout) refuseOutputOverInput(o.output, pair.inputs);
       const plan = await planExport(origin, cow, o.data);
       const h = plan.header;
       const interrupt = interruptSignal();

@@ -198,13 +198,13 @@ const listCommand = defineCommand({
 async function withSnapshot(
   o: { origin: string; cow?: string; chunkSize?: number },
   write: { origin: boolean; cow: boolean },
-  fn: (origin: Origin, snap: Snapshot) => Promise<ExitCodeValue>,
+  fn: (origin: Origin, snap: Snapshot, inputs: BlockDevice[]) => Promise<ExitCodeValue>,
 ): Promise<ExitCodeValue> {
   const pair = await openOriginAndCow(o, write);
   const origin = new Origin(pair.origin);
   try {
     const snap = await Snapshot.open(origin, pair.cow, { chunkSectors: o.chunkSize ?? pair.lvm?.segment.chunkSectors });
-    return await fn(origin, snap);
+    return await fn(origin, snap, pair.inputs);
   } finally {
     await origin.close();
     pair.close();
@@ -231,7 +231,7 @@ const readCommand = defineCommand({
     if (!o.output && o.json) throw new CliError('usage', '--json needs --output FILE (the data goes to stdout otherwise)');
     const out = new Output(o.json, 'snapshot-read');
     const progressMode = progressModeFor(o);
-    return withSnapshot(o, { origin: false, cow: false }, async (_origin, snap) => {
+    return withSnapshot(o, { origin: false, cow: false }, async (_origin, snap, inputs) => {
       const length = o.length ?? snap.sizeSectors - o.offset;
       if (length <= 0 || o.offset + length > snap.sizeSectors) {
         throw new CliError(
@@ -240,7 +240,7 @@ const readCommand = defineCommand({
         );
       }
       if (!snap.valid) throw new CliError('invalid-snapshot', `snapshot in ${snap.cow.path} is invalid; nothing read`);
-      if (o.output) refuseOutputOverInput(o.output, [snap.origin.device, snap.cow]);
+      if (o.output) refuseOutputOverInput(o.output, inputs);
       const started = Date.now();
       const interrupt = interruptSignal();
       const progress = new Progress('read', { mode: progressMode }, length * SECTOR_BYTES);
@@ -571,7 +571,7 @@ async function mergeOnce(
   let exceptionsLeft: number | undefined;
   try {
     const planned = pair.lvm ? await planMergedMetadata(pair.lvm, o.updateMetadata) : undefined;
-    if (planned && o.output !== undefined) refuseOutputOverInput(o.output, pair.lvm?.pvs.map((p) => p.device) ?? []);
+    if (planned && o.output !== undefined) refuseOutputOverInput(o.output, pair.inputs);
     const r = await mergeSnapshot(originDev, cowDev, {
       rateBytesPerSecond: o.rate,
       batchBytes: o.batchSize ?? OFFLINE_MERGE_BATCH_BYTES,

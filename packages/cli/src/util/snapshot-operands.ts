@@ -11,6 +11,8 @@ export interface OriginAndCow {
   cow: BlockDevice;
   /** Set when one `PV...:VG/SNAP` operand named both: the VG they came from. */
   lvm?: SnapshotParts;
+  /** Everything read: origin, COW and, for an LVM snapshot, its PVs (an output must be none of them). */
+  inputs: BlockDevice[];
   close(): void;
 }
 
@@ -29,7 +31,7 @@ export async function openOriginAndCow(
       { path: o.origin, role: 'origin', write: write.origin },
       { path: o.cow, role: 'COW', write: write.cow },
     ]);
-    return { origin: devices[0], cow: devices[1], close: () => closeAll(devices) };
+    return { origin: devices[0], cow: devices[1], inputs: devices, close: () => closeAll(devices) };
   }
   const volume = volumeOperand(o.origin);
   if (!volume) {
@@ -52,5 +54,5 @@ export async function openOriginAndCow(
       `${volume.vg}/${parts.segment.origin} is also the origin of ${parts.otherSnapshots.join(', ')}: writing it here would not copy into their COWs`,
     );
   }
-  return { origin: parts.origin, cow: parts.cow, lvm: parts, close };
+  return { origin: parts.origin, cow: parts.cow, lvm: parts, inputs: [parts.origin, parts.cow, ...parts.pvs.map((p) => p.device)], close };
 }
