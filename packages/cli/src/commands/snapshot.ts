@@ -27,6 +27,7 @@ import { progressModeFor } from '../util/progress-mode';
 import { bytesPerSecond, percentOf } from '../json/numbers';
 import { Output } from '../util/output';
 import { writeStdout } from '../util/stdio';
+import { NumberLines } from '../util/number-lines';
 import { OutputFile } from '../util/output-file';
 import { Progress } from '../util/progress';
 import { bufferPieces, filePieces, openInput, PIPE_INPUT_LIMIT_BYTES, readBounded } from '../util/input';
@@ -165,7 +166,11 @@ const listCommand = defineCommand({
       const eachEntry = (fn: (index: number, oldChunk: number, newChunk: number) => void | Promise<void>) =>
         store.valid && store.exceptions > 0
           ? forEachArea(store.cow, store.geometry, async (area, d) => {
-              for (let i = 0; i < d.count; i++) await fn(area * store.exceptionsPerArea + i, d.olds[i], d.news[i]);
+              for (let i = 0; i < d.count; i++) {
+                // Awaited only when the callback is waiting for stdout: a promise per entry is garbage for a million entries.
+                const waiting = fn(area * store.exceptionsPerArea + i, d.olds[i], d.news[i]);
+                if (waiting) await waiting;
+              }
             })
           : Promise.resolve();
       if (o.json) {
@@ -178,16 +183,14 @@ const listCommand = defineCommand({
       }
       out.line(`# ${store.cow.path}: chunk ${plural(cs, 'sector')}, ${plural(store.exceptions, 'exception')}, status ${status}`);
       out.line('# index old_chunk new_chunk origin_sector cow_sector');
-      const lines: string[] = [];
-      await eachEntry(async (index, oldChunk, newChunk) => {
-        lines.push(`${index} ${oldChunk} ${newChunk} ${oldChunk * cs} ${newChunk * cs}`);
-        if (lines.length === 4096) {
-          // Waits while a slow reader (a pipe) has not taken the last piece: memory stays bounded.
-          await writeStdout(Buffer.from(`${lines.join('\n')}\n`));
-          lines.length = 0;
-        }
+      // Five numbers of at most 16 digits each, with their separators.
+      const lines = new NumberLines(4096, 5 * 17);
+      await eachEntry((index, oldChunk, newChunk) => {
+        if (!lines.add(index, oldChunk, newChunk, oldChunk * cs, newChunk * cs)) return undefined;
+        // Waits while a slow reader (a pipe) has not taken the last piece: memory stays bounded.
+        return writeStdout(lines.take());
       });
-      if (lines.length) await writeStdout(Buffer.from(`${lines.join('\n')}\n`));
+      if (!lines.empty) await writeStdout(lines.take());
       return ExitCode.OK;
     });
   },
