@@ -200,6 +200,45 @@ test('remove closes the files no remaining device uses: they are unlocked at onc
   await stop(s);
 });
 
+when(nbdsh)(
+  'remove of a snapshot while its origin is being written: every origin write succeeds, the COW left is clean and holds the old data',
+  async () => {
+    const origin = path.join(sandbox.dir, 'origin.img');
+    const cow = path.join(sandbox.dir, 'cow.img');
+    randomFile(origin, 4 * MiB, 4);
+    const before = fs.readFileSync(origin);
+    makeZeroFile(cow, 8 * MiB);
+    const s = await serve(['--dev', 'o', `0 8192 snapshot-origin ${origin}`, '--dev', 's', `0 8192 snapshot ${origin} ${cow} P 8`]);
+    // A first write to every 4 KiB chunk, one after another.
+    const writer = nbdshAsync(
+      [
+        `h.connect_uri(${JSON.stringify(nbdUri(s.socketPath, 'o'))})`,
+        'buf = b"\\x5a" * 4096',
+        'for i in range(1024):',
+        '    h.pwrite(buf, i * 4096)',
+        'h.flush()',
+        'print("done", flush=True)',
+      ].join('\n'),
+    );
+    await new Promise((r) => setTimeout(r, 300));
+    expect(ctl('remove', 's')).toMatchObject({ status: 0, stdout: 's: removed\n' });
+    expect(await writer.done).toMatchObject({ status: 0, stdout: 'done\n' });
+    await stop(s);
+    expect(fs.readFileSync(origin).equals(Buffer.alloc(4 * MiB, 0x5a))).toBe(true);
+    const check = dmtool(['snapshot-check', cow, '--origin', origin]);
+    expect(check.status).toBe(0);
+    // Every exception the COW records holds the origin chunk as it was before the writes.
+    const listed = dmtool(['snapshot-list', cow, '--json']);
+    const table = (JSON.parse(listed.stdout) as { table: { oldChunk: number; newChunk: number }[] }).table;
+    const cowBytes = fs.readFileSync(cow);
+    for (const e of table) {
+      expect(
+        cowBytes.subarray(e.newChunk * 4096, (e.newChunk + 1) * 4096).equals(before.subarray(e.oldChunk * 4096, (e.oldChunk + 1) * 4096)),
+      ).toBe(true);
+    }
+  },
+);
+
 /** Send raw bytes to the control socket; resolve with all it answered once it closed (bounded). */
 function rawExchange(socketPath: string, send: string, endAfterSend: boolean): Promise<string> {
   return new Promise((resolve, reject) => {

@@ -279,14 +279,28 @@ export class TargetSet {
   async remove(name: string): Promise<void> {
     const d = this.device(name);
     this.devices.delete(name);
-    if (d instanceof MirrorDevice) await d.stop();
-    else {
-      if (d instanceof SnapshotMergeDevice) await d.stop();
-      if (d.writable) await d.flush();
+    let failed: unknown;
+    try {
+      if (d instanceof MirrorDevice) await d.stop();
+      else {
+        if (d instanceof SnapshotMergeDevice) await d.stop();
+        // Detached in the origin's turn: an origin write already copying into this snapshot finishes first,
+        // and none after it does (as the kernel's snapshot_dtr waits for pending exceptions).
+        if (d instanceof SnapshotDevice) await d.snapshot.origin.serialize(async () => d.close());
+        if (d.writable) await d.flush();
+      }
+    } catch (e) {
+      failed = e;
+    } finally {
+      d.close();
     }
-    d.close();
     const failedLegs = d instanceof MirrorDevice ? d.mirror.legs.filter((l) => l.failed).map((l) => l.device.identity) : [];
-    await this.releaseUnused(name, new Set(failedLegs));
+    try {
+      await this.releaseUnused(name, new Set(failedLegs));
+    } catch (e) {
+      failed ??= e;
+    }
+    if (failed !== undefined) throw failed;
   }
 
   /** Flush (but failed mirror legs) and close the devices only `name` used. */
@@ -294,19 +308,22 @@ export class TargetSet {
     const released = this.usedBy.get(name) ?? new Set<string>();
     this.usedBy.delete(name);
     for (const ids of this.usedBy.values()) for (const id of ids) released.delete(id);
+    let failed: unknown;
     for (const id of released) {
       const origin = this.origins.get(id);
       this.origins.delete(id);
-      await origin?.close();
       const dev = this.opened.get(id);
       this.opened.delete(id);
-      if (!dev?.isOpen) continue;
       try {
-        if (dev.writable && !failedLegs.has(dev.identity)) await dev.flush();
+        await origin?.close();
+        if (dev?.isOpen && dev.writable && !failedLegs.has(dev.identity)) await dev.flush();
+      } catch (e) {
+        failed ??= e;
       } finally {
-        dev.close();
+        if (dev?.isOpen) dev.close();
       }
     }
+    if (failed !== undefined) throw failed;
   }
 
   /**
