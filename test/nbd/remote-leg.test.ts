@@ -434,4 +434,46 @@ describe('a remote leg whose server loses its unflushed writes when killed, and 
     expect(sha256(remoteFile)).toBe(sha256(local));
     expect(dirtyRegions(log)).toEqual([]);
   });
+
+  when(nbdsh)(
+    'dmtool serve: a write its leg server held unflushed when killed and restarted; the FLUSH after it fails the leg F and the regions stay dirty',
+    async () => {
+      const { local, remoteFile, log, sock } = mirrorImages('both', 19);
+      const remote = nbdUri(sock, 'leg');
+      const serveLeg = () => startServe(['--dev', 'leg', `0 32768 linear ${remoteFile} 0`], sock, 15000, cached);
+      let server = await serveLeg();
+      const serveSock = path.join(dir, 'serve.sock');
+      const served = nbdUri(serveSock, 'm');
+      try {
+        expect(dmtool(['mirror-create', '--nosync', '--log', log, '--region-size', String(REGION_SECTORS), local, remote]).status).toBe(0);
+        const table = `0 32768 mirror disk 2 ${log} ${REGION_SECTORS} 2 ${local} 0 ${remote} 0`;
+        const s = await startServe(['--dev', 'm', table], serveSock, 15000, { ...process.env, ...BACK_ENV });
+        try {
+          const w1 = peer('nbdsh', ['-u', served, '-c', `h.pwrite(b"\\x11" * ${REGION_BYTES}, 0)\nh.flush()`]);
+          expect([w1.status, w1.stderr]).toEqual([0, '']);
+          const w2 = peer('nbdsh', ['-u', served, '-c', `h.pwrite(b"\\x22" * ${2 * REGION_BYTES}, ${20 * REGION_BYTES})`]);
+          expect([w2.status, w2.stderr]).toEqual([0, '']);
+          process.kill(server.pid, 'SIGKILL');
+          expect(await server.stop()).toEqual({ status: null, signal: 'SIGKILL' });
+          server = await serveLeg();
+          const f = peer('nbdsh', ['-u', served, '-c', 'h.flush()']);
+          expect([f.status, f.stderr]).toEqual([0, '']);
+        } finally {
+          expect(await s.stop()).toEqual({ status: 0, signal: null });
+        }
+        expect(s.stdout()).toContain(`status m: 0 32768 mirror 2 ${local} ${remote} ${REGIONS - 2}/${REGIONS} 1 AF 3 disk ${log} A\n`);
+        expect(dirtyRegions(log)).toEqual([20, 21]);
+        // The leg's file lost the write; the region written and flushed before the kill is there.
+        expect(sha256(remoteFile, 20 * REGION_BYTES, 2 * REGION_BYTES)).not.toBe(sha256(local, 20 * REGION_BYTES, 2 * REGION_BYTES));
+        expect(sha256(remoteFile, 0, REGION_BYTES)).toBe(sha256(local, 0, REGION_BYTES));
+        const again = dmtool(['mirror-resync', '--log', log, local, remote], { env: BACK_ENV });
+        expect([again.status, again.stderr]).toEqual([0, '']);
+        expect(again.stdout.split('\n')[0]).toMatch(/^resynced 2 of 2 out-of-sync regions /);
+      } finally {
+        await server.stop();
+      }
+      expect(sha256(remoteFile)).toBe(sha256(local));
+      expect(dirtyRegions(log)).toEqual([]);
+    },
+  );
 });
