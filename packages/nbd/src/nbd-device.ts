@@ -6,7 +6,9 @@
  * flushes, zeroes and trims are all idempotent); once the attempts are used
  * up the device is failed and every request fails with EIO. A request
  * resolves only on the server's reply, so nothing is reported done that the
- * server did not acknowledge. See docs/nbd.md#client.
+ * server did not acknowledge; and a flush fails (once) when a dropped
+ * connection's server had acknowledged writes no flush covered, since they
+ * may have been lost with it. See docs/nbd.md#client.
  */
 import * as net from 'net';
 import { constants } from 'os';
@@ -204,7 +206,7 @@ export class NbdDevice implements BlockDevice {
   private readonly slots: Slots;
   private readonly opts: Required<Omit<NbdDeviceOptions, 'cwd'>>;
   private readonly wakeClose: (() => void)[] = [];
-  /** Acknowledged, unflushed writes per connection; a dropped one's count becomes `lostUnflushed`. */
+  /** Acknowledged writes no flush covers yet, per connection; a dropped connection's are reported by the next flush. */
   private readonly unflushed = new UnflushedWrites();
   /** Connections made after a drop, for tests and status. */
   reconnections = 0;
@@ -483,7 +485,7 @@ export class NbdDevice implements BlockDevice {
           const outcome = await conn.send(req);
           if (outcome.error === 0) {
             if (flushing !== undefined) this.unflushed.flushed(flushing);
-            else if (changesData(req)) this.unflushed.acknowledged(conn);
+            else if (changesData(req) && this.transmissionFlags & NBD_FLAG_SEND_FLUSH) this.unflushed.acknowledged(conn);
             return;
           }
           const detail = outcome.message ? `the server said: ${outcome.message}` : undefined;
