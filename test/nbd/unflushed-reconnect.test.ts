@@ -62,6 +62,36 @@ test('copy to an export whose server loses its unflushed writes when killed and 
   expect(sha256(disk)).toBe(sha256(src));
 });
 
+test('with --map and a second, local destination: both end byte-identical, exit 0, and the map is removed', async () => {
+  const src = path.join(box.dir, 'src.img');
+  const disk = path.join(box.dir, 'disk.img');
+  const local = path.join(box.dir, 'local.img');
+  const map = path.join(box.dir, 'copy.map');
+  randomFile(src, 24 * MiB, 8);
+  fs.writeFileSync(disk, Buffer.alloc(24 * MiB));
+  const table = ['--dev', 'disk', `0 ${(24 * MiB) / 512} linear ${disk} 0`];
+  let server = await box.serve(table, cached);
+  const copy = startDmtool(['copy', src, local, nbdUri(server.socketPath, 'disk'), '--map', map, '--rate', '8M'], {
+    env: { DMTOOL_NBD_RECONNECT_ATTEMPTS: '5', DMTOOL_NBD_RECONNECT_DELAY_MS: '200' },
+    timeoutMs: 60000,
+  });
+  try {
+    await flushedThrough(src, disk, 512);
+    await new Promise((r) => setTimeout(r, 1500));
+    await powerCut(server);
+    server = await box.serve(table, cached);
+    const r = await copy.done;
+    expect([r.status, r.stderr]).toEqual([0, '']);
+    expect(r.stdout).toMatch(/^copied 49152 sectors from .* to 2 destinations/);
+  } finally {
+    copy.signal('SIGKILL');
+    await copy.done;
+    await server.stop();
+  }
+  expect([sha256(disk), sha256(local)]).toEqual([sha256(src), sha256(src)]);
+  expect(fs.existsSync(map)).toBe(false);
+});
+
 describe('NbdDevice: a flush after the server lost acknowledged writes', () => {
   const KiB = 1024;
   const table = (disk: string) => ['--dev', 'disk', `0 ${(8 * MiB) / 512} linear ${disk} 0`];
