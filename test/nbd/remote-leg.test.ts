@@ -380,3 +380,100 @@ describe('a mirror with a local and a remote leg whose server dies', () => {
     },
   );
 });
+
+describe('a remote leg whose server loses its unflushed writes when killed, and is back within the retry window', () => {
+  /** Writes wait in a volatile cache until a flush; a SIGKILL loses them. */
+  const cached = { ...process.env, DMTOOL_FAULTS: JSON.stringify({ volatileCache: {} }) };
+  /** Five attempts from 200 ms: a server restarted at once is reached again. */
+  const BACK_ENV = { DMTOOL_NBD_RECONNECT_ATTEMPTS: '5', DMTOOL_NBD_RECONNECT_DELAY_MS: '200' };
+
+  test('mirror-resync: the leg fails on the flush that would record the lost regions clean; they stay dirty and a rerun makes the legs equal', async () => {
+    const { local, remoteFile, log, sock } = mirrorImages('local', 11);
+    const remote = nbdUri(sock, 'leg');
+    const serveLeg = () => startServe(['--dev', 'leg', `0 32768 linear ${remoteFile} 0`], sock, 15000, cached);
+    let server = await serveLeg();
+    try {
+      const c = dmtool(['mirror-create', '--log', log, '--region-size', String(REGION_SECTORS), local, remote]);
+      expect([c.status, c.stderr]).toEqual([0, '']);
+      const run = startDmtool(['mirror-resync', '--log', log, local, remote, '--rate', '4M', '--parallel', '1'], {
+        env: BACK_ENV,
+        timeoutMs: 60000,
+      });
+      try {
+        expect(await waitFor(() => dirtyRegions(log).length < REGIONS, 30000)).toBe(true);
+        // The regions copied since that flush are in the server's cache only.
+        await new Promise((r) => setTimeout(r, 500));
+        process.kill(server.pid, 'SIGKILL');
+        expect(await server.stop()).toEqual({ status: null, signal: 'SIGKILL' });
+        server = await serveLeg();
+        const r = await run.done;
+        const dirty = dirtyRegions(log);
+        expect([r.status, r.signal, dirty.length > 0]).toEqual([1, null, true]);
+        expect(r.stderr).toMatch(
+          new RegExp(
+            `^dmtool: leg 1 ${esc(remote)} failed \\(F\\): EIO: flush failed on ${esc(remote)}: connection lost after \\d+ writes were acknowledged but before they were flushed; they may not be durable\\n` +
+              `dmtool: ${dirty.length} regions left out of sync: ${esc(regionList(dirty))}\\n$`,
+          ),
+        );
+        // Every region recorded clean holds the local bytes on the server's file.
+        for (const region of all(0, REGIONS).filter((x) => !dirty.includes(x))) {
+          expect([region, sha256(remoteFile, region * REGION_BYTES, REGION_BYTES)]).toEqual([
+            region,
+            sha256(local, region * REGION_BYTES, REGION_BYTES),
+          ]);
+        }
+      } finally {
+        run.signal('SIGKILL');
+        await run.done;
+      }
+      const again = dmtool(['mirror-resync', '--log', log, local, remote], { env: BACK_ENV });
+      expect([again.status, again.stderr]).toEqual([0, '']);
+    } finally {
+      await server.stop();
+    }
+    expect(sha256(remoteFile)).toBe(sha256(local));
+    expect(dirtyRegions(log)).toEqual([]);
+  });
+
+  when(nbdsh)(
+    'dmtool serve: a write its leg server held unflushed when killed and restarted; the FLUSH after it fails the leg F and the regions stay dirty',
+    async () => {
+      const { local, remoteFile, log, sock } = mirrorImages('both', 19);
+      const remote = nbdUri(sock, 'leg');
+      const serveLeg = () => startServe(['--dev', 'leg', `0 32768 linear ${remoteFile} 0`], sock, 15000, cached);
+      let server = await serveLeg();
+      const serveSock = path.join(dir, 'serve.sock');
+      const served = nbdUri(serveSock, 'm');
+      try {
+        expect(dmtool(['mirror-create', '--nosync', '--log', log, '--region-size', String(REGION_SECTORS), local, remote]).status).toBe(0);
+        const table = `0 32768 mirror disk 2 ${log} ${REGION_SECTORS} 2 ${local} 0 ${remote} 0`;
+        const s = await startServe(['--dev', 'm', table], serveSock, 15000, { ...process.env, ...BACK_ENV });
+        try {
+          const w1 = peer('nbdsh', ['-u', served, '-c', `h.pwrite(b"\\x11" * ${REGION_BYTES}, 0)\nh.flush()`]);
+          expect([w1.status, w1.stderr]).toEqual([0, '']);
+          const w2 = peer('nbdsh', ['-u', served, '-c', `h.pwrite(b"\\x22" * ${2 * REGION_BYTES}, ${20 * REGION_BYTES})`]);
+          expect([w2.status, w2.stderr]).toEqual([0, '']);
+          process.kill(server.pid, 'SIGKILL');
+          expect(await server.stop()).toEqual({ status: null, signal: 'SIGKILL' });
+          server = await serveLeg();
+          const f = peer('nbdsh', ['-u', served, '-c', 'h.flush()']);
+          expect([f.status, f.stderr]).toEqual([0, '']);
+        } finally {
+          expect(await s.stop()).toEqual({ status: 0, signal: null });
+        }
+        expect(s.stdout()).toContain(`status m: 0 32768 mirror 2 ${local} ${remote} ${REGIONS - 2}/${REGIONS} 1 AF 3 disk ${log} A\n`);
+        expect(dirtyRegions(log)).toEqual([20, 21]);
+        // The leg's file lost the write; the region written and flushed before the kill is there.
+        expect(sha256(remoteFile, 20 * REGION_BYTES, 2 * REGION_BYTES)).not.toBe(sha256(local, 20 * REGION_BYTES, 2 * REGION_BYTES));
+        expect(sha256(remoteFile, 0, REGION_BYTES)).toBe(sha256(local, 0, REGION_BYTES));
+        const again = dmtool(['mirror-resync', '--log', log, local, remote], { env: BACK_ENV });
+        expect([again.status, again.stderr]).toEqual([0, '']);
+        expect(again.stdout.split('\n')[0]).toMatch(/^resynced 2 of 2 out-of-sync regions /);
+      } finally {
+        await server.stop();
+      }
+      expect(sha256(remoteFile)).toBe(sha256(local));
+      expect(dirtyRegions(log)).toEqual([]);
+    },
+  );
+});

@@ -94,3 +94,17 @@ export function errnoOf(code: string): number {
   if (n === undefined) throw new Error(`unknown errno name ${code}`);
   return n;
 }
+
+/**
+ * A flush that completed, but cannot vouch for writes acknowledged before
+ * it: the device lost them or may have (a network device whose server
+ * restarted with them in a volatile cache). Reported once, by the first
+ * flush after the loss; a caller that still holds the data writes again
+ * what it wrote since its last successful flush and flushes again.
+ */
+export class UnflushedWritesLost extends DeviceError {
+  constructor(path: string, detail: string) {
+    super(errnoOf('EIO'), 'flush', path, 0, 0, detail);
+    this.name = 'UnflushedWritesLost';
+  }
+}

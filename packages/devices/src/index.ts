@@ -21,7 +21,7 @@ export {
   WriteOptions,
 } from './block-device';
 export { DmtoolError, ErrorKind, ErrorPlace } from './dmtool-error';
-export { DeviceError, DeviceErrorReason, DeviceOp, deviceErrorKind, errnoHint, errnoName, errnoOf } from './errors';
+export { DeviceError, DeviceErrorReason, DeviceOp, deviceErrorKind, errnoHint, errnoName, errnoOf, UnflushedWritesLost } from './errors';
 export { DeviceDecorator } from './device-decorator';
 export { MemoryDevice, MemoryDeviceOptions } from './memory-device';
 export { crashPoint, CrashPointHandler, onCrashPoint } from './crash-points';

@@ -41,6 +41,8 @@ export interface RangeCopyOptions extends CopyOptions {
   sparse?: SparseCopy;
   /** Called for each piece once it is written to every destination without error (in completion order). */
   onPieceDone?: (offsetSectors: number, count: number) => void;
+  /** Called for each piece before its first I/O (in claim order). */
+  onPieceStart?: (offsetSectors: number, count: number) => void;
 }
 
 /**
@@ -212,7 +214,7 @@ export class KcopydClient {
         throw new KcopydError('bad-option', `sparse: ${sparse.holes.length} hole actions for ${to.length} destinations`);
     }
     const data = sparse ? await sourceDataRuns(from.device, from.sector, from.count) : undefined;
-    job.plan(planPieces(from.count, this.resources().subJobSectors, opts.only, data), sparse, opts.onPieceDone);
+    job.plan(planPieces(from.count, this.resources().subJobSectors, opts.only, data), sparse);
     return this.track(job.run());
   }
 
@@ -220,7 +222,7 @@ export class KcopydClient {
     from: Region | undefined,
     to: readonly DestinationRegion[],
     count: number | undefined,
-    opts: CopyOptions,
+    opts: RangeCopyOptions,
   ): Promise<CopyResult> {
     let job: CopyJob;
     try {
@@ -232,7 +234,7 @@ export class KcopydClient {
   }
 
   /** A job on checked arguments: a bad request throws a KcopydError here, before any I/O. */
-  private prepare(from: Region | undefined, to: readonly DestinationRegion[], count: number | undefined, opts: CopyOptions): CopyJob {
+  private prepare(from: Region | undefined, to: readonly DestinationRegion[], count: number | undefined, opts: RangeCopyOptions): CopyJob {
     this.checkUsable();
     if (!Array.isArray(to)) throw new KcopydError('no-destination', 'destinations must be an array of regions');
     validateJob(from, to, count ?? 0);
@@ -243,7 +245,16 @@ export class KcopydClient {
       });
     }
     return new CopyJob(
-      { from, to, count: count as number, flags: opts.flags ?? 0, signal: opts.signal, onProgress: opts.onProgress },
+      {
+        from,
+        to,
+        count: count as number,
+        flags: opts.flags ?? 0,
+        signal: opts.signal,
+        onProgress: opts.onProgress,
+        onPieceDone: opts.onPieceDone,
+        onPieceStart: opts.onPieceStart,
+      },
       this.resources(),
     );
   }

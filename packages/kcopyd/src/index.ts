@@ -26,5 +26,5 @@ export { BufferPool } from './buffer-pool';
 export { KcopydError, KcopydErrorReason, KcopydIoError, FailedRange, AbortError } from './errors';
 export { copyOut, CopyOutResult, CopyOutTarget, copyPathCounters } from './copy-out';
 export { scatterCopy, ScatterPiece, ScatterResult } from './scatter';
-export { BlockDevice, DeviceError, MemoryDevice, SECTOR_BYTES, crashPoint } from '@dmtool/devices';
+export { BlockDevice, DeviceError, MemoryDevice, SECTOR_BYTES, UnflushedWritesLost, crashPoint } from '@dmtool/devices';
 export { allocBuffer, FileDevice, OpenOptions } from '@dmtool/native';

@@ -54,6 +54,8 @@ export interface JobSpec {
   sparse?: SparseCopy;
   /** A piece written to every destination without error. */
   onPieceDone?: (offsetSectors: number, count: number) => void;
+  /** A piece claimed, before its first I/O. */
+  onPieceStart?: (offsetSectors: number, count: number) => void;
 }
 
 type Piece = PlannedPiece;
@@ -89,8 +91,8 @@ export class CopyJob {
   }
 
   /** Run these pieces only (a part of the range, cut at the source's holes), before run(). */
-  plan(pieces: readonly PlannedPiece[], sparse?: SparseCopy, onPieceDone?: (offsetSectors: number, count: number) => void): void {
-    this.spec = { ...this.spec, pieces, sparse, onPieceDone };
+  plan(pieces: readonly PlannedPiece[], sparse?: SparseCopy): void {
+    this.spec = { ...this.spec, pieces, sparse };
     this.totalSectors = pieces.reduce((n, p) => n + p.count, 0);
   }
 
@@ -136,6 +138,7 @@ export class CopyJob {
 
   private async subJob(): Promise<void> {
     for (let piece = this.claim(); piece; piece = this.claim()) {
+      this.spec.onPieceStart?.(piece.offsetSectors, piece.count);
       if (!this.spec.from) {
         await this.zeroPiece(piece);
         continue;

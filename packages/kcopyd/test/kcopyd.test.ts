@@ -29,6 +29,21 @@ describe('KcopydClient on image files', () => {
     removeDir(dir);
   });
 
+  it('reports each piece of a whole-range copy when it starts and when it is done, every piece started before it is done', async () => {
+    const client = new KcopydClient({ subJobSectors: 1024 });
+    const events: string[] = [];
+    const r = await client.copy({ device: src, sector: 0, count: srcSectors }, [{ device: dests[0], sector: 0 }], {
+      onPieceStart: (at, n) => events.push(`start ${at}+${n}`),
+      onPieceDone: (at, n) => events.push(`done ${at}+${n}`),
+    });
+    expect(r).toMatchObject({ readErr: false, writeErr: 0, sectorsDone: srcSectors });
+    const pieces = Array.from({ length: 17 }, (_, i) => `${i * 1024}+${i === 16 ? 77 : 1024}`);
+    expect(events.filter((e) => e.startsWith('start'))).toEqual(pieces.map((p) => `start ${p}`));
+    expect(events.filter((e) => e.startsWith('done')).sort()).toEqual(pieces.map((p) => `done ${p}`).sort());
+    for (const p of pieces) expect(events.indexOf(`start ${p}`)).toBeLessThan(events.indexOf(`done ${p}`));
+    await client.destroy();
+  });
+
   it('copies one source to three destinations byte for byte', async () => {
     const client = new KcopydClient({ subJobSectors: 256 });
     const progress: number[] = [];

@@ -6,7 +6,9 @@
  * flushes, zeroes and trims are all idempotent); once the attempts are used
  * up the device is failed and every request fails with EIO. A request
  * resolves only on the server's reply, so nothing is reported done that the
- * server did not acknowledge. See docs/nbd.md#client.
+ * server did not acknowledge; and a flush fails (once) when a dropped
+ * connection's server had acknowledged writes no flush covered, since they
+ * may have been lost with it. See docs/nbd.md#client.
  */
 import * as net from 'net';
 import { constants } from 'os';
@@ -20,9 +22,11 @@ import {
   errnoOf,
   SECTOR_BYTES,
   SparseFile,
+  UnflushedWritesLost,
   WriteOptions,
 } from '@dmtool/devices';
 import { dataExtents } from './block-status';
+import { UnflushedWrites } from './unflushed-writes';
 import { ClientConnection, ClientRequest } from './client-connection';
 import { ClientExport, ClientNegotiationIo, ExportRefused, negotiateClient } from './client-negotiation';
 import {
@@ -202,6 +206,8 @@ export class NbdDevice implements BlockDevice {
   private readonly slots: Slots;
   private readonly opts: Required<Omit<NbdDeviceOptions, 'cwd'>>;
   private readonly wakeClose: (() => void)[] = [];
+  /** Acknowledged writes no flush covers yet, per connection; a dropped connection's are reported by the next flush. */
+  private readonly unflushed = new UnflushedWrites();
   /** Connections made after a drop, for tests and status. */
   reconnections = 0;
 
@@ -330,6 +336,15 @@ export class NbdDevice implements BlockDevice {
     // the writes asked for before this flush are waited for first (their failures are their callers').
     if (this.pendingWrites.size > 0) await Promise.allSettled([...this.pendingWrites]);
     await this.request('flush', { type: NBD_CMD_FLUSH, flags: 0, offsetBytes: 0, lengthBytes: 0 });
+    // Writes a dropped connection's server acknowledged and no flush covered may be gone with that server:
+    // this flush cannot vouch for them. Reported once, as the kernel's errseq reports a writeback error to fsync.
+    const lost = this.unflushed.takeLost();
+    if (lost > 0) {
+      throw new UnflushedWritesLost(
+        this.path,
+        `connection lost after ${plural(lost, 'write')} ${lost === 1 ? 'was' : 'were'} acknowledged but before ${lost === 1 ? 'it was' : 'they were'} flushed; ${lost === 1 ? 'it' : 'they'} may not be durable`,
+      );
+    }
   }
 
   async zeroRange(byteOffset: number, bytes: number, opts?: WriteOptions): Promise<void> {
@@ -466,8 +481,13 @@ export class NbdDevice implements BlockDevice {
       for (let sends = 0; ; sends++) {
         const conn = await this.connection(op, req);
         try {
+          const flushing = req.type === NBD_CMD_FLUSH ? this.unflushed.flushSent() : undefined;
           const outcome = await conn.send(req);
-          if (outcome.error === 0) return;
+          if (outcome.error === 0) {
+            if (flushing !== undefined) this.unflushed.flushed(flushing);
+            else if (changesData(req) && this.transmissionFlags & NBD_FLAG_SEND_FLUSH) this.unflushed.acknowledged(conn);
+            return;
+          }
           const detail = outcome.message ? `the server said: ${outcome.message}` : undefined;
           throw new DeviceError(errnoFromNbd(outcome.error), op, this.path, req.offsetBytes, req.lengthBytes, detail);
         } catch (e) {
@@ -565,6 +585,14 @@ export class NbdDevice implements BlockDevice {
     throw new Error(this.failure);
   }
 }
+
+/** A write, zero or trim the server may hold in a volatile cache until a flush (FUA ones are durable when answered). */
+function changesData(req: ClientRequest): boolean {
+  const changes = req.type === NBD_CMD_WRITE || req.type === NBD_CMD_WRITE_ZEROES || req.type === NBD_CMD_TRIM;
+  return changes && !(req.flags & NBD_CMD_FLAG_FUA);
+}
+
+const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? '' : 's'}`;
 
 /** The most connections one device opens. */
 const MAX_CONNECTIONS = 16;

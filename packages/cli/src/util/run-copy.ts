@@ -5,10 +5,12 @@ import {
   DeviceError,
   KcopydClient,
   KcopydIoError,
+  normalizeRanges,
   Region,
   SECTOR_BYTES,
   SectorRange,
   SparseCopy,
+  UnflushedWritesLost,
 } from '@dmtool/kcopyd';
 import { errorJson } from '../json/error-json';
 import { bytesPerSecond, percentOf } from '../json/numbers';
@@ -131,9 +133,17 @@ export interface CopyRunResult {
 }
 
 /**
+ * Passes that write again what a destination reported lost at a flush (its
+ * server restarted with the writes in a volatile cache), after the job's own.
+ */
+const MAX_REWRITE_PASSES = 3;
+
+/**
  * Run one kcopyd copy (or zero, without `from`) and then flush every
  * destination that took no error, so "done" means durable. An interrupt
- * stops new sub-jobs; what was written is still flushed.
+ * stops new sub-jobs; what was written is still flushed. A copy whose
+ * destination reports acknowledged writes lost at a flush copies again
+ * what it wrote since the last successful flush, then flushes again.
  */
 export async function run(client: KcopydClient, job: CopyRun): Promise<CopyRunResult> {
   const started = process.hrtime.bigint();
@@ -144,38 +154,61 @@ export async function run(client: KcopydClient, job: CopyRun): Promise<CopyRunRe
   let interrupted = false;
   let flushErr = 0;
   const flushErrors: DeviceError[] = [];
-  const flushAll = async () => {
+  /** Destinations that reported lost writes, with their last report; failures only if the rewrite does not finish. */
+  const losses = new Map<number, UnflushedWritesLost>();
+  /** Flush every destination still in use; true if one reported acknowledged writes lost (only a copy can write them again). */
+  const flushAll = async (): Promise<boolean> => {
+    let lost = false;
     await Promise.all(
       job.to.map(async (d, i) => {
         if ((writeErr | flushErr) & (1 << i)) return;
         try {
           await d.device.flush();
         } catch (e) {
+          if (e instanceof UnflushedWritesLost && job.from) {
+            losses.set(i, e);
+            lost = true;
+            return;
+          }
           if (!(e instanceof DeviceError)) throw e;
           flushErr |= 1 << i;
           flushErrors.push(e);
         }
       }),
     );
+    return lost;
   };
   // Progress reports durable sectors: about once a second the destinations
   // are flushed and what was written before the flush is reported.
   let written = 0;
   let durable = 0;
+  let unflushed = false;
   let flushing: Promise<void> | undefined;
   // Pieces done since the last flush began; a flush covers those done before it started.
   let piecesWritten: SectorRange[] = [];
+  // Pieces to write again: done since the last successful flush began when a flush reported writes lost, or in
+  // flight then (started in an earlier loss generation).
+  let rewrite: SectorRange[] = [];
+  let lossGeneration = 0;
+  const startedIn = new Map<number, number>();
+  const writesLost = (covered: SectorRange[]) => {
+    rewrite.push(...covered, ...piecesWritten);
+    piecesWritten = [];
+    lossGeneration++;
+  };
   const reportDurable = (ranges: SectorRange[]) => {
     // A destination that failed is no longer flushed: nothing is durable on it from then on.
     if (ranges.length > 0 && (writeErr | flushErr) === 0) job.onDurable?.(ranges);
   };
   const ticker = setInterval(() => {
-    if (flushing || written === durable) return;
+    if (flushing || !unflushed) return;
+    unflushed = false;
     const upTo = written;
     const covered = piecesWritten;
     piecesWritten = [];
     flushing = flushAll()
-      .then(() => {
+      .then((lost) => {
+        if (lost) return writesLost(covered);
         durable = upTo;
         job.onProgress(durable);
         reportDurable(covered);
@@ -184,8 +217,27 @@ export async function run(client: KcopydClient, job: CopyRun): Promise<CopyRunRe
       .catch(() => undefined)
       .finally(() => (flushing = undefined));
   }, PROGRESS_FLUSH_MS);
-  const onProgress = (p: { doneSectors: number }) => (written = p.doneSectors);
-  const onPieceDone = (startSector: number, count: number) => piecesWritten.push({ startSector, count });
+  const onProgress = (p: { doneSectors: number }) => {
+    written = p.doneSectors;
+    unflushed = true;
+  };
+  const onPieceStart = (startSector: number) => startedIn.set(startSector, lossGeneration);
+  const onPieceDone = (startSector: number, count: number) => {
+    const generation = startedIn.get(startSector) ?? lossGeneration;
+    startedIn.delete(startSector);
+    (generation < lossGeneration ? rewrite : piecesWritten).push({ startSector, count });
+  };
+  const failed = (e: unknown) => {
+    if (e instanceof KcopydIoError) {
+      readErr ||= e.readErr;
+      writeErr |= e.writeErr;
+      errors = [...errors, ...e.errors];
+    } else if (e instanceof AbortError) {
+      interrupted = true;
+    } else {
+      throw e;
+    }
+  };
   try {
     const r = job.from
       ? await client.copy(job.from, job.to, {
@@ -194,6 +246,7 @@ export async function run(client: KcopydClient, job: CopyRun): Promise<CopyRunRe
           onProgress,
           only: job.only,
           sparse: job.sparse,
+          onPieceStart,
           onPieceDone,
         })
       : await client.zero(
@@ -202,20 +255,39 @@ export async function run(client: KcopydClient, job: CopyRun): Promise<CopyRunRe
         );
     ({ readErr, writeErr, errors, sectorsDone } = r);
   } catch (e) {
-    if (e instanceof KcopydIoError) {
-      ({ readErr, writeErr, errors, sectorsDone } = e);
-    } else if (e instanceof AbortError) {
-      interrupted = true;
-      sectorsDone = e.sectorsDone;
-    } else {
-      throw e;
-    }
+    failed(e);
+    if (e instanceof KcopydIoError || e instanceof AbortError) sectorsDone = e.sectorsDone;
   } finally {
     clearInterval(ticker);
     await flushing;
   }
-  await flushAll();
-  reportDurable(piecesWritten);
+  for (let pass = 0; ; pass++) {
+    if (await flushAll()) writesLost([]);
+    else reportDurable(piecesWritten.splice(0));
+    if (rewrite.length === 0 || pass === MAX_REWRITE_PASSES || interrupted || readErr || (writeErr | flushErr) !== 0) break;
+    const only = normalizeRanges(rewrite, job.from!.count);
+    rewrite = [];
+    try {
+      await client.copy(job.from!, job.to, {
+        flags: job.flags,
+        signal: job.signal,
+        only,
+        sparse: job.sparse,
+        onPieceStart,
+        onPieceDone,
+      });
+    } catch (e) {
+      failed(e);
+    }
+  }
+  // Lost writes not written again (errors, an interrupt, or passes used up) fail their destination.
+  if (rewrite.length > 0) {
+    for (const [i, e] of losses) {
+      if ((flushErr | writeErr) & (1 << i)) continue;
+      flushErr |= 1 << i;
+      flushErrors.push(e);
+    }
+  }
   writeErr |= flushErr;
   errors = [...errors, ...flushErrors];
   if (!readErr && writeErr === 0) job.onProgress(sectorsDone);
