@@ -556,9 +556,10 @@ export class Snapshot {
         });
       }
     }
-    const commits = created.length > 0;
+    // A persistent store's commit flushes the COW, covering the pieces written before it; a transient one does not.
+    const commits = created.length > 0 && this.store.type !== 'N';
     for (const d of direct) await this.writePiece(data, d.piece, d.newChunk, commits ? undefined : opts);
-    if (commits) await this.store.commit(created);
+    if (created.length > 0) await this.store.commit(created);
     for (const d of later) await this.writePiece(data, d.piece, d.newChunk, opts);
     if (noSpace) {
       if (this.store.type === 'PO') this.overflowFlag = true;

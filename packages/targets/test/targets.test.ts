@@ -258,6 +258,22 @@ describe('FUA through the targets (devices behind volatile write caches)', () =>
       await set.close();
     }
   });
+
+  test('a transient (N) snapshot: a FUA write that makes an exception is on the COW when it resolves (no commit flush covers it)', async () => {
+    const origin = file('origin.img', 4 * MiB, 8);
+    const cow = file('cow.img', 2 * MiB);
+    const set = await TargetSet.open([{ name: 's', table: `0 8192 snapshot ${origin} ${cow} N 8` }], cachedFiles);
+    const s = set.devices.get('s') as SnapshotDevice;
+    try {
+      // A whole chunk: written to the COW without a copy, before the exception is recorded.
+      await s.write(Buffer.alloc(4096, 0x77), 0, 4096, 4096, { fua: true });
+      // COW chunk 0: a transient COW has no header or metadata areas.
+      expect(fs.readFileSync(cow).subarray(0, 4096).equals(Buffer.alloc(4096, 0x77))).toBe(true);
+    } finally {
+      await s.flush();
+      await set.close();
+    }
+  });
 });
 
 describe('table lines', () => {
