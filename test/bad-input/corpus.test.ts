@@ -1580,6 +1580,18 @@ const serveCases: Case[] = [
     message: /^dmtool: --tcp: port 99999 is not a TCP port \(1\.\.65535\)$/,
   },
   {
+    name: 'serve: a --buffer-limit below the largest request',
+    args: (d) => ['serve', '--dev', 'x', `0 8 linear ${source(d)} 0`, '--buffer-limit', '16M'],
+    status: 2,
+    message: /^dmtool: --buffer-limit: 16M is below 32M, the largest request a client may send$/,
+  },
+  {
+    name: 'serve: a --buffer-limit that is not a size',
+    args: (d) => ['serve', '--dev', 'x', `0 8 linear ${source(d)} 0`, '--buffer-limit', 'lots'],
+    status: 2,
+    message: /^dmtool: --buffer-limit: "lots" is not a size \(examples: 4096, 64k, 1M, 2G\)$/,
+  },
+  {
     name: 'serve: a snapshot chunk size that is not a power of two',
     args: (d) => {
       const k = kernelCow(d);

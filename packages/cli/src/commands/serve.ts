@@ -20,7 +20,7 @@ import { CliError } from '../util/errors';
 import { ExitCode, EXIT_CODES_HELP } from '../util/exit-codes';
 import { resolver } from '../util/open-device';
 import { flag } from '../util/options';
-import { rateLimitSchema } from '../util/units';
+import { parseBytes, rateLimitSchema } from '../util/units';
 import { readServeConfig } from '../util/serve-config';
 import { serveTlsOf } from '../util/serve-tls';
 
@@ -30,6 +30,18 @@ const SECTOR_BYTES = 512;
 function tcpPort(address: string): number {
   return Number(/:(\d+)$/.exec(address)?.[1] ?? NaN);
 }
+
+/** --buffer-limit: a size no smaller than the largest request a client may send (32 MiB). */
+const bufferLimitSchema = z.union([z.number(), z.string()]).transform((v, ctx) => {
+  try {
+    const bytes = parseBytes(String(v));
+    if (bytes < 32 * 1024 * 1024) throw new Error(`${String(v)} is below 32M, the largest request a client may send`);
+    return bytes;
+  } catch (e) {
+    ctx.addIssue({ code: z.ZodIssueCode.custom, message: (e as Error).message });
+    return z.NEVER;
+  }
+});
 
 const serveOptions = {
   dev: {
@@ -111,6 +123,12 @@ const serveOptions = {
     describe: 'cap each snapshot-merge copy at this many bytes per second (e.g. 50M; changeable with dmtool ctl message)',
   },
   maxConnections: { schema: z.number().int().min(1).max(1024), type: 'number', describe: 'connections served at once', default: 16 },
+  bufferLimit: {
+    schema: bufferLimitSchema.optional(),
+    type: 'string',
+    describe:
+      'request data held for all clients together (write payloads received, read data not yet sent), e.g. 256M; at least 32M, the largest request (default 64M)',
+  },
   handshakeTimeout: {
     schema: z.number().positive().max(3600),
     type: 'number',
@@ -305,6 +323,7 @@ export const serveCommand = defineCommand({
     }
     const server = new NbdServer(table, {
       maxConnections: o.maxConnections,
+      serverBudgetBytes: o.bufferLimit,
       handshakeTimeoutMs: o.handshakeTimeout * 1000,
       tls,
       log: (line) => process.stderr.write(`dmtool serve: ${line}\n`),
