@@ -298,9 +298,8 @@ dmsetup remove snap
     }
     const writtenRegions = new Set([0, 10, 11, 50, REGIONS - 1]);
     const expectedLeg = Object.fromEntries(mirrors.map((m) => [m, withWrites(f(`${m}0`), writes, m)]));
-    // Slow enough that the guest's writes meet regions not yet copied, and that the copy cannot end before the
-    // guest does however slow the emulation (16 MiB take 512 s, longer than the test may run).
-    const s = await startServe([...tables, '--resync-rate', '32k'], path.join(w, 'nbd.sock'));
+    // Slow enough that the guest's writes meet regions not yet copied (16 MiB take 128 s).
+    const s = await startServe([...tables, '--resync-rate', '128k'], path.join(w, 'nbd.sock'));
     const ctl = `${s.socketPath}.ctl`;
     const inSyncCount = (m: string) => Number(/ mirror 2 \S+ \S+ (\d+)\//.exec(ok(['ctl', ctl, 'status', m]))?.[1]);
     let served: VmResult;
