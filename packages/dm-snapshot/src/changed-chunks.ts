@@ -3,9 +3,9 @@ import { allocBuffer } from '@dmtool/native';
 import { decodeArea } from './area';
 import { coalesceChunks, ChunkRange } from './delta';
 import { SnapshotError } from './errors';
-import { checkChunkSectors, CowGeometry } from './geometry';
+import { CowGeometry } from './geometry';
 import { CowHeader } from './header';
-import { probeHeader } from './persistent-store';
+import { readCowHeader } from './persistent-store';
 
 /**
  * A COW's exceptions sorted by origin chunk: `olds[i]` is saved in COW
@@ -26,24 +26,9 @@ export interface ChangedChunks {
  * recording changes.
  */
 export async function readChangedChunks(cow: BlockDevice, origin: BlockDevice): Promise<ChangedChunks> {
-  const state = await probeHeader(cow);
-  if (state.kind === 'fresh') {
-    throw new SnapshotError('EINVAL', 'not-formatted', 'COW has no snapshot header (magic is 0); create the snapshot first', {
-      path: cow.path,
-      sector: 0,
-      sectors: 1,
-    });
-  }
-  const header = state.header;
+  const { header, geometry: g } = await readCowHeader(cow, { origin });
   if (!header.valid) {
     throw new SnapshotError('EINVAL', 'snapshot-invalid', 'snapshot is invalid: its table no longer lists every changed chunk', {
-      path: cow.path,
-    });
-  }
-  checkChunkSectors(header.chunkSectors, [cow, origin]);
-  const g = new CowGeometry(header.chunkSectors, cow.sizeSectors);
-  if (g.cowChunks < 2) {
-    throw new SnapshotError('ENOSPC', 'cow-too-small', `COW of ${cow.sizeSectors} sectors is smaller than its header and first area`, {
       path: cow.path,
     });
   }

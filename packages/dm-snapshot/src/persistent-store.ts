@@ -3,7 +3,7 @@ import { allocBuffer } from '@dmtool/native';
 import { encodeEntry } from './area';
 import { SnapshotError } from './errors';
 import { checkChunkSectors, CowGeometry } from './geometry';
-import { decodeHeader, encodeHeader, HeaderState } from './header';
+import { CowHeader, decodeHeader, encodeHeader, HeaderState } from './header';
 import { ExceptionPlan, ExceptionStore, StoreUsage } from './store';
 import { persistentUsage } from './status';
 import { ExceptionTable } from './table';
@@ -43,7 +43,10 @@ export async function probeHeader(cow: BlockDevice): Promise<HeaderState> {
  * chunk size other than the caller's, a bad chunk size and a COW too small
  * for its first area. Nothing is written.
  */
-export async function readCowHeader(cow: BlockDevice, opts: OpenStoreOptions = {}): Promise<{ valid: boolean; geometry: CowGeometry }> {
+export async function readCowHeader(
+  cow: BlockDevice,
+  opts: OpenStoreOptions = {},
+): Promise<{ valid: boolean; geometry: CowGeometry; header: CowHeader }> {
   const state = await probeHeader(cow);
   if (state.kind === 'fresh') {
     throw new SnapshotError('EINVAL', 'not-formatted', 'COW has no snapshot header (magic is 0); create the snapshot first', {
@@ -68,7 +71,7 @@ export async function readCowHeader(cow: BlockDevice, opts: OpenStoreOptions = {
       path: cow.path,
     });
   }
-  return { valid: h.valid, geometry };
+  return { valid: h.valid, geometry, header: h };
 }
 
 /**
