@@ -51,6 +51,20 @@ function sparseSource(file: string): void {
   }
 }
 
+/** `dmtool copy` with an nbdkit file export of `served` (log filter on) at `uri`; what nbdkit was asked. */
+async function copyWithLoggedExport(served: string, copyArgs: (uri: string) => string[], nbdkitFlags: string[] = []) {
+  const sock = path.join(dir, 'nbd.sock');
+  const log = path.join(dir, 'nbdkit.log');
+  const server = await startNbdkit([...nbdkitFlags, '--filter=log', 'file', served, `logfile=${log}`], sock);
+  try {
+    const r = dmtool(['copy', ...copyArgs(nbdUri(sock, ''))]);
+    expect([r.status, r.stderr]).toEqual([0, '']);
+  } finally {
+    await server.stop();
+  }
+  return readNbdkitLog(log);
+}
+
 /** Bytes the file's blocks take on disk. */
 const allocated = (file: string) => fs.statSync(file).blocks * 512;
 
@@ -78,53 +92,29 @@ when(nbdkit)('the data extents of an nbdkit file export are the source file data
 when(nbdkit)('copy from a sparse export into a new file reads only the data and leaves holes', async () => {
   const src = path.join(dir, 'src.img');
   sparseSource(src);
-  const sock = path.join(dir, 'nbd.sock');
-  const log = path.join(dir, 'nbdkit.log');
   const out = path.join(dir, 'out.img');
-  const server = await startNbdkit(['--filter=log', 'file', src, `logfile=${log}`], sock);
-  try {
-    const r = dmtool(['copy', nbdUri(sock, ''), out]);
-    expect([r.status, r.stderr]).toEqual([0, '']);
-  } finally {
-    await server.stop();
-  }
+  const log = await copyWithLoggedExport(src, (uri) => [uri, out]);
   expect(sha256(out)).toBe(sha256(src));
-  expect(requestBytes(readNbdkitLog(log), 'Read')).toBe(DATA_BYTES);
+  expect(requestBytes(log, 'Read')).toBe(DATA_BYTES);
   expect(allocated(out)).toBeLessThanOrEqual(DATA_BYTES + 64 * KiB);
 });
 
 when(nbdkit)('copy --sparse=never from a sparse export reads everything', async () => {
   const src = path.join(dir, 'src.img');
   sparseSource(src);
-  const sock = path.join(dir, 'nbd.sock');
-  const log = path.join(dir, 'nbdkit.log');
   const out = path.join(dir, 'out.img');
-  const server = await startNbdkit(['--filter=log', 'file', src, `logfile=${log}`], sock);
-  try {
-    const r = dmtool(['copy', '--sparse=never', nbdUri(sock, ''), out]);
-    expect([r.status, r.stderr]).toEqual([0, '']);
-  } finally {
-    await server.stop();
-  }
+  const log = await copyWithLoggedExport(src, (uri) => ['--sparse=never', uri, out]);
   expect(sha256(out)).toBe(sha256(src));
-  expect(requestBytes(readNbdkitLog(log), 'Read')).toBe(16 * MiB);
+  expect(requestBytes(log, 'Read')).toBe(16 * MiB);
 });
 
 when(nbdkit)('an export without structured replies lists no holes: everything is read, content exact', async () => {
   const src = path.join(dir, 'src.img');
   sparseSource(src);
-  const sock = path.join(dir, 'nbd.sock');
-  const log = path.join(dir, 'nbdkit.log');
   const out = path.join(dir, 'out.img');
-  const server = await startNbdkit(['--no-sr', '--filter=log', 'file', src, `logfile=${log}`], sock);
-  try {
-    const r = dmtool(['copy', nbdUri(sock, ''), out]);
-    expect([r.status, r.stderr]).toEqual([0, '']);
-  } finally {
-    await server.stop();
-  }
+  const log = await copyWithLoggedExport(src, (uri) => [uri, out], ['--no-sr']);
   expect(sha256(out)).toBe(sha256(src));
-  expect(requestBytes(readNbdkitLog(log), 'Read')).toBe(16 * MiB);
+  expect(requestBytes(log, 'Read')).toBe(16 * MiB);
 });
 
 when(nbdkit)('copy of a sparse file to an export writes the data and zeroes the holes with WRITE_ZEROES', async () => {
@@ -132,17 +122,8 @@ when(nbdkit)('copy of a sparse file to an export writes the data and zeroes the 
   sparseSource(src);
   const dst = path.join(dir, 'dst.img');
   fs.writeFileSync(dst, Buffer.alloc(16 * MiB, 0xa5));
-  const sock = path.join(dir, 'nbd.sock');
-  const log = path.join(dir, 'nbdkit.log');
-  const server = await startNbdkit(['--filter=log', 'file', dst, `logfile=${log}`], sock);
-  try {
-    const r = dmtool(['copy', src, nbdUri(sock, '')]);
-    expect([r.status, r.stderr]).toEqual([0, '']);
-  } finally {
-    await server.stop();
-  }
+  const l = await copyWithLoggedExport(dst, (uri) => [src, uri]);
   expect(sha256(dst)).toBe(sha256(src));
-  const l = readNbdkitLog(log);
   expect(requestBytes(l, 'Write')).toBe(DATA_BYTES);
   expect(requestBytes(l, 'Zero')).toBe(16 * MiB - DATA_BYTES);
   // The file plugin punches where it is asked to zero: the holes come back.
